@@ -1,0 +1,199 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// SchemaVersion is the version of config.json this vectl writes and the newest it reads.
+// Bump it whenever a field is added or its meaning changes, so that an older vectl refuses a
+// newer file instead of silently dropping what it does not know.
+const SchemaVersion = 1
+
+var (
+	// ErrCorrupt means a state file is not what vectl wrote: unreadable JSON, unknown fields,
+	// missing schema version.
+	ErrCorrupt = errors.New("corrupt state file")
+	// ErrNewerSchema means a state file was written by a newer vectl.
+	ErrNewerSchema = errors.New("written by a newer vectl")
+)
+
+// FileError names the state file a problem was found in.
+type FileError struct {
+	Path string
+	Err  error
+}
+
+func (e *FileError) Error() string { return e.Path + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *FileError) Unwrap() error { return e.Err }
+
+// Config is the desired configuration of one VE, persisted as ve/<id>/config.json.
+// Observed state (running, pids, addresses in use) is never stored here.
+type Config struct {
+	Schema      int       `json:"schema"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Hostname    string    `json:"hostname,omitempty"`
+	OSTemplate  string    `json:"ostemplate"`
+	Layout      string    `json:"layout"`
+	Created     time.Time `json:"created"`
+}
+
+// Store is the state directory tree rooted at Root (by default /var/lib/vectl).
+type Store struct {
+	Root string
+}
+
+// New returns the store rooted at root. Call Init before writing to it.
+func New(root string) *Store { return &Store{Root: root} }
+
+// Init creates the store's directories when they are missing.
+func (s *Store) Init() error {
+	for _, d := range []string{"ve", "private", "root", "locks"} {
+		if err := os.MkdirAll(filepath.Join(s.Root, d), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VEDir is the directory holding a VE's config files.
+func (s *Store) VEDir(id string) string { return filepath.Join(s.Root, "ve", id) }
+
+// ConfigPath is the path of a VE's config.json.
+func (s *Store) ConfigPath(id string) string { return filepath.Join(s.VEDir(id), "config.json") }
+
+// PrivateDir is a VE's private area (its rootfs, overlay upper layer or disk image).
+func (s *Store) PrivateDir(id string) string { return filepath.Join(s.Root, "private", id) }
+
+// RootDir is where a VE's root filesystem is mounted while the VE is mounted.
+func (s *Store) RootDir(id string) string { return filepath.Join(s.Root, "root", id) }
+
+// LockPath is the lock file of one VE. It lives outside ve/<id> so that destroy can remove
+// that directory while still holding the lock.
+func (s *Store) LockPath(id string) string { return filepath.Join(s.Root, "locks", id+".lock") }
+
+// creatingPath marks a VE whose create has not finished (or was killed).
+func (s *Store) creatingPath(id string) string { return filepath.Join(s.VEDir(id), "creating") }
+
+// LockVE takes the lock of one VE, waiting up to timeout.
+func (s *Store) LockVE(id string, timeout time.Duration) (*Lock, error) {
+	return Acquire(s.LockPath(id), timeout)
+}
+
+// LockGlobal takes the store-wide lock that makes id and name allocation atomic.
+func (s *Store) LockGlobal(timeout time.Duration) (*Lock, error) {
+	return Acquire(filepath.Join(s.Root, "locks", "global.lock"), timeout)
+}
+
+// Exists reports whether a VE directory exists for id (complete or not).
+func (s *Store) Exists(id string) bool {
+	_, err := os.Lstat(s.VEDir(id))
+	return err == nil
+}
+
+// IDs lists the ids of all VEs in the store, sorted.
+func (s *Store) IDs() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.Root, "ve"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return []string{}, nil
+		}
+		return nil, err
+	}
+	ids := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.IsDir() && !IsTemp(e.Name()) {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Reserve creates the directory of a new VE, marked as being created, and writes its first
+// config. The caller must hold the global lock and must have checked that id is free.
+func (s *Store) Reserve(c *Config) error {
+	if err := os.Mkdir(s.VEDir(c.ID), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.creatingPath(c.ID), nil, 0o600); err != nil {
+		return err
+	}
+	return s.SaveConfig(c)
+}
+
+// FinishCreate removes the marker that Reserve set.
+func (s *Store) FinishCreate(id string) error {
+	if err := os.Remove(s.creatingPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return SyncDir(s.VEDir(id))
+}
+
+// Incomplete reports whether a VE's create never finished.
+func (s *Store) Incomplete(id string) bool {
+	_, err := os.Lstat(s.creatingPath(id))
+	return err == nil
+}
+
+// LoadConfig reads and validates a VE's config.json. Errors name the file.
+func (s *Store) LoadConfig(id string) (*Config, error) {
+	path := s.ConfigPath(id)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, &FileError{Path: path, Err: err}
+	}
+	return c, nil
+}
+
+// ParseConfig decodes a config.json. It refuses unknown fields and schema versions newer than
+// SchemaVersion rather than guessing.
+func ParseConfig(data []byte) (*Config, error) {
+	var head struct {
+		Schema *int `json:"schema"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	switch {
+	case head.Schema == nil || *head.Schema < 1:
+		return nil, fmt.Errorf("%w: no schema version", ErrCorrupt)
+	case *head.Schema > SchemaVersion:
+		return nil, fmt.Errorf("schema version %d %w (this one reads up to %d); upgrade vectl",
+			*head.Schema, ErrNewerSchema, SchemaVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if c.ID == "" {
+		return nil, fmt.Errorf("%w: no id", ErrCorrupt)
+	}
+	return &c, nil
+}
+
+// SaveConfig writes a VE's config.json atomically, stamping the current schema version.
+func (s *Store) SaveConfig(c *Config) error {
+	c.Schema = SchemaVersion
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(s.ConfigPath(c.ID), append(data, '\n'), 0o600)
+}
