@@ -1,0 +1,148 @@
+package template
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Init systems reported by DetectInit and recorded in Info.Init.
+const (
+	initSystemd  = "systemd"
+	initSysvinit = "sysvinit"
+	initBusybox  = "busybox"
+	initOpenRC   = "openrc"
+)
+
+// inRoot resolves paths the way the guest will see them: symlinks are followed, but absolute
+// targets and ".." stop at the root, so nothing outside it is ever looked at.
+const inRoot = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
+
+// maxLinks bounds a symlink chain, as the kernel does (ELOOP after 40).
+const maxLinks = 40
+
+// DetectInit names the init system of an unpacked root filesystem by inspecting /sbin/init,
+// resolving symlinks inside root only: a link whose target is named "systemd", "busybox" or
+// "openrc-init" gives "systemd", "busybox" or "openrc"; a file that is lib/systemd/systemd or
+// bin/busybox (the same inode) or contains "BusyBox" gives those; any other file gives
+// "sysvinit". It returns "" when /sbin/init is missing or dangling.
+func DetectInit(root string) string {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(rfd)
+	p := "sbin/init"
+	for range maxLinks {
+		dir, base := path.Split(p) // dir keeps its trailing "/"
+		if base == "" || base == "." || base == ".." {
+			break // names a directory, not a link; the final open decides
+		}
+		open := dir
+		if open == "" {
+			open = "."
+		}
+		pfd, err := unix.Openat2(rfd, open, &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: inRoot})
+		if err != nil {
+			return ""
+		}
+		target, isLink, err := readlinkat(pfd, base)
+		unix.Close(pfd)
+		if err != nil {
+			return ""
+		}
+		if !isLink {
+			break
+		}
+		switch path.Base(target) {
+		case "systemd":
+			return initSystemd
+		case "busybox":
+			return initBusybox
+		case "openrc-init":
+			return initOpenRC
+		}
+		if strings.HasPrefix(target, "/") {
+			p = target
+		} else {
+			// Not cleaned: the kernel resolves ".." after the directory's own symlinks (say
+			// /sbin -> usr/sbin), and so must we.
+			p = dir + target
+		}
+	}
+	fd, err := unix.Openat2(rfd, p, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: inRoot})
+	if err != nil {
+		return ""
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ""
+	}
+	switch {
+	case sameFile(rfd, "lib/systemd/systemd", &st) || sameFile(rfd, "usr/lib/systemd/systemd", &st):
+		return initSystemd
+	case sameFile(rfd, "bin/busybox", &st) || contains(f, []byte("BusyBox")):
+		return initBusybox
+	}
+	return initSysvinit
+}
+
+// readlinkat returns the target of base in dirfd if it is a symlink.
+func readlinkat(dirfd int, base string) (string, bool, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return "", false, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return "", false, nil
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(dirfd, base, buf)
+	if err != nil {
+		return "", false, err
+	}
+	return string(buf[:n]), true, nil
+}
+
+// sameFile reports whether rel, resolved inside the root rfd, is the inode st describes.
+func sameFile(rfd int, rel string, st *unix.Stat_t) bool {
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: inRoot})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var other unix.Stat_t
+	if err := unix.Fstat(fd, &other); err != nil {
+		return false
+	}
+	return other.Dev == st.Dev && other.Ino == st.Ino
+}
+
+// maxScan bounds how much of a file contains reads; init binaries are far smaller.
+const maxScan = 64 << 20
+
+// contains reports whether r holds needle within its first maxScan bytes.
+func contains(r io.Reader, needle []byte) bool {
+	buf := make([]byte, 64<<10)
+	keep := 0 // bytes carried over so that a needle split between reads is found
+	lr := io.LimitReader(r, maxScan)
+	for {
+		n, err := lr.Read(buf[keep:])
+		if bytes.Contains(buf[:keep+n], needle) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		total := keep + n
+		keep = min(len(needle)-1, total)
+		copy(buf, buf[total-keep:total])
+	}
+}

@@ -1,0 +1,288 @@
+package template
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// tree edits a root filesystem being built. The tree came from packages (and their
+// maintainer scripts), so it may hold absolute symlinks such as /etc/resolv.conf ->
+// /run/systemd/resolve/stub-resolv.conf: every path is resolved with RESOLVE_IN_ROOT, as the
+// guest would see it, and the last component is created with *at calls that never follow a
+// symlink, so no write can land on the host.
+type tree struct {
+	dir string
+	fd  int // O_PATH fd of the tree's root
+}
+
+func openTree(dir string) (*tree, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return &tree{dir: dir, fd: fd}, nil
+}
+
+func (t *tree) Close() error { return unix.Close(t.fd) }
+
+// pathErr reports an error on rel as the guest path /rel inside the tree.
+func (t *tree) pathErr(op, rel string, err error) error {
+	return &os.PathError{Op: op, Path: t.dir + ":/" + rel, Err: err}
+}
+
+// open opens rel inside the tree, following symlinks only within it.
+func (t *tree) open(rel string, flags uint64) (int, error) {
+	for {
+		fd, err := unix.Openat2(t.fd, rel, &unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: inRoot})
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// parent opens the directory holding rel and returns it with rel's last component.
+func (t *tree) parent(rel string) (int, string, error) {
+	rel = strings.Trim(path.Clean("/"+rel), "/")
+	if rel == "" {
+		return -1, "", fmt.Errorf("the tree's root has no parent")
+	}
+	dir, base := path.Split(rel)
+	if dir == "" {
+		dir = "."
+	}
+	fd, err := t.open(dir, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return -1, "", t.pathErr("open", dir, err)
+	}
+	return fd, base, nil
+}
+
+// mkdirAll creates directory rel and its missing parents; the ones it creates get mode.
+func (t *tree) mkdirAll(rel string, mode uint32) error {
+	rel = strings.Trim(path.Clean("/"+rel), "/")
+	if rel == "" {
+		return nil
+	}
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fd, err := t.open(p, unix.O_PATH|unix.O_DIRECTORY)
+		if err == nil {
+			unix.Close(fd)
+			continue
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			return t.pathErr("mkdir", p, err)
+		}
+		if err := t.mkdir(p, mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mkdir creates directory rel with exactly mode (whatever the umask), owned by the caller.
+func (t *tree) mkdir(rel string, mode uint32) error {
+	pfd, base, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+		return t.pathErr("mkdir", rel, err)
+	}
+	fd, err := openBeneath(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return t.pathErr("open", rel, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return t.pathErr("chmod", rel, err)
+	}
+	return nil
+}
+
+// writeFile replaces rel with a new regular file holding r's content and mode. Whatever was
+// at rel before (a symlink included) is unlinked, never opened.
+func (t *tree) writeFile(rel string, r io.Reader, mode uint32) error {
+	pfd, base, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := unlinkNonDir(pfd, base); err != nil {
+		return t.pathErr("replace", rel, err)
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return t.pathErr("create", rel, err)
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		return t.pathErr("write", rel, err)
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return t.pathErr("chmod", rel, err)
+	}
+	if err := f.Close(); err != nil {
+		return t.pathErr("write", rel, err)
+	}
+	return nil
+}
+
+// symlink replaces rel with a symlink to target.
+func (t *tree) symlink(rel, target string) error {
+	pfd, base, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := unlinkNonDir(pfd, base); err != nil {
+		return t.pathErr("replace", rel, err)
+	}
+	if err := unix.Symlinkat(target, pfd, base); err != nil {
+		return t.pathErr("symlink", rel, err)
+	}
+	return nil
+}
+
+// removeIfRegular removes rel if it is a regular file; anything else is left alone.
+func (t *tree) removeIfRegular(rel string) error {
+	pfd, base, err := t.parent(rel)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	err = unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return t.pathErr("stat", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	if err := unix.Unlinkat(pfd, base, 0); err != nil {
+		return t.pathErr("remove", rel, err)
+	}
+	return nil
+}
+
+// clearDir removes the entries of directory rel for which match returns true (everything
+// below a matching directory included), keeping rel itself. A missing rel is not an error.
+func (t *tree) clearDir(rel string, match func(name string, st *unix.Stat_t) bool) error {
+	fd, err := t.open(rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return t.pathErr("open", rel, err)
+	}
+	defer unix.Close(fd)
+	if err := clearDirFd(fd, match); err != nil {
+		return t.pathErr("clear", rel, err)
+	}
+	return nil
+}
+
+// clearDirFd removes the matching entries of the open directory fd.
+func clearDirFd(fd int, match func(string, *unix.Stat_t) bool) error {
+	var dir unix.Stat_t
+	if err := unix.Fstat(fd, &dir); err != nil {
+		return err
+	}
+	names, err := readDirNames(fd)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("%s: %w", n, err))
+			}
+			continue
+		}
+		if match != nil && !match(n, &st) {
+			continue
+		}
+		if st.Dev != dir.Dev {
+			// debootstrap mounts /proc and /sys in the tree; never empty a mounted filesystem.
+			errs = append(errs, fmt.Errorf("%s is a mount point", n))
+			continue
+		}
+		if err := removeAllAt(fd, n, &st); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeAllAt removes name in dirfd and, for a directory, everything below it. Directories
+// are opened with O_NOFOLLOW relative to their parent, so a symlink is removed, not
+// followed; clearDirFd refuses to descend into a mount point.
+func removeAllAt(dirfd int, name string, st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unix.Unlinkat(dirfd, name, 0)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	var self unix.Stat_t
+	if err := unix.Fstat(fd, &self); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if self.Dev != st.Dev || self.Ino != st.Ino {
+		unix.Close(fd)
+		return fmt.Errorf("%s changed while being removed", name)
+	}
+	err = clearDirFd(fd, nil)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+}
+
+// readDirNames lists an open directory through a fresh fd, leaving the caller's offset alone.
+func readDirNames(fd int) ([]string, error) {
+	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), ".")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// unlinkNonDir removes base in dirfd unless it is missing or a directory (which is an error).
+func unlinkNonDir(dirfd int, base string) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return unix.EISDIR
+	}
+	return unix.Unlinkat(dirfd, base, 0)
+}
