@@ -1,0 +1,253 @@
+// Package commands is vectl's command line: a urfave/cli/v2 app whose commands parse their
+// arguments, make one call into the container package, and render the result as a table or
+// as JSON. It never imports libcontainer, libcni or netlink.
+package commands
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container"
+)
+
+// Version is set at build time with -ldflags "-X github.com/vectl/vectl/commands.Version=...".
+var Version = "dev"
+
+// Streams are the standard streams a command reads and writes.
+type Streams struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// geteuid is replaced by unit tests, which run unprivileged.
+var geteuid = os.Geteuid
+
+// Main runs vectl with args (args[0] is the program name) and returns the exit status.
+func Main(args []string, s Streams) int {
+	app := NewApp(s)
+	args, err := reorderArgs(app, args)
+	if err == nil {
+		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+		err = app.RunContext(ctx, args)
+		stop()
+	}
+	if err == nil {
+		return 0
+	}
+	code, msg := exitStatus(err)
+	if msg != "" {
+		fmt.Fprintf(s.Err, "vectl: %s\n", msg)
+	}
+	return code
+}
+
+// NewApp builds a fresh app for every run: urfave/cli/v2 mutates flag values while parsing,
+// so reusing one between runs (as tests do) would leak state.
+func NewApp(s Streams) *cli.App {
+	app := &cli.App{
+		Name:                   "vectl",
+		Usage:                  "OpenVZ-style Virtual Environments on a stock Linux kernel",
+		Version:                Version,
+		Reader:                 s.In,
+		Writer:                 s.Out,
+		ErrWriter:              s.Err,
+		HideVersion:            false,
+		UseShortOptionHandling: true,
+		ExitErrHandler:         func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageErrorf("%v", err)
+		},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "root", Value: container.DefaultRoot, EnvVars: []string{"VECTL_ROOT"},
+				Usage: "persistent state directory"},
+			&cli.StringFlag{Name: "template-dir", EnvVars: []string{"VECTL_TEMPLATE_DIR"},
+				Usage: "OS template cache (default: ROOT/templates)"},
+			&cli.StringFlag{Name: "run-dir", Value: container.DefaultRunDir, EnvVars: []string{"VECTL_RUN_DIR"},
+				Usage: "volatile state directory (cleared by a host reboot)"},
+			&cli.StringFlag{Name: "log-dir", Value: container.DefaultLogDir, EnvVars: []string{"VECTL_LOG_DIR"},
+				Usage: "console log directory"},
+			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
+				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
+		},
+		Commands: []*cli.Command{
+			createCommand(),
+			destroyCommand(),
+			mountCommand(),
+			umountCommand(),
+			statusCommand(),
+			listCommand(),
+			templateCommand(),
+			exitCodesCommand(),
+		},
+	}
+	for _, c := range app.Commands {
+		prepare(c)
+	}
+	return app
+}
+
+// prepare wires the conventions every command shares: usage errors map to exit 20, and the
+// help text ends with the exit status table pointer.
+func prepare(c *cli.Command) {
+	c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+		return usageErrorf("%s: %v", c.Name, err)
+	}
+	if c.Action != nil && c.Name != "exit-codes" {
+		action := c.Action
+		c.Action = func(ctx *cli.Context) error {
+			if geteuid() != 0 {
+				return fmt.Errorf("%s: %w: vectl must run as root", c.Name, container.ErrPermission)
+			}
+			return action(ctx)
+		}
+	}
+	for _, sc := range c.Subcommands {
+		prepare(sc)
+	}
+}
+
+// manager builds the container manager from the global flags.
+func manager(c *cli.Context) (*container.Manager, error) {
+	timeout, err := parseTimeout(c.String("lock-timeout"))
+	if err != nil {
+		return nil, err
+	}
+	return container.New(container.Options{
+		Root:        c.String("root"),
+		RunDir:      c.String("run-dir"),
+		LogDir:      c.String("log-dir"),
+		TemplateDir: c.String("template-dir"),
+		LockTimeout: timeout,
+	}), nil
+}
+
+// parseTimeout accepts whole seconds ("30", as vzctl does) or a Go duration ("500ms").
+func parseTimeout(s string) (time.Duration, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%w: lock timeout %q: use seconds (30) or a duration (500ms)", container.ErrInvalidValue, s)
+	}
+	return d, nil
+}
+
+// oneID checks that a command got exactly one VE id and returns it.
+func oneID(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", usageErrorf("%s: expected one VE id, got %d arguments (see vectl %s --help)", c.Command.Name, c.NArg(), c.Command.Name)
+	}
+	return c.Args().First(), nil
+}
+
+// reorderArgs moves a command's flags in front of its positional arguments, so that
+// vzctl-style command lines (vectl set 101 --ram 1G --save) parse: urfave/cli/v2 stops
+// parsing flags at the first positional argument. Commands listed in passThrough keep
+// everything after their first N positional arguments verbatim (exec ID CMD...).
+func reorderArgs(app *cli.App, args []string) ([]string, error) {
+	if len(args) < 2 {
+		return args, nil
+	}
+	out := []string{args[0]}
+	i := 1
+	for i < len(args) && isFlag(args[i]) {
+		out = append(out, args[i])
+		if takesValue(app.Flags, args[i]) && i+1 < len(args) {
+			out = append(out, args[i+1])
+			i++
+		}
+		i++
+	}
+	cmds := app.Commands
+	for i < len(args) {
+		name := args[i]
+		if name == "help" || name == "h" {
+			return append(out, args[i:]...), nil
+		}
+		cmd := findCommand(cmds, name)
+		if cmd == nil {
+			return nil, usageErrorf("unknown command %q (see vectl --help)", name)
+		}
+		out = append(out, name)
+		i++
+		if len(cmd.Subcommands) > 0 {
+			if i < len(args) && !isFlag(args[i]) {
+				cmds = cmd.Subcommands
+				continue
+			}
+			return append(out, args[i:]...), nil
+		}
+		keep := passThrough[cmd.Name]
+		var flags, pos []string
+		for ; i < len(args); i++ {
+			a := args[i]
+			if keep > 0 && len(pos) >= keep {
+				pos = append(pos, args[i:]...)
+				break
+			}
+			if a == "--" {
+				pos = append(pos, args[i+1:]...)
+				break
+			}
+			if isFlag(a) {
+				flags = append(flags, a)
+				if takesValue(cmd.Flags, a) && i+1 < len(args) {
+					flags = append(flags, args[i+1])
+					i++
+				}
+				continue
+			}
+			pos = append(pos, a)
+		}
+		out = append(out, flags...)
+		if len(pos) > 0 {
+			out = append(out, "--")
+			out = append(out, pos...)
+		}
+		return out, nil
+	}
+	return out, nil
+}
+
+// passThrough names commands whose arguments after the first N positional ones belong to
+// another program.
+var passThrough = map[string]int{"exec": 1}
+
+func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
+}
+
+// takesValue reports whether the flag in arg ("--ram", "-o") consumes the next argument.
+func takesValue(flags []cli.Flag, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				_, isBool := f.(*cli.BoolFlag)
+				return !isBool
+			}
+		}
+	}
+	return false
+}

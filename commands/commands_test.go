@@ -1,0 +1,303 @@
+package commands
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vectl/vectl/container"
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/template"
+)
+
+// run calls Main as root (unit tests run unprivileged; the root check is tested on its own)
+// with a private state root, and returns the exit status and both output streams.
+func run(t *testing.T, root string, args ...string) (int, string, string) {
+	t.Helper()
+	old := geteuid
+	geteuid = func() int { return 0 }
+	defer func() { geteuid = old }()
+	var out, errb bytes.Buffer
+	full := append([]string{"vectl", "--root", root, "--run-dir", filepath.Join(root, "run"),
+		"--log-dir", filepath.Join(root, "log")}, args...)
+	code := Main(full, Streams{In: strings.NewReader(""), Out: &out, Err: &errb})
+	return code, out.String(), errb.String()
+}
+
+// fakeVE writes a VE's state the way create leaves it, without a private area.
+func fakeVE(t *testing.T, root string, c store.Config) {
+	t.Helper()
+	s := store.New(root)
+	if err := s.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if c.OSTemplate == "" {
+		c.OSTemplate = "busybox-1.35-x86_64"
+	}
+	if c.Layout == "" {
+		c.Layout = "overlay"
+	}
+	if err := s.Reserve(&c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishCreate(c.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReorderArgs(t *testing.T) {
+	app := NewApp(Streams{})
+	tests := []struct {
+		in, want []string
+	}{
+		{[]string{"vectl", "create", "101", "--ostemplate", "t", "--name", "web"},
+			[]string{"vectl", "create", "--ostemplate", "t", "--name", "web", "--", "101"}},
+		{[]string{"vectl", "--root", "/r", "list", "-a", "-o", "ctid,status", "101"},
+			[]string{"vectl", "--root", "/r", "list", "-a", "-o", "ctid,status", "--", "101"}},
+		{[]string{"vectl", "list", "-s", "-ctid"}, []string{"vectl", "list", "-s", "-ctid"}},
+		{[]string{"vectl", "template", "import", "f.tar", "--name", "x"},
+			[]string{"vectl", "template", "import", "--name", "x", "--", "f.tar"}},
+		{[]string{"vectl", "status", "101", "--json"}, []string{"vectl", "status", "--json", "--", "101"}},
+		{[]string{"vectl", "create", "101", "--", "--weird"}, []string{"vectl", "create", "--", "101", "--weird"}},
+		{[]string{"vectl", "help", "exit-codes"}, []string{"vectl", "help", "exit-codes"}},
+		{[]string{"vectl", "--lock-timeout=1s", "mount", "101"}, []string{"vectl", "--lock-timeout=1s", "mount", "--", "101"}},
+	}
+	for _, tt := range tests {
+		got, err := reorderArgs(app, tt.in)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("reorderArgs(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	if _, err := reorderArgs(app, []string{"vectl", "frobnicate"}); !errors.Is(err, errUsage) {
+		t.Errorf("unknown command: err = %v, want usage error", err)
+	}
+}
+
+func TestExitStatusTable(t *testing.T) {
+	tests := []struct {
+		err  error
+		code int
+	}{
+		{fmt.Errorf("x: %w", container.ErrNotExist), 14},
+		{fmt.Errorf("x: %w", container.ErrExist), 44},
+		{fmt.Errorf("x: %w", template.ErrExist), 44},
+		{fmt.Errorf("x: %w", template.ErrNotFound), 91},
+		{fmt.Errorf("x: %w", container.ErrInvalidValue), 21},
+		{fmt.Errorf("x: %w", container.ErrInvalidID), 21},
+		{fmt.Errorf("x: %w", template.ErrUnsafeEntry), 21},
+		{usageErrorf("bad"), 20},
+		{fmt.Errorf("x: %w", container.ErrPermission), 12},
+		{fmt.Errorf("x: %w", &store.LockedError{Path: "p"}), 9},
+		{fmt.Errorf("x: %w", container.ErrRunning), 32},
+		{fmt.Errorf("x: %w", container.ErrNotRunning), 31},
+		{fmt.Errorf("x: %w", container.ErrNoInit), 47},
+		{fmt.Errorf("x: %w", container.ErrMount), 50},
+		{fmt.Errorf("x: %w", container.ErrInUse), 93},
+		{errNoTemplate, 29},
+		{errors.New("anything else"), 3},
+		{statusError{42}, 42},
+	}
+	for _, tt := range tests {
+		if code, _ := exitStatus(tt.err); code != tt.code {
+			t.Errorf("exitStatus(%v) = %d, want %d", tt.err, code, tt.code)
+		}
+	}
+	if _, msg := exitStatus(errors.Join(errors.New("a"), errors.New("b"))); strings.Contains(msg, "\n") {
+		t.Errorf("message %q is not one line", msg)
+	}
+}
+
+func TestHelpExitCodes(t *testing.T) {
+	var out bytes.Buffer
+	if code := Main([]string{"vectl", "help", "exit-codes"}, Streams{Out: &out, Err: &out}); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	for _, row := range exitCodes {
+		if !strings.Contains(out.String(), row.meaning) {
+			t.Errorf("help exit-codes lacks %d %q", row.code, row.meaning)
+		}
+	}
+}
+
+func TestNotRootExits12(t *testing.T) {
+	old := geteuid
+	geteuid = func() int { return 1000 }
+	defer func() { geteuid = old }()
+	var out, errb bytes.Buffer
+	code := Main([]string{"vectl", "--root", t.TempDir(), "list"}, Streams{Out: &out, Err: &errb})
+	if code != 12 || !strings.Contains(errb.String(), "root") {
+		t.Fatalf("exit %d, stderr %q; want 12 naming root", code, errb.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	root := t.TempDir()
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{"list", "--no-such-flag"},
+		{"status"},
+		{"status", "1", "2"},
+		{"template", "build", "x", "--from", "floppy"},
+	} {
+		code, out, errs := run(t, root, args...)
+		if code != 20 || out != "" || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 20 and one line", args, code, out, errs)
+		}
+	}
+}
+
+func TestCreateRefusals(t *testing.T) {
+	root := t.TempDir()
+	fakeVE(t, root, store.Config{ID: "150", Name: "web"})
+	tests := []struct {
+		args []string
+		code int
+		in   string
+	}{
+		{[]string{"create", "160"}, 29, "--ostemplate"},
+		{[]string{"create", "Bad/Id", "--ostemplate", "x"}, 21, `"Bad/Id"`},
+		{[]string{"create", "160", "--ostemplate", "nosuch-1-x86_64"}, 91, "nosuch-1-x86_64"},
+		{[]string{"create", "150", "--ostemplate", "busybox-1.35-x86_64"}, 44, "150"},
+		{[]string{"create", "160", "--ostemplate", "busybox-1.35-x86_64", "--name", "web"}, 44, "web"},
+		{[]string{"create", "160", "--ostemplate", "busybox-1.35-x86_64", "--layout", "zfs"}, 21, "zfs"},
+		{[]string{"create", "160", "--ostemplate", "busybox-1.35-x86_64", "--hostname", "-bad-"}, 21, "-bad-"},
+		{[]string{"create", "160", "--ostemplate", "../etc"}, 21, "../etc"},
+	}
+	for _, tt := range tests {
+		code, _, errs := run(t, root, tt.args...)
+		if code != tt.code || !strings.Contains(errs, tt.in) {
+			t.Errorf("%q: exit %d, stderr %q; want %d mentioning %q", tt.args, code, errs, tt.code, tt.in)
+		}
+	}
+	// Nothing half-created: only the pre-existing VE is there.
+	ids, _ := store.New(root).IDs()
+	if !reflect.DeepEqual(ids, []string{"150"}) {
+		t.Fatalf("VEs after refused creates: %v", ids)
+	}
+}
+
+func TestLockedVEExits9(t *testing.T) {
+	if _, err := exec.LookPath("flock"); err != nil {
+		t.Skip("requires flock(1) from util-linux")
+	}
+	root := t.TempDir()
+	fakeVE(t, root, store.Config{ID: "101"})
+	// A second process holds the VE's lock, as a concurrent vectl would.
+	holder := exec.Command("flock", "-x", store.New(root).LockPath("101"), "-c", "echo locked; read x")
+	stdin, _ := holder.StdinPipe()
+	stdout, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); holder.Wait() }()
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("lock holder said %q", line)
+	}
+	start := time.Now()
+	code, _, errs := run(t, root, "--lock-timeout", "300ms", "destroy", "101")
+	if code != 9 || !strings.Contains(errs, "101") {
+		t.Fatalf("exit %d, stderr %q; want 9 naming the VE", code, errs)
+	}
+	if time.Since(start) < 300*time.Millisecond {
+		t.Fatal("gave up before the lock timeout")
+	}
+	if !store.New(root).Exists("101") {
+		t.Fatal("the locked VE was destroyed")
+	}
+}
+
+func TestCorruptConfigIsReportedNotRewritten(t *testing.T) {
+	root := t.TempDir()
+	fakeVE(t, root, store.Config{ID: "101"})
+	path := store.New(root).ConfigPath("101")
+	bad := []byte(`{"schema": 1, "id": "101", "ostemplate": `)
+	os.WriteFile(path, bad, 0o600)
+
+	code, _, errs := run(t, root, "mount", "101")
+	if code != 3 || !strings.Contains(errs, path) {
+		t.Fatalf("mount: exit %d, stderr %q; want 3 naming %s", code, errs, path)
+	}
+	code, out, errs := run(t, root, "list", "-a")
+	if code != 0 || !strings.Contains(out, "broken") || !strings.Contains(errs, path) {
+		t.Fatalf("list: exit %d, out %q, err %q; want the VE shown broken and a warning naming the file", code, out, errs)
+	}
+	if data, _ := os.ReadFile(path); !bytes.Equal(data, bad) {
+		t.Fatal("corrupt config was overwritten")
+	}
+	os.WriteFile(path, []byte(`{"schema": 7, "id": "101"}`), 0o600)
+	if code, _, errs := run(t, root, "mount", "101"); code != 3 || !strings.Contains(errs, "newer vectl") {
+		t.Fatalf("newer schema: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestStatusOfMissingVE(t *testing.T) {
+	code, out, _ := run(t, t.TempDir(), "status", "999")
+	if code != 0 || out != "VEID 999 deleted unmounted down\n" {
+		t.Fatalf("exit %d, out %q", code, out)
+	}
+	code, out, _ = run(t, t.TempDir(), "status", "999", "--json")
+	var v map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v["exist"] != false || v["status"] != "deleted" {
+		t.Fatalf("exit %d, out %q", code, out)
+	}
+}
+
+func TestListEmptyAndFields(t *testing.T) {
+	root := t.TempDir()
+	code, out, _ := run(t, root, "list", "-a", "-j")
+	if code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("empty list -j: exit %d, %q; want []", code, out)
+	}
+	code, out, _ = run(t, root, "list", "-a")
+	if code != 0 || !strings.Contains(out, "CTID") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("empty list: exit %d, %q; want only the header", code, out)
+	}
+
+	fakeVE(t, root, store.Config{ID: "101", Hostname: "b.example", Name: "web"})
+	fakeVE(t, root, store.Config{ID: "20", Hostname: "a.example"})
+	fakeVE(t, root, store.Config{ID: "db", Description: "the database"})
+
+	// Not running: the default (running only) view is empty, -a and -S show all.
+	if _, out, _ := run(t, root, "list", "-H"); out != "" {
+		t.Fatalf("list of running VEs = %q, want nothing", out)
+	}
+	_, out, _ = run(t, root, "list", "-a", "-H", "-o", "ctid")
+	if got := strings.Fields(out); !reflect.DeepEqual(got, []string{"20", "101", "db"}) {
+		t.Fatalf("ids sorted = %q", got)
+	}
+	_, out, _ = run(t, root, "list", "-S", "-1", "-s", "-ctid")
+	if got := strings.Fields(out); !reflect.DeepEqual(got, []string{"db", "101", "20"}) {
+		t.Fatalf("reverse sort = %q", got)
+	}
+	_, out, _ = run(t, root, "list", "-a", "-H", "-o", "ctid,hostname", "-s", "hostname")
+	if !strings.HasPrefix(strings.TrimLeft(out, " "), "20 a.example") {
+		t.Fatalf("sort by hostname: %q", out)
+	}
+	_, out, _ = run(t, root, "list", "-a", "-j", "-o", "ctid,status,name")
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 {
+		t.Fatalf("list -j: %v %q", err, out)
+	}
+	if rows[1]["ctid"] != "101" || rows[1]["status"] != "stopped" || rows[1]["name"] != "web" || len(rows[1]) != 3 {
+		t.Fatalf("row = %v", rows[1])
+	}
+	_, out, _ = run(t, root, "list", "-o", "ctid,description", "web", "db")
+	if !strings.Contains(out, "the database") || !strings.Contains(out, "101") || strings.Contains(out, " 20 ") {
+		t.Fatalf("list by id and name: %q", out)
+	}
+	if code, _, errs := run(t, root, "list", "-o", "ctid,colour"); code != 21 || !strings.Contains(errs, "colour") {
+		t.Fatalf("unknown field: exit %d, %q", code, errs)
+	}
+	if code, _, _ := run(t, root, "list", "nosuch"); code != 14 {
+		t.Fatalf("unknown VE: exit %d", code)
+	}
+}

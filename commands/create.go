@@ -1,0 +1,140 @@
+package commands
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vectl/vectl/container"
+)
+
+func createCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "create",
+		Usage:     "create a VE from an OS template (not started)",
+		ArgsUsage: "ID --ostemplate NAME",
+		Description: `Creates the VE's private area from an OS template of the cache (vectl template list).
+The overlay layout (default) shares the template's unpacked tree read-only and gives the VE
+its own upper directory, so create takes milliseconds whatever the template's size; the
+copy layout makes a full private copy. ID is a number (101) or a name; --name adds an alias
+that every command accepts in place of the id.
+
+EXAMPLES:
+   vectl create 101 --ostemplate debian-12-x86_64-minimal --hostname web1
+   vectl create 102 --ostemplate busybox-1.35-x86_64 --layout copy --name cache
+
+EXIT STATUS:
+   0 created; 20 bad syntax; 21 bad value; 29 no --ostemplate; 44 id or name exists;
+   91 template not found; 9 locked; see vectl help exit-codes`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "ostemplate", Usage: "OS template `NAME` (see vectl template list)"},
+			&cli.StringFlag{Name: "layout", Value: container.LayoutOverlay, Usage: "private area layout: overlay or copy"},
+			&cli.StringFlag{Name: "hostname", Usage: "the VE's host name"},
+			&cli.StringFlag{Name: "name", Usage: "a name to use in place of the id"},
+			&cli.StringFlag{Name: "description", Usage: "free text shown by list -o description"},
+		},
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			if c.String("ostemplate") == "" {
+				return fmt.Errorf("create %s: %w: pass --ostemplate NAME (see vectl template list)", id, errNoTemplate)
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := m.Create(c.Context, container.CreateOptions{
+				ID:          id,
+				OSTemplate:  c.String("ostemplate"),
+				Layout:      c.String("layout"),
+				Hostname:    c.String("hostname"),
+				Name:        c.String("name"),
+				Description: c.String("description"),
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s created from %s (%s layout)\n", cfg.ID, cfg.OSTemplate, cfg.Layout)
+			return nil
+		},
+	}
+}
+
+func destroyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "destroy",
+		Aliases:   []string{"delete"},
+		Usage:     "remove a stopped VE and its private area",
+		ArgsUsage: "ID",
+		Description: `Removes the VE's private area, mount point, config and console log. It also
+finishes the job after a create, start or destroy that was killed midway.
+
+EXAMPLES:
+   vectl destroy 101
+
+EXIT STATUS:
+   0 destroyed; 14 no such VE; 32 the VE is running (stop it first); 9 locked`,
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			if err := m.Destroy(c.Context, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s destroyed\n", id)
+			return nil
+		},
+	}
+}
+
+func mountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a VE's root filesystem on the host (ROOT/root/ID)",
+		ArgsUsage: "ID",
+		Description: `EXAMPLES:
+   vectl mount 101 && ls /var/lib/vectl/root/101
+
+EXIT STATUS:
+   0 mounted (or already mounted); 14 no such VE; 43 incomplete VE; 50 mount failed`,
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			return m.Mount(id)
+		},
+	}
+}
+
+func umountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "umount",
+		Usage:     "unmount a stopped VE's root filesystem",
+		ArgsUsage: "ID",
+		Description: `EXIT STATUS:
+   0 unmounted (or was not mounted); 14 no such VE; 32 the VE is running`,
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			return m.Umount(id)
+		},
+	}
+}

@@ -1,0 +1,105 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vectl/vectl/container"
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/template"
+)
+
+// errUsage marks command line syntax errors (exit 20).
+var errUsage = errors.New("invalid command line")
+
+// errNoTemplate means create was called without an OS template (exit 29, as vzctl).
+var errNoTemplate = errors.New("OS template not specified")
+
+func usageErrorf(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errUsage)
+}
+
+// statusError passes a child's exit status through without a message (exec).
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// exitCode is one row of the exit status table.
+type exitCode struct {
+	code    int
+	meaning string
+	errs    []error
+}
+
+// exitCodes is the one table of vectl's exit statuses. The numbers follow vzctl's documented
+// table wherever the meaning is shared, so that existing scripts keep working.
+var exitCodes = []exitCode{
+	{0, "success", nil},
+	{3, "system error (anything not listed here)", nil},
+	{9, "VE or template locked by another vectl invocation (see --lock-timeout)", []error{store.ErrLocked}},
+	{12, "permission denied: vectl must run as root", []error{container.ErrPermission}},
+	{14, "VE does not exist", []error{container.ErrNotExist}},
+	{20, "invalid command line syntax", []error{errUsage}},
+	{21, "invalid value for a parameter", []error{container.ErrInvalidValue, container.ErrInvalidID,
+		template.ErrInvalidName, template.ErrUnsafeEntry}},
+	{29, "OS template not specified", []error{errNoTemplate}},
+	{31, "VE is not running", []error{container.ErrNotRunning}},
+	{32, "VE is running (stop it first)", []error{container.ErrRunning}},
+	{43, "VE private area missing or incomplete (destroy it and create it again)", []error{container.ErrIncomplete}},
+	{44, "VE, name or template already exists", []error{container.ErrExist, template.ErrExist}},
+	{47, "broken VE: no /sbin/init in its template", []error{container.ErrNoInit}},
+	{50, "unable to mount the VE's root", []error{container.ErrMount}},
+	{91, "OS template not found", []error{template.ErrNotFound}},
+	{93, "OS template in use by a VE", []error{container.ErrInUse}},
+	{130, "interrupted (SIGINT)", []error{context.Canceled}},
+}
+
+// exitStatus maps an error to its exit status and the one-line message to print.
+func exitStatus(err error) (int, string) {
+	var se statusError
+	if errors.As(err, &se) {
+		return se.code, ""
+	}
+	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	for _, row := range exitCodes {
+		for _, e := range row.errs {
+			if errors.Is(err, e) {
+				return row.code, msg
+			}
+		}
+	}
+	return 3, msg
+}
+
+func writeExitCodes(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CODE\tMEANING")
+	for _, row := range exitCodes {
+		fmt.Fprintf(tw, "%d\t%s\n", row.code, row.meaning)
+	}
+	fmt.Fprintln(tw, "N\texec: the command's own exit status (128+N when killed by signal N)")
+	return tw.Flush()
+}
+
+func exitCodesText() string {
+	var b strings.Builder
+	writeExitCodes(&b)
+	return b.String()
+}
+
+func exitCodesCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "exit-codes",
+		Usage:       "print the table of exit statuses (also: vectl help exit-codes)",
+		Description: "vectl's exit statuses, shared with vzctl where the meaning is the same:\n\n" + exitCodesText(),
+		Action: func(c *cli.Context) error {
+			return writeExitCodes(c.App.Writer)
+		},
+	}
+}

@@ -1,0 +1,109 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vectl/vectl/container"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show whether a VE exists, is mounted and is running",
+		ArgsUsage: "ID",
+		Description: `Prints vzctl's status line, derived live:
+   VEID 101 exist mounted running
+   VEID 102 exist unmounted down
+   VEID 103 deleted unmounted down        (no such VE: still exit 0, as vzctl)
+A suspended (frozen) VE gets a trailing "suspended"; a VE whose create never finished
+a trailing "incomplete".
+
+EXAMPLES:
+   vectl status 101 | grep -q running && echo up
+   vectl status 101 --json
+
+EXIT STATUS:
+   0 status printed (also for a VE that does not exist); 21 malformed id`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			e, err := m.Status(id)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return writeJSON(c.App.Writer, statusJSON(e))
+			}
+			return writeStatusLine(c.App.Writer, e.Status)
+		},
+	}
+}
+
+func writeStatusLine(w io.Writer, s container.Status) error {
+	exist, mounted, running := "deleted", "unmounted", "down"
+	if s.Exist {
+		exist = "exist"
+	}
+	if s.Mounted {
+		mounted = "mounted"
+	}
+	if s.Running {
+		running = "running"
+	}
+	line := fmt.Sprintf("VEID %s %s %s %s", s.ID, exist, mounted, running)
+	if s.Suspended {
+		line += " suspended"
+	}
+	if s.Incomplete {
+		line += " incomplete"
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
+}
+
+// veJSON is the JSON shape of one VE in status --json and list -j.
+type veJSON struct {
+	ID          string `json:"ctid"`
+	Name        string `json:"name,omitempty"`
+	Hostname    string `json:"hostname,omitempty"`
+	Description string `json:"description,omitempty"`
+	OSTemplate  string `json:"ostemplate,omitempty"`
+	Layout      string `json:"layout,omitempty"`
+	State       string `json:"status"`
+	Exist       bool   `json:"exist"`
+	Mounted     bool   `json:"mounted"`
+	Running     bool   `json:"running"`
+	Suspended   bool   `json:"suspended"`
+	Incomplete  bool   `json:"incomplete,omitempty"`
+	Problem     string `json:"problem,omitempty"`
+}
+
+func statusJSON(e container.Entry) veJSON {
+	v := veJSON{
+		ID:         e.Status.ID,
+		State:      e.Status.State(),
+		Exist:      e.Status.Exist,
+		Mounted:    e.Status.Mounted,
+		Running:    e.Status.Running,
+		Suspended:  e.Status.Suspended,
+		Incomplete: e.Status.Incomplete,
+		Problem:    e.Problem,
+	}
+	if c := e.Config; c != nil {
+		v.Name, v.Hostname, v.Description = c.Name, c.Hostname, c.Description
+		v.OSTemplate, v.Layout = c.OSTemplate, c.Layout
+	}
+	return v
+}

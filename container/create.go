@@ -1,0 +1,180 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/template"
+)
+
+// CreateOptions describe a new VE.
+type CreateOptions struct {
+	ID          string
+	OSTemplate  string
+	Layout      string // LayoutOverlay (default) or LayoutCopy
+	Hostname    string
+	Name        string
+	Description string
+}
+
+// Create makes a new VE from an OS template without starting it. The id and name are
+// reserved under the global lock, so of two concurrent creates of one id exactly one wins
+// (the other gets ErrExist). If create is killed midway, the VE is left marked incomplete
+// and Destroy removes it completely.
+func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err error) {
+	if err := ValidateID(o.ID); err != nil {
+		return nil, err
+	}
+	if o.Layout == "" {
+		o.Layout = LayoutOverlay
+	}
+	if o.Layout != LayoutOverlay && o.Layout != LayoutCopy {
+		return nil, fmt.Errorf("%w: layout %q: use overlay or copy", ErrInvalidValue, o.Layout)
+	}
+	if o.OSTemplate == "" {
+		return nil, fmt.Errorf("%w: no OS template: pass --ostemplate NAME (see vectl template list)", ErrInvalidValue)
+	}
+	if err := template.ValidateName(o.OSTemplate); err != nil {
+		return nil, err
+	}
+	if o.Name != "" {
+		if err := validateName(o.Name); err != nil {
+			return nil, err
+		}
+	}
+	if o.Hostname != "" {
+		if err := validateHostname(o.Hostname); err != nil {
+			return nil, err
+		}
+	}
+	if err := validateDescription(o.Description); err != nil {
+		return nil, err
+	}
+	if err := m.init(); err != nil {
+		return nil, err
+	}
+
+	cfg, vlock, err := m.reserve(o)
+	if err != nil {
+		return nil, err
+	}
+	defer vlock.Unlock()
+
+	r := &reverter{}
+	defer r.fail(&err)
+	r.add(func() error { return m.removeVE(cfg.ID, vlock) })
+
+	if err := m.populate(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("create %s: %w", cfg.ID, err)
+	}
+	if err := m.store.FinishCreate(cfg.ID); err != nil {
+		return nil, fmt.Errorf("create %s: %w", cfg.ID, err)
+	}
+	return cfg, nil
+}
+
+// reserve checks that the id and name are free and the template exists, then records the
+// new VE as incomplete, all under the global lock. It returns with the VE's lock held.
+func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
+	glock, err := m.store.LockGlobal(m.opts.LockTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer glock.Unlock()
+
+	if m.store.Exists(o.ID) {
+		return nil, nil, fmt.Errorf("VE %s %w", o.ID, ErrExist)
+	}
+	if o.Name != "" {
+		if owner, err := m.resolve(o.Name); err == nil {
+			return nil, nil, fmt.Errorf("name %q: %w (VE %s)", o.Name, ErrExist, owner)
+		}
+	}
+	if _, err := m.templates.Get(o.OSTemplate); err != nil {
+		return nil, nil, err
+	}
+	vlock, err := m.store.LockVE(o.ID, m.opts.LockTimeout)
+	if err != nil {
+		return nil, nil, fmt.Errorf("VE %s: %w", o.ID, err)
+	}
+	cfg := &Config{
+		ID:          o.ID,
+		Name:        o.Name,
+		Description: o.Description,
+		Hostname:    o.Hostname,
+		OSTemplate:  o.OSTemplate,
+		Layout:      o.Layout,
+		Created:     time.Now().UTC().Truncate(time.Second),
+	}
+	if err := m.store.Reserve(cfg); err != nil {
+		vlock.Unlock()
+		os.RemoveAll(m.store.VEDir(o.ID))
+		return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
+	}
+	return cfg, vlock, nil
+}
+
+// populate fills a new VE's private area according to its layout.
+func (m *Manager) populate(ctx context.Context, cfg *Config) error {
+	priv := m.store.PrivateDir(cfg.ID)
+	lower := m.templates.LowerDir(cfg.OSTemplate)
+	if err := os.Mkdir(priv, 0o700); err != nil {
+		return err
+	}
+	switch cfg.Layout {
+	case LayoutOverlay:
+		// The merged root directory takes its owner and mode from the upper directory.
+		st, err := os.Stat(lower)
+		if err != nil {
+			return fmt.Errorf("template %s: %w", cfg.OSTemplate, err)
+		}
+		upper := filepath.Join(priv, "upper")
+		if err := os.Mkdir(upper, st.Mode().Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(upper, st.Mode().Perm()); err != nil {
+			return err
+		}
+		return os.Mkdir(filepath.Join(priv, "work"), 0o700)
+	case LayoutCopy:
+		return template.CopyTree(ctx, lower, filepath.Join(priv, "rootfs"))
+	}
+	return fmt.Errorf("%w: layout %q", ErrInvalidValue, cfg.Layout)
+}
+
+// removeVE deletes everything a VE has on disk: its root mount, private area, config and
+// lock file. Every step accepts "already gone", so it finishes an interrupted create or
+// destroy. The caller holds the VE's lock l.
+func (m *Manager) removeVE(id string, l *store.Lock) error {
+	var errs []error
+	if err := m.umountRoot(id); err != nil {
+		return err // never delete through a mount that is still there
+	}
+	root := m.store.RootDir(id)
+	if err := removeIfExists(root); err != nil {
+		errs = append(errs, err)
+	}
+	priv := m.store.PrivateDir(id)
+	if mounts, err := mountsUnder(priv); err != nil || len(mounts) > 0 {
+		return errors.Join(append(errs, fmt.Errorf("private area %s still has mounts %v: %w", priv, mounts, err))...)
+	}
+	if err := os.RemoveAll(priv); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeIfExists(m.consoleLog(id)); err != nil {
+		errs = append(errs, err)
+	}
+	// The config goes last: until then a failed destroy can be run again.
+	if err := os.RemoveAll(m.store.VEDir(id)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		errs = append(errs, l.Remove())
+	}
+	return errors.Join(errs...)
+}

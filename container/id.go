@@ -1,0 +1,61 @@
+package container
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+var (
+	idRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+	numericRE  = regexp.MustCompile(`^[0-9]+$`)
+	hostLabel  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	maxDescLen = 1024
+)
+
+// ValidateID checks a VE id: a number without leading zeros other than 0 (as vzctl's CTID),
+// or a name of lower-case letters, digits, '_', '.' and '-' starting with a letter or digit,
+// at most 63 characters.
+func ValidateID(id string) error {
+	switch {
+	case !idRE.MatchString(id):
+		return fmt.Errorf("%w %q: use a number (101) or a name matching [a-z0-9][a-z0-9_.-]{0,62}", ErrInvalidID, id)
+	case numericRE.MatchString(id) && (id == "0" || strings.HasPrefix(id, "0")):
+		return fmt.Errorf("%w %q: numeric ids start at 1 and have no leading zeros", ErrInvalidID, id)
+	}
+	return nil
+}
+
+// validateName checks a VE's --name: the id syntax, but not all digits, so that a name can
+// never be mistaken for a numeric id.
+func validateName(name string) error {
+	if !idRE.MatchString(name) || numericRE.MatchString(name) {
+		return fmt.Errorf("%w: name %q: use [a-z0-9][a-z0-9_.-]{0,62}, not only digits", ErrInvalidValue, name)
+	}
+	return nil
+}
+
+// validateHostname checks an RFC 1123 host name (dots allowed, at most 253 characters).
+func validateHostname(h string) error {
+	if h == "" || len(h) > 253 {
+		return fmt.Errorf("%w: hostname %q: 1 to 253 characters", ErrInvalidValue, h)
+	}
+	for _, l := range strings.Split(h, ".") {
+		if !hostLabel.MatchString(l) {
+			return fmt.Errorf("%w: hostname %q: labels of letters, digits and '-', separated by dots", ErrInvalidValue, h)
+		}
+	}
+	return nil
+}
+
+func validateDescription(d string) error {
+	if len(d) > maxDescLen {
+		return fmt.Errorf("%w: description longer than %d bytes", ErrInvalidValue, maxDescLen)
+	}
+	for _, r := range d {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: description contains a control character", ErrInvalidValue)
+		}
+	}
+	return nil
+}

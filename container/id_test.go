@@ -1,0 +1,68 @@
+package container
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateID(t *testing.T) {
+	good := []string{"101", "1", "4294967295", "web", "web-1", "a.b_c", "0a", strings.Repeat("a", 63)}
+	bad := []string{"", "0", "0101", "-1", "Web", "web/1", "../x", ".x", "_x", "a b", "init;", strings.Repeat("a", 64), "ve\n"}
+	for _, id := range good {
+		if err := ValidateID(id); err != nil {
+			t.Errorf("ValidateID(%q) = %v, want nil", id, err)
+		}
+	}
+	for _, id := range bad {
+		err := ValidateID(id)
+		if !errors.Is(err, ErrInvalidID) {
+			t.Errorf("ValidateID(%q) = %v, want ErrInvalidID", id, err)
+		}
+	}
+}
+
+func TestValidateIDErrorNamesValueAndForm(t *testing.T) {
+	err := ValidateID("Web/1")
+	if err == nil || !strings.Contains(err.Error(), `"Web/1"`) || !strings.Contains(err.Error(), "[a-z0-9]") {
+		t.Fatalf("error %v must name the id and the expected form", err)
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, n := range []string{"web", "db-1", "a1"} {
+		if err := validateName(n); err != nil {
+			t.Errorf("validateName(%q) = %v", n, err)
+		}
+	}
+	// A name of only digits would shadow numeric ids.
+	for _, n := range []string{"101", "", "Web", "x/y"} {
+		if err := validateName(n); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("validateName(%q) = %v, want ErrInvalidValue", n, err)
+		}
+	}
+}
+
+func TestValidateHostname(t *testing.T) {
+	for _, h := range []string{"web1", "web1.example.com", "a-b.c", "x"} {
+		if err := validateHostname(h); err != nil {
+			t.Errorf("validateHostname(%q) = %v", h, err)
+		}
+	}
+	for _, h := range []string{"", "-web", "web-", "a..b", "a_b", "a b", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "a"} {
+		if err := validateHostname(h); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("validateHostname(%q) = %v, want ErrInvalidValue", h, err)
+		}
+	}
+}
+
+func TestValidateDescription(t *testing.T) {
+	if err := validateDescription("front end, v2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a\nb", "\x1b[31m", strings.Repeat("x", 1025)} {
+		if err := validateDescription(d); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("validateDescription(%q) = %v", d, err)
+		}
+	}
+}

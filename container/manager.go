@@ -1,0 +1,143 @@
+// Package container is the VE domain: a VE's desired configuration, its live status, and the
+// Manager that creates, mounts, starts, stops and destroys VEs. It is the only vectl package
+// that imports libcontainer.
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/template"
+)
+
+// Config is the desired configuration of one VE as stored in its config.json.
+type Config = store.Config
+
+// Layouts of a VE's private area.
+const (
+	LayoutOverlay = "overlay" // shared read-only template + private upper directory
+	LayoutCopy    = "copy"    // full private copy of the template
+)
+
+// Default locations, overridable through Options.
+const (
+	DefaultRoot        = "/var/lib/vectl"
+	DefaultRunDir      = "/run/vectl"
+	DefaultLogDir      = "/var/log/vectl"
+	DefaultLockTimeout = 10 * time.Second
+)
+
+// Options configure a Manager.
+type Options struct {
+	Root        string        // persistent state (DefaultRoot)
+	RunDir      string        // volatile state, gone after a host reboot (DefaultRunDir)
+	LogDir      string        // console logs (DefaultLogDir)
+	TemplateDir string        // template cache (Root/templates)
+	LockTimeout time.Duration // how long to wait for a VE or the global lock
+}
+
+// Manager performs operations on the VEs of one state root. It holds no resident state:
+// every method reads what it needs from disk and the kernel.
+type Manager struct {
+	opts      Options
+	store     *store.Store
+	templates *template.Store
+}
+
+// New returns a Manager for opts, filling in defaults. It does not touch the disk.
+func New(opts Options) *Manager {
+	if opts.Root == "" {
+		opts.Root = DefaultRoot
+	}
+	if opts.RunDir == "" {
+		opts.RunDir = DefaultRunDir
+	}
+	if opts.LogDir == "" {
+		opts.LogDir = DefaultLogDir
+	}
+	if opts.TemplateDir == "" {
+		opts.TemplateDir = filepath.Join(opts.Root, "templates")
+	}
+	return &Manager{
+		opts:      opts,
+		store:     store.New(opts.Root),
+		templates: template.NewStore(opts.TemplateDir),
+	}
+}
+
+// init creates the state directories; every mutating operation calls it first.
+func (m *Manager) init() error {
+	if err := m.store.Init(); err != nil {
+		return fmt.Errorf("state root %s: %w", m.opts.Root, err)
+	}
+	if err := os.MkdirAll(m.opts.TemplateDir, 0o700); err != nil {
+		return fmt.Errorf("template dir: %w", err)
+	}
+	return nil
+}
+
+// resolve turns what the user typed (an id or a VE's --name) into an existing VE's id.
+func (m *Manager) resolve(ref string) (string, error) {
+	if err := ValidateID(ref); err != nil {
+		return "", err
+	}
+	if m.store.Exists(ref) {
+		return ref, nil
+	}
+	if !numericRE.MatchString(ref) {
+		ids, err := m.store.IDs()
+		if err != nil {
+			return "", err
+		}
+		for _, id := range ids {
+			c, err := m.store.LoadConfig(id)
+			if err == nil && c.Name == ref {
+				return id, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%s: %w", ref, ErrNotExist)
+}
+
+// lock resolves ref and takes that VE's lock. The VE may have vanished while we waited
+// (a concurrent destroy), so existence is checked again under the lock.
+func (m *Manager) lock(ref string) (string, *store.Lock, error) {
+	id, err := m.resolve(ref)
+	if err != nil {
+		return "", nil, err
+	}
+	l, err := m.store.LockVE(id, m.opts.LockTimeout)
+	if err != nil {
+		return "", nil, fmt.Errorf("VE %s: %w", id, err)
+	}
+	if !m.store.Exists(id) {
+		l.Unlock()
+		return "", nil, fmt.Errorf("%s: %w", id, ErrNotExist)
+	}
+	return id, l, nil
+}
+
+// Config returns the stored configuration of a VE.
+func (m *Manager) Config(ref string) (*Config, error) {
+	id, err := m.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	return m.store.LoadConfig(id)
+}
+
+// consoleLog is the path of a VE's console log.
+func (m *Manager) consoleLog(id string) string {
+	return filepath.Join(m.opts.LogDir, id+".console")
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}

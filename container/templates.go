@@ -1,0 +1,98 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/template"
+)
+
+// Templates lists the OS templates in the cache.
+func (m *Manager) Templates() ([]template.Info, error) {
+	return m.templates.List()
+}
+
+// lockTemplate serialises operations on one template name. Template operations do not take
+// the global lock (a debootstrap build takes minutes and must not block creates); only
+// RemoveTemplate takes both, global first.
+func (m *Manager) lockTemplate(name string) (*store.Lock, error) {
+	if err := template.ValidateName(name); err != nil {
+		return nil, err
+	}
+	return store.Acquire(filepath.Join(m.opts.Root, "locks", "template-"+name+".lock"), m.opts.LockTimeout)
+}
+
+// ImportTemplate adds a template archive file to the cache under name (or a name taken from
+// the file name).
+func (m *Manager) ImportTemplate(ctx context.Context, file, name string) (template.Info, error) {
+	if err := m.init(); err != nil {
+		return template.Info{}, err
+	}
+	if name == "" {
+		n, err := template.NameFromFile(file)
+		if err != nil {
+			return template.Info{}, err
+		}
+		name = n
+	}
+	l, err := m.lockTemplate(name)
+	if err != nil {
+		return template.Info{}, err
+	}
+	defer l.Unlock()
+	return m.templates.Import(ctx, file, name)
+}
+
+// BuildTemplate builds a template from distribution packages or the host's busybox.
+func (m *Manager) BuildTemplate(ctx context.Context, name string, opts template.BuildOptions) (template.Info, error) {
+	if err := m.init(); err != nil {
+		return template.Info{}, err
+	}
+	l, err := m.lockTemplate(name)
+	if err != nil {
+		return template.Info{}, err
+	}
+	defer l.Unlock()
+	return m.templates.Build(ctx, name, opts)
+}
+
+// RemoveTemplate deletes a template from the cache. It refuses while any VE was created
+// from it, since overlay VEs use its unpacked tree as their lower layer.
+func (m *Manager) RemoveTemplate(name string) error {
+	if err := m.init(); err != nil {
+		return err
+	}
+	glock, err := m.store.LockGlobal(m.opts.LockTimeout)
+	if err != nil {
+		return err
+	}
+	defer glock.Unlock()
+	l, err := m.lockTemplate(name)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	if _, err := m.templates.Get(name); err != nil {
+		return err
+	}
+	ids, err := m.store.IDs()
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, id := range ids {
+		if c, err := m.store.LoadConfig(id); err == nil && c.OSTemplate == name {
+			users = append(users, id)
+		}
+	}
+	if len(users) > 0 {
+		sort.Strings(users)
+		return fmt.Errorf("remove template %s: %w by VE %s: destroy them first",
+			name, ErrInUse, strings.Join(users, ", "))
+	}
+	return m.templates.Remove(name)
+}

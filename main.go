@@ -1,0 +1,27 @@
+// Command vectl manages OpenVZ-style Virtual Environments on a stock Linux kernel.
+package main
+
+import (
+	"os"
+
+	"github.com/opencontainers/runc/libcontainer"
+	// Both blank imports are mandatory: nsenter's cgo constructor joins the VE's namespaces
+	// before the Go runtime starts (without it start fails with "can't get final child's PID
+	// from pipe: EOF"), and the devices package registers the cgroup device-rule manager.
+	_ "github.com/opencontainers/cgroups/devices"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+
+	"github.com/vectl/vectl/commands"
+)
+
+func init() {
+	// libcontainer re-executes this binary as "vectl init" inside a new VE; that process
+	// never reaches main. "init" is therefore not a user command.
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
+
+func main() {
+	os.Exit(commands.Main(os.Args, commands.Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}))
+}
