@@ -1,0 +1,335 @@
+//go:build integration
+
+// Package integration drives the real vectl binary as root against real VEs. Every test gets
+// its own state root, run and log directories, unique VE ids, and a cleanup that removes
+// what it made even when it fails.
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	// fixtureCache keeps slow fixtures (the debootstrap'd Debian template) across runs.
+	fixtureCache = "/var/cache/vectl-test"
+	busyboxName  = "busybox-1.35-x86_64"
+	debianName   = "debian-12-x86_64-minimal"
+	debianSuite  = "bookworm"
+)
+
+// debianInclude are the extra packages the tests need inside Debian VEs.
+var debianInclude = []string{"tcpdump", "netcat-openbsd"}
+
+var vectlBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests need root: run make check as root")
+		os.Exit(1)
+	}
+	vectlBin = os.Getenv("VECTL_BIN")
+	if vectlBin == "" {
+		vectlBin, _ = filepath.Abs("../bin/vectl")
+	}
+	if _, err := os.Stat(vectlBin); err != nil {
+		fmt.Fprintf(os.Stderr, "vectl binary %s: %v (run make first or set VECTL_BIN)\n", vectlBin, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	fixtureCleanup()
+	os.Exit(code)
+}
+
+// requireTool fails the test when a host tool it needs is missing: a missing precondition is
+// a failure, never a silent skip.
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is required (install it with make deps): %v", name, err)
+	}
+	return p
+}
+
+// result is the outcome of one vectl invocation.
+type result struct {
+	args   []string
+	code   int
+	stdout string
+	stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("vectl %s\nexit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(r.args, " "), r.code, r.stdout, r.stderr)
+}
+
+// env is one test's private vectl installation.
+type env struct {
+	t    testing.TB
+	dir  string
+	root string
+	run  string
+	log  string
+}
+
+// newEnv makes a fresh state root and registers a cleanup that destroys every VE in it and
+// checks that no mount is left below it.
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "vectl-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, root: filepath.Join(dir, "root"), run: filepath.Join(dir, "run"), log: filepath.Join(dir, "log")}
+	t.Cleanup(e.cleanup)
+	return e
+}
+
+func (e *env) args(args ...string) []string {
+	return append([]string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log}, args...)
+}
+
+// cmd returns an unstarted vectl command in this env.
+func (e *env) cmd(args ...string) *exec.Cmd {
+	return exec.Command(vectlBin, e.args(args...)...)
+}
+
+// vectl runs vectl and returns its result whatever the exit status.
+func (e *env) vectl(args ...string) result {
+	e.t.Helper()
+	return e.vectlIn(nil, args...)
+}
+
+func (e *env) vectlIn(stdin io.Reader, args ...string) result {
+	e.t.Helper()
+	c := e.cmd(args...)
+	var out, errb bytes.Buffer
+	c.Stdin, c.Stdout, c.Stderr = stdin, &out, &errb
+	err := c.Run()
+	r := result{args: args, stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("vectl %v: %v", args, err)
+	}
+	return r
+}
+
+// must runs vectl and fails the test, printing command, status and output, unless it exits 0.
+func (e *env) must(args ...string) result {
+	e.t.Helper()
+	r := e.vectl(args...)
+	if r.code != 0 {
+		e.t.Fatalf("unexpected failure:\n%s", r)
+	}
+	return r
+}
+
+// expect runs vectl and fails the test unless it exits with code.
+func (e *env) expect(code int, args ...string) result {
+	e.t.Helper()
+	r := e.vectl(args...)
+	if r.code != code {
+		e.t.Fatalf("want exit %d:\n%s", code, r)
+	}
+	if code != 0 && strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		e.t.Errorf("error is not one line:\n%s", r)
+	}
+	return r
+}
+
+func (e *env) cleanup() {
+	t := e.t
+	for _, id := range strings.Fields(e.vectl("list", "-1").stdout) {
+		if st := e.vectl("stop", "--fast", id); st.code != 0 && st.code != 31 {
+			t.Errorf("cleanup: %s", st)
+		}
+	}
+	for _, id := range strings.Fields(e.vectl("list", "-a", "-1").stdout) {
+		if d := e.vectl("destroy", id); d.code != 0 {
+			t.Errorf("cleanup: %s", d)
+		}
+	}
+	if m := mountsUnder(e.dir); len(m) > 0 {
+		t.Errorf("cleanup: mounts left under %s: %v", e.dir, m)
+		for i := len(m) - 1; i >= 0; i-- {
+			exec.Command("umount", "-l", m[i]).Run()
+		}
+	}
+	if err := os.RemoveAll(e.dir); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+}
+
+// mountsUnder lists the mount points at or below dir from /proc/self/mountinfo.
+func mountsUnder(dir string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// uniqueID returns a VE id no other test (or earlier run) uses.
+func uniqueID(t testing.TB) string {
+	t.Helper()
+	return fmt.Sprintf("%d", 100000+time.Now().UnixNano()%800000000+int64(os.Getpid()%1000))
+}
+
+var (
+	fixtureMu  sync.Mutex
+	fixtureDir string
+	fixtures   = map[string]string{}
+)
+
+func fixtureCleanup() {
+	if fixtureDir != "" {
+		os.RemoveAll(fixtureDir)
+	}
+}
+
+// busyboxFixture builds the busybox template once per test run with vectl itself (it is
+// fast, and its content depends on this very binary) and returns the archive path.
+func busyboxFixture(t testing.TB) string {
+	t.Helper()
+	requireTool(t, "busybox")
+	return fixture(t, "busybox", func(dir string) string {
+		return buildTemplate(t, dir, busyboxName, "--from", "busybox")
+	})
+}
+
+// debianFixture returns the debootstrap'd Debian template archive, cached under
+// /var/cache/vectl-test keyed by suite, package list and the template builder's source.
+func debianFixture(t testing.TB) string {
+	t.Helper()
+	requireTool(t, "debootstrap")
+	key := debianKey(t)
+	cached := filepath.Join(fixtureCache, fmt.Sprintf("%s-%s.tar.zst", debianName, key))
+	if _, err := os.Stat(cached); err == nil {
+		return cached
+	}
+	return fixture(t, "debian", func(dir string) string {
+		start := time.Now()
+		built := buildTemplate(t, dir, debianName, "--from", "debootstrap", "--suite", debianSuite,
+			"--include", strings.Join(debianInclude, ","))
+		t.Logf("debootstrap template built in %v", time.Since(start).Round(time.Second))
+		if err := os.MkdirAll(fixtureCache, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Drop older keys of the same fixture, then publish atomically.
+		old, _ := filepath.Glob(filepath.Join(fixtureCache, debianName+"-*.tar.zst"))
+		for _, o := range old {
+			os.Remove(o)
+		}
+		tmp := cached + ".tmp"
+		if err := copyFile(built, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cached); err != nil {
+			t.Fatal(err)
+		}
+		return cached
+	})
+}
+
+// debianKey hashes everything the Debian fixture is made from.
+func debianKey(t testing.TB) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n", debianSuite, strings.Join(debianInclude, ","))
+	srcs, _ := filepath.Glob("../template/*.go")
+	extra, _ := filepath.Glob("../template/*/*")
+	for _, f := range append(srcs, extra...) {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(h, "%s %d\n", f, len(data))
+		h.Write(data)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func fixture(t testing.TB, name string, build func(dir string) string) string {
+	t.Helper()
+	fixtureMu.Lock()
+	defer fixtureMu.Unlock()
+	if p, ok := fixtures[name]; ok {
+		return p
+	}
+	if fixtureDir == "" {
+		d, err := os.MkdirTemp("", "vectl-it-fixtures-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fixtureDir = d
+	}
+	dir := filepath.Join(fixtureDir, name)
+	p := build(dir)
+	fixtures[name] = p
+	return p
+}
+
+// buildTemplate runs vectl template build in a scratch root under dir and returns the archive.
+func buildTemplate(t testing.TB, dir, name string, args ...string) string {
+	t.Helper()
+	b := &env{t: t, dir: dir, root: filepath.Join(dir, "root"), run: filepath.Join(dir, "run"), log: filepath.Join(dir, "log")}
+	r := b.vectl(append([]string{"template", "build", name}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("building fixture %s:\n%s", name, r)
+	}
+	archive := filepath.Join(b.root, "templates", name+".tar.zst")
+	if _, err := os.Stat(archive); err != nil {
+		t.Fatalf("fixture %s: %v", name, err)
+	}
+	return archive
+}
+
+// importBusybox and importDebian add the fixture templates to this env.
+func (e *env) importBusybox() string {
+	e.t.Helper()
+	e.must("template", "import", busyboxFixture(e.t), "--name", busyboxName)
+	return busyboxName
+}
+
+func (e *env) importDebian() string {
+	e.t.Helper()
+	e.must("template", "import", debianFixture(e.t), "--name", debianName)
+	return debianName
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
