@@ -86,8 +86,17 @@ func NewApp(s Streams) *cli.App {
 			umountCommand(),
 			statusCommand(),
 			listCommand(),
+			startCommand(),
+			stopCommand(),
+			restartCommand(),
+			execCommand(),
+			enterCommand(),
+			consoleCommand(),
+			freezeCommand("suspend", "freeze every process of a running VE", (*container.Manager).Suspend),
+			freezeCommand("resume", "thaw a suspended VE", (*container.Manager).Resume),
 			templateCommand(),
 			exitCodesCommand(),
+			monitorCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -49,14 +49,16 @@ var exitCodes = []exitCode{
 	{21, "invalid value for a parameter", []error{container.ErrInvalidValue, container.ErrInvalidID,
 		template.ErrInvalidName, template.ErrUnsafeEntry}},
 	{29, "OS template not specified", []error{errNoTemplate}},
-	{31, "VE is not running", []error{container.ErrNotRunning}},
+	{31, "VE is not running (or is suspended)", []error{container.ErrNotRunning, container.ErrSuspended}},
 	{32, "VE is running (stop it first)", []error{container.ErrRunning}},
+	{33, "unable to stop the VE", []error{container.ErrStop}},
 	{43, "VE private area missing or incomplete (destroy it and create it again)", []error{container.ErrIncomplete}},
 	{44, "VE, name or template already exists", []error{container.ErrExist, template.ErrExist}},
 	{47, "broken VE: no /sbin/init in its template", []error{container.ErrNoInit}},
 	{50, "unable to mount the VE's root", []error{container.ErrMount}},
 	{91, "OS template not found", []error{template.ErrNotFound}},
 	{93, "OS template in use by a VE", []error{container.ErrInUse}},
+	{133, "start --wait: the VE did not finish booting in time", []error{container.ErrWait}},
 	{130, "interrupted (SIGINT)", []error{context.Canceled}},
 }
 

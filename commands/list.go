@@ -61,8 +61,18 @@ var listFields = func() []listField {
 				return e.Status.State()
 			}},
 		{name: "numproc", header: "NPROC", right: true,
-			text:  func(e container.Entry) string { return "-" },
-			value: func(e container.Entry) any { return nil }},
+			text: func(e container.Entry) string {
+				if !e.Status.Running {
+					return "-"
+				}
+				return strconv.Itoa(e.Status.NumProc)
+			},
+			value: func(e container.Entry) any {
+				if !e.Status.Running {
+					return nil
+				}
+				return e.Status.NumProc
+			}},
 		{name: "ip", header: "IP_ADDR",
 			text:  func(e container.Entry) string { return "-" },
 			value: func(e container.Entry) any { return []string{} }},

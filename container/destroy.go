@@ -16,6 +16,11 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 	if st := m.observe(id); st.Running {
 		return fmt.Errorf("destroy %s: %w: stop it first", id, ErrRunning)
 	}
+	if m.leftovers(id) {
+		if err := m.teardown(id, false); err != nil {
+			return fmt.Errorf("destroy %s: %w", id, err)
+		}
+	}
 	if err := m.removeVE(id, l); err != nil {
 		return fmt.Errorf("destroy %s: %w", id, err)
 	}

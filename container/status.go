@@ -14,6 +14,7 @@ type Status struct {
 	Mounted    bool   `json:"mounted"`
 	Running    bool   `json:"running"`
 	Suspended  bool   `json:"suspended"`
+	NumProc    int    `json:"numproc"` // tasks in the VE (OpenVZ's numproc); 0 when stopped
 }
 
 // State is the one-word state vzlist shows: running, suspended, mounted, stopped,
@@ -94,9 +95,15 @@ func (m *Manager) entry(id string, mounted map[string]bool) Entry {
 // observe derives the live status of an existing VE (without the mount state, which callers
 // read once for many VEs).
 func (m *Manager) observe(id string) Status {
-	return Status{
+	s := Status{
 		ID:         id,
 		Exist:      m.store.Exists(id),
 		Incomplete: m.store.Incomplete(id),
+		Running:    populated(id),
 	}
+	if s.Running {
+		s.Suspended = frozen(id)
+		s.NumProc = max(numproc(id), 0)
+	}
+	return s
 }

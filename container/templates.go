@@ -94,5 +94,8 @@ func (m *Manager) RemoveTemplate(name string) error {
 		return fmt.Errorf("remove template %s: %w by VE %s: destroy them first",
 			name, ErrInUse, strings.Join(users, ", "))
 	}
-	return m.templates.Remove(name)
+	if err := m.templates.Remove(name); err != nil {
+		return err
+	}
+	return l.Remove()
 }

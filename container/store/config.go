@@ -46,6 +46,15 @@ type Config struct {
 	OSTemplate  string    `json:"ostemplate"`
 	Layout      string    `json:"layout"`
 	Created     time.Time `json:"created"`
+
+	// StopSignal overrides the shutdown request detected from the VE's init: a signal name
+	// (SIGRTMIN+3, SIGUSR2, SIGPWR, ...) or "halt" to run /sbin/halt inside the VE.
+	StopSignal string `json:"stop_signal,omitempty"`
+	// StopTimeout is how long stop waits for a graceful shutdown, in seconds (0: default).
+	StopTimeout int `json:"stop_timeout,omitempty"`
+	// NoMonitor runs the VE without a resident monitor: no console, and an in-VE reboot
+	// means stop.
+	NoMonitor bool `json:"no_monitor,omitempty"`
 }
 
 // Store is the state directory tree rooted at Root (by default /var/lib/vectl).

@@ -1,0 +1,369 @@
+package commands
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container"
+)
+
+// monitorArgs is the command line of this binary's hidden monitor command with the same
+// global options as this invocation.
+func monitorArgs(c *cli.Context) []string {
+	args := []string{"/proc/self/exe", "--root", c.String("root"), "--run-dir", c.String("run-dir"),
+		"--log-dir", c.String("log-dir")}
+	if t := c.String("template-dir"); t != "" {
+		args = append(args, "--template-dir", t)
+	}
+	return append(args, "__monitor")
+}
+
+func fileOf(v any, name string) (*os.File, error) {
+	if f, ok := v.(*os.File); ok {
+		return f, nil
+	}
+	return nil, fmt.Errorf("%s is not a file", name)
+}
+
+func startCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "start",
+		Usage:     "start a VE: its /sbin/init runs as PID 1",
+		ArgsUsage: "ID",
+		Description: `Mounts the VE's root, gives it new mount, pid, uts, ipc, cgroup and network namespaces
+and runs the template's /sbin/init as PID 1 under a small per-VE monitor (this binary, no
+central daemon) that holds the console and turns an in-VE reboot into a restart and a
+poweroff or halt into a clean stop.
+
+--no-monitor (or set --monitor no --save) runs the VE with no resident process at all: no
+console, and an in-VE reboot then means stop.
+--foreground runs the monitor in this process until the VE ends (for systemd units): the
+console is on the terminal when there is one; SIGTERM, SIGINT and SIGHUP stop the VE through
+its own shutdown, other signals go to its init. Its exit status tells how the VE ended:
+0 shut down (poweroff, halt, stop), 1 could not start, 2 the init died on its own.
+--wait returns once the VE has booted: systemd guests when systemctl is-system-running
+says running or degraded; other inits when /run/vectl-booted exists inside the VE (the
+busybox template's rcS creates it last).
+
+EXAMPLES:
+   vectl start 101
+   vectl start 101 --wait --timeout 60
+   vectl start 101 --foreground
+
+EXIT STATUS:
+   0 started; 14 no such VE; 32 already running; 43 incomplete VE; 47 no /sbin/init;
+   50 mount failed; 133 --wait timed out; 9 locked`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "wait", Usage: "return once the VE has booted"},
+			&cli.StringFlag{Name: "timeout", Value: "120", Usage: "for --wait: `SECONDS` (or a duration)"},
+			&cli.BoolFlag{Name: "no-monitor", Usage: "run without a resident monitor (no console; reboot means stop)"},
+			&cli.BoolFlag{Name: "foreground", Aliases: []string{"F"}, Usage: "run the monitor in the foreground until the VE ends"},
+		},
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			timeout, err := parseTimeout(c.String("timeout"))
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			if c.Bool("foreground") {
+				in, err := fileOf(c.App.Reader, "stdin")
+				if err != nil {
+					return err
+				}
+				sigs := make(chan os.Signal, 8)
+				signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2, unix.SIGQUIT)
+				defer signal.Stop(sigs)
+				end, err := m.StartForeground(c.Context, id, in, sigs)
+				switch end {
+				case container.EndShutdown:
+					return nil
+				case container.EndCrashed:
+					fmt.Fprintf(c.App.ErrWriter, "vectl: %v\n", err)
+					return statusError{2}
+				}
+				return err
+			}
+			if err := m.Start(c.Context, id, container.StartOptions{
+				NoMonitor:   c.Bool("no-monitor"),
+				Wait:        c.Bool("wait"),
+				WaitTimeout: timeout,
+				MonitorArgs: monitorArgs(c),
+			}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s started\n", id)
+			return nil
+		},
+	}
+}
+
+func stopFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "fast", Usage: "kill the VE at once instead of asking its init to shut down"},
+		&cli.StringFlag{Name: "timeout", Usage: "graceful shutdown limit in `SECONDS` (default: the VE's stop_timeout, else 120)"},
+	}
+}
+
+func stopOptions(c *cli.Context) (container.StopOptions, error) {
+	o := container.StopOptions{Fast: c.Bool("fast")}
+	if t := c.String("timeout"); t != "" {
+		d, err := parseTimeout(t)
+		if err != nil {
+			return o, err
+		}
+		o.Timeout = d
+	}
+	return o, nil
+}
+
+func stopCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "stop",
+		Usage:     "shut a VE down through its own init, then tear it down",
+		ArgsUsage: "ID",
+		Description: `Sends the shutdown request the VE's init expects (systemd: SIGRTMIN+3, busybox:
+SIGUSR2, sysvinit and others: /sbin/halt inside the VE; override per VE with
+set --stop-signal), waits up to the stop timeout (default 120 s, as vzctl), then kills what is
+left in the VE's cgroup and tears everything down: cgroups, network namespace, mounts. Stop
+after a crash of vectl or of the monitor finishes the teardown.
+
+EXAMPLES:
+   vectl stop 101
+   vectl stop 101 --fast
+   vectl stop 101 --timeout 30
+
+EXIT STATUS:
+   0 stopped; 14 no such VE; 31 not running; 33 unable to stop; 9 locked`,
+		Flags: stopFlags(),
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			o, err := stopOptions(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			if err := m.Stop(c.Context, id, o); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s stopped\n", id)
+			return nil
+		},
+	}
+}
+
+func restartCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "restart",
+		Usage:     "stop a VE (if running) and start it again",
+		ArgsUsage: "ID",
+		Description: `EXIT STATUS:
+   as stop and start`,
+		Flags: append(stopFlags(), &cli.BoolFlag{Name: "wait", Usage: "return once the VE has booted"}),
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			o, err := stopOptions(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			if err := m.Restart(c.Context, id, o, container.StartOptions{Wait: c.Bool("wait"), MonitorArgs: monitorArgs(c)}); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s restarted\n", id)
+			return nil
+		},
+	}
+}
+
+func execCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "exec",
+		Usage:     "run a command in a running VE and return its exit status",
+		ArgsUsage: "ID CMD [ARG...]",
+		Description: `Runs CMD inside the VE with the VE's environment and capabilities. Standard
+input, output and error are passed through, signals sent to vectl are forwarded, and vectl
+exits with CMD's own status (128+N when CMD was killed by signal N). -t gives CMD a pty on
+vectl's terminal. Everything after the id belongs to CMD.
+
+EXAMPLES:
+   vectl exec 101 ps ax
+   echo hello | vectl exec 101 cat
+   vectl exec -t 101 top
+
+EXIT STATUS:
+   CMD's exit status; 14 no such VE; 31 VE not running or suspended`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "allocate a pty"},
+			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "extra `NAME=VALUE` in the environment"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 2 {
+				return usageErrorf("exec: expected a VE id and a command")
+			}
+			o, err := execStreams(c)
+			if err != nil {
+				return err
+			}
+			o.Args, o.TTY, o.Env = c.Args().Slice()[1:], c.Bool("tty"), c.StringSlice("env")
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			code, err := m.Exec(c.Context, c.Args().First(), o)
+			if err != nil {
+				return err
+			}
+			return statusError{code}
+		},
+	}
+}
+
+func execStreams(c *cli.Context) (container.ExecOptions, error) {
+	var o container.ExecOptions
+	var err error
+	if o.Stdin, err = fileOf(c.App.Reader, "stdin"); err != nil {
+		return o, err
+	}
+	if o.Stdout, err = fileOf(c.App.Writer, "stdout"); err != nil {
+		return o, err
+	}
+	o.Stderr, err = fileOf(c.App.ErrWriter, "stderr")
+	return o, err
+}
+
+func enterCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "enter",
+		Usage:     "open an interactive root shell in a running VE",
+		ArgsUsage: "ID",
+		Description: `A login shell (bash if the VE has it, else sh) on a new pty, following the
+terminal's window size, like vzctl enter. Exit the shell to leave; vectl exits with the
+shell's status.
+
+EXIT STATUS:
+   the shell's exit status; 14 no such VE; 31 VE not running`,
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			o, err := execStreams(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			code, err := m.Enter(c.Context, id, o)
+			if err != nil {
+				return err
+			}
+			return statusError{code}
+		},
+	}
+}
+
+func consoleCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "console",
+		Usage:     "attach to a running VE's console (Esc . detaches)",
+		ArgsUsage: "ID",
+		Description: `The console is a pty held by the VE's monitor; everything the VE writes to it is
+also appended to /var/log/vectl/ID.console (rotated at 1 MiB to ID.console.1). Type Esc
+then . to detach; the VE keeps running.
+
+EXIT STATUS:
+   0 detached; 14 no such VE; 31 not running; 3 the VE has no monitor (started with --no-monitor)`,
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			o, err := execStreams(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			return m.Console(c.Context, id, o.Stdin, o.Stdout)
+		},
+	}
+}
+
+func freezeCommand(name, usage string, f func(*container.Manager, string) error) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "ID",
+		Description: `EXIT STATUS:
+   0 done; 14 no such VE; 31 not running`,
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			if err := f(m, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s %sd\n", id, name)
+			return nil
+		},
+	}
+}
+
+func monitorCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "__monitor",
+		Hidden: true,
+		Usage:  "internal: the per-VE monitor started by vectl start",
+		Action: func(c *cli.Context) error {
+			id, err := oneID(c)
+			if err != nil {
+				return err
+			}
+			m, err := manager(c)
+			if err != nil {
+				return err
+			}
+			// SIGTERM or SIGINT would end the monitor; the VE is meant to outlive it.
+			signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE)
+			_, err = m.RunMonitor(c.Context, id, container.MonitorOptions{Ready: os.NewFile(3, "ready")})
+			if err != nil && !errors.Is(err, container.ErrNotRunning) {
+				return err
+			}
+			return nil
+		},
+	}
+}
+

@@ -1,0 +1,253 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/containerd/console"
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+)
+
+// ErrSuspended means a command needs the VE's processes to run, but it is frozen.
+var ErrSuspended = errors.New("VE is suspended: resume it first")
+
+// ExecOptions describe a command to run in a VE.
+type ExecOptions struct {
+	Args []string
+	Env  []string // added to the VE's environment
+	TTY  bool     // give the command a pty on this terminal (Stdin must be a terminal)
+	// Stdio of the command; with TTY, Stdin and Stdout are the user's terminal.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// loadRunning loads the libcontainer container of a running, not suspended VE.
+func (m *Manager) loadRunning(id string) (*libcontainer.Container, error) {
+	c, err := libcontainer.Load(m.lcRoot(), id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotRunning)
+	}
+	st, err := c.Status()
+	switch {
+	case err != nil:
+		return nil, err
+	case st == libcontainer.Paused:
+		return nil, fmt.Errorf("%s: %w", id, ErrSuspended)
+	case st == libcontainer.Created:
+		return nil, fmt.Errorf("%s: %w: it is starting (its init has not run yet)", id, ErrNotRunning)
+	case st != libcontainer.Running:
+		return nil, fmt.Errorf("%s: %w", id, ErrNotRunning)
+	}
+	return c, nil
+}
+
+// Exec runs a command inside a running VE with the VE's environment and capabilities,
+// forwards signals to it, and returns its exit status (128+N when killed by signal N).
+func (m *Manager) Exec(ctx context.Context, ref string, o ExecOptions) (int, error) {
+	id, err := m.resolve(ref)
+	if err != nil {
+		return 0, err
+	}
+	c, err := m.loadRunning(id)
+	if err != nil {
+		return 0, err
+	}
+	p := m.execProcess(c, o.Args, o.Env)
+	if o.TTY {
+		return runTTY(c, p, o)
+	}
+	p.Stdin, p.Stdout, p.Stderr = o.Stdin, o.Stdout, o.Stderr
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
+	if err := c.Run(p); err != nil {
+		return 0, fmt.Errorf("exec %s: %w", id, err)
+	}
+	return waitForwarding(p, sigs, nil), nil
+}
+
+func (m *Manager) execProcess(c *libcontainer.Container, args, env []string) *libcontainer.Process {
+	cfg := c.Config()
+	return &libcontainer.Process{
+		Args:         args,
+		Env:          append(append([]string(nil), veEnv...), env...),
+		Cwd:          "/",
+		Capabilities: cfg.Capabilities,
+		Init:         false,
+	}
+}
+
+// waitForwarding waits for p, forwarding the signals vectl receives; onWinch resizes a pty.
+func waitForwarding(p *libcontainer.Process, sigs chan os.Signal, onWinch func()) int {
+	done := make(chan int, 1)
+	go func() {
+		ps, err := p.Wait()
+		done <- exitCode(ps, err)
+	}()
+	for {
+		select {
+		case code := <-done:
+			return code
+		case sig := <-sigs:
+			switch sig {
+			case unix.SIGCHLD, unix.SIGURG, unix.SIGPIPE:
+			case unix.SIGWINCH:
+				if onWinch != nil {
+					onWinch()
+				}
+			default:
+				p.Signal(sig)
+			}
+		}
+	}
+}
+
+// exitCode turns a wait result into a shell-style exit status.
+func exitCode(ps *os.ProcessState, err error) int {
+	if ps == nil {
+		return 255
+	}
+	// os.ProcessState.Sys is syscall.WaitStatus (asserting unix.WaitStatus would fail and
+	// report signal deaths as 255).
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+// runTTY runs p on a new pty in the VE and relays it to the user's terminal in raw mode,
+// following window size changes.
+func runTTY(c *libcontainer.Container, p *libcontainer.Process, o ExecOptions) (int, error) {
+	cur, err := console.ConsoleFromFile(o.Stdin)
+	if err != nil {
+		return 0, fmt.Errorf("a terminal is needed on stdin: %w", err)
+	}
+	size, _ := cur.Size()
+	term := os.Getenv("TERM")
+	if term == "" {
+		term = "xterm"
+	}
+	p.Env = append(p.Env, "TERM="+term)
+	parent, child, err := socketpair()
+	if err != nil {
+		return 0, err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	p.ConsoleWidth, p.ConsoleHeight = size.Width, size.Height
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
+	err = c.Run(p)
+	child.Close()
+	if err != nil {
+		return 0, fmt.Errorf("exec: %w", err)
+	}
+	master, err := recvFile(parent)
+	if err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		return 0, err
+	}
+	defer master.Close()
+	mc, err := console.ConsoleFromFile(master)
+	if err != nil {
+		return 0, err
+	}
+	if err := cur.SetRaw(); err != nil {
+		return 0, err
+	}
+	defer cur.Reset()
+	resize := func() {
+		if s, err := cur.Size(); err == nil {
+			mc.Resize(s)
+		}
+	}
+	resize()
+	go io.Copy(master, o.Stdin)
+	out := make(chan struct{})
+	go func() {
+		io.Copy(o.Stdout, master)
+		close(out)
+	}()
+	code := waitForwarding(p, sigs, resize)
+	<-out // the pty reports EOF/EIO once the command and its children closed it
+	return code, nil
+}
+
+// ExecOutput runs a command in a VE without a terminal and returns its standard output and
+// exit status. The command is killed when ctx ends.
+func (m *Manager) ExecOutput(ctx context.Context, id string, args ...string) (string, int, error) {
+	c, err := m.loadRunning(id)
+	if err != nil {
+		return "", 0, err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return "", 0, err
+	}
+	defer devnull.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return "", 0, err
+	}
+	defer r.Close()
+	p := m.execProcess(c, args, nil)
+	p.Stdin, p.Stdout, p.Stderr = devnull, w, devnull
+	err = c.Run(p)
+	w.Close()
+	if err != nil {
+		return "", 0, err
+	}
+	stop := context.AfterFunc(ctx, func() { p.Signal(unix.SIGKILL) })
+	defer stop()
+	var out bytes.Buffer
+	io.Copy(&out, r)
+	ps, werr := p.Wait()
+	code := exitCode(ps, werr)
+	if ctx.Err() != nil {
+		return out.String(), code, ctx.Err()
+	}
+	if code != 0 {
+		return out.String(), code, fmt.Errorf("%v: exit status %d", args, code)
+	}
+	return out.String(), 0, nil
+}
+
+// initPid returns the host pid of a running VE's init.
+func (m *Manager) initPid(id string) (int, error) {
+	c, err := libcontainer.Load(m.lcRoot(), id)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", id, ErrNotRunning)
+	}
+	st, err := c.State()
+	if err != nil {
+		return 0, err
+	}
+	return st.InitProcessPid, nil
+}
+
+// Enter opens an interactive root login shell in a running VE on the user's terminal, like
+// vzctl enter: bash if the VE has it, else sh.
+func (m *Manager) Enter(ctx context.Context, ref string, o ExecOptions) (int, error) {
+	id, err := m.resolve(ref)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := m.initPid(id)
+	if err != nil {
+		return 0, err
+	}
+	shell := "/bin/sh"
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/bin/bash", pid)); err == nil {
+		shell = "/bin/bash"
+	}
+	o.Args, o.TTY = []string{shell, "-l"}, true
+	return m.Exec(ctx, id, o)
+}

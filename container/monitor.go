@@ -1,0 +1,447 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+
+	"github.com/vectl/vectl/container/store"
+	"golang.org/x/sys/unix"
+)
+
+// consoleLogMax caps a VE's console log; when it is reached the log is rotated once to
+// <id>.console.1.
+const consoleLogMax = 1 << 20
+
+// consoleLog appends console output to a VE's log file, dropping carriage returns and
+// rotating the file when it grows past consoleLogMax.
+type consoleLog struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	size int64
+}
+
+func openConsoleLog(path string) (*consoleLog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	l := &consoleLog{path: path}
+	return l, l.open()
+}
+
+func (l *consoleLog) open() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.f, l.size = f, st.Size()
+	if l.size >= consoleLogMax {
+		return l.rotate()
+	}
+	return nil
+}
+
+func (l *consoleLog) rotate() error {
+	l.f.Close()
+	if err := os.Rename(l.path, l.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	l.f, l.size = f, 0
+	return nil
+}
+
+func (l *consoleLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clean := bytes.ReplaceAll(p, []byte("\r"), nil)
+	if l.size+int64(len(clean)) > consoleLogMax {
+		if err := l.rotate(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := l.f.Write(clean)
+	l.size += int64(n)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Printf writes one vectl message line into the log.
+func (l *consoleLog) Printf(format string, args ...any) {
+	fmt.Fprintf(l, "vectl: "+format+"\n", args...)
+}
+
+func (l *consoleLog) Close() error { return l.f.Close() }
+
+// veConsole fans the output of a VE's console pty out to the log and to attached clients
+// (vectl console), and feeds what clients type into the pty.
+type veConsole struct {
+	mu      sync.Mutex
+	pty     *os.File
+	log     *consoleLog
+	clients map[net.Conn]struct{}
+	term    *os.File // start --foreground: the terminal, if any
+}
+
+func (c *veConsole) setPty(pty *os.File) {
+	c.mu.Lock()
+	c.pty = pty
+	c.mu.Unlock()
+	go c.pump(pty)
+}
+
+// pump copies the pty's output until the pty closes (the init and everything holding the
+// console are gone).
+func (c *veConsole) pump(pty *os.File) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := pty.Read(buf)
+		if n > 0 {
+			c.log.Write(buf[:n])
+			c.mu.Lock()
+			for cl := range c.clients {
+				cl.SetWriteDeadline(time.Now().Add(time.Second))
+				if _, err := cl.Write(buf[:n]); err != nil {
+					cl.Close()
+					delete(c.clients, cl)
+				}
+			}
+			if c.term != nil {
+				c.term.Write(buf[:n])
+			}
+			c.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// input copies what a client or the terminal types into the current pty.
+func (c *veConsole) input(r io.Reader) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			c.mu.Lock()
+			pty := c.pty
+			c.mu.Unlock()
+			if pty != nil {
+				pty.Write(buf[:n])
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serve accepts vectl console clients on the VE's console socket.
+func (c *veConsole) serve(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		c.clients[conn] = struct{}{}
+		c.mu.Unlock()
+		go func() {
+			c.input(conn)
+			c.mu.Lock()
+			delete(c.clients, conn)
+			c.mu.Unlock()
+			conn.Close()
+		}()
+	}
+}
+
+// MonitorOptions control RunMonitor.
+type MonitorOptions struct {
+	// Ready receives "ok" or "error: ..." once the first boot succeeded or failed
+	// (background monitors).
+	Ready *os.File
+	// Booted is called once the first boot succeeded or failed (start --foreground).
+	Booted func(error)
+	// Terminal is attached as the VE's console in the foreground (nil: none).
+	Terminal *os.File
+	// Signals delivers signals sent to a foreground vectl: SIGTERM, SIGINT and SIGHUP stop
+	// the VE gracefully, others are forwarded to its init.
+	Signals <-chan os.Signal
+}
+
+// Ending tells how a monitored VE ended.
+type Ending int
+
+// How a VE ended.
+const (
+	EndShutdown Ending = iota // poweroff, halt, or a stop request
+	EndFailed                 // the VE could not be (re)started
+	EndCrashed                // the init exited or was killed on its own
+)
+
+// RunMonitor is the per-VE monitor: the parent of the VE's init. It creates the container,
+// holds the console pty (log, vectl console), turns an in-VE reboot into a restart and a
+// poweroff or halt into a full teardown. stop tears the VE down itself; the monitor then
+// just exits. It is the hidden "__monitor" command, and start --foreground runs it in-process.
+func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (Ending, error) {
+	log, err := openConsoleLog(m.consoleLog(id))
+	if err != nil {
+		return EndFailed, m.report(o, err)
+	}
+	defer log.Close()
+	runID, _ := os.ReadFile(m.runFile(id, runIDFile))
+	if err := writePidFile(m.runFile(id, monitorPIDFile), os.Getpid()); err != nil {
+		return EndFailed, m.report(o, err)
+	}
+	sockPath := m.runFile(id, consoleSock)
+	os.Remove(sockPath)
+	ln, err := net.Listen("unix", sockPath)
+	if err != nil {
+		return EndFailed, m.report(o, err)
+	}
+	defer ln.Close()
+	os.Chmod(sockPath, 0o600)
+	cons := &veConsole{log: log, clients: map[net.Conn]struct{}{}, term: o.Terminal}
+	go cons.serve(ln)
+	if o.Terminal != nil {
+		go cons.input(o.Terminal)
+	}
+
+	var held *store.Lock // during an in-VE reboot: held from the decision to the new boot
+	for boot := 1; ; boot++ {
+		c, p, err := m.bootMonitored(id, cons)
+		held.Unlock()
+		held = nil
+		if boot == 1 {
+			// The starting vectl may have been killed meanwhile; the VE runs regardless.
+			m.report(o, err)
+		}
+		if err != nil {
+			log.Printf("boot failed: %v", err)
+			m.finish(id, string(runID), log)
+			return EndFailed, err
+		}
+		log.Printf("VE %s booted (init pid %d)", id, mustPid(p))
+		ws, stopped := m.waitInit(id, c, p, o.Signals, log)
+		reason := describeExit(ws)
+		if stopped {
+			return EndShutdown, nil
+		}
+		log.Printf("init %s", reason)
+
+		l, err := m.store.LockVE(id, 10*time.Minute)
+		if err != nil {
+			return EndFailed, err
+		}
+		if !m.ownsRun(id, string(runID)) {
+			l.Unlock() // a stop or a new start has taken over
+			return EndShutdown, nil
+		}
+		if ws.Signaled() && ws.Signal() == unix.SIGHUP {
+			log.Printf("in-VE reboot: starting again")
+			if err := m.destroyContainer(id); err != nil {
+				log.Printf("%v", err)
+			}
+			held = l
+			continue
+		}
+		m.finish(id, string(runID), log)
+		l.Unlock()
+		if ws.Signaled() && ws.Signal() == unix.SIGINT {
+			return EndShutdown, nil
+		}
+		return EndCrashed, fmt.Errorf("VE %s: init %s", id, reason)
+	}
+}
+
+// finish tears down the monitor's own run after the VE ended by itself.
+func (m *Manager) finish(id, runID string, log *consoleLog) {
+	if !m.ownsRun(id, runID) {
+		return
+	}
+	if err := m.teardown(id, false); err != nil {
+		log.Printf("%v", err)
+	} else {
+		log.Printf("VE %s stopped", id)
+	}
+}
+
+// ownsRun reports whether the VE's current run is still the one this monitor started with
+// and no live stop is taking care of it. A stop whose vectl died is abandoned: the monitor
+// then finishes the teardown itself.
+func (m *Manager) ownsRun(id, runID string) bool {
+	cur, err := os.ReadFile(m.runFile(id, runIDFile))
+	if err != nil || string(cur) != runID {
+		return false
+	}
+	_, stopperAlive := readPidFile(m.runFile(id, stoppingFile))
+	return !stopperAlive
+}
+
+func (m *Manager) report(o MonitorOptions, err error) error {
+	if o.Booted != nil {
+		o.Booted(err)
+		o.Booted = nil
+	}
+	ready := o.Ready
+	if ready == nil {
+		return err
+	}
+	msg := "ok\n"
+	if err != nil {
+		msg = "error: " + oneLine(err.Error()) + "\n"
+	}
+	_, werr := ready.WriteString(msg)
+	ready.Close()
+	if err == nil && werr != nil {
+		return fmt.Errorf("report: %w", werr)
+	}
+	return err
+}
+
+func oneLine(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte("\n"), []byte("; "))) }
+
+func mustPid(p *libcontainer.Process) int {
+	pid, _ := p.Pid()
+	return pid
+}
+
+// bootMonitored creates the VE's container and runs its init with a console pty whose master
+// the monitor keeps.
+func (m *Manager) bootMonitored(id string, cons *veConsole) (*libcontainer.Container, *libcontainer.Process, error) {
+	s, err := m.loadSpec(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := m.newContainer(id, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := initProcess(s, c)
+	parent, child, err := socketpair()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	p.ConsoleWidth, p.ConsoleHeight = 80, 25
+	err = m.runInit(id, c, p)
+	child.Close()
+	if err != nil {
+		c.Destroy()
+		return nil, nil, fmt.Errorf("run init: %w", err)
+	}
+	pty, err := recvFile(parent)
+	if err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		c.Destroy()
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	cons.setPty(pty)
+	return c, p, nil
+}
+
+// waitInit waits for the VE's init to end. In the foreground it also handles signals:
+// SIGTERM, SIGINT and SIGHUP stop the VE through Stop (stopped is then true), others are
+// forwarded to the init.
+func (m *Manager) waitInit(id string, c *libcontainer.Container, p *libcontainer.Process,
+	sigs <-chan os.Signal, log *consoleLog) (syscall.WaitStatus, bool) {
+	done := make(chan syscall.WaitStatus, 1)
+	go func() {
+		ps, _ := p.Wait()
+		var ws syscall.WaitStatus
+		if ps != nil {
+			ws, _ = ps.Sys().(syscall.WaitStatus)
+		}
+		done <- ws
+	}()
+	stopping := false
+	stopDone := make(chan error, 1)
+	for {
+		select {
+		case ws := <-done:
+			if stopping {
+				if err := <-stopDone; err != nil {
+					log.Printf("stop: %v", err)
+				}
+				return ws, true
+			}
+			return ws, false
+		case sig := <-sigs:
+			switch sig {
+			case unix.SIGTERM, unix.SIGINT, unix.SIGHUP:
+				if !stopping {
+					stopping = true
+					log.Printf("%v: stopping the VE", sig)
+					go func() { stopDone <- m.Stop(context.Background(), id, StopOptions{}) }()
+				}
+			default:
+				p.Signal(sig)
+			}
+		}
+	}
+}
+
+func describeExit(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Signaled() && ws.Signal() == unix.SIGHUP:
+		return "requested a reboot"
+	case ws.Signaled() && ws.Signal() == unix.SIGINT:
+		return "requested a poweroff or halt"
+	case ws.Signaled():
+		return "was killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("exited with status %d", ws.ExitStatus())
+}
+
+// socketpair returns a connected pair of unix stream sockets as files.
+func socketpair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "console-parent"), os.NewFile(uintptr(fds[1]), "console-child"), nil
+}
+
+// recvFile receives one file descriptor sent with SCM_RIGHTS (libcontainer sends the console
+// pty master this way).
+func recvFile(sock *os.File) (*os.File, error) {
+	name := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), name, oob, 0)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("no file descriptor received (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("no file descriptor received (%v)", err)
+	}
+	return os.NewFile(uintptr(fds[0]), string(name[:n])), nil
+}

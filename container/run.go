@@ -1,0 +1,260 @@
+package container
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/cgroups"
+	cgmanager "github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Volatile per-VE paths under RunDir; a host reboot clears them, which means "stopped".
+func (m *Manager) lcRoot() string              { return filepath.Join(m.opts.RunDir, "lc") }
+func (m *Manager) netnsPath(id string) string  { return filepath.Join(m.opts.RunDir, "netns", id) }
+func (m *Manager) runDir(id string) string     { return filepath.Join(m.opts.RunDir, "ve", id) }
+func (m *Manager) runFile(id, n string) string { return filepath.Join(m.runDir(id), n) }
+
+// Files in a VE's run directory.
+const (
+	runIDFile      = "run-id"      // identifies one start; a monitor only tears down its own run
+	stoppingFile   = "stopping"    // set by stop before it signals the init
+	monitorPIDFile = "monitor.pid" // "pid starttime" of the VE's monitor
+	consoleSock    = "console.sock"
+	initTypeFile   = "init" // init system detected at start (systemd, busybox, ...)
+)
+
+func (m *Manager) ociPath(id string) string { return filepath.Join(m.store.VEDir(id), "oci.json") }
+
+// cgroupFile is the path of a cgroup interface file of a VE for the fs driver: on cgroup v1
+// in the controller's hierarchy, on v2 in the unified one.
+func cgroupFile(id, controller, file string) string {
+	if cgroups.IsCgroup2UnifiedMode() {
+		return filepath.Join("/sys/fs/cgroup", cgroupPath(id), file)
+	}
+	return filepath.Join("/sys/fs/cgroup", controller, cgroupPath(id), file)
+}
+
+// cgroupPids lists the processes in a VE's cgroup. The VE cannot create sub-cgroups in the
+// controller hierarchies, so on v1 the devices hierarchy holds all of them; on v2 the
+// subtree is walked. Zombies are not listed.
+func cgroupPids(id string) ([]int, error) {
+	if cgroups.IsCgroup2UnifiedMode() {
+		return cgroups.GetAllPids(filepath.Join("/sys/fs/cgroup", cgroupPath(id)))
+	}
+	return cgroups.GetPids(filepath.Join("/sys/fs/cgroup/devices", cgroupPath(id)))
+}
+
+// populated reports whether any live process is in the VE's cgroup: this is what "running"
+// means, derived from the kernel rather than from vectl's own records, so that it stays
+// true after any vectl process was killed at any point.
+func populated(id string) bool {
+	if cgroups.IsCgroup2UnifiedMode() {
+		data, err := os.ReadFile(cgroupFile(id, "", "cgroup.events"))
+		return err == nil && bytes.Contains(data, []byte("populated 1"))
+	}
+	data, err := os.ReadFile(cgroupFile(id, "devices", "cgroup.procs"))
+	return err == nil && len(bytes.TrimSpace(data)) > 0
+}
+
+// frozen reports whether the VE's cgroup is frozen (suspend).
+func frozen(id string) bool {
+	if cgroups.IsCgroup2UnifiedMode() {
+		data, err := os.ReadFile(cgroupFile(id, "", "cgroup.freeze"))
+		return err == nil && strings.TrimSpace(string(data)) == "1"
+	}
+	data, err := os.ReadFile(cgroupFile(id, "freezer", "freezer.state"))
+	return err == nil && strings.TrimSpace(string(data)) != "THAWED"
+}
+
+// numproc is the number of tasks (processes and threads) in the VE, as OpenVZ's numproc
+// beancounter counts them; -1 when unknown.
+func numproc(id string) int {
+	data, err := os.ReadFile(cgroupFile(id, "pids", "pids.current"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// loadSpec reads the OCI spec that start generated for a VE.
+func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
+	data, err := os.ReadFile(m.ociPath(id))
+	if err != nil {
+		return nil, err
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.ociPath(id), err)
+	}
+	return &s, nil
+}
+
+// newContainer creates the libcontainer container of a VE from its OCI spec (no process yet).
+func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Container, error) {
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s})
+	if err != nil {
+		return nil, fmt.Errorf("container config: %w", err)
+	}
+	if err := os.MkdirAll(m.lcRoot(), 0o700); err != nil {
+		return nil, err
+	}
+	return libcontainer.Create(m.lcRoot(), id, cfg)
+}
+
+// initProcess is the libcontainer process of a VE's init as the spec describes it.
+func initProcess(s *specs.Spec, c *libcontainer.Container) *libcontainer.Process {
+	p := &libcontainer.Process{
+		Args: s.Process.Args,
+		Env:  s.Process.Env,
+		Cwd:  s.Process.Cwd,
+		Init: true,
+	}
+	cfg := c.Config()
+	p.Capabilities = cfg.Capabilities
+	for _, rl := range s.Process.Rlimits {
+		if rl.Type == "RLIMIT_NOFILE" {
+			p.Rlimits = append(p.Rlimits, configs.Rlimit{Type: unix.RLIMIT_NOFILE, Soft: rl.Soft, Hard: rl.Hard})
+		}
+	}
+	return p
+}
+
+// killAll kills every process in a VE's cgroup and waits until it is empty. A frozen cgroup
+// is thawed first: on cgroup v1 SIGKILL does not act on frozen tasks. Each pid is opened as
+// a pidfd and checked to still be in the VE's cgroup before it is signalled, so a recycled
+// pid of an unrelated process is never hit.
+func killAll(id string, timeout time.Duration) error {
+	if frozen(id) {
+		thaw(id)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, err := cgroupPids(id)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			killInCgroup(pid, id)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v of VE %s survive SIGKILL", pids, id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func killInCgroup(pid int, id string) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil || !bytes.Contains(data, []byte(":"+cgroupPath(id)+"\n")) &&
+		!bytes.Contains(data, []byte(":"+cgroupPath(id)+"/")) {
+		return
+	}
+	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+}
+
+func thaw(id string) {
+	if cgroups.IsCgroup2UnifiedMode() {
+		_ = os.WriteFile(cgroupFile(id, "", "cgroup.freeze"), []byte("0"), 0)
+		return
+	}
+	_ = os.WriteFile(cgroupFile(id, "freezer", "freezer.state"), []byte("THAWED"), 0)
+}
+
+// destroyContainer removes a stopped VE's libcontainer state and cgroups. It works without
+// libcontainer's state too (a start killed before the state was written).
+func (m *Manager) destroyContainer(id string) error {
+	var errs []error
+	if c, err := libcontainer.Load(m.lcRoot(), id); err == nil {
+		if err := c.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("destroy container: %w", err))
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(m.lcRoot(), id)); err != nil {
+		errs = append(errs, err)
+	}
+	mgr, err := cgmanager.New(&cgroups.Cgroup{Path: cgroupPath(id), Resources: &cgroups.Resources{}})
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		var derr error
+		for i := 0; i < 50; i++ { // a cgroup may stay busy for a moment after its last task died
+			if derr = mgr.Destroy(); derr == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if derr != nil {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cgroupPath(id), derr))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pidStart returns the start time of a process (field 22 of /proc/pid/stat), which together
+// with the pid identifies it across pid reuse.
+func pidStart(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, errors.New("bad stat")
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("bad stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// writePidFile records pid and its start time.
+func writePidFile(path string, pid int) error {
+	st, err := pidStart(pid)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(fmt.Sprintf("%d %d\n", pid, st)), 0o600)
+}
+
+// readPidFile returns the pid recorded in path if that very process is still alive.
+func readPidFile(path string) (int, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	var pid int
+	var st uint64
+	if _, err := fmt.Sscanf(string(data), "%d %d", &pid, &st); err != nil {
+		return 0, false
+	}
+	now, err := pidStart(pid)
+	return pid, err == nil && now == st
+}

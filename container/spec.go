@@ -1,0 +1,191 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	seccompprofile "github.com/moby/profiles/seccomp"
+	"github.com/opencontainers/cgroups"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// cgroupParent is the absolute cgroup under which every VE lives. A relative path would nest
+// VEs inside the cgroup of whoever ran vectl.
+const cgroupParent = "/vectl"
+
+// cgroupPath is the absolute cgroup path of a VE.
+func cgroupPath(id string) string { return cgroupParent + "/" + id }
+
+// veEnv is the environment of a VE's init and of processes run in it with exec.
+var veEnv = []string{
+	"container=vectl",
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+}
+
+// defaultCaps is a conservative container capability set (Docker's default) plus what a full
+// system needs: CAP_SYS_BOOT, so that reboot(2) inside ends the VE's init with the signal the
+// monitor turns into a restart or a stop (without it a systemd guest hangs in shutdown), and
+// CAP_NET_ADMIN for the VE's own network namespace (addresses, routes, iptables).
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_MKNOD",
+	"CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE",
+	"CAP_SYS_BOOT", "CAP_NET_ADMIN",
+}
+
+// maskedPaths hide host information from /proc and /sys (as runc and Docker do).
+var maskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+	"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+}
+
+// readonlyPaths are host-wide knobs. /proc/sys/net stays writable: it belongs to the VE's own
+// network namespace (routing, forwarding, per-interface settings).
+var readonlyPaths = []string{
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger",
+	"/proc/sys/kernel", "/proc/sys/vm", "/proc/sys/fs", "/proc/sys/dev",
+	"/proc/sys/abi", "/proc/sys/debug", "/proc/sys/user",
+}
+
+// specOptions are the per-start inputs of a VE's OCI spec.
+type specOptions struct {
+	cfg      *Config
+	rootfs   string // the mounted root, root/<id>
+	netns    string // pinned network namespace
+	hostname string
+	console  bool // a monitor provides a pty as /dev/console
+}
+
+// buildSpec makes the OCI runtime spec of a VE: a full system with its own init as PID 1 in
+// new mount, pid, uts, ipc, cgroup and (pinned) network namespaces.
+func buildSpec(o specOptions) (*specs.Spec, error) {
+	caps := append([]string(nil), defaultCaps...)
+	var nofileHard uint64 = 1024
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		nofileHard = rl.Max // never above our own hard limit (no CAP_SYS_RESOURCE needed)
+	}
+	s := &specs.Spec{
+		Version: specs.Version,
+		Root:    &specs.Root{Path: o.rootfs},
+		Process: &specs.Process{
+			User: specs.User{UID: 0, GID: 0},
+			Args: []string{"/sbin/init"},
+			Env:  append([]string(nil), veEnv...),
+			Cwd:  "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
+			},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: min(1024, nofileHard), Hard: nofileHard}},
+		},
+		Hostname: o.hostname,
+		Mounts:   veMounts(o),
+		Linux: &specs.Linux{
+			CgroupsPath: cgroupPath(o.cfg.ID),
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.CgroupNamespace},
+				{Type: specs.NetworkNamespace, Path: o.netns},
+			},
+			Resources: &specs.LinuxResources{
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+			},
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
+		},
+	}
+	sc, err := seccompprofile.GetDefaultProfile(s)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
+	s.Linux.Seccomp = sc
+	return s, nil
+}
+
+// veMounts are the filesystems a VE sees besides its root: /proc, a minimal /dev, read-only
+// /sys, its own cgroup subtree, and tmpfs on /run and /run/lock.
+func veMounts(o specOptions) []specs.Mount {
+	ms := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts",
+			Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
+		{Destination: "/run/lock", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=5242880"}},
+	}
+	// On a cgroup v1 host the controllers stay read-only (a VE must not raise its own
+	// limits), but systemd needs its own named hierarchy writable to track services: bind
+	// the VE's subtree of name=systemd over the read-only mount, as podman does.
+	if !cgroups.IsCgroup2UnifiedMode() {
+		host := filepath.Join("/sys/fs/cgroup/systemd", cgroupPath(o.cfg.ID))
+		if _, err := os.Stat("/sys/fs/cgroup/systemd"); err == nil {
+			ms = append(ms, specs.Mount{Destination: "/sys/fs/cgroup/systemd", Type: "bind", Source: host,
+				Options: []string{"rbind", "nosuid", "noexec", "nodev", "rw"}})
+		}
+	}
+	if !o.console {
+		// Without a monitor there is no console pty; give /dev/console a harmless stand-in
+		// rather than the host's console device.
+		ms = append(ms, specs.Mount{Destination: "/dev/console", Type: "bind", Source: "/dev/null",
+			Options: []string{"bind", "rw"}})
+	}
+	return ms
+}
+
+// stopSignalFor returns how to ask an init system to shut down: a signal number, or 0 and
+// true when /sbin/halt must be run inside the VE (sysvinit and unknown inits).
+func stopSignalFor(initType, override string) (unix.Signal, bool, error) {
+	name := override
+	if name == "" {
+		switch initType {
+		case "systemd":
+			name = "SIGRTMIN+3"
+		case "busybox":
+			name = "SIGUSR2"
+		default:
+			name = "halt"
+		}
+	}
+	if name == "halt" {
+		return 0, true, nil
+	}
+	sig, err := parseSignal(name)
+	return sig, false, err
+}
+
+// parseSignal accepts SIGTERM, TERM, 15, RTMIN+3 and SIGRTMIN+3.
+func parseSignal(s string) (unix.Signal, error) {
+	n := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if strings.HasPrefix(n, "RTMIN") {
+		off := 0
+		if rest := strings.TrimPrefix(n, "RTMIN"); rest != "" {
+			if _, err := fmt.Sscanf(rest, "+%d", &off); err != nil || off < 0 || off > 30 {
+				return 0, fmt.Errorf("%w: signal %q", ErrInvalidValue, s)
+			}
+		}
+		return unix.Signal(34 + off), nil
+	}
+	var num int
+	if _, err := fmt.Sscanf(n, "%d", &num); err == nil && fmt.Sprint(num) == n {
+		if num < 1 || num > 64 {
+			return 0, fmt.Errorf("%w: signal %q", ErrInvalidValue, s)
+		}
+		return unix.Signal(num), nil
+	}
+	if sig := unix.SignalNum("SIG" + n); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("%w: signal %q: use a name like SIGTERM or SIGRTMIN+3, or halt", ErrInvalidValue, s)
+}

@@ -1,0 +1,188 @@
+package container
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+func testSpec(t *testing.T, console bool) *specs.Spec {
+	t.Helper()
+	s, err := buildSpec(specOptions{cfg: &Config{ID: "101"}, rootfs: "/r/root/101", netns: "/run/vectl/netns/101",
+		hostname: "web", console: console})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestBuildSpecSystemContainer(t *testing.T) {
+	s := testSpec(t, true)
+	if s.Linux.CgroupsPath != "/vectl/101" {
+		t.Errorf("cgroups path %q must be absolute under /vectl", s.Linux.CgroupsPath)
+	}
+	if got := s.Process.Args; !slices.Equal(got, []string{"/sbin/init"}) {
+		t.Errorf("args %v", got)
+	}
+	if !slices.Contains(s.Process.Env, "container=vectl") {
+		t.Errorf("env %v lacks container=vectl", s.Process.Env)
+	}
+	want := map[specs.LinuxNamespaceType]string{specs.PIDNamespace: "", specs.IPCNamespace: "", specs.UTSNamespace: "",
+		specs.MountNamespace: "", specs.CgroupNamespace: "", specs.NetworkNamespace: "/run/vectl/netns/101"}
+	if len(s.Linux.Namespaces) != len(want) {
+		t.Errorf("namespaces %v", s.Linux.Namespaces)
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if p, ok := want[ns.Type]; !ok || p != ns.Path {
+			t.Errorf("namespace %v", ns)
+		}
+	}
+	caps := s.Process.Capabilities.Bounding
+	for _, c := range []string{"CAP_SYS_BOOT", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_KILL"} {
+		if !slices.Contains(caps, c) {
+			t.Errorf("capabilities lack %s", c)
+		}
+	}
+	for _, c := range []string{"CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_TIME", "CAP_MAC_ADMIN"} {
+		if slices.Contains(caps, c) {
+			t.Errorf("capabilities include %s", c)
+		}
+	}
+	if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction == specs.ActAllow {
+		t.Fatal("no restrictive seccomp profile")
+	}
+	reboot := false
+	for _, sc := range s.Linux.Seccomp.Syscalls {
+		if slices.Contains(sc.Names, "reboot") && sc.Action == specs.ActAllow {
+			reboot = true
+		}
+	}
+	if !reboot {
+		t.Error("seccomp profile does not allow reboot(2) although CAP_SYS_BOOT is granted")
+	}
+	if !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sysrq-trigger") || !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") {
+		t.Error("sysrq-trigger must be read-only and kcore masked")
+	}
+	for _, p := range s.Linux.ReadonlyPaths {
+		if strings.HasPrefix(p, "/proc/sys/net") || p == "/proc/sys" {
+			t.Errorf("%s is read-only: the VE's own network sysctls must stay writable", p)
+		}
+	}
+	dests := map[string]specs.Mount{}
+	for _, m := range s.Mounts {
+		dests[m.Destination] = m
+	}
+	for _, d := range []string{"/proc", "/dev", "/dev/pts", "/sys", "/run", "/run/lock", "/sys/fs/cgroup"} {
+		if _, ok := dests[d]; !ok {
+			t.Errorf("no mount on %s", d)
+		}
+	}
+	if !slices.Contains(dests["/sys"].Options, "ro") {
+		t.Error("/sys is not read-only")
+	}
+	if _, ok := dests["/dev/console"]; ok {
+		t.Error("with a monitor, libcontainer provides /dev/console from the pty")
+	}
+	if nc := testSpec(t, false); !slices.ContainsFunc(nc.Mounts, func(m specs.Mount) bool {
+		return m.Destination == "/dev/console" && m.Source == "/dev/null"
+	}) {
+		t.Error("without a monitor /dev/console must be /dev/null, never the host console")
+	}
+}
+
+func TestStopSignalFor(t *testing.T) {
+	tests := []struct {
+		init, override string
+		sig            unix.Signal
+		halt           bool
+	}{
+		{"systemd", "", 37, false},
+		{"busybox", "", unix.SIGUSR2, false},
+		{"sysvinit", "", 0, true},
+		{"openrc", "", 0, true},
+		{"systemd", "SIGTERM", unix.SIGTERM, false},
+		{"busybox", "halt", 0, true},
+		{"busybox", "pwr", unix.SIGPWR, false},
+		{"busybox", "RTMIN+4", 38, false},
+		{"busybox", "15", unix.SIGTERM, false},
+	}
+	for _, tt := range tests {
+		sig, halt, err := stopSignalFor(tt.init, tt.override)
+		if err != nil || sig != tt.sig || halt != tt.halt {
+			t.Errorf("stopSignalFor(%q, %q) = %v, %v, %v; want %v, %v", tt.init, tt.override, sig, halt, err, tt.sig, tt.halt)
+		}
+	}
+	for _, bad := range []string{"SIGFOO", "0", "65", "RTMIN+99", "RTMIN-1"} {
+		if _, _, err := stopSignalFor("systemd", bad); err == nil {
+			t.Errorf("stopSignalFor(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCopyUntilEscape(t *testing.T) {
+	tests := []struct{ in, out string }{
+		{"ls\r\x1b.after", "ls\r"},
+		{"\x1b[A\x1b.", "\x1b[A"},  // an arrow key, then the escape
+		{"a\x1b\x1b.", "a\x1b"},    // Esc Esc . : one Esc passes, the second starts the escape
+		{"no escape", "no escape"}, // ends with the input
+		{"vi\x1bx\x1b", "vi\x1bx"}, // a pending Esc at EOF is dropped
+		{"\x1b", ""},
+	}
+	for _, tt := range tests {
+		var w bytes.Buffer
+		copyUntilEscape(&w, strings.NewReader(tt.in))
+		if w.String() != tt.out {
+			t.Errorf("copyUntilEscape(%q) wrote %q, want %q", tt.in, w.String(), tt.out)
+		}
+	}
+	// The escape split across reads still detaches.
+	var w bytes.Buffer
+	r := io.MultiReader(strings.NewReader("x\x1b"), strings.NewReader(".y"))
+	copyUntilEscape(&w, r)
+	if w.String() != "x" {
+		t.Errorf("split escape: wrote %q", w.String())
+	}
+}
+
+func TestConsoleLogRotates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "101.console")
+	l, err := openConsoleLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Write([]byte("boot\r\n"))
+	if data, _ := os.ReadFile(path); string(data) != "boot\n" {
+		t.Fatalf("log = %q: carriage returns must be dropped", data)
+	}
+	chunk := bytes.Repeat([]byte("x"), 64*1024)
+	for i := 0; i < 20; i++ {
+		l.Write(chunk)
+	}
+	for _, p := range []string{path, path + ".1"} {
+		st, err := os.Stat(p)
+		if err != nil || st.Size() > consoleLogMax {
+			t.Fatalf("%s: %v, size %v; want at most %d", p, err, st, consoleLogMax)
+		}
+	}
+}
+
+func TestExitCodeAndDescription(t *testing.T) {
+	if got := describeExit(syscall.WaitStatus(unix.SIGHUP)); !strings.Contains(got, "reboot") {
+		t.Errorf("SIGHUP: %q", got)
+	}
+	if got := describeExit(syscall.WaitStatus(unix.SIGINT)); !strings.Contains(got, "poweroff") {
+		t.Errorf("SIGINT: %q", got)
+	}
+	if got := describeExit(syscall.WaitStatus(3 << 8)); !strings.Contains(got, "status 3") {
+		t.Errorf("exit 3: %q", got)
+	}
+}

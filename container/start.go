@@ -1,0 +1,283 @@
+package container
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/console"
+
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/network"
+	"github.com/vectl/vectl/template"
+)
+
+// ErrWait means start --wait gave up before the VE reported boot complete (exit 133).
+var ErrWait = errors.New("VE did not finish booting")
+
+// StartOptions control how a VE is started.
+type StartOptions struct {
+	NoMonitor   bool          // no resident process: no console, reboot means stop
+	Wait        bool          // return once the VE reports boot complete
+	WaitTimeout time.Duration // for Wait (default 120s)
+	// MonitorArgs is how to run this binary's hidden monitor command for the VE:
+	// argv without the id (for example [/proc/self/exe --root R ... __monitor]).
+	MonitorArgs []string
+}
+
+// Start boots a VE: mount its root, pin a network namespace, write the OCI spec, and have a
+// monitor process create the container with the template's /sbin/init as PID 1 (or create it
+// directly with NoMonitor). Every step registers its undo; a failure undoes what was done.
+func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
+	id, l, err := m.lock(ref)
+	if err != nil {
+		return err
+	}
+	if err := m.startable(id); err != nil {
+		l.Unlock()
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	cfg, initType, err := m.prepare(ctx, id, o.NoMonitor)
+	if err == nil && (o.NoMonitor || cfg.NoMonitor) {
+		err = m.runDetached(id)
+	} else if err == nil {
+		err = m.spawnMonitor(id, o.MonitorArgs)
+	}
+	if err != nil {
+		err = errors.Join(err, m.teardown(id, false))
+		l.Unlock()
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	l.Unlock()
+	if o.Wait {
+		return m.waitBooted(ctx, id, initType, o.WaitTimeout)
+	}
+	return nil
+}
+
+// StartForeground starts a VE and runs its monitor loop in this process until the VE ends,
+// for systemd units: the console is on in's terminal when there is one, SIGTERM, SIGINT and
+// SIGHUP stop the VE gracefully and other signals are forwarded to its init.
+func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal) (Ending, error) {
+	id, l, err := m.lock(ref)
+	if err != nil {
+		return EndFailed, err
+	}
+	unlock := func() {
+		if l != nil {
+			l.Unlock()
+			l = nil
+		}
+	}
+	defer unlock()
+	if err := m.startable(id); err != nil {
+		return EndFailed, fmt.Errorf("start %s: %w", id, err)
+	}
+	if _, _, err := m.prepare(ctx, id, false); err != nil {
+		return EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
+	}
+	var term *os.File
+	if cur, err := console.ConsoleFromFile(in); err == nil && cur.SetRaw() == nil {
+		defer cur.Reset()
+		term = in
+	}
+	// The lock is held until the first boot is done, as a background start holds it until
+	// its monitor reports.
+	return m.RunMonitor(ctx, id, MonitorOptions{Terminal: term, Signals: sigs, Booted: func(error) { unlock() }})
+}
+
+// startable checks, before anything is changed, that a VE can be started.
+func (m *Manager) startable(id string) error {
+	if _, err := m.loadComplete(id); err != nil {
+		return err
+	}
+	if populated(id) {
+		return ErrRunning
+	}
+	return nil
+}
+
+// prepare does the part of a start that happens under the VE's lock in the starting vectl:
+// clean up a previous crashed run, mount, pin the network namespace and write the spec.
+// The caller has checked startable and tears down on error.
+func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Config, string, error) {
+	cfg, err := m.store.LoadConfig(id)
+	if err != nil {
+		return nil, "", err
+	}
+	if m.leftovers(id) {
+		if err := m.teardown(id, true); err != nil {
+			return nil, "", fmt.Errorf("clean up the previous run: %w", err)
+		}
+	}
+	if err := m.mountRoot(cfg); err != nil {
+		return nil, "", err
+	}
+	root := m.store.RootDir(id)
+	initType := template.DetectInit(root)
+	if initType == "" {
+		return nil, "", fmt.Errorf("%w: no /sbin/init in its root (template %s)", ErrNoInit, cfg.OSTemplate)
+	}
+	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
+		return nil, "", err
+	}
+	if err := os.WriteFile(m.runFile(id, runIDFile), []byte(newRunID()), 0o600); err != nil {
+		return nil, "", err
+	}
+	if err := os.WriteFile(m.runFile(id, initTypeFile), []byte(initType), 0o600); err != nil {
+		return nil, "", err
+	}
+	if err := network.PinNetns(m.netnsPath(id)); err != nil {
+		return nil, "", err
+	}
+	hostname := cfg.Hostname
+	if hostname == "" {
+		hostname = id
+	}
+	spec, err := buildSpec(specOptions{
+		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname,
+		console: !noMonitor && !cfg.NoMonitor,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	data, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return nil, "", err
+	}
+	if err := store.WriteFileAtomic(m.ociPath(id), append(data, '\n'), 0o600); err != nil {
+		return nil, "", err
+	}
+	return cfg, initType, nil
+}
+
+func newRunID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runDetached creates the VE's container directly, with no monitor: the init's stdio is
+// /dev/null and the console log, and the init is re-parented to the host's init when vectl
+// exits. Its exit status is then lost, so an in-VE reboot means stop.
+func (m *Manager) runDetached(id string) error {
+	s, err := m.loadSpec(id)
+	if err != nil {
+		return err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	log, err := openConsoleLog(m.consoleLog(id))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	c, err := m.newContainer(id, s)
+	if err != nil {
+		return err
+	}
+	p := initProcess(s, c)
+	p.Stdin, p.Stdout, p.Stderr = devnull, log.f, log.f
+	if err := m.runInit(id, c, p); err != nil {
+		c.Destroy()
+		return fmt.Errorf("run init: %w", err)
+	}
+	return nil
+}
+
+// spawnMonitor starts the VE's monitor (this binary, re-executed) in its own session and
+// waits until it reports that the VE's init runs, or why it does not.
+func (m *Manager) spawnMonitor(id string, args []string) error {
+	if len(args) == 0 {
+		return errors.New("no monitor command")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	log, err := openConsoleLog(m.consoleLog(id))
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(args[0], append(args[1:], id)...)
+	cmd.Args[0] = "vectl"
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = log.f, log.f // a crashing monitor's last words land in the log
+	cmd.ExtraFiles = []*os.File{w}        // fd 3: readiness
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	go cmd.Wait() // reaps the monitor if it dies while we still run
+	line, err := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case line == "ok":
+		return nil
+	case strings.HasPrefix(line, "error: "):
+		return errors.New(strings.TrimPrefix(line, "error: "))
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("the monitor exited before the VE started (see %s)", m.consoleLog(id))
+	}
+	return fmt.Errorf("monitor: %q %v", line, err)
+}
+
+// waitBooted waits until the VE reports boot complete: for systemd guests,
+// systemctl is-system-running --wait says running or degraded; for other inits, the file
+// /run/vectl-booted exists inside the VE (the busybox template's rcS writes it last).
+func (m *Manager) waitBooted(ctx context.Context, id, initType string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 120 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if initType == "systemd" {
+		for {
+			out, code, err := m.ExecOutput(ctx, id, "systemctl", "is-system-running", "--wait")
+			state := strings.TrimSpace(out)
+			if err == nil && (state == "running" || state == "degraded") {
+				return nil
+			}
+			// Before systemd has its bus up the command fails at once; retry.
+			if ctx.Err() != nil {
+				return fmt.Errorf("start %s: %w within %v (systemd says %q, exit %d)", id, ErrWait, timeout, state, code)
+			}
+			if state != "" && state != "starting" && state != "initializing" && code == 0 {
+				return fmt.Errorf("start %s: %w: systemd is %s", id, ErrWait, state)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for {
+		pid, err := m.initPid(id)
+		if err != nil {
+			return fmt.Errorf("start %s: %w: %v", id, ErrWait, err)
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/vectl-booted", pid)); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start %s: %w within %v (no /run/vectl-booted)", id, ErrWait, timeout)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

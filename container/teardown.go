@@ -1,0 +1,70 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/network"
+)
+
+// teardown undoes a start in reverse order: kill what is left in the VE's cgroup, remove
+// libcontainer's state and the cgroups, release the network namespace, stop a stale monitor,
+// unmount the root (unless keepRoot) and remove the run directory. Every step accepts
+// "already gone", so teardown finishes the job after any crash. A monitor that tears down
+// its own run (or a foreground vectl stopping its VE) is not killed.
+func (m *Manager) teardown(id string, keepRoot bool) error {
+	var errs []error
+	if err := killAll(id, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.destroyContainer(id); err != nil {
+		errs = append(errs, err)
+	}
+	if err := network.UnpinNetns(m.netnsPath(id)); err != nil {
+		errs = append(errs, err)
+	}
+	if pid, alive := readPidFile(m.runFile(id, monitorPIDFile)); alive && pid != os.Getpid() {
+		killPid(pid)
+	}
+	if !keepRoot {
+		if err := m.umountRoot(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(m.runDir(id)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("teardown %s: %w", id, errors.Join(errs...))
+	}
+	return nil
+}
+
+// leftovers reports whether anything of a previous run of the VE is still there.
+func (m *Manager) leftovers(id string) bool {
+	for _, p := range []string{m.runDir(id), m.netnsPath(id), m.lcRoot() + "/" + id, cgroupFile(id, "devices", "")} {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// killPid kills one process we started (a monitor), through a pidfd so that a recycled pid
+// is never hit, and waits for it to be gone.
+func killPid(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) != nil {
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	_, _ = unix.Poll(fds, 2000)
+}

@@ -1,0 +1,121 @@
+//go:build integration
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// vePids lists the processes in a VE's cgroup, as the kernel sees them.
+func vePids(id string) []string {
+	data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/devices/vectl", id, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(data))
+}
+
+// wantTruthfulStatus checks that status agrees with the kernel: running exactly when the
+// VE's cgroup has processes. The killed vectl's monitor may still be finishing a boot or
+// the VE its own shutdown, so the check is repeated until the VE has settled (booted or
+// down), and then a running VE must accept exec.
+func (e *env) wantTruthfulStatus(id string) {
+	e.t.Helper()
+	eventually(e.t, 30*time.Second, "the VE to settle", func() bool {
+		line := e.statusLine(id)
+		running := strings.Contains(line, " running")
+		if has := len(vePids(id)) > 0; has != running {
+			// Only a process appearing or leaving between the two reads may disagree.
+			if again := e.statusLine(id); again == line {
+				e.t.Fatalf("status %q but processes in the VE's cgroup: %v", line, vePids(id))
+			}
+			return false
+		}
+		return !running || e.exec(id, "true").code == 0
+	})
+}
+
+// killAfter starts vectl with args and SIGKILLs it after d (or lets it finish first).
+func (e *env) killAfter(d time.Duration, args ...string) (killed bool) {
+	e.t.Helper()
+	c := e.cmd(args...)
+	if err := c.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	time.Sleep(d)
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	ws, _ := c.ProcessState.Sys().(syscall.WaitStatus)
+	return ws.Signaled()
+}
+
+func TestKillDuringStart(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl)
+	killedSome := false
+	for _, d := range []time.Duration{0, 2, 5, 10, 15, 20, 30, 45, 70} {
+		killed := e.killAfter(d*time.Millisecond, "start", id)
+		killedSome = killedSome || killed
+		e.wantTruthfulStatus(id)
+		// stop (or, for a VE that never started, the next start) finishes the job.
+		if r := e.vectl("stop", "--fast", id); r.code != 0 && r.code != 31 {
+			t.Fatalf("after a start killed at %v:\n%s", d*time.Millisecond, r)
+		}
+		e.wantStatus(id, "exist unmounted down")
+		e.wantNoTrace(id)
+	}
+	if !killedSome {
+		t.Fatal("no start was killed midway; the test proves nothing")
+	}
+	// And destroy after a killed start also leaves nothing.
+	e.killAfter(15*time.Millisecond, "start", id)
+	e.wantTruthfulStatus(id)
+	if strings.Contains(e.statusLine(id), "running") {
+		e.must("stop", "--fast", id)
+	}
+	e.must("destroy", id)
+	e.wantGone(id)
+	e.wantNoTrace(id)
+}
+
+func TestKillDuringStop(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importDebian()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl)
+	for _, d := range []time.Duration{5, 20, 50, 100} {
+		e.must("start", id, "--wait")
+		e.killAfter(d*time.Millisecond, "stop", id)
+		e.wantTruthfulStatus(id)
+		if r := e.vectl("stop", id); r.code != 0 && r.code != 31 {
+			t.Fatalf("stop after a stop killed at %v:\n%s", d*time.Millisecond, r)
+		}
+		e.wantStatus(id, "exist unmounted down")
+		e.wantNoTrace(id)
+	}
+}
+
+func TestKillMonitor(t *testing.T) {
+	e := newEnv(t)
+	id := e.startVE(e.importBusybox())
+	pids := monitorPids(e, id)
+	if len(pids) != 1 {
+		t.Fatalf("monitor processes: %v, want one", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the monitor to die", func() bool { return len(monitorPids(e, id)) == 0 })
+	e.wantStatus(id, "exist mounted running")
+	e.out(id, "true")
+	e.must("stop", id)
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+}

@@ -1,0 +1,487 @@
+//go:build integration
+
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startVE creates and starts a VE from a template and returns its id.
+func (e *env) startVE(tmpl string, args ...string) string {
+	e.t.Helper()
+	id := uniqueID(e.t)
+	e.must("create", id, "--ostemplate", tmpl, "--hostname", "h"+id)
+	e.must(append([]string{"start", id, "--wait", "--timeout", "60"}, args...)...)
+	return id
+}
+
+// exec runs a command in a VE and returns its result.
+func (e *env) exec(id string, cmd ...string) result {
+	e.t.Helper()
+	return e.vectl(append([]string{"exec", id}, cmd...)...)
+}
+
+// out runs a command in a VE, requires success and returns its trimmed output.
+func (e *env) out(id string, cmd ...string) string {
+	e.t.Helper()
+	r := e.exec(id, cmd...)
+	if r.code != 0 {
+		e.t.Fatalf("exec failed:\n%s", r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// eventually polls f until it returns true or the timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// wantNoTrace checks that a stopped VE left nothing behind on the host: no cgroup, no
+// pinned netns, no libcontainer state, no run directory, no mounts and no monitor.
+func (e *env) wantNoTrace(id string) {
+	e.t.Helper()
+	for _, ctl := range []string{"devices", "memory", "pids", "cpu", "freezer", "systemd"} {
+		p := filepath.Join("/sys/fs/cgroup", ctl, "vectl", id)
+		if _, err := os.Stat(p); err == nil {
+			e.t.Errorf("cgroup %s left behind", p)
+		}
+	}
+	for _, p := range []string{"netns/" + id, "lc/" + id, "ve/" + id} {
+		if _, err := os.Lstat(filepath.Join(e.run, p)); err == nil {
+			e.t.Errorf("%s left behind in the run dir", p)
+		}
+	}
+	if m := mountsUnder(e.dir); len(m) > 0 {
+		e.t.Errorf("mounts left behind: %v", m)
+	}
+	if pids := monitorPids(e, id); len(pids) > 0 {
+		e.t.Errorf("monitor processes left behind: %v", pids)
+	}
+}
+
+// monitorPids finds this env's monitor processes for a VE by their command line.
+func monitorPids(e *env, id string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, en := range ents {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+		args := strings.Split(string(cmd), "\x00")
+		if len(args) > 2 && strings.Contains(string(cmd), e.root) && args[len(args)-3] == "__monitor" && args[len(args)-2] == id {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestBusyboxRun(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := e.startVE(tmpl)
+	e.wantStatus(id, "exist mounted running")
+	e.expect(32, "start", id)
+	row := strings.Fields(e.must("list", "-H", "-o", "ctid,numproc,status").stdout)
+	if len(row) != 3 || row[0] != id || row[2] != "running" {
+		t.Fatalf("list = %v", row)
+	}
+	if n, _ := strconv.Atoi(row[1]); n < 2 {
+		t.Fatalf("numproc = %s, want the init and its console process at least", row[1])
+	}
+
+	// Exit statuses pass through; signal deaths are 128+N.
+	for cmd, want := range map[string]int{"true": 0, "exit 1": 1, "exit 42": 42,
+		"kill -INT $$": 130, "kill -KILL $$": 137} {
+		if r := e.exec(id, "sh", "-c", cmd); r.code != want {
+			t.Errorf("exec sh -c %q: exit %d, want %d\n%s", cmd, r.code, want, r)
+		}
+	}
+	// stdin is piped through, stdout and stderr are separate.
+	r := e.vectlIn(strings.NewReader("line one\nline two\n"), "exec", id, "sh", "-c", "wc -l; echo err >&2")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "2" || strings.TrimSpace(r.stderr) != "err" {
+		t.Fatalf("piped exec:\n%s", r)
+	}
+	// A signal sent to vectl reaches the command.
+	c := e.cmd("exec", id, "sleep", "100")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.Process.Signal(syscall.SIGTERM)
+	c.Wait()
+	if code := c.ProcessState.ExitCode(); code != 143 {
+		t.Fatalf("exec sleep killed by forwarded SIGTERM: exit %d, want 143", code)
+	}
+	if got := e.out(id, "hostname"); got != "h"+id {
+		t.Fatalf("hostname = %q", got)
+	}
+	if got := e.out(id, "sh", "-c", "echo $container"); got != "vectl" {
+		t.Fatalf("container env = %q, want vectl", got)
+	}
+
+	init1 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat")
+	e.must("restart", id, "--fast", "--wait")
+	e.wantStatus(id, "exist mounted running")
+	if init2 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat"); init2 == init1 {
+		t.Fatal("restart did not start a new init")
+	}
+
+	e.must("stop", id)
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+	e.expect(31, "stop", id)
+	e.expect(31, "exec", id, "true")
+	e.must("restart", id)
+	e.wantStatus(id, "exist mounted running")
+	e.expect(32, "destroy", id)
+	e.expect(32, "umount", id)
+	e.must("stop", "--fast", id)
+	e.wantNoTrace(id)
+}
+
+func TestStartWithoutInit(t *testing.T) {
+	e := newEnv(t)
+	// A template with a shell but no /sbin/init.
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "sbin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755},
+	} {
+		tw.WriteHeader(h)
+	}
+	data := []byte("noinit\n")
+	tw.WriteHeader(&tar.Header{Name: "etc/hostname", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))})
+	tw.Write(data)
+	tw.Close()
+	file := filepath.Join(e.dir, "noinit-1-x86_64.tar")
+	os.WriteFile(file, buf.Bytes(), 0o644)
+	e.must("template", "import", file)
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", "noinit-1-x86_64")
+	r := e.expect(47, "start", id)
+	if !strings.Contains(r.stderr, "/sbin/init") {
+		t.Fatalf("message does not name /sbin/init: %q", r.stderr)
+	}
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+}
+
+func TestDebianSystemd(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importDebian()
+	id := e.startVE(tmpl)
+	if got := e.out(id, "systemctl", "is-system-running"); got != "running" {
+		t.Fatalf("systemctl is-system-running = %q", got)
+	}
+	failed := e.out(id, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
+	if failed != "" {
+		t.Fatalf("failed units:\n%s", failed)
+	}
+	if got := e.out(id, "systemctl", "--failed", "--no-pager"); !strings.Contains(got, "0 loaded units listed") {
+		t.Fatalf("systemctl --failed: %q", got)
+	}
+
+	// reboot inside: back with a new boot id.
+	boot1 := e.out(id, "cat", "/proc/sys/kernel/random/boot_id")
+	hostBoot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if boot1 == strings.TrimSpace(string(hostBoot)) {
+		t.Fatal("the VE shares the host's boot id")
+	}
+	e.exec(id, "reboot")
+	var boot2 string
+	eventually(t, 60*time.Second, "the VE to come back with a new boot id", func() bool {
+		r := e.exec(id, "cat", "/proc/sys/kernel/random/boot_id")
+		boot2 = strings.TrimSpace(r.stdout)
+		return r.code == 0 && boot2 != "" && boot2 != boot1
+	})
+	if got := e.out(id, "systemctl", "is-system-running", "--wait"); got != "running" {
+		t.Fatalf("after reboot: %q", got)
+	}
+	if boots := e.out(id, "journalctl", "--list-boots", "--no-pager"); !strings.Contains(boots, strings.ReplaceAll(boot2, "-", "")) {
+		t.Fatalf("journal does not know the new boot %s:\n%s", boot2, boots)
+	}
+
+	// poweroff inside: stopped, nothing left.
+	e.exec(id, "poweroff")
+	eventually(t, 60*time.Second, "the VE to power off", func() bool {
+		return e.statusLine(id) == "VEID "+id+" exist unmounted down"
+	})
+	e.wantNoTrace(id)
+
+	// stop goes through systemd's own shutdown: its init ends by reboot(2) (a halt), not
+	// by SIGKILL, well before the timeout.
+	e.must("start", id, "--wait")
+	logPath := filepath.Join(e.log, id+".console")
+	before, _ := os.ReadFile(logPath)
+	start := time.Now()
+	e.must("stop", id, "--timeout", "60")
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("stop took %v", d)
+	}
+	after, _ := os.ReadFile(logPath)
+	if tail := string(after[len(before):]); !strings.Contains(tail, "init requested a poweroff or halt") {
+		t.Fatalf("the init did not shut down by itself; console log:\n%s", tail)
+	}
+	e.wantNoTrace(id)
+}
+
+func TestForeground(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl)
+	fg := e.cmd("start", "--foreground", id)
+	var out bytes.Buffer
+	fg.Stdout, fg.Stderr = &out, &out
+	if err := fg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer fg.Process.Kill()
+	eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
+		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
+	})
+	// An in-VE reboot restarts it; the foreground vectl keeps running.
+	init1 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat")
+	e.exec(id, "reboot")
+	eventually(t, 20*time.Second, "the reboot", func() bool {
+		r := e.exec(id, "cut", "-d ", "-f22", "/proc/1/stat")
+		return r.code == 0 && strings.TrimSpace(r.stdout) != init1
+	})
+	// SIGTERM (systemctl stop) shuts it down through its init and exits 0.
+	fg.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- fg.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("foreground vectl: %v\n%s", err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("foreground vectl did not exit after SIGTERM\n%s", out.String())
+	}
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+}
+
+func TestNoMonitor(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := e.startVE(tmpl, "--no-monitor")
+	if pids := monitorPids(e, id); len(pids) != 0 {
+		t.Fatalf("monitor processes with --no-monitor: %v", pids)
+	}
+	e.expect(3, "console", id)
+	// Without a monitor an in-VE reboot means stop.
+	e.exec(id, "reboot")
+	eventually(t, 30*time.Second, "the VE to be down", func() bool {
+		return strings.Contains(e.statusLine(id), " down")
+	})
+	e.must("stop", id) // finishes the teardown
+	e.wantNoTrace(id)
+}
+
+func TestSuspendResume(t *testing.T) {
+	e := newEnv(t)
+	id := e.startVE(e.importBusybox())
+	e.must("suspend", id)
+	e.wantStatus(id, "exist mounted running suspended")
+	if st := strings.TrimSpace(e.must("list", "-H", "-o", "status", id).stdout); st != "suspended" {
+		t.Fatalf("list status = %q", st)
+	}
+	e.expect(31, "exec", id, "true")
+	e.must("resume", id)
+	e.wantStatus(id, "exist mounted running")
+	e.out(id, "true")
+	// A suspended VE can still be stopped.
+	e.must("suspend", id)
+	e.must("stop", id, "--timeout", "10")
+	e.wantNoTrace(id)
+}
+
+func TestIsolation(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importDebian()
+	a := e.startVE(tmpl)
+	b := e.startVE(tmpl)
+
+	// Processes: only the VE's own, with its init as PID 1.
+	ps := e.out(a, "ps", "-e", "-o", "pid=,comm=")
+	for _, line := range strings.Split(ps, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && (f[1] == "vectl" || f[1] == "go" || strings.HasPrefix(f[1], "kworker")) {
+			t.Fatalf("VE %s sees a host process: %q\n%s", a, line, ps)
+		}
+	}
+	if first := strings.Fields(strings.Split(ps, "\n")[0]); first[0] != "1" || first[1] != "systemd" {
+		t.Fatalf("PID 1 of the VE = %v", first)
+	}
+	if got := e.out(b, "hostname"); got != "h"+b {
+		t.Fatalf("hostname of %s = %q", b, got)
+	}
+
+	// System V IPC: a segment made in A is invisible in B.
+	shmid := e.out(a, "sh", "-c", "ipcmk -M 4096 | awk '{print $NF}'")
+	if !strings.Contains(e.out(a, "ipcs", "-m"), shmid) {
+		t.Fatalf("ipcs in %s does not show its own segment %s", a, shmid)
+	}
+	if out := e.out(b, "ipcs", "-m"); strings.Contains(out, " "+shmid+" ") {
+		t.Fatalf("VE %s sees VE %s's shared memory segment %s:\n%s", b, a, shmid, out)
+	}
+
+	// Sysctls of the VE's own network namespace are its own.
+	e.out(a, "sysctl", "-w", "net.ipv4.ip_forward=1")
+	if got := e.out(b, "sysctl", "-n", "net.ipv4.ip_forward"); got != "0" {
+		t.Fatalf("VE %s sees VE %s's ip_forward: %s", b, a, got)
+	}
+	if r := e.exec(a, "sysctl", "-w", "kernel.domainname=x"); r.code == 0 {
+		t.Fatalf("a host-wide kernel sysctl is writable in the VE:\n%s", r)
+	}
+
+	// The host's mounts are invisible: every mount point in the VE is one of its own.
+	mounts := e.out(a, "cat", "/proc/self/mountinfo")
+	for _, line := range strings.Split(mounts, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		own := mp == "/"
+		for _, p := range []string{"/proc", "/dev", "/sys", "/run"} {
+			own = own || mp == p || strings.HasPrefix(mp, p+"/")
+		}
+		if !own {
+			t.Errorf("VE %s has a mount point that is not its own: %s", a, line)
+		}
+		// Nothing but the overlay's own options may name a host path.
+		if mp != "/" && strings.Contains(line, e.dir) {
+			t.Errorf("VE %s sees a host path: %s", a, line)
+		}
+	}
+	// Scheduled on all the host's CPUs.
+	hostCPUs := cpusAllowed(t, "/proc/self/status")
+	if got := e.out(a, "grep", "Cpus_allowed_list", "/proc/self/status"); !strings.HasSuffix(got, hostCPUs) {
+		t.Fatalf("VE CPUs %q, host %q", got, hostCPUs)
+	}
+
+	// What a VE must not be able to do.
+	if r := e.exec(a, "sh", "-c", "echo h > /proc/sysrq-trigger"); r.code == 0 {
+		t.Fatalf("write to /proc/sysrq-trigger succeeded:\n%s", r)
+	}
+	dev := hostRootDevice(t)
+	r := e.exec(a, "sh", "-c", fmt.Sprintf("mknod /tmp/hostdisk b %d %d && mount -t ext4 /tmp/hostdisk /mnt", dev.major, dev.minor))
+	if r.code == 0 {
+		t.Fatalf("mounting the host's disk succeeded:\n%s", r)
+	}
+	if r := e.exec(a, "sh", "-c", "head -c 4096 /dev/zero > /tmp/x.ko && insmod /tmp/x.ko"); r.code == 0 ||
+		!strings.Contains(r.stderr, "not permitted") {
+		t.Fatalf("loading a module was not refused for lack of permission:\n%s", r)
+	}
+	if r := e.exec(a, "mount", "-t", "tmpfs", "tmpfs", "/mnt"); r.code == 0 {
+		t.Fatalf("mount inside the VE succeeded:\n%s", r)
+	}
+}
+
+func cpusAllowed(t *testing.T, status string) string {
+	data, err := os.ReadFile(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "Cpus_allowed_list:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "Cpus_allowed_list:"))
+		}
+	}
+	t.Fatal("no Cpus_allowed_list")
+	return ""
+}
+
+type devNum struct{ major, minor uint32 }
+
+// hostRootDevice is the block device of the host's root filesystem.
+func hostRootDevice(t *testing.T) devNum {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/", &st); err != nil {
+		t.Fatal(err)
+	}
+	return devNum{uint32(st.Dev >> 8 & 0xfff), uint32(st.Dev&0xff | st.Dev>>12&0xfff00)}
+}
+
+func TestEnterUnderTmux(t *testing.T) {
+	requireTool(t, "tmux")
+	e := newEnv(t)
+	id := e.startVE(e.importBusybox())
+	sess := "vectl-it-" + id
+	shell := fmt.Sprintf("%s %s enter %s; echo ENTER-EXIT=$?; sleep 600", vectlBin, strings.Join(e.args(), " "), id)
+	tmux := func(args ...string) string {
+		out, err := exec.Command("tmux", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	tmux("new-session", "-d", "-s", sess, "-x", "120", "-y", "30", shell)
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", sess).Run() })
+	pane := func() string { return tmux("capture-pane", "-p", "-t", sess) }
+	eventually(t, 10*time.Second, "a shell prompt", func() bool { return strings.Contains(pane(), "#") })
+
+	tmux("send-keys", "-t", sess, "stty size", "Enter")
+	eventually(t, 5*time.Second, "stty size 30 120", func() bool { return strings.Contains(pane(), "30 120") })
+	tmux("resize-window", "-t", sess, "-x", "90", "-y", "20")
+	tmux("send-keys", "-t", sess, "clear; stty size", "Enter")
+	eventually(t, 5*time.Second, "stty size 20 90 after the resize", func() bool { return strings.Contains(pane(), "20 90") })
+	tmux("send-keys", "-t", sess, "exit 3", "Enter")
+	eventually(t, 5*time.Second, "enter to exit 3", func() bool { return strings.Contains(pane(), "ENTER-EXIT=3") })
+}
+
+func TestConsoleUnderTmux(t *testing.T) {
+	requireTool(t, "tmux")
+	e := newEnv(t)
+	id := e.startVE(e.importBusybox())
+	sess := "vectl-it-c" + id
+	shell := fmt.Sprintf("%s %s console %s; echo CONSOLE-EXIT=$?; sleep 600", vectlBin, strings.Join(e.args(), " "), id)
+	if out, err := exec.Command("tmux", "new-session", "-d", "-s", sess, "-x", "100", "-y", "30", shell).CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", sess).Run() })
+	pane := func() string {
+		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", sess).CombinedOutput()
+		return string(out)
+	}
+	send := func(keys ...string) {
+		if out, err := exec.Command("tmux", append([]string{"send-keys", "-t", sess}, keys...)...).CombinedOutput(); err != nil {
+			t.Fatalf("tmux send-keys: %v %s", err, out)
+		}
+	}
+	eventually(t, 10*time.Second, "the attach banner", func() bool { return strings.Contains(pane(), "Esc . to detach") })
+	send("echo console-$((6*7))", "Enter")
+	eventually(t, 10*time.Second, "the console shell's answer", func() bool { return strings.Contains(pane(), "console-42") })
+	send("Escape", ".")
+	eventually(t, 10*time.Second, "detach", func() bool { return strings.Contains(pane(), "CONSOLE-EXIT=0") })
+	e.wantStatus(id, "exist mounted running")
+	// What the console showed is in the log.
+	data, _ := os.ReadFile(filepath.Join(e.log, id+".console"))
+	if !strings.Contains(string(data), "console-42") {
+		t.Fatalf("console log lacks the session:\n%s", data)
+	}
+}

@@ -1,0 +1,69 @@
+// Package network gives VEs their network: the pinned network namespace of a running VE, CNI
+// attachments and live addresses. It is the only vectl package that imports libcni and
+// netlink; it takes plain values and imports no other vectl package.
+package network
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// PinNetns creates a new network namespace with its loopback up and keeps it alive by
+// bind-mounting it on path (like ip netns add), so that the VE can join it and CNI can attach
+// to it before the VE's init exists, and detach from it after the init is gone.
+func PinNetns(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("pin netns: %w", err)
+	}
+	f.Close()
+
+	errc := make(chan error, 1)
+	go func() {
+		// This thread enters the new namespace and never leaves it: it is not unlocked, so the
+		// Go runtime discards it when the goroutine returns.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("unshare: %w", err)
+			}
+			src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+			if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("bind %s: %w", path, err)
+			}
+			lo, err := netlink.LinkByName("lo")
+			if err == nil {
+				err = netlink.LinkSetUp(lo)
+			}
+			if err != nil {
+				return fmt.Errorf("loopback up: %w", err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		return errors.Join(fmt.Errorf("pin netns %s: %w", path, err), UnpinNetns(path))
+	}
+	return nil
+}
+
+// UnpinNetns releases a pinned network namespace. A missing pin is not an error.
+func UnpinNetns(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil &&
+		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpin netns %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unpin netns: %w", err)
+	}
+	return nil
+}
