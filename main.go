@@ -12,6 +12,8 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/vectl/vectl/commands"
+	// The monitor's idle loop runs from a C constructor of this package (see its doc).
+	_ "github.com/vectl/vectl/container/idle"
 )
 
 func init() {

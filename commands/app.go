@@ -86,6 +86,7 @@ func NewApp(s Streams) *cli.App {
 			umountCommand(),
 			statusCommand(),
 			listCommand(),
+			setCommand(),
 			startCommand(),
 			stopCommand(),
 			restartCommand(),

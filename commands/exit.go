@@ -45,7 +45,7 @@ var exitCodes = []exitCode{
 	{9, "VE or template locked by another vectl invocation (see --lock-timeout)", []error{store.ErrLocked}},
 	{12, "permission denied: vectl must run as root", []error{container.ErrPermission}},
 	{14, "VE does not exist", []error{container.ErrNotExist}},
-	{20, "invalid command line syntax", []error{errUsage}},
+	{20, "invalid command line syntax (also: a next-start setting without --save)", []error{errUsage, container.ErrNeedSave}},
 	{21, "invalid value for a parameter", []error{container.ErrInvalidValue, container.ErrInvalidID,
 		template.ErrInvalidName, template.ErrUnsafeEntry}},
 	{29, "OS template not specified", []error{errNoTemplate}},

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -347,6 +350,13 @@ func monitorCommand() *cli.Command {
 		Name:   "__monitor",
 		Hidden: true,
 		Usage:  "internal: the per-VE monitor started by vectl start",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "resume"},
+			&cli.StringFlag{Name: "run-id"},
+			&cli.IntFlag{Name: "listen-fd"},
+			&cli.IntFlag{Name: "init-status"},
+			&cli.StringFlag{Name: "client-fds"},
+		},
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
 			if err != nil {
@@ -356,9 +366,23 @@ func monitorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			// SIGTERM or SIGINT would end the monitor; the VE is meant to outlive it.
+			// SIGTERM or SIGINT would end the monitor; the VE is meant to outlive it. The
+			// dispositions survive the exec into the idle loop.
 			signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE)
-			_, err = m.RunMonitor(c.Context, id, container.MonitorOptions{Ready: os.NewFile(3, "ready")})
+			o := container.MonitorOptions{Self: monitorArgs(c)}
+			if c.Bool("resume") {
+				r := &container.Resume{RunID: c.String("run-id"), ListenFD: c.Int("listen-fd"),
+					InitStatus: syscall.WaitStatus(c.Int("init-status"))}
+				for _, f := range strings.Split(c.String("client-fds"), ",") {
+					if fd, err := strconv.Atoi(f); err == nil {
+						r.ClientFDs = append(r.ClientFDs, fd)
+					}
+				}
+				o.Resume = r
+			} else {
+				o.Ready, o.Lock = os.NewFile(3, "ready"), os.NewFile(4, "lock")
+			}
+			_, err = m.RunMonitor(c.Context, id, o)
 			if err != nil && !errors.Is(err, container.ErrNotRunning) {
 				return err
 			}
@@ -366,4 +390,3 @@ func monitorCommand() *cli.Command {
 		},
 	}
 }
-

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +19,9 @@ import (
 	"github.com/vectl/vectl/container/store"
 	"golang.org/x/sys/unix"
 )
+
+// idleArg selects the idle loop (package idle, linked into the binary by main).
+const idleArg = "__monitor-idle"
 
 // consoleLogMax caps a VE's console log; when it is reached the log is rotated once to
 // <id>.console.1.
@@ -182,6 +186,9 @@ type MonitorOptions struct {
 	// Ready receives "ok" or "error: ..." once the first boot succeeded or failed
 	// (background monitors).
 	Ready *os.File
+	// Lock is the VE's lock inherited from the starting vectl; it is closed (released) once
+	// the first boot succeeded or failed.
+	Lock *os.File
 	// Booted is called once the first boot succeeded or failed (start --foreground).
 	Booted func(error)
 	// Terminal is attached as the VE's console in the foreground (nil: none).
@@ -189,6 +196,20 @@ type MonitorOptions struct {
 	// Signals delivers signals sent to a foreground vectl: SIGTERM, SIGINT and SIGHUP stop
 	// the VE gracefully, others are forwarded to its init.
 	Signals <-chan os.Signal
+	// Self is the command line that runs this monitor again (this binary with the global
+	// options and "__monitor"). A background monitor with Self set rests in the idle loop
+	// (package idle) between boots and comes back through it.
+	Self []string
+	// Resume is set when the idle loop executed the monitor again after the init exited.
+	Resume *Resume
+}
+
+// Resume is what the idle loop hands back to the Go monitor.
+type Resume struct {
+	RunID      string
+	InitStatus syscall.WaitStatus
+	ListenFD   int
+	ClientFDs  []int
 }
 
 // Ending tells how a monitored VE ended.
@@ -204,58 +225,94 @@ const (
 // RunMonitor is the per-VE monitor: the parent of the VE's init. It creates the container,
 // holds the console pty (log, vectl console), turns an in-VE reboot into a restart and a
 // poweroff or halt into a full teardown. stop tears the VE down itself; the monitor then
-// just exits. It is the hidden "__monitor" command, and start --foreground runs it in-process.
+// just exits. It is the hidden "__monitor" command, and start --foreground runs it
+// in-process. In the background, the monitor waits for the init in the idle loop.
 func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (Ending, error) {
 	log, err := openConsoleLog(m.consoleLog(id))
 	if err != nil {
 		return EndFailed, m.report(o, err)
 	}
 	defer log.Close()
-	runID, _ := os.ReadFile(m.runFile(id, runIDFile))
-	if err := writePidFile(m.runFile(id, monitorPIDFile), os.Getpid()); err != nil {
-		return EndFailed, m.report(o, err)
-	}
-	sockPath := m.runFile(id, consoleSock)
-	os.Remove(sockPath)
-	ln, err := net.Listen("unix", sockPath)
-	if err != nil {
-		return EndFailed, m.report(o, err)
+	var ln *net.UnixListener
+	var runID string
+	cons := &veConsole{log: log, clients: map[net.Conn]struct{}{}, term: o.Terminal}
+	if r := o.Resume; r != nil {
+		runID = r.RunID
+		l, err := net.FileListener(os.NewFile(uintptr(r.ListenFD), "console.sock"))
+		if err != nil {
+			return EndFailed, err
+		}
+		ln = l.(*net.UnixListener)
+		for _, fd := range r.ClientFDs {
+			if c, err := net.FileConn(os.NewFile(uintptr(fd), "console-client")); err == nil {
+				cons.clients[c] = struct{}{}
+			}
+		}
+	} else {
+		data, _ := os.ReadFile(m.runFile(id, runIDFile))
+		runID = string(data)
+		if err := writePidFile(m.runFile(id, monitorPIDFile), os.Getpid()); err != nil {
+			return EndFailed, m.report(o, err)
+		}
+		sockPath := m.runFile(id, consoleSock)
+		os.Remove(sockPath)
+		if ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"}); err != nil {
+			return EndFailed, m.report(o, err)
+		}
+		os.Chmod(sockPath, 0o600)
 	}
 	defer ln.Close()
-	os.Chmod(sockPath, 0o600)
-	cons := &veConsole{log: log, clients: map[net.Conn]struct{}{}, term: o.Terminal}
-	go cons.serve(ln)
-	if o.Terminal != nil {
-		go cons.input(o.Terminal)
+	idle := o.Self != nil && o.Terminal == nil && o.Signals == nil
+	if !idle {
+		go cons.serve(ln)
+		if o.Terminal != nil {
+			go cons.input(o.Terminal)
+		}
 	}
 
 	var held *store.Lock // during an in-VE reboot: held from the decision to the new boot
+	ws := syscall.WaitStatus(0)
+	if o.Resume != nil {
+		ws = o.Resume.InitStatus
+	}
 	for boot := 1; ; boot++ {
-		c, p, err := m.bootMonitored(id, cons)
-		held.Unlock()
-		held = nil
-		if boot == 1 {
-			// The starting vectl may have been killed meanwhile; the VE runs regardless.
-			m.report(o, err)
+		if o.Resume == nil || boot > 1 {
+			c, p, pty, err := m.bootMonitored(id)
+			held.Unlock()
+			held = nil
+			if boot == 1 {
+				// The starting vectl may have been killed meanwhile; the VE runs regardless.
+				m.report(o, err)
+			}
+			if err != nil {
+				log.Printf("boot failed: %v", err)
+				m.finish(id, runID, log)
+				return EndFailed, err
+			}
+			pid := mustPid(p)
+			log.Printf("VE %s booted (init pid %d)", id, pid)
+			if idle {
+				err := m.execIdle(id, pid, pty, ln, log, cons, o.Self, runID)
+				// Only a failed exec returns; keep monitoring in Go.
+				log.Printf("idle loop: %v", err)
+				go cons.serve(ln)
+			}
+			cons.setPty(pty)
+			var stopped bool
+			ws, stopped = m.waitInit(id, c, p, o.Signals, log)
+			closePty(pty) // ends the pump; a reboot brings a new console
+			if stopped {
+				return EndShutdown, nil
+			}
 		}
-		if err != nil {
-			log.Printf("boot failed: %v", err)
-			m.finish(id, string(runID), log)
-			return EndFailed, err
-		}
-		log.Printf("VE %s booted (init pid %d)", id, mustPid(p))
-		ws, stopped := m.waitInit(id, c, p, o.Signals, log)
 		reason := describeExit(ws)
-		if stopped {
-			return EndShutdown, nil
-		}
 		log.Printf("init %s", reason)
 
 		l, err := m.store.LockVE(id, 10*time.Minute)
 		if err != nil {
 			return EndFailed, err
 		}
-		if !m.ownsRun(id, string(runID)) {
+		if !m.ownsRun(id, runID) {
 			l.Unlock() // a stop or a new start has taken over
 			return EndShutdown, nil
 		}
@@ -267,13 +324,50 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 			held = l
 			continue
 		}
-		m.finish(id, string(runID), log)
+		m.finish(id, runID, log)
 		l.Unlock()
 		if ws.Signaled() && ws.Signal() == unix.SIGINT {
 			return EndShutdown, nil
 		}
 		return EndCrashed, fmt.Errorf("VE %s: init %s", id, reason)
 	}
+}
+
+// execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
+// pty, the console socket, the log and connected clients are handed over as open file
+// descriptors. It returns only if the exec failed.
+func (m *Manager) execIdle(id string, pid int, pty *os.File, ln *net.UnixListener, log *consoleLog,
+	cons *veConsole, self []string, runID string) error {
+	lf, err := ln.File() // a duplicate without close-on-exec
+	if err != nil {
+		return err
+	}
+	keep := []*os.File{pty, lf, log.f}
+	clients := "-"
+	for c := range cons.clients {
+		if uc, ok := c.(*net.UnixConn); ok {
+			if f, err := uc.File(); err == nil {
+				keep = append(keep, f)
+				if clients == "-" {
+					clients = ""
+				} else {
+					clients += ","
+				}
+				clients += strconv.Itoa(int(f.Fd()))
+			}
+		}
+	}
+	for _, f := range keep {
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+			return err
+		}
+	}
+	resume := append(append([]string(nil), self...), "--resume", "--run-id", runID,
+		"--listen-fd", strconv.Itoa(int(lf.Fd())), id)
+	argv := append([]string{"vectl", idleArg, strconv.Itoa(pid), strconv.Itoa(int(pty.Fd())),
+		strconv.Itoa(int(lf.Fd())), strconv.Itoa(int(log.f.Fd())), log.path, strconv.Itoa(consoleLogMax),
+		clients, "--"}, resume...)
+	return unix.Exec("/proc/self/exe", argv, os.Environ())
 }
 
 // finish tears down the monitor's own run after the VE ended by itself.
@@ -301,6 +395,9 @@ func (m *Manager) ownsRun(id, runID string) bool {
 }
 
 func (m *Manager) report(o MonitorOptions, err error) error {
+	if o.Lock != nil {
+		o.Lock.Close()
+	}
 	if o.Booted != nil {
 		o.Booted(err)
 		o.Booted = nil
@@ -330,19 +427,19 @@ func mustPid(p *libcontainer.Process) int {
 
 // bootMonitored creates the VE's container and runs its init with a console pty whose master
 // the monitor keeps.
-func (m *Manager) bootMonitored(id string, cons *veConsole) (*libcontainer.Container, *libcontainer.Process, error) {
+func (m *Manager) bootMonitored(id string) (*libcontainer.Container, *libcontainer.Process, *os.File, error) {
 	s, err := m.loadSpec(id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	c, err := m.newContainer(id, s)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	p := initProcess(s, c)
 	parent, child, err := socketpair()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer parent.Close()
 	p.ConsoleSocket = child
@@ -351,17 +448,19 @@ func (m *Manager) bootMonitored(id string, cons *veConsole) (*libcontainer.Conta
 	child.Close()
 	if err != nil {
 		c.Destroy()
-		return nil, nil, fmt.Errorf("run init: %w", err)
+		return nil, nil, nil, fmt.Errorf("run init: %w", err)
 	}
 	pty, err := recvFile(parent)
+	if err == nil {
+		err = holdPeer(pty)
+	}
 	if err != nil {
 		p.Signal(unix.SIGKILL)
 		p.Wait()
 		c.Destroy()
-		return nil, nil, fmt.Errorf("console: %w", err)
+		return nil, nil, nil, fmt.Errorf("console: %w", err)
 	}
-	cons.setPty(pty)
-	return c, p, nil
+	return c, p, pty, nil
 }
 
 // waitInit waits for the VE's init to end. In the foreground it also handles signals:
@@ -415,6 +514,32 @@ func describeExit(ws syscall.WaitStatus) string {
 		return "was killed by " + unix.SignalName(ws.Signal())
 	}
 	return fmt.Sprintf("exited with status %d", ws.ExitStatus())
+}
+
+// peers keeps the console slave of each pty master open while the master is in use (see
+// holdPeer); closePty releases both.
+var peers sync.Map // *os.File (master) -> *os.File (slave)
+
+// holdPeer opens the slave side of a console pty and keeps it: a guest may close
+// /dev/console between writes (systemd does), and a master whose slaves are all closed reads
+// EIO, after which nothing would drain the console and the guest would block. TIOCGPTPEER
+// works for the VE's own devpts instance, which the host cannot reach by path.
+func holdPeer(master *os.File) error {
+	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, master.Fd(), unix.TIOCGPTPEER,
+		uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		return fmt.Errorf("open the console's peer: %w", errno)
+	}
+	peers.Store(master, os.NewFile(fd, "console-peer"))
+	return nil
+}
+
+// closePty closes a console pty master and the slave held for it.
+func closePty(master *os.File) {
+	if peer, ok := peers.LoadAndDelete(master); ok {
+		peer.(*os.File).Close()
+	}
+	master.Close()
 }
 
 // socketpair returns a connected pair of unix stream sockets as files.

@@ -192,6 +192,11 @@ func thaw(id string) {
 func (m *Manager) destroyContainer(id string) error {
 	var errs []error
 	if c, err := libcontainer.Load(m.lcRoot(), id); err == nil {
+		// The cgroup empties before a dying init has finished its exit; libcontainer
+		// calls it running until then.
+		if st, err := c.State(); err == nil {
+			waitExited(st.InitProcessPid, st.InitProcessStartTime, 10*time.Second)
+		}
 		if err := c.Destroy(); err != nil {
 			errs = append(errs, fmt.Errorf("destroy container: %w", err))
 		}
@@ -233,6 +238,23 @@ func pidStart(pid int) (uint64, error) {
 		return 0, errors.New("bad stat")
 	}
 	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// waitExited waits until the process pid with the given start time is a zombie or gone.
+func waitExited(pid int, start uint64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		i := bytes.LastIndexByte(data, ')')
+		f := strings.Fields(string(data[i+1:]))
+		if i < 0 || len(f) < 20 || f[0] == "Z" || f[0] == "X" || f[19] != strconv.FormatUint(start, 10) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // writePidFile records pid and its start time.

@@ -51,7 +51,7 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	if err == nil && (o.NoMonitor || cfg.NoMonitor) {
 		err = m.runDetached(id)
 	} else if err == nil {
-		err = m.spawnMonitor(id, o.MonitorArgs)
+		err = m.spawnMonitor(id, o.MonitorArgs, l)
 	}
 	if err != nil {
 		err = errors.Join(err, m.teardown(id, false))
@@ -199,8 +199,10 @@ func (m *Manager) runDetached(id string) error {
 }
 
 // spawnMonitor starts the VE's monitor (this binary, re-executed) in its own session and
-// waits until it reports that the VE's init runs, or why it does not.
-func (m *Manager) spawnMonitor(id string, args []string) error {
+// waits until it reports that the VE's init runs, or why it does not. The monitor inherits
+// the VE's lock and keeps it until its first boot is done, so that the VE stays locked
+// even if this vectl is killed meanwhile.
+func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) error {
 	if len(args) == 0 {
 		return errors.New("no monitor command")
 	}
@@ -218,8 +220,8 @@ func (m *Manager) spawnMonitor(id string, args []string) error {
 	cmd := exec.Command(args[0], append(args[1:], id)...)
 	cmd.Args[0] = "vectl"
 	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = log.f, log.f // a crashing monitor's last words land in the log
-	cmd.ExtraFiles = []*os.File{w}        // fd 3: readiness
+	cmd.Stdout, cmd.Stderr = log.f, log.f       // a crashing monitor's last words land in the log
+	cmd.ExtraFiles = []*os.File{w, lock.File()} // fd 3: readiness, fd 4: the VE's lock
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	w.Close()

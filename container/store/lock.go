@@ -108,6 +108,11 @@ func (l *Lock) Remove() error {
 	return nil
 }
 
+// File is the open lock file. The lock belongs to its open file description, so a child
+// process that inherits it keeps the lock held even after this process exits; the lock is
+// released when the last holder closes it.
+func (l *Lock) File() *os.File { return l.f }
+
 // Unlock releases the lock. It is safe to call on a nil Lock and more than once.
 func (l *Lock) Unlock() error {
 	if l == nil || l.f == nil {
