@@ -64,11 +64,13 @@ deps:
 	fi
 	$(GO) mod download
 
-# The main job: build, make the default template, create VE $(VE) and show it.
+# The main job: build, make the default template, create and start VE $(VE), show it.
 VE ?= 101
 DEMO_TEMPLATE ?= busybox-1.35-x86_64
 demo: bin/vectl
 	bin/vectl template list -j | grep -q '"name": "$(DEMO_TEMPLATE)"' || \
 		bin/vectl template build $(DEMO_TEMPLATE) --from busybox
 	bin/vectl status $(VE) | grep -q deleted && bin/vectl create $(VE) --ostemplate $(DEMO_TEMPLATE) --hostname ve$(VE) || true
-	bin/vectl list -a
+	bin/vectl status $(VE) | grep -q running || bin/vectl start $(VE) --wait
+	bin/vectl list
+	bin/vectl exec $(VE) ps
