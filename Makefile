@@ -14,16 +14,43 @@ LDFLAGS := -s -w -X github.com/vectl/vectl/commands.Version=$(VERSION) -linkmode
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Debian packages the build, the tests and the demo need.
-DEB_BUILD := gcc libc6-dev libseccomp-dev make git
-DEB_RUN   := busybox-static debootstrap e2fsprogs iproute2 nftables iptables tmux procps ca-certificates zstd xz-utils
+DEB_BUILD := gcc libc6-dev libseccomp-dev make git zstd
+DEB_RUN   := busybox-static debootstrap e2fsprogs iproute2 nftables iptables tmux procps ca-certificates xz-utils tcpdump iputils-ping
 
 .PHONY: all test lint check integration install clean deps demo FORCE
 
 all: bin/vectl
 
-bin/vectl: FORCE
+bin/vectl: plugins FORCE
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
 	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
+
+# The upstream CNI plugins, pinned by network/cnitools/go.mod and embedded in bin/vectl by
+# network/cniplugins: zstd blobs, VERSION, and a MANIFEST ("name sha256 size" of each plugin)
+# that extraction checks against. One go build makes all three (a grouped target: the recipe
+# runs once); they are rebuilt only when the pin changes. The version is read from that go.mod
+# so that the pin lives in one place.
+CNI_BIN      := network/cniplugins/bin
+CNI_PLUGINS  := ptp bridge static
+CNI_OUT      := $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST $(addprefix $(CNI_BIN)/,$(addsuffix .zst,$(CNI_PLUGINS)))
+CNI_VERSION   = $(shell awk '$$1 == "github.com/containernetworking/plugins" { print $$2 }' network/cnitools/go.mod)
+
+.PHONY: plugins
+plugins: $(CNI_OUT)
+
+$(CNI_OUT) &: network/cnitools/go.mod network/cnitools/go.sum
+	@test -n "$(CNI_VERSION)" || { echo "no containernetworking/plugins version in network/cnitools/go.mod"; exit 1; }
+	rm -rf bin/cni-plugins $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
+	cd network/cnitools && CGO_ENABLED=0 $(GO) build -trimpath \
+		-ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(CNI_VERSION)" \
+		-o $(CURDIR)/bin/cni-plugins/ tool
+	cd bin/cni-plugins && for p in $(CNI_PLUGINS); do \
+		sum=$$(sha256sum < $$p) && size=$$(stat -c %s $$p) && echo "$$p $${sum%% *} $$size" || exit 1; \
+	done > MANIFEST
+	for p in $(CNI_PLUGINS); do zstd -19 -q -f --rm bin/cni-plugins/$$p -o $(CNI_BIN)/$$p.zst || exit 1; done
+	mv bin/cni-plugins/MANIFEST $(CNI_BIN)/MANIFEST
+	echo $(CNI_VERSION) > $(CNI_BIN)/VERSION
+	rm -rf bin/cni-plugins
 
 # Unit tests: unprivileged, offline.
 test:
@@ -51,6 +78,7 @@ install: bin/vectl
 
 clean:
 	rm -rf bin
+	rm -f $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
 
 # Installs what building and testing need on a fresh Debian 12 machine (as root).
 deps:
@@ -63,6 +91,7 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing; \
 	fi
 	$(GO) mod download
+	cd network/cnitools && $(GO) mod download
 
 # The main job: build, make the default template, create and start VE $(VE), show it.
 VE ?= 101
