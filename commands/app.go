@@ -63,7 +63,10 @@ func NewApp(s Streams) *cli.App {
 		ErrWriter:              s.Err,
 		HideVersion:            false,
 		UseShortOptionHandling: true,
-		ExitErrHandler:         func(*cli.Context, error) {},
+		// --netif_add values hold commas of their own; list values are split by the
+		// commands that want it (splitList).
+		DisableSliceFlagSeparator: true,
+		ExitErrHandler:            func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageErrorf("%v", err)
 		},
@@ -76,6 +79,12 @@ func NewApp(s Streams) *cli.App {
 				Usage: "volatile state directory (cleared by a host reboot)"},
 			&cli.StringFlag{Name: "log-dir", Value: container.DefaultLogDir, EnvVars: []string{"VECTL_LOG_DIR"},
 				Usage: "console log directory"},
+			&cli.StringFlag{Name: "network-config", Value: "/etc/vectl/network.json", EnvVars: []string{"VECTL_NETWORK_CONFIG"},
+				Usage: "the node's network configuration: VE address pools, bridges, proxy ARP/NDP uplinks"},
+			&cli.StringFlag{Name: "cni-path", EnvVars: []string{"VECTL_CNI_PATH"},
+				Usage: "use the host's CNI plugins in `DIR` instead of the ones built into vectl"},
+			&cli.StringFlag{Name: "firewall-table", Value: "vectl", EnvVars: []string{"VECTL_FIREWALL_TABLE"},
+				Usage: "name of vectl's own nftables tables"},
 			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
 				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
 		},
@@ -133,11 +142,14 @@ func manager(c *cli.Context) (*container.Manager, error) {
 		return nil, err
 	}
 	return container.New(container.Options{
-		Root:        c.String("root"),
-		RunDir:      c.String("run-dir"),
-		LogDir:      c.String("log-dir"),
-		TemplateDir: c.String("template-dir"),
-		LockTimeout: timeout,
+		Root:          c.String("root"),
+		RunDir:        c.String("run-dir"),
+		LogDir:        c.String("log-dir"),
+		TemplateDir:   c.String("template-dir"),
+		LockTimeout:   timeout,
+		NetworkConfig: c.String("network-config"),
+		CNIPath:       c.String("cni-path"),
+		FirewallTable: c.String("firewall-table"),
 	}), nil
 }
 

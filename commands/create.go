@@ -20,18 +20,21 @@ copy layout makes a full private copy. ID is a number (101) or a name; --name ad
 that every command accepts in place of the id.
 
 EXAMPLES:
-   vectl create 101 --ostemplate debian-12-x86_64-minimal --hostname web1
+   vectl create 101 --ostemplate debian-12-x86_64-minimal --hostname web1 --ipadd 10.199.0.11
    vectl create 102 --ostemplate busybox-1.35-x86_64 --layout copy --name cache
 
 EXIT STATUS:
    0 created; 20 bad syntax; 21 bad value; 29 no --ostemplate; 44 id or name exists;
-   91 template not found; 9 locked; see vectl help exit-codes`,
+   78 an address is used by another VE; 91 template not found; 9 locked; see vectl help exit-codes`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ostemplate", Usage: "OS template `NAME` (see vectl template list)"},
 			&cli.StringFlag{Name: "layout", Value: container.LayoutOverlay, Usage: "private area layout: overlay or copy"},
 			&cli.StringFlag{Name: "hostname", Usage: "the VE's host name"},
 			&cli.StringFlag{Name: "name", Usage: "a name to use in place of the id"},
 			&cli.StringFlag{Name: "description", Usage: "free text shown by list -o description"},
+			&cli.StringSliceFlag{Name: "ipadd", Usage: "an address `ADDR[/PREFIX]` of the VE (repeatable)"},
+			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` for the VE's resolv.conf, or inherit (repeatable)"},
+			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN`, or inherit (repeatable)"},
 		},
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
@@ -46,12 +49,15 @@ EXIT STATUS:
 				return err
 			}
 			cfg, err := m.Create(c.Context, container.CreateOptions{
-				ID:          id,
-				OSTemplate:  c.String("ostemplate"),
-				Layout:      c.String("layout"),
-				Hostname:    c.String("hostname"),
-				Name:        c.String("name"),
-				Description: c.String("description"),
+				ID:            id,
+				OSTemplate:    c.String("ostemplate"),
+				Layout:        c.String("layout"),
+				Hostname:      c.String("hostname"),
+				Name:          c.String("name"),
+				Description:   c.String("description"),
+				IPs:           splitList(c.StringSlice("ipadd")),
+				Nameservers:   splitList(c.StringSlice("nameserver")),
+				SearchDomains: splitList(c.StringSlice("searchdomain")),
 			})
 			if err != nil {
 				return err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/vectl/vectl/container"
 	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/network"
+	"github.com/vectl/vectl/resources"
 	"github.com/vectl/vectl/template"
 )
 
@@ -47,7 +49,7 @@ var exitCodes = []exitCode{
 	{14, "VE does not exist", []error{container.ErrNotExist}},
 	{20, "invalid command line syntax (also: a next-start setting without --save)", []error{errUsage, container.ErrNeedSave}},
 	{21, "invalid value for a parameter", []error{container.ErrInvalidValue, container.ErrInvalidID,
-		template.ErrInvalidName, template.ErrUnsafeEntry}},
+		template.ErrInvalidName, template.ErrUnsafeEntry, network.ErrInvalid, resources.ErrInvalid}},
 	{29, "OS template not specified", []error{errNoTemplate}},
 	{31, "VE is not running (or is suspended)", []error{container.ErrNotRunning, container.ErrSuspended}},
 	{32, "VE is running (stop it first)", []error{container.ErrRunning}},
@@ -56,6 +58,7 @@ var exitCodes = []exitCode{
 	{44, "VE, name or template already exists", []error{container.ErrExist, template.ErrExist}},
 	{47, "broken VE: no /sbin/init in its template", []error{container.ErrNoInit}},
 	{50, "unable to mount the VE's root", []error{container.ErrMount}},
+	{78, "IP address already in use by another VE", []error{container.ErrIPInUse}},
 	{91, "OS template not found", []error{template.ErrNotFound}},
 	{93, "OS template in use by a VE", []error{container.ErrInUse}},
 	{133, "start --wait: the VE did not finish booting in time", []error{container.ErrWait}},

@@ -74,8 +74,13 @@ var listFields = func() []listField {
 				return e.Status.NumProc
 			}},
 		{name: "ip", header: "IP_ADDR",
-			text:  func(e container.Entry) string { return "-" },
-			value: func(e container.Entry) any { return []string{} }},
+			text: func(e container.Entry) string { return dash(strings.Join(e.IPs, " ")) },
+			value: func(e container.Entry) any {
+				if e.IPs == nil {
+					return []string{}
+				}
+				return e.IPs
+			}},
 		{name: "ostemplate", header: "OSTEMPLATE", text: cfgString(func(c *container.Config) string { return c.OSTemplate })},
 		{name: "layout", header: "LAYOUT", text: cfgString(func(c *container.Config) string { return c.Layout })},
 		{name: "description", header: "DESCRIPTION", text: cfgString(func(c *container.Config) string { return c.Description })},

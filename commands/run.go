@@ -19,7 +19,11 @@ import (
 // global options as this invocation.
 func monitorArgs(c *cli.Context) []string {
 	args := []string{"/proc/self/exe", "--root", c.String("root"), "--run-dir", c.String("run-dir"),
-		"--log-dir", c.String("log-dir")}
+		"--log-dir", c.String("log-dir"), "--network-config", c.String("network-config"),
+		"--firewall-table", c.String("firewall-table")}
+	if p := c.String("cni-path"); p != "" {
+		args = append(args, "--cni-path", p)
+	}
 	if t := c.String("template-dir"); t != "" {
 		args = append(args, "--template-dir", t)
 	}

@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -18,6 +19,19 @@ func setCommand() *cli.Command {
 stores them in the VE's config. Settings that only take effect at the next start need --save
 (without it vectl refuses rather than lose the change).
 
+Settings applied at once to a running VE (and at every start once saved):
+   --hostname H         host name; also written to /etc/hostname and the /etc/hosts line
+   --ipadd ADDR[/P]     add an address (repeatable; the pool's prefix length by default).
+                        An address of a routed pool goes on eth0, one of a bridged pool on the
+                        VE's interface on that bridge. Used by another VE: exit 78.
+   --ipdel ADDR|all     remove an address (repeatable)
+   --nameserver A|inherit, --searchdomain D|inherit
+                        written to /etc/resolv.conf (repeatable; inherit copies the host's)
+   --netif_add IF[,bridge=BR][,mac=MAC][,host_ifname=NAME]
+                        add a bridged interface (like vzctl's veth); its addresses are the
+                        VE's addresses in that bridge's pool
+   --netif_del IF|all   remove a bridged interface
+
 Settings applied at the next start:
    --name N             alias for the id ("" removes it)
    --description D      free text
@@ -27,12 +41,18 @@ Settings applied at the next start:
                         SIGPWR, ...) or halt (/sbin/halt inside); "" detects it from the init
    --stop-timeout S     seconds stop waits before killing (0: default 120)
 
+Without --save, live settings change the running VE only (until it stops), and vectl says
+so; on a stopped VE every setting needs --save.
+
 EXAMPLES:
+   vectl set 101 --ipadd 10.199.0.12 --save
+   vectl set 101 --ipdel all --ipadd fd99:199::11 --save
+   vectl set 101 --nameserver 10.199.0.1 --searchdomain example.com --save
    vectl set 101 --monitor no --save
-   vectl set 101 --stop-timeout 30 --save
 
 EXIT STATUS:
-   0 done; 14 no such VE; 20 a next-start setting without --save; 21 bad value; 44 name taken`,
+   0 done; 14 no such VE; 20 a next-start setting without --save (or any setting of a
+   stopped VE); 21 bad value; 44 name taken; 78 address used by another VE`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "save", Usage: "persist the settings in the VE's config"},
 			&cli.StringFlag{Name: "name", Usage: "alias `NAME` for the id"},
@@ -40,6 +60,13 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "monitor", Usage: "`yes|no`: resident monitor"},
 			&cli.StringFlag{Name: "stop-signal", Usage: "`SIGNAL` or halt"},
 			&cli.StringFlag{Name: "stop-timeout", Usage: "`SECONDS` for a graceful stop"},
+			&cli.StringFlag{Name: "hostname", Usage: "host `NAME`"},
+			&cli.StringSliceFlag{Name: "ipadd", Usage: "add `ADDR[/PREFIX]`"},
+			&cli.StringSliceFlag{Name: "ipdel", Usage: "remove `ADDR` (or all)"},
+			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` (or inherit)"},
+			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN` (or inherit)"},
+			&cli.StringSliceFlag{Name: "netif_add", Usage: "add a bridged interface `IF[,bridge=BR][,mac=MAC][,host_ifname=NAME]`"},
+			&cli.StringSliceFlag{Name: "netif_del", Usage: "remove bridged interface `IF` (or all)"},
 		},
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
@@ -55,6 +82,11 @@ EXIT STATUS:
 				return &v
 			}
 			o.Name, o.Description, o.StopSignal = str("name"), str("description"), str("stop-signal")
+			o.Hostname = str("hostname")
+			o.IPAdd, o.IPDel = splitList(c.StringSlice("ipadd")), splitList(c.StringSlice("ipdel"))
+			o.Nameservers, o.SearchDomains = splitList(c.StringSlice("nameserver")), splitList(c.StringSlice("searchdomain"))
+			// netif_add values contain commas of their own: never split them.
+			o.NetIfAdd, o.NetIfDel = c.StringSlice("netif_add"), splitList(c.StringSlice("netif_del"))
 			if v := str("monitor"); v != nil {
 				b, err := parseYesNo("monitor", *v)
 				if err != nil {
@@ -73,7 +105,7 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
-			msg, err := m.Set(id, o)
+			msg, err := m.Set(c.Context, id, o)
 			if err != nil {
 				return err
 			}
@@ -81,6 +113,16 @@ EXIT STATUS:
 			return nil
 		},
 	}
+}
+
+// splitList flattens repeatable values that may also be comma- or space-separated, as
+// vzctl's --ipadd "a b" and --nameserver "x,y" are written.
+func splitList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		out = append(out, strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })...)
+	}
+	return out
 }
 
 // parseYesNo accepts vzctl's yes/no (and on/off, true/false).

@@ -75,19 +75,21 @@ func writeStatusLine(w io.Writer, s container.Status) error {
 
 // veJSON is the JSON shape of one VE in status --json and list -j.
 type veJSON struct {
-	ID          string `json:"ctid"`
-	Name        string `json:"name,omitempty"`
-	Hostname    string `json:"hostname,omitempty"`
-	Description string `json:"description,omitempty"`
-	OSTemplate  string `json:"ostemplate,omitempty"`
-	Layout      string `json:"layout,omitempty"`
-	State       string `json:"status"`
-	Exist       bool   `json:"exist"`
-	Mounted     bool   `json:"mounted"`
-	Running     bool   `json:"running"`
-	Suspended   bool   `json:"suspended"`
-	Incomplete  bool   `json:"incomplete,omitempty"`
-	Problem     string `json:"problem,omitempty"`
+	ID          string   `json:"ctid"`
+	Name        string   `json:"name,omitempty"`
+	Hostname    string   `json:"hostname,omitempty"`
+	Description string   `json:"description,omitempty"`
+	OSTemplate  string   `json:"ostemplate,omitempty"`
+	Layout      string   `json:"layout,omitempty"`
+	State       string   `json:"status"`
+	Exist       bool     `json:"exist"`
+	Mounted     bool     `json:"mounted"`
+	Running     bool     `json:"running"`
+	Suspended   bool     `json:"suspended"`
+	Incomplete  bool     `json:"incomplete,omitempty"`
+	Problem     string   `json:"problem,omitempty"`
+	IPs         []string `json:"ip"`
+	NumProc     *int     `json:"numproc"`
 }
 
 func statusJSON(e container.Entry) veJSON {
@@ -100,6 +102,14 @@ func statusJSON(e container.Entry) veJSON {
 		Suspended:  e.Status.Suspended,
 		Incomplete: e.Status.Incomplete,
 		Problem:    e.Problem,
+		IPs:        e.IPs,
+	}
+	if v.IPs == nil {
+		v.IPs = []string{}
+	}
+	if e.Status.Running {
+		n := e.Status.NumProc
+		v.NumProc = &n
 	}
 	if c := e.Config; c != nil {
 		v.Name, v.Hostname, v.Description = c.Name, c.Hostname, c.Description

@@ -20,6 +20,11 @@ type CreateOptions struct {
 	Hostname    string
 	Name        string
 	Description string
+	// IPs, Nameservers and SearchDomains as vectl set takes them (--ipadd,
+	// --nameserver, --searchdomain).
+	IPs           []string
+	Nameservers   []string
+	SearchDomains []string
 }
 
 // Create makes a new VE from an OS template without starting it. The id and name are
@@ -98,6 +103,25 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 	if _, err := m.templates.Get(o.OSTemplate); err != nil {
 		return nil, nil, err
 	}
+	var ips []string
+	if len(o.IPs) > 0 {
+		nc, err := m.netConfig()
+		if err != nil {
+			return nil, nil, err
+		}
+		parsed, err := parseIPs(nc, o.IPs)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := m.checkIPsFree(o.ID, parsed); err != nil {
+			return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
+		}
+		ips = prefixStrings(parsed)
+	}
+	probe := &Config{ID: o.ID}
+	if _, err := m.apply(probe, SetOptions{Nameservers: o.Nameservers, SearchDomains: o.SearchDomains}); err != nil {
+		return nil, nil, err
+	}
 	vlock, err := m.store.LockVE(o.ID, m.opts.LockTimeout)
 	if err != nil {
 		return nil, nil, fmt.Errorf("VE %s: %w", o.ID, err)
@@ -110,6 +134,10 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		OSTemplate:  o.OSTemplate,
 		Layout:      o.Layout,
 		Created:     time.Now().UTC().Truncate(time.Second),
+
+		IPs:           ips,
+		Nameservers:   probe.Nameservers,
+		SearchDomains: probe.SearchDomains,
 	}
 	if err := m.store.Reserve(cfg); err != nil {
 		vlock.Unlock()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/network"
 	"github.com/vectl/vectl/template"
 )
 
@@ -38,6 +39,13 @@ type Options struct {
 	LogDir      string        // console logs (DefaultLogDir)
 	TemplateDir string        // template cache (Root/templates)
 	LockTimeout time.Duration // how long to wait for a VE or the global lock
+	// NetworkConfig is the node's network configuration file (address pools, uplinks).
+	NetworkConfig string
+	// CNIPath, when set, is where the host's CNI plugins are; otherwise the plugins embedded
+	// in vectl are used.
+	CNIPath string
+	// FirewallTable names vectl's nftables tables ("vectl").
+	FirewallTable string
 }
 
 // Manager performs operations on the VEs of one state root. It holds no resident state:
@@ -58,6 +66,12 @@ func New(opts Options) *Manager {
 	}
 	if opts.LogDir == "" {
 		opts.LogDir = DefaultLogDir
+	}
+	if opts.NetworkConfig == "" {
+		opts.NetworkConfig = network.DefaultConfigPath
+	}
+	if opts.FirewallTable == "" {
+		opts.FirewallTable = "vectl"
 	}
 	if opts.TemplateDir == "" {
 		opts.TemplateDir = filepath.Join(opts.Root, "templates")

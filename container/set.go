@@ -1,15 +1,23 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/network"
 )
 
 // ErrNeedSave means a setting cannot change on a running VE and was given without --save.
 var ErrNeedSave = errors.New("takes effect at the next start")
 
-// SetOptions are the changes of one vectl set call. A nil field is left alone.
+// SetOptions are the changes of one vectl set call. A nil or empty field is left alone.
 type SetOptions struct {
 	Save bool // persist in config.json (vzctl --save)
 
@@ -18,12 +26,237 @@ type SetOptions struct {
 	Monitor     *bool
 	StopSignal  *string
 	StopTimeout *int
+
+	Hostname      *string
+	IPAdd         []string // ADDR[/PREFIX]
+	IPDel         []string // addresses, or "all"
+	Nameservers   []string // addresses, or "inherit"
+	SearchDomains []string // domains, or "inherit"
+	NetIfAdd      []string // IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME]
+	NetIfDel      []string // interface names, or "all"
 }
 
-// Set changes a VE's settings. Settings that can apply live are applied to a running VE at
-// once; the others are stored for the next start and therefore need Save (like vzctl, a
-// change without --save is never silently lost). It returns what was done, for the user.
-func (m *Manager) Set(ref string, o SetOptions) (string, error) {
+var ifnameRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,14}$`)
+
+// parseNetIf reads vectl's --netif_add value: IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME].
+// Without bridge= the bridge of the only bridged pool is used.
+func parseNetIf(nc *network.Config, s string) (store.NetIf, error) {
+	parts := strings.Split(s, ",")
+	nif := store.NetIf{Name: parts[0]}
+	bad := func(why string) (store.NetIf, error) {
+		return store.NetIf{}, fmt.Errorf("%w: netif %q: %s", ErrInvalidValue, s, why)
+	}
+	if !ifnameRE.MatchString(nif.Name) || nif.Name == "eth0" {
+		return bad("the interface name must match [a-z][a-z0-9_.-]{0,14} (eth0 is the routed interface)")
+	}
+	for _, kv := range parts[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok:
+			return bad("use key=value options: bridge, mac, host_ifname")
+		case k == "bridge":
+			nif.Bridge = v
+		case k == "mac":
+			hw, err := net.ParseMAC(v)
+			if err != nil || len(hw) != 6 || hw[0]&1 != 0 {
+				return bad("mac must be a unicast Ethernet address")
+			}
+			nif.MAC = hw.String()
+		case k == "host_ifname":
+			if !ifnameRE.MatchString(v) {
+				return bad("host_ifname must match [a-z][a-z0-9_.-]{0,14}")
+			}
+			nif.HostName = v
+		default:
+			return bad("unknown option " + k)
+		}
+	}
+	var bridges []string
+	for _, p := range nc.Pools {
+		if p.Bridge != "" && !slices.Contains(bridges, p.Bridge) {
+			bridges = append(bridges, p.Bridge)
+		}
+	}
+	switch {
+	case nif.Bridge == "" && len(bridges) == 1:
+		nif.Bridge = bridges[0]
+	case nif.Bridge == "":
+		return bad(fmt.Sprintf("give bridge=NAME (bridged pools: %v)", bridges))
+	case !slices.Contains(bridges, nif.Bridge):
+		return bad(fmt.Sprintf("bridge %s has no address pool in %s", nif.Bridge, network.DefaultConfigPath))
+	}
+	return nif, nil
+}
+
+// change is the outcome of applying SetOptions to a config: what changed, and what of it
+// can be applied to a running VE.
+type change struct {
+	stored []string // settings that take effect at the next start
+	live   []string // settings applied to a running VE at once
+	ipAdd  []netip.Prefix
+	ipDel  []netip.Prefix
+	nifAdd []store.NetIf
+	nifDel []string
+}
+
+// apply validates o and applies it to cfg (a copy), without side effects.
+func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
+	ch := &change{}
+	if o.Name != nil {
+		if *o.Name != "" {
+			if err := validateName(*o.Name); err != nil {
+				return nil, err
+			}
+			if owner, err := m.resolve(*o.Name); err == nil && owner != cfg.ID {
+				return nil, fmt.Errorf("name %q: %w (VE %s)", *o.Name, ErrExist, owner)
+			}
+		}
+		cfg.Name = *o.Name
+		ch.stored = append(ch.stored, "name")
+	}
+	if o.Description != nil {
+		if err := validateDescription(*o.Description); err != nil {
+			return nil, err
+		}
+		cfg.Description = *o.Description
+		ch.stored = append(ch.stored, "description")
+	}
+	if o.Monitor != nil {
+		cfg.NoMonitor = !*o.Monitor
+		ch.stored = append(ch.stored, "monitor")
+	}
+	if o.StopSignal != nil {
+		if *o.StopSignal != "" {
+			if _, _, err := stopSignalFor("", *o.StopSignal); err != nil {
+				return nil, err
+			}
+		}
+		cfg.StopSignal = *o.StopSignal
+		ch.stored = append(ch.stored, "stop-signal")
+	}
+	if o.StopTimeout != nil {
+		if *o.StopTimeout < 0 {
+			return nil, fmt.Errorf("%w: stop timeout %d: use whole seconds, 0 for the default", ErrInvalidValue, *o.StopTimeout)
+		}
+		cfg.StopTimeout = *o.StopTimeout
+		ch.stored = append(ch.stored, "stop-timeout")
+	}
+	if o.Hostname != nil {
+		if err := validateHostname(*o.Hostname); err != nil {
+			return nil, err
+		}
+		cfg.Hostname = *o.Hostname
+		ch.live = append(ch.live, "hostname")
+	}
+	if len(o.Nameservers) > 0 {
+		ns := o.Nameservers
+		if slices.Equal(ns, []string{"inherit"}) {
+			ns, _ = hostResolv()
+		}
+		for _, s := range ns {
+			if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("%w: nameserver %q: use an IP address or inherit", ErrInvalidValue, s)
+			}
+		}
+		cfg.Nameservers = ns
+		ch.live = append(ch.live, "nameserver")
+	}
+	if len(o.SearchDomains) > 0 {
+		sd := o.SearchDomains
+		if slices.Equal(sd, []string{"inherit"}) {
+			_, sd = hostResolv()
+		}
+		for _, d := range sd {
+			if err := validateHostname(d); err != nil {
+				return nil, fmt.Errorf("%w: search domain %q", ErrInvalidValue, d)
+			}
+		}
+		cfg.SearchDomains = sd
+		ch.live = append(ch.live, "searchdomain")
+	}
+	if len(o.IPAdd)+len(o.IPDel)+len(o.NetIfAdd)+len(o.NetIfDel) == 0 {
+		return ch, nil
+	}
+	nc, err := m.netConfig()
+	if err != nil {
+		return nil, err
+	}
+	cur, err := parseIPs(nc, cfg.IPs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.store.ConfigPath(cfg.ID), err)
+	}
+	for _, s := range o.IPDel {
+		if s == "all" {
+			ch.ipDel = append(ch.ipDel, cur...)
+			cur = nil
+			continue
+		}
+		a, err := netip.ParseAddr(strings.Split(s, "/")[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: address %q", ErrInvalidValue, s)
+		}
+		i := slices.IndexFunc(cur, func(p netip.Prefix) bool { return p.Addr() == a })
+		if i < 0 {
+			ch.ipDel = append(ch.ipDel, netip.PrefixFrom(a, a.BitLen())) // live-only address
+			continue
+		}
+		ch.ipDel = append(ch.ipDel, cur[i])
+		cur = slices.Delete(cur, i, i+1)
+	}
+	add, err := parseIPs(nc, o.IPAdd)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range add {
+		if !slices.ContainsFunc(cur, func(q netip.Prefix) bool { return q.Addr() == p.Addr() }) {
+			cur = append(cur, p)
+			ch.ipAdd = append(ch.ipAdd, p)
+		}
+	}
+	cfg.IPs = prefixStrings(cur)
+	if len(o.IPAdd)+len(o.IPDel) > 0 {
+		ch.live = append(ch.live, "ip")
+	}
+	for _, s := range o.NetIfDel {
+		for _, n := range cfg.NetIfs {
+			if s == "all" || n.Name == s {
+				ch.nifDel = append(ch.nifDel, n.Name)
+			}
+		}
+		if s != "all" && !slices.Contains(ch.nifDel, s) {
+			return nil, fmt.Errorf("%w: the VE has no interface %s", ErrInvalidValue, s)
+		}
+		cfg.NetIfs = slices.DeleteFunc(cfg.NetIfs, func(n store.NetIf) bool { return slices.Contains(ch.nifDel, n.Name) })
+	}
+	for _, s := range o.NetIfAdd {
+		nif, err := parseNetIf(nc, s)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(cfg.NetIfs, func(n store.NetIf) bool { return n.Name == nif.Name }) {
+			return nil, fmt.Errorf("%w: the VE already has an interface %s", ErrInvalidValue, nif.Name)
+		}
+		cfg.NetIfs = append(cfg.NetIfs, nif)
+		ch.nifAdd = append(ch.nifAdd, nif)
+	}
+	if len(o.NetIfAdd)+len(o.NetIfDel) > 0 {
+		ch.live = append(ch.live, "netif")
+	}
+	// Every bridged address needs an interface on its bridge.
+	for _, p := range cur {
+		pool, _ := nc.PoolOf(p.Addr())
+		if pool.Bridge != "" && !slices.ContainsFunc(cfg.NetIfs, func(n store.NetIf) bool { return n.Bridge == pool.Bridge }) {
+			return nil, fmt.Errorf("%w: address %s belongs to bridge %s: add an interface on it (--netif_add NAME,bridge=%s)",
+				ErrInvalidValue, p.Addr(), pool.Bridge, pool.Bridge)
+		}
+	}
+	return ch, nil
+}
+
+// Set changes a VE's settings, as vzctl set: settings that can change live (host name, DNS,
+// addresses, interfaces) are applied to a running VE at once; Save persists them. Settings
+// that take effect at the next start need Save. It returns a sentence saying what was done.
+func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (string, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return "", err
@@ -33,54 +266,107 @@ func (m *Manager) Set(ref string, o SetOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var stored []string
-	if o.Name != nil {
-		if *o.Name != "" {
-			if err := validateName(*o.Name); err != nil {
-				return "", err
-			}
-			if owner, err := m.resolve(*o.Name); err == nil && owner != id {
-				return "", fmt.Errorf("name %q: %w (VE %s)", *o.Name, ErrExist, owner)
-			}
-		}
-		cfg.Name = *o.Name
-		stored = append(stored, "name")
+	orig := *cfg
+	ch, err := m.apply(cfg, o)
+	if err != nil {
+		return "", fmt.Errorf("set %s: %w", id, err)
 	}
-	if o.Description != nil {
-		if err := validateDescription(*o.Description); err != nil {
+	if len(ch.stored)+len(ch.live) == 0 {
+		return "", fmt.Errorf("set %s: %w: nothing to set", id, ErrInvalidValue)
+	}
+	running := populated(id)
+	if !o.Save && (!running || len(ch.stored) > 0) {
+		what := append(append([]string(nil), ch.stored...), ch.live...)
+		if running {
+			what = ch.stored
+		}
+		return "", fmt.Errorf("set %s: %s %w: add --save", id, strings.Join(what, ", "), ErrNeedSave)
+	}
+	if len(ch.ipAdd) > 0 {
+		glock, err := m.store.LockGlobal(m.opts.LockTimeout)
+		if err != nil {
 			return "", err
 		}
-		cfg.Description = *o.Description
-		stored = append(stored, "description")
-	}
-	if o.Monitor != nil {
-		cfg.NoMonitor = !*o.Monitor
-		stored = append(stored, "monitor")
-	}
-	if o.StopSignal != nil {
-		if *o.StopSignal != "" {
-			if _, _, err := stopSignalFor("", *o.StopSignal); err != nil {
-				return "", err
-			}
+		defer glock.Unlock()
+		if err := m.checkIPsFree(id, ch.ipAdd); err != nil {
+			return "", fmt.Errorf("set %s: %w", id, err)
 		}
-		cfg.StopSignal = *o.StopSignal
-		stored = append(stored, "stop-signal")
 	}
-	if o.StopTimeout != nil {
-		if *o.StopTimeout < 0 {
-			return "", fmt.Errorf("%w: stop timeout %d: use whole seconds, 0 for the default", ErrInvalidValue, *o.StopTimeout)
+	if running && len(ch.live) > 0 {
+		if err := m.applyLive(ctx, &orig, cfg, ch); err != nil {
+			return "", fmt.Errorf("set %s: %w", id, err)
 		}
-		cfg.StopTimeout = *o.StopTimeout
-		stored = append(stored, "stop-timeout")
-	}
-	if len(stored) == 0 {
-		return "", fmt.Errorf("%w: nothing to set", ErrInvalidValue)
 	}
 	if !o.Save {
-		return "", fmt.Errorf("set %s: %s %w: add --save", id, strings.Join(stored, ", "), ErrNeedSave)
+		return "applied " + strings.Join(ch.live, ", ") + " to the running VE; not saved (add --save to keep after a restart)", nil
 	}
 	if err := m.store.SaveConfig(cfg); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("saved %s", strings.Join(stored, ", ")), nil
+	if running && len(ch.live) > 0 {
+		return "applied and saved " + strings.Join(append(ch.live, ch.stored...), ", "), nil
+	}
+	return "saved " + strings.Join(append(ch.stored, ch.live...), ", "), nil
+}
+
+// applyLive applies the live part of a change to a running VE: removals first, then
+// additions, each through the network layer or rooted writes into the VE's root.
+func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) error {
+	root := m.store.RootDir(cfg.ID)
+	if slices.Contains(ch.live, "hostname") {
+		if err := writeHostname(root, cfg.Hostname, cfg.IPs); err != nil {
+			return err
+		}
+		pid, err := m.initPid(cfg.ID)
+		if err != nil {
+			return err
+		}
+		if err := setHostnameLive(pid, cfg.Hostname); err != nil {
+			return fmt.Errorf("host name: %w", err)
+		}
+	}
+	if slices.Contains(ch.live, "nameserver") || slices.Contains(ch.live, "searchdomain") {
+		if err := writeResolvConf(root, cfg.Nameservers, cfg.SearchDomains); err != nil {
+			return err
+		}
+	}
+	if len(ch.ipAdd)+len(ch.ipDel)+len(ch.nifAdd)+len(ch.nifDel) == 0 {
+		return nil
+	}
+	n, err := m.net()
+	if err != nil {
+		return err
+	}
+	nc := n.Config()
+	ips, err := parseIPs(nc, cfg.IPs)
+	if err != nil {
+		return err
+	}
+	ve := m.veNet(cfg, ips)
+	for _, a := range ch.ipDel {
+		if err := n.DelAddr(ctx, m.veNet(old, nil), a); err != nil {
+			return err
+		}
+	}
+	for _, name := range ch.nifDel {
+		if err := n.DelNetIf(ctx, cfg.ID, ve.NetNS, name); err != nil {
+			return err
+		}
+	}
+	for _, nif := range ch.nifAdd {
+		if err := n.AddNetIf(ctx, ve, netIfs(&Config{NetIfs: []store.NetIf{nif}})[0]); err != nil {
+			return err
+		}
+	}
+	for _, a := range ch.ipAdd {
+		if pool, _ := nc.PoolOf(a.Addr()); pool.Bridge != "" && slices.ContainsFunc(ch.nifAdd, func(x store.NetIf) bool {
+			return x.Bridge == pool.Bridge
+		}) {
+			continue // attached with its new interface just now
+		}
+		if err := n.AddAddr(ctx, ve, a); err != nil {
+			return err
+		}
+	}
+	return nil
 }

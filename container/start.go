@@ -140,6 +140,9 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Conf
 	if err := network.PinNetns(m.netnsPath(id)); err != nil {
 		return nil, "", err
 	}
+	if err := m.attachNetwork(ctx, cfg, root); err != nil {
+		return nil, "", fmt.Errorf("network: %w", err)
+	}
 	hostname := cfg.Hostname
 	if hostname == "" {
 		hostname = id

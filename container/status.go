@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/vectl/vectl/network"
 )
 
 // Status is the live state of a VE, derived from the disk and the kernel, never stored.
@@ -41,6 +45,9 @@ type Entry struct {
 	Config  *Config
 	Status  Status
 	Problem string
+	// IPs are the VE's addresses: live from its network namespace while it runs, else as
+	// configured.
+	IPs []string
 }
 
 // Status returns the live status of one VE. A VE that does not exist is reported with
@@ -89,7 +96,30 @@ func (m *Manager) entry(id string, mounted map[string]bool) Entry {
 		return e
 	}
 	e.Config = cfg
+	e.IPs = m.addrs(cfg, e.Status.Running)
 	return e
+}
+
+// addrs returns a VE's addresses (without prefix lengths), sorted.
+func (m *Manager) addrs(cfg *Config, running bool) []string {
+	out := []string{}
+	if running {
+		if live, err := network.Addrs(m.netnsPath(cfg.ID)); err == nil {
+			for _, ps := range live {
+				for _, p := range ps {
+					out = append(out, p.Addr().String())
+				}
+			}
+			sort.Strings(out)
+			return out
+		}
+	}
+	for _, s := range cfg.IPs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Addr().String())
+		}
+	}
+	return out
 }
 
 // observe derives the live status of an existing VE (without the mount state, which callers

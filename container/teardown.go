@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +24,9 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 	}
 	if err := m.destroyContainer(id); err != nil {
 		errs = append(errs, err)
+	}
+	if err := m.detachNetwork(context.Background(), id); err != nil {
+		errs = append(errs, fmt.Errorf("network: %w", err))
 	}
 	if err := network.UnpinNetns(m.netnsPath(id)); err != nil {
 		errs = append(errs, err)

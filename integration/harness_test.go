@@ -49,6 +49,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	fixtureCleanup()
+	netCleanup()
+	// The parent cgroup vectl made goes when it is empty; never anyone else's.
+	for _, ctl := range []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "unified"} {
+		os.Remove(filepath.Join("/sys/fs/cgroup", ctl, "vectl"))
+	}
 	os.Exit(code)
 }
 
@@ -77,11 +82,12 @@ func (r result) String() string {
 
 // env is one test's private vectl installation.
 type env struct {
-	t    testing.TB
-	dir  string
-	root string
-	run  string
-	log  string
+	t         testing.TB
+	dir       string
+	root      string
+	run       string
+	log       string
+	netConfig string // set by withNetwork
 }
 
 // newEnv makes a fresh state root and registers a cleanup that destroys every VE in it and
@@ -98,7 +104,12 @@ func newEnv(t testing.TB) *env {
 }
 
 func (e *env) args(args ...string) []string {
-	return append([]string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log}, args...)
+	netConfig := e.netConfig
+	if netConfig == "" {
+		netConfig = filepath.Join(e.dir, "no-network.json") // missing: vectl's defaults
+	}
+	return append([]string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log,
+		"--network-config", netConfig, "--firewall-table", testFwTable}, args...)
 }
 
 // cmd returns an unstarted vectl command in this env.

@@ -365,9 +365,15 @@ func TestIsolation(t *testing.T) {
 		t.Fatalf("VE %s sees VE %s's shared memory segment %s:\n%s", b, a, shmid, out)
 	}
 
-	// Sysctls of the VE's own network namespace are its own.
-	e.out(a, "sysctl", "-w", "net.ipv4.ip_forward=1")
-	if got := e.out(b, "sysctl", "-n", "net.ipv4.ip_forward"); got != "0" {
+	// Sysctls of the VE's own network namespace are its own. (A new namespace starts with
+	// the host's IPv4 settings, so flip A to the opposite of B's value.)
+	fwdB := e.out(b, "sysctl", "-n", "net.ipv4.ip_forward")
+	other := map[string]string{"0": "1", "1": "0"}[fwdB]
+	e.out(a, "sysctl", "-w", "net.ipv4.ip_forward="+other)
+	if got := e.out(a, "sysctl", "-n", "net.ipv4.ip_forward"); got != other {
+		t.Fatalf("VE %s could not change its own ip_forward: %s", a, got)
+	}
+	if got := e.out(b, "sysctl", "-n", "net.ipv4.ip_forward"); got != fwdB {
 		t.Fatalf("VE %s sees VE %s's ip_forward: %s", b, a, got)
 	}
 	if r := e.exec(a, "sysctl", "-w", "kernel.domainname=x"); r.code == 0 {

@@ -40,6 +40,11 @@ func PinNetns(path string) error {
 			if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
 				return fmt.Errorf("bind %s: %w", path, err)
 			}
+			// IPv6 duplicate address detection would hold every VE address (and CNI ADD)
+			// for ~1.8 s; VE addresses are unique by construction.
+			for _, f := range []string{"all", "default"} {
+				_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/accept_dad", []byte("0"), 0)
+			}
 			lo, err := netlink.LinkByName("lo")
 			if err == nil {
 				err = netlink.LinkSetUp(lo)

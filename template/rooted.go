@@ -286,3 +286,59 @@ func unlinkNonDir(dirfd int, base string) error {
 	}
 	return unix.Unlinkat(dirfd, base, 0)
 }
+
+// ReadGuestFile reads /rel inside the OS tree at root (a template or a VE's mounted root),
+// resolving symlinks as the guest would, within root. A missing file is an os.ErrNotExist.
+func ReadGuestFile(root, rel string) ([]byte, error) {
+	t, err := openTree(root)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	fd, err := t.open(strings.TrimPrefix(rel, "/"), unix.O_RDONLY|unix.O_NOCTTY)
+	if err != nil {
+		return nil, t.pathErr("open", rel, err)
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// WriteGuestFile replaces /rel inside the OS tree at root with data: a temporary file in the
+// same directory is renamed over it, so a symlink at rel is replaced, never followed, and
+// programs in a running guest never see the file missing or half written. The directory
+// itself is resolved within root.
+func WriteGuestFile(root, rel string, data []byte, mode uint32) error {
+	t, err := openTree(root)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	pfd, base, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	tmp := ".vectl-" + base + ".tmp"
+	_ = unix.Unlinkat(pfd, tmp, 0)
+	fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return t.pathErr("create", rel, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = unix.Fchmod(fd, mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(pfd, tmp, pfd, base)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(pfd, tmp, 0)
+		return t.pathErr("write", rel, err)
+	}
+	return nil
+}

@@ -55,6 +55,22 @@ type Config struct {
 	// NoMonitor runs the VE without a resident monitor: no console, and an in-VE reboot
 	// means stop.
 	NoMonitor bool `json:"no_monitor,omitempty"`
+
+	// IPs are the VE's addresses with their prefix length ("10.199.0.11/16").
+	IPs []string `json:"ips,omitempty"`
+	// Nameservers and SearchDomains are written to the VE's /etc/resolv.conf at start.
+	Nameservers   []string `json:"nameservers,omitempty"`
+	SearchDomains []string `json:"searchdomains,omitempty"`
+	// NetIfs are the VE's bridged interfaces (vectl set --netif_add).
+	NetIfs []NetIf `json:"netifs,omitempty"`
+}
+
+// NetIf is a bridged interface of a VE.
+type NetIf struct {
+	Name     string `json:"name"`
+	Bridge   string `json:"bridge"`
+	MAC      string `json:"mac,omitempty"`
+	HostName string `json:"host_ifname,omitempty"`
 }
 
 // Store is the state directory tree rooted at Root (by default /var/lib/vectl).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -270,7 +271,7 @@ func TestConfigRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != *c || got.Schema != SchemaVersion {
+	if !reflect.DeepEqual(got, c) || got.Schema != SchemaVersion {
 		t.Fatalf("round trip: got %+v, want %+v", got, c)
 	}
 	if fi, _ := os.Stat(s.ConfigPath("web")); fi.Mode().Perm() != 0o600 {

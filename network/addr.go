@@ -1,0 +1,443 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// poolRouteMetric is the metric of the unreachable routes vectl installs for its address
+// pools: any more specific route (a running VE's /32, a bridge's subnet) wins, and traffic
+// to a VE address that is not up never follows the host's default route off the machine.
+const poolRouteMetric = 4000
+
+// inNetns opens a netlink handle inside the network namespace pinned at path.
+func inNetns(path string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
+}
+
+// hostPeer returns the host-side name of the veth whose VE side is ifname: a veth's
+// IFLA_LINK is its peer's index in the other namespace.
+func hostPeer(netnsPath, ifname string) (string, error) {
+	h, err := inNetns(netnsPath)
+	if err != nil {
+		return "", err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("%s in the VE: %w", ifname, err)
+	}
+	peer, err := netlink.LinkByIndex(l.Attrs().ParentIndex)
+	if err != nil {
+		return "", fmt.Errorf("host side of %s: %w", ifname, err)
+	}
+	return peer.Attrs().Name, nil
+}
+
+func renameLink(from, to string) error {
+	l, err := netlink.LinkByName(from)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetDown(l); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetName(l, to); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", from, to, err)
+	}
+	return netlink.LinkSetUp(l)
+}
+
+func hostBits(a netip.Addr) int {
+	if a.Is4() {
+		return 32
+	}
+	return 128
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func addrFlags(a netip.Addr) int {
+	if a.Is6() {
+		return unix.IFA_F_NODAD
+	}
+	return 0
+}
+
+// settleDAD makes the IPv6 addresses of a host-side interface usable at once: duplicate
+// address detection keeps a new veth's gateway and link-local addresses "tentative" for about
+// two seconds after the plugin made them, during which the host cannot talk to the VE over
+// IPv6. The addresses are vectl's own (the gateway is on every VE's veth by design), so DAD
+// is turned off on the interface and tentative addresses are added again without it.
+func settleDAD(ifname string) error {
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/accept_dad", []byte("0"), 0)
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	as, err := netlink.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return err
+	}
+	for _, a := range as {
+		if a.Flags&unix.IFA_F_TENTATIVE == 0 {
+			continue
+		}
+		if err := netlink.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("settle %s on %s: %w", a.IPNet, ifname, err)
+		}
+		na := &netlink.Addr{IPNet: a.IPNet, Flags: unix.IFA_F_NODAD, Scope: a.Scope}
+		if err := netlink.AddrReplace(l, na); err != nil {
+			return fmt.Errorf("settle %s on %s: %w", a.IPNet, ifname, err)
+		}
+	}
+	return nil
+}
+
+// addRouted adds a further address to a routed VE: the address on eth0 inside the VE and a
+// host route to it through the VE's own veth (what ptp does for its one address per family).
+func (n *Network) addRouted(netnsPath, host string, a netip.Prefix) error {
+	h, err := inNetns(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	eth, err := h.LinkByName(venetIfName)
+	if err != nil {
+		return err
+	}
+	hl, err := netlink.LinkByName(host)
+	if err != nil {
+		return err
+	}
+	if !hasFamily(h, eth, a.Addr().Is4()) {
+		// The first address of a family on a running VE: give eth0 that family's gateway
+		// and default route, as ptp does at ADD time.
+		p, _ := n.cfg.PoolOf(a.Addr())
+		gw := netip.PrefixFrom(p.Gateway, hostBits(p.Gateway))
+		if err := netlink.AddrReplace(hl, &netlink.Addr{IPNet: ipNet(gw), Flags: addrFlags(p.Gateway)}); err != nil {
+			return fmt.Errorf("gateway %s on %s: %w", gw, host, err)
+		}
+		if err := h.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(gw), Scope: netlink.SCOPE_LINK}); err != nil {
+			return fmt.Errorf("route to the gateway in the VE: %w", err)
+		}
+		def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if a.Addr().Is6() {
+			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		if err := h.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(def), Gw: p.Gateway.AsSlice()}); err != nil {
+			return fmt.Errorf("default route in the VE: %w", err)
+		}
+	}
+	one := netip.PrefixFrom(a.Addr(), hostBits(a.Addr()))
+	if err := h.AddrReplace(eth, &netlink.Addr{IPNet: ipNet(one), Flags: addrFlags(a.Addr())}); err != nil {
+		return fmt.Errorf("address %s in the VE: %w", a.Addr(), err)
+	}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("host route to %s: %w", a.Addr(), err)
+	}
+	return nil
+}
+
+func hasFamily(h *netlink.Handle, l netlink.Link, v4 bool) bool {
+	fam := netlink.FAMILY_V6
+	if v4 {
+		fam = netlink.FAMILY_V4
+	}
+	as, err := h.AddrList(l, fam)
+	if err != nil {
+		return false
+	}
+	for _, a := range as {
+		if a.Scope == int(netlink.SCOPE_UNIVERSE) {
+			return true
+		}
+	}
+	return false
+}
+
+// Addrs lists the global addresses inside a VE's network namespace by interface: the VE's
+// live addresses, whatever its config says.
+func Addrs(netnsPath string) (map[string][]netip.Prefix, error) {
+	h, err := inNetns(netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]netip.Prefix{}
+	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		as, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			if a.Scope != int(netlink.SCOPE_UNIVERSE) {
+				continue
+			}
+			addr, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			bits, _ := a.Mask.Size()
+			out[l.Attrs().Name] = append(out[l.Attrs().Name], netip.PrefixFrom(addr.Unmap(), bits))
+		}
+	}
+	return out, nil
+}
+
+// AddAddr adds an address to a running VE at once: on eth0 for a routed pool (attaching eth0
+// first if the VE had no routed address), on the VE's interface of the bridge for a bridged
+// pool, with the host route, firewall and proxy entries that go with it.
+func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
+	p, ok := n.cfg.PoolOf(a.Addr())
+	if !ok {
+		return fmt.Errorf("%w: address %s is outside the VE address pools", ErrInvalid, a)
+	}
+	if err := n.ensureHost(); err != nil {
+		return err
+	}
+	if p.Bridge != "" {
+		nif, ok := netIfOn(ve.NetIfs, p.Bridge)
+		if !ok {
+			return fmt.Errorf("%w: address %s belongs to bridge %s but the VE has no interface on it (vectl set --netif_add)", ErrInvalid, a, p.Bridge)
+		}
+		h, err := inNetns(ve.NetNS)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		l, err := h.LinkByName(nif.Name)
+		if err != nil {
+			return err
+		}
+		if err := h.AddrReplace(l, &netlink.Addr{IPNet: ipNet(a), Flags: addrFlags(a.Addr())}); err != nil {
+			return fmt.Errorf("address %s on %s in the VE: %w", a, nif.Name, err)
+		}
+		if err := n.syncBridgePort(ve, nif); err != nil {
+			return err
+		}
+		return n.proxyAll([]netip.Prefix{a}, true)
+	}
+	host, err := hostPeer(ve.NetNS, venetIfName)
+	if err != nil {
+		// No routed interface yet: this address becomes ptp's primary.
+		conf, err := n.venetConf([]netip.Prefix{a})
+		if err != nil {
+			return err
+		}
+		if err := n.add(ctx, conf, ve, venetIfName, nil); err != nil {
+			return err
+		}
+		if host, err = hostPeer(ve.NetNS, venetIfName); err != nil {
+			return err
+		}
+		if err := settleDAD(host); err != nil {
+			return err
+		}
+		if err := n.fw.AddRoutedPort(host); err != nil {
+			return err
+		}
+	} else if err := n.addRouted(ve.NetNS, host, a); err != nil {
+		return err
+	}
+	return n.proxyAll([]netip.Prefix{a}, true)
+}
+
+// DelAddr removes an address from a running VE at once. An address the VE does not have
+// is not an error.
+func (n *Network) DelAddr(ctx context.Context, ve VE, a netip.Prefix) error {
+	live, err := Addrs(ve.NetNS)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	errs = append(errs, n.proxyAll([]netip.Prefix{a}, false))
+	h, err := inNetns(ve.NetNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	for ifname, ps := range live {
+		for _, p := range ps {
+			if p.Addr() != a.Addr() {
+				continue
+			}
+			l, err := h.LinkByName(ifname)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := h.AddrDel(l, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s from %s in the VE: %w", p, ifname, err))
+			}
+			host, err := hostPeer(ve.NetNS, ifname)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if ifname == venetIfName {
+				one := netip.PrefixFrom(a.Addr(), hostBits(a.Addr()))
+				hl, err := netlink.LinkByName(host)
+				if err == nil {
+					err = netlink.RouteDel(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK})
+				}
+				if err != nil && !errors.Is(err, unix.ESRCH) {
+					errs = append(errs, fmt.Errorf("host route to %s: %w", a.Addr(), err))
+				}
+			} else if nif, ok := netIfNamed(ve.NetIfs, ifname); ok {
+				errs = append(errs, n.syncBridgePort(ve, nif))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// syncBridgePort sets the addresses a bridged port may send from to its live addresses.
+func (n *Network) syncBridgePort(ve VE, nif NetIf) error {
+	host, err := hostPeer(ve.NetNS, nif.Name)
+	if err != nil {
+		return err
+	}
+	live, err := Addrs(ve.NetNS)
+	if err != nil {
+		return err
+	}
+	mac := nif.MAC
+	if mac == "" {
+		mac = MAC(ve.ID, nif.Name)
+	}
+	p := bridgePort(host, mac, live[nif.Name])
+	return n.fw.SetBridgePortAddrs(host, p.IPv4, p.IPv6)
+}
+
+func netIfOn(nifs []NetIf, bridge string) (NetIf, bool) {
+	for _, n := range nifs {
+		if n.Bridge == bridge {
+			return n, true
+		}
+	}
+	return NetIf{}, false
+}
+
+func netIfNamed(nifs []NetIf, name string) (NetIf, bool) {
+	for _, n := range nifs {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NetIf{}, false
+}
+
+// proxyAll adds (or removes) proxy ARP/NDP entries for addresses on the configured
+// neighbour devices, so that LAN hosts can reach VE addresses of the LAN's subnet.
+func (n *Network) proxyAll(addrs []netip.Prefix, add bool) error {
+	var errs []error
+	for _, dev := range n.cfg.NeighbourDevs {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("neighbour device %s: %w", dev, err))
+			continue
+		}
+		for _, a := range addrs {
+			fam := netlink.FAMILY_V4
+			if a.Addr().Is6() {
+				fam = netlink.FAMILY_V6
+			}
+			nb := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, Flags: netlink.NTF_PROXY, IP: a.Addr().AsSlice()}
+			if add {
+				err = netlink.NeighSet(nb)
+			} else if err = netlink.NeighDel(nb); errors.Is(err, unix.ENOENT) {
+				err = nil
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("proxy entry %s on %s: %w", a.Addr(), dev, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensureHost puts the host-wide pieces in place, idempotently: the pools' unreachable
+// routes, IP forwarding for the pools' families, vectl's firewall tables and proxy NDP on
+// the neighbour devices. When forwarding was off before vectl turned it on, vectl's
+// firewall only lets VE traffic be forwarded.
+func (n *Network) ensureHost() error {
+	var v4, v6 bool
+	for _, p := range n.cfg.Pools {
+		v4, v6 = v4 || p.Subnet.Addr().Is4(), v6 || p.Subnet.Addr().Is6()
+		r := &netlink.Route{Dst: ipNet(p.Subnet), Type: unix.RTN_UNREACHABLE, Priority: poolRouteMetric}
+		if p.Subnet.Addr().Is6() {
+			r.Family = netlink.FAMILY_V6
+		}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("unreachable route for pool %s: %w", p.Subnet, err)
+		}
+	}
+	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
+		return err
+	}
+	limit := false
+	for _, f := range []struct {
+		on     bool
+		sysctl string
+		marker string
+	}{
+		{v4, "/proc/sys/net/ipv4/ip_forward", "forwarding-v4-by-vectl"},
+		{v6, "/proc/sys/net/ipv6/conf/all/forwarding", "forwarding-v6-by-vectl"},
+	} {
+		if !f.on {
+			continue
+		}
+		marker := filepath.Join(n.stateDir, f.marker)
+		cur, err := os.ReadFile(f.sysctl)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(cur)) == "0" {
+			if err := os.WriteFile(marker, nil, 0o600); err != nil {
+				return err
+			}
+			if err := os.WriteFile(f.sysctl, []byte("1"), 0); err != nil {
+				return fmt.Errorf("enable forwarding: %w", err)
+			}
+		}
+		if _, err := os.Stat(marker); err == nil {
+			limit = true
+		}
+	}
+	if err := n.fw.EnsureBase(limit); err != nil {
+		return err
+	}
+	for _, dev := range n.cfg.NeighbourDevs {
+		if v6 {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/proxy_ndp", []byte("1"), 0); err != nil {
+				return fmt.Errorf("proxy_ndp on %s: %w", dev, err)
+			}
+		}
+	}
+	return nil
+}
