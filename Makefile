@@ -93,13 +93,17 @@ deps:
 	$(GO) mod download
 	cd network/cnitools && $(GO) mod download
 
-# The main job: build, make the default template, create and start VE $(VE), show it.
+# The main job: build, make the default template, create VE $(VE) with its own address
+# (from the default pool 10.199.0.0/16), start it, show it running and reachable.
 VE ?= 101
 DEMO_TEMPLATE ?= busybox-1.35-x86_64
+DEMO_IP ?= 10.199.0.$(VE)
 demo: bin/vectl
 	bin/vectl template list -j | grep -q '"name": "$(DEMO_TEMPLATE)"' || \
 		bin/vectl template build $(DEMO_TEMPLATE) --from busybox
-	bin/vectl status $(VE) | grep -q deleted && bin/vectl create $(VE) --ostemplate $(DEMO_TEMPLATE) --hostname ve$(VE) || true
+	bin/vectl status $(VE) | grep -q deleted && bin/vectl create $(VE) --ostemplate $(DEMO_TEMPLATE) --hostname ve$(VE) \
+		--ipadd $(DEMO_IP) || true
 	bin/vectl status $(VE) | grep -q running || bin/vectl start $(VE) --wait
 	bin/vectl list
 	bin/vectl exec $(VE) ps
+	ping -c 1 $(DEMO_IP)

@@ -56,6 +56,9 @@ var (
 	netSetupOnce sync.Once
 	netSetupErr  error
 	savedSysctls = map[string]string{}
+	// hadBridgeNat tells whether "table bridge nat" existed before the tests: the bridge
+	// plugin's macspoofchk creates it and never deletes it.
+	hadBridgeNat bool
 )
 
 var forwardingSysctls = []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}
@@ -73,6 +76,7 @@ func setupTestNetwork(t testing.TB) {
 			}
 			savedSysctls[p] = strings.TrimSpace(string(v))
 		}
+		hadBridgeNat = exec.Command("nft", "list", "table", "bridge", "nat").Run() == nil
 		cmd := exec.Command("nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(guardRuleset)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -104,6 +108,9 @@ func netCleanup() {
 		exec.Command("ip", "route", "del", "unreachable", p).Run()
 	}
 	exec.Command("ip", "link", "del", testBridge).Run()
+	if !hadBridgeNat {
+		exec.Command("nft", "delete", "table", "bridge", "nat").Run()
+	}
 	exec.Command("ip", "link", "del", testUplink).Run()
 	for p, v := range savedSysctls {
 		os.WriteFile(p, []byte(v), 0)
