@@ -1,0 +1,145 @@
+package resources
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+var host = Host{CPUs: 2, Nodes: 1, NoFileHi: 1048576}
+
+func TestSetValid(t *testing.T) {
+	tests := []struct{ name, value, want string }{
+		{"cpuunits", "1000", "1000"},
+		{"cpulimit", "50", "50"},
+		{"cpulimit", "150%", "150"},
+		{"cpus", "2", "2"},
+		{"cpumask", "1,0", "0-1"},
+		{"cpumask", "all", "all"},
+		{"ram", "512M", "512M"},
+		{"ram", "unlimited", "unlimited"},
+		{"swap", "0", "0"},
+		{"numproc", "100", "100"},
+		{"numproc", "unlimited", "unlimited"},
+		{"numfile", "4096", "4096"},
+		{"diskspace", "2G", "2G"},
+		{"diskspace", "1048576", "1G"}, // 1K blocks, as vzctl
+		{"diskspace", "1G:2G", "2G"},   // soft:hard, the hard limit counts
+		{"diskinodes", "200000", "200000"},
+		{"ioprio", "7", "7"},
+		{"iolimit", "10", "10M"}, // MB/s, as vzctl
+		{"iolimit", "512K", "512K"},
+		{"iopslimit", "300", "300"},
+	}
+	for _, tt := range tests {
+		var l Limits
+		if err := l.Set(tt.name, tt.value, host); err != nil {
+			t.Errorf("Set(%s, %q): %v", tt.name, tt.value, err)
+			continue
+		}
+		if got := l.Format(tt.name); got != tt.want {
+			t.Errorf("Set(%s, %q) stored %q, want %q", tt.name, tt.value, got, tt.want)
+		}
+	}
+}
+
+func TestSetInvalidNamesTheValue(t *testing.T) {
+	for _, tt := range []struct{ name, value string }{
+		{"ram", "12Q"}, {"ram", "1M"}, {"cpulimit", "-5"}, {"cpulimit", "250"}, {"cpumask", "99"},
+		{"cpumask", "1-0"}, {"cpus", "3"}, {"cpuunits", "7"}, {"numproc", "3"}, {"numfile", "99999999"},
+		{"ioprio", "8"}, {"diskspace", "1M"}, {"iolimit", "fast"}, {"nodemask", "1"},
+	} {
+		var l Limits
+		err := l.Set(tt.name, tt.value, host)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.value) {
+			t.Errorf("Set(%s, %q) = %v; want ErrInvalid naming the value", tt.name, tt.value, err)
+		}
+		if l.Changed(Limits{}) != nil {
+			t.Errorf("Set(%s, %q) stored something although it failed", tt.name, tt.value)
+		}
+	}
+}
+
+func TestSetUnknownParameter(t *testing.T) {
+	var l Limits
+	if err := l.Set("frobs", "1", host); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "frobs") {
+		t.Fatalf("unknown parameter: %v", err)
+	}
+}
+
+func TestMergeAndChanged(t *testing.T) {
+	var l Limits
+	l.Set("ram", "256M", host)
+	l.Set("numproc", "100", host)
+	before := l
+	var o Limits
+	o.Set("ram", "1G", host)
+	o.Set("cpuunits", "2000", host)
+	l.Merge(o)
+	if got := before.Changed(l); !slices.Equal(got, []string{"cpuunits", "ram"}) {
+		t.Fatalf("Changed = %v (Merge must not write through shared pointers)", got)
+	}
+	if l.Format("numproc") != "100" || l.Format("ram") != "1G" || before.Format("ram") != "256M" {
+		t.Fatalf("after Merge: %v, before: %v", l.values(), before.values())
+	}
+}
+
+func TestApply(t *testing.T) {
+	var l Limits
+	for n, v := range map[string]string{"ram": "128M", "swap": "64M", "cpulimit": "50", "cpus": "1",
+		"cpuunits": "3000", "numproc": "100", "cpumask": "1", "ioprio": "4", "iolimit": "10M"} {
+		if err := l.Set(n, v, host); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &specs.LinuxResources{}
+	if err := l.Apply(r, host, &Device{Major: 254, Minor: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if *r.Memory.Limit != 128<<20 || *r.Memory.Swap != 192<<20 {
+		t.Errorf("memory %d, memory+swap %d", *r.Memory.Limit, *r.Memory.Swap)
+	}
+	if *r.CPU.Quota != 50000 || *r.CPU.Period != 100000 || *r.CPU.Shares != 3072 || r.CPU.Cpus != "1" {
+		t.Errorf("cpu %+v", r.CPU)
+	}
+	if *r.Pids.Limit != 100 || *r.BlockIO.Weight != 500 {
+		t.Errorf("pids %d, io weight %d", *r.Pids.Limit, *r.BlockIO.Weight)
+	}
+	if d := r.BlockIO.ThrottleWriteBpsDevice; len(d) != 1 || d[0].Rate != 10<<20 || d[0].Major != 254 {
+		t.Errorf("write throttle %+v", d)
+	}
+	// Nothing set: every knob explicitly unlimited, so a live update lifts old limits.
+	r = &specs.LinuxResources{}
+	if err := (Limits{}).Apply(r, host, nil); err != nil {
+		t.Fatal(err)
+	}
+	if *r.Memory.Limit != Unlimited || *r.Pids.Limit != Unlimited || *r.CPU.Quota != -1 || r.CPU.Cpus != "0-1" {
+		t.Errorf("defaults: mem %d pids %d quota %d cpus %q", *r.Memory.Limit, *r.Pids.Limit, *r.CPU.Quota, r.CPU.Cpus)
+	}
+	var s Limits
+	s.Set("swap", "1G", host)
+	if err := s.Apply(&specs.LinuxResources{}, host, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("swap without ram: %v", err)
+	}
+}
+
+func TestProfiles(t *testing.T) {
+	l, err := Profile(t.TempDir(), "vswap-512m", host)
+	if err != nil || l.Format("ram") != "512M" || l.Format("swap") != "1G" {
+		t.Fatalf("vswap-512m = %v, %v", l.values(), err)
+	}
+	if _, err := Profile(t.TempDir(), "nosuch", host); !errors.Is(err, ErrNoProfile) {
+		t.Fatalf("missing profile: %v", err)
+	}
+	if _, err := Profile(t.TempDir(), "../etc", host); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad name: %v", err)
+	}
+	for _, n := range ProfileNames("") {
+		if _, err := Profile(t.TempDir(), n, host); err != nil {
+			t.Errorf("built-in profile %s: %v", n, err)
+		}
+	}
+}
