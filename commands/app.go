@@ -85,6 +85,8 @@ func NewApp(s Streams) *cli.App {
 				Usage: "use the host's CNI plugins in `DIR` instead of the ones built into vectl"},
 			&cli.StringFlag{Name: "firewall-table", Value: "vectl", EnvVars: []string{"VECTL_FIREWALL_TABLE"},
 				Usage: "name of vectl's own nftables tables"},
+			&cli.StringFlag{Name: "profile-dir", Value: "/etc/vectl/profiles", EnvVars: []string{"VECTL_PROFILE_DIR"},
+				Usage: "resource profiles (NAME.json) for create --config and set --applyconfig"},
 			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
 				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
 		},
@@ -104,6 +106,8 @@ func NewApp(s Streams) *cli.App {
 			consoleCommand(),
 			freezeCommand("suspend", "freeze every process of a running VE", (*container.Manager).Suspend),
 			freezeCommand("resume", "thaw a suspended VE", (*container.Manager).Resume),
+			statsCommand(),
+			ubcCommand(),
 			templateCommand(),
 			exitCodesCommand(),
 			monitorCommand(),
@@ -150,6 +154,7 @@ func manager(c *cli.Context) (*container.Manager, error) {
 		NetworkConfig: c.String("network-config"),
 		CNIPath:       c.String("cni-path"),
 		FirewallTable: c.String("firewall-table"),
+		ProfileDir:    c.String("profile-dir"),
 	}), nil
 }
 

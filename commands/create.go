@@ -16,17 +16,20 @@ func createCommand() *cli.Command {
 		Description: `Creates the VE's private area from an OS template of the cache (vectl template list).
 The overlay layout (default) shares the template's unpacked tree read-only and gives the VE
 its own upper directory, so create takes milliseconds whatever the template's size; the
-copy layout makes a full private copy. ID is a number (101) or a name; --name adds an alias
+copy layout makes a full private copy; the image layout an ext4 disk image of --diskspace
+(and --diskinodes) that is the VE's hard disk limit. Resource limits (see vectl set --help)
+come from a --config profile and the flags over it. ID is a number (101) or a name; --name adds an alias
 that every command accepts in place of the id.
 
 EXAMPLES:
    vectl create 101 --ostemplate debian-12-x86_64-minimal --hostname web1 --ipadd 10.199.0.11
    vectl create 102 --ostemplate busybox-1.35-x86_64 --layout copy --name cache
+   vectl create 103 --ostemplate debian-12-x86_64-minimal --config vswap-1g --layout image
 
 EXIT STATUS:
    0 created; 20 bad syntax; 21 bad value; 29 no --ostemplate; 44 id or name exists;
    78 an address is used by another VE; 91 template not found; 9 locked; see vectl help exit-codes`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "ostemplate", Usage: "OS template `NAME` (see vectl template list)"},
 			&cli.StringFlag{Name: "layout", Value: container.LayoutOverlay, Usage: "private area layout: overlay or copy"},
 			&cli.StringFlag{Name: "hostname", Usage: "the VE's host name"},
@@ -35,7 +38,8 @@ EXIT STATUS:
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "an address `ADDR[/PREFIX]` of the VE (repeatable)"},
 			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` for the VE's resolv.conf, or inherit (repeatable)"},
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN`, or inherit (repeatable)"},
-		},
+			&cli.StringFlag{Name: "config", Usage: "resource profile `NAME` (vswap-256m ... vswap-4g, unlimited, or PROFILE_DIR/NAME.json)"},
+		}, resourceFlags()...),
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
 			if err != nil {
@@ -58,6 +62,8 @@ EXIT STATUS:
 				IPs:           splitList(c.StringSlice("ipadd")),
 				Nameservers:   splitList(c.StringSlice("nameserver")),
 				SearchDomains: splitList(c.StringSlice("searchdomain")),
+				Config:        c.String("config"),
+				Limits:        limitValues(c),
 			})
 			if err != nil {
 				return err

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vectl/vectl/container"
+	"github.com/vectl/vectl/resources"
 )
 
 // listField is one column vzlist-style list can show (-o), sort by (-s) and emit in JSON.
@@ -16,8 +18,15 @@ type listField struct {
 	name   string
 	header string
 	right  bool
-	text   func(container.Entry) string
-	value  func(container.Entry) any
+	usage  bool // needs the VE's usage (read only when such a field is asked for)
+	text   func(row) string
+	value  func(row) any
+}
+
+// row is one VE in list: its entry and, when a usage field is shown, its usage.
+type row struct {
+	container.Entry
+	st *container.Stats
 }
 
 func dash(s string) string {
@@ -27,8 +36,8 @@ func dash(s string) string {
 	return s
 }
 
-func cfgString(f func(*container.Config) string) func(container.Entry) string {
-	return func(e container.Entry) string {
+func cfgString(f func(*container.Config) string) func(row) string {
+	return func(e row) string {
 		if e.Config == nil {
 			return "-"
 		}
@@ -36,8 +45,8 @@ func cfgString(f func(*container.Config) string) func(container.Entry) string {
 	}
 }
 
-func textValue(text func(container.Entry) string) func(container.Entry) any {
-	return func(e container.Entry) any {
+func textValue(text func(row) string) func(row) any {
+	return func(e row) any {
 		if s := text(e); s != "-" {
 			return s
 		}
@@ -49,33 +58,33 @@ func textValue(text func(container.Entry) string) func(container.Entry) any {
 var listFields = func() []listField {
 	fs := []listField{
 		{name: "ctid", header: "CTID", right: true,
-			text:  func(e container.Entry) string { return e.Status.ID },
-			value: func(e container.Entry) any { return e.Status.ID }},
+			text:  func(e row) string { return e.Status.ID },
+			value: func(e row) any { return e.Status.ID }},
 		{name: "name", header: "NAME", text: cfgString(func(c *container.Config) string { return c.Name })},
 		{name: "hostname", header: "HOSTNAME", text: cfgString(func(c *container.Config) string { return c.Hostname })},
 		{name: "status", header: "STATUS",
-			text: func(e container.Entry) string {
+			text: func(e row) string {
 				if e.Problem != "" {
 					return "broken"
 				}
 				return e.Status.State()
 			}},
 		{name: "numproc", header: "NPROC", right: true,
-			text: func(e container.Entry) string {
+			text: func(e row) string {
 				if !e.Status.Running {
 					return "-"
 				}
 				return strconv.Itoa(e.Status.NumProc)
 			},
-			value: func(e container.Entry) any {
+			value: func(e row) any {
 				if !e.Status.Running {
 					return nil
 				}
 				return e.Status.NumProc
 			}},
 		{name: "ip", header: "IP_ADDR",
-			text: func(e container.Entry) string { return dash(strings.Join(e.IPs, " ")) },
-			value: func(e container.Entry) any {
+			text: func(e row) string { return dash(strings.Join(e.IPs, " ")) },
+			value: func(e row) any {
 				if e.IPs == nil {
 					return []string{}
 				}
@@ -84,6 +93,28 @@ var listFields = func() []listField {
 		{name: "ostemplate", header: "OSTEMPLATE", text: cfgString(func(c *container.Config) string { return c.OSTemplate })},
 		{name: "layout", header: "LAYOUT", text: cfgString(func(c *container.Config) string { return c.Layout })},
 		{name: "description", header: "DESCRIPTION", text: cfgString(func(c *container.Config) string { return c.Description })},
+		usageField("physpages", "PHYSPAGES", func(s *container.Stats) (int64, bool) {
+			return s.Usage.MemUsage / resources.PageSize, s.Running
+		}),
+		usageField("swappages", "SWAPPAGES", func(s *container.Stats) (int64, bool) {
+			return s.Usage.SwapUsage / resources.PageSize, s.Running
+		}),
+		usageField("diskspace", "DQBLOCKS", func(s *container.Stats) (int64, bool) {
+			if s.Disk == nil {
+				return 0, false
+			}
+			return s.Disk.Used / resources.KiB, true
+		}),
+		usageField("diskinodes", "DQINODES", func(s *container.Stats) (int64, bool) {
+			if s.Disk == nil {
+				return 0, false
+			}
+			return s.Disk.InodesUsed, true
+		}),
+		usageField("cpu", "CPU%", func(s *container.Stats) (int64, bool) { return int64(s.CPUPercent + 0.5), s.Running }),
+		usageField("uptime", "UPTIME", func(s *container.Stats) (int64, bool) { return int64(s.Uptime.Seconds()), s.Running }),
+		limitField("ram", "RAM"), limitField("swap", "SWAP"), limitField("cpuunits", "CPUUNITS"),
+		limitField("cpulimit", "CPULIM"), limitField("numproc", "NUMPROC.L"),
 	}
 	for i := range fs {
 		if fs[i].value == nil {
@@ -92,6 +123,33 @@ var listFields = func() []listField {
 	}
 	return fs
 }()
+
+// usageField is a live counter; "-" when the VE does not have it (stopped, not an image).
+func usageField(name, header string, get func(*container.Stats) (int64, bool)) listField {
+	f := listField{name: name, header: header, right: true, usage: true}
+	f.value = func(e row) any {
+		if e.st == nil {
+			return nil
+		}
+		if v, ok := get(e.st); ok {
+			return v
+		}
+		return nil
+	}
+	f.text = func(e row) string {
+		if v := f.value(e); v != nil {
+			return strconv.FormatInt(v.(int64), 10)
+		}
+		return "-"
+	}
+	return f
+}
+
+// limitField shows a configured limit as vzctl writes it.
+func limitField(name, header string) listField {
+	return listField{name: name + "_limit", header: header, right: true,
+		text: cfgString(func(c *container.Config) string { return c.Resources.Format(name) })}
+}
 
 // fieldAliases are vzlist's other names for a field.
 var fieldAliases = map[string]string{"veid": "ctid", "ip_addr": "ip", "nproc": "numproc"}
@@ -122,7 +180,10 @@ func listCommand() *cli.Command {
 		Description: `Lists running VEs, or all with -a, or only stopped ones with -S, like vzlist.
 Default columns: ctid,numproc,status,ip,hostname. Status is derived live.
 
-Fields (-o, -s): ctid name hostname status numproc ip ostemplate layout description
+Fields (-o, -s): ctid name hostname status numproc ip ostemplate layout description;
+usage: physpages swappages (4K pages) diskspace (1K blocks used) diskinodes cpu (percent of
+one CPU since start) uptime (seconds); limits: ram_limit swap_limit cpuunits_limit
+cpulimit_limit numproc_limit
 
 EXAMPLES:
    vectl list -a
@@ -191,16 +252,41 @@ func runList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rows := make([]row, len(entries))
+	for i, e := range entries {
+		rows[i] = row{Entry: e}
+	}
+	if slices.ContainsFunc(append(cols, key), func(f listField) bool { return f.usage }) {
+		ids := make([]string, 0, len(entries))
+		for _, e := range entries {
+			if e.Problem == "" {
+				ids = append(ids, e.Status.ID)
+			}
+		}
+		byID := map[string]*container.Stats{}
+		if len(ids) > 0 {
+			st, err := m.Stats(c.Context, ids, 0)
+			if err != nil {
+				return err
+			}
+			for i := range st {
+				byID[st[i].ID] = &st[i]
+			}
+		}
+		for i := range rows {
+			rows[i].st = byID[rows[i].Status.ID]
+		}
+	}
 	for _, e := range entries {
 		if e.Problem != "" {
 			fmt.Fprintf(c.App.ErrWriter, "vectl: warning: VE %s: %s\n", e.Status.ID, e.Problem)
 		}
 	}
-	sortEntries(entries, key, reverse)
+	sortRows(rows, key, reverse)
 
 	if c.Bool("json") {
-		out := make([]map[string]any, 0, len(entries))
-		for _, e := range entries {
+		out := make([]map[string]any, 0, len(rows))
+		for _, e := range rows {
 			obj := make(map[string]any, len(cols))
 			for _, f := range cols {
 				obj[f.name] = f.value(e)
@@ -214,12 +300,12 @@ func runList(c *cli.Context) error {
 		t.header = append(t.header, f.header)
 		t.right = append(t.right, f.right)
 	}
-	for _, e := range entries {
-		row := make([]string, len(cols))
+	for _, e := range rows {
+		cells := make([]string, len(cols))
 		for i, f := range cols {
-			row[i] = f.text(e)
+			cells[i] = f.text(e)
 		}
-		t.add(row...)
+		t.add(cells...)
 	}
 	return t.write(c.App.Writer, c.Bool("no-header") || c.Bool("1"))
 }
@@ -264,7 +350,7 @@ func filterEntries(entries []container.Entry, ids []string, all, stopped bool) (
 
 // sortEntries orders entries by a field; numeric ids and numbers sort by value, numeric ids
 // come before names, and missing values ("-") come last.
-func sortEntries(entries []container.Entry, f listField, reverse bool) {
+func sortRows(entries []row, f listField, reverse bool) {
 	less := func(a, b string) bool {
 		na, ea := strconv.ParseInt(a, 10, 64)
 		nb, eb := strconv.ParseInt(b, 10, 64)

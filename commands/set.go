@@ -32,6 +32,12 @@ Settings applied at once to a running VE (and at every start once saved):
                         VE's addresses in that bridge's pool
    --netif_del IF|all   remove a bridged interface
 
+Resources, applied at once to a running VE through its cgroups (vzctl's names, units and
+suffixes; see the flags below): --cpuunits --cpulimit --cpus --cpumask --nodemask --ram
+--swap --numproc --ioprio --iolimit --iopslimit; --diskspace grows a running VE's disk image
+online (shrinking needs the VE stopped). --numfile takes effect at the next start.
+--applyconfig NAME applies the resource settings of a profile (identity and network untouched).
+
 Settings applied at the next start:
    --name N             alias for the id ("" removes it)
    --description D      free text
@@ -48,12 +54,14 @@ EXAMPLES:
    vectl set 101 --ipadd 10.199.0.12 --save
    vectl set 101 --ipdel all --ipadd fd99:199::11 --save
    vectl set 101 --nameserver 10.199.0.1 --searchdomain example.com --save
+   vectl set 101 --ram 1G --swap 512M --cpulimit 50 --save
+   vectl set 101 --applyconfig vswap-2g --save
    vectl set 101 --monitor no --save
 
 EXIT STATUS:
    0 done; 14 no such VE; 20 a next-start setting without --save (or any setting of a
    stopped VE); 21 bad value; 44 name taken; 78 address used by another VE`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "save", Usage: "persist the settings in the VE's config"},
 			&cli.StringFlag{Name: "name", Usage: "alias `NAME` for the id"},
 			&cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
@@ -67,7 +75,8 @@ EXIT STATUS:
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN` (or inherit)"},
 			&cli.StringSliceFlag{Name: "netif_add", Usage: "add a bridged interface `IF[,bridge=BR][,mac=MAC][,host_ifname=NAME]`"},
 			&cli.StringSliceFlag{Name: "netif_del", Usage: "remove bridged interface `IF` (or all)"},
-		},
+			&cli.StringFlag{Name: "applyconfig", Usage: "apply the resource settings of profile `NAME`"},
+		}, resourceFlags()...),
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
 			if err != nil {
@@ -87,6 +96,7 @@ EXIT STATUS:
 			o.Nameservers, o.SearchDomains = splitList(c.StringSlice("nameserver")), splitList(c.StringSlice("searchdomain"))
 			// netif_add values contain commas of their own: never split them.
 			o.NetIfAdd, o.NetIfDel = c.StringSlice("netif_add"), splitList(c.StringSlice("netif_del"))
+			o.ApplyConfig, o.Limits = c.String("applyconfig"), limitValues(c)
 			if v := str("monitor"); v != nil {
 				b, err := parseYesNo("monitor", *v)
 				if err != nil {

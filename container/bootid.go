@@ -23,6 +23,10 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	if err == nil {
 		err = c.Exec()
 	}
+	if err == nil {
+		// Usage reads (stats, ubc) find the init here without loading libcontainer's state.
+		_ = writePidFile(m.runFile(id, initPidFile), pid)
+	}
 	if err != nil {
 		p.Signal(unix.SIGKILL)
 		p.Wait()

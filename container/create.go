@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/resources"
 	"github.com/vectl/vectl/template"
 )
 
@@ -25,6 +26,10 @@ type CreateOptions struct {
 	IPs           []string
 	Nameservers   []string
 	SearchDomains []string
+	// Config is a resource profile (vzctl --config); Limits set single resource
+	// parameters by vzctl name on top of it.
+	Config string
+	Limits map[string]string
 }
 
 // Create makes a new VE from an OS template without starting it. The id and name are
@@ -38,8 +43,8 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	if o.Layout == "" {
 		o.Layout = LayoutOverlay
 	}
-	if o.Layout != LayoutOverlay && o.Layout != LayoutCopy {
-		return nil, fmt.Errorf("%w: layout %q: use overlay or copy", ErrInvalidValue, o.Layout)
+	if o.Layout != LayoutOverlay && o.Layout != LayoutCopy && o.Layout != LayoutImage {
+		return nil, fmt.Errorf("%w: layout %q: use overlay, copy or image", ErrInvalidValue, o.Layout)
 	}
 	if o.OSTemplate == "" {
 		return nil, fmt.Errorf("%w: no OS template: pass --ostemplate NAME (see vectl template list)", ErrInvalidValue)
@@ -118,8 +123,8 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		}
 		ips = prefixStrings(parsed)
 	}
-	probe := &Config{ID: o.ID}
-	if _, err := m.apply(probe, SetOptions{Nameservers: o.Nameservers, SearchDomains: o.SearchDomains}); err != nil {
+	probe := &Config{ID: o.ID, Layout: o.Layout}
+	if err := m.createLimits(probe, o); err != nil {
 		return nil, nil, err
 	}
 	vlock, err := m.store.LockVE(o.ID, m.opts.LockTimeout)
@@ -138,6 +143,7 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		IPs:           ips,
 		Nameservers:   probe.Nameservers,
 		SearchDomains: probe.SearchDomains,
+		Resources:     probe.Resources,
 	}
 	if err := m.store.Reserve(cfg); err != nil {
 		vlock.Unlock()
@@ -145,6 +151,38 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
 	}
 	return cfg, vlock, nil
+}
+
+// createLimits checks and fills in the DNS and resource settings of a new VE: a profile,
+// then single parameters over it, as vectl set would check them. diskinodes can only be
+// chosen here, and disk limits need the image layout.
+func (m *Manager) createLimits(probe *Config, o CreateOptions) error {
+	if _, err := m.apply(probe, SetOptions{Nameservers: o.Nameservers, SearchDomains: o.SearchDomains,
+		ApplyConfig: o.Config}); err != nil {
+		return err
+	}
+	inodes, limits := o.Limits["diskinodes"], map[string]string{}
+	for k, v := range o.Limits {
+		if k != "diskinodes" {
+			limits[k] = v
+		}
+	}
+	if err := setLimits(probe, limits, &change{}); err != nil {
+		return err
+	}
+	if inodes != "" {
+		if err := probe.Resources.Set("diskinodes", inodes, hostInfo()); err != nil {
+			return err
+		}
+	}
+	if _, explicit := o.Limits["diskspace"]; o.Layout != LayoutImage && (explicit || inodes != "") {
+		return fmt.Errorf("%w: --diskspace and --diskinodes need the image layout (--layout image): "+
+			"the %s layout has no disk limit on this host's filesystem", ErrInvalidValue, o.Layout)
+	}
+	if ds := probe.Resources.DiskSpace; o.Layout == LayoutImage && (ds == nil || *ds == resources.Unlimited) {
+		return fmt.Errorf("%w: the image layout needs --diskspace (the size of the VE's disk)", ErrInvalidValue)
+	}
+	return nil
 }
 
 // populate fills a new VE's private area according to its layout.
@@ -171,6 +209,8 @@ func (m *Manager) populate(ctx context.Context, cfg *Config) error {
 		return os.Mkdir(filepath.Join(priv, "work"), 0o700)
 	case LayoutCopy:
 		return template.CopyTree(ctx, lower, filepath.Join(priv, "rootfs"))
+	case LayoutImage:
+		return m.createImage(ctx, cfg)
 	}
 	return fmt.Errorf("%w: layout %q", ErrInvalidValue, cfg.Layout)
 }

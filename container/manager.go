@@ -12,6 +12,7 @@ import (
 
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
+	"github.com/vectl/vectl/resources"
 	"github.com/vectl/vectl/template"
 )
 
@@ -46,6 +47,8 @@ type Options struct {
 	CNIPath string
 	// FirewallTable names vectl's nftables tables ("vectl").
 	FirewallTable string
+	// ProfileDir holds JSON resource profiles (resources.DefaultProfileDir).
+	ProfileDir string
 }
 
 // Manager performs operations on the VEs of one state root. It holds no resident state:
@@ -69,6 +72,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.NetworkConfig == "" {
 		opts.NetworkConfig = network.DefaultConfigPath
+	}
+	if opts.ProfileDir == "" {
+		opts.ProfileDir = resources.DefaultProfileDir
 	}
 	if opts.FirewallTable == "" {
 		opts.FirewallTable = "vectl"

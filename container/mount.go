@@ -78,6 +78,8 @@ func (m *Manager) mountRoot(cfg *Config) error {
 		err = unix.Mount("overlay", root, "overlay", 0, opts)
 	case LayoutCopy:
 		err = unix.Mount(filepath.Join(priv, "rootfs"), root, "", unix.MS_BIND, "")
+	case LayoutImage:
+		err = mountImage(m.imagePath(cfg.ID), root)
 	default:
 		return fmt.Errorf("%w: unknown layout %q", ErrMount, cfg.Layout)
 	}

@@ -53,7 +53,7 @@ func parseIPs(nc *network.Config, in []string) ([]netip.Prefix, error) {
 	for _, s := range in {
 		p, err := nc.ParseAddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidValue, err)
+			return nil, err
 		}
 		if !slices.ContainsFunc(out, func(q netip.Prefix) bool { return q.Addr() == p.Addr() }) {
 			out = append(out, p)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
+	"github.com/vectl/vectl/resources"
 )
 
 // ErrNeedSave means a setting cannot change on a running VE and was given without --save.
@@ -34,6 +35,11 @@ type SetOptions struct {
 	SearchDomains []string // domains, or "inherit"
 	NetIfAdd      []string // IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME]
 	NetIfDel      []string // interface names, or "all"
+
+	// ApplyConfig applies the resource parameters of a profile (vzctl --applyconfig);
+	// Limits then sets single parameters by vzctl name ("ram": "512M").
+	ApplyConfig string
+	Limits      map[string]string
 }
 
 var ifnameRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,14}$`)
@@ -97,6 +103,8 @@ type change struct {
 	ipDel  []netip.Prefix
 	nifAdd []store.NetIf
 	nifDel []string
+	limits bool // cgroup limits changed
+	disk   bool // diskspace changed
 }
 
 // apply validates o and applies it to cfg (a copy), without side effects.
@@ -173,6 +181,32 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		}
 		cfg.SearchDomains = sd
 		ch.live = append(ch.live, "searchdomain")
+	}
+	if o.ApplyConfig != "" {
+		prof, err := resources.Profile(m.opts.ProfileDir, o.ApplyConfig, hostInfo())
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Layout != LayoutImage {
+			prof.DiskSpace, prof.DiskInodes = nil, nil // a profile's disk size only concerns images
+		}
+		prof.DiskInodes = nil // fixed when an image is made
+		before := cfg.Resources
+		cfg.Resources.Merge(prof)
+		for _, name := range before.Changed(cfg.Resources) {
+			if _, explicit := o.Limits[name]; !explicit {
+				if err := setLimits(cfg, map[string]string{name: cfg.Resources.Format(name)}, ch); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if err := setLimits(cfg, o.Limits, ch); err != nil {
+		return nil, err
+	}
+	if ch.disk && cfg.Layout != LayoutImage {
+		return nil, fmt.Errorf("%w: --diskspace needs the image layout (create the VE with --layout image): "+
+			"the %s layout has no disk limit on this host's filesystem", ErrInvalidValue, cfg.Layout)
 	}
 	if len(o.IPAdd)+len(o.IPDel)+len(o.NetIfAdd)+len(o.NetIfDel) == 0 {
 		return ch, nil
@@ -297,6 +331,11 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (string, er
 			return "", fmt.Errorf("set %s: %w", id, err)
 		}
 	}
+	if ch.disk && (running || o.Save) {
+		if err := m.resizeImage(ctx, cfg, *cfg.Resources.DiskSpace); err != nil {
+			return "", fmt.Errorf("set %s: %w", id, err)
+		}
+	}
 	if !o.Save {
 		return "applied " + strings.Join(ch.live, ", ") + " to the running VE; not saved (add --save to keep after a restart)", nil
 	}
@@ -327,6 +366,11 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) e
 	}
 	if slices.Contains(ch.live, "nameserver") || slices.Contains(ch.live, "searchdomain") {
 		if err := writeResolvConf(root, cfg.Nameservers, cfg.SearchDomains); err != nil {
+			return err
+		}
+	}
+	if ch.limits {
+		if err := m.setLive(cfg, old.Resources); err != nil {
 			return err
 		}
 	}

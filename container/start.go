@@ -154,6 +154,13 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Conf
 	if err != nil {
 		return nil, "", err
 	}
+	if err := m.applyResources(cfg, spec.Linux.Resources, nil); err != nil {
+		return nil, "", err
+	}
+	if nf := cfg.Resources.NumFile; nf != nil {
+		rl := &spec.Process.Rlimits[0]
+		rl.Soft, rl.Hard = min(*nf, rl.Hard), min(*nf, rl.Hard)
+	}
 	data, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		return nil, "", err

@@ -69,8 +69,10 @@ func (e *env) wantNoTrace(id string) {
 			e.t.Errorf("%s left behind in the run dir", p)
 		}
 	}
-	if m := mountsUnder(e.dir); len(m) > 0 {
-		e.t.Errorf("mounts left behind: %v", m)
+	for _, p := range []string{filepath.Join(e.root, "root", id), filepath.Join(e.run, "netns", id)} {
+		if m := mountsUnder(p); len(m) > 0 {
+			e.t.Errorf("mounts left behind: %v", m)
+		}
 	}
 	if pids := monitorPids(e, id); len(pids) > 0 {
 		e.t.Errorf("monitor processes left behind: %v", pids)

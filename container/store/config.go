@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/vectl/vectl/resources"
 )
 
 // SchemaVersion is the version of config.json this vectl writes and the newest it reads.
@@ -63,6 +65,9 @@ type Config struct {
 	SearchDomains []string `json:"searchdomains,omitempty"`
 	// NetIfs are the VE's bridged interfaces (vectl set --netif_add).
 	NetIfs []NetIf `json:"netifs,omitempty"`
+
+	// Resources are the VE's limits (vzctl's cpuunits, ram, numproc, diskspace, ...).
+	Resources resources.Limits `json:"resources"`
 }
 
 // NetIf is a bridged interface of a VE.

@@ -1,0 +1,165 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/resources"
+)
+
+// hostInfo describes the host for validating limits: online CPUs, NUMA nodes, and the
+// highest open-files limit vectl can give (its own hard limit: it has no CAP_SYS_RESOURCE
+// to go beyond).
+func hostInfo() resources.Host {
+	h := resources.Host{CPUs: countList(readTrim("/sys/devices/system/cpu/online")), Nodes: 1}
+	if nodes, _ := filepath.Glob("/sys/devices/system/node/node[0-9]*"); len(nodes) > 0 {
+		h.Nodes = len(nodes)
+	}
+	if h.CPUs == 0 {
+		h.CPUs = 1
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		h.NoFileHi = rl.Max
+	}
+	return h
+}
+
+// countList counts the entries of a kernel list such as "0-3,6".
+func countList(s string) int {
+	n := 0
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				continue
+			}
+		}
+		n += b - a + 1
+	}
+	return n
+}
+
+// blockDevice returns the whole-disk block device that holds a VE's root: the loop device of
+// an image layout, else the disk of the filesystem with its private area. I/O limits are set
+// on it.
+func (m *Manager) blockDevice(cfg *Config) (*resources.Device, error) {
+	path := m.store.PrivateDir(cfg.ID)
+	if cfg.Layout == LayoutImage {
+		path = m.store.RootDir(cfg.ID)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, err
+	}
+	maj, min := unix.Major(st.Dev), unix.Minor(st.Dev)
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", maj, min)
+	if _, err := os.Stat(sys); err != nil {
+		return nil, fmt.Errorf("%s is not on a block device (%d:%d)", path, maj, min)
+	}
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		// I/O throttling works on whole disks: use the partition's disk.
+		parent := readTrim(filepath.Join(sys, "..", "dev"))
+		if _, err := fmt.Sscanf(parent, "%d:%d", &maj, &min); err != nil {
+			return nil, fmt.Errorf("disk of partition %s: %q", sys, parent)
+		}
+	}
+	return &resources.Device{Major: int64(maj), Minor: int64(min)}, nil
+}
+
+// applyResources writes a VE's limits into its OCI spec resources (device rules kept).
+func (m *Manager) applyResources(cfg *Config, r *specs.LinuxResources, old *resources.Limits) error {
+	var io *resources.Device
+	hasIO := func(l *resources.Limits) bool {
+		return l != nil && (l.IOLimit != nil && *l.IOLimit > 0 || l.IOPSLimit != nil && *l.IOPSLimit > 0)
+	}
+	if hasIO(&cfg.Resources) || hasIO(old) {
+		d, err := m.blockDevice(cfg)
+		if err != nil {
+			return fmt.Errorf("%w: I/O limits: %v", ErrInvalidValue, err)
+		}
+		io = d
+	}
+	if err := cfg.Resources.Apply(r, hostInfo(), io); err != nil {
+		return err
+	}
+	return nil
+}
+
+// setLive applies a VE's limits to its running container (libcontainer Set): the cgroup
+// files change at once.
+func (m *Manager) setLive(cfg *Config, old resources.Limits) error {
+	c, err := libcontainer.Load(m.lcRoot(), cfg.ID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	s, err := m.loadSpec(cfg.ID)
+	if err != nil {
+		return err
+	}
+	if err := m.applyResources(cfg, s.Linux.Resources, &old); err != nil {
+		return err
+	}
+	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: cfg.ID, Spec: s}, nil)
+	if err != nil {
+		return err
+	}
+	lc := c.Config()
+	res := *cg.Resources
+	res.Devices = lc.Cgroups.Resources.Devices // unchanged; rewriting them would be wasted work
+	cgs := *lc.Cgroups
+	cgs.Resources = &res
+	lc.Cgroups = &cgs
+	if err := c.Set(lc); err != nil {
+		return fmt.Errorf("apply limits: %w", err)
+	}
+	return nil
+}
+
+// ErrDiskSpace means a disk limit cannot be met or changed as asked (exit 46).
+var ErrDiskSpace = errors.New("not enough disk space")
+
+// resourceNames are the set/create flags that are resource parameters.
+var resourceNames = resources.Names
+
+// setLimits applies vzctl-style resource parameters to cfg (validated, no side effects) and
+// sorts them into live and next-start changes.
+func setLimits(cfg *Config, values map[string]string, ch *change) error {
+	h := hostInfo()
+	for _, name := range resourceNames {
+		v, ok := values[name]
+		if !ok {
+			continue
+		}
+		if err := cfg.Resources.Set(name, v, h); err != nil {
+			return err
+		}
+		switch {
+		case name == "diskinodes":
+			return fmt.Errorf("%w: diskinodes is fixed when the VE's disk image is made: set it at create", ErrInvalidValue)
+		case name == "diskspace":
+			ch.disk = true
+			ch.live = append(ch.live, name)
+		case resources.Live(name):
+			ch.limits = true
+			ch.live = append(ch.live, name)
+		default:
+			ch.stored = append(ch.stored, name)
+		}
+	}
+	return nil
+}
