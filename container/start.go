@@ -68,7 +68,7 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,
 // for systemd units: the console is on in's terminal when there is one, SIGTERM, SIGINT and
 // SIGHUP stop the VE gracefully and other signals are forwarded to its init.
-func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal) (Ending, error) {
+func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration) (Ending, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return EndFailed, err
@@ -83,7 +83,8 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	if err := m.startable(id); err != nil {
 		return EndFailed, fmt.Errorf("start %s: %w", id, err)
 	}
-	if _, _, err := m.prepare(ctx, id, false); err != nil {
+	_, initType, err := m.prepare(ctx, id, false)
+	if err != nil {
 		return EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
 	}
 	var term *os.File
@@ -92,8 +93,21 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 		term = in
 	}
 	// The lock is held until the first boot is done, as a background start holds it until
-	// its monitor reports.
-	return m.RunMonitor(ctx, id, MonitorOptions{Terminal: term, Signals: sigs, Booted: func(error) { unlock() }})
+	// its monitor reports. Under systemd (Type=notify) READY=1 follows the boot, or the VE's
+	// own readiness with wait > 0.
+	booted := func(err error) {
+		unlock()
+		if err != nil {
+			return
+		}
+		go func() {
+			if wait > 0 && m.waitBooted(ctx, id, initType, wait) != nil {
+				return
+			}
+			notifyReady("READY=1\nSTATUS=VE " + id + " is up")
+		}()
+	}
+	return m.RunMonitor(ctx, id, MonitorOptions{Terminal: term, Signals: sigs, Booted: booted})
 }
 
 // startable checks, before anything is changed, that a VE can be started.
@@ -101,7 +115,7 @@ func (m *Manager) startable(id string) error {
 	if _, err := m.loadComplete(id); err != nil {
 		return err
 	}
-	if populated(id) {
+	if m.populated(id) {
 		return ErrRunning
 	}
 	return nil
@@ -120,6 +134,14 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Conf
 			return nil, "", fmt.Errorf("clean up the previous run: %w", err)
 		}
 	}
+	// The run directory comes first: whatever a start killed after this point leaves behind,
+	// the next stop, start or destroy sees it and tears it down (the mount included).
+	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
+		return nil, "", err
+	}
+	if err := os.WriteFile(m.runFile(id, runIDFile), []byte(newRunID()), 0o600); err != nil {
+		return nil, "", err
+	}
 	if err := m.mountRoot(cfg); err != nil {
 		return nil, "", err
 	}
@@ -127,12 +149,6 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Conf
 	initType := template.DetectInit(root)
 	if initType == "" {
 		return nil, "", fmt.Errorf("%w: no /sbin/init in its root (template %s)", ErrNoInit, cfg.OSTemplate)
-	}
-	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
-		return nil, "", err
-	}
-	if err := os.WriteFile(m.runFile(id, runIDFile), []byte(newRunID()), 0o600); err != nil {
-		return nil, "", err
 	}
 	if err := os.WriteFile(m.runFile(id, initTypeFile), []byte(initType), 0o600); err != nil {
 		return nil, "", err
@@ -150,6 +166,7 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Conf
 	spec, err := buildSpec(specOptions{
 		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname,
 		console: !noMonitor && !cfg.NoMonitor,
+		cgroup:  m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id),
 	})
 	if err != nil {
 		return nil, "", err
