@@ -4,7 +4,10 @@
 package commands
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -87,6 +90,8 @@ func NewApp(s Streams) *cli.App {
 				Usage: "name of vectl's own nftables tables"},
 			&cli.StringFlag{Name: "profile-dir", Value: "/etc/vectl/profiles", EnvVars: []string{"VECTL_PROFILE_DIR"},
 				Usage: "resource profiles (NAME.json) for create --config and set --applyconfig"},
+			&cli.StringFlag{Name: "cgroup-manager", EnvVars: []string{"VECTL_CGROUP_MANAGER"},
+				Usage: "cgroup driver: fs (default) or systemd (where systemd is PID 1); also cgroup_manager in " + nodeConfigPath},
 			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
 				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
 		},
@@ -108,6 +113,8 @@ func NewApp(s Streams) *cli.App {
 			freezeCommand("resume", "thaw a suspended VE", (*container.Manager).Resume),
 			statsCommand(),
 			ubcCommand(),
+			bootCommand(),
+			unitCommand(),
 			templateCommand(),
 			exitCodesCommand(),
 			monitorCommand(),
@@ -145,7 +152,19 @@ func manager(c *cli.Context) (*container.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	cgm := c.String("cgroup-manager")
+	if cgm == "" {
+		nc, err := readNodeConfig(nodeConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		cgm = nc.CgroupManager
+	}
+	if cgm != "" && cgm != container.CgroupFS && cgm != container.CgroupSystemd {
+		return nil, fmt.Errorf("%w: cgroup manager %q: use fs or systemd", container.ErrInvalidValue, cgm)
+	}
 	return container.New(container.Options{
+		CgroupManager: cgm,
 		Root:          c.String("root"),
 		RunDir:        c.String("run-dir"),
 		LogDir:        c.String("log-dir"),
@@ -156,6 +175,32 @@ func manager(c *cli.Context) (*container.Manager, error) {
 		FirewallTable: c.String("firewall-table"),
 		ProfileDir:    c.String("profile-dir"),
 	}), nil
+}
+
+// nodeConfigPath holds node-wide settings that are not per VE.
+const nodeConfigPath = "/etc/vectl/vectl.json"
+
+// nodeConfig is /etc/vectl/vectl.json.
+type nodeConfig struct {
+	CgroupManager string `json:"cgroup_manager"`
+}
+
+// readNodeConfig reads the node's settings; a missing file means the defaults.
+func readNodeConfig(path string) (nodeConfig, error) {
+	var nc nodeConfig
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nc, nil
+	}
+	if err != nil {
+		return nc, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&nc); err != nil {
+		return nc, fmt.Errorf("%s: %w", path, err)
+	}
+	return nc, nil
 }
 
 // parseTimeout accepts whole seconds ("30", as vzctl does) or a Go duration ("500ms").

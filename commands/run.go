@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -21,6 +22,9 @@ func monitorArgs(c *cli.Context) []string {
 	args := []string{"/proc/self/exe", "--root", c.String("root"), "--run-dir", c.String("run-dir"),
 		"--log-dir", c.String("log-dir"), "--network-config", c.String("network-config"),
 		"--firewall-table", c.String("firewall-table")}
+	if cgm := c.String("cgroup-manager"); cgm != "" {
+		args = append(args, "--cgroup-manager", cgm)
+	}
 	if p := c.String("cni-path"); p != "" {
 		args = append(args, "--cni-path", p)
 	}
@@ -92,7 +96,11 @@ EXIT STATUS:
 				sigs := make(chan os.Signal, 8)
 				signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2, unix.SIGQUIT)
 				defer signal.Stop(sigs)
-				end, err := m.StartForeground(c.Context, id, in, sigs)
+				var wait time.Duration
+				if c.Bool("wait") {
+					wait = timeout
+				}
+				end, err := m.StartForeground(c.Context, id, in, sigs, wait)
 				switch end {
 				case container.EndShutdown:
 					return nil

@@ -46,6 +46,8 @@ Settings applied at the next start:
    --stop-signal S      how stop asks the init to shut down: a signal (SIGRTMIN+3, SIGUSR2,
                         SIGPWR, ...) or halt (/sbin/halt inside); "" detects it from the init
    --stop-timeout S     seconds stop waits before killing (0: default 120)
+   --onboot yes|no      vectl boot (the vectl-boot.service unit) starts the VE
+   --bootorder N        VEs with a higher bootorder start first
 
 Without --save, live settings change the running VE only (until it stops), and vectl says
 so; on a stopped VE every setting needs --save.
@@ -68,6 +70,8 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "monitor", Usage: "`yes|no`: resident monitor"},
 			&cli.StringFlag{Name: "stop-signal", Usage: "`SIGNAL` or halt"},
 			&cli.StringFlag{Name: "stop-timeout", Usage: "`SECONDS` for a graceful stop"},
+			&cli.StringFlag{Name: "onboot", Usage: "`yes|no`: vectl boot starts the VE"},
+			&cli.StringFlag{Name: "bootorder", Usage: "`N`: VEs with a higher bootorder start first"},
 			&cli.StringFlag{Name: "hostname", Usage: "host `NAME`"},
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "add `ADDR[/PREFIX]`"},
 			&cli.StringSliceFlag{Name: "ipdel", Usage: "remove `ADDR` (or all)"},
@@ -103,6 +107,20 @@ EXIT STATUS:
 					return err
 				}
 				o.Monitor = &b
+			}
+			if v := str("onboot"); v != nil {
+				b, err := parseYesNo("onboot", *v)
+				if err != nil {
+					return err
+				}
+				o.OnBoot = &b
+			}
+			if v := str("bootorder"); v != nil {
+				n, err := strconv.Atoi(*v)
+				if err != nil {
+					return fmt.Errorf("%w: bootorder %q: use a whole number", container.ErrInvalidValue, *v)
+				}
+				o.BootOrder = &n
 			}
 			if v := str("stop-timeout"); v != nil {
 				n, err := strconv.Atoi(*v)

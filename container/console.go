@@ -25,7 +25,7 @@ func (m *Manager) Console(ctx context.Context, ref string, in, out *os.File) err
 	if err != nil {
 		return err
 	}
-	if !populated(id) {
+	if !m.populated(id) {
 		return fmt.Errorf("console %s: %w", id, ErrNotRunning)
 	}
 	conn, err := net.Dial("unix", m.runFile(id, consoleSock))

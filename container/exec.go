@@ -69,15 +69,15 @@ func (m *Manager) Exec(ctx context.Context, ref string, o ExecOptions) (int, err
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
 	if err := c.Run(p); err != nil {
-		return 0, fmt.Errorf("exec %s: %w", id, explainExecFailure(id, err))
+		return 0, fmt.Errorf("exec %s: %w", id, m.explainExecFailure(id, err))
 	}
 	return waitForwarding(p, sigs, nil), nil
 }
 
 // explainExecFailure adds the likely cause when a VE is at its numproc limit: libcontainer's
 // exec helper needs a few threads inside the VE's pids limit.
-func explainExecFailure(id string, err error) error {
-	u, rerr := resources.ReadUsage(cgroupPath(id))
+func (m *Manager) explainExecFailure(id string, err error) error {
+	u, rerr := resources.ReadUsage(m.cgroupPath(id))
 	if rerr == nil && u.TasksLimit != resources.Unlimited && u.Tasks >= u.TasksLimit-2 {
 		return fmt.Errorf("%w (the VE is at its numproc limit %d: exec needs a few free process slots; raise it with vectl set --numproc)",
 			err, u.TasksLimit)

@@ -49,6 +49,9 @@ type Options struct {
 	FirewallTable string
 	// ProfileDir holds JSON resource profiles (resources.DefaultProfileDir).
 	ProfileDir string
+	// CgroupManager is the cgroup driver: CgroupFS (default) or CgroupSystemd (where systemd
+	// is PID 1). Switch it only while no VE runs: a running VE is found by its driver's path.
+	CgroupManager string
 }
 
 // Manager performs operations on the VEs of one state root. It holds no resident state:
@@ -72,6 +75,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.NetworkConfig == "" {
 		opts.NetworkConfig = network.DefaultConfigPath
+	}
+	if opts.CgroupManager == "" {
+		opts.CgroupManager = CgroupFS
 	}
 	if opts.ProfileDir == "" {
 		opts.ProfileDir = resources.DefaultProfileDir

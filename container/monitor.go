@@ -494,6 +494,7 @@ func (m *Manager) waitInit(id string, c *libcontainer.Container, p *libcontainer
 			case unix.SIGTERM, unix.SIGINT, unix.SIGHUP:
 				if !stopping {
 					stopping = true
+					notifyReady("STOPPING=1")
 					log.Printf("%v: stopping the VE", sig)
 					go func() { stopDone <- m.Stop(context.Background(), id, StopOptions{}) }()
 				}

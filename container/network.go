@@ -105,7 +105,7 @@ func (m *Manager) checkIPsFree(id string, ips []netip.Prefix) error {
 				}
 			}
 		}
-		if populated(other) {
+		if m.populated(other) {
 			if live, err := network.Addrs(m.netnsPath(other)); err == nil {
 				for _, ps := range live {
 					for _, p := range ps {
@@ -137,7 +137,7 @@ func (m *Manager) attachNetwork(ctx context.Context, cfg *Config, root string) e
 		return err
 	}
 	// Attachments of VEs that died without teardown (a crash, a host reboot) go first.
-	if err := n.GC(ctx, populated); err != nil {
+	if err := n.GC(ctx, m.populated); err != nil {
 		return fmt.Errorf("network gc: %w", err)
 	}
 	ips, err := parseIPs(n.Config(), cfg.IPs)
@@ -157,7 +157,7 @@ func (m *Manager) detachNetwork(ctx context.Context, id string) error {
 		return err
 	}
 	return errors.Join(n.Detach(ctx, id, m.netnsPath(id)), n.GC(ctx, func(other string) bool {
-		return other != id && populated(other)
+		return other != id && m.populated(other)
 	}))
 }
 

@@ -114,7 +114,8 @@ func (m *Manager) setLive(cfg *Config, old resources.Limits) error {
 	if err := m.applyResources(cfg, s.Linux.Resources, &old); err != nil {
 		return err
 	}
-	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: cfg.ID, Spec: s}, nil)
+	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{CgroupName: cfg.ID, Spec: s,
+		UseSystemdCgroup: m.opts.CgroupManager == CgroupSystemd}, nil)
 	if err != nil {
 		return err
 	}

@@ -39,49 +39,49 @@ func (m *Manager) ociPath(id string) string { return filepath.Join(m.store.VEDir
 
 // cgroupFile is the path of a cgroup interface file of a VE for the fs driver: on cgroup v1
 // in the controller's hierarchy, on v2 in the unified one.
-func cgroupFile(id, controller, file string) string {
+func (m *Manager) cgroupFile(id, controller, file string) string {
 	if cgroups.IsCgroup2UnifiedMode() {
-		return filepath.Join("/sys/fs/cgroup", cgroupPath(id), file)
+		return filepath.Join("/sys/fs/cgroup", m.cgroupPath(id), file)
 	}
-	return filepath.Join("/sys/fs/cgroup", controller, cgroupPath(id), file)
+	return filepath.Join("/sys/fs/cgroup", controller, m.cgroupPath(id), file)
 }
 
 // cgroupPids lists the processes in a VE's cgroup. The VE cannot create sub-cgroups in the
 // controller hierarchies, so on v1 the devices hierarchy holds all of them; on v2 the
 // subtree is walked. Zombies are not listed.
-func cgroupPids(id string) ([]int, error) {
+func (m *Manager) cgroupPids(id string) ([]int, error) {
 	if cgroups.IsCgroup2UnifiedMode() {
-		return cgroups.GetAllPids(filepath.Join("/sys/fs/cgroup", cgroupPath(id)))
+		return cgroups.GetAllPids(filepath.Join("/sys/fs/cgroup", m.cgroupPath(id)))
 	}
-	return cgroups.GetPids(filepath.Join("/sys/fs/cgroup/devices", cgroupPath(id)))
+	return cgroups.GetPids(filepath.Join("/sys/fs/cgroup/devices", m.cgroupPath(id)))
 }
 
 // populated reports whether any live process is in the VE's cgroup: this is what "running"
 // means, derived from the kernel rather than from vectl's own records, so that it stays
 // true after any vectl process was killed at any point.
-func populated(id string) bool {
+func (m *Manager) populated(id string) bool {
 	if cgroups.IsCgroup2UnifiedMode() {
-		data, err := os.ReadFile(cgroupFile(id, "", "cgroup.events"))
+		data, err := os.ReadFile(m.cgroupFile(id, "", "cgroup.events"))
 		return err == nil && bytes.Contains(data, []byte("populated 1"))
 	}
-	data, err := os.ReadFile(cgroupFile(id, "devices", "cgroup.procs"))
+	data, err := os.ReadFile(m.cgroupFile(id, "devices", "cgroup.procs"))
 	return err == nil && len(bytes.TrimSpace(data)) > 0
 }
 
 // frozen reports whether the VE's cgroup is frozen (suspend).
-func frozen(id string) bool {
+func (m *Manager) frozen(id string) bool {
 	if cgroups.IsCgroup2UnifiedMode() {
-		data, err := os.ReadFile(cgroupFile(id, "", "cgroup.freeze"))
+		data, err := os.ReadFile(m.cgroupFile(id, "", "cgroup.freeze"))
 		return err == nil && strings.TrimSpace(string(data)) == "1"
 	}
-	data, err := os.ReadFile(cgroupFile(id, "freezer", "freezer.state"))
+	data, err := os.ReadFile(m.cgroupFile(id, "freezer", "freezer.state"))
 	return err == nil && strings.TrimSpace(string(data)) != "THAWED"
 }
 
 // numproc is the number of tasks (processes and threads) in the VE, as OpenVZ's numproc
 // beancounter counts them; -1 when unknown.
-func numproc(id string) int {
-	data, err := os.ReadFile(cgroupFile(id, "pids", "pids.current"))
+func (m *Manager) numproc(id string) int {
+	data, err := os.ReadFile(m.cgroupFile(id, "pids", "pids.current"))
 	if err != nil {
 		return -1
 	}
@@ -107,7 +107,8 @@ func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
 
 // newContainer creates the libcontainer container of a VE from its OCI spec (no process yet).
 func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Container, error) {
-	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s})
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s,
+		UseSystemdCgroup: m.opts.CgroupManager == CgroupSystemd})
 	if err != nil {
 		return nil, fmt.Errorf("container config: %w", err)
 	}
@@ -139,13 +140,13 @@ func initProcess(s *specs.Spec, c *libcontainer.Container) *libcontainer.Process
 // is thawed first: on cgroup v1 SIGKILL does not act on frozen tasks. Each pid is opened as
 // a pidfd and checked to still be in the VE's cgroup before it is signalled, so a recycled
 // pid of an unrelated process is never hit.
-func killAll(id string, timeout time.Duration) error {
-	if frozen(id) {
-		thaw(id)
+func (m *Manager) killAll(id string, timeout time.Duration) error {
+	if m.frozen(id) {
+		m.thaw(id)
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		pids, err := cgroupPids(id)
+		pids, err := m.cgroupPids(id)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil
@@ -156,7 +157,7 @@ func killAll(id string, timeout time.Duration) error {
 			return nil
 		}
 		for _, pid := range pids {
-			killInCgroup(pid, id)
+			m.killInCgroup(pid, id)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("processes %v of VE %s survive SIGKILL", pids, id)
@@ -165,26 +166,26 @@ func killAll(id string, timeout time.Duration) error {
 	}
 }
 
-func killInCgroup(pid int, id string) {
+func (m *Manager) killInCgroup(pid int, id string) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return
 	}
 	defer unix.Close(fd)
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil || !bytes.Contains(data, []byte(":"+cgroupPath(id)+"\n")) &&
-		!bytes.Contains(data, []byte(":"+cgroupPath(id)+"/")) {
+	if err != nil || !bytes.Contains(data, []byte(":"+m.cgroupPath(id)+"\n")) &&
+		!bytes.Contains(data, []byte(":"+m.cgroupPath(id)+"/")) {
 		return
 	}
 	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 }
 
-func thaw(id string) {
+func (m *Manager) thaw(id string) {
 	if cgroups.IsCgroup2UnifiedMode() {
-		_ = os.WriteFile(cgroupFile(id, "", "cgroup.freeze"), []byte("0"), 0)
+		_ = os.WriteFile(m.cgroupFile(id, "", "cgroup.freeze"), []byte("0"), 0)
 		return
 	}
-	_ = os.WriteFile(cgroupFile(id, "freezer", "freezer.state"), []byte("THAWED"), 0)
+	_ = os.WriteFile(m.cgroupFile(id, "freezer", "freezer.state"), []byte("THAWED"), 0)
 }
 
 // destroyContainer removes a stopped VE's libcontainer state and cgroups. It works without
@@ -204,7 +205,12 @@ func (m *Manager) destroyContainer(id string) error {
 	if err := os.RemoveAll(filepath.Join(m.lcRoot(), id)); err != nil {
 		errs = append(errs, err)
 	}
-	mgr, err := cgmanager.New(&cgroups.Cgroup{Path: cgroupPath(id), Resources: &cgroups.Resources{}})
+	cg := &cgroups.Cgroup{Path: m.cgroupPath(id), Resources: &cgroups.Resources{}}
+	if m.opts.CgroupManager == CgroupSystemd {
+		cg = &cgroups.Cgroup{Parent: "vectl.slice", ScopePrefix: "vectl", Name: id, Systemd: true,
+			Resources: &cgroups.Resources{}}
+	}
+	mgr, err := cgmanager.New(cg)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
@@ -216,7 +222,7 @@ func (m *Manager) destroyContainer(id string) error {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if derr != nil {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cgroupPath(id), derr))
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", m.cgroupPath(id), derr))
 		}
 	}
 	return errors.Join(errs...)

@@ -27,6 +27,8 @@ type SetOptions struct {
 	Monitor     *bool
 	StopSignal  *string
 	StopTimeout *int
+	OnBoot      *bool
+	BootOrder   *int
 
 	Hostname      *string
 	IPAdd         []string // ADDR[/PREFIX]
@@ -148,6 +150,14 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		}
 		cfg.StopTimeout = *o.StopTimeout
 		ch.stored = append(ch.stored, "stop-timeout")
+	}
+	if o.OnBoot != nil {
+		cfg.OnBoot = *o.OnBoot
+		ch.stored = append(ch.stored, "onboot")
+	}
+	if o.BootOrder != nil {
+		cfg.BootOrder = *o.BootOrder
+		ch.stored = append(ch.stored, "bootorder")
 	}
 	if o.Hostname != nil {
 		if err := validateHostname(*o.Hostname); err != nil {
@@ -308,7 +318,7 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (string, er
 	if len(ch.stored)+len(ch.live) == 0 {
 		return "", fmt.Errorf("set %s: %w: nothing to set", id, ErrInvalidValue)
 	}
-	running := populated(id)
+	running := m.populated(id)
 	if !o.Save && (!running || len(ch.stored) > 0) {
 		what := append(append([]string(nil), ch.stored...), ch.live...)
 		if running {

@@ -12,12 +12,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cgroupParent is the absolute cgroup under which every VE lives. A relative path would nest
-// VEs inside the cgroup of whoever ran vectl.
+// cgroupParent is the absolute cgroup under which every VE lives with the fs driver. A
+// relative path would nest VEs inside the cgroup of whoever ran vectl. With the systemd
+// driver a VE is the scope vectl-<id>.scope in vectl.slice.
 const cgroupParent = "/vectl"
 
-// cgroupPath is the absolute cgroup path of a VE.
-func cgroupPath(id string) string { return cgroupParent + "/" + id }
+// Cgroup drivers.
+const (
+	CgroupFS      = "fs"
+	CgroupSystemd = "systemd"
+)
+
+// cgroupPath is the absolute path of a VE's cgroup in the hierarchy (same on v1 and v2).
+func (m *Manager) cgroupPath(id string) string {
+	if m.opts.CgroupManager == CgroupSystemd {
+		return "/vectl.slice/vectl-" + id + ".scope"
+	}
+	return cgroupParent + "/" + id
+}
+
+// specCgroupsPath is a VE's linux.cgroupsPath in its OCI spec for the configured driver.
+func (m *Manager) specCgroupsPath(id string) string {
+	if m.opts.CgroupManager == CgroupSystemd {
+		return "vectl.slice:vectl:" + id
+	}
+	return m.cgroupPath(id)
+}
 
 // veEnv is the environment of a VE's init and of processes run in it with exec.
 var veEnv = []string{
@@ -58,7 +78,9 @@ type specOptions struct {
 	rootfs   string // the mounted root, root/<id>
 	netns    string // pinned network namespace
 	hostname string
-	console  bool // a monitor provides a pty as /dev/console
+	console  bool   // a monitor provides a pty as /dev/console
+	cgroup   string // absolute cgroup path (fs driver) or slice:prefix:name (systemd driver)
+	cgroupV1 string // the VE's cgroup path in cgroup v1 hierarchies, for the name=systemd bind
 }
 
 // buildSpec makes the OCI runtime spec of a VE: a full system with its own init as PID 1 in
@@ -86,7 +108,7 @@ func buildSpec(o specOptions) (*specs.Spec, error) {
 		Hostname: o.hostname,
 		Mounts:   veMounts(o),
 		Linux: &specs.Linux{
-			CgroupsPath: cgroupPath(o.cfg.ID),
+			CgroupsPath: o.cgroup,
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace},
 				{Type: specs.IPCNamespace},
@@ -125,11 +147,22 @@ func veMounts(o specOptions) []specs.Mount {
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 		{Destination: "/run/lock", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=5242880"}},
 	}
+	// On cgroup v2 the VE's systemd manages its own subtree, so its cgroup mount is writable
+	// when the host mounted cgroup2 with nsdelegate: the kernel then refuses writes to the
+	// namespace root's limit files from inside, so a VE cannot raise its own limits.
+	// Without nsdelegate it stays read-only.
+	if cgroups.IsCgroup2UnifiedMode() && nsdelegate() {
+		for i := range ms {
+			if ms[i].Destination == "/sys/fs/cgroup" {
+				ms[i].Options = []string{"nosuid", "noexec", "nodev", "relatime", "rw"}
+			}
+		}
+	}
 	// On a cgroup v1 host the controllers stay read-only (a VE must not raise its own
 	// limits), but systemd needs its own named hierarchy writable to track services: bind
 	// the VE's subtree of name=systemd over the read-only mount, as podman does.
 	if !cgroups.IsCgroup2UnifiedMode() {
-		host := filepath.Join("/sys/fs/cgroup/systemd", cgroupPath(o.cfg.ID))
+		host := filepath.Join("/sys/fs/cgroup/systemd", o.cgroupV1)
 		if _, err := os.Stat("/sys/fs/cgroup/systemd"); err == nil {
 			ms = append(ms, specs.Mount{Destination: "/sys/fs/cgroup/systemd", Type: "bind", Source: host,
 				Options: []string{"rbind", "nosuid", "noexec", "nodev", "rw"}})
@@ -142,6 +175,22 @@ func veMounts(o specOptions) []specs.Mount {
 			Options: []string{"bind", "rw"}})
 	}
 	return ms
+}
+
+// nsdelegate reports whether the host's cgroup2 is mounted with the nsdelegate option.
+func nsdelegate() bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 9 && f[4] == "/sys/fs/cgroup" && strings.Contains(l, " - cgroup2 ") &&
+			strings.Contains(f[len(f)-1], "nsdelegate") {
+			return true
+		}
+	}
+	return false
 }
 
 // stopSignalFor returns how to ask an init system to shut down: a signal number, or 0 and

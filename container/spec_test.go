@@ -17,7 +17,7 @@ import (
 func testSpec(t *testing.T, console bool) *specs.Spec {
 	t.Helper()
 	s, err := buildSpec(specOptions{cfg: &Config{ID: "101"}, rootfs: "/r/root/101", netns: "/run/vectl/netns/101",
-		hostname: "web", console: console})
+		hostname: "web", console: console, cgroup: "/vectl/101", cgroupV1: "/vectl/101"})
 	if err != nil {
 		t.Fatal(err)
 	}

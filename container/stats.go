@@ -58,7 +58,7 @@ func (m *Manager) Stats(ctx context.Context, refs []string, interval time.Durati
 			if !out[i].Running {
 				continue
 			}
-			u, err := resources.ReadUsage(cgroupPath(out[i].ID))
+			u, err := resources.ReadUsage(m.cgroupPath(out[i].ID))
 			if err == nil {
 				out[i].CPUPercent = 100 * float64(u.CPUTime-out[i].CPUTime) / float64(interval)
 				out[i].CPUTime = u.CPUTime
@@ -85,14 +85,14 @@ func (m *Manager) ids(refs []string) ([]string, error) {
 }
 
 func (m *Manager) stats(cfg *Config) Stats {
-	s := Stats{ID: cfg.ID, Limits: cfg.Resources, Running: populated(cfg.ID)}
+	s := Stats{ID: cfg.ID, Limits: cfg.Resources, Running: m.populated(cfg.ID)}
 	if d, ok := m.diskUsage(cfg); ok {
 		s.Disk = &d
 	}
 	if !s.Running {
 		return s
 	}
-	if u, err := resources.ReadUsage(cgroupPath(cfg.ID)); err == nil {
+	if u, err := resources.ReadUsage(m.cgroupPath(cfg.ID)); err == nil {
 		s.Usage = u
 		s.CPUTime = u.CPUTime
 	}

@@ -18,7 +18,7 @@ type Status struct {
 	Mounted    bool   `json:"mounted"`
 	Running    bool   `json:"running"`
 	Suspended  bool   `json:"suspended"`
-	NumProc    int    `json:"numproc"` // tasks in the VE (OpenVZ's numproc); 0 when stopped
+	NumProc    int    `json:"numproc"` // tasks in the VE (OpenVZ's m.numproc); 0 when stopped
 }
 
 // State is the one-word state vzlist shows: running, suspended, mounted, stopped,
@@ -129,11 +129,11 @@ func (m *Manager) observe(id string) Status {
 		ID:         id,
 		Exist:      m.store.Exists(id),
 		Incomplete: m.store.Incomplete(id),
-		Running:    populated(id),
+		Running:    m.populated(id),
 	}
 	if s.Running {
-		s.Suspended = frozen(id)
-		s.NumProc = max(numproc(id), 0)
+		s.Suspended = m.frozen(id)
+		s.NumProc = max(m.numproc(id), 0)
 	}
 	return s
 }

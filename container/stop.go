@@ -39,7 +39,7 @@ func (m *Manager) Stop(ctx context.Context, ref string, o StopOptions) error {
 	if err != nil {
 		return err
 	}
-	if !populated(id) {
+	if !m.populated(id) {
 		if !m.leftovers(id) {
 			return fmt.Errorf("stop %s: %w", id, ErrNotRunning)
 		}
@@ -62,7 +62,7 @@ func (m *Manager) Stop(ctx context.Context, ref string, o StopOptions) error {
 			return fmt.Errorf("stop %s: %w", id, err)
 		}
 	}
-	if err := killAll(id, 10*time.Second); err != nil {
+	if err := m.killAll(id, 10*time.Second); err != nil {
 		return fmt.Errorf("stop %s: %w: %v", id, ErrStop, err)
 	}
 	return m.teardown(id, false)
@@ -79,8 +79,8 @@ func (m *Manager) shutdown(ctx context.Context, id string, cfg *Config, timeout 
 	if err != nil {
 		return err
 	}
-	if frozen(id) {
-		thaw(id)
+	if m.frozen(id) {
+		m.thaw(id)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -95,7 +95,7 @@ func (m *Manager) shutdown(ctx context.Context, id string, cfg *Config, timeout 
 			return err
 		}
 	}
-	for populated(id) {
+	for m.populated(id) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -130,7 +130,7 @@ func (m *Manager) freeze(ref string, on bool) error {
 	}
 	defer l.Unlock()
 	op := map[bool]string{true: "suspend", false: "resume"}[on]
-	if !populated(id) {
+	if !m.populated(id) {
 		return fmt.Errorf("%s %s: %w", op, id, ErrNotRunning)
 	}
 	c, err := libcontainer.Load(m.lcRoot(), id)

@@ -19,7 +19,7 @@ import (
 // its own run (or a foreground vectl stopping its VE) is not killed.
 func (m *Manager) teardown(id string, keepRoot bool) error {
 	var errs []error
-	if err := killAll(id, 10*time.Second); err != nil {
+	if err := m.killAll(id, 10*time.Second); err != nil {
 		errs = append(errs, err)
 	}
 	if err := m.destroyContainer(id); err != nil {
@@ -50,7 +50,7 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 
 // leftovers reports whether anything of a previous run of the VE is still there.
 func (m *Manager) leftovers(id string) bool {
-	for _, p := range []string{m.runDir(id), m.netnsPath(id), m.lcRoot() + "/" + id, cgroupFile(id, "devices", "")} {
+	for _, p := range []string{m.runDir(id), m.netnsPath(id), m.lcRoot() + "/" + id, m.cgroupFile(id, "devices", "")} {
 		if _, err := os.Lstat(p); err == nil {
 			return true
 		}

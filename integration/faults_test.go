@@ -13,7 +13,7 @@ import (
 
 // vePids lists the processes in a VE's cgroup, as the kernel sees them.
 func vePids(id string) []string {
-	data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/devices/vectl", id, "cgroup.procs"))
+	data, err := os.ReadFile(filepath.Join(veCgroupDir("devices", id), "cgroup.procs"))
 	if err != nil {
 		return nil
 	}

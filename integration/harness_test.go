@@ -103,6 +103,28 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
+// cgroupManager is the driver the tests run vectl with (the VM harness runs both).
+var cgroupManager = os.Getenv("VECTL_CGROUP_MANAGER")
+
+// cgroupV2 reports whether the host runs the unified cgroup hierarchy.
+func cgroupV2() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err == nil
+}
+
+// veCgroupDir is the directory of a VE's cgroup: in a v1 controller's hierarchy (ctl), or
+// the unified one on v2; for the fs or systemd driver.
+func veCgroupDir(ctl, id string) string {
+	rel := filepath.Join("vectl", id)
+	if cgroupManager == "systemd" {
+		rel = filepath.Join("vectl.slice", "vectl-"+id+".scope")
+	}
+	if cgroupV2() {
+		return filepath.Join("/sys/fs/cgroup", rel)
+	}
+	return filepath.Join("/sys/fs/cgroup", ctl, rel)
+}
+
 func (e *env) args(args ...string) []string {
 	netConfig := e.netConfig
 	if netConfig == "" {
@@ -220,6 +242,9 @@ func fixtureCleanup() {
 // fast, and its content depends on this very binary) and returns the archive path.
 func busyboxFixture(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("VECTL_TEST_BUSYBOX"); p != "" {
+		return p // a prebuilt archive (the VM harness brings its own)
+	}
 	requireTool(t, "busybox")
 	return fixture(t, "busybox", func(dir string) string {
 		return buildTemplate(t, dir, busyboxName, "--from", "busybox")
@@ -230,6 +255,9 @@ func busyboxFixture(t testing.TB) string {
 // /var/cache/vectl-test keyed by suite, package list and the template builder's source.
 func debianFixture(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("VECTL_TEST_DEBIAN"); p != "" {
+		return p
+	}
 	requireTool(t, "debootstrap")
 	key := debianKey(t)
 	cached := filepath.Join(fixtureCache, fmt.Sprintf("%s-%s.tar.zst", debianName, key))

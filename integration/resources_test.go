@@ -12,10 +12,26 @@ import (
 	"time"
 )
 
-// cgroupValue reads a cgroup v1 file of a VE.
+// v2Files are the cgroup v2 names of the v1 files the tests read.
+var v2Files = map[string]string{
+	"memory.limit_in_bytes": "memory.max", "pids.max": "pids.max", "pids.current": "pids.current",
+	"cpu.cfs_quota_us": "cpu.max",
+}
+
+// cgroupValue reads a cgroup file of a VE by its v1 name (mapped to v2 where needed;
+// memory.memsw.limit_in_bytes becomes memory.max + memory.swap.max).
 func cgroupValue(t *testing.T, ctl, id, file string) int64 {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctl, "vectl", id, file))
+	if cgroupV2() {
+		switch file {
+		case "memory.memsw.limit_in_bytes":
+			return cgroupValue(t, "memory", id, "memory.limit_in_bytes") + readV2Int(t, id, "memory.swap.max")
+		case "cpuacct.usage":
+			return cgroupV2CPU(t, id)
+		}
+		return readV2Int(t, id, v2Files[file])
+	}
+	data, err := os.ReadFile(filepath.Join(veCgroupDir(ctl, id), file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,6 +40,34 @@ func cgroupValue(t *testing.T, ctl, id, file string) int64 {
 		t.Fatalf("%s: %q", file, data)
 	}
 	return n
+}
+
+func readV2Int(t *testing.T, id, file string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(veCgroupDir("", id), file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(data)) // cpu.max is "QUOTA PERIOD"
+	n, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %q", file, data)
+	}
+	return n
+}
+
+func cgroupV2CPU(t *testing.T, id string) int64 {
+	data, err := os.ReadFile(filepath.Join(veCgroupDir("", id), "cpu.stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n * 1000
+		}
+	}
+	return 0
 }
 
 // cpuShare measures the share of one CPU a VE got over d, from its cgroup's CPU time.

@@ -59,8 +59,7 @@ func eventually(t testing.TB, timeout time.Duration, what string, f func() bool)
 func (e *env) wantNoTrace(id string) {
 	e.t.Helper()
 	for _, ctl := range []string{"devices", "memory", "pids", "cpu", "freezer", "systemd"} {
-		p := filepath.Join("/sys/fs/cgroup", ctl, "vectl", id)
-		if _, err := os.Stat(p); err == nil {
+		if p := veCgroupDir(ctl, id); fileExists(p) {
 			e.t.Errorf("cgroup %s left behind", p)
 		}
 	}
@@ -77,6 +76,11 @@ func (e *env) wantNoTrace(id string) {
 	if pids := monitorPids(e, id); len(pids) > 0 {
 		e.t.Errorf("monitor processes left behind: %v", pids)
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // monitorPids finds this env's monitor processes for a VE by their command line.

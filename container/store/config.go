@@ -57,6 +57,9 @@ type Config struct {
 	// NoMonitor runs the VE without a resident monitor: no console, and an in-VE reboot
 	// means stop.
 	NoMonitor bool `json:"no_monitor,omitempty"`
+	// OnBoot marks a VE that vectl boot starts; VEs with a higher BootOrder start first.
+	OnBoot    bool `json:"onboot,omitempty"`
+	BootOrder int  `json:"bootorder,omitempty"`
 
 	// IPs are the VE's addresses with their prefix length ("10.199.0.11/16").
 	IPs []string `json:"ips,omitempty"`
