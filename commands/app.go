@@ -215,6 +215,16 @@ func parseTimeout(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// veManager is the start of most command bodies: exactly one VE id, and the manager.
+func veManager(c *cli.Context) (string, *container.Manager, error) {
+	id, err := oneID(c)
+	if err != nil {
+		return "", nil, err
+	}
+	m, err := manager(c)
+	return id, m, err
+}
+
 // oneID checks that a command got exactly one VE id and returns it.
 func oneID(c *cli.Context) (string, error) {
 	if c.NArg() != 1 {

@@ -89,11 +89,7 @@ EXAMPLES:
 EXIT STATUS:
    0 destroyed; 14 no such VE; 32 the VE is running (stop it first); 9 locked`,
 		Action: func(c *cli.Context) error {
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}
@@ -117,11 +113,7 @@ func mountCommand() *cli.Command {
 EXIT STATUS:
    0 mounted (or already mounted); 14 no such VE; 43 incomplete VE; 50 mount failed`,
 		Action: func(c *cli.Context) error {
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}
@@ -138,11 +130,7 @@ func umountCommand() *cli.Command {
 		Description: `EXIT STATUS:
    0 unmounted (or was not mounted); 14 no such VE; 32 the VE is running`,
 		Action: func(c *cli.Context) error {
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}

@@ -340,11 +340,7 @@ func freezeCommand(name, usage string, f func(*container.Manager, string) error)
 		Description: `EXIT STATUS:
    0 done; 14 no such VE; 31 not running`,
 		Action: func(c *cli.Context) error {
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}
@@ -370,11 +366,7 @@ func monitorCommand() *cli.Command {
 			&cli.StringFlag{Name: "client-fds"},
 		},
 		Action: func(c *cli.Context) error {
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}

@@ -31,11 +31,7 @@ EXIT STATUS:
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}

@@ -92,11 +92,7 @@ EXIT STATUS:
 				}
 				return bootUnit.Execute(c.App.Writer, map[string]any{"Vectl": vectl, "StopTimeout": "10min"})
 			}
-			id, err := oneID(c)
-			if err != nil {
-				return err
-			}
-			m, err := manager(c)
+			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}
