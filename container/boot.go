@@ -39,7 +39,7 @@ func (m *Manager) Boot(ctx context.Context, stop bool, so StartOptions) ([]BootR
 			cfgs[i], cfgs[j] = cfgs[j], cfgs[i]
 		}
 	} else if n, err := m.net(); err == nil {
-		if err := n.GC(ctx, m.populated); err != nil {
+		if err := n.GC(ctx, m.claimStale); err != nil {
 			return nil, fmt.Errorf("boot: network gc: %w", err)
 		}
 	}

@@ -3,6 +3,7 @@ package container
 import (
 	"crypto/rand"
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -36,12 +37,12 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 }
 
 // setBootID gives a VE a boot id of its own for this boot, as systemd-nspawn does: a file
-// with a new random UUID is bind-mounted over /proc/sys/kernel/random/boot_id inside the
-// VE's mount namespace, so journald and systemd see a new boot after an in-VE reboot.
-// libcontainer refuses mounts below /proc, hence the detached mount attached from a thread
-// that joined the VE's mount namespace.
+// with a new random UUID is bind-mounted read-only over /proc/sys/kernel/random/boot_id
+// inside the VE's mount namespace, so journald and systemd see a new boot after an in-VE
+// reboot. libcontainer refuses mounts below /proc, hence a detached bind mount attached
+// from a thread that joined the VE's mount namespace.
 func (m *Manager) setBootID(id string, pid int) error {
-	tree, err := bootIDTree()
+	tree, err := bootIDTree(m.runFile(id, bootIDFile))
 	if err != nil {
 		return fmt.Errorf("boot id: %w", err)
 	}
@@ -73,39 +74,27 @@ func (m *Manager) setBootID(id string, pid int) error {
 	return nil
 }
 
-// bootIDTree makes a detached, read-only mount of a single file holding a new random UUID,
-// on a private tmpfs that is mounted nowhere, so the VE learns nothing about host paths.
-func bootIDTree() (int, error) {
-	fs, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsopen: %w", err)
-	}
-	defer unix.Close(fs)
-	if err := unix.FsconfigSetString(fs, "size", "4k"); err != nil {
+// bootIDFile holds the current boot's id in the VE's run directory.
+const bootIDFile = "boot_id"
+
+// bootIDTree writes a new random UUID to path and returns a detached, read-only bind mount
+// of it. The file is a plain one in the run directory rather than one on a private,
+// never-attached tmpfs: Linux before 6.15 refuses open_tree(OPEN_TREE_CLONE) on a mount
+// that belongs to no namespace (EINVAL).
+func bootIDTree(path string) (int, error) {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(newUUID()+"\n"), 0o444); err != nil {
 		return -1, err
 	}
-	if err := unix.FsconfigCreate(fs); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return -1, err
 	}
-	mnt, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return -1, fmt.Errorf("fsmount: %w", err)
+		return -1, fmt.Errorf("open_tree %s: %w", path, err)
 	}
-	defer unix.Close(mnt)
-	f, err := unix.Openat(mnt, "boot_id", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o444)
-	if err != nil {
-		return -1, err
-	}
-	_, err = unix.Write(f, []byte(newUUID()+"\n"))
-	unix.Close(f)
-	if err != nil {
-		return -1, err
-	}
-	tree, err := unix.OpenTree(mnt, "boot_id", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("open_tree: %w", err)
-	}
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
 		unix.Close(tree)
 		return -1, fmt.Errorf("mount_setattr: %w", err)

@@ -137,7 +137,7 @@ func (m *Manager) attachNetwork(ctx context.Context, cfg *Config, root string) e
 		return err
 	}
 	// Attachments of VEs that died without teardown (a crash, a host reboot) go first.
-	if err := n.GC(ctx, m.populated); err != nil {
+	if err := n.GC(ctx, m.claimStale); err != nil {
 		return fmt.Errorf("network gc: %w", err)
 	}
 	ips, err := parseIPs(n.Config(), cfg.IPs)
@@ -156,9 +156,38 @@ func (m *Manager) detachNetwork(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return errors.Join(n.Detach(ctx, id, m.netnsPath(id)), n.GC(ctx, func(other string) bool {
-		return other != id && m.populated(other)
+	return errors.Join(n.Detach(ctx, id, m.netnsPath(id)), n.GC(ctx, func(other string) (func(), bool) {
+		if other == id {
+			return nil, false // detached above, under our lock
+		}
+		return m.claimStale(other)
 	}))
+}
+
+// claimStale is network GC's test of whether a VE's CNI attachments are stale: the VE does
+// not run and no other vectl holds its lock (a start holds it from before the attachment
+// until the init runs, a stop until the detachment is done). The lock is held until the
+// returned release, so that no start of the VE attaches it while GC deletes.
+func (m *Manager) claimStale(id string) (func(), bool) {
+	if m.populated(id) {
+		return nil, false
+	}
+	l, err := m.store.LockVE(id, 0)
+	if err != nil {
+		return nil, false
+	}
+	if m.populated(id) {
+		l.Unlock()
+		return nil, false
+	}
+	return func() {
+		if m.store.Exists(id) {
+			l.Unlock()
+		} else {
+			l.Remove() // a destroyed VE: do not leave a lock file behind
+			l.Unlock()
+		}
+	}, true
 }
 
 // writeGuestNet writes the VE's host name (/etc/hostname, its /etc/hosts line) and DNS

@@ -407,8 +407,9 @@ func (n *Network) del(ctx context.Context, att *libcni.NetworkAttachment, netns 
 		return fmt.Errorf("cached cni config of %s: %w", att.ContainerID, err)
 	}
 	if _, err := os.Stat(netns); err != nil {
-		tmp := filepath.Join(n.stateDir, "gc-netns-"+att.ContainerID)
-		os.Remove(tmp)
+		// The name is unique to this vectl: a stale pin of a killed vectl may still be
+		// mounted at another.
+		tmp := filepath.Join(n.stateDir, fmt.Sprintf("gc-netns-%s-%d", att.ContainerID, os.Getpid()))
 		if err := PinNetns(tmp); err != nil {
 			return err
 		}
@@ -429,18 +430,32 @@ func (n *Network) del(ctx context.Context, att *libcni.NetworkAttachment, netns 
 }
 
 // GC detaches cached CNI attachments of VEs that no longer run (after a crash or a host
-// reboot without teardown). running tells whether a VE id still runs.
-func (n *Network) GC(ctx context.Context, running func(id string) bool) error {
+// reboot without teardown). claim is asked about each VE id with attachments: it returns
+// ok when the id's attachments are stale and may be deleted, and a release to call once
+// they are; a VE that runs, or that another vectl is starting or stopping, is not claimed.
+func (n *Network) GC(ctx context.Context, claim func(id string) (release func(), ok bool)) error {
 	atts, err := n.lib.GetCachedAttachments("")
 	if err != nil {
 		return fmt.Errorf("cni cache: %w", err)
 	}
-	var errs []error
+	byID := map[string][]*libcni.NetworkAttachment{}
+	var ids []string
 	for _, att := range atts {
-		if running(att.ContainerID) {
+		if byID[att.ContainerID] == nil {
+			ids = append(ids, att.ContainerID)
+		}
+		byID[att.ContainerID] = append(byID[att.ContainerID], att)
+	}
+	var errs []error
+	for _, id := range ids {
+		release, ok := claim(id)
+		if !ok {
 			continue
 		}
-		errs = append(errs, n.del(ctx, att, att.NetNS))
+		for _, att := range byID[id] {
+			errs = append(errs, n.del(ctx, att, att.NetNS))
+		}
+		release()
 	}
 	return errors.Join(errs...)
 }
