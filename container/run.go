@@ -148,7 +148,9 @@ func (m *Manager) killAll(id string, timeout time.Duration) error {
 	for {
 		pids, err := m.cgroupPids(id)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+			// ENODEV: the cgroup was removed while we read it (systemd removes a scope's
+			// cgroup once it is empty), so nothing is left in it.
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) {
 				return nil
 			}
 			return err
