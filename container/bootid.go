@@ -3,7 +3,6 @@ package container
 import (
 	"crypto/rand"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -19,7 +18,7 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	}
 	pid, err := p.Pid()
 	if err == nil {
-		err = m.setBootID(id, pid)
+		err = m.setBootID(pid)
 	}
 	if err == nil {
 		err = c.Exec()
@@ -37,16 +36,14 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 }
 
 // setBootID gives a VE a boot id of its own for this boot, as systemd-nspawn does: a file
-// with a new random UUID is bind-mounted read-only over /proc/sys/kernel/random/boot_id
-// inside the VE's mount namespace, so journald and systemd see a new boot after an in-VE
-// reboot. libcontainer refuses mounts below /proc, hence a detached bind mount attached
-// from a thread that joined the VE's mount namespace.
-func (m *Manager) setBootID(id string, pid int) error {
-	tree, err := bootIDTree(m.runFile(id, bootIDFile))
-	if err != nil {
-		return fmt.Errorf("boot id: %w", err)
-	}
-	defer unix.Close(tree)
+// with a new random UUID is bind-mounted read-only over /proc/sys/kernel/random/boot_id,
+// so journald and systemd see a new boot after an in-VE reboot. libcontainer refuses mounts
+// below /proc, so a thread joins the VE's mount namespace while its init still waits to be
+// let go (no guest process runs yet) and makes the mount there, from a file on the VE's own
+// /dev tmpfs that is unlinked afterwards: the mount shows no host path and is private.
+// (A file on a private tmpfs mounted nowhere would do without the temporary file, but
+// Linux before 6.15 refuses open_tree(OPEN_TREE_CLONE) on such a mount.)
+func (m *Manager) setBootID(pid int) error {
 	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("boot id: %w", err)
@@ -65,7 +62,7 @@ func (m *Manager) setBootID(id string, pid int) error {
 			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
 				return err
 			}
-			return unix.MoveMount(tree, "", unix.AT_FDCWD, "/proc/sys/kernel/random/boot_id", unix.MOVE_MOUNT_F_EMPTY_PATH)
+			return mountBootID()
 		}()
 	}()
 	if err := <-errc; err != nil {
@@ -74,32 +71,34 @@ func (m *Manager) setBootID(id string, pid int) error {
 	return nil
 }
 
-// bootIDFile holds the current boot's id in the VE's run directory.
-const bootIDFile = "boot_id"
+// bootIDSource is the temporary file in the VE's /dev the boot id mount is made from.
+const bootIDSource = "/dev/.vectl-boot-id"
 
-// bootIDTree writes a new random UUID to path and returns a detached, read-only bind mount
-// of it. The file is a plain one in the run directory rather than one on a private,
-// never-attached tmpfs: Linux before 6.15 refuses open_tree(OPEN_TREE_CLONE) on a mount
-// that belongs to no namespace (EINVAL).
-func bootIDTree(path string) (int, error) {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(newUUID()+"\n"), 0o444); err != nil {
-		return -1, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return -1, err
-	}
-	tree, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+// mountBootID runs in the VE's mount namespace (root and cwd are the VE's root).
+func mountBootID() error {
+	fd, err := unix.Open(bootIDSource, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o444)
 	if err != nil {
-		return -1, fmt.Errorf("open_tree %s: %w", path, err)
+		return fmt.Errorf("create %s: %w", bootIDSource, err)
 	}
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+	defer unix.Unlink(bootIDSource)
+	_, err = unix.Write(fd, []byte(newUUID()+"\n"))
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, bootIDSource, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(tree)
+	attr := &unix.MountAttr{
+		Attr_set:    unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
+		Propagation: unix.MS_PRIVATE,
+	}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
-		unix.Close(tree)
-		return -1, fmt.Errorf("mount_setattr: %w", err)
+		return fmt.Errorf("mount_setattr: %w", err)
 	}
-	return tree, nil
+	return unix.MoveMount(tree, "", unix.AT_FDCWD, "/proc/sys/kernel/random/boot_id", unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 // newUUID returns a random (version 4) UUID.

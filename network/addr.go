@@ -92,7 +92,7 @@ func settleDAD(ifname string) error {
 	if err != nil {
 		return err
 	}
-	as, err := netlink.AddrList(l, netlink.FAMILY_V6)
+	as, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V6) })
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func hasFamily(h *netlink.Handle, l netlink.Link, v4 bool) bool {
 	if v4 {
 		fam = netlink.FAMILY_V4
 	}
-	as, err := h.AddrList(l, fam)
+	as, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, fam) })
 	if err != nil {
 		return false
 	}
@@ -181,7 +181,7 @@ func Addrs(netnsPath string) (map[string][]netip.Prefix, error) {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, err := retryDump(h.LinkList)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func Addrs(netnsPath string) (map[string][]netip.Prefix, error) {
 		if l.Attrs().Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		as, err := h.AddrList(l, netlink.FAMILY_ALL)
+		as, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
 		if err != nil {
 			return nil, err
 		}
@@ -440,4 +440,21 @@ func (n *Network) ensureHost() error {
 		}
 	}
 	return nil
+}
+
+// retryDump runs a netlink dump again while the kernel reports it was interrupted by a
+// concurrent change (NLM_F_DUMP_INTR: "results may be incomplete or inconsistent"), as
+// happens on the host while other VEs start; the CNI plugins do the same (netlinksafe).
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var (
+		out []T
+		err error
+	)
+	for range 10 {
+		out, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, fmt.Errorf("netlink dump kept being interrupted: %w", err)
 }
