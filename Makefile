@@ -60,9 +60,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags '$(TAGS)' ./...
-	$(GO) vet -tags 'integration $(TAGS)' ./integration/...
+	$(GO) vet -tags 'integration vmtest $(TAGS)' ./integration/...
 	$(GO) run $(STATICCHECK) -tags '$(TAGS)' ./...
-	$(GO) run $(STATICCHECK) -tags 'integration $(TAGS)' ./integration/...
+	$(GO) run $(STATICCHECK) -tags 'integration vmtest $(TAGS)' ./integration/...
 	@bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./commands/... | \
 		grep -E 'opencontainers/runc/libcontainer|containernetworking/cni/libcni|vishvananda/netlink' || true); \
 		if [ -n "$$bad" ]; then echo "commands/ must not import: $$bad"; exit 1; fi
@@ -72,6 +72,21 @@ check: bin/vectl test integration
 
 integration: bin/vectl
 	VECTL_BIN=$(CURDIR)/bin/vectl $(GO) test -tags integration -count=1 -timeout 80m -v ./integration/...
+
+# A subset of the integration suite in a Debian 12 VM with systemd as PID 1 and cgroup v2,
+# with the fs and the systemd cgroup driver (qemu TCG, no network device), as root. About 11
+# minutes, plus about 2 the first time to build the VM image (cached in
+# /var/cache/vectl-test/vm). See integration/vm/README.md.
+.PHONY: vm-test
+vm-test: bin/vectl
+	VECTL_BIN=$(CURDIR)/bin/vectl bash integration/vm/vm-test.sh
+
+# Benchmarks against runc, crun, LXC and systemd-nspawn, as root (installs them; about 15
+# minutes; not part of .ci/run). Writes integration/bench/results/: results.md, results.json,
+# chart.png and README-section.md. BENCHFLAGS=-quick for a smoke run.
+.PHONY: bench
+bench: bin/vectl
+	$(GO) run ./integration/bench -vectl $(CURDIR)/bin/vectl -out $(CURDIR)/integration/bench/results $(BENCHFLAGS)
 
 install: bin/vectl
 	install -D -m 0755 bin/vectl $(DESTDIR)$(PREFIX)/sbin/vectl
