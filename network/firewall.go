@@ -118,6 +118,9 @@ func (f *Firewall) EnsureBase(limitForward bool) error {
 	if err != nil {
 		return fmt.Errorf("ensure firewall %s: %w", f.Name, err)
 	}
+	if f.baseInPlace(c, limitForward) {
+		return nil
+	}
 	accept := nftables.ChainPolicyAccept
 
 	inet := c.AddTable(f.inetTable())
@@ -136,14 +139,14 @@ func (f *Firewall) EnsureBase(limitForward bool) error {
 	// Flush and refill in the same batch: the rules are re-created exactly once however
 	// often and by how many processes EnsureBase runs.
 	c.FlushChain(pre)
-	c.AddRule(&nftables.Rule{Table: inet, Chain: pre, Exprs: rpfExprs(ports)})
+	c.AddRule(&nftables.Rule{Table: inet, Chain: pre, Exprs: rpfExprs(ports), UserData: baseRuleTag})
 	fwd := c.AddChain(&nftables.Chain{
 		Name: chainForward, Table: inet, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: prio(prioInetForward), Policy: &accept,
 	})
 	c.FlushChain(fwd)
 	if limitForward {
-		c.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: limitForwardExprs(ports, bridges)})
+		c.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: limitForwardExprs(ports, bridges), UserData: baseRuleTag})
 	}
 
 	br := c.AddTable(f.bridgeTable())
@@ -160,11 +163,75 @@ func (f *Firewall) EnsureBase(limitForward bool) error {
 		// iifname vmap @port_chains
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Lookup{SourceRegister: 1, SetName: pm.Name, SetID: pm.ID, IsDestRegSet: true, DestRegister: 0},
-	}})
+	}, UserData: baseRuleTag})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("ensure firewall %s: %w", f.Name, err)
 	}
 	return nil
+}
+
+// baseRuleTag marks the base chains' rules as written by this version of EnsureBase. Change
+// it whenever those rules change, so that EnsureBase replaces an older vectl's rules. It is
+// a rule comment in nft's user-data encoding (type 0, length, NUL-terminated text), so
+// `nft list` shows it.
+var baseRuleTag = ruleComment("vectl base v1")
+
+func ruleComment(s string) []byte {
+	return append(append([]byte{0, byte(len(s) + 1)}, s...), 0)
+}
+
+// baseInPlace reports whether the tables, sets and base chains exist with exactly the rules
+// EnsureBase would write (tagged baseRuleTag, one per chain). Then EnsureBase sends nothing:
+// replacing rules makes the kernel wait for an RCU grace period when the netlink socket
+// closes (10-20 ms), which every VE start and every live address change would pay.
+// Reading costs a few lookups; any doubt (an error, an unexpected answer) means no.
+func (f *Firewall) baseInPlace(c *nftables.Conn, limitForward bool) bool {
+	inet, br := f.inetTable(), f.bridgeTable()
+	for _, s := range []struct {
+		t    *nftables.Table
+		name string
+	}{{inet, setRoutedPorts}, {inet, setBridges}, {br, mapPortChains}} {
+		if set, err := c.GetSetByName(s.t, s.name); err != nil || set == nil || set.Name != s.name {
+			return false
+		}
+	}
+	forwardRules := 0
+	if limitForward {
+		forwardRules = 1
+	}
+	for _, ch := range []struct {
+		t     *nftables.Table
+		name  string
+		hook  *nftables.ChainHook
+		rules int
+	}{
+		{inet, chainPrerouting, nftables.ChainHookPrerouting, 1},
+		{inet, chainForward, nftables.ChainHookForward, forwardRules},
+		{br, chainPrerouting, nftables.ChainHookPrerouting, 1},
+	} {
+		got, err := c.ListChain(ch.t, ch.name)
+		if err != nil || got == nil || got.Name != ch.name || got.Hooknum == nil || *got.Hooknum != *ch.hook {
+			return false
+		}
+		rules, err := c.GetRules(ch.t, &nftables.Chain{Name: ch.name, Table: ch.t})
+		if err != nil || !tagged(rules, ch.rules) {
+			return false
+		}
+	}
+	return true
+}
+
+// tagged reports whether rules are exactly n rules written by this EnsureBase.
+func tagged(rules []*nftables.Rule, n int) bool {
+	if len(rules) != n {
+		return false
+	}
+	for _, r := range rules {
+		if !bytes.Equal(r.UserData, baseRuleTag) {
+			return false
+		}
+	}
+	return true
 }
 
 // AddRoutedPort puts a routed VE's host-side veth under the strict reverse-path filter: the

@@ -420,3 +420,28 @@ func TestSetMemberMissing(t *testing.T) {
 		t.Errorf("error %q does not name the operation and the objects", err)
 	}
 }
+
+// TestTagged: EnsureBase skips its batch only when a base chain holds exactly the rules it
+// would write; an older vectl's untagged rules, a missing rule or an extra one make it
+// rewrite the chain.
+func TestTagged(t *testing.T) {
+	ours := &nftables.Rule{UserData: baseRuleTag}
+	old := &nftables.Rule{UserData: ruleComment("vectl base v0")}
+	for _, c := range []struct {
+		rules []*nftables.Rule
+		n     int
+		want  bool
+	}{
+		{nil, 0, true},
+		{[]*nftables.Rule{ours}, 1, true},
+		{nil, 1, false},
+		{[]*nftables.Rule{ours}, 0, false},
+		{[]*nftables.Rule{old}, 1, false},
+		{[]*nftables.Rule{{}}, 1, false},
+		{[]*nftables.Rule{ours, ours}, 1, false},
+	} {
+		if got := tagged(c.rules, c.n); got != c.want {
+			t.Errorf("tagged(%d rules, %d) = %v, want %v", len(c.rules), c.n, got, c.want)
+		}
+	}
+}
