@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # are linked in; netgo/osusergo keep glibc's NSS (which cannot be static) out. Not PIE: a
 # static-pie binary relocates ~1 MiB of Go's pointer tables at every exec, which would more
 # than double the memory of each VE's idle monitor (container/idle).
-TAGS    := seccomp netgo osusergo
+TAGS    := seccomp netgo osusergo urfave_cli_no_docs
 LDFLAGS := -s -w -X github.com/vectl/vectl/commands.Version=$(VERSION) -linkmode external -extldflags -static
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 var (
-	idRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-	numericRE  = regexp.MustCompile(`^[0-9]+$`)
-	hostLabel  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	idRE       = lazyRegexp(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+	numericRE  = lazyRegexp(`^[0-9]+$`)
+	hostLabel  = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	maxDescLen = 1024
 )
 
@@ -18,9 +19,9 @@ var (
 // at most 63 characters.
 func ValidateID(id string) error {
 	switch {
-	case !idRE.MatchString(id):
+	case !idRE().MatchString(id):
 		return fmt.Errorf("%w %q: use a number (101) or a name matching [a-z0-9][a-z0-9_.-]{0,62}", ErrInvalidID, id)
-	case numericRE.MatchString(id) && (id == "0" || strings.HasPrefix(id, "0")):
+	case numericRE().MatchString(id) && (id == "0" || strings.HasPrefix(id, "0")):
 		return fmt.Errorf("%w %q: numeric ids start at 1 and have no leading zeros", ErrInvalidID, id)
 	}
 	return nil
@@ -29,7 +30,7 @@ func ValidateID(id string) error {
 // validateName checks a VE's --name: the id syntax, but not all digits, so that a name can
 // never be mistaken for a numeric id.
 func validateName(name string) error {
-	if !idRE.MatchString(name) || numericRE.MatchString(name) {
+	if !idRE().MatchString(name) || numericRE().MatchString(name) {
 		return fmt.Errorf("%w: name %q: use [a-z0-9][a-z0-9_.-]{0,62}, not only digits", ErrInvalidValue, name)
 	}
 	return nil
@@ -41,7 +42,7 @@ func validateHostname(h string) error {
 		return fmt.Errorf("%w: hostname %q: 1 to 253 characters", ErrInvalidValue, h)
 	}
 	for _, l := range strings.Split(h, ".") {
-		if !hostLabel.MatchString(l) {
+		if !hostLabel().MatchString(l) {
 			return fmt.Errorf("%w: hostname %q: labels of letters, digits and '-', separated by dots", ErrInvalidValue, h)
 		}
 	}
@@ -58,4 +59,11 @@ func validateDescription(d string) error {
 		}
 	}
 	return nil
+}
+
+// lazyRegexp compiles a regular expression on first use rather than at program start:
+// every vectl process (and every VE init and monitor, the same binary) would otherwise
+// pay for compiling all of them.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

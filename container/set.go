@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -44,7 +43,7 @@ type SetOptions struct {
 	Limits      map[string]string
 }
 
-var ifnameRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,14}$`)
+var ifnameRE = lazyRegexp(`^[a-z][a-z0-9_.-]{0,14}$`)
 
 // parseNetIf reads vectl's --netif_add value: IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME].
 // Without bridge= the bridge of the only bridged pool is used.
@@ -54,7 +53,7 @@ func parseNetIf(nc *network.Config, s string) (store.NetIf, error) {
 	bad := func(why string) (store.NetIf, error) {
 		return store.NetIf{}, fmt.Errorf("%w: netif %q: %s", ErrInvalidValue, s, why)
 	}
-	if !ifnameRE.MatchString(nif.Name) || nif.Name == "eth0" {
+	if !ifnameRE().MatchString(nif.Name) || nif.Name == "eth0" {
 		return bad("the interface name must match [a-z][a-z0-9_.-]{0,14} (eth0 is the routed interface)")
 	}
 	for _, kv := range parts[1:] {
@@ -71,7 +70,7 @@ func parseNetIf(nc *network.Config, s string) (store.NetIf, error) {
 			}
 			nif.MAC = hw.String()
 		case k == "host_ifname":
-			if !ifnameRE.MatchString(v) {
+			if !ifnameRE().MatchString(v) {
 				return bad("host_ifname must match [a-z][a-z0-9_.-]{0,14}")
 			}
 			nif.HostName = v

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // ErrNoProfile means a --config / --applyconfig profile does not exist.
@@ -29,14 +30,14 @@ var builtin = map[string]map[string]string{
 		"cpus": "unlimited", "cpuunits": "1000", "cpumask": "all", "iolimit": "0", "iopslimit": "0"},
 }
 
-var profileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+var profileName = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Profile loads a named profile: a JSON file dir/NAME.json of vzctl parameters and values
 // ({"ram": "512M", "cpuunits": "2000"}), else a built-in one. Profiles hold resource
 // parameters only; identity and network settings never come from a profile.
 func Profile(dir, name string, h Host) (Limits, error) {
 	var l Limits
-	if !profileName.MatchString(name) {
+	if !profileName().MatchString(name) {
 		return l, fmt.Errorf("%w: profile name %q", ErrInvalid, name)
 	}
 	path := filepath.Join(dir, name+".json")
@@ -104,4 +105,11 @@ func ProfileNames(dir string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// lazyRegexp compiles a regular expression on first use rather than at program start:
+// every vectl process (and every VE init and monitor, the same binary) would otherwise
+// pay for compiling all of them.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

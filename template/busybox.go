@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 )
 
@@ -150,13 +149,13 @@ func busyboxApplets(ctx context.Context, t *tree, bb string) error {
 	return nil
 }
 
-var busyboxVersionRE = regexp.MustCompile(`BusyBox v([0-9]+(?:\.[0-9]+)*)`)
+var busyboxVersionRE = lazyRegexp(`BusyBox v([0-9]+(?:\.[0-9]+)*)`)
 
 // busyboxVersion returns the version in busybox's banner ("1.35.0"), or "" if it has none.
 func busyboxVersion(ctx context.Context, bb string) string {
 	// Without arguments busybox prints its banner and usage; the exit status varies.
 	out, _ := exec.CommandContext(ctx, bb).CombinedOutput()
-	if m := busyboxVersionRE.FindSubmatch(out); m != nil {
+	if m := busyboxVersionRE().FindSubmatch(out); m != nil {
 		return string(m[1])
 	}
 	return ""

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -52,8 +51,8 @@ ff02::2		ip6-allrouters
 `
 
 var (
-	suiteRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
-	packageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`) // Debian policy 5.6.1
+	suiteRE   = lazyRegexp(`^[a-z0-9][a-z0-9.-]*$`)
+	packageRE = lazyRegexp(`^[a-z0-9][a-z0-9+.-]+$`) // Debian policy 5.6.1
 )
 
 // debootstrap is a validated debootstrap build.
@@ -76,7 +75,7 @@ func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
 		d.log = io.Discard
 	}
 	// Arguments go to debootstrap's command line: refuse anything that could read as an option.
-	if !suiteRE.MatchString(d.suite) {
+	if !suiteRE().MatchString(d.suite) {
 		return nil, fmt.Errorf("invalid debootstrap suite %q", d.suite)
 	}
 	if u, err := url.Parse(d.mirror); err != nil || u.Host == "" && u.Scheme != "file" ||
@@ -90,7 +89,7 @@ func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
 			if p == "" {
 				continue
 			}
-			if !packageRE.MatchString(p) {
+			if !packageRE().MatchString(p) {
 				return nil, fmt.Errorf("invalid package name %q", p)
 			}
 			if !slices.Contains(d.include, p) {

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 var (
@@ -52,13 +53,13 @@ func (e *EntryError) Unwrap() error { return e.Err }
 
 // nameRE is the accepted template name: no "/" ever, so a name is always one directory entry
 // of Dir, and no leading "." or "-", so it is neither hidden, a temporary nor an option.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+var nameRE = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 
 // ValidateName checks a template name. OpenVZ names templates dist-version-arch[-variant]
 // (debian-12-x86_64-minimal, busybox-1.35-x86_64); vectl accepts any name of letters,
 // digits, ".", "_", "+" and "-" that starts with a letter or digit, up to 128 characters.
 func ValidateName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !nameRE().MatchString(name) {
 		return fmt.Errorf("%w %q: expected dist-version-arch[-variant] such as debian-12-x86_64-minimal "+
 			"(letters, digits, '.', '_', '+' and '-', starting with a letter or digit, at most 128 characters)",
 			ErrInvalidName, name)
@@ -84,4 +85,11 @@ func NameFromFile(path string) (string, error) {
 		return "", fmt.Errorf("template name from file %s: %w", path, err)
 	}
 	return name, nil
+}
+
+// lazyRegexp compiles a regular expression on first use rather than at program start:
+// every vectl process (and every VE init and monitor, the same binary) would otherwise
+// pay for compiling all of them.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }
