@@ -228,7 +228,9 @@ func TestResourceImageDisk(t *testing.T) {
 	// must be stopped, and vectl says so.
 	if hostHasCap(24) {
 		e.must("set", id, "--diskspace", "300M", "--save")
+		t.Log("grew the running VE's image online to 300M")
 	} else {
+		t.Log("no CAP_SYS_RESOURCE here: online growth must be refused; growing the stopped VE's image")
 		r := e.expect(32, "set", id, "--diskspace", "300M", "--save")
 		if !strings.Contains(r.stderr, "CAP_SYS_RESOURCE") {
 			t.Fatalf("refusal does not say why: %q", r.stderr)
