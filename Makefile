@@ -74,7 +74,7 @@ integration: bin/vectl
 	VECTL_BIN=$(CURDIR)/bin/vectl $(GO) test -tags integration -count=1 -timeout 80m -v ./integration/...
 
 # A subset of the integration suite in a Debian 12 VM with systemd as PID 1 and cgroup v2,
-# with the fs and the systemd cgroup driver (qemu TCG, no network device), as root. About 11
+# with the fs and the systemd cgroup driver (qemu TCG, no network device), as root. About 13.5
 # minutes, plus about 2 the first time to build the VM image (cached in
 # /var/cache/vectl-test/vm). See integration/vm/README.md.
 .PHONY: vm-test
