@@ -114,10 +114,12 @@ func (f *Firewall) EnsureBase(limitForward bool) error {
 	if err := f.check(); err != nil {
 		return err
 	}
-	c, err := f.conn()
+	// One socket for the reads of baseInPlace and the batch, instead of one per request.
+	c, err := f.conn(nftables.AsLasting())
 	if err != nil {
 		return fmt.Errorf("ensure firewall %s: %w", f.Name, err)
 	}
+	defer c.CloseLasting()
 	if f.baseInPlace(c, limitForward) {
 		return nil
 	}
@@ -505,8 +507,7 @@ func (f *Firewall) check() error {
 	return nil
 }
 
-func (f *Firewall) conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+func (f *Firewall) conn(opts ...nftables.ConnOption) (*nftables.Conn, error) {
 	if f.NetNS > 0 {
 		opts = append(opts, nftables.WithNetNSFd(f.NetNS))
 	}
