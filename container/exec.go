@@ -52,6 +52,7 @@ func (m *Manager) loadRunning(id string) (*libcontainer.Container, error) {
 // Exec runs a command inside a running VE with the VE's environment and capabilities,
 // forwards signals to it, and returns its exit status (128+N when killed by signal N).
 func (m *Manager) Exec(ctx context.Context, ref string, o ExecOptions) (int, error) {
+	m.warmCgroupAttach()
 	id, err := m.resolve(ref)
 	if err != nil {
 		return 0, err

@@ -428,6 +428,7 @@ func mustPid(p *libcontainer.Process) int {
 // bootMonitored creates the VE's container and runs its init with a console pty whose master
 // the monitor keeps.
 func (m *Manager) bootMonitored(id string) (*libcontainer.Container, *libcontainer.Process, *os.File, error) {
+	m.warmCgroupAttach()
 	s, err := m.loadSpec(id)
 	if err != nil {
 		return nil, nil, nil, err

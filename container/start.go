@@ -39,6 +39,7 @@ type StartOptions struct {
 // monitor process create the container with the template's /sbin/init as PID 1 (or create it
 // directly with NoMonitor). Every step registers its undo; a failure undoes what was done.
 func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
+	m.warmCgroupAttach()
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return err
