@@ -384,6 +384,9 @@ func monitorCommand() *cli.Command {
 				}
 				o.Resume = r
 			} else {
+				if !container.AwaitGoAhead(os.NewFile(5, "go-ahead")) {
+					return nil // the start failed or was killed while preparing the VE
+				}
 				o.Ready, o.Lock = os.NewFile(3, "ready"), os.NewFile(4, "lock")
 			}
 			_, err = m.RunMonitor(c.Context, id, o)

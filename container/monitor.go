@@ -1,6 +1,7 @@
 package container
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -423,6 +424,15 @@ func oneLine(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte
 func mustPid(p *libcontainer.Process) int {
 	pid, _ := p.Pid()
 	return pid
+}
+
+// AwaitGoAhead blocks a freshly spawned monitor until the starting vectl has prepared the VE
+// and sends "go" on f. It reports false when f reaches its end first: the start failed or
+// was killed, and the monitor must leave everything as it is and exit.
+func AwaitGoAhead(f *os.File) bool {
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	return line == "go\n"
 }
 
 // bootMonitored creates the VE's container and runs its init with a console pty whose master

@@ -44,15 +44,29 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := m.startable(id); err != nil {
+	cfg, err := m.startable(id)
+	if err != nil {
 		l.Unlock()
 		return fmt.Errorf("start %s: %w", id, err)
 	}
-	cfg, initType, err := m.prepare(ctx, id, o.NoMonitor)
-	if err == nil && (o.NoMonitor || cfg.NoMonitor) {
+	// The monitor is started first and waits for the go-ahead: its runtime comes up (about
+	// 4 ms for a Go process of this size) while this vectl prepares the VE.
+	var mon *monitorSpawn
+	if !o.NoMonitor && !cfg.NoMonitor {
+		if mon, err = m.spawnMonitor(id, o.MonitorArgs, l); err != nil {
+			l.Unlock()
+			return fmt.Errorf("start %s: %w", id, err)
+		}
+	}
+	_, initType, err := m.prepare(ctx, id, o.NoMonitor)
+	switch {
+	case err != nil && mon != nil:
+		mon.cancel()
+	case err != nil:
+	case mon == nil:
 		err = m.runDetached(id)
-	} else if err == nil {
-		err = m.spawnMonitor(id, o.MonitorArgs, l)
+	default:
+		err = mon.boot()
 	}
 	if err != nil {
 		err = errors.Join(err, m.teardown(id, false))
@@ -81,7 +95,7 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 		}
 	}
 	defer unlock()
-	if err := m.startable(id); err != nil {
+	if _, err := m.startable(id); err != nil {
 		return EndFailed, fmt.Errorf("start %s: %w", id, err)
 	}
 	_, initType, err := m.prepare(ctx, id, false)
@@ -111,15 +125,17 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	return m.RunMonitor(ctx, id, MonitorOptions{Terminal: term, Signals: sigs, Booted: booted})
 }
 
-// startable checks, before anything is changed, that a VE can be started.
-func (m *Manager) startable(id string) error {
-	if _, err := m.loadComplete(id); err != nil {
-		return err
+// startable checks, before anything is changed, that a VE can be started, and returns its
+// configuration.
+func (m *Manager) startable(id string) (*Config, error) {
+	cfg, err := m.loadComplete(id)
+	if err != nil {
+		return nil, err
 	}
 	if m.populated(id) {
-		return ErrRunning
+		return nil, ErrRunning
 	}
-	return nil
+	return cfg, nil
 }
 
 // prepare does the part of a start that happens under the VE's lock in the starting vectl:
@@ -226,38 +242,69 @@ func (m *Manager) runDetached(id string) error {
 	return nil
 }
 
-// spawnMonitor starts the VE's monitor (this binary, re-executed) in its own session and
-// waits until it reports that the VE's init runs, or why it does not. The monitor inherits
-// the VE's lock and keeps it until its first boot is done, so that the VE stays locked
-// even if this vectl is killed meanwhile.
-func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) error {
+// monitorSpawn is a VE's monitor that has been started but waits for the go-ahead.
+type monitorSpawn struct {
+	cmd     *exec.Cmd
+	ready   *os.File      // the monitor writes "ok" or "error: ..." here once the init runs
+	goAhead *os.File      // "go" lets it boot the VE; closed unwritten, the monitor just exits
+	exited  chan struct{} // closed when the monitor has exited and been reaped
+	log     string
+}
+
+// spawnMonitor starts the VE's monitor (this binary, re-executed) in its own session. It
+// comes up and waits, touching nothing, until boot gives the go-ahead. The monitor inherits
+// the VE's lock and keeps it until its first boot is done, so that the VE stays locked even
+// if this vectl is killed meanwhile.
+func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) (*monitorSpawn, error) {
 	if len(args) == 0 {
-		return errors.New("no monitor command")
+		return nil, errors.New("no monitor command")
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	log, err := openConsoleLog(m.consoleLog(id))
 	if err != nil {
-		w.Close()
-		return err
+		return nil, err
 	}
 	defer log.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	gr, gw, err := os.Pipe()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	defer gr.Close()
 	cmd := exec.Command(args[0], append(args[1:], id)...)
 	cmd.Args[0] = "vectl"
 	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = log.f, log.f       // a crashing monitor's last words land in the log
-	cmd.ExtraFiles = []*os.File{w, lock.File()} // fd 3: readiness, fd 4: the VE's lock
+	cmd.Stdout, cmd.Stderr = log.f, log.f // a crashing monitor's last words land in the log
+	// fd 3: readiness, fd 4: the VE's lock, fd 5: the go-ahead
+	cmd.ExtraFiles = []*os.File{w, lock.File(), gr}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		return fmt.Errorf("monitor: %w", err)
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		gw.Close()
+		return nil, fmt.Errorf("monitor: %w", err)
 	}
-	go cmd.Wait() // reaps the monitor if it dies while we still run
-	line, err := bufio.NewReader(r).ReadString('\n')
+	s := &monitorSpawn{cmd: cmd, ready: r, goAhead: gw, exited: make(chan struct{}), log: m.consoleLog(id)}
+	go func() { // reaps the monitor if it dies while we still run
+		cmd.Wait()
+		close(s.exited)
+	}()
+	return s, nil
+}
+
+// boot lets the monitor create the VE's container and waits until it reports that the
+// init runs, or why it does not.
+func (s *monitorSpawn) boot() error {
+	defer s.ready.Close()
+	_, err := s.goAhead.WriteString("go\n")
+	s.goAhead.Close()
+	if err != nil {
+		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)
+	}
+	line, err := bufio.NewReader(s.ready).ReadString('\n')
 	line = strings.TrimSpace(line)
 	switch {
 	case line == "ok":
@@ -265,9 +312,22 @@ func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) error
 	case strings.HasPrefix(line, "error: "):
 		return errors.New(strings.TrimPrefix(line, "error: "))
 	case errors.Is(err, io.EOF):
-		return fmt.Errorf("the monitor exited before the VE started (see %s)", m.consoleLog(id))
+		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)
 	}
 	return fmt.Errorf("monitor: %q %v", line, err)
+}
+
+// cancel sends the monitor away without a boot and waits until it has exited, so that a
+// teardown that follows does not race with it.
+func (s *monitorSpawn) cancel() {
+	s.goAhead.Close()
+	s.ready.Close()
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
 }
 
 // waitBooted waits until the VE reports boot complete: for systemd guests,
