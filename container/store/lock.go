@@ -79,10 +79,10 @@ func samePath(f *os.File, path string) bool {
 }
 
 func takeover(f *os.File) *Lock {
-	// Record the holder for the error message of whoever waits next; best effort.
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	// Record the holder for the error message of whoever waits next; best effort. The
+	// record has a fixed width (pids have at most 7 digits) so that it overwrites the
+	// previous holder's without a truncate, which costs a metadata update on every lock.
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("%-10d\n", os.Getpid())), 0)
 	return &Lock{f: f}
 }
 
