@@ -87,8 +87,9 @@ EXIT STATUS:
 				return err
 			}
 			o := container.SetOptions{Save: c.Bool("save")}
+			given := givenFlags(c)
 			str := func(name string) *string {
-				if !c.IsSet(name) {
+				if !given[name] {
 					return nil
 				}
 				v := c.String(name)
