@@ -20,14 +20,16 @@ import (
 // to a VE address that is not up never follows the host's default route off the machine.
 const poolRouteMetric = 4000
 
-// inNetns opens a netlink handle inside the network namespace pinned at path.
+// inNetns opens a netlink handle inside the network namespace pinned at path. It speaks
+// rtnetlink only (links, addresses, routes, neighbours): without a family list the handle
+// would also open XFRM and netfilter sockets, each with a round trip into the namespace.
 func inNetns(path string) (*netlink.Handle, error) {
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
 	defer ns.Close()
-	return netlink.NewHandleAt(ns)
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 }
 
 // hostPeer returns the host-side name of the veth whose VE side is ifname: a veth's
