@@ -1,4 +1,11 @@
 // Command vectl manages OpenVZ-style Virtual Environments on a stock Linux kernel.
+
+// Every vectl process is short-lived or idle (commands, a VE's monitor, libcontainer's init
+// helper), so GOMAXPROCS need not follow a CPU limit of the cgroup vectl runs in: the runtime
+// then reads fewer cgroup files at start-up and starts no goroutine to watch them.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (
