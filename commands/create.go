@@ -63,7 +63,7 @@ EXIT STATUS:
 				Nameservers:   splitList(c.StringSlice("nameserver")),
 				SearchDomains: splitList(c.StringSlice("searchdomain")),
 				Config:        c.String("config"),
-				Limits:        limitValues(c),
+				Limits:        limitValues(c, givenFlags(c)),
 			})
 			if err != nil {
 				return err

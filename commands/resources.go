@@ -40,9 +40,8 @@ func resourceFlags() []cli.Flag {
 	return fs
 }
 
-// limitValues collects the resource flags given on the command line.
-func limitValues(c *cli.Context) map[string]string {
-	given := givenFlags(c)
+// limitValues collects the resource flags given on the command line (given: givenFlags).
+func limitValues(c *cli.Context, given map[string]bool) map[string]string {
 	m := map[string]string{}
 	for _, n := range resources.Names {
 		if given[n] {
