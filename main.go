@@ -19,8 +19,11 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/vectl/vectl/commands"
+	"github.com/vectl/vectl/container"
 	// The monitor's idle loop runs from a C constructor of this package (see its doc).
 	_ "github.com/vectl/vectl/container/idle"
+	// vectl exec's namespace joiner also runs from a C constructor (see its doc).
+	_ "github.com/vectl/vectl/container/nsjoin"
 )
 
 func init() {
@@ -28,6 +31,10 @@ func init() {
 	// never reaches main. "init" is therefore not a user command.
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init()
+	}
+	// The throwaway process that compiles a VE's seccomp profile for the exec cache.
+	if len(os.Args) > 1 && os.Args[1] == container.SeccompExportArg {
+		container.SeccompExportMain()
 	}
 }
 

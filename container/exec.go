@@ -61,22 +61,92 @@ func (m *Manager) Exec(ctx context.Context, ref string, o ExecOptions) (int, err
 	if err != nil {
 		return 0, err
 	}
-	p := m.execProcess(c, o.Args, o.Env)
+	env := append(append([]string(nil), veEnv...), o.Env...)
 	if o.TTY {
-		return runTTY(c, p, o)
+		term := os.Getenv("TERM")
+		if term == "" {
+			term = "xterm"
+		}
+		env = append(env, "TERM="+term)
 	}
-	p.Stdin, p.Stdout, p.Stderr = o.Stdin, o.Stdout, o.Stderr
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
-	if err := c.Run(p); err != nil {
+	start := m.execStarter(c, o.Args, env)
+	if o.TTY {
+		return runTTY(start, o, sigs)
+	}
+	p, _, err := start([3]*os.File{o.Stdin, o.Stdout, o.Stderr}, "")
+	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", id, m.explainExecFailure(id, err))
 	}
 	return waitForwarding(p, sigs, nil), nil
 }
 
-// explainExecFailure adds the likely cause when a VE is at its numproc limit: libcontainer's
-// exec helper needs a few threads inside the VE's pids limit.
+// execProc is a command started in a VE.
+type execProc interface {
+	Wait() (*os.ProcessState, error)
+	Signal(os.Signal) error
+}
+
+// execStarter returns how to start args in the running VE c: with vectl's joiner (package
+// nsjoin), or with libcontainer's exec helper when the VE has settings only that applies.
+// The function takes the command's stdio (unused with a pty) and "COLSxROWS" for a pty from
+// the VE, and returns the process and the pty master.
+func (m *Manager) execStarter(c *libcontainer.Container, args, env []string) func([3]*os.File, string) (execProc, *os.File, error) {
+	return func(stdio [3]*os.File, tty string) (execProc, *os.File, error) {
+		st, err := c.State()
+		if err != nil {
+			return nil, nil, err
+		}
+		spec, err := newJoinSpec(st)
+		if err == nil {
+			j, err := m.startJoined(spec, args, env, stdio, tty)
+			if !errors.Is(err, errNotJoinable) {
+				if err != nil {
+					return nil, nil, err
+				}
+				return j, j.master, nil
+			}
+		}
+		return m.startLibcontainer(c, args, env, stdio, tty)
+	}
+}
+
+// startLibcontainer starts args in the VE with libcontainer's exec helper.
+func (m *Manager) startLibcontainer(c *libcontainer.Container, args, env []string, stdio [3]*os.File, tty string) (execProc, *os.File, error) {
+	p := m.execProcess(c, args, env)
+	if tty == "" {
+		p.Stdin, p.Stdout, p.Stderr = stdio[0], stdio[1], stdio[2]
+		if err := c.Run(p); err != nil {
+			return nil, nil, err
+		}
+		return p, nil, nil
+	}
+	parent, child, err := socketpair()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	fmt.Sscanf(tty, "%dx%d", &p.ConsoleWidth, &p.ConsoleHeight)
+	err = c.Run(p)
+	child.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	master, err := recvFile(parent)
+	if err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		return nil, nil, err
+	}
+	return p, master, nil
+}
+
+// explainExecFailure adds the likely cause when a VE is at its numproc limit: exec needs two
+// process slots inside the VE's pids limit (the joiner and the command; libcontainer's exec
+// helper, where it is used, a few threads more).
 func (m *Manager) explainExecFailure(id string, err error) error {
 	u, rerr := resources.ReadUsage(m.cgroupPath(id))
 	if rerr == nil && u.TasksLimit != resources.Unlimited && u.Tasks >= u.TasksLimit-2 {
@@ -90,7 +160,7 @@ func (m *Manager) execProcess(c *libcontainer.Container, args, env []string) *li
 	cfg := c.Config()
 	return &libcontainer.Process{
 		Args:         args,
-		Env:          append(append([]string(nil), veEnv...), env...),
+		Env:          env,
 		Cwd:          "/",
 		Capabilities: cfg.Capabilities,
 		Init:         false,
@@ -98,7 +168,7 @@ func (m *Manager) execProcess(c *libcontainer.Container, args, env []string) *li
 }
 
 // waitForwarding waits for p, forwarding the signals vectl receives; onWinch resizes a pty.
-func waitForwarding(p *libcontainer.Process, sigs chan os.Signal, onWinch func()) int {
+func waitForwarding(p execProc, sigs chan os.Signal, onWinch func()) int {
 	done := make(chan int, 1)
 	go func() {
 		ps, err := p.Wait()
@@ -135,46 +205,28 @@ func exitCode(ps *os.ProcessState, err error) int {
 	return ps.ExitCode()
 }
 
-// runTTY runs p on a new pty in the VE and relays it to the user's terminal in raw mode,
-// following window size changes.
-func runTTY(c *libcontainer.Container, p *libcontainer.Process, o ExecOptions) (int, error) {
+// runTTY starts the command on a new pty in the VE and relays it to the user's terminal in
+// raw mode, following window size changes.
+func runTTY(start func([3]*os.File, string) (execProc, *os.File, error), o ExecOptions, sigs chan os.Signal) (int, error) {
 	cur, err := console.ConsoleFromFile(o.Stdin)
 	if err != nil {
 		return 0, fmt.Errorf("a terminal is needed on stdin: %w", err)
 	}
 	size, _ := cur.Size()
-	term := os.Getenv("TERM")
-	if term == "" {
-		term = "xterm"
-	}
-	p.Env = append(p.Env, "TERM="+term)
-	parent, child, err := socketpair()
-	if err != nil {
-		return 0, err
-	}
-	defer parent.Close()
-	p.ConsoleSocket = child
-	p.ConsoleWidth, p.ConsoleHeight = size.Width, size.Height
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs)
-	defer signal.Stop(sigs)
-	err = c.Run(p)
-	child.Close()
+	p, master, err := start([3]*os.File{}, fmt.Sprintf("%dx%d", size.Width, size.Height))
 	if err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}
-	master, err := recvFile(parent)
+	defer master.Close()
+	mc, err := console.ConsoleFromFile(master)
 	if err != nil {
 		p.Signal(unix.SIGKILL)
 		p.Wait()
 		return 0, err
 	}
-	defer master.Close()
-	mc, err := console.ConsoleFromFile(master)
-	if err != nil {
-		return 0, err
-	}
 	if err := cur.SetRaw(); err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
 		return 0, err
 	}
 	defer cur.Reset()
@@ -212,9 +264,7 @@ func (m *Manager) ExecOutput(ctx context.Context, id string, args ...string) (st
 		return "", 0, err
 	}
 	defer r.Close()
-	p := m.execProcess(c, args, nil)
-	p.Stdin, p.Stdout, p.Stderr = devnull, w, devnull
-	err = c.Run(p)
+	p, _, err := m.execStarter(c, args, veEnv)([3]*os.File{devnull, w, devnull}, "")
 	w.Close()
 	if err != nil {
 		return "", 0, err

@@ -1,0 +1,267 @@
+package container
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/moby/sys/capability"
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/exeseal"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/nsjoin"
+)
+
+// errNotJoinable means the VE's configuration needs libcontainer's own exec helper.
+var errNotJoinable = errors.New("not joinable by vectl's joiner")
+
+// joined is a command started in a VE by the joiner (package nsjoin).
+type joined struct {
+	*os.Process
+	master *os.File // the pty master with a TTY
+}
+
+// joinSpec is what the joiner needs to know of a VE, from its libcontainer state.
+type joinSpec struct {
+	id      string
+	pid     int    // the VE's init
+	start   uint64 // its start time
+	nsflags int
+	caps    [4]uint64 // effective, permitted, inheritable, bounding
+	rlimits string
+	cgroups map[string]string
+	seccomp *configs.Seccomp
+}
+
+var nsCloneFlags = map[configs.NamespaceType]int{
+	configs.NEWNS: unix.CLONE_NEWNS, configs.NEWUTS: unix.CLONE_NEWUTS, configs.NEWIPC: unix.CLONE_NEWIPC,
+	configs.NEWPID: unix.CLONE_NEWPID, configs.NEWNET: unix.CLONE_NEWNET, configs.NEWCGROUP: unix.CLONE_NEWCGROUP,
+	configs.NEWUSER: unix.CLONE_NEWUSER, configs.NEWTIME: unix.CLONE_NEWTIME,
+}
+
+// newJoinSpec extracts what the joiner needs from a VE's libcontainer state, or returns
+// errNotJoinable for settings only libcontainer's exec helper applies.
+func newJoinSpec(st *libcontainer.State) (*joinSpec, error) {
+	cfg := &st.Config
+	if cfg.Capabilities == nil || len(cfg.Capabilities.Ambient) > 0 || cfg.NoNewPrivileges ||
+		cfg.AppArmorProfile != "" || cfg.ProcessLabel != "" || cfg.Umask != nil || cfg.Personality != nil ||
+		cfg.Scheduler != nil || cfg.IOPriority != nil || cfg.NoNewKeyring {
+		return nil, errNotJoinable
+	}
+	s := &joinSpec{id: st.ID, pid: st.InitProcessPid, start: st.InitProcessStartTime,
+		cgroups: st.CgroupPaths, seccomp: cfg.Seccomp}
+	for _, ns := range cfg.Namespaces {
+		f, ok := nsCloneFlags[ns.Type]
+		if !ok || ns.Type == configs.NEWUSER || ns.Type == configs.NEWTIME {
+			return nil, errNotJoinable
+		}
+		s.nsflags |= f
+	}
+	c := cfg.Capabilities
+	for i, names := range [][]string{c.Effective, c.Permitted, c.Inheritable, c.Bounding} {
+		s.caps[i] = capMask(names)
+	}
+	var rl []string
+	for _, r := range cfg.Rlimits {
+		rl = append(rl, fmt.Sprintf("%d:%d:%d", r.Type, r.Soft, r.Hard))
+	}
+	s.rlimits = "-"
+	if len(rl) > 0 {
+		s.rlimits = strings.Join(rl, ",")
+	}
+	return s, nil
+}
+
+// capMask turns capability names (CAP_CHOWN, ...) into a bitmask; like libcontainer it
+// ignores names this build does not know.
+func capMask(names []string) uint64 {
+	var m uint64
+	for _, n := range names {
+		for _, c := range capability.ListKnown() {
+			if "CAP_"+strings.ToUpper(c.String()) == n {
+				m |= 1 << uint(c)
+			}
+		}
+	}
+	return m
+}
+
+// startJoined starts args in the VE with the joiner: stdio are the command's standard streams
+// (ignored with a pty); tty is "COLSxROWS" for a pty from the VE's devpts, or "".
+func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File, tty string) (*joined, error) {
+	var bpf *os.File
+	if s.seccomp != nil {
+		path, err := m.seccompProgram(s.seccomp)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errNotJoinable, err)
+		}
+		if bpf, err = os.Open(path); err != nil {
+			return nil, err
+		}
+		defer bpf.Close()
+	}
+	pidfd, err := unix.PidfdOpen(s.pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.id, ErrNotRunning)
+	}
+	pidf := os.NewFile(uintptr(pidfd), "pidfd")
+	defer pidf.Close()
+	// The pidfd pins the process; its start time tells that it is still the VE's init.
+	if st, err := pidStart(s.pid); err != nil || st != s.start {
+		return nil, fmt.Errorf("%s: %w", s.id, ErrNotRunning)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	sock, child := os.NewFile(uintptr(fds[0]), "nsjoin"), os.NewFile(uintptr(fds[1]), "nsjoin-child")
+	// Like libcontainer, run a sealed copy of this binary, so that nothing in the VE can ever
+	// reach the host's vectl through /proc/PID/exe.
+	exe, err := exeseal.CloneSelfExe(filepath.Join(m.lcRoot(), s.id))
+	if err != nil {
+		sock.Close()
+		child.Close()
+		return nil, fmt.Errorf("seal vectl's binary: %w", err)
+	}
+	defer exe.Close()
+	bpfFd, bpfFlags := "-1", "0"
+	extra := []*os.File{child, pidf}
+	if bpf != nil {
+		extra = append(extra, bpf)
+		bpfFd = strconv.Itoa(2 + len(extra))
+		bpfFlags = strconv.FormatUint(uint64(seccompFlags(s.seccomp)), 16)
+	}
+	extra = append(extra, exe)
+	session, ttyArg := "_ses."+s.id, tty
+	if ttyArg == "" {
+		ttyArg = "-"
+	}
+	cmd := &exec.Cmd{
+		Path: "/proc/self/fd/" + strconv.Itoa(2+len(extra)),
+		Args: append([]string{os.Args[0], nsjoin.Arg, "3", "4", bpfFd, bpfFlags, strconv.FormatInt(int64(s.nsflags), 16),
+			hexMask(s.caps[0]), hexMask(s.caps[1]), hexMask(s.caps[2]), hexMask(s.caps[3]), session, "/", ttyArg, s.rlimits, "--"}, args...),
+		Env:        env,
+		ExtraFiles: extra,
+		Dir:        "/",
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
+	err = cmd.Start()
+	child.Close()
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	defer func() {
+		sock.Close() // a joiner still waiting for the go-ahead reads EOF and exits
+		cmd.Wait()   // the joiner exits once it has forked the command
+	}()
+	if err := joinCgroups(s, cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		return nil, err
+	}
+	if _, err := sock.Write([]byte{'g'}); err != nil {
+		return nil, err
+	}
+	j := &joined{}
+	var failure string
+	for {
+		msg, fd, err := recvPacket(sock)
+		if err != nil {
+			return nil, err
+		}
+		if msg == "" { // EOF: the command runs, or a failure was reported
+			break
+		}
+		switch msg[0] {
+		case 'P':
+			pid, _ := strconv.Atoi(msg[1:])
+			if j.Process, err = os.FindProcess(pid); err != nil {
+				return nil, err
+			}
+		case 'T':
+			j.master = fd
+		case 'E':
+			failure = msg[1:]
+		}
+	}
+	switch {
+	case failure != "" || j.Process == nil:
+		if j.Process != nil {
+			j.Process.Wait()
+		}
+		if j.master != nil {
+			j.master.Close()
+		}
+		if failure == "" {
+			failure = "the joiner exited early"
+		}
+		return nil, errors.New(failure)
+	case tty != "" && j.master == nil:
+		j.Process.Kill()
+		j.Process.Wait()
+		return nil, errors.New("no pty from the VE")
+	}
+	return j, nil
+}
+
+func hexMask(v uint64) string { return strconv.FormatUint(v, 16) }
+
+// joinCgroups moves pid into the VE's cgroups as libcontainer does for exec: every v1
+// hierarchy, or on v2 the VE's cgroup and, where that has child cgroups with controllers (a
+// systemd guest's), the init's own cgroup.
+func joinCgroups(s *joinSpec, pid int) error {
+	if !cgroups.IsCgroup2UnifiedMode() {
+		for _, path := range s.cgroups {
+			if err := cgroups.WriteCgroupProc(path, pid); err != nil {
+				return fmt.Errorf("join the VE's cgroup: %w", err)
+			}
+		}
+		return nil
+	}
+	err := cgroups.WriteCgroupProc(s.cgroups[""], pid)
+	if err == nil {
+		return nil
+	}
+	data, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", s.pid))
+	if rerr != nil {
+		return fmt.Errorf("join the VE's cgroup: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rel, ok := strings.CutPrefix(line, "0::"); ok {
+			return cgroups.WriteCgroupProc(filepath.Join("/sys/fs/cgroup", rel), pid)
+		}
+	}
+	return fmt.Errorf("join the VE's cgroup: %w", err)
+}
+
+// recvPacket reads one packet and the descriptor it may carry; "" at EOF.
+func recvPacket(sock *os.File) (string, *os.File, error) {
+	buf := make([]byte, 1024)
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		var f *os.File
+		if oobn > 0 {
+			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) > 0 {
+				if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) > 0 {
+					f = os.NewFile(uintptr(fds[0]), "pty-master")
+				}
+			}
+		}
+		return string(bytes.TrimRight(buf[:n], "\x00")), f, nil
+	}
+}

@@ -1,0 +1,59 @@
+package container
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+func TestCapMask(t *testing.T) {
+	if got := capMask([]string{"CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN", "CAP_NO_SUCH"}); got != 1<<unix.CAP_CHOWN|1<<unix.CAP_KILL|1<<unix.CAP_SYS_ADMIN {
+		t.Fatalf("capMask = %#x", got)
+	}
+	// The VE's default set: the same bits as /proc/PID/status shows for a VE's init.
+	if got := capMask(defaultCaps); got != 0xa84435fb {
+		t.Fatalf("capMask(defaultCaps) = %#x, want 0xa84435fb", got)
+	}
+}
+
+func TestNewJoinSpec(t *testing.T) {
+	st := &libcontainer.State{}
+	st.ID, st.InitProcessPid, st.InitProcessStartTime = "101", 42, 7
+	st.Config.Capabilities = &configs.Capabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps}
+	st.Config.Namespaces = configs.Namespaces{{Type: configs.NEWPID}, {Type: configs.NEWNS},
+		{Type: configs.NEWNET, Path: "/run/vectl/netns/101"}}
+	st.Config.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Soft: 1024, Hard: 4096}}
+	s, err := newJoinSpec(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.nsflags != unix.CLONE_NEWPID|unix.CLONE_NEWNS|unix.CLONE_NEWNET {
+		t.Errorf("nsflags = %#x", s.nsflags)
+	}
+	if s.caps != [4]uint64{0xa84435fb, 0xa84435fb, 0, 0xa84435fb} {
+		t.Errorf("caps = %#x", s.caps)
+	}
+	if s.rlimits != "7:1024:4096" || s.pid != 42 || s.start != 7 {
+		t.Errorf("spec = %+v", s)
+	}
+
+	// What only libcontainer's exec helper applies sends exec there.
+	for name, change := range map[string]func(c *configs.Config){
+		"ambient caps":  func(c *configs.Config) { c.Capabilities.Ambient = []string{"CAP_KILL"} },
+		"no_new_privs":  func(c *configs.Config) { c.NoNewPrivileges = true },
+		"user ns":       func(c *configs.Config) { c.Namespaces = append(c.Namespaces, configs.Namespace{Type: configs.NEWUSER}) },
+		"no capability": func(c *configs.Config) { c.Capabilities = nil },
+	} {
+		st2 := *st
+		caps := *st.Config.Capabilities
+		st2.Config.Capabilities = &caps
+		st2.Config.Namespaces = append(configs.Namespaces(nil), st.Config.Namespaces...)
+		change(&st2.Config)
+		if _, err := newJoinSpec(&st2); !errors.Is(err, errNotJoinable) {
+			t.Errorf("%s: err = %v, want errNotJoinable", name, err)
+		}
+	}
+}

@@ -1,0 +1,238 @@
+// The namespace joiner behind vectl exec; see nsjoin.go for the argument layout and the
+// protocol on the sync socket. Everything here runs before the Go runtime starts, in a process
+// with a single thread, so it may join a mount namespace and fork freely.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+static int syncfd = -1;
+
+// send_msg writes one message (a packet on the SOCK_SEQPACKET sync socket), with fd attached
+// when it is not -1.
+static void send_msg(const char *msg, int fd)
+{
+	struct iovec iov = {.iov_base = (void *)msg, .iov_len = strlen(msg)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (fd >= 0) {
+		memset(&u, 0, sizeof u);
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof u.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	while (sendmsg(syncfd, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+// fail reports what went wrong (with errno) to vectl and exits.
+static void fail(const char *what)
+{
+	char msg[512];
+	snprintf(msg, sizeof msg, "E%s: %s", what, strerror(errno));
+	send_msg(msg, -1);
+	_exit(1);
+}
+
+static uint64_t hex64(const char *s)
+{
+	return strtoull(s, NULL, 16);
+}
+
+// read_all reads exactly n bytes from fd.
+static int read_all(int fd, char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t r = read(fd, p, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= r;
+	}
+	return 0;
+}
+
+// set_rlimits applies "RESOURCE:SOFT:HARD,..." ("-" for none).
+static void set_rlimits(const char *spec)
+{
+	if (strcmp(spec, "-") == 0)
+		return;
+	for (const char *s = spec; *s;) {
+		char *end;
+		int res = (int)strtol(s, &end, 10);
+		struct rlimit rl;
+		rl.rlim_cur = strtoull(end + 1, &end, 10);
+		rl.rlim_max = strtoull(end + 1, &end, 10);
+		if (setrlimit(res, &rl) < 0)
+			fail("set the VE's resource limits");
+		s = *end == ',' ? end + 1 : end;
+	}
+}
+
+// open_pty allocates a pty from the VE's own devpts (this process is in the VE's mount
+// namespace), sends its master to vectl, and makes its slave the controlling terminal and
+// stdio. size is "COLSxROWS".
+static void open_pty(const char *size)
+{
+	int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		fail("open /dev/ptmx in the VE");
+	int unlock = 0;
+	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+		fail("unlock the pty");
+	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+	if (slave < 0)
+		fail("open the pty's peer");
+	struct winsize ws = {0};
+	if (sscanf(size, "%hux%hu", &ws.ws_col, &ws.ws_row) == 2 && ws.ws_col && ws.ws_row)
+		ioctl(slave, TIOCSWINSZ, &ws);
+	send_msg("T", master);
+	close(master);
+	if (ioctl(slave, TIOCSCTTY, 0) < 0)
+		fail("make the pty the controlling terminal");
+	for (int fd = 0; fd < 3; fd++)
+		if (dup2(slave, fd) < 0)
+			fail("dup2 the pty");
+	if (slave > 2)
+		close(slave);
+}
+
+static void set_caps(uint64_t eff, uint64_t prm, uint64_t inh, uint64_t bnd, int last_cap)
+{
+	for (int cap = 0; cap <= last_cap; cap++)
+		if (!(bnd & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+			fail("drop from the capability bounding set");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		fail("clear the ambient capabilities");
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2] = {
+		{.effective = (uint32_t)eff, .permitted = (uint32_t)prm, .inheritable = (uint32_t)inh},
+		{.effective = (uint32_t)(eff >> 32), .permitted = (uint32_t)(prm >> 32), .inheritable = (uint32_t)(inh >> 32)},
+	};
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		fail("set capabilities");
+}
+
+enum {
+	A_SYNC = 2, A_PIDFD, A_BPF, A_BPFFLAGS, A_NSFLAGS, A_EFF, A_PRM, A_INH, A_BND,
+	A_SESSION, A_CWD, A_TTY, A_RLIMITS, A_SEP, A_CMD
+};
+
+void vectl_nsjoin(int argc, char **argv, char **envp)
+{
+	if (argc <= A_CMD || strcmp(argv[1], "__nsjoin") != 0 || strcmp(argv[A_SEP], "--") != 0)
+		return;
+	// Nothing in the VE may ptrace this process or open its /proc/PID/exe while it runs vectl's
+	// code (the flag is inherited by the fork below and reset by the final execve).
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	syncfd = atoi(argv[A_SYNC]);
+	fcntl(syncfd, F_SETFD, FD_CLOEXEC);
+	int pidfd = atoi(argv[A_PIDFD]), bpffd = atoi(argv[A_BPF]);
+	unsigned int bpfflags = (unsigned int)strtoul(argv[A_BPFFLAGS], NULL, 16);
+	int nsflags = (int)strtol(argv[A_NSFLAGS], NULL, 16);
+	uint64_t eff = hex64(argv[A_EFF]), prm = hex64(argv[A_PRM]), inh = hex64(argv[A_INH]),
+		 bnd = hex64(argv[A_BND]);
+
+	// Host-side reads first: the seccomp program and the kernel's last capability.
+	struct sock_fprog prog = {0};
+	if (bpffd >= 0) {
+		struct stat st;
+		if (fstat(bpffd, &st) < 0 || st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0 ||
+		    st.st_size > 1 << 20) {
+			errno = EINVAL;
+			fail("read the seccomp program");
+		}
+		prog.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
+		prog.filter = malloc(st.st_size);
+		if (!prog.filter || read_all(bpffd, (char *)prog.filter, st.st_size) < 0)
+			fail("read the seccomp program");
+		close(bpffd);
+	}
+	int last_cap = 40;
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+	if (f) {
+		if (fscanf(f, "%d", &last_cap) != 1 || last_cap > 63)
+			last_cap = 40;
+		fclose(f);
+	}
+
+	// vectl writes one byte once this process is in the VE's cgroups; EOF means it gave up.
+	char go;
+	if (read(syncfd, &go, 1) != 1)
+		_exit(1);
+	if (setns(pidfd, nsflags) < 0)
+		fail("join the VE's namespaces");
+	close(pidfd);
+	// A new pid namespace applies to children only. CLONE_PARENT makes the command vectl's
+	// own child, so that vectl waits for it and gets its exit status directly.
+	pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
+	if (pid < 0)
+		fail("fork inside the VE");
+	if (pid > 0) {
+		char msg[32];
+		snprintf(msg, sizeof msg, "P%d", pid);
+		send_msg(msg, -1);
+		_exit(0);
+	}
+
+	if (setsid() < 0)
+		fail("setsid");
+	// A session keyring of the VE's own, as libcontainer gives each process it starts.
+	if (strcmp(argv[A_SESSION], "-") != 0 &&
+	    syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, argv[A_SESSION]) < 0 && errno != ENOSYS)
+		fail("join the VE's session keyring");
+	if (strcmp(argv[A_TTY], "-") != 0)
+		open_pty(argv[A_TTY]);
+	set_rlimits(argv[A_RLIMITS]);
+	if (chdir(argv[A_CWD]) < 0)
+		fail("change to the working directory");
+	if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+		fail("set user and groups");
+	// Without no_new_privs loading a filter needs CAP_SYS_ADMIN, so it comes before the
+	// capabilities are dropped (libcontainer does the same).
+	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, bpfflags, &prog) < 0)
+		fail("load the seccomp filter");
+	set_caps(eff, prm, inh, bnd, last_cap);
+	// No descriptor of vectl's reaches the command (the sync socket closes at execve, which
+	// tells vectl that the command runs).
+	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		fail("close_range");
+	execvpe(argv[A_CMD], &argv[A_CMD], envp);
+	char what[256];
+	snprintf(what, sizeof what, "exec %s", argv[A_CMD]);
+	fail(what);
+}

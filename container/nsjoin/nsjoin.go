@@ -1,0 +1,36 @@
+// Package nsjoin starts a command inside a running VE, for vectl exec and enter. It is a C
+// routine that runs from an ELF constructor, before the Go runtime starts, when the binary is
+// executed as "vectl __nsjoin ...": it joins the VE's namespaces through a pidfd of the VE's
+// init, forks (CLONE_PARENT, so that the command is vectl's own child and in the VE's pid
+// namespace), joins a session keyring "_ses.<id>", optionally makes a pty from the VE's devpts,
+// sets the resource limits, uid/gid 0, loads a precompiled seccomp program, drops to the VE's
+// capabilities, closes every other descriptor and executes the command. That is what
+// libcontainer's exec helper does, without starting a second Go runtime and without compiling
+// the seccomp profile with libseccomp on every exec (the program is compiled once by
+// libcontainer itself, see container/seccompcache.go). The package must be linked into vectl
+// (main imports it); it has no Go API besides the argument layout.
+package nsjoin
+
+/*
+#cgo CFLAGS: -Wall -O2
+extern void vectl_nsjoin(int argc, char **argv, char **envp);
+void __attribute__((constructor)) vectl_nsjoin_init(int argc, char **argv, char **envp) {
+	vectl_nsjoin(argc, argv, envp);
+}
+*/
+import "C"
+
+// Arg is the argv[1] that turns the binary into the joiner. Its arguments are:
+//
+//	__nsjoin SYNCFD PIDFD BPFFD BPFFLAGS NSFLAGS EFF PRM INH BND SESSION CWD TTY RLIMITS -- CMD ARGS...
+//
+// SYNCFD is a SOCK_SEQPACKET socket; PIDFD a pidfd of the VE's init; BPFFD a file holding the
+// seccomp program (struct sock_filter array) or -1; BPFFLAGS its seccomp(2) flags; NSFLAGS the CLONE_NEW* flags to join (hex); EFF PRM INH BND the capability sets as hex
+// bitmasks; SESSION the session keyring name or "-"; TTY "COLSxROWS" for a pty or "-";
+// RLIMITS "RESOURCE:SOFT:HARD,..." or "-". The environment is the command's environment.
+//
+// Protocol: vectl moves the process into the VE's cgroups, then writes one byte on SYNCFD.
+// The joiner answers with packets "P<pid>" (the command's host pid), "T" carrying the pty
+// master (with TTY), or "E<message>" on a failure; the socket reaches EOF when the command has
+// been executed (or a failure was reported).
+const Arg = "__nsjoin"
