@@ -38,7 +38,7 @@ type joinSpec struct {
 	caps    [4]uint64 // effective, permitted, inheritable, bounding
 	rlimits string
 	cgroups map[string]string
-	seccomp *configs.Seccomp
+	seccomp *configs.Seccomp // the profile, when libcontainer loaded it into the VE's init
 }
 
 var nsCloneFlags = map[configs.NamespaceType]int{
@@ -51,19 +51,13 @@ var nsCloneFlags = map[configs.NamespaceType]int{
 // errNotJoinable for settings only libcontainer's exec helper applies.
 func newJoinSpec(st *libcontainer.State) (*joinSpec, error) {
 	cfg := &st.Config
-	if cfg.Capabilities == nil || len(cfg.Capabilities.Ambient) > 0 || cfg.NoNewPrivileges ||
-		cfg.AppArmorProfile != "" || cfg.ProcessLabel != "" || cfg.Umask != nil || cfg.Personality != nil ||
-		cfg.Scheduler != nil || cfg.IOPriority != nil || cfg.NoNewKeyring {
+	if !joinable(cfg) {
 		return nil, errNotJoinable
 	}
 	s := &joinSpec{id: st.ID, pid: st.InitProcessPid, start: st.InitProcessStartTime,
 		cgroups: st.CgroupPaths, seccomp: cfg.Seccomp}
 	for _, ns := range cfg.Namespaces {
-		f, ok := nsCloneFlags[ns.Type]
-		if !ok || ns.Type == configs.NEWUSER || ns.Type == configs.NEWTIME {
-			return nil, errNotJoinable
-		}
-		s.nsflags |= f
+		s.nsflags |= nsCloneFlags[ns.Type]
 	}
 	c := cfg.Capabilities
 	for i, names := range [][]string{c.Effective, c.Permitted, c.Inheritable, c.Bounding} {
@@ -78,6 +72,22 @@ func newJoinSpec(st *libcontainer.State) (*joinSpec, error) {
 		s.rlimits = strings.Join(rl, ",")
 	}
 	return s, nil
+}
+
+// joinable reports whether the joiner and the init wrapper can give a VE's processes all
+// that libcontainer would: none of the settings only libcontainer applies.
+func joinable(cfg *configs.Config) bool {
+	if cfg.Capabilities == nil || len(cfg.Capabilities.Ambient) > 0 || cfg.NoNewPrivileges ||
+		cfg.AppArmorProfile != "" || cfg.ProcessLabel != "" || cfg.Umask != nil || cfg.Personality != nil ||
+		cfg.Scheduler != nil || cfg.IOPriority != nil || cfg.NoNewKeyring {
+		return false
+	}
+	for _, ns := range cfg.Namespaces {
+		if _, ok := nsCloneFlags[ns.Type]; !ok || ns.Type == configs.NEWUSER || ns.Type == configs.NEWTIME {
+			return false
+		}
+	}
+	return true
 }
 
 // capMask turns capability names (CAP_CHOWN, ...) into a bitmask; like libcontainer it
@@ -97,13 +107,13 @@ func capMask(names []string) uint64 {
 // startJoined starts args in the VE with the joiner: stdio are the command's standard streams
 // (ignored with a pty); tty is "COLSxROWS" for a pty from the VE's devpts, or "".
 func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File, tty string) (*joined, error) {
+	sc, err := m.readSeccompRecord(s.id, s.seccomp)
+	if err != nil {
+		return nil, err
+	}
 	var bpf *os.File
-	if s.seccomp != nil {
-		path, err := m.seccompProgram(s.seccomp)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errNotJoinable, err)
-		}
-		if bpf, err = os.Open(path); err != nil {
+	if sc != nil {
+		if bpf, err = os.Open(sc.path); err != nil {
 			return nil, err
 		}
 		defer bpf.Close()
@@ -137,7 +147,7 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 	if bpf != nil {
 		extra = append(extra, bpf)
 		bpfFd = strconv.Itoa(2 + len(extra))
-		bpfFlags = strconv.FormatUint(uint64(seccompFlags(s.seccomp)), 16)
+		bpfFlags = strconv.FormatUint(uint64(sc.flags), 16)
 	}
 	extra = append(extra, exe)
 	session, ttyArg := "_ses."+s.id, tty

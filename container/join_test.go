@@ -2,6 +2,7 @@ package container
 
 import (
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -55,5 +56,37 @@ func TestNewJoinSpec(t *testing.T) {
 		if _, err := newJoinSpec(&st2); !errors.Is(err, errNotJoinable) {
 			t.Errorf("%s: err = %v, want errNotJoinable", name, err)
 		}
+	}
+}
+
+func TestSeccompRecord(t *testing.T) {
+	m := &Manager{opts: Options{RunDir: t.TempDir()}}
+	if err := os.MkdirAll(m.runDir("101"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// No record and no profile in the config: exec refuses rather than running unconfined.
+	if _, err := m.readSeccompRecord("101", nil); !errors.Is(err, errNoSeccompRecord) {
+		t.Fatalf("missing record: %v", err)
+	}
+	// A VE without a profile.
+	cfg := &configs.Config{}
+	if sc, err := m.takeSeccomp("101", cfg); sc != nil || err != nil {
+		t.Fatalf("takeSeccomp without a profile = %v, %v", sc, err)
+	}
+	if sc, err := m.readSeccompRecord("101", nil); sc != nil || err != nil {
+		t.Fatalf("record of a VE without a profile = %v, %v", sc, err)
+	}
+	// A profile vectl loads itself.
+	if err := os.WriteFile(m.runFile("101", seccompRecord), []byte("/run/vectl/seccomp/x.bpf 4\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sc, err := m.readSeccompRecord("101", nil); err != nil || *sc != (veSeccomp{path: "/run/vectl/seccomp/x.bpf", flags: 4}) {
+		t.Fatalf("record = %+v, %v", sc, err)
+	}
+	// A profile a libcontainer config keeps (settings only libcontainer applies) is left there.
+	cfg = &configs.Config{Seccomp: &configs.Seccomp{}, NoNewPrivileges: true,
+		Capabilities: &configs.Capabilities{Bounding: defaultCaps}}
+	if sc, err := m.takeSeccomp("101", cfg); sc != nil || err != nil || cfg.Seccomp == nil {
+		t.Fatalf("takeSeccomp of a non-joinable config = %v, %v, profile %v", sc, err, cfg.Seccomp)
 	}
 }

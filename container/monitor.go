@@ -443,11 +443,11 @@ func (m *Manager) bootMonitored(id string) (*libcontainer.Container, *libcontain
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := m.newContainer(id, s)
+	c, p, done, err := m.newContainer(id, s)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	p := initProcess(s, c)
+	defer done()
 	parent, child, err := socketpair()
 	if err != nil {
 		return nil, nil, nil, err

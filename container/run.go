@@ -105,17 +105,35 @@ func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
 	return &s, nil
 }
 
-// newContainer creates the libcontainer container of a VE from its OCI spec (no process yet).
-func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Container, error) {
+// newContainer creates the libcontainer container of a VE from its OCI spec (no process yet)
+// and returns its init process. The returned function releases the process's files once
+// the init runs.
+func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Container, *libcontainer.Process, func(), error) {
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s,
 		UseSystemdCgroup: m.opts.CgroupManager == CgroupSystemd})
 	if err != nil {
-		return nil, fmt.Errorf("container config: %w", err)
+		return nil, nil, nil, fmt.Errorf("container config: %w", err)
 	}
 	if err := os.MkdirAll(m.lcRoot(), 0o700); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	return libcontainer.Create(m.lcRoot(), id, cfg)
+	sc, err := m.takeSeccomp(id, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := libcontainer.Create(m.lcRoot(), id, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p := initProcess(s, c)
+	done := func() {}
+	if sc != nil {
+		if done, err = m.wrapInit(id, p, sc); err != nil {
+			c.Destroy()
+			return nil, nil, nil, err
+		}
+	}
+	return c, p, done, nil
 }
 
 // initProcess is the libcontainer process of a VE's init as the spec describes it.

@@ -229,11 +229,11 @@ func (m *Manager) runDetached(id string) error {
 		return err
 	}
 	defer log.Close()
-	c, err := m.newContainer(id, s)
+	c, p, done, err := m.newContainer(id, s)
 	if err != nil {
 		return err
 	}
-	p := initProcess(s, c)
+	defer done()
 	p.Stdin, p.Stdout, p.Stderr = devnull, log.f, log.f
 	if err := m.runInit(id, c, p); err != nil {
 		c.Destroy()

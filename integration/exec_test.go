@@ -19,8 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestExecLikeInit checks that a command started by vectl exec (vectl's own namespace joiner,
-// not libcontainer's exec helper) is confined exactly like the VE's init: same namespaces,
+// TestExecLikeInit checks that the VE's init (started through vectl's init wrapper) and a
+// command started by vectl exec (vectl's own namespace joiner, not libcontainer's exec helper)
+// are confined alike: the init without CAP_SYS_ADMIN, and the command with the same namespaces,
 // cgroups, capability sets, no_new_privs and a seccomp program that decides every system
 // call like the init's; and that no descriptor of vectl's reaches it.
 func TestExecLikeInit(t *testing.T) {
@@ -40,6 +41,13 @@ func TestExecLikeInit(t *testing.T) {
 	self, init := status("/proc/self/status"), status("/proc/1/status")
 	if len(init) < 8 || init["Seccomp"] != "2" || init["Seccomp_filters"] != "1" {
 		t.Fatalf("VE init's status fields: %v", init)
+	}
+	// The init wrapper loaded the program and gave up CAP_SYS_ADMIN before executing the init.
+	if bnd, err := strconv.ParseUint(init["CapBnd"], 16, 64); err != nil || bnd&(1<<unix.CAP_SYS_ADMIN) != 0 {
+		t.Errorf("VE init's bounding set %s has CAP_SYS_ADMIN", init["CapBnd"])
+	}
+	if exe, init := e.out(id, "readlink", "/proc/1/exe"), e.out(id, "readlink", "-f", "/sbin/init"); exe != init {
+		t.Errorf("VE's PID 1 runs %q, not its init %q", exe, init)
 	}
 	for k, v := range init {
 		if self[k] != v {

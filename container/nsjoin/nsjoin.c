@@ -57,12 +57,16 @@ static void send_msg(const char *msg, int fd)
 		;
 }
 
-// fail reports what went wrong (with errno) to vectl and exits.
+// fail reports what went wrong (with errno) to vectl, or on stderr (the VE's console) in
+// the init wrapper, and exits.
 static void fail(const char *what)
 {
 	char msg[512];
 	snprintf(msg, sizeof msg, "E%s: %s", what, strerror(errno));
-	send_msg(msg, -1);
+	if (syncfd >= 0)
+		send_msg(msg, -1);
+	else
+		dprintf(2, "vectl: %s\n", msg + 1);
 	_exit(1);
 }
 
@@ -131,6 +135,39 @@ static void open_pty(const char *size)
 		close(slave);
 }
 
+// read_program reads a seccomp program (an array of struct sock_filter) from fd and closes
+// it; fd -1 gives an empty program.
+static struct sock_fprog read_program(int fd)
+{
+	struct sock_fprog prog = {0};
+	if (fd < 0)
+		return prog;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0 ||
+	    st.st_size > 1 << 20) {
+		errno = EINVAL;
+		fail("read the seccomp program");
+	}
+	prog.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
+	prog.filter = malloc(st.st_size);
+	if (!prog.filter || read_all(fd, (char *)prog.filter, st.st_size) < 0)
+		fail("read the seccomp program");
+	close(fd);
+	return prog;
+}
+
+static int cap_last_cap(void)
+{
+	int last_cap = 40;
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+	if (f) {
+		if (fscanf(f, "%d", &last_cap) != 1 || last_cap > 63)
+			last_cap = 40;
+		fclose(f);
+	}
+	return last_cap;
+}
+
 static void set_caps(uint64_t eff, uint64_t prm, uint64_t inh, uint64_t bnd, int last_cap)
 {
 	for (int cap = 0; cap <= last_cap; cap++)
@@ -168,27 +205,8 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 		 bnd = hex64(argv[A_BND]);
 
 	// Host-side reads first: the seccomp program and the kernel's last capability.
-	struct sock_fprog prog = {0};
-	if (bpffd >= 0) {
-		struct stat st;
-		if (fstat(bpffd, &st) < 0 || st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0 ||
-		    st.st_size > 1 << 20) {
-			errno = EINVAL;
-			fail("read the seccomp program");
-		}
-		prog.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
-		prog.filter = malloc(st.st_size);
-		if (!prog.filter || read_all(bpffd, (char *)prog.filter, st.st_size) < 0)
-			fail("read the seccomp program");
-		close(bpffd);
-	}
-	int last_cap = 40;
-	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
-	if (f) {
-		if (fscanf(f, "%d", &last_cap) != 1 || last_cap > 63)
-			last_cap = 40;
-		fclose(f);
-	}
+	struct sock_fprog prog = read_program(bpffd);
+	int last_cap = cap_last_cap();
 
 	// vectl writes one byte once this process is in the VE's cgroups; EOF means it gave up.
 	char go;
@@ -234,5 +252,28 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 	execvpe(argv[A_CMD], &argv[A_CMD], envp);
 	char what[256];
 	snprintf(what, sizeof what, "exec %s", argv[A_CMD]);
+	fail(what);
+}
+
+enum { W_BPF = 2, W_BPFFLAGS, W_EXE, W_EFF, W_PRM, W_INH, W_BND, W_SEP, W_CMD };
+
+// vectl_initwrap runs as a VE's PID 1 between libcontainer's set-up and the VE's own init:
+// it loads the VE's precompiled seccomp program (which needs CAP_SYS_ADMIN, so libcontainer
+// leaves that one capability to this process), drops to the VE's capabilities, closes its two
+// descriptors and executes the init.
+void vectl_initwrap(int argc, char **argv, char **envp)
+{
+	if (argc <= W_CMD || strcmp(argv[1], "__initwrap") != 0 || strcmp(argv[W_SEP], "--") != 0)
+		return;
+	unsigned int bpfflags = (unsigned int)strtoul(argv[W_BPFFLAGS], NULL, 16);
+	struct sock_fprog prog = read_program(atoi(argv[W_BPF]));
+	close(atoi(argv[W_EXE]));
+	int last_cap = cap_last_cap();
+	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, bpfflags, &prog) < 0)
+		fail("load the seccomp filter");
+	set_caps(hex64(argv[W_EFF]), hex64(argv[W_PRM]), hex64(argv[W_INH]), hex64(argv[W_BND]), last_cap);
+	execvpe(argv[W_CMD], &argv[W_CMD], envp);
+	char what[256];
+	snprintf(what, sizeof what, "exec %s", argv[W_CMD]);
 	fail(what);
 }

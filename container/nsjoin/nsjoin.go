@@ -14,8 +14,10 @@ package nsjoin
 /*
 #cgo CFLAGS: -Wall -O2
 extern void vectl_nsjoin(int argc, char **argv, char **envp);
+extern void vectl_initwrap(int argc, char **argv, char **envp);
 void __attribute__((constructor)) vectl_nsjoin_init(int argc, char **argv, char **envp) {
 	vectl_nsjoin(argc, argv, envp);
+	vectl_initwrap(argc, argv, envp);
 }
 */
 import "C"
@@ -34,3 +36,14 @@ import "C"
 // master (with TTY), or "E<message>" on a failure; the socket reaches EOF when the command has
 // been executed (or a failure was reported).
 const Arg = "__nsjoin"
+
+// InitWrapArg is the argv[1] of the init wrapper: libcontainer executes it (a sealed copy of
+// this binary, passed as a descriptor) as the VE's PID 1 in place of the VE's init, with
+// CAP_SYS_ADMIN left to it, so that the VE's seccomp program is loaded from vectl's cache
+// instead of being compiled with libseccomp at every boot. Its arguments are:
+//
+//	__initwrap BPFFD BPFFLAGS EXEFD EFF PRM INH BND -- INIT ARGS...
+//
+// It loads the program, drops to the capability sets EFF PRM INH BND (hex), closes BPFFD
+// and EXEFD and executes INIT.
+const InitWrapArg = "__initwrap"
