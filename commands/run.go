@@ -384,7 +384,7 @@ func monitorCommand() *cli.Command {
 				}
 				o.Resume = r
 			} else {
-				if !container.AwaitGoAhead(os.NewFile(5, "go-ahead")) {
+				if o.Gate = container.AwaitGoAhead(os.NewFile(5, "go-ahead")); o.Gate == nil {
 					return nil // the start failed or was killed while preparing the VE
 				}
 				o.Ready, o.Lock = os.NewFile(3, "ready"), os.NewFile(4, "lock")

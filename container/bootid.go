@@ -2,6 +2,7 @@ package container
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"runtime"
 
@@ -12,13 +13,16 @@ import (
 // runInit starts a VE's init in two steps so that each boot gets its own boot id: Start
 // leaves the init parked on libcontainer's exec fifo with the VE's filesystems set up,
 // setBootID mounts a fresh id, and Exec lets the init run.
-func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.Process) error {
+func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
 	if err := c.Start(p); err != nil {
 		return err
 	}
 	pid, err := p.Pid()
 	if err == nil {
 		err = m.setBootID(pid)
+	}
+	if err == nil && gate != nil && !gate() {
+		err = errors.New("the start was cancelled before the VE's init ran")
 	}
 	if err == nil {
 		err = c.Exec()

@@ -203,6 +203,9 @@ type MonitorOptions struct {
 	Self []string
 	// Resume is set when the idle loop executed the monitor again after the init exited.
 	Resume *Resume
+	// Gate, when set, is asked before the first boot executes the VE's init (which waits,
+	// created, in its namespaces meanwhile); false cancels the boot. See AwaitGoAhead.
+	Gate func() bool
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -278,7 +281,11 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 	}
 	for boot := 1; ; boot++ {
 		if o.Resume == nil || boot > 1 {
-			c, p, pty, err := m.bootMonitored(id)
+			gate := o.Gate
+			if boot > 1 {
+				gate = nil
+			}
+			c, p, pty, err := m.bootMonitored(id, gate)
 			held.Unlock()
 			held = nil
 			if boot == 1 {
@@ -427,17 +434,26 @@ func mustPid(p *libcontainer.Process) int {
 }
 
 // AwaitGoAhead blocks a freshly spawned monitor until the starting vectl has prepared the VE
-// and sends "go" on f. It reports false when f reaches its end first: the start failed or
-// was killed, and the monitor must leave everything as it is and exit.
-func AwaitGoAhead(f *os.File) bool {
-	defer f.Close()
-	line, _ := bufio.NewReader(f).ReadString('\n')
-	return line == "go\n"
+// and sends "go" on f. It returns nil when f reaches its end first: the start failed or was
+// killed, and the monitor must leave everything as it is and exit. Otherwise it returns the
+// gate of the first boot (MonitorOptions.Gate): the starting vectl attaches the VE's network
+// while the monitor creates the container, and sends "run" once the init may be executed.
+func AwaitGoAhead(f *os.File) func() bool {
+	r := bufio.NewReader(f)
+	if line, _ := r.ReadString('\n'); line != "go\n" {
+		f.Close()
+		return nil
+	}
+	return func() bool {
+		defer f.Close()
+		line, _ := r.ReadString('\n')
+		return line == "run\n"
+	}
 }
 
 // bootMonitored creates the VE's container and runs its init with a console pty whose master
-// the monitor keeps.
-func (m *Manager) bootMonitored(id string) (*libcontainer.Container, *libcontainer.Process, *os.File, error) {
+// the monitor keeps. gate, when not nil, must say yes before the init is executed.
+func (m *Manager) bootMonitored(id string, gate func() bool) (*libcontainer.Container, *libcontainer.Process, *os.File, error) {
 	m.warmCgroupAttach()
 	s, err := m.loadSpec(id)
 	if err != nil {
@@ -455,7 +471,7 @@ func (m *Manager) bootMonitored(id string) (*libcontainer.Container, *libcontain
 	defer parent.Close()
 	p.ConsoleSocket = child
 	p.ConsoleWidth, p.ConsoleHeight = 80, 25
-	err = m.runInit(id, c, p)
+	err = m.runInit(id, c, p, gate)
 	child.Close()
 	if err != nil {
 		c.Destroy()

@@ -58,7 +58,9 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 			return fmt.Errorf("start %s: %w", id, err)
 		}
 	}
-	_, initType, err := m.prepare(ctx, id, o.NoMonitor)
+	// With a monitor the network is attached while the monitor creates the container; the
+	// init is executed once both are done.
+	cfg, initType, err := m.prepare(ctx, id, o.NoMonitor, mon == nil)
 	switch {
 	case err != nil && mon != nil:
 		mon.cancel()
@@ -66,7 +68,12 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	case mon == nil:
 		err = m.runDetached(id)
 	default:
-		err = mon.boot()
+		err = mon.boot(func() error {
+			if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
+				return fmt.Errorf("network: %w", err)
+			}
+			return nil
+		})
 	}
 	if err != nil {
 		err = errors.Join(err, m.teardown(id, false))
@@ -98,7 +105,7 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	if _, err := m.startable(id); err != nil {
 		return EndFailed, fmt.Errorf("start %s: %w", id, err)
 	}
-	_, initType, err := m.prepare(ctx, id, false)
+	_, initType, err := m.prepare(ctx, id, false, true)
 	if err != nil {
 		return EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
 	}
@@ -139,9 +146,10 @@ func (m *Manager) startable(id string) (*Config, error) {
 }
 
 // prepare does the part of a start that happens under the VE's lock in the starting vectl:
-// clean up a previous crashed run, mount, pin the network namespace and write the spec.
+// clean up a previous crashed run, mount, pin the network namespace, attach the network
+// (with withNetwork; else the caller does it before the init runs) and write the spec.
 // The caller has checked startable and tears down on error.
-func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Config, string, error) {
+func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork bool) (*Config, string, error) {
 	cfg, err := m.store.LoadConfig(id)
 	if err != nil {
 		return nil, "", err
@@ -173,8 +181,10 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool) (*Conf
 	if err := network.PinNetns(m.netnsPath(id)); err != nil {
 		return nil, "", err
 	}
-	if err := m.attachNetwork(ctx, cfg, root); err != nil {
-		return nil, "", fmt.Errorf("network: %w", err)
+	if withNetwork {
+		if err := m.attachNetwork(ctx, cfg, root); err != nil {
+			return nil, "", fmt.Errorf("network: %w", err)
+		}
 	}
 	hostname := cfg.Hostname
 	if hostname == "" {
@@ -235,7 +245,7 @@ func (m *Manager) runDetached(id string) error {
 	}
 	defer done()
 	p.Stdin, p.Stdout, p.Stderr = devnull, log.f, log.f
-	if err := m.runInit(id, c, p); err != nil {
+	if err := m.runInit(id, c, p, nil); err != nil {
 		c.Destroy()
 		return fmt.Errorf("run init: %w", err)
 	}
@@ -295,11 +305,21 @@ func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) (*mon
 	return s, nil
 }
 
-// boot lets the monitor create the VE's container and waits until it reports that the
-// init runs, or why it does not.
-func (s *monitorSpawn) boot() error {
+// boot lets the monitor create the VE's container, runs attach (the VE's network)
+// meanwhile, lets the monitor execute the init, and waits until it reports that the init
+// runs, or why it does not. When attach fails the monitor cancels its boot, and boot
+// returns once it has exited.
+func (s *monitorSpawn) boot(attach func() error) error {
 	defer s.ready.Close()
-	_, err := s.goAhead.WriteString("go\n")
+	if _, err := s.goAhead.WriteString("go\n"); err != nil {
+		s.goAhead.Close()
+		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)
+	}
+	if err := attach(); err != nil {
+		s.cancel()
+		return err
+	}
+	_, err := s.goAhead.WriteString("run\n")
 	s.goAhead.Close()
 	if err != nil {
 		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)

@@ -541,3 +541,38 @@ func requireNoForeignForwardLimit(t *testing.T) {
 			"remove its host set-up (nft delete table inet vectl; nft delete table bridge vectl) and run again")
 	}
 }
+
+// TestNetworkAttachFailsAtStart: the network is attached while the monitor creates the
+// container (the init waits to be executed); a failing attach cancels that boot and the start
+// leaves nothing behind.
+func TestNetworkAttachFailsAtStart(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	id, ip := uniqueID(t), testIP("4")
+	e.must("create", id, "--ostemplate", e.importBusybox(), "--ipadd", ip)
+	vethsBefore := hostVeths()
+	// No CNI plugin where --cni-path points: the ADD fails.
+	r := e.vectl("--cni-path", t.TempDir(), "start", id)
+	if r.code == 0 || !strings.Contains(r.stderr, "network") {
+		t.Fatalf("start with a failing network attach:\n%s", r)
+	}
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+	if pids := monitorPids(e, id); len(pids) > 0 {
+		t.Errorf("monitor left running: %v", pids)
+	}
+	if r := hostRoutesTo(ip); r != "" {
+		t.Errorf("route to %s left: %s", ip, r)
+	}
+	for v := range hostVeths() {
+		if !vethsBefore[v] {
+			t.Errorf("veth %s left on the host", v)
+		}
+	}
+	e.must("start", id)
+	if !ping(ip) {
+		t.Errorf("VE %s does not answer on %s after a good start", id, ip)
+	}
+	e.must("stop", id)
+	e.wantNoTrace(id)
+}

@@ -235,8 +235,9 @@ func TestDebianSystemd(t *testing.T) {
 
 	// poweroff inside: stopped, nothing left.
 	e.exec(id, "poweroff")
+	// The monitor tears down and exits; the root is unmounted before the run state goes.
 	eventually(t, 60*time.Second, "the VE to power off", func() bool {
-		return e.statusLine(id) == "VEID "+id+" exist unmounted down"
+		return e.statusLine(id) == "VEID "+id+" exist unmounted down" && len(monitorPids(e, id)) == 0
 	})
 	e.wantNoTrace(id)
 
