@@ -265,6 +265,9 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 {
 	if (argc <= W_CMD || strcmp(argv[1], "__initwrap") != 0 || strcmp(argv[W_SEP], "--") != 0)
 		return;
+	// While vectl's code runs with CAP_SYS_ADMIN, nothing may ptrace it or open its exe (the
+	// final execve resets the flag).
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	unsigned int bpfflags = (unsigned int)strtoul(argv[W_BPFFLAGS], NULL, 16);
 	struct sock_fprog prog = read_program(atoi(argv[W_BPF]));
 	close(atoi(argv[W_EXE]));
