@@ -65,7 +65,13 @@ func (e *env) wantNoTrace(id string) {
 	}
 	for _, p := range []string{"netns/" + id, "lc/" + id, "ve/" + id} {
 		if _, err := os.Lstat(filepath.Join(e.run, p)); err == nil {
-			e.t.Errorf("%s left behind in the run dir", p)
+			var names []string
+			if ents, err := os.ReadDir(filepath.Join(e.run, p)); err == nil {
+				for _, en := range ents {
+					names = append(names, en.Name())
+				}
+			}
+			e.t.Errorf("%s left behind in the run dir (holding %v)", p, names)
 		}
 	}
 	for _, p := range []string{filepath.Join(e.root, "root", id), filepath.Join(e.run, "netns", id)} {
@@ -94,9 +100,11 @@ func monitorPids(e *env, id string) []int {
 		}
 		cmd, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
 		// Go monitors run "vectl ... __monitor [flags] ID", idle ones
-		// "vectl __monitor-idle ... -- /proc/self/exe ... __monitor ... ID".
+		// "vectl __monitor-idle ... -- /proc/self/exe ... __monitor ... ID", and a Go monitor
+		// that the idle loop executed again after the init exited
+		// "vectl ... __monitor ... ID --init-status S --client-fds F".
 		args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
-		if len(args) > 2 && strings.Contains(string(cmd), e.root) && args[len(args)-1] == id &&
+		if len(args) > 2 && strings.Contains(string(cmd), e.root) && slices.Contains(args, id) &&
 			(slices.Contains(args, "__monitor") || slices.Contains(args, "__monitor-idle")) {
 			pids = append(pids, pid)
 		}
