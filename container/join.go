@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/capability"
 	"github.com/opencontainers/cgroups"
@@ -90,15 +91,22 @@ func joinable(cfg *configs.Config) bool {
 	return true
 }
 
-// capMask turns capability names (CAP_CHOWN, ...) into a bitmask; like libcontainer it
-// ignores names this build does not know.
+// capBits maps capability names (CAP_CHOWN, ...) to their numbers, for this build.
+var capBits = sync.OnceValue(func() map[string]uint {
+	m := map[string]uint{}
+	for _, c := range capability.ListKnown() {
+		m["CAP_"+strings.ToUpper(c.String())] = uint(c)
+	}
+	return m
+})
+
+// capMask turns capability names into a bitmask; like libcontainer it ignores names this
+// build does not know.
 func capMask(names []string) uint64 {
 	var m uint64
 	for _, n := range names {
-		for _, c := range capability.ListKnown() {
-			if "CAP_"+strings.ToUpper(c.String()) == n {
-				m |= 1 << uint(c)
-			}
+		if bit, ok := capBits()[n]; ok {
+			m |= 1 << bit
 		}
 	}
 	return m
