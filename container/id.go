@@ -8,8 +8,6 @@ import (
 )
 
 var (
-	idRE       = lazyRegexp(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-	numericRE  = lazyRegexp(`^[0-9]+$`)
 	hostLabel  = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	maxDescLen = 1024
 )
@@ -19,9 +17,9 @@ var (
 // at most 63 characters.
 func ValidateID(id string) error {
 	switch {
-	case !idRE().MatchString(id):
+	case !idSyntax(id):
 		return fmt.Errorf("%w %q: use a number (101) or a name matching [a-z0-9][a-z0-9_.-]{0,62}", ErrInvalidID, id)
-	case numericRE().MatchString(id) && (id == "0" || strings.HasPrefix(id, "0")):
+	case numeric(id) && (id == "0" || strings.HasPrefix(id, "0")):
 		return fmt.Errorf("%w %q: numeric ids start at 1 and have no leading zeros", ErrInvalidID, id)
 	}
 	return nil
@@ -30,7 +28,7 @@ func ValidateID(id string) error {
 // validateName checks a VE's --name: the id syntax, but not all digits, so that a name can
 // never be mistaken for a numeric id.
 func validateName(name string) error {
-	if !idRE().MatchString(name) || numericRE().MatchString(name) {
+	if !idSyntax(name) || numeric(name) {
 		return fmt.Errorf("%w: name %q: use [a-z0-9][a-z0-9_.-]{0,62}, not only digits", ErrInvalidValue, name)
 	}
 	return nil
@@ -59,6 +57,35 @@ func validateDescription(d string) error {
 		}
 	}
 	return nil
+}
+
+// idSyntax reports whether s matches [a-z0-9][a-z0-9_.-]{0,62}. Every command checks an id,
+// so this is plain code rather than a regular expression compiled in each process.
+func idSyntax(s string) bool {
+	if len(s) == 0 || len(s) > 63 || !isLowerAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// numeric reports whether s is one or more ASCII digits.
+func numeric(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // lazyRegexp compiles a regular expression on first use rather than at program start:

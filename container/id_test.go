@@ -2,6 +2,8 @@ package container
 
 import (
 	"errors"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -20,6 +22,43 @@ func TestValidateID(t *testing.T) {
 			t.Errorf("ValidateID(%q) = %v, want ErrInvalidID", id, err)
 		}
 	}
+}
+
+// idSyntax and numeric are hand-written for speed; they must agree with the documented
+// expressions on every string, checked here on all short strings over a small alphabet and
+// on random longer ones.
+func TestIDSyntaxMatchesExpression(t *testing.T) {
+	idRE := regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+	numRE := regexp.MustCompile(`^[0-9]+$`)
+	check := func(s string) {
+		if got, want := idSyntax(s), idRE.MatchString(s); got != want {
+			t.Errorf("idSyntax(%q) = %v, expression says %v", s, got, want)
+		}
+		if got, want := numeric(s), numRE.MatchString(s); got != want {
+			t.Errorf("numeric(%q) = %v, expression says %v", s, got, want)
+		}
+	}
+	alphabet := "a0_.-Z/ \n\xff"
+	var walk func(prefix string, n int)
+	walk = func(prefix string, n int) {
+		check(prefix)
+		if n > 0 {
+			for i := 0; i < len(alphabet); i++ {
+				walk(prefix+alphabet[i:i+1], n-1)
+			}
+		}
+	}
+	walk("", 4)
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, r.IntN(70))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		check(string(b))
+	}
+	check(strings.Repeat("a", 63))
+	check(strings.Repeat("a", 64))
 }
 
 func TestValidateIDErrorNamesValueAndForm(t *testing.T) {

@@ -114,7 +114,7 @@ func (m *Manager) resolve(ref string) (string, error) {
 	if m.store.Exists(ref) {
 		return ref, nil
 	}
-	if !numericRE().MatchString(ref) {
+	if !numeric(ref) {
 		ids, err := m.store.IDs()
 		if err != nil {
 			return "", err

@@ -137,6 +137,9 @@ var resourceNames = resources.Names
 // setLimits applies vzctl-style resource parameters to cfg (validated, no side effects) and
 // sorts them into live and next-start changes.
 func setLimits(cfg *Config, values map[string]string, ch *change) error {
+	if len(values) == 0 {
+		return nil // most sets change no limit: spare them reading the host's CPUs and nodes
+	}
 	h := hostInfo()
 	for _, name := range resourceNames {
 		v, ok := values[name]
