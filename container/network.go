@@ -27,15 +27,19 @@ func (m *Manager) net() (*network.Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := m.opts.CNIPath
-	if dir == "" {
-		if dir, err = cniplugins.Dir(filepath.Join(m.opts.Root, "cni-bin")); err != nil {
-			return nil, err
+	dirs := func() ([]string, error) {
+		dir := m.opts.CNIPath
+		if dir == "" {
+			var err error
+			if dir, err = cniplugins.Dir(filepath.Join(m.opts.Root, "cni-bin")); err != nil {
+				return nil, err
+			}
 		}
+		return filepath.SplitList(dir), nil
 	}
 	return network.New(network.Options{
 		Config:     cfg,
-		PluginDirs: filepath.SplitList(dir),
+		PluginDirs: dirs,
 		CacheDir:   filepath.Join(m.opts.RunDir, "cni"),
 		StateDir:   filepath.Join(m.opts.RunDir, "net"),
 		Table:      m.opts.FirewallTable,

@@ -129,6 +129,12 @@ func (n *Network) addRouted(netnsPath, host string, a netip.Prefix) error {
 	if err != nil {
 		return err
 	}
+	return n.addRoutedIn(h, eth, hl, a)
+}
+
+// addRoutedIn is addRouted with the VE's netlink handle, its eth0 and the host's veth at hand.
+func (n *Network) addRoutedIn(h *netlink.Handle, eth, hl netlink.Link, a netip.Prefix) error {
+	host := hl.Attrs().Name
 	if !hasFamily(h, eth, a.Addr().Is4()) {
 		// The first address of a family on a running VE: give eth0 that family's gateway
 		// and default route, as ptp does at ADD time.
@@ -183,9 +189,15 @@ func Addrs(netnsPath string) (map[string][]netip.Prefix, error) {
 		return nil, err
 	}
 	defer h.Close()
+	_, out, err := addrsIn(h)
+	return out, err
+}
+
+// addrsIn is Addrs through a handle in the VE's namespace; it also returns the VE's links.
+func addrsIn(h *netlink.Handle) ([]netlink.Link, map[string][]netip.Prefix, error) {
 	links, err := retryDump(h.LinkList)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[string][]netip.Prefix{}
 	for _, l := range links {
@@ -194,7 +206,7 @@ func Addrs(netnsPath string) (map[string][]netip.Prefix, error) {
 		}
 		as, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, a := range as {
 			if a.Scope != int(netlink.SCOPE_UNIVERSE) {
@@ -208,7 +220,7 @@ func Addrs(netnsPath string) (map[string][]netip.Prefix, error) {
 			out[l.Attrs().Name] = append(out[l.Attrs().Name], netip.PrefixFrom(addr.Unmap(), bits))
 		}
 	}
-	return out, nil
+	return links, out, nil
 }
 
 // AddAddr adds an address to a running VE at once: on eth0 for a routed pool (attaching eth0
@@ -219,10 +231,10 @@ func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 	if !ok {
 		return fmt.Errorf("%w: address %s is outside the VE address pools", ErrInvalid, a)
 	}
-	if err := n.ensureHost(); err != nil {
-		return err
-	}
 	if p.Bridge != "" {
+		if err := n.ensureHost(true); err != nil {
+			return err
+		}
 		nif, ok := netIfOn(ve.NetIfs, p.Bridge)
 		if !ok {
 			return fmt.Errorf("%w: address %s belongs to bridge %s but the VE has no interface on it (vectl set --netif_add)", ErrInvalid, a, p.Bridge)
@@ -244,26 +256,31 @@ func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 		}
 		return n.proxyAll([]netip.Prefix{a}, true)
 	}
-	host, err := hostPeer(ve.NetNS, venetIfName)
+	h, err := inNetns(ve.NetNS)
 	if err != nil {
-		// No routed interface yet: this address becomes ptp's primary.
-		conf, err := n.venetConf([]netip.Prefix{a})
+		return err
+	}
+	defer h.Close()
+	if eth, err := h.LinkByName(venetIfName); err == nil {
+		// eth0 is attached and under the firewall since the VE started: a further address
+		// needs no firewall change (the reverse-path filter follows the host route).
+		if err := n.ensureHost(false); err != nil {
+			return err
+		}
+		hl, err := netlink.LinkByIndex(eth.Attrs().ParentIndex)
 		if err != nil {
+			return fmt.Errorf("host side of %s: %w", venetIfName, err)
+		}
+		if err := n.addRoutedIn(h, eth, hl, a); err != nil {
 			return err
 		}
-		if err := n.add(ctx, conf, ve, venetIfName, nil); err != nil {
-			return err
-		}
-		if host, err = hostPeer(ve.NetNS, venetIfName); err != nil {
-			return err
-		}
-		if err := settleDAD(host); err != nil {
-			return err
-		}
-		if err := n.fw.AddRoutedPort(host); err != nil {
-			return err
-		}
-	} else if err := n.addRouted(ve.NetNS, host, a); err != nil {
+		return n.proxyAll([]netip.Prefix{a}, true)
+	}
+	// No routed interface yet: this address becomes ptp's primary.
+	if err := n.ensureHost(true); err != nil {
+		return err
+	}
+	if _, err := n.attachVenet(ctx, ve, []netip.Prefix{a}); err != nil {
 		return err
 	}
 	return n.proxyAll([]netip.Prefix{a}, true)
@@ -272,38 +289,29 @@ func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 // DelAddr removes an address from a running VE at once. An address the VE does not have
 // is not an error.
 func (n *Network) DelAddr(ctx context.Context, ve VE, a netip.Prefix) error {
-	live, err := Addrs(ve.NetNS)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	errs = append(errs, n.proxyAll([]netip.Prefix{a}, false))
 	h, err := inNetns(ve.NetNS)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	for ifname, ps := range live {
-		for _, p := range ps {
+	links, live, err := addrsIn(h)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	errs = append(errs, n.proxyAll([]netip.Prefix{a}, false))
+	for _, l := range links {
+		ifname := l.Attrs().Name
+		for _, p := range live[ifname] {
 			if p.Addr() != a.Addr() {
-				continue
-			}
-			l, err := h.LinkByName(ifname)
-			if err != nil {
-				errs = append(errs, err)
 				continue
 			}
 			if err := h.AddrDel(l, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
 				errs = append(errs, fmt.Errorf("remove %s from %s in the VE: %w", p, ifname, err))
 			}
-			host, err := hostPeer(ve.NetNS, ifname)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
 			if ifname == venetIfName {
 				one := netip.PrefixFrom(a.Addr(), hostBits(a.Addr()))
-				hl, err := netlink.LinkByName(host)
+				hl, err := netlink.LinkByIndex(l.Attrs().ParentIndex)
 				if err == nil {
 					err = netlink.RouteDel(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK})
 				}
@@ -387,7 +395,11 @@ func (n *Network) proxyAll(addrs []netip.Prefix, add bool) error {
 // routes, IP forwarding for the pools' families, vectl's firewall tables and proxy NDP on
 // the neighbour devices. When forwarding was off before vectl turned it on, vectl's
 // firewall only lets VE traffic be forwarded.
-func (n *Network) ensureHost() error {
+//
+// firewall asks for vectl's firewall tables to be checked (and made) too: at every attach.
+// Without it they are checked only if this call turned forwarding on, which needs the
+// forwarding limit; a further address on an attached interface needs nothing else of them.
+func (n *Network) ensureHost(firewall bool) error {
 	var v4, v6 bool
 	for _, p := range n.cfg.Pools {
 		v4, v6 = v4 || p.Subnet.Addr().Is4(), v6 || p.Subnet.Addr().Is6()
@@ -403,6 +415,7 @@ func (n *Network) ensureHost() error {
 		return err
 	}
 	limit := false
+	var enable []string
 	for _, f := range []struct {
 		on     bool
 		sysctl string
@@ -423,16 +436,22 @@ func (n *Network) ensureHost() error {
 			if err := os.WriteFile(marker, nil, 0o600); err != nil {
 				return err
 			}
-			if err := os.WriteFile(f.sysctl, []byte("1"), 0); err != nil {
-				return fmt.Errorf("enable forwarding: %w", err)
-			}
+			enable = append(enable, f.sysctl)
 		}
 		if _, err := os.Stat(marker); err == nil {
 			limit = true
 		}
 	}
-	if err := n.fw.EnsureBase(limit); err != nil {
-		return err
+	// The forwarding limit goes in before forwarding is turned on.
+	if firewall || len(enable) > 0 {
+		if err := n.fw.EnsureBase(limit); err != nil {
+			return err
+		}
+	}
+	for _, sysctl := range enable {
+		if err := os.WriteFile(sysctl, []byte("1"), 0); err != nil {
+			return fmt.Errorf("enable forwarding: %w", err)
+		}
 	}
 	for _, dev := range n.cfg.NeighbourDevs {
 		if v6 {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/containernetworking/cni/libcni"
 )
@@ -43,25 +44,36 @@ type VE struct {
 // state (firewall, pool routes, proxy neighbour entries) in line with them.
 type Network struct {
 	cfg      *Config
-	lib      *libcni.CNIConfig
+	cache    *libcni.CNIConfig                 // reads libcni's cache (no plugin is run)
+	plugins  func() (*libcni.CNIConfig, error) // runs plugins: found on first use
 	fw       *Firewall
 	stateDir string
 }
 
 // Options configure a Network.
 type Options struct {
-	Config     *Config
-	PluginDirs []string // where the CNI plugin binaries are
-	CacheDir   string   // libcni's result cache (under /run, so it is gone after a reboot like the VEs)
-	StateDir   string   // vectl's own volatile network state
-	Table      string   // nftables table name ("vectl")
+	Config *Config
+	// PluginDirs tells where the CNI plugin binaries are. It is called once, when a plugin
+	// is first run: finding (or extracting) the embedded plugins is work that a live
+	// address change, which runs no plugin, need not do.
+	PluginDirs func() ([]string, error)
+	CacheDir   string // libcni's result cache (under /run, so it is gone after a reboot like the VEs)
+	StateDir   string // vectl's own volatile network state
+	Table      string // nftables table name ("vectl")
 }
 
 // New returns a Network. It does not touch the host until a VE is attached.
 func New(o Options) *Network {
 	return &Network{
-		cfg:      o.Config,
-		lib:      libcni.NewCNIConfigWithCacheDir(o.PluginDirs, o.CacheDir, nil),
+		cfg:   o.Config,
+		cache: libcni.NewCNIConfigWithCacheDir(nil, o.CacheDir, nil),
+		plugins: sync.OnceValues(func() (*libcni.CNIConfig, error) {
+			dirs, err := o.PluginDirs()
+			if err != nil {
+				return nil, err
+			}
+			return libcni.NewCNIConfigWithCacheDir(dirs, o.CacheDir, nil), nil
+		}),
 		fw:       NewFirewall(o.Table, -1),
 		stateDir: o.StateDir,
 	}
@@ -209,7 +221,7 @@ func (n *Network) Attach(ctx context.Context, ve VE) (err error) {
 				ErrInvalid, bridged[b], b)
 		}
 	}
-	if err := n.ensureHost(); err != nil {
+	if err := n.ensureHost(true); err != nil {
 		return err
 	}
 	defer func() {
@@ -219,21 +231,8 @@ func (n *Network) Attach(ctx context.Context, ve VE) (err error) {
 	}()
 	if len(routed) > 0 {
 		prim, extra := primaries(routed)
-		conf, err := n.venetConf(prim)
+		host, err := n.attachVenet(ctx, ve, prim)
 		if err != nil {
-			return err
-		}
-		if err := n.add(ctx, conf, ve, venetIfName, nil); err != nil {
-			return err
-		}
-		host, err := hostPeer(ve.NetNS, venetIfName)
-		if err != nil {
-			return err
-		}
-		if err := settleDAD(host); err != nil {
-			return err
-		}
-		if err := n.fw.AddRoutedPort(host); err != nil {
 			return err
 		}
 		for _, a := range extra {
@@ -290,7 +289,7 @@ func (n *Network) AddNetIf(ctx context.Context, ve VE, nif NetIf) error {
 	if err != nil {
 		return err
 	}
-	if err := n.ensureHost(); err != nil {
+	if err := n.ensureHost(true); err != nil {
 		return err
 	}
 	if err := n.attachNetIf(ctx, ve, nif, bridged[nif.Bridge], false); err != nil {
@@ -301,7 +300,7 @@ func (n *Network) AddNetIf(ctx context.Context, ve VE, nif NetIf) error {
 
 // DelNetIf detaches one interface of a running VE. A missing interface is not an error.
 func (n *Network) DelNetIf(ctx context.Context, id, netns, ifname string) error {
-	atts, err := n.lib.GetCachedAttachments(id)
+	atts, err := n.cache.GetCachedAttachments(id)
 	if err != nil {
 		return fmt.Errorf("cni cache: %w", err)
 	}
@@ -352,6 +351,27 @@ func bridgePort(host, mac string, addrs []netip.Prefix) BridgePort {
 	return p
 }
 
+// attachVenet attaches the VE's routed eth0 with ptp for its primary addresses (one per
+// family), settles their DAD and puts the host side under the firewall. It returns the
+// host-side veth.
+func (n *Network) attachVenet(ctx context.Context, ve VE, prim []netip.Prefix) (string, error) {
+	conf, err := n.venetConf(prim)
+	if err != nil {
+		return "", err
+	}
+	if err := n.add(ctx, conf, ve, venetIfName, nil); err != nil {
+		return "", err
+	}
+	host, err := hostPeer(ve.NetNS, venetIfName)
+	if err != nil {
+		return "", err
+	}
+	if err := settleDAD(host); err != nil {
+		return "", err
+	}
+	return host, n.fw.AddRoutedPort(host)
+}
+
 func (n *Network) add(ctx context.Context, conf []byte, ve VE, ifname string, caps map[string]any) error {
 	list, err := libcni.NetworkConfFromBytes(conf)
 	if err != nil {
@@ -364,10 +384,14 @@ func (n *Network) add(ctx context.Context, conf []byte, ve VE, ifname string, ca
 		Args:           [][2]string{{ignoreUnknown, "1"}},
 		CapabilityArgs: caps,
 	}
-	if _, err := n.lib.AddNetworkList(ctx, list, rt); err != nil {
+	lib, err := n.plugins()
+	if err != nil {
+		return err
+	}
+	if _, err := lib.AddNetworkList(ctx, list, rt); err != nil {
 		// libcni keeps nothing of a failed ADD, but the plugin may have left a veth:
 		// DEL with the same list cleans it up.
-		_ = n.lib.DelNetworkList(context.WithoutCancel(ctx), list, rt)
+		_ = lib.DelNetworkList(context.WithoutCancel(ctx), list, rt)
 		return fmt.Errorf("cni add %s (%s): %w", ifname, list.Name, err)
 	}
 	return nil
@@ -378,7 +402,7 @@ func (n *Network) add(ctx context.Context, conf []byte, ve VE, ifname string, ca
 // and proxy entries. It uses the configs libcni cached at ADD time. Detaching a VE that has
 // nothing attached is not an error.
 func (n *Network) Detach(ctx context.Context, id, netns string) error {
-	atts, err := n.lib.GetCachedAttachments(id)
+	atts, err := n.cache.GetCachedAttachments(id)
 	if err != nil {
 		return fmt.Errorf("cni cache: %w", err)
 	}
@@ -423,7 +447,11 @@ func (n *Network) del(ctx context.Context, att *libcni.NetworkAttachment, netns 
 		Args:           att.CniArgs,
 		CapabilityArgs: att.CapabilityArgs,
 	}
-	if err := n.lib.DelNetworkList(ctx, list, rt); err != nil {
+	lib, err := n.plugins()
+	if err != nil {
+		return err
+	}
+	if err := lib.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("cni del %s %s: %w", att.ContainerID, att.IfName, err)
 	}
 	return nil
@@ -434,7 +462,7 @@ func (n *Network) del(ctx context.Context, att *libcni.NetworkAttachment, netns 
 // ok when the id's attachments are stale and may be deleted, and a release to call once
 // they are; a VE that runs, or that another vectl is starting or stopping, is not claimed.
 func (n *Network) GC(ctx context.Context, claim func(id string) (release func(), ok bool)) error {
-	atts, err := n.lib.GetCachedAttachments("")
+	atts, err := n.cache.GetCachedAttachments("")
 	if err != nil {
 		return fmt.Errorf("cni cache: %w", err)
 	}
