@@ -38,6 +38,7 @@ var geteuid = os.Geteuid
 // Main runs vectl with args (args[0] is the program name) and returns the exit status.
 func Main(args []string, s Streams) int {
 	app := NewApp(s)
+	streamline(app, args)
 	args, err := reorderArgs(app, args)
 	if err == nil {
 		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
@@ -326,8 +327,8 @@ func takesValue(flags []cli.Flag, arg string) bool {
 	for _, f := range flags {
 		for _, n := range f.Names() {
 			if n == name {
-				_, isBool := f.(*cli.BoolFlag)
-				return !isBool
+				tv, ok := f.(cli.DocGenerationFlag)
+				return ok && tv.TakesValue()
 			}
 		}
 	}

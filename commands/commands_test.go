@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/vectl/vectl/container"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/template"
@@ -71,14 +73,44 @@ func TestReorderArgs(t *testing.T) {
 		{[]string{"vectl", "help", "exit-codes"}, []string{"vectl", "help", "exit-codes"}},
 		{[]string{"vectl", "--lock-timeout=1s", "mount", "101"}, []string{"vectl", "--lock-timeout=1s", "mount", "--", "101"}},
 	}
+	lean := NewApp(Streams{})
+	streamline(lean, []string{"vectl"})
 	for _, tt := range tests {
-		got, err := reorderArgs(app, tt.in)
-		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("reorderArgs(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		for _, a := range []*cli.App{app, lean} {
+			got, err := reorderArgs(a, tt.in)
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("reorderArgs(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
 		}
 	}
 	if _, err := reorderArgs(app, []string{"vectl", "frobnicate"}); !errors.Is(err, errUsage) {
 		t.Errorf("unknown command: err = %v, want usage error", err)
+	}
+}
+
+// streamline wraps every flag so that Names() is computed once, and keeps flag categories
+// only when help is asked for.
+func TestStreamline(t *testing.T) {
+	app := NewApp(Streams{})
+	streamline(app, []string{"vectl", "set", "101", "--ram", "1G"})
+	set := findCommand(app.Commands, "set")
+	for _, f := range append(append([]cli.Flag(nil), app.Flags...), set.Flags...) {
+		switch f.(type) {
+		case namedString, namedStringSlice, namedBool, namedInt:
+		default:
+			t.Errorf("flag %v (%T) not wrapped", f.Names(), f)
+		}
+		if a, b := f.Names(), f.Names(); len(a) == 0 || &a[0] != &b[0] {
+			t.Errorf("flag %v: Names() not cached", a)
+		}
+		if c, ok := f.(cli.CategorizableFlag); ok && c.GetCategory() != "" {
+			t.Errorf("flag %v keeps category %q in a run without help", f.Names(), c.GetCategory())
+		}
+	}
+	var out bytes.Buffer
+	if code := Main([]string{"vectl", "set", "--help"}, Streams{Out: &out, Err: &out}); code != 0 ||
+		!strings.Contains(out.String(), "Resources\n") || !strings.Contains(out.String(), "--ram value") {
+		t.Fatalf("set --help: exit %d, want the Resources group with --ram:\n%s", code, out.String())
 	}
 }
 

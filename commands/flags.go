@@ -1,0 +1,77 @@
+package commands
+
+import (
+	"slices"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Flag handling in urfave/cli v2 costs more than vectl's own work on a short command such as
+// `set --ipadd`: each IsSet of a flag that was not given walks every flag of the command
+// calling Names(), which runs a regular expression per name, and urfave/cli asks that of
+// every flag after parsing (runFlagActions), so `set` with its 60 flags made thousands of
+// regexp calls per run; App.Setup also renders the help line of every categorised flag of
+// every command. streamline takes both out of runs that print no help.
+
+// The flag types vectl uses, each with its names computed once.
+type (
+	namedString struct {
+		*cli.StringFlag
+		names []string
+	}
+	namedStringSlice struct {
+		*cli.StringSliceFlag
+		names []string
+	}
+	namedBool struct {
+		*cli.BoolFlag
+		names []string
+	}
+	namedInt struct {
+		*cli.IntFlag
+		names []string
+	}
+)
+
+func (f namedString) Names() []string      { return f.names }
+func (f namedStringSlice) Names() []string { return f.names }
+func (f namedBool) Names() []string        { return f.names }
+func (f namedInt) Names() []string         { return f.names }
+
+// cacheNames wraps a flag of a known type so that Names() returns a slice made once; other
+// flags are returned as they are.
+func cacheNames(f cli.Flag) cli.Flag {
+	names := slices.Clip(f.Names())
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return namedString{f, names}
+	case *cli.StringSliceFlag:
+		return namedStringSlice{f, names}
+	case *cli.BoolFlag:
+		return namedBool{f, names}
+	case *cli.IntFlag:
+		return namedInt{f, names}
+	}
+	return f
+}
+
+// streamline prepares app for one run with args: flag names are cached and, unless args ask
+// for help, flag categories (which only group the help output) are dropped.
+func streamline(app *cli.App, args []string) {
+	help := slices.ContainsFunc(args, func(a string) bool {
+		return a == "help" || a == "h" || a == "-h" || a == "--help"
+	})
+	var walk func(fs []cli.Flag, cmds []*cli.Command)
+	walk = func(fs []cli.Flag, cmds []*cli.Command) {
+		for i, f := range fs {
+			if sf, ok := f.(*cli.StringFlag); ok && !help {
+				sf.Category = ""
+			}
+			fs[i] = cacheNames(f)
+		}
+		for _, c := range cmds {
+			walk(c.Flags, c.Subcommands)
+		}
+	}
+	walk(app.Flags, app.Commands)
+}
