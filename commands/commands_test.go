@@ -103,6 +103,9 @@ func TestStreamline(t *testing.T) {
 		if a, b := f.Names(), f.Names(); len(a) == 0 || &a[0] != &b[0] {
 			t.Errorf("flag %v: Names() not cached", a)
 		}
+		if got, want := f.Names(), unwrapped(f).Names(); !reflect.DeepEqual(got, want) {
+			t.Errorf("flag names %q, urfave/cli makes %q of them", got, want)
+		}
 		if c, ok := f.(cli.CategorizableFlag); ok && c.GetCategory() != "" {
 			t.Errorf("flag %v keeps category %q in a run without help", f.Names(), c.GetCategory())
 		}
@@ -112,6 +115,21 @@ func TestStreamline(t *testing.T) {
 		!strings.Contains(out.String(), "Resources\n") || !strings.Contains(out.String(), "--ram value") {
 		t.Fatalf("set --help: exit %d, want the Resources group with --ram:\n%s", code, out.String())
 	}
+}
+
+// unwrapped returns the urfave/cli flag inside one of streamline's wrappers.
+func unwrapped(f cli.Flag) cli.Flag {
+	switch f := f.(type) {
+	case namedString:
+		return f.StringFlag
+	case namedStringSlice:
+		return f.StringSliceFlag
+	case namedBool:
+		return f.BoolFlag
+	case namedInt:
+		return f.IntFlag
+	}
+	return f
 }
 
 func TestExitStatusTable(t *testing.T) {

@@ -39,18 +39,22 @@ func (f namedBool) Names() []string        { return f.names }
 func (f namedInt) Names() []string         { return f.names }
 
 // cacheNames wraps a flag of a known type so that Names() returns a slice made once; other
-// flags are returned as they are.
+// flags are returned as they are. The names are the flag's Name and Aliases: what urfave/cli's
+// FlagNames makes of them for names without commas or spaces, which vectl's never have
+// (TestStreamline checks).
 func cacheNames(f cli.Flag) cli.Flag {
-	names := slices.Clip(f.Names())
+	names := func(name string, aliases []string) []string {
+		return append([]string{name}, aliases...)
+	}
 	switch f := f.(type) {
 	case *cli.StringFlag:
-		return namedString{f, names}
+		return namedString{f, names(f.Name, f.Aliases)}
 	case *cli.StringSliceFlag:
-		return namedStringSlice{f, names}
+		return namedStringSlice{f, names(f.Name, f.Aliases)}
 	case *cli.BoolFlag:
-		return namedBool{f, names}
+		return namedBool{f, names(f.Name, f.Aliases)}
 	case *cli.IntFlag:
-		return namedInt{f, names}
+		return namedInt{f, names(f.Name, f.Aliases)}
 	}
 	return f
 }

@@ -27,6 +27,11 @@ func (m *Manager) net() (*network.Network, error) {
 	if err != nil {
 		return nil, err
 	}
+	return m.netFrom(cfg), nil
+}
+
+// netFrom returns the network layer for a network configuration already loaded.
+func (m *Manager) netFrom(cfg *network.Config) *network.Network {
 	dirs := func() ([]string, error) {
 		dir := m.opts.CNIPath
 		if dir == "" {
@@ -43,7 +48,7 @@ func (m *Manager) net() (*network.Network, error) {
 		CacheDir:   filepath.Join(m.opts.RunDir, "cni"),
 		StateDir:   filepath.Join(m.opts.RunDir, "net"),
 		Table:      m.opts.FirewallTable,
-	}), nil
+	})
 }
 
 // netConfig loads only the node's network configuration (for validating addresses).

@@ -104,8 +104,9 @@ type change struct {
 	ipDel  []netip.Prefix
 	nifAdd []store.NetIf
 	nifDel []string
-	limits bool // cgroup limits changed
-	disk   bool // diskspace changed
+	limits bool            // cgroup limits changed
+	disk   bool            // diskspace changed
+	net    *network.Config // the node's network configuration, when addresses or interfaces change
 }
 
 // apply validates o and applies it to cfg (a copy), without side effects.
@@ -224,6 +225,7 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 	if err != nil {
 		return nil, err
 	}
+	ch.net = nc
 	cur, err := parseIPs(nc, cfg.IPs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.store.ConfigPath(cfg.ID), err)
@@ -386,11 +388,8 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) e
 	if len(ch.ipAdd)+len(ch.ipDel)+len(ch.nifAdd)+len(ch.nifDel) == 0 {
 		return nil
 	}
-	n, err := m.net()
-	if err != nil {
-		return err
-	}
-	nc := n.Config()
+	n := m.netFrom(ch.net)
+	nc := ch.net
 	ips, err := parseIPs(nc, cfg.IPs)
 	if err != nil {
 		return err
