@@ -104,7 +104,7 @@ func exitCodesCommand() *cli.Command {
 	return &cli.Command{
 		Name:        "exit-codes",
 		Usage:       "print the table of exit statuses (also: vectl help exit-codes)",
-		Description: "vectl's exit statuses, shared with vzctl where the meaning is the same:\n\n" + exitCodesText(),
+		Description: "vectl's exit statuses, shared with vzctl where the meaning is the same.",
 		Action: func(c *cli.Context) error {
 			return writeExitCodes(c.App.Writer)
 		},

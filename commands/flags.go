@@ -59,23 +59,36 @@ func cacheNames(f cli.Flag) cli.Flag {
 	return f
 }
 
-// streamline prepares app for one run with args: flag names are cached and, unless args ask
-// for help, flag categories (which only group the help output) are dropped.
+// helpOnly completes the descriptions of commands whose help text takes work to make; it
+// runs only when help is asked for.
+var helpOnly = map[string]func(c *cli.Command){
+	"exit-codes": func(c *cli.Command) { c.Description += "\n\n" + exitCodesText() },
+}
+
+// streamline prepares app for one run with args: unless args ask for help, flag categories
+// (which only group the help output) are dropped; with help, the descriptions of helpOnly are
+// completed. The names of the app's flags and of the flags of the commands named in args
+// are cached (other commands do not run).
 func streamline(app *cli.App, args []string) {
 	help := slices.ContainsFunc(args, func(a string) bool {
 		return a == "help" || a == "h" || a == "-h" || a == "--help"
 	})
-	var walk func(fs []cli.Flag, cmds []*cli.Command)
-	walk = func(fs []cli.Flag, cmds []*cli.Command) {
+	var walk func(fs []cli.Flag, cmds []*cli.Command, run bool)
+	walk = func(fs []cli.Flag, cmds []*cli.Command, run bool) {
 		for i, f := range fs {
 			if sf, ok := f.(*cli.StringFlag); ok && !help {
 				sf.Category = ""
 			}
-			fs[i] = cacheNames(f)
+			if run {
+				fs[i] = cacheNames(f)
+			}
 		}
 		for _, c := range cmds {
-			walk(c.Flags, c.Subcommands)
+			if complete := helpOnly[c.Name]; help && complete != nil {
+				complete(c)
+			}
+			walk(c.Flags, c.Subcommands, slices.ContainsFunc(args, c.HasName))
 		}
 	}
-	walk(app.Flags, app.Commands)
+	walk(app.Flags, app.Commands, true)
 }
