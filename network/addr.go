@@ -125,22 +125,28 @@ func (n *Network) addRouted(netnsPath, host string, a netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	hl, err := netlink.LinkByName(host)
+	hh, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
-	return n.addRoutedIn(h, eth, hl, a)
+	defer hh.Close()
+	hl, err := hh.LinkByName(host)
+	if err != nil {
+		return err
+	}
+	return n.addRoutedIn(h, hh, eth, hl, a)
 }
 
-// addRoutedIn is addRouted with the VE's netlink handle, its eth0 and the host's veth at hand.
-func (n *Network) addRoutedIn(h *netlink.Handle, eth, hl netlink.Link, a netip.Prefix) error {
+// addRoutedIn is addRouted with netlink handles in the VE (h) and on the host (hh), the VE's
+// eth0 and the host's veth at hand.
+func (n *Network) addRoutedIn(h, hh *netlink.Handle, eth, hl netlink.Link, a netip.Prefix) error {
 	host := hl.Attrs().Name
 	if !hasFamily(h, eth, a.Addr().Is4()) {
 		// The first address of a family on a running VE: give eth0 that family's gateway
 		// and default route, as ptp does at ADD time.
 		p, _ := n.cfg.PoolOf(a.Addr())
 		gw := netip.PrefixFrom(p.Gateway, hostBits(p.Gateway))
-		if err := netlink.AddrReplace(hl, &netlink.Addr{IPNet: ipNet(gw), Flags: addrFlags(p.Gateway)}); err != nil {
+		if err := hh.AddrReplace(hl, &netlink.Addr{IPNet: ipNet(gw), Flags: addrFlags(p.Gateway)}); err != nil {
 			return fmt.Errorf("gateway %s on %s: %w", gw, host, err)
 		}
 		if err := h.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(gw), Scope: netlink.SCOPE_LINK}); err != nil {
@@ -158,7 +164,7 @@ func (n *Network) addRoutedIn(h *netlink.Handle, eth, hl netlink.Link, a netip.P
 	if err := h.AddrReplace(eth, &netlink.Addr{IPNet: ipNet(one), Flags: addrFlags(a.Addr())}); err != nil {
 		return fmt.Errorf("address %s in the VE: %w", a.Addr(), err)
 	}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK}); err != nil {
+	if err := hh.RouteReplace(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK}); err != nil {
 		return fmt.Errorf("host route to %s: %w", a.Addr(), err)
 	}
 	return nil
@@ -264,14 +270,19 @@ func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 	if eth, err := h.LinkByName(venetIfName); err == nil {
 		// eth0 is attached and under the firewall since the VE started: a further address
 		// needs no firewall change (the reverse-path filter follows the host route).
-		if err := n.ensureHost(false); err != nil {
+		hh, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
 			return err
 		}
-		hl, err := netlink.LinkByIndex(eth.Attrs().ParentIndex)
+		defer hh.Close()
+		if err := n.ensureHostWith(hh, false); err != nil {
+			return err
+		}
+		hl, err := hh.LinkByIndex(eth.Attrs().ParentIndex)
 		if err != nil {
 			return fmt.Errorf("host side of %s: %w", venetIfName, err)
 		}
-		if err := n.addRoutedIn(h, eth, hl, a); err != nil {
+		if err := n.addRoutedIn(h, hh, eth, hl, a); err != nil {
 			return err
 		}
 		return n.proxyAll([]netip.Prefix{a}, true)
@@ -311,10 +322,8 @@ func (n *Network) DelAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 			}
 			if ifname == venetIfName {
 				one := netip.PrefixFrom(a.Addr(), hostBits(a.Addr()))
-				hl, err := netlink.LinkByIndex(l.Attrs().ParentIndex)
-				if err == nil {
-					err = netlink.RouteDel(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK})
-				}
+				// A veth's IFLA_LINK is its peer's index on the host.
+				err := netlink.RouteDel(&netlink.Route{LinkIndex: l.Attrs().ParentIndex, Dst: ipNet(one), Scope: netlink.SCOPE_LINK})
 				if err != nil && !errors.Is(err, unix.ESRCH) {
 					errs = append(errs, fmt.Errorf("host route to %s: %w", a.Addr(), err))
 				}
@@ -400,6 +409,16 @@ func (n *Network) proxyAll(addrs []netip.Prefix, add bool) error {
 // Without it they are checked only if this call turned forwarding on, which needs the
 // forwarding limit; a further address on an attached interface needs nothing else of them.
 func (n *Network) ensureHost(firewall bool) error {
+	hh, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer hh.Close()
+	return n.ensureHostWith(hh, firewall)
+}
+
+// ensureHostWith is ensureHost through the host netlink handle hh.
+func (n *Network) ensureHostWith(hh *netlink.Handle, firewall bool) error {
 	var v4, v6 bool
 	for _, p := range n.cfg.Pools {
 		v4, v6 = v4 || p.Subnet.Addr().Is4(), v6 || p.Subnet.Addr().Is6()
@@ -407,7 +426,7 @@ func (n *Network) ensureHost(firewall bool) error {
 		if p.Subnet.Addr().Is6() {
 			r.Family = netlink.FAMILY_V6
 		}
-		if err := netlink.RouteReplace(r); err != nil {
+		if err := hh.RouteReplace(r); err != nil {
 			return fmt.Errorf("unreachable route for pool %s: %w", p.Subnet, err)
 		}
 	}
