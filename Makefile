@@ -12,6 +12,12 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TAGS    := seccomp netgo osusergo urfave_cli_no_docs
 LDFLAGS := -s -w -X github.com/vectl/vectl/commands.Version=$(VERSION) -linkmode external -extldflags -static
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Go 1.26's Green Tea collector keeps the mark bits of a small-object span inside the span,
+# which makes a short-lived process touch more fresh pages: `vectl --version` took about 540
+# page faults with it and about 410 with the classic collector (Go 1.25's), and page faults
+# are the largest part of a vectl command's start-up on a VM. The opt-out exists as long as
+# Go 1.26 is the toolchain; drop it when the experiment is gone.
+GOEXP   := nogreenteagc
 
 # Debian packages the build, the tests and the demo need.
 DEB_BUILD := gcc libc6-dev libseccomp-dev make git zstd
@@ -22,7 +28,7 @@ DEB_RUN   := busybox-static debootstrap e2fsprogs iproute2 nftables iptables tmu
 all: bin/vectl
 
 bin/vectl: plugins FORCE
-	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
+	CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
 	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
 
 # The upstream CNI plugins, pinned by network/cnitools/go.mod and embedded in bin/vectl by
