@@ -113,9 +113,13 @@ func settleDAD(ifname string) error {
 	return nil
 }
 
-// addRouted adds a further address to a routed VE: the address on eth0 inside the VE and a
+// addRouted adds further addresses to a routed VE: each address on eth0 inside the VE and a
 // host route to it through the VE's own veth (what ptp does for its one address per family).
-func (n *Network) addRouted(netnsPath, host string, a netip.Prefix) error {
+// The namespaces are entered once for all of them.
+func (n *Network) addRouted(netnsPath, host string, as []netip.Prefix) error {
+	if len(as) == 0 {
+		return nil
+	}
 	h, err := inNetns(netnsPath)
 	if err != nil {
 		return err
@@ -134,7 +138,12 @@ func (n *Network) addRouted(netnsPath, host string, a netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	return n.addRoutedIn(h, hh, eth, hl, a)
+	for _, a := range as {
+		if err := n.addRoutedIn(h, hh, eth, hl, a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addRoutedIn is addRouted with netlink handles in the VE (h) and on the host (hh), the VE's

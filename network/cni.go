@@ -235,10 +235,8 @@ func (n *Network) Attach(ctx context.Context, ve VE) (err error) {
 		if err != nil {
 			return err
 		}
-		for _, a := range extra {
-			if err := n.addRouted(ve.NetNS, host, a); err != nil {
-				return err
-			}
+		if err := n.addRouted(ve.NetNS, host, extra); err != nil {
+			return err
 		}
 	}
 	for i, nif := range ve.NetIfs {
