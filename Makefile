@@ -19,9 +19,34 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go 1.26 is the toolchain; drop it when the experiment is gone.
 GOEXP   := nogreenteagc
 
-# Debian packages the build, the tests and the demo need.
-DEB_BUILD := gcc libc6-dev libseccomp-dev make git zstd
-DEB_RUN   := busybox-static debootstrap e2fsprogs iproute2 nftables iptables tmux procps ca-certificates xz-utils tcpdump iputils-ping
+# Debian packages that the build, the tests, `make vm-test` and `make bench` run or link,
+# one list per purpose; `make deps` installs all of them. PROVIDES says what each package is
+# there for: PROGRAM=PACKAGE for a host program that the Makefile, the code, the tests, the
+# bench or a host script runs, py:MODULE=PACKAGE for a Python module the tests import,
+# lib:NAME=PACKAGE for a library the build links, cgo:NAME=PACKAGE for what cgo runs. `toolchain` is the Go toolchain in
+# /usr/local/go; Debian's Essential packages (coreutils, util-linux, ...) are on every Debian
+# system. integration/deps_test.go (part of `make test`) checks the table both ways against
+# every program the repository runs, and that each program on PATH comes from its package.
+DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt
+DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
+	iputils-ping iputils-arping python3-minimal python3-scapy
+DEB_VM    := qemu-system-x86
+DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox
+DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
+PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:libseccomp=libseccomp-dev \
+	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt \
+	busybox=busybox-static debootstrap=debootstrap mke2fs=e2fsprogs mkfs.ext4=e2fsprogs \
+	resize2fs=e2fsprogs e2fsck=e2fsprogs debugfs=e2fsprogs ip=iproute2 nft=nftables tmux=tmux \
+	umount=mount losetup=mount ping=iputils-ping arping=iputils-arping python3=python3-minimal \
+	py:scapy=python3-scapy qemu-system-x86_64=qemu-system-x86 runc=runc crun=crun \
+	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc \
+	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox \
+	cat=coreutils chmod=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
+	du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
+	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
+	sha256sum=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
+	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \
+	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg
 
 .PHONY: all test lint check integration install clean deps demo FORCE
 
@@ -101,15 +126,20 @@ clean:
 	rm -rf bin
 	rm -f $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
 
-# Installs what building and testing need on a fresh Debian 12 machine (as root).
+# Installs every package of the lists above on a Debian 12 machine (as root), and the Go
+# modules; nothing when they are there. No service starts during the install: lxc's would
+# bring up its own bridge with NAT, which is not vectl's to make.
 deps:
-	@missing=""; for p in $(DEB_BUILD) $(DEB_RUN); do \
+	@missing=""; for p in $(DEB_ALL); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
+		policy=/usr/sbin/policy-rc.d; ours=""; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\n# vectl make deps: no service starts during its install\nexit 101\n' > $$policy && chmod 755 $$policy && ours=1; fi; \
 		apt-get -o DPkg::Lock::Timeout=600 update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing; \
+		rc=$$?; [ -z "$$ours" ] || rm -f $$policy; exit $$rc; \
 	fi
 	$(GO) mod download
 	cd network/cnitools && $(GO) mod download

@@ -141,12 +141,6 @@ func (b *bench) costly(def int) int {
 }
 
 func (b *bench) runAll() error {
-	if !b.opts.skipInstall {
-		b.progress("installing missing Debian packages")
-		if err := b.install(); err != nil {
-			return err
-		}
-	}
 	b.machine = b.machineInfo()
 	b.progress("setting up: network guard, templates, peers (scratch %s)", b.work)
 	if err := b.setupNetwork(); err != nil {

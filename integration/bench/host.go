@@ -14,50 +14,6 @@ import (
 	"time"
 )
 
-// debPackages are what the bench drives besides vectl: the peers, the tools, and what
-// vectl's template builds and layouts need.
-var debPackages = []string{
-	"runc", "crun", "lxc", "systemd-container", "hyperfine", "iperf3", "gnuplot-nox",
-	"busybox-static", "debootstrap", "zstd", "e2fsprogs", "rsync", "nftables", "iproute2", "util-linux",
-}
-
-// install installs the missing packages, running apt-get update first only when something
-// is missing. No service is started meanwhile (lxc would bring up its bridge).
-func (b *bench) install() error {
-	var missing []string
-	for _, p := range debPackages {
-		if p == "gnuplot-nox" {
-			if _, err := exec.LookPath("gnuplot"); err == nil {
-				continue
-			}
-		}
-		out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", p).Output()
-		if !strings.HasPrefix(string(out), "install ok installed") {
-			missing = append(missing, p)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	b.progress("installing: %s", strings.Join(missing, " "))
-	const policy = "/usr/sbin/policy-rc.d"
-	if _, err := os.Stat(policy); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(policy, []byte("#!/bin/sh\n# vectl bench: no service starts during its apt-get install\nexit 101\n"), 0o755); err != nil {
-			return err
-		}
-		defer os.Remove(policy)
-	}
-	os.Setenv("DEBIAN_FRONTEND", "noninteractive")
-	if _, err := b.sh("apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"); err != nil {
-		return fmt.Errorf("apt-get update: %w", err)
-	}
-	args := append([]string{"apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "--no-install-recommends"}, missing...)
-	if _, err := b.sh(args...); err != nil {
-		return fmt.Errorf("apt-get install: %w", err)
-	}
-	return nil
-}
-
 // machineInfo describes the host and the versions of everything measured.
 type machineInfo struct {
 	Date     string            `json:"date"`
@@ -114,7 +70,7 @@ func (b *bench) machineInfo() machineInfo {
 	for name, argv := range map[string][]string{
 		"runc": {"runc", "--version"}, "crun": {"crun", "--version"}, "lxc": {"lxc-start", "--version"},
 		"systemd-nspawn": {"systemd-nspawn", "--version"}, "iperf3": {"iperf3", "--version"},
-		"hyperfine": {"hyperfine", "--version"}, "gnuplot": {"gnuplot", "--version"},
+		"gnuplot": {"gnuplot", "--version"},
 		"busybox": {"/bin/busybox"},
 	} {
 		out, _ := exec.Command(argv[0], argv[1:]...).CombinedOutput()

@@ -1,6 +1,6 @@
-// Command bench is vectl's benchmark suite (make bench). As root, it installs the peers
-// (runc, crun, LXC, systemd-nspawn) and tools from Debian's packages, builds identical root
-// filesystems with vectl's own template build, times vectl and its peers interleaved over
+// Command bench is vectl's benchmark suite (make bench). As root, with the peers (runc, crun,
+// LXC, systemd-nspawn) and tools that make deps installs from Debian's packages, it builds
+// identical root filesystems with vectl's own template build, times vectl and its peers interleaved over
 // several passes, and writes results.json, results.md, chart.png and README-section.md.
 //
 // Everything it makes lives under one scratch directory and a few host objects named after
@@ -24,14 +24,13 @@ import (
 
 // options are the command-line flags.
 type options struct {
-	vectl       string
-	out         string
-	passes      int // 0: each benchmark's default
-	density     int
-	quick       bool
-	skipInstall bool
-	only        map[string]bool // benchmark groups to run; empty: all
-	timeout     time.Duration
+	vectl   string
+	out     string
+	passes  int // 0: each benchmark's default
+	density int
+	quick   bool
+	only    map[string]bool // benchmark groups to run; empty: all
+	timeout time.Duration
 }
 
 // groups are the benchmark groups in the order they run; -only selects some of them.
@@ -117,7 +116,6 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.passes, "passes", 0, "measured passes per benchmark (0: each benchmark's default; costly ones use at most their default)")
 	flag.IntVar(&o.density, "density", 500, "idle busybox VEs started for the density benchmark")
 	flag.BoolVar(&o.quick, "quick", false, "small counts for a smoke run (3 passes, 20 VEs for density)")
-	flag.BoolVar(&o.skipInstall, "skip-install", false, "do not install missing Debian packages")
 	flag.StringVar(&only, "only", "", "comma-separated benchmark groups to run (default all): "+groupNames())
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "time budget: groups that do not fit are skipped")
 	flag.Parse()

@@ -133,7 +133,7 @@ func (b *bench) markdown() string {
 	fmt.Fprintf(&sb, "- date: %s (run took %v)\n", m.Date, time.Since(b.started).Round(time.Second))
 	fmt.Fprintf(&sb, "- machine: %s\n", b.machineLine())
 	fmt.Fprintf(&sb, "- vectl: %s\n", m.Vectl)
-	for _, k := range []string{"runc", "crun", "lxc", "systemd-nspawn", "iperf3", "busybox", "hyperfine", "gnuplot"} {
+	for _, k := range []string{"runc", "crun", "lxc", "systemd-nspawn", "iperf3", "busybox", "gnuplot"} {
 		if v := m.Versions[k]; v != "" {
 			fmt.Fprintf(&sb, "- %s: %s\n", k, v)
 		}
