@@ -115,6 +115,7 @@ func NewApp(s Streams) *cli.App {
 			statsCommand(),
 			ubcCommand(),
 			bootCommand(),
+			hostCommand(),
 			unitCommand(),
 			templateCommand(),
 			exitCodesCommand(),

@@ -88,6 +88,10 @@ type env struct {
 	run       string
 	log       string
 	netConfig string // set by withNetwork
+	// table is the --firewall-table (testFwTable when empty); netns, when set, is a network
+	// namespace (a path under /run/netns) that vectl runs in, as if it were the host's.
+	table string
+	netns string
 }
 
 // newEnv makes a fresh state root and registers a cleanup that destroys every VE in it and
@@ -130,12 +134,19 @@ func (e *env) args(args ...string) []string {
 	if netConfig == "" {
 		netConfig = filepath.Join(e.dir, "no-network.json") // missing: vectl's defaults
 	}
+	table := e.table
+	if table == "" {
+		table = testFwTable
+	}
 	return append([]string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log,
-		"--network-config", netConfig, "--firewall-table", testFwTable}, args...)
+		"--network-config", netConfig, "--firewall-table", table}, args...)
 }
 
 // cmd returns an unstarted vectl command in this env.
 func (e *env) cmd(args ...string) *exec.Cmd {
+	if e.netns != "" {
+		return exec.Command("nsenter", append([]string{"--net=" + e.netns, vectlBin}, e.args(args...)...)...)
+	}
 	return exec.Command(vectlBin, e.args(args...)...)
 }
 

@@ -101,6 +101,19 @@ func netCleanup() {
 	if len(savedSysctls) == 0 {
 		return
 	}
+	// What an admin would run first; then by hand whatever it left or could not know of.
+	if dir, err := os.MkdirTemp("", "vectl-it-cleanup-"); err == nil {
+		cfg := filepath.Join(dir, "network.json")
+		if os.WriteFile(cfg, []byte(fmt.Sprintf(testNetworkJ, "")), 0o644) == nil {
+			out, err := exec.Command(vectlBin, "--root", filepath.Join(dir, "root"), "--run-dir", filepath.Join(dir, "run"),
+				"--log-dir", filepath.Join(dir, "log"), "--network-config", cfg, "--firewall-table", testFwTable,
+				"host", "cleanup").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "vectl host cleanup of the test instance: %v\n%s", err, out)
+			}
+		}
+		os.RemoveAll(dir)
+	}
 	exec.Command("nft", "delete", "table", "inet", testFwTable).Run()
 	exec.Command("nft", "delete", "table", "bridge", testFwTable).Run()
 	exec.Command("nft", "delete", "table", "inet", guardTable).Run()

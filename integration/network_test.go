@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -213,7 +212,6 @@ func TestNetworkRoutedIsolation(t *testing.T) {
 }
 
 func TestNetworkBridgedSpoofing(t *testing.T) {
-	requireNoForeignForwardLimit(t)
 	e := newEnv(t)
 	e.withNetwork()
 	tmpl := e.importDebian()
@@ -521,24 +519,6 @@ func TestNetworkProxyNeighbours(t *testing.T) {
 	e.must("stop", id)
 	if p := proxies(); strings.Contains(p, ip4) || strings.Contains(p, extra) {
 		t.Fatalf("proxy entries left after stop: %q", p)
-	}
-}
-
-// requireNoForeignForwardLimit fails the test at once, with what to do, when another vectl
-// instance on this host (a make demo's, with the default firewall table) limits forwarding
-// and br_netfilter is loaded: that instance's forward chain then drops the bridged traffic
-// between the test's VEs, which are not in its sets (README, "Host-global settings").
-func requireNoForeignForwardLimit(t *testing.T) {
-	t.Helper()
-	brnf, _ := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
-	if strings.TrimSpace(string(brnf)) != "1" {
-		return
-	}
-	out, err := exec.Command("nft", "list", "chain", "inet", "vectl", "forward").CombinedOutput()
-	if err == nil && strings.Contains(string(out), "drop") {
-		t.Fatalf("br_netfilter is loaded and the vectl instance with firewall table \"vectl\" limits " +
-			"forwarding, which drops this test's bridged traffic; with no VE running under /var/lib/vectl, " +
-			"remove its host set-up (nft delete table inet vectl; nft delete table bridge vectl) and run again")
 	}
 }
 

@@ -439,9 +439,6 @@ func (n *Network) ensureHostWith(hh *netlink.Handle, firewall bool) error {
 			return fmt.Errorf("unreachable route for pool %s: %w", p.Subnet, err)
 		}
 	}
-	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
-		return err
-	}
 	limit := false
 	var enable []string
 	for _, f := range []struct {
@@ -449,24 +446,29 @@ func (n *Network) ensureHostWith(hh *netlink.Handle, firewall bool) error {
 		sysctl string
 		marker string
 	}{
-		{v4, "/proc/sys/net/ipv4/ip_forward", "forwarding-v4-by-vectl"},
-		{v6, "/proc/sys/net/ipv6/conf/all/forwarding", "forwarding-v6-by-vectl"},
+		{v4, sysctlForward4, "forwarding-v4-by-vectl"},
+		{v6, sysctlForward6, "forwarding-v6-by-vectl"},
 	} {
 		if !f.on {
 			continue
 		}
-		marker := filepath.Join(n.stateDir, f.marker)
 		cur, err := os.ReadFile(f.sysctl)
 		if err != nil {
 			return err
 		}
 		if strings.TrimSpace(string(cur)) == "0" {
-			if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			enable = append(enable, f.sysctl)
+			limit = true
+			continue
+		}
+		// Forwarding was turned on by a vectl (recorded, or by a vectl before the host
+		// record existed, which left a marker in its run directory) rather than by the admin.
+		if n.vectlChanged(f.sysctl) {
+			limit = true
+		} else if marker := filepath.Join(n.stateDir, f.marker); fileExists(marker) {
+			if err := n.adoptMarker(f.sysctl, marker); err != nil {
 				return err
 			}
-			enable = append(enable, f.sysctl)
-		}
-		if _, err := os.Stat(marker); err == nil {
 			limit = true
 		}
 	}
@@ -477,19 +479,29 @@ func (n *Network) ensureHostWith(hh *netlink.Handle, firewall bool) error {
 		}
 	}
 	for _, sysctl := range enable {
-		if err := os.WriteFile(sysctl, []byte("1"), 0); err != nil {
+		if err := n.setSysctl(sysctl, "1"); err != nil {
 			return fmt.Errorf("enable forwarding: %w", err)
 		}
 	}
 	for _, dev := range n.cfg.NeighbourDevs {
 		if v6 {
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/proxy_ndp", []byte("1"), 0); err != nil {
+			p := "/proc/sys/net/ipv6/conf/" + dev + "/proxy_ndp"
+			if cur, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(cur)) == "1" {
+				continue
+			}
+			if err := n.setSysctl(p, "1"); err != nil {
 				return fmt.Errorf("proxy_ndp on %s: %w", dev, err)
 			}
 		}
 	}
 	return nil
 }
+
+// The forwarding sysctls vectl turns on for its pools' families.
+const (
+	sysctlForward4 = "/proc/sys/net/ipv4/ip_forward"
+	sysctlForward6 = "/proc/sys/net/ipv6/conf/all/forwarding"
+)
 
 // retryDump runs a netlink dump again while the kernel reports it was interrupted by a
 // concurrent change (NLM_F_DUMP_INTR: "results may be incomplete or inconsistent"), as

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
 )
 
 // Network names of vectl's CNI attachments (libcni's cache is keyed by them).
@@ -48,6 +50,7 @@ type Network struct {
 	plugins  func() (*libcni.CNIConfig, error) // runs plugins: found on first use
 	fw       *Firewall
 	stateDir string
+	hostDir  string
 }
 
 // Options configure a Network.
@@ -59,7 +62,10 @@ type Options struct {
 	PluginDirs func() ([]string, error)
 	CacheDir   string // libcni's result cache (under /run, so it is gone after a reboot like the VEs)
 	StateDir   string // vectl's own volatile network state
-	Table      string // nftables table name ("vectl")
+	// HostStateDir holds the record of host settings vectl changed, shared by every vectl
+	// instance on the host (DefaultHostStateDir when empty).
+	HostStateDir string
+	Table        string // nftables table name ("vectl")
 }
 
 // New returns a Network. It does not touch the host until a VE is attached.
@@ -76,6 +82,7 @@ func New(o Options) *Network {
 		}),
 		fw:       NewFirewall(o.Table, -1),
 		stateDir: o.StateDir,
+		hostDir:  cmp.Or(o.HostStateDir, DefaultHostStateDir),
 	}
 }
 
@@ -258,8 +265,15 @@ func (n *Network) attachNetIf(ctx context.Context, ve VE, nif NetIf, addrs []net
 	if mac == "" {
 		mac = MAC(ve.ID, nif.Name)
 	}
+	_, err = netlink.LinkByName(nif.Bridge)
+	bridgeWasThere := err == nil
 	if err := n.add(ctx, conf, ve, nif.Name, map[string]any{"mac": mac}); err != nil {
 		return err
+	}
+	if !bridgeWasThere {
+		if err := n.recordBridge(nif.Bridge); err != nil {
+			return err
+		}
 	}
 	host, err := hostPeer(ve.NetNS, nif.Name)
 	if err != nil {
@@ -277,7 +291,15 @@ func (n *Network) attachNetIf(ctx context.Context, ve VE, nif NetIf, addrs []net
 	if err := n.fw.AddBridge(nif.Bridge); err != nil {
 		return err
 	}
-	return n.fw.AddBridgePort(bridgePort(host, mac, addrs))
+	if err := n.fw.AddBridgePort(bridgePort(host, mac, addrs)); err != nil {
+		return err
+	}
+	// Into the group only once in this instance's sets: in between, its own isolation
+	// rules would take the interface for another instance's.
+	if err := markLink(nif.Bridge); err != nil {
+		return err
+	}
+	return markLink(host)
 }
 
 // AddNetIf attaches a bridged interface to a running VE, with the VE's addresses of that
@@ -367,7 +389,10 @@ func (n *Network) attachVenet(ctx context.Context, ve VE, prim []netip.Prefix) (
 	if err := settleDAD(host); err != nil {
 		return "", err
 	}
-	return host, n.fw.AddRoutedPort(host)
+	if err := n.fw.AddRoutedPort(host); err != nil {
+		return "", err
+	}
+	return host, markLink(host)
 }
 
 func (n *Network) add(ctx context.Context, conf []byte, ve VE, ifname string, caps map[string]any) error {

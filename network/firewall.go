@@ -105,11 +105,12 @@ type BridgePort struct {
 // in sets and port chains that EnsureBase leaves alone. It is safe to call at every VE start
 // and from concurrent processes.
 //
-// With limitForward the inet forward chain drops every packet whose input and output
-// interfaces are both neither a routed VE port nor a bridge added with AddBridge: vectl
-// turns on the host-global forwarding sysctls for its VEs, and when forwarding was off
-// before, the host must not start routing for anyone else. Calling EnsureBase with
-// limitForward false removes that rule again.
+// The inet forward chain always keeps this instance's VEs apart from other vectl instances'
+// (isolationExprs). With limitForward it also drops every packet whose input and output
+// interfaces are both neither this instance's (a routed VE port, a bridge added with
+// AddBridge) nor any vectl's (LinkGroup): vectl turns on the host-global forwarding sysctls
+// for its VEs, and when forwarding was off before, the host must not start routing for
+// anyone else. Calling EnsureBase with limitForward false removes that rule again.
 func (f *Firewall) EnsureBase(limitForward bool) error {
 	if err := f.check(); err != nil {
 		return err
@@ -147,8 +148,8 @@ func (f *Firewall) EnsureBase(limitForward bool) error {
 		Hooknum: nftables.ChainHookForward, Priority: prio(prioInetForward), Policy: &accept,
 	})
 	c.FlushChain(fwd)
-	if limitForward {
-		c.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: limitForwardExprs(ports, bridges), UserData: baseRuleTag})
+	for _, x := range forwardRules(ports, bridges, limitForward) {
+		c.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: x, UserData: baseRuleTag})
 	}
 
 	br := c.AddTable(f.bridgeTable())
@@ -176,7 +177,11 @@ func (f *Firewall) EnsureBase(limitForward bool) error {
 // it whenever those rules change, so that EnsureBase replaces an older vectl's rules. It is
 // a rule comment in nft's user-data encoding (type 0, length, NUL-terminated text), so
 // `nft list` shows it.
-var baseRuleTag = ruleComment("vectl base v1")
+var baseRuleTag = ruleComment(baseRuleTagText + "2")
+
+// baseRuleTagText begins the tag of every vectl version's base rules: other instances' tables
+// are recognised by it (OtherInstances).
+const baseRuleTagText = "vectl base v"
 
 func ruleComment(s string) []byte {
 	return append(append([]byte{0, byte(len(s) + 1)}, s...), 0)
@@ -197,10 +202,7 @@ func (f *Firewall) baseInPlace(c *nftables.Conn, limitForward bool) bool {
 			return false
 		}
 	}
-	forwardRules := 0
-	if limitForward {
-		forwardRules = 1
-	}
+	nForward := len(forwardRules(f.ifnameSet(inet, setRoutedPorts), f.ifnameSet(inet, setBridges), limitForward))
 	for _, ch := range []struct {
 		t     *nftables.Table
 		name  string
@@ -208,7 +210,7 @@ func (f *Firewall) baseInPlace(c *nftables.Conn, limitForward bool) bool {
 		rules int
 	}{
 		{inet, chainPrerouting, nftables.ChainHookPrerouting, 1},
-		{inet, chainForward, nftables.ChainHookForward, forwardRules},
+		{inet, chainForward, nftables.ChainHookForward, nForward},
 		{br, chainPrerouting, nftables.ChainHookPrerouting, 1},
 	} {
 		got, err := c.ListChain(ch.t, ch.name)
@@ -517,6 +519,58 @@ func (f *Firewall) conn(opts ...nftables.ConnOption) (*nftables.Conn, error) {
 	return nftables.New(opts...)
 }
 
+// Tables lists which of the instance's two tables exist ("inet vectl", "bridge vectl").
+func (f *Firewall) Tables() ([]string, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, fam := range []struct {
+		f    nftables.TableFamily
+		name string
+	}{{nftables.TableFamilyINet, "inet"}, {nftables.TableFamilyBridge, "bridge"}} {
+		ok, err := f.hasTable(fam.f)
+		if err != nil {
+			return nil, fmt.Errorf("firewall %s: %w", f.Name, err)
+		}
+		if ok {
+			out = append(out, fam.name+" "+f.Name)
+		}
+	}
+	return out, nil
+}
+
+// OtherInstances names the other vectl instances whose tables are in the namespace: inet
+// tables other than this one whose prerouting chain holds a rule tagged by some version of
+// EnsureBase.
+func (f *Firewall) OtherInstances() ([]string, error) {
+	c, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	var out []string
+	for _, t := range ts {
+		if t.Name == f.Name {
+			continue
+		}
+		rules, err := c.GetRules(t, &nftables.Chain{Name: chainPrerouting, Table: t})
+		if err != nil {
+			continue // no such chain: not vectl's
+		}
+		for _, r := range rules {
+			if bytes.Contains(r.UserData, []byte(baseRuleTagText)) {
+				out = append(out, t.Name)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
 // hasTable tells a missing table apart from other missing objects after an ENOENT.
 func (f *Firewall) hasTable(family nftables.TableFamily) (bool, error) {
 	c, err := f.conn()
@@ -585,9 +639,64 @@ func rpfExprs(ports *nftables.Set) []expr.Any {
 	}
 }
 
+// LinkGroup is the interface group (IFLA_GROUP, "ip link show group 30309") of every host
+// interface any vectl makes for a VE: routed veths, bridge ports and the pools' bridges.
+// Each vectl instance (--firewall-table) has its own forwarding limit, and with br_netfilter
+// loaded another instance's bridged traffic passes through it too: the group lets every
+// instance tell vectl's interfaces from the host's other ones without knowing the others'
+// sets. 30309 is "ve" in ASCII.
+const LinkGroup uint32 = 0x7665
+
+// forwardRules are the rules of the inet forward chain, in order: the isolation of this
+// instance's VEs from other instances' and, with limit, the forwarding limit.
+func forwardRules(ports, bridges *nftables.Set, limit bool) [][]expr.Any {
+	rules := isolationExprs(ports, bridges)
+	if limit {
+		rules = append(rules, limitForwardExprs(ports, bridges))
+	}
+	return rules
+}
+
+// isolationExprs drop what is forwarded between one of this instance's interfaces (a routed
+// port or a bridge in its sets) and another vectl instance's (an interface of LinkGroup in
+// none of this instance's sets), in both directions: "iifgroup 30309 iifname != @ve_ports
+// iifname != @ve_bridges oifname @ve_ports counter drop" and its three siblings. Two vectl
+// roots on one host are two nodes: their VEs reach each other no more than through a router
+// between nodes would allow, which here is not at all.
+func isolationExprs(ports, bridges *nftables.Set) [][]expr.Any {
+	var rules [][]expr.Any
+	dirs := []struct{ other, mine expr.MetaKey }{
+		{expr.MetaKeyIIFGROUP, expr.MetaKeyOIFNAME},
+		{expr.MetaKeyOIFGROUP, expr.MetaKeyIIFNAME},
+	}
+	for _, d := range dirs {
+		otherName := expr.MetaKeyIIFNAME
+		if d.other == expr.MetaKeyOIFGROUP {
+			otherName = expr.MetaKeyOIFNAME
+		}
+		for _, mine := range []*nftables.Set{ports, bridges} {
+			x := []expr.Any{
+				&expr.Meta{Key: d.other, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(LinkGroup)},
+			}
+			for _, s := range []*nftables.Set{ports, bridges} {
+				x = append(x,
+					&expr.Meta{Key: otherName, Register: 1},
+					&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true})
+			}
+			x = append(x,
+				&expr.Meta{Key: d.mine, Register: 1},
+				&expr.Lookup{SourceRegister: 1, SetName: mine.Name, SetID: mine.ID},
+				&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+			rules = append(rules, x)
+		}
+	}
+	return rules
+}
+
 // limitForwardExprs is "iifname != @ve_ports oifname != @ve_ports iifname != @ve_bridges
-// oifname != @ve_bridges counter drop". It only ever drops: it never accepts what another
-// table's forward chain would drop.
+// oifname != @ve_bridges iifgroup != 30309 oifgroup != 30309 counter drop". It only ever
+// drops: it never accepts what another table's forward chain would drop.
 func limitForwardExprs(ports, bridges *nftables.Set) []expr.Any {
 	var x []expr.Any
 	for _, s := range []*nftables.Set{ports, bridges} {
@@ -596,6 +705,11 @@ func limitForwardExprs(ports, bridges *nftables.Set) []expr.Any {
 				&expr.Meta{Key: key, Register: 1},
 				&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true})
 		}
+	}
+	for _, key := range []expr.MetaKey{expr.MetaKeyIIFGROUP, expr.MetaKeyOIFGROUP} {
+		x = append(x,
+			&expr.Meta{Key: key, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(LinkGroup)})
 	}
 	return append(x, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }

@@ -362,9 +362,10 @@ func TestEnsureBaseKeepsPorts(t *testing.T) {
 			}
 		}
 		wantFlushed := []string{"inet prerouting", "inet forward", "bridge prerouting"}
-		wantRules := []string{"inet prerouting", "bridge prerouting"}
+		// The forward chain: four isolation rules (issue 14), then the limit.
+		wantRules := []string{"inet prerouting", "inet forward", "inet forward", "inet forward", "inet forward", "bridge prerouting"}
 		if limit {
-			wantRules = []string{"inet prerouting", "inet forward", "bridge prerouting"}
+			wantRules = slices.Insert(wantRules, 5, "inet forward")
 		}
 		if !slices.Equal(flushed, wantFlushed) {
 			t.Errorf("EnsureBase(%v) flushes %v, want %v", limit, flushed, wantFlushed)
