@@ -312,8 +312,10 @@ func TestListEmptyAndFields(t *testing.T) {
 		t.Fatalf("empty list: exit %d, %q; want only the header", code, out)
 	}
 
-	fakeVE(t, root, store.Config{ID: "101", Hostname: "b.example", Name: "web"})
-	fakeVE(t, root, store.Config{ID: "20", Hostname: "a.example"})
+	// Ids no admin picks: VE cgroups are host-wide (/vectl/ID), so a real VE 101 running on
+	// the host would make the fake one look running.
+	fakeVE(t, root, store.Config{ID: "987101", Hostname: "b.example", Name: "web"})
+	fakeVE(t, root, store.Config{ID: "98720", Hostname: "a.example"})
 	fakeVE(t, root, store.Config{ID: "db", Description: "the database"})
 
 	// Not running: the default (running only) view is empty, -a and -S show all.
@@ -321,15 +323,15 @@ func TestListEmptyAndFields(t *testing.T) {
 		t.Fatalf("list of running VEs = %q, want nothing", out)
 	}
 	_, out, _ = run(t, root, "list", "-a", "-H", "-o", "ctid")
-	if got := strings.Fields(out); !reflect.DeepEqual(got, []string{"20", "101", "db"}) {
+	if got := strings.Fields(out); !reflect.DeepEqual(got, []string{"98720", "987101", "db"}) {
 		t.Fatalf("ids sorted = %q", got)
 	}
 	_, out, _ = run(t, root, "list", "-S", "-1", "-s", "-ctid")
-	if got := strings.Fields(out); !reflect.DeepEqual(got, []string{"db", "101", "20"}) {
+	if got := strings.Fields(out); !reflect.DeepEqual(got, []string{"db", "987101", "98720"}) {
 		t.Fatalf("reverse sort = %q", got)
 	}
 	_, out, _ = run(t, root, "list", "-a", "-H", "-o", "ctid,hostname", "-s", "hostname")
-	if !strings.HasPrefix(strings.TrimLeft(out, " "), "20 a.example") {
+	if !strings.HasPrefix(strings.TrimLeft(out, " "), "98720 a.example") {
 		t.Fatalf("sort by hostname: %q", out)
 	}
 	_, out, _ = run(t, root, "list", "-a", "-j", "-o", "ctid,status,name")
@@ -337,11 +339,11 @@ func TestListEmptyAndFields(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 {
 		t.Fatalf("list -j: %v %q", err, out)
 	}
-	if rows[1]["ctid"] != "101" || rows[1]["status"] != "stopped" || rows[1]["name"] != "web" || len(rows[1]) != 3 {
+	if rows[1]["ctid"] != "987101" || rows[1]["status"] != "stopped" || rows[1]["name"] != "web" || len(rows[1]) != 3 {
 		t.Fatalf("row = %v", rows[1])
 	}
 	_, out, _ = run(t, root, "list", "-o", "ctid,description", "web", "db")
-	if !strings.Contains(out, "the database") || !strings.Contains(out, "101") || strings.Contains(out, " 20 ") {
+	if !strings.Contains(out, "the database") || !strings.Contains(out, "987101") || strings.Contains(out, " 98720 ") {
 		t.Fatalf("list by id and name: %q", out)
 	}
 	if code, _, errs := run(t, root, "list", "-o", "ctid,colour"); code != 21 || !strings.Contains(errs, "colour") {
