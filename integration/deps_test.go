@@ -22,10 +22,14 @@ import (
 // up a host program, with the index of the argument that names it. An argument that is a
 // []string literal, or append of one, names the program by its first element.
 var runners = map[string]int{
-	"Command": 0, "CommandContext": 1, "LookPath": 0, // os/exec
-	"requireTool": 1, "fwRun": 0, "fwMust": 1, "inNS": 1, "mustNS": 2, // integration tests
-	"runTool": 1,                       // container (e2fsprogs)
-	"sh": 0, "command": 0, "stdout": 0, // the bench
+	// os/exec
+	"Command": 0, "CommandContext": 1, "LookPath": 0,
+	// the integration tests
+	"requireTool": 1, "fwRun": 0, "fwMust": 1, "inNS": 1, "mustNS": 2,
+	// container (e2fsprogs)
+	"runTool": 1,
+	// the bench
+	"sh": 0, "command": 0, "stdout": 0,
 }
 
 // wrappers run the program named after their own options: the program they run is what
