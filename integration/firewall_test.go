@@ -424,14 +424,16 @@ func TestFwLimitForward(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := strings.Count(l.in(host, "nft", "list", "chain", "inet", l.name("t"), "forward"), "drop"); n != 1 {
-		t.Errorf("forward chain has %d drop rules after EnsureBase(true) twice, want 1", n)
+	// The limit is the one rule that drops what is in no vectl's group (the other four keep
+	// vectl instances apart).
+	if n := strings.Count(l.in(host, "nft", "list", "chain", "inet", l.name("t"), "forward"), "oifgroup != 30309"); n != 1 {
+		t.Errorf("forward chain has %d limit rules after EnsureBase(true) twice, want 1", n)
 	}
-	drops := l.ruleCount(host, "inet", l.name("t"), "forward", "oifname != @ve_bridges")
+	drops := l.ruleCount(host, "inet", l.name("t"), "forward", "oifgroup != 30309")
 	if v4, v6 := foreign(); v4 || v6 {
 		t.Errorf("with the limit C still reaches D (v4 %v, v6 %v)", v4, v6)
 	}
-	if l.ruleCount(host, "inet", l.name("t"), "forward", "oifname != @ve_bridges") <= drops {
+	if l.ruleCount(host, "inet", l.name("t"), "forward", "oifgroup != 30309") <= drops {
 		t.Errorf("the forward rule did not count the dropped pings")
 	}
 	vePasses()
@@ -454,6 +456,18 @@ func TestFwLimitForward(t *testing.T) {
 	if v4, v6 := foreign(); v4 || v6 {
 		t.Errorf("after RemoveBridge C still reaches D (v4 %v, v6 %v)", v4, v6)
 	}
+
+	// The bridge as another vectl instance's (in the group of vectl's interfaces, in none of
+	// this instance's sets): the limit lets its traffic pass (issue 14), but this instance's
+	// VE does not reach it.
+	l.in(host, "ip", "link", "set", br, "group", "30309")
+	if v4, v6 := foreign(); !v4 || !v6 {
+		t.Errorf("C behind another instance's bridge cannot reach D (v4 %v, v6 %v)", v4, v6)
+	}
+	if l.ping(a, "10.196.7.2") || l.ping(a, "fd96:7::2") {
+		t.Errorf("a VE reaches C behind another vectl instance's bridge")
+	}
+	l.in(host, "ip", "link", "set", br, "group", "0")
 
 	if err := fw.EnsureBase(false); err != nil {
 		t.Fatal(err)
@@ -802,8 +816,8 @@ func TestFwLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	inet := l.in(ns, "nft", "list", "table", "inet", l.name("t"))
-	if n := strings.Count(inet, " drop"); n != 2 {
-		t.Errorf("inet table has %d drop rules, want 2 (RPF and forward limit):\n%s", n, inet)
+	if n := strings.Count(inet, " drop"); n != 6 {
+		t.Errorf("inet table has %d drop rules, want 6 (RPF, four between instances, forward limit):\n%s", n, inet)
 	}
 
 	// A port is added once however often AddBridgePort runs, and replaced in place.

@@ -17,8 +17,9 @@ import (
 )
 
 // These tests run vectl inside a network namespace of their own, which stands in for a
-// fresh host: forwarding is off there, br_netfilter applies there as on the host (it is
-// loaded on this kind of machine), and nothing vectl sets up there (tables, routes, sysctls,
+// fresh host: forwarding is off there (a new namespace inherits the host's IPv4 setting, so
+// hostNS turns it off), br_netfilter applies there as on the host (it is loaded on this kind
+// of machine), and nothing vectl sets up there (tables, routes, sysctls,
 // bridges) touches the real host. The namespace has no uplink and no default route, so no
 // packet can leave it except to the VEs it holds; the addresses are from the routed test
 // pool 10.197.0.0/16 and fd99:197::/64.
@@ -39,6 +40,10 @@ func hostNS(t *testing.T) string {
 		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
 	}
 	path := "/run/netns/" + name
+	if out, err := inNS(path, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"); err != nil {
+		exec.Command("ip", "netns", "del", name).Run()
+		t.Fatalf("turn forwarding off in %s: %v\n%s", name, err, out)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
 		t.Fatal(err)
