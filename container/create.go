@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vectl/vectl/container/revert"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/resources"
 	"github.com/vectl/vectl/template"
@@ -75,9 +76,9 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	}
 	defer vlock.Unlock()
 
-	r := &reverter{}
-	defer r.fail(&err)
-	r.add(func() error { return m.removeVE(cfg.ID, vlock) })
+	r := &revert.Reverter{}
+	defer r.Fail(&err)
+	r.Add(func() error { return m.removeVE(cfg.ID, vlock) })
 
 	if err := m.populate(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("create %s: %w", cfg.ID, err)

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/revert"
 	"github.com/vectl/vectl/container/store"
 )
 
@@ -253,15 +254,15 @@ func (s *Store) cacheCopy(r io.Reader, file, name, format string) (a archive, er
 // it: unpack into a temporary directory, flush the filesystem, rename the archive and the
 // tree into place, and write the .json last. On error everything is removed.
 func (s *Store) install(ctx context.Context, name string, a archive, source string) (info Info, err error) {
-	var r reverter
-	defer r.fail(&err)
-	r.add(func() error { return removeIfExists(a.path) })
+	var r revert.Reverter
+	defer r.Fail(&err)
+	r.Add(func() error { return removeIfExists(a.path) })
 
 	tmp := filepath.Join(s.Dir, tmpName(name, 8))
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return info, err
 	}
-	r.add(func() error { return removeTree(tmp) })
+	r.Add(func() error { return removeTree(tmp) })
 	if err := unpack(ctx, a, tmp); err != nil {
 		return info, err
 	}
@@ -287,11 +288,11 @@ func (s *Store) install(ctx context.Context, name string, a archive, source stri
 	if err := os.Rename(a.path, final); err != nil {
 		return info, err
 	}
-	r.add(func() error { return removeIfExists(final) })
+	r.Add(func() error { return removeIfExists(final) })
 	if err := os.Rename(tmp, s.LowerDir(name)); err != nil {
 		return info, err
 	}
-	r.add(func() error { return removeTree(s.LowerDir(name)) })
+	r.Add(func() error { return removeTree(s.LowerDir(name)) })
 	if err := store.SyncDir(s.Dir); err != nil {
 		return info, err
 	}
@@ -475,26 +476,4 @@ func syncFS(dir string) error {
 		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
 	}
 	return nil
-}
-
-// reverter collects undo steps while a multi-step operation runs: defer r.fail(&err), add an
-// undo after every step, and the steps run in reverse order if the function fails.
-type reverter struct {
-	undo []func() error
-}
-
-func (r *reverter) add(f func() error) { r.undo = append(r.undo, f) }
-
-// fail runs the undo steps when *err is set and joins their errors into it.
-func (r *reverter) fail(err *error) {
-	if *err == nil {
-		return
-	}
-	errs := []error{*err}
-	for i := len(r.undo) - 1; i >= 0; i-- {
-		if uerr := r.undo[i](); uerr != nil {
-			errs = append(errs, uerr)
-		}
-	}
-	*err = errors.Join(errs...)
 }
