@@ -18,10 +18,6 @@ const (
 	initOpenRC   = "openrc"
 )
 
-// inRoot resolves paths the way the guest will see them: symlinks are followed, but absolute
-// targets and ".." stop at the root, so nothing outside it is ever looked at.
-const inRoot = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
-
 // maxLinks bounds a symlink chain, as the kernel does (ELOOP after 40).
 const maxLinks = 40
 
@@ -31,23 +27,19 @@ const maxLinks = 40
 // bin/busybox (the same inode) or contains "BusyBox" gives those; any other file gives
 // "sysvinit". It returns "" when /sbin/init is missing or dangling.
 func DetectInit(root string) string {
-	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// Resolved as the guest will: nothing outside root is ever looked at.
+	t, err := openTree(root)
 	if err != nil {
 		return ""
 	}
-	defer unix.Close(rfd)
+	defer t.Close()
 	p := "sbin/init"
 	for range maxLinks {
 		dir, base := path.Split(p) // dir keeps its trailing "/"
 		if base == "" || base == "." || base == ".." {
 			break // names a directory, not a link; the final open decides
 		}
-		open := dir
-		if open == "" {
-			open = "."
-		}
-		pfd, err := unix.Openat2(rfd, open, &unix.OpenHow{
-			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: inRoot})
+		pfd, err := t.open(dir, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return ""
 		}
@@ -75,7 +67,7 @@ func DetectInit(root string) string {
 			p = dir + target
 		}
 	}
-	fd, err := unix.Openat2(rfd, p, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: inRoot})
+	fd, err := t.open(p, unix.O_RDONLY)
 	if err != nil {
 		return ""
 	}
@@ -86,9 +78,9 @@ func DetectInit(root string) string {
 		return ""
 	}
 	switch {
-	case sameFile(rfd, "lib/systemd/systemd", &st) || sameFile(rfd, "usr/lib/systemd/systemd", &st):
+	case sameFile(t, "lib/systemd/systemd", &st) || sameFile(t, "usr/lib/systemd/systemd", &st):
 		return initSystemd
-	case sameFile(rfd, "bin/busybox", &st) || contains(f, []byte("BusyBox")):
+	case sameFile(t, "bin/busybox", &st) || contains(f, []byte("BusyBox")):
 		return initBusybox
 	}
 	return initSysvinit
@@ -111,9 +103,9 @@ func readlinkat(dirfd int, base string) (string, bool, error) {
 	return string(buf[:n]), true, nil
 }
 
-// sameFile reports whether rel, resolved inside the root rfd, is the inode st describes.
-func sameFile(rfd int, rel string, st *unix.Stat_t) bool {
-	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: inRoot})
+// sameFile reports whether rel, resolved inside the tree, is the inode st describes.
+func sameFile(t *tree, rel string, st *unix.Stat_t) bool {
+	fd, err := t.open(rel, unix.O_PATH)
 	if err != nil {
 		return false
 	}

@@ -25,11 +25,6 @@ var (
 		"repack the archive without them: %w", ErrUnsafeEntry)
 )
 
-// beneath is how extraction resolves every existing path inside the target: a symlink in any
-// component (the last included) fails with ELOOP instead of being followed, and nothing may
-// resolve outside the target's directory fd.
-const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
-
 // Extract unpacks an uncompressed tar stream into dst, an existing empty directory, treating
 // the archive as hostile: every entry is created with *at system calls relative to a parent
 // directory that was opened without following any symlink, so nothing is ever written outside
@@ -44,12 +39,14 @@ func Extract(r io.Reader, dst string) error {
 
 // extract is Extract with a context checked between entries.
 func extract(ctx context.Context, r io.Reader, dst string) error {
-	root, err := unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// Every existing path inside the target is resolved without following any symlink (a
+	// symlink in any component fails with ELOOP), and nothing outside it.
+	t, err := openArchiveTree(dst)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: dst, Err: err}
+		return err
 	}
-	defer unix.Close(root)
-	x := &extractor{root: root, asRoot: os.Geteuid() == 0, dirs: map[string]*tar.Header{}}
+	defer t.Close()
+	x := &extractor{t: t, asRoot: os.Geteuid() == 0, dirs: map[string]*tar.Header{}}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -71,8 +68,8 @@ func extract(ctx context.Context, r io.Reader, dst string) error {
 
 // extractor holds the state of one extraction.
 type extractor struct {
-	root   int  // O_PATH fd of the target directory
-	asRoot bool // restore owners; an unprivileged caller keeps its own
+	t      *tree // the target directory, resolved without symlinks
+	asRoot bool  // restore owners; an unprivileged caller keeps its own
 	// dirs holds the headers of the directories extracted so far, by clean name ("" is the
 	// target itself). Their mode and mtime are applied at the end: a 0555 directory must stay
 	// writable while its contents arrive, and creating those contents changes its mtime.
@@ -133,17 +130,6 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	return fmt.Errorf("unsupported entry type %q: %w", hdr.Typeflag, ErrUnsafeEntry)
 }
 
-// openBeneath opens rel below dirfd without following any symlink.
-func openBeneath(dirfd int, rel string, flags uint64) (int, error) {
-	for {
-		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: beneath})
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-			continue // EAGAIN: a concurrent rename elsewhere on the system; retrying is safe
-		}
-		return fd, err
-	}
-}
-
 // resolveErr turns the errors of a no-symlink resolution into reasons naming what they mean.
 func resolveErr(what string, err error) error {
 	switch {
@@ -160,53 +146,16 @@ func resolveErr(what string, err error) error {
 // openParent returns an O_PATH fd of the directory that will hold name, and name's last
 // component. Missing parents are created 0755 when create is set.
 func (x *extractor) openParent(name string, create bool) (int, string, error) {
-	dir, base := path.Split(name)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		fd, err := unix.FcntlInt(uintptr(x.root), unix.F_DUPFD_CLOEXEC, 0)
-		return fd, base, err
-	}
-	fd, err := openBeneath(x.root, dir, unix.O_PATH|unix.O_DIRECTORY)
-	if err == nil {
-		return fd, base, nil
-	}
-	if !create || !errors.Is(err, unix.ENOENT) {
-		return -1, "", resolveErr(dir, err)
-	}
-	// Walk down one component at a time, creating what is missing.
-	cur, err := unix.FcntlInt(uintptr(x.root), unix.F_DUPFD_CLOEXEC, 0)
+	fd, base, err := x.t.parentDir(name, create)
 	if err != nil {
-		return -1, "", err
-	}
-	for _, c := range strings.Split(dir, "/") {
-		next, err := openBeneath(cur, c, unix.O_PATH|unix.O_DIRECTORY)
-		if errors.Is(err, unix.ENOENT) {
-			next, err = mkdirBeneath(cur, c, 0o755)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
 		}
-		unix.Close(cur)
-		if err != nil {
-			return -1, "", resolveErr(dir, err)
-		}
-		cur = next
+		dir, _ := path.Split(name)
+		return -1, "", resolveErr(strings.TrimSuffix(dir, "/"), err)
 	}
-	return cur, base, nil
-}
-
-// mkdirBeneath creates directory name in dirfd with exactly mode (the umask would otherwise
-// narrow it) and returns an fd of it.
-func mkdirBeneath(dirfd int, name string, mode uint32) (int, error) {
-	if err := unix.Mkdirat(dirfd, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return -1, err
-	}
-	fd, err := openBeneath(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Fchmod(fd, mode); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	return fd, base, nil
 }
 
 // clear makes room for a new non-directory entry called base in pfd: a previous
@@ -241,7 +190,7 @@ func (x *extractor) clear(pfd int, base, name string) error {
 func (x *extractor) dir(name string, hdr *tar.Header) error {
 	var fd int
 	if name == "" {
-		f, err := unix.Openat(x.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		f, err := x.t.open(".", unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			return fmt.Errorf("open target: %w", err)
 		}
@@ -426,11 +375,7 @@ func (x *extractor) finishDirs() error {
 		hdr := x.dirs[n]
 		var fd int
 		var err error
-		if n == "" {
-			fd, err = unix.Openat(x.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		} else {
-			fd, err = openBeneath(x.root, n, unix.O_RDONLY|unix.O_DIRECTORY)
-		}
+		fd, err = x.t.open(n, unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			return &EntryError{Entry: hdr.Name, Err: resolveErr(n, err)}
 		}

@@ -11,22 +11,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tree edits a root filesystem being built. The tree came from packages (and their
-// maintainer scripts), so it may hold absolute symlinks such as /etc/resolv.conf ->
-// /run/systemd/resolve/stub-resolv.conf: every path is resolved with RESOLVE_IN_ROOT, as the
-// guest would see it, and the last component is created with *at calls that never follow a
-// symlink, so no write can land on the host.
+// tree is vectl's one rooted path walker: every path inside an OS tree (a template being
+// built or unpacked, a VE's root) is opened through it, so nothing is ever resolved outside
+// the tree. It resolves paths in one of two ways:
+//
+//   - guestView (openTree): as the guest will see them. A tree that came from packages (and
+//     their maintainer scripts) may hold absolute symlinks such as /etc/resolv.conf ->
+//     /run/systemd/resolve/stub-resolv.conf: symlinks are followed, but absolute targets and
+//     ".." stop at the tree's root (RESOLVE_IN_ROOT).
+//   - noLinks (openArchiveTree): no symlink is followed at all, in any component, and nothing
+//     may resolve outside the tree. An archive being unpacked is hostile: an entry must never
+//     be written through a symlink an earlier entry made.
+//
+// Either way the last component of a path being created is made with *at calls relative to
+// its opened parent, which never follow a symlink, so no write can land on the host.
 type tree struct {
-	dir string
-	fd  int // O_PATH fd of the tree's root
+	dir     string
+	fd      int    // O_PATH fd of the tree's root
+	resolve uint64 // guestView or noLinks
 }
 
-func openTree(dir string) (*tree, error) {
+// The two resolutions of a tree.
+const (
+	guestView = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
+	noLinks   = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+)
+
+// openTree opens dir for editing as the guest sees it.
+func openTree(dir string) (*tree, error) { return openTreeAs(dir, guestView) }
+
+// openArchiveTree opens dir for unpacking an archive: no symlink is followed.
+func openArchiveTree(dir string) (*tree, error) { return openTreeAs(dir, noLinks) }
+
+func openTreeAs(dir string, resolve uint64) (*tree, error) {
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	return &tree{dir: dir, fd: fd}, nil
+	return &tree{dir: dir, fd: fd, resolve: resolve}, nil
 }
 
 func (t *tree) Close() error { return unix.Close(t.fd) }
@@ -36,12 +58,26 @@ func (t *tree) pathErr(op, rel string, err error) error {
 	return &os.PathError{Op: op, Path: t.dir + ":/" + rel, Err: err}
 }
 
-// open opens rel inside the tree, following symlinks only within it.
+// open opens rel inside the tree ("" or "." is the root itself), resolving it the tree's way.
+// Its errors are the kernel's (ELOOP: a symlink in a noLinks tree, EXDEV: a path leaving it).
 func (t *tree) open(rel string, flags uint64) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	return openat2(t.fd, rel, flags, t.resolve)
+}
+
+// openBeneath opens rel below dirfd without following any symlink: the last step below a
+// parent the tree opened.
+func openBeneath(dirfd int, rel string, flags uint64) (int, error) {
+	return openat2(dirfd, rel, flags, noLinks)
+}
+
+func openat2(dirfd int, rel string, flags, resolve uint64) (int, error) {
 	for {
-		fd, err := unix.Openat2(t.fd, rel, &unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: inRoot})
+		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: resolve})
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-			continue
+			continue // EAGAIN: a concurrent rename elsewhere on the system; retrying is safe
 		}
 		return fd, err
 	}
@@ -49,19 +85,31 @@ func (t *tree) open(rel string, flags uint64) (int, error) {
 
 // parent opens the directory holding rel and returns it with rel's last component.
 func (t *tree) parent(rel string) (int, string, error) {
+	return t.parentDir(rel, false)
+}
+
+// parentDir is parent; with create, missing directories on the way are made (mode 0755)
+// first. Errors from resolving the directory keep the kernel's errno (errors.Is works).
+func (t *tree) parentDir(rel string, create bool) (int, string, error) {
 	rel = strings.Trim(path.Clean("/"+rel), "/")
 	if rel == "" {
 		return -1, "", fmt.Errorf("the tree's root has no parent")
 	}
 	dir, base := path.Split(rel)
-	if dir == "" {
-		dir = "."
-	}
+	dir = strings.TrimSuffix(dir, "/")
 	fd, err := t.open(dir, unix.O_PATH|unix.O_DIRECTORY)
-	if err != nil {
-		return -1, "", t.pathErr("open", dir, err)
+	if err == nil {
+		return fd, base, nil
 	}
-	return fd, base, nil
+	if create && errors.Is(err, unix.ENOENT) {
+		if err := t.mkdirAll(dir, 0o755); err != nil {
+			return -1, "", err
+		}
+		if fd, err = t.open(dir, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+			return fd, base, nil
+		}
+	}
+	return -1, "", t.pathErr("open", dir, err)
 }
 
 // mkdirAll creates directory rel and its missing parents; the ones it creates get mode.
@@ -95,18 +143,28 @@ func (t *tree) mkdir(rel string, mode uint32) error {
 		return err
 	}
 	defer unix.Close(pfd)
-	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+	fd, err := mkdirBeneath(pfd, base, mode)
+	if err != nil {
 		return t.pathErr("mkdir", rel, err)
 	}
-	fd, err := openBeneath(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY)
+	return unix.Close(fd)
+}
+
+// mkdirBeneath creates directory name in dirfd with exactly mode (whatever the umask) and
+// returns an fd of it. A directory already there (made meanwhile) is taken as it is.
+func mkdirBeneath(dirfd int, name string, mode uint32) (int, error) {
+	if err := unix.Mkdirat(dirfd, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, err
+	}
+	fd, err := openBeneath(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return t.pathErr("open", rel, err)
+		return -1, err
 	}
-	defer unix.Close(fd)
 	if err := unix.Fchmod(fd, mode); err != nil {
-		return t.pathErr("chmod", rel, err)
+		unix.Close(fd)
+		return -1, err
 	}
-	return nil
+	return fd, nil
 }
 
 // writeFile replaces rel with a new regular file holding r's content and mode. Whatever was
@@ -302,6 +360,18 @@ func ReadGuestFile(root, rel string) ([]byte, error) {
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// RemoveGuestFile removes /rel inside the OS tree at root if it is a regular file; anything
+// else there (a symlink, a directory, nothing) is left alone. The directory is resolved
+// within root.
+func RemoveGuestFile(root, rel string) error {
+	t, err := openTree(root)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	return t.removeIfRegular(strings.TrimPrefix(rel, "/"))
 }
 
 // WriteGuestFile replaces /rel inside the OS tree at root with data: a temporary file in the
