@@ -50,7 +50,9 @@ Settings applied at the next start:
    --bootorder N        VEs with a higher bootorder start first
 
 Without --save, live settings change the running VE only (until it stops), and vectl says
-so; on a stopped VE every setting needs --save.
+so; on a stopped VE every setting needs --save. A set is all or nothing: if a step fails on
+a running VE, the steps already applied are undone and the config is left as it was.
+--json prints what was done: {"id", "live", "stored", "saved", "running"}.
 
 EXAMPLES:
    vectl set 101 --ipadd 10.199.0.12 --save
@@ -65,6 +67,7 @@ EXIT STATUS:
    stopped VE); 21 bad value; 44 name taken; 78 address used by another VE`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "save", Usage: "persist the settings in the VE's config"},
+			&cli.BoolFlag{Name: "json", Usage: "print what was done as JSON"},
 			&cli.StringFlag{Name: "name", Usage: "alias `NAME` for the id"},
 			&cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
 			&cli.StringFlag{Name: "monitor", Usage: "`yes|no`: resident monitor"},
@@ -134,11 +137,14 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
-			msg, err := m.Set(c.Context, id, o)
+			res, err := m.Set(c.Context, id, o)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "VE %s: %s\n", id, msg)
+			if c.Bool("json") {
+				return writeJSON(c.App.Writer, res)
+			}
+			fmt.Fprintf(c.App.Writer, "VE %s: %s\n", id, res)
 			return nil
 		},
 	}

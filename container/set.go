@@ -1,17 +1,21 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 
+	"github.com/vectl/vectl/container/revert"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
 	"github.com/vectl/vectl/resources"
+	"github.com/vectl/vectl/template"
 )
 
 // ErrNeedSave means a setting cannot change on a running VE and was given without --save.
@@ -298,26 +302,53 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 	return ch, nil
 }
 
+// SetResult is what one set call did. set's text and its --json output are both rendered
+// from it.
+type SetResult struct {
+	ID string `json:"id"`
+	// Live are the settings applied to the running VE at once.
+	Live []string `json:"live"`
+	// Stored are the settings that take effect at the next start.
+	Stored []string `json:"stored"`
+	// Saved tells whether the VE's config.json was written (--save).
+	Saved bool `json:"saved"`
+	// Running tells whether the VE was running.
+	Running bool `json:"running"`
+}
+
+// String is set's one-line report.
+func (r *SetResult) String() string {
+	switch {
+	case !r.Saved:
+		return "applied " + strings.Join(r.Live, ", ") + " to the running VE; not saved (add --save to keep after a restart)"
+	case r.Running && len(r.Live) > 0:
+		return "applied and saved " + strings.Join(append(slices.Clone(r.Live), r.Stored...), ", ")
+	}
+	return "saved " + strings.Join(append(slices.Clone(r.Stored), r.Live...), ", ")
+}
+
 // Set changes a VE's settings, as vzctl set: settings that can change live (host name, DNS,
-// addresses, interfaces) are applied to a running VE at once; Save persists them. Settings
-// that take effect at the next start need Save. It returns a sentence saying what was done.
-func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (string, error) {
+// limits, addresses, interfaces) are applied to a running VE at once; Save persists them.
+// Settings that take effect at the next start need Save. It is all or nothing: when a step
+// fails, the steps already applied to the running VE are undone, the config stays as it
+// was, and the error names what was attempted.
+func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer l.Unlock()
 	cfg, err := m.store.LoadConfig(id)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	orig := *cfg
 	ch, err := m.apply(cfg, o)
 	if err != nil {
-		return "", fmt.Errorf("set %s: %w", id, err)
+		return nil, fmt.Errorf("set %s: %w", id, err)
 	}
 	if len(ch.stored)+len(ch.live) == 0 {
-		return "", fmt.Errorf("set %s: %w: nothing to set", id, ErrInvalidValue)
+		return nil, fmt.Errorf("set %s: %w: nothing to set", id, ErrInvalidValue)
 	}
 	running := m.populated(id)
 	if !o.Save && (!running || len(ch.stored) > 0) {
@@ -325,57 +356,75 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (string, er
 		if running {
 			what = ch.stored
 		}
-		return "", fmt.Errorf("set %s: %s %w: add --save", id, strings.Join(what, ", "), ErrNeedSave)
+		return nil, fmt.Errorf("set %s: %s %w: add --save", id, strings.Join(what, ", "), ErrNeedSave)
 	}
 	if len(ch.ipAdd) > 0 {
 		glock, err := m.store.LockGlobal(m.opts.LockTimeout)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		defer glock.Unlock()
 		if err := m.checkIPsFree(id, ch.ipAdd); err != nil {
-			return "", fmt.Errorf("set %s: %w", id, err)
+			return nil, fmt.Errorf("set %s: %w", id, err)
 		}
 	}
-	if running && len(ch.live) > 0 {
-		if err := m.applyLive(ctx, &orig, cfg, ch); err != nil {
-			return "", fmt.Errorf("set %s: %w", id, err)
+	res := &SetResult{ID: id, Live: append([]string{}, ch.live...), Stored: append([]string{}, ch.stored...),
+		Saved: o.Save, Running: running}
+	err = func() (err error) {
+		var r revert.Reverter
+		defer r.Fail(&err)
+		if running && len(ch.live) > 0 {
+			if err := m.applyLive(ctx, &orig, cfg, ch, &r); err != nil {
+				return err
+			}
 		}
-	}
-	if ch.disk && (running || o.Save) {
-		if err := m.resizeImage(ctx, cfg, *cfg.Resources.DiskSpace); err != nil {
-			return "", fmt.Errorf("set %s: %w", id, err)
+		if ch.disk && (running || o.Save) {
+			// The last live step: an image that grew stays grown if saving fails.
+			if err := m.resizeImage(ctx, cfg, *cfg.Resources.DiskSpace); err != nil {
+				return err
+			}
 		}
+		if o.Save {
+			return m.store.SaveConfig(cfg)
+		}
+		return nil
+	}()
+	if err != nil {
+		what := strings.Join(append(slices.Clone(ch.live), ch.stored...), ", ")
+		return nil, fmt.Errorf("set %s (%s): %w; nothing was changed", id, what, err)
 	}
-	if !o.Save {
-		return "applied " + strings.Join(ch.live, ", ") + " to the running VE; not saved (add --save to keep after a restart)", nil
-	}
-	if err := m.store.SaveConfig(cfg); err != nil {
-		return "", err
-	}
-	if running && len(ch.live) > 0 {
-		return "applied and saved " + strings.Join(append(ch.live, ch.stored...), ", "), nil
-	}
-	return "saved " + strings.Join(append(ch.stored, ch.live...), ", "), nil
+	return res, nil
 }
 
-// applyLive applies the live part of a change to a running VE: removals first, then
-// additions, each through the network layer or rooted writes into the VE's root.
-func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) error {
+// applyLive applies the live part of a change to a running VE, each step through the
+// network layer, the cgroups or rooted writes into the VE's root, and registers each step's
+// undo with r: removals first, then additions.
+func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change, r *revert.Reverter) error {
 	root := m.store.RootDir(cfg.ID)
 	if slices.Contains(ch.live, "hostname") {
-		if err := writeHostname(root, cfg.Hostname, cfg.IPs); err != nil {
+		undo, err := snapshotGuestFiles(root, "/etc/hostname", "/etc/hosts")
+		if err != nil {
 			return err
 		}
 		pid, err := m.initPid(cfg.ID)
 		if err != nil {
 			return err
 		}
+		r.Add(undo)
+		if err := writeHostname(root, cfg.Hostname, cfg.IPs); err != nil {
+			return err
+		}
 		if err := setHostnameLive(pid, cfg.Hostname); err != nil {
 			return fmt.Errorf("host name: %w", err)
 		}
+		r.Add(func() error { return setHostnameLive(pid, cmp.Or(old.Hostname, cfg.ID)) })
 	}
 	if slices.Contains(ch.live, "nameserver") || slices.Contains(ch.live, "searchdomain") {
+		undo, err := snapshotGuestFiles(root, "/etc/resolv.conf")
+		if err != nil {
+			return err
+		}
+		r.Add(undo)
 		if err := writeResolvConf(root, cfg.Nameservers, cfg.SearchDomains); err != nil {
 			return err
 		}
@@ -384,6 +433,7 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) e
 		if err := m.setLive(cfg, old.Resources); err != nil {
 			return err
 		}
+		r.Add(func() error { return m.setLive(old, cfg.Resources) })
 	}
 	if len(ch.ipAdd)+len(ch.ipDel)+len(ch.nifAdd)+len(ch.nifDel) == 0 {
 		return nil
@@ -394,21 +444,32 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) e
 	if err != nil {
 		return err
 	}
-	ve := m.veNet(cfg, ips)
+	oldIPs, err := parseIPs(nc, old.IPs)
+	if err != nil {
+		return err
+	}
+	ve, oldVE := m.veNet(cfg, ips), m.veNet(old, oldIPs)
 	for _, a := range ch.ipDel {
 		if err := n.DelAddr(ctx, m.veNet(old, nil), a); err != nil {
 			return err
 		}
+		r.Add(func() error { return n.AddAddr(context.WithoutCancel(ctx), oldVE, a) })
 	}
 	for _, name := range ch.nifDel {
+		i := slices.IndexFunc(old.NetIfs, func(x store.NetIf) bool { return x.Name == name })
 		if err := n.DelNetIf(ctx, cfg.ID, ve.NetNS, name); err != nil {
 			return err
+		}
+		if i >= 0 {
+			nif := netIfs(&Config{NetIfs: []store.NetIf{old.NetIfs[i]}})[0]
+			r.Add(func() error { return n.AddNetIf(context.WithoutCancel(ctx), oldVE, nif) })
 		}
 	}
 	for _, nif := range ch.nifAdd {
 		if err := n.AddNetIf(ctx, ve, netIfs(&Config{NetIfs: []store.NetIf{nif}})[0]); err != nil {
-			return err
+			return fmt.Errorf("interface %s: %w", nif.Name, err)
 		}
+		r.Add(func() error { return n.DelNetIf(context.WithoutCancel(ctx), cfg.ID, ve.NetNS, nif.Name) })
 	}
 	for _, a := range ch.ipAdd {
 		if pool, _ := nc.PoolOf(a.Addr()); pool.Bridge != "" && slices.ContainsFunc(ch.nifAdd, func(x store.NetIf) bool {
@@ -417,8 +478,42 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change) e
 			continue // attached with its new interface just now
 		}
 		if err := n.AddAddr(ctx, ve, a); err != nil {
-			return err
+			return fmt.Errorf("address %s: %w", a.Addr(), err)
 		}
+		r.Add(func() error { return n.DelAddr(context.WithoutCancel(ctx), ve, a) })
 	}
 	return nil
+}
+
+// snapshotGuestFiles reads files inside a VE's root (rooted, as the guest sees them) and
+// returns what puts them back as they were: the same content, or no file.
+func snapshotGuestFiles(root string, rels ...string) (func() error, error) {
+	type saved struct {
+		rel    string
+		data   []byte
+		exists bool
+	}
+	var files []saved
+	for _, rel := range rels {
+		data, err := template.ReadGuestFile(root, rel)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			files = append(files, saved{rel: rel})
+		case err != nil:
+			return nil, err
+		default:
+			files = append(files, saved{rel: rel, data: data, exists: true})
+		}
+	}
+	return func() error {
+		var errs []error
+		for _, f := range files {
+			if f.exists {
+				errs = append(errs, template.WriteGuestFile(root, f.rel, f.data, 0o644))
+			} else {
+				errs = append(errs, template.RemoveGuestFile(root, f.rel))
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
 }
