@@ -97,6 +97,11 @@ lint:
 	@bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./commands/... | \
 		grep -E 'opencontainers/runc/libcontainer|containernetworking/cni/libcni|vishvananda/netlink' || true); \
 		if [ -n "$$bad" ]; then echo "commands/ must not import: $$bad"; exit 1; fi
+	@# The leaf packages under container/ (layout, revert, store) own one concern each: they
+	@# import neither the VE domain nor the runtime, the network or each other's users.
+	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/layout ./container/revert ./container/store | \
+		grep -E 'vectl/container( |$$)|opencontainers/runc/libcontainer|containernetworking|vishvananda/netlink|vectl/network' || true); \
+		if [ -n "$$bad" ]; then echo "a leaf package under container/ imports what it must not: $$bad"; exit 1; fi
 
 # Unit and integration tests; integration needs root and real namespaces.
 check: bin/vectl test integration
@@ -112,7 +117,7 @@ integration: bin/vectl
 vm-test: bin/vectl
 	VECTL_BIN=$(CURDIR)/bin/vectl bash integration/vm/vm-test.sh
 
-# Benchmarks against runc, crun, LXC and systemd-nspawn, as root (installs them; about 15
+# Benchmarks against runc, crun, LXC and systemd-nspawn, as root (make deps installs them; about 15
 # minutes; not part of .ci/run). Writes integration/bench/results/: results.md, results.json,
 # chart.png and README-section.md. BENCHFLAGS=-quick for a smoke run.
 .PHONY: bench

@@ -152,7 +152,7 @@ func TestExitStatusTable(t *testing.T) {
 		{fmt.Errorf("x: %w", container.ErrNoInit), 47},
 		{fmt.Errorf("x: %w", container.ErrMount), 50},
 		{fmt.Errorf("x: %w", container.ErrInUse), 93},
-		{errNoTemplate, 29},
+		{container.ErrNoTemplate, 29},
 		{errors.New("anything else"), 3},
 		{statusError{42}, 42},
 	}

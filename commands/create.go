@@ -45,9 +45,6 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
-			if c.String("ostemplate") == "" {
-				return fmt.Errorf("create %s: %w: pass --ostemplate NAME (see vectl template list)", id, errNoTemplate)
-			}
 			m, err := manager(c)
 			if err != nil {
 				return err

@@ -20,9 +20,6 @@ import (
 // errUsage marks command line syntax errors (exit 20).
 var errUsage = errors.New("invalid command line")
 
-// errNoTemplate means create was called without an OS template (exit 29, as vzctl).
-var errNoTemplate = errors.New("OS template not specified")
-
 func usageErrorf(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errUsage)
 }
@@ -50,7 +47,7 @@ var exitCodes = []exitCode{
 	{20, "invalid command line syntax (also: a next-start setting without --save)", []error{errUsage, container.ErrNeedSave}},
 	{21, "invalid value for a parameter", []error{container.ErrInvalidValue, container.ErrInvalidID,
 		template.ErrInvalidName, template.ErrUnsafeEntry, network.ErrInvalid, resources.ErrInvalid}},
-	{29, "OS template not specified", []error{errNoTemplate}},
+	{29, "OS template not specified", []error{container.ErrNoTemplate}},
 	{31, "VE is not running (or is suspended)", []error{container.ErrNotRunning, container.ErrSuspended}},
 	{32, "VE is running (stop it first)", []error{container.ErrRunning}},
 	{33, "unable to stop the VE", []error{container.ErrStop}},

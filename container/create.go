@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/revert"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/resources"
@@ -38,6 +38,9 @@ type CreateOptions struct {
 // (the other gets ErrExist). If create is killed midway, the VE is left marked incomplete
 // and Destroy removes it completely.
 func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err error) {
+	if o.OSTemplate == "" {
+		return nil, fmt.Errorf("create %s: %w: pass --ostemplate NAME (see vectl template list)", o.ID, ErrNoTemplate)
+	}
 	if err := ValidateID(o.ID); err != nil {
 		return nil, err
 	}
@@ -46,9 +49,6 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	}
 	if o.Layout != LayoutOverlay && o.Layout != LayoutCopy && o.Layout != LayoutImage {
 		return nil, fmt.Errorf("%w: layout %q: use overlay, copy or image", ErrInvalidValue, o.Layout)
-	}
-	if o.OSTemplate == "" {
-		return nil, fmt.Errorf("%w: no OS template: pass --ostemplate NAME (see vectl template list)", ErrInvalidValue)
 	}
 	if err := template.ValidateName(o.OSTemplate); err != nil {
 		return nil, err
@@ -188,32 +188,18 @@ func (m *Manager) createLimits(probe *Config, o CreateOptions) error {
 
 // populate fills a new VE's private area according to its layout.
 func (m *Manager) populate(ctx context.Context, cfg *Config) error {
-	priv := m.store.PrivateDir(cfg.ID)
-	lower := m.templates.LowerDir(cfg.OSTemplate)
-	if err := os.Mkdir(priv, 0o700); err != nil {
-		return err
+	var size, inodes int64
+	if cfg.Layout == LayoutImage {
+		l := cfg.Resources
+		if l.DiskSpace == nil || *l.DiskSpace == resources.Unlimited {
+			return fmt.Errorf("%w: the image layout needs --diskspace (the size of the VE's disk)", ErrInvalidValue)
+		}
+		size = *l.DiskSpace
+		if l.DiskInodes != nil && *l.DiskInodes != resources.Unlimited {
+			inodes = *l.DiskInodes
+		}
 	}
-	switch cfg.Layout {
-	case LayoutOverlay:
-		// The merged root directory takes its owner and mode from the upper directory.
-		st, err := os.Stat(lower)
-		if err != nil {
-			return fmt.Errorf("template %s: %w", cfg.OSTemplate, err)
-		}
-		upper := filepath.Join(priv, "upper")
-		if err := os.Mkdir(upper, st.Mode().Perm()); err != nil {
-			return err
-		}
-		if err := os.Chmod(upper, st.Mode().Perm()); err != nil {
-			return err
-		}
-		return os.Mkdir(filepath.Join(priv, "work"), 0o700)
-	case LayoutCopy:
-		return template.CopyTree(ctx, lower, filepath.Join(priv, "rootfs"))
-	case LayoutImage:
-		return m.createImage(ctx, cfg)
-	}
-	return fmt.Errorf("%w: layout %q", ErrInvalidValue, cfg.Layout)
+	return m.area(cfg).Create(ctx, size, inodes)
 }
 
 // removeVE deletes everything a VE has on disk: its root mount, private area, config and
@@ -221,7 +207,7 @@ func (m *Manager) populate(ctx context.Context, cfg *Config) error {
 // destroy. The caller holds the VE's lock l.
 func (m *Manager) removeVE(id string, l *store.Lock) error {
 	var errs []error
-	if err := m.umountRoot(id); err != nil {
+	if err := layout.Unmount(m.store.RootDir(id)); err != nil {
 		return err // never delete through a mount that is still there
 	}
 	root := m.store.RootDir(id)
@@ -229,7 +215,7 @@ func (m *Manager) removeVE(id string, l *store.Lock) error {
 		errs = append(errs, err)
 	}
 	priv := m.store.PrivateDir(id)
-	if mounts, err := mountsUnder(priv); err != nil || len(mounts) > 0 {
+	if mounts, err := layout.MountsUnder(priv); err != nil || len(mounts) > 0 {
 		return errors.Join(append(errs, fmt.Errorf("private area %s still has mounts %v: %w", priv, mounts, err))...)
 	}
 	if err := os.RemoveAll(priv); err != nil {

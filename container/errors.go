@@ -1,6 +1,10 @@
 package container
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/vectl/vectl/container/layout"
+)
 
 // Sentinel errors of the VE domain. commands/exit.go maps each to a documented exit code;
 // callers wrap them with the operation and the VE id.
@@ -9,11 +13,13 @@ var (
 	ErrExist        = errors.New("already exists")
 	ErrInvalidID    = errors.New("invalid VE id")
 	ErrInvalidValue = errors.New("invalid value")
-	ErrRunning      = errors.New("VE is running")
+	ErrRunning      = layout.ErrInUse // one error: a running VE's root is in use
 	ErrNotRunning   = errors.New("VE is not running")
 	ErrIncomplete   = errors.New("VE was not completely created")
-	ErrMount        = errors.New("mount failed")
+	ErrMount        = layout.ErrMount
 	ErrNoInit       = errors.New("VE has no init")
 	ErrInUse        = errors.New("in use")
 	ErrPermission   = errors.New("permission denied")
+	// ErrNoTemplate means create was called without an OS template (exit 29, as vzctl).
+	ErrNoTemplate = errors.New("OS template not specified")
 )

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
 	"github.com/vectl/vectl/resources"
@@ -21,8 +22,8 @@ type Config = store.Config
 
 // Layouts of a VE's private area.
 const (
-	LayoutOverlay = "overlay" // shared read-only template + private upper directory
-	LayoutCopy    = "copy"    // full private copy of the template
+	LayoutOverlay = layout.Overlay // shared read-only template + private upper directory
+	LayoutCopy    = layout.Copy    // full private copy of the template
 )
 
 // Default locations, overridable through Options.

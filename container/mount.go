@@ -1,14 +1,9 @@
 package container
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
-	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
+	"github.com/vectl/vectl/container/layout"
 )
 
 // Mount mounts a VE's root filesystem at root/<id> (vzctl mount). Mounting a mounted VE is
@@ -54,92 +49,19 @@ func (m *Manager) loadComplete(id string) (*Config, error) {
 	return m.store.LoadConfig(id)
 }
 
-// mountRoot mounts the VE's root according to its layout.
-func (m *Manager) mountRoot(cfg *Config) error {
-	root := m.store.RootDir(cfg.ID)
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return err
-	}
-	if mounted, err := mountinfo.Mounted(root); err != nil {
-		return err
-	} else if mounted {
-		return nil
-	}
-	priv := m.store.PrivateDir(cfg.ID)
-	var err error
-	switch cfg.Layout {
-	case LayoutOverlay:
-		lower := m.templates.LowerDir(cfg.OSTemplate)
-		if _, serr := os.Stat(lower); serr != nil {
-			return fmt.Errorf("%w: template %s: %v", ErrMount, cfg.OSTemplate, serr)
-		}
-		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
-			lower, filepath.Join(priv, "upper"), filepath.Join(priv, "work"))
-		err = unix.Mount("overlay", root, "overlay", 0, opts)
-	case LayoutCopy:
-		err = unix.Mount(filepath.Join(priv, "rootfs"), root, "", unix.MS_BIND, "")
-	case LayoutImage:
-		err = mountImage(m.imagePath(cfg.ID), root)
-	default:
-		return fmt.Errorf("%w: unknown layout %q", ErrMount, cfg.Layout)
-	}
-	if err != nil {
-		if _, serr := os.Stat(priv); errors.Is(serr, os.ErrNotExist) {
-			return fmt.Errorf("%w: private area %s is missing", ErrMount, priv)
-		}
-		return fmt.Errorf("%w: %s layout at %s: %v", ErrMount, cfg.Layout, root, err)
-	}
-	return nil
+// area describes a VE's private area and root mount to package layout.
+func (m *Manager) area(cfg *Config) layout.Area {
+	return layout.Area{ID: cfg.ID, Layout: cfg.Layout, Private: m.store.PrivateDir(cfg.ID), Root: m.store.RootDir(cfg.ID),
+		Template: cfg.OSTemplate, Lower: m.templates.LowerDir(cfg.OSTemplate)}
 }
+
+// mountRoot mounts the VE's root according to its layout.
+func (m *Manager) mountRoot(cfg *Config) error { return m.area(cfg).Mount() }
 
 // umountRoot unmounts root/<id> if it is mounted.
-func (m *Manager) umountRoot(id string) error {
-	root := m.store.RootDir(id)
-	mounted, err := mountinfo.Mounted(root)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	if !mounted {
-		return nil
-	}
-	if err := unix.Unmount(root, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("%s is busy: a process on the host uses it", root)
-		}
-		return fmt.Errorf("unmount %s: %w", root, err)
-	}
-	return nil
-}
-
-// mountsUnder lists the mount points at or below dir.
-func mountsUnder(dir string) ([]string, error) {
-	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, mi := range ms {
-		out = append(out, mi.Mountpoint)
-	}
-	return out, nil
-}
+func (m *Manager) umountRoot(id string) error { return layout.Unmount(m.store.RootDir(id)) }
 
 // mountedRoots returns the set of VE ids whose root is mounted, from one read of mountinfo.
 func (m *Manager) mountedRoots() (map[string]bool, error) {
-	base := m.store.RootDir("")
-	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(base))
-	if err != nil {
-		return nil, err
-	}
-	set := make(map[string]bool, len(ms))
-	for _, mi := range ms {
-		rel, err := filepath.Rel(base, mi.Mountpoint)
-		if err == nil && rel != "." && !strings.Contains(rel, "/") {
-			set[rel] = true
-		}
-	}
-	return set, nil
+	return layout.MountedBelow(m.store.RootDir(""))
 }

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/resources"
 )
 
@@ -129,7 +129,7 @@ func (m *Manager) setLive(cfg *Config, old resources.Limits) error {
 }
 
 // ErrDiskSpace means a disk limit cannot be met or changed as asked (exit 46).
-var ErrDiskSpace = errors.New("not enough disk space")
+var ErrDiskSpace = layout.ErrDiskSpace
 
 // resourceNames are the set/create flags that are resource parameters.
 var resourceNames = resources.Names
