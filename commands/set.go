@@ -27,9 +27,11 @@ Settings applied at once to a running VE (and at every start once saved):
    --ipdel ADDR|all     remove an address (repeatable)
    --nameserver A|inherit, --searchdomain D|inherit
                         written to /etc/resolv.conf (repeatable; inherit copies the host's)
-   --netif_add IF[,bridge=BR][,mac=MAC][,host_ifname=NAME]
+   --netif_add IF[,bridge=BR][,mac=MAC][,host_ifname=NAME][,router=yes|no]
                         add a bridged interface (like vzctl's veth); its addresses are the
-                        VE's addresses in that bridge's pool
+                        VE's addresses in that bridge's pool. router=yes lets the VE send
+                        router advertisements, redirects and DHCP server replies there
+                        (it is the bridge's router or DHCP server); they are dropped otherwise
    --netif_del IF|all   remove a bridged interface
 
 Resources, applied at once to a running VE through its cgroups (vzctl's names, units and
@@ -80,7 +82,7 @@ EXIT STATUS:
 			&cli.StringSliceFlag{Name: "ipdel", Usage: "remove `ADDR` (or all)"},
 			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` (or inherit)"},
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN` (or inherit)"},
-			&cli.StringSliceFlag{Name: "netif_add", Usage: "add a bridged interface `IF[,bridge=BR][,mac=MAC][,host_ifname=NAME]`"},
+			&cli.StringSliceFlag{Name: "netif_add", Usage: "add a bridged interface `IF[,bridge=BR][,mac=MAC][,host_ifname=NAME][,router=yes]`"},
 			&cli.StringSliceFlag{Name: "netif_del", Usage: "remove bridged interface `IF` (or all)"},
 			&cli.StringFlag{Name: "applyconfig", Usage: "apply the resource settings of profile `NAME`"},
 		}, resourceFlags()...),

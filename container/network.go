@@ -82,7 +82,7 @@ func prefixStrings(ps []netip.Prefix) []string {
 func netIfs(cfg *Config) []network.NetIf {
 	out := make([]network.NetIf, len(cfg.NetIfs))
 	for i, n := range cfg.NetIfs {
-		out[i] = network.NetIf{Name: n.Name, Bridge: n.Bridge, MAC: n.MAC, HostName: n.HostName}
+		out[i] = network.NetIf{Name: n.Name, Bridge: n.Bridge, MAC: n.MAC, HostName: n.HostName, Router: n.Router}
 	}
 	return out
 }

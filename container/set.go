@@ -38,7 +38,7 @@ type SetOptions struct {
 	IPDel         []string // addresses, or "all"
 	Nameservers   []string // addresses, or "inherit"
 	SearchDomains []string // domains, or "inherit"
-	NetIfAdd      []string // IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME]
+	NetIfAdd      []string // IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME][,router=yes|no]
 	NetIfDel      []string // interface names, or "all"
 
 	// ApplyConfig applies the resource parameters of a profile (vzctl --applyconfig);
@@ -49,7 +49,8 @@ type SetOptions struct {
 
 var ifnameRE = lazyRegexp(`^[a-z][a-z0-9_.-]{0,14}$`)
 
-// parseNetIf reads vectl's --netif_add value: IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME].
+// parseNetIf reads vectl's --netif_add value:
+// IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME][,router=yes|no].
 // Without bridge= the bridge of the only bridged pool is used.
 func parseNetIf(nc *network.Config, s string) (store.NetIf, error) {
 	parts := strings.Split(s, ",")
@@ -64,7 +65,16 @@ func parseNetIf(nc *network.Config, s string) (store.NetIf, error) {
 		k, v, ok := strings.Cut(kv, "=")
 		switch {
 		case !ok:
-			return bad("use key=value options: bridge, mac, host_ifname")
+			return bad("use key=value options: bridge, mac, host_ifname, router")
+		case k == "router":
+			switch v {
+			case "yes":
+				nif.Router = true
+			case "no":
+				nif.Router = false
+			default:
+				return bad("router must be yes or no")
+			}
 		case k == "bridge":
 			nif.Bridge = v
 		case k == "mac":

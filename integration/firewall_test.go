@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,7 +32,9 @@ import (
 // where Debian's python3-scapy lives.
 const fwScapy = `
 import sys
-from scapy.all import Ether, ARP, Dot1Q, IPv6, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, sendp
+from scapy.all import (Ether, ARP, Dot1Q, IP, UDP, BOOTP, DHCP, IPv6, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr,
+    ICMPv6EchoRequest, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr, ICMPv6ND_Redirect,
+    DHCP6_Advertise, DHCP6OptServerId, DHCP6OptClientId, DUID_LL, sendp)
 
 def main(cmd, iface, *a):
     if cmd == "na":  # src_mac dst_mac src6 dst6 target: unsolicited override NA
@@ -44,6 +47,30 @@ def main(cmd, iface, *a):
         if len(a) > 5:
             p = p / Dot1Q(vlan=int(a[5]))
         p = p / ARP(op=2, hwsrc=hw_src, psrc=ip_src, hwdst=dst_mac, pdst=ip_dst)
+    elif cmd == "echo6":  # src_mac dst_mac src6 dst6: ICMPv6 echo request
+        src_mac, dst_mac, src6, dst6 = a
+        p = Ether(src=src_mac, dst=dst_mac) / IPv6(src=src6, dst=dst6) / ICMPv6EchoRequest(id=7, seq=1)
+    elif cmd == "ra":  # src_mac src6 prefix: router advertisement with a prefix and a default route
+        src_mac, src6, prefix = a
+        p = (Ether(src=src_mac, dst="33:33:00:00:00:01") / IPv6(src=src6, dst="ff02::1", hlim=255) /
+             ICMPv6ND_RA(routerlifetime=1800) /
+             ICMPv6NDOptPrefixInfo(prefix=prefix, prefixlen=64, L=1, A=1, validlifetime=3600, preferredlifetime=1800) /
+             ICMPv6NDOptSrcLLAddr(lladdr=src_mac))
+    elif cmd == "redirect":  # src_mac dst_mac src6 dst6 target dest: ICMPv6 redirect
+        src_mac, dst_mac, src6, dst6, target, dest = a
+        p = (Ether(src=src_mac, dst=dst_mac) / IPv6(src=src6, dst=dst6, hlim=255) /
+             ICMPv6ND_Redirect(tgt=target, dst=dest))
+    elif cmd == "dhcp4offer":  # src_mac dst_mac src4 dst4: a DHCPv4 server's offer
+        src_mac, dst_mac, src4, dst4 = a
+        p = (Ether(src=src_mac, dst=dst_mac) / IP(src=src4, dst=dst4) / UDP(sport=67, dport=68) /
+             BOOTP(op=2, yiaddr=dst4, siaddr=src4, chaddr=bytes.fromhex(dst_mac.replace(":", "")), xid=7) /
+             DHCP(options=[("message-type", "offer"), ("server_id", src4), ("lease_time", 600),
+                           ("router", src4), ("subnet_mask", "255.255.255.0"), "end"]))
+    elif cmd == "dhcp6adv":  # src_mac dst_mac src6 dst6: a DHCPv6 server's advertise
+        src_mac, dst_mac, src6, dst6 = a
+        p = (Ether(src=src_mac, dst=dst_mac) / IPv6(src=src6, dst=dst6) / UDP(sport=547, dport=546) /
+             DHCP6_Advertise(trid=7) / DHCP6OptClientId(duid=DUID_LL(lladdr=dst_mac)) /
+             DHCP6OptServerId(duid=DUID_LL(lladdr=src_mac)))
     else:
         sys.exit("unknown command " + cmd)
     sendp(p, iface=iface, count=2, inter=0.1, verbose=False)
@@ -518,6 +545,8 @@ func fwNewBridgeLab(t *testing.T) *fwBridgeLab {
 	l.in(l.host, "ip", "addr", "add", "10.196.6.1/24", "dev", l.br)
 	l.in(l.host, "ip", "addr", "add", "fd96:6::1/64", "dev", l.br, "nodad")
 	l.in(l.host, "ip", "link", "set", l.br, "up")
+	l.in(l.host, "ip", "-6", "addr", "flush", "dev", l.br, "scope", "link")
+	l.in(l.host, "ip", "addr", "add", fwLL(fwBrMAC)+"/64", "dev", l.br, "nodad")
 	for _, v := range []struct{ ns, hostIf, mac, v4, v6 string }{
 		{l.a, l.va, fwAMAC, "10.196.6.11", "fd96:6::11"},
 		{l.b, l.vb, fwBMAC, "10.196.6.21", "fd96:6::21"},
@@ -525,6 +554,10 @@ func fwNewBridgeLab(t *testing.T) *fwBridgeLab {
 		l.veth(l.host, v.hostIf, v.ns)
 		l.in(l.host, "ip", "link", "set", v.hostIf, "master", l.br)
 		l.in(v.ns, "ip", "link", "set", "eth0", "address", v.mac)
+		// The link-local address the kernel derives from the MAC (eth0 came up with
+		// another one), as a VE's interface has it.
+		l.in(v.ns, "ip", "-6", "addr", "flush", "dev", "eth0", "scope", "link")
+		l.in(v.ns, "ip", "addr", "add", fwLL(v.mac)+"/64", "dev", "eth0", "nodad")
 		l.in(v.ns, "ip", "addr", "add", v.v4+"/24", "dev", "eth0")
 		l.in(v.ns, "ip", "addr", "add", v.v6+"/64", "dev", "eth0", "nodad")
 		l.in(v.ns, "ip", "route", "add", "default", "via", "10.196.6.1")
@@ -534,6 +567,8 @@ func fwNewBridgeLab(t *testing.T) *fwBridgeLab {
 		// IP spoofing check is not mixed up with ARP or ND spoofing.
 		l.in(v.ns, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
 	}
+	// B sends fd97::/64 through A: a redirect for it from A is one B would follow.
+	l.in(l.b, "ip", "-6", "route", "add", "fd97::/64", "via", fwLL(fwAMAC), "dev", "eth0")
 	// arping binds its socket to the address it claims, which is not A's.
 	l.in(l.a, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
 
@@ -561,6 +596,9 @@ func (l *fwBridgeLab) port(hostIf string) network.BridgePort {
 		IPv6: []netip.Addr{netip.MustParseAddr("fd96:6::21")}}
 }
 
+// fwLL is the link-local address the kernel derives from a MAC.
+func fwLL(mac string) string { return network.LinkLocal(fwMustMAC(mac)).String() }
+
 func fwMustMAC(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
 	if err != nil {
@@ -576,11 +614,46 @@ func (l *fwBridgeLab) filter(hostIf string) {
 	}
 }
 
+// The pieces of the port chain's rules that count issue 23's attacks, as nft lists them.
+const (
+	fwRuleRA       = "nd-router-advert"
+	fwRuleRedirect = "nd-redirect"
+	fwRuleDHCP4    = "udp sport 67"
+	fwRuleDHCP6    = "udp sport 547"
+)
+
+// raTaken reports whether B (or the host) took a router advertisement: a route from it or
+// an address from its prefix. Either is removed again.
+func (l *fwBridgeLab) raTaken() bool {
+	l.t.Helper()
+	time.Sleep(500 * time.Millisecond)
+	taken := false
+	for _, n := range []struct{ ns, dev string }{{l.b, "eth0"}, {l.host, l.br}} {
+		got := l.in(n.ns, "ip", "-6", "route", "show", "proto", "ra") + l.in(n.ns, "ip", "-6", "addr", "show", "dev", n.dev, "dynamic")
+		if strings.TrimSpace(got) != "" {
+			taken = true
+		}
+	}
+	l.forgetRA()
+	return taken
+}
+
+// forgetRA removes what router advertisements and redirects gave B and the host.
+func (l *fwBridgeLab) forgetRA() {
+	l.t.Helper()
+	for _, n := range []struct{ ns, dev string }{{l.b, "eth0"}, {l.host, l.br}} {
+		l.in(n.ns, "ip", "-6", "route", "flush", "proto", "ra")
+		l.in(n.ns, "ip", "-6", "addr", "flush", "dev", n.dev, "dynamic")
+		l.in(n.ns, "ip", "-6", "route", "flush", "cache")
+	}
+}
+
 // relearn puts the neighbour tables and the bridge's FDB back to the truth after an attack
 // that worked: A's own MAC, everyone's caches flushed and refilled by legitimate pings.
 func (l *fwBridgeLab) relearn() {
 	t := l.t
 	t.Helper()
+	l.forgetRA()
 	l.in(l.a, "ip", "link", "set", "eth0", "address", fwAMAC)
 	for _, ns := range []string{l.a, l.b} {
 		l.in(ns, "ip", "neigh", "flush", "dev", "eth0")
@@ -594,7 +667,13 @@ func (l *fwBridgeLab) relearn() {
 	// (sent from the spoofed address) and never tests the IP rule.
 	l.pingOK(l.a, "10.196.6.21")
 	l.pingOK(l.a, "fd96:6::21")
-	for ip, mac := range map[string]string{"10.196.6.11": fwAMAC, "10.196.6.21": fwBMAC, "fd96:6::11": fwAMAC, "fd96:6::21": fwBMAC} {
+	// The host talks to both on their link-local addresses too (issue 23's NA attack
+	// targets the entry for B's).
+	for _, mac := range []string{fwAMAC, fwBMAC} {
+		l.pingOK(l.host, fwLL(mac)+"%"+l.br)
+	}
+	for ip, mac := range map[string]string{"10.196.6.11": fwAMAC, "10.196.6.21": fwBMAC, "fd96:6::11": fwAMAC,
+		"fd96:6::21": fwBMAC, fwLL(fwAMAC): fwAMAC, fwLL(fwBMAC): fwBMAC} {
 		if got := l.neighMAC(l.host, ip); got != mac {
 			t.Fatalf("host neighbour %s is %q after relearning, want %s", ip, got, mac)
 		}
@@ -614,8 +693,9 @@ type fwAttack struct {
 	try  func(l *fwBridgeLab) bool
 }
 
-// TestFwBridged: the per-port bridge filter blocks MAC, IPv4, IPv6, ARP (sender IP and
-// sender MAC, also VLAN-0-tagged) and neighbour advertisement spoofing from a bridged VE,
+// TestFwBridged: the per-port bridge filter blocks MAC, IPv4, IPv6 (link-local included),
+// ARP (sender IP and sender MAC, also VLAN-0-tagged) and neighbour advertisement spoofing, and
+// router advertisements, redirects and DHCP server messages (issue 23), from a bridged VE,
 // each attack works once the port's filter is removed, legitimate traffic passes, and
 // SetBridgePortAddrs makes a new address usable at once.
 func TestFwBridged(t *testing.T) {
@@ -645,6 +725,9 @@ func TestFwBridged(t *testing.T) {
 	l.sniff(l.b, "v4bogus", "ip saddr 10.196.6.99 icmp type echo-request")
 	l.sniff(l.b, "v6reply", "ip6 saddr fd96:6::1 ip6 daddr fd96:6::21 icmpv6 type echo-reply")
 	l.sniff(l.b, "v6bogus", "ip6 saddr fd96:6::99 icmpv6 type echo-request")
+	l.sniff(l.b, "llreply", "ip6 saddr "+fwLL(fwBrMAC)+" ip6 daddr "+fwLL(fwBMAC)+" icmpv6 type echo-reply")
+	l.sniff(l.b, "dhcp4", "udp sport 67 udp dport 68")
+	l.sniff(l.b, "dhcp6", "udp sport 547 udp dport 546")
 	// poisoned reports whether the host now sends ip's traffic to A.
 	poisoned := func(l *fwBridgeLab, ip string) bool { return l.neighMAC(l.host, ip) == fwAMAC }
 
@@ -681,6 +764,42 @@ func TestFwBridged(t *testing.T) {
 			// Sent from A's own address, so only the target check can stop it.
 			l.craft("na", "eth0", fwAMAC, fwBrMAC, "fd96:6::11", "fd96:6::1", "fd96:6::21")
 			return poisoned(l, "fd96:6::21")
+		}},
+		// Issue 23: link-local spoofing, and what only the bridge's router or DHCP server
+		// may send. Each is sent from A's own MAC and link-local address unless spoofing
+		// that is the point.
+		{"ping from the victim's link-local address", "ip6 saddr", func(l *fwBridgeLab) bool {
+			before := l.sniffed(l.b, "llreply")
+			l.craft("echo6", "eth0", fwAMAC, fwBrMAC, fwLL(fwBMAC), fwLL(fwBrMAC))
+			time.Sleep(500 * time.Millisecond)
+			return l.sniffed(l.b, "llreply") > before
+		}},
+		{"NA claiming the victim's link-local address", "@th,64,128", func(l *fwBridgeLab) bool {
+			l.craft("na", "eth0", fwAMAC, fwBrMAC, fwLL(fwAMAC), fwLL(fwBrMAC), fwLL(fwBMAC))
+			return poisoned(l, fwLL(fwBMAC))
+		}},
+		{"router advertisement with a prefix and a default route", fwRuleRA, func(l *fwBridgeLab) bool {
+			l.craft("ra", "eth0", fwAMAC, fwLL(fwAMAC), "fd96:99::")
+			return l.raTaken()
+		}},
+		{"ICMPv6 redirect", fwRuleRedirect, func(l *fwBridgeLab) bool {
+			// B routes fd97::/64 through A (fwNewBridgeLab), so a redirect from A's own
+			// link-local address is one B would follow.
+			l.craft("redirect", "eth0", fwAMAC, fwBMAC, fwLL(fwAMAC), fwLL(fwBMAC), "fe80::99", "fd97::1")
+			time.Sleep(300 * time.Millisecond)
+			return strings.Contains(l.in(l.b, "ip", "-6", "route", "get", "fd97::1"), "fe80::99")
+		}},
+		{"DHCPv4 offer to the victim", fwRuleDHCP4, func(l *fwBridgeLab) bool {
+			before := l.sniffed(l.b, "dhcp4")
+			l.craft("dhcp4offer", "eth0", fwAMAC, fwBMAC, "10.196.6.11", "10.196.6.21")
+			time.Sleep(300 * time.Millisecond)
+			return l.sniffed(l.b, "dhcp4") > before
+		}},
+		{"DHCPv6 advertise to the victim", fwRuleDHCP6, func(l *fwBridgeLab) bool {
+			before := l.sniffed(l.b, "dhcp6")
+			l.craft("dhcp6adv", "eth0", fwAMAC, fwBMAC, fwLL(fwAMAC), fwLL(fwBMAC))
+			time.Sleep(300 * time.Millisecond)
+			return l.sniffed(l.b, "dhcp6") > before
 		}},
 	}
 	tbl := l.name("t")
@@ -727,8 +846,31 @@ func TestFwBridged(t *testing.T) {
 			t.Errorf("tagged ARP did not poison the host without the VLAN rules; the VLAN rules may be unnecessary")
 		}
 		l.filter(l.va) // AddBridgePort on an existing port restores the full chain
-		if n := strings.Count(l.in(l.host, "nft", "list", "chain", "bridge", tbl, chain), "drop"); n != 8 {
-			t.Errorf("port chain has %d drop rules after re-adding, want 8", n)
+		if n := strings.Count(l.in(l.host, "nft", "list", "chain", "bridge", tbl, chain), "drop"); n != 12 {
+			t.Errorf("port chain has %d drop rules after re-adding, want 12", n)
+		}
+	})
+
+	// A VE whose interface may act as the bridge's router (router=yes) sends RAs that B
+	// takes, and its chain has no RA, redirect or DHCP rules (issue 23).
+	t.Run("a router port sends RAs", func(t *testing.T) {
+		l := l.with(t)
+		l.relearn()
+		p := l.port(l.va)
+		p.Router = true
+		if err := l.fw.AddBridgePort(p); err != nil {
+			t.Fatal(err)
+		}
+		defer l.filter(l.va)
+		out := l.in(l.host, "nft", "list", "chain", "bridge", tbl, chain)
+		for _, r := range []string{fwRuleRA, fwRuleRedirect, fwRuleDHCP4, fwRuleDHCP6} {
+			if strings.Contains(out, r) {
+				t.Errorf("the router port's chain has %q:\n%s", r, out)
+			}
+		}
+		l.craft("ra", "eth0", fwAMAC, fwLL(fwAMAC), "fd96:98::")
+		if !l.raTaken() {
+			t.Errorf("B did not take the RA of a port allowed to send them")
 		}
 	})
 
@@ -741,16 +883,17 @@ func TestFwBridged(t *testing.T) {
 			t.Fatalf("an address not in the port's sets works")
 		}
 		p := l.port(l.va)
-		v4 := append(p.IPv4, netip.MustParseAddr("10.196.6.12"))
-		v6 := append(p.IPv6, netip.MustParseAddr("fd96:6::12"))
-		if err := l.fw.SetBridgePortAddrs(l.va, v4, v6); err != nil {
+		more := p
+		more.IPv4 = append(slices.Clone(p.IPv4), netip.MustParseAddr("10.196.6.12"))
+		more.IPv6 = append(slices.Clone(p.IPv6), netip.MustParseAddr("fd96:6::12"))
+		if err := l.fw.SetBridgePortAddrs(more); err != nil {
 			t.Fatal(err)
 		}
 		l.pingOK(l.a, "-I", "10.196.6.12", "10.196.6.1")
 		l.pingOK(l.a, "-I", "fd96:6::12", "fd96:6::1")
 		l.pingOK(l.a, "-I", "10.196.6.12", "10.196.6.21")
 		l.pingOK(l.a, "10.196.6.1") // the old addresses still work
-		if err := l.fw.SetBridgePortAddrs(l.va, p.IPv4, p.IPv6); err != nil {
+		if err := l.fw.SetBridgePortAddrs(p); err != nil {
 			t.Fatal(err)
 		}
 		if l.ping(l.a, "-I", "10.196.6.12", "10.196.6.1") || l.ping(l.a, "-I", "fd96:6::12", "fd96:6::1") {
@@ -778,7 +921,7 @@ func TestFwLifecycle(t *testing.T) {
 	if err := fw.AddBridgePort(port); !errors.Is(err, network.ErrNotInstalled) {
 		t.Errorf("AddBridgePort without tables: %v, want ErrNotInstalled", err)
 	}
-	if err := fw.SetBridgePortAddrs(port.IfName, nil, nil); !errors.Is(err, network.ErrNotInstalled) {
+	if err := fw.SetBridgePortAddrs(network.BridgePort{IfName: port.IfName, MAC: port.MAC}); !errors.Is(err, network.ErrNotInstalled) {
 		t.Errorf("SetBridgePortAddrs without tables: %v, want ErrNotInstalled", err)
 	}
 	for name, f := range map[string]func() error{
@@ -831,13 +974,13 @@ func TestFwLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := l.in(ns, "nft", "list", "table", "bridge", l.name("t"))
-	if n := strings.Count(br, " drop"); n != 8 {
-		t.Errorf("bridge table has %d drop rules after four AddBridgePort, want 8:\n%s", n, br)
+	if n := strings.Count(br, " drop"); n != 12 {
+		t.Errorf("bridge table has %d drop rules after four AddBridgePort, want 12:\n%s", n, br)
 	}
 	if strings.Contains(br, fwAMAC) || !strings.Contains(br, fwBMAC) {
 		t.Errorf("AddBridgePort did not replace the MAC:\n%s", br)
 	}
-	if err := fw.SetBridgePortAddrs("vethNOPE", nil, nil); !errors.Is(err, network.ErrNoPort) {
+	if err := fw.SetBridgePortAddrs(network.BridgePort{IfName: "vethNOPE", MAC: port.MAC}); !errors.Is(err, network.ErrNoPort) {
 		t.Errorf("SetBridgePortAddrs of an unknown port: %v, want ErrNoPort", err)
 	}
 	if err := fw.AddBridgePort(network.BridgePort{IfName: "vethX", MAC: fwMustMAC("01:00:5e:00:00:01")}); err == nil {

@@ -4,9 +4,12 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -555,4 +558,44 @@ func TestNetworkAttachFailsAtStart(t *testing.T) {
 	}
 	e.must("stop", id)
 	e.wantNoTrace(id)
+}
+
+// TestNetworkBridgedRouterFlag (issue 23): --netif_add ...,router=yes reaches the VE's port
+// filter: its chain lets router advertisements, redirects and DHCP server messages through,
+// another VE's chain on the same bridge drops them, and the flag is stored with the VE.
+func TestNetworkBridgedRouterFlag(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	tmpl := e.importBusybox()
+	rt, plain := uniqueID(t), uniqueID(t)
+	ports := map[string]string{rt: "vtr" + rt[len(rt)-6:], plain: "vtp" + plain[len(plain)-6:]}
+	for id, router := range map[string]string{rt: "yes", plain: "no"} {
+		e.must("create", id, "--ostemplate", tmpl)
+		e.must("set", id, "--netif_add", "eth1,bridge="+testBridge+",host_ifname="+ports[id]+",router="+router,
+			"--ipadd", testIP("b4"), "--save")
+		e.must("start", id)
+	}
+	chain := func(id string) string {
+		out, err := exec.Command("nft", "list", "chain", "bridge", testFwTable, "port-"+ports[id]).CombinedOutput()
+		if err != nil {
+			t.Fatalf("the port chain of VE %s: %v\n%s", id, err, out)
+		}
+		return string(out)
+	}
+	for _, rule := range []string{"nd-router-advert", "nd-redirect", "udp sport 67", "udp sport 547"} {
+		if strings.Contains(chain(rt), rule) {
+			t.Errorf("the router VE's port drops %q", rule)
+		}
+		if !strings.Contains(chain(plain), rule) {
+			t.Errorf("the other VE's port lets %q through", rule)
+		}
+	}
+	var cfg struct {
+		NetIfs []struct{ Router bool } `json:"netifs"`
+	}
+	data, err := os.ReadFile(filepath.Join(e.root, "ve", rt, "config.json"))
+	if err != nil || json.Unmarshal(data, &cfg) != nil || len(cfg.NetIfs) != 1 || !cfg.NetIfs[0].Router {
+		t.Errorf("router=yes is not stored: %v\n%s", err, data)
+	}
+	e.expect(21, "set", rt, "--netif_add", "eth2,bridge="+testBridge+",router=maybe", "--save")
 }

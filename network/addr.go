@@ -358,8 +358,7 @@ func (n *Network) syncBridgePort(ve VE, nif NetIf) error {
 	if mac == "" {
 		mac = MAC(ve.ID, nif.Name)
 	}
-	p := bridgePort(host, mac, live[nif.Name])
-	return n.fw.SetBridgePortAddrs(host, p.IPv4, p.IPv6)
+	return n.fw.SetBridgePortAddrs(bridgePort(host, mac, live[nif.Name], nif.Router))
 }
 
 func netIfOn(nifs []NetIf, bridge string) (NetIf, bool) {

@@ -32,6 +32,9 @@ type NetIf struct {
 	Bridge   string // host bridge
 	MAC      string // VE-side MAC; derived from the VE id and Name when empty
 	HostName string // host-side interface name; the plugin's random veth name when empty
+	// Router lets the VE send router advertisements, redirects and DHCP server messages on
+	// the bridge (it is the bridge's router or DHCP server); otherwise they are dropped.
+	Router bool
 }
 
 // VE is what the network layer needs to know about one VE.
@@ -291,7 +294,7 @@ func (n *Network) attachNetIf(ctx context.Context, ve VE, nif NetIf, addrs []net
 	if err := n.fw.AddBridge(nif.Bridge); err != nil {
 		return err
 	}
-	if err := n.fw.AddBridgePort(bridgePort(host, mac, addrs)); err != nil {
+	if err := n.fw.AddBridgePort(bridgePort(host, mac, addrs, nif.Router)); err != nil {
 		return err
 	}
 	// Into the group only once in this instance's sets: in between, its own isolation
@@ -358,9 +361,9 @@ func firstWithAddrs(nifs []NetIf, bridged map[string][]netip.Prefix) int {
 	return -1
 }
 
-func bridgePort(host, mac string, addrs []netip.Prefix) BridgePort {
+func bridgePort(host, mac string, addrs []netip.Prefix, router bool) BridgePort {
 	hw, _ := net.ParseMAC(mac)
-	p := BridgePort{IfName: host, MAC: hw}
+	p := BridgePort{IfName: host, MAC: hw, Router: router}
 	for _, a := range addrs {
 		if a.Addr().Is4() {
 			p.IPv4 = append(p.IPv4, a.Addr())

@@ -58,7 +58,9 @@ const (
 )
 
 const (
+	icmpv6RouterAdvert   = 134
 	icmpv6NeighborAdvert = 136
+	icmpv6Redirect       = 137
 	// nameMax keeps every table, chain and set name within the 32 bytes (with the NUL) that
 	// kernels before 4.14 accept.
 	nameMax = 31
@@ -95,9 +97,26 @@ type BridgePort struct {
 	IfName string
 	// MAC is the VE interface's address; frames and ARP packets from any other are dropped.
 	MAC net.HardwareAddr
-	// IPv4 and IPv6 are the VE's addresses. 0.0.0.0 (DHCP, ARP probes), :: (DAD) and
-	// fe80::/10 are always allowed in addition.
+	// IPv4 and IPv6 are the VE's addresses. 0.0.0.0 (DHCP, ARP probes), :: (DAD) and the
+	// link-local address derived from MAC (LinkLocal) are always allowed in addition.
 	IPv4, IPv6 []netip.Addr
+	// Router lets the VE act as the bridge's router or DHCP server: send router
+	// advertisements and redirects, and DHCPv4 and DHCPv6 server messages. Off, these are
+	// dropped (the RA guard and DHCP snooping of switches).
+	Router bool
+}
+
+// LinkLocal is the IPv6 link-local address the kernel gives an interface with this MAC
+// (modified EUI-64, RFC 4291 appendix A): the only link-local source a bridged VE may use.
+func LinkLocal(mac net.HardwareAddr) netip.Addr {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	if len(mac) == 6 {
+		a[8], a[9], a[10] = mac[0]^0x02, mac[1], mac[2]
+		a[11], a[12] = 0xff, 0xfe
+		a[13], a[14], a[15] = mac[3], mac[4], mac[5]
+	}
+	return netip.AddrFrom16(a)
 }
 
 // EnsureBase creates vectl's tables, sets and base chains if they are missing and resets
@@ -329,9 +348,10 @@ func (f *Firewall) HasRoutedPort(ifname string) (bool, error) {
 
 // AddBridgePort installs the anti-spoofing filter of a bridged VE's port: frames from the
 // port must carry p.MAC, ARP packets must claim p.MAC and one of p.IPv4, IPv4 and IPv6
-// packets must come from the port's addresses, and neighbour advertisements may only be
-// about them. VLAN-tagged frames are dropped. If the port already has a filter it is
-// replaced, in the same batch.
+// packets must come from the port's addresses (its own link-local one included, no other),
+// and neighbour advertisements may only be about them. VLAN-tagged frames are dropped, and
+// unless p.Router router advertisements, redirects and DHCP server messages too. If the
+// port already has a filter it is replaced, in the same batch.
 func (f *Firewall) AddBridgePort(p BridgePort) error {
 	if err := f.check(); err != nil {
 		return err
@@ -344,7 +364,7 @@ func (f *Firewall) AddBridgePort(p BridgePort) error {
 	if err := checkMAC(p.MAC); err != nil {
 		return fmt.Errorf(errf, p.IfName, f.Name, err)
 	}
-	e4, e6, err := portAddrElements(p.IPv4, p.IPv6)
+	e4, e6, err := portAddrElements(p.IPv4, append(slices.Clone(p.IPv6), LinkLocal(p.MAC)))
 	if err != nil {
 		return fmt.Errorf(errf, p.IfName, f.Name, err)
 	}
@@ -371,7 +391,7 @@ func (f *Firewall) AddBridgePort(p BridgePort) error {
 	}
 	ch := c.AddChain(&nftables.Chain{Name: n.chain, Table: br})
 	c.FlushChain(ch)
-	for _, exprs := range portRules(p.MAC, s4, s6) {
+	for _, exprs := range portRules(p.MAC, s4, s6, p.Router) {
 		c.AddRule(&nftables.Rule{Table: br, Chain: ch, Exprs: exprs})
 	}
 	if err := c.SetAddElements(portChainMap(br), []nftables.SetElement{portJump(p.IfName, n)}); err != nil {
@@ -386,19 +406,23 @@ func (f *Firewall) AddBridgePort(p BridgePort) error {
 	return nil
 }
 
-// SetBridgePortAddrs replaces the addresses a bridged VE may use, for example after an IP
-// was added to or removed from the running VE. The change is atomic: no packet sees an
-// empty set.
-func (f *Firewall) SetBridgePortAddrs(ifname string, v4, v6 []netip.Addr) error {
+// SetBridgePortAddrs replaces the addresses a bridged VE may use (p.IPv4, p.IPv6 and the
+// link-local address of p.MAC), for example after an IP was added to or removed from the
+// running VE. The change is atomic: no packet sees an empty set.
+func (f *Firewall) SetBridgePortAddrs(p BridgePort) error {
 	if err := f.check(); err != nil {
 		return err
 	}
 	errf := "set addresses of bridge port %s in firewall %s: %w"
+	ifname := p.IfName
 	n, err := bridgePortNames(ifname)
 	if err != nil {
 		return fmt.Errorf(errf, ifname, f.Name, err)
 	}
-	e4, e6, err := portAddrElements(v4, v6)
+	if err := checkMAC(p.MAC); err != nil {
+		return fmt.Errorf(errf, ifname, f.Name, err)
+	}
+	e4, e6, err := portAddrElements(p.IPv4, append(slices.Clone(p.IPv6), LinkLocal(p.MAC)))
 	if err != nil {
 		return fmt.Errorf(errf, ifname, f.Name, err)
 	}
@@ -719,14 +743,14 @@ func limitForwardExprs(ports, bridges *nftables.Set) []expr.Any {
 // VLAN tag out of the frame before the bridge hook, "ether type" then reads 0x8100 and the
 // ARP/IP checks would not apply, yet a priority-tagged (VLAN 0) frame is still delivered to
 // the host and to other VEs as if it were untagged.
-func portRules(mac net.HardwareAddr, v4, v6 *nftables.Set) [][]expr.Any {
+func portRules(mac net.HardwareAddr, v4, v6 *nftables.Set, router bool) [][]expr.Any {
 	drop := func(x ...expr.Any) []expr.Any {
 		return append(x, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 	}
 	notIn := func(s *nftables.Set) *expr.Lookup {
 		return &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true}
 	}
-	return [][]expr.Any{
+	rules := [][]expr.Any{
 		// ether type 8021q drop; ether type 8021ad drop
 		drop(etherType(etherType8021Q)...),
 		drop(etherType(etherType8021AD)...),
@@ -767,6 +791,32 @@ func portRules(mac net.HardwareAddr, v4, v6 *nftables.Set) [][]expr.Any {
 			notIn(v6),
 		)...),
 	}
+	if router {
+		return rules
+	}
+	// What only the bridge's router or DHCP server sends (RA guard, DHCP snooping):
+	// icmpv6 type nd-router-advert drop; icmpv6 type nd-redirect drop;
+	// ip udp sport 67 drop (DHCPv4 server and relay); ip6 udp sport 547 drop (DHCPv6).
+	for _, typ := range []byte{icmpv6RouterAdvert, icmpv6Redirect} {
+		rules = append(rules, drop(append(etherType(etherTypeIPv6),
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}},
+		)...))
+	}
+	for _, d := range []struct {
+		ether uint16
+		port  uint16
+	}{{etherTypeIPv4, 67}, {etherTypeIPv6, 547}} {
+		rules = append(rules, drop(append(etherType(d.ether),
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, d.port)},
+		)...))
+	}
+	return rules
 }
 
 // etherType matches the frame's Ethernet type ("ether type X").
@@ -847,11 +897,12 @@ func checkMAC(mac net.HardwareAddr) error {
 }
 
 // alwaysV4 and alwaysV6 are allowed on every bridge port: the unspecified source of DHCP
-// and ARP probes, and of IPv6 DAD and MLD, plus link-local IPv6, which a VE configures on
-// its own.
+// and ARP probes, and of IPv6 DAD and MLD. Of link-local IPv6 only the port's own address
+// (LinkLocal of its MAC) is: another VE's would let a VE speak, and answer neighbour
+// solicitations, in that VE's name.
 var (
 	alwaysV4 = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32")}
-	alwaysV6 = []netip.Prefix{netip.MustParsePrefix("::/128"), netip.MustParsePrefix("fe80::/10")}
+	alwaysV6 = []netip.Prefix{netip.MustParsePrefix("::/128")}
 )
 
 // portAddrElements builds the interval set elements of a port's address sets.

@@ -133,32 +133,33 @@ func TestPortAddrElements(t *testing.T) {
 		v4, v6 []netip.Addr
 		e4, e6 []string
 	}{{
+		// Link-local IPv6 is not implicit any more: only the port's own (issue 23).
 		name: "only the implicit addresses",
 		e4:   []string{"0.0.0.0", "<0.0.0.1"},
-		e6:   []string{"::", "<::1", "fe80::", "<fec0::"},
+		e6:   []string{"::", "<::1"},
 	}, {
 		name: "single addresses",
 		v4:   addrs("10.196.6.11"),
 		v6:   addrs("fd96:6::11"),
 		e4:   []string{"0.0.0.0", "<0.0.0.1", "10.196.6.11", "<10.196.6.12"},
-		e6:   []string{"::", "<::1", "fd96:6::11", "<fd96:6::12", "fe80::", "<fec0::"},
+		e6:   []string{"::", "<::1", "fd96:6::11", "<fd96:6::12"},
 	}, {
 		name: "unsorted, duplicate and adjacent addresses merge",
 		v4:   addrs("10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.1", "0.0.0.1"),
 		v6:   addrs("::1", "fd00::2", "fd00::1"),
 		e4:   []string{"0.0.0.0", "<0.0.0.2", "10.0.0.1", "<10.0.0.4"},
-		e6:   []string{"::", "<::2", "fd00::1", "<fd00::3", "fe80::", "<fec0::"},
+		e6:   []string{"::", "<::2", "fd00::1", "<fd00::3"},
 	}, {
-		name: "addresses inside fe80::/10 and at its edges",
+		name: "link-local addresses, zones dropped, and fe80::/10's edges",
 		v6:   addrs("fe80::1", "fe80::1%eth0", "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fec0::"),
 		e4:   []string{"0.0.0.0", "<0.0.0.1"},
-		e6:   []string{"::", "<::1", "fe80::", "<fec0::1"},
+		e6:   []string{"::", "<::1", "fe80::1", "<fe80::2", "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "<fec0::1"},
 	}, {
 		name: "IPv4-mapped IPv4 and the top of the address space",
 		v4:   addrs("::ffff:10.0.0.1", "255.255.255.255"),
 		v6:   addrs("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
 		e4:   []string{"0.0.0.0", "<0.0.0.1", "10.0.0.1", "<10.0.0.2", "255.255.255.255"},
-		e6:   []string{"::", "<::1", "fe80::", "<fec0::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+		e6:   []string{"::", "<::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
 	}}
 	for _, tt := range tests {
 		e4, e6, err := portAddrElements(tt.v4, tt.v6)
@@ -248,8 +249,9 @@ func TestFirewallRejectsBadInput(t *testing.T) {
 		"AddBridgePort without a MAC":    fw.AddBridgePort(BridgePort{IfName: "veth0"}),
 		"AddBridgePort with a v6 in v4": fw.AddBridgePort(BridgePort{IfName: "veth0", MAC: mac,
 			IPv4: []netip.Addr{netip.MustParseAddr("fd00::1")}}),
-		"SetBridgePortAddrs with a v4 in v6": fw.SetBridgePortAddrs("veth0", nil,
-			[]netip.Addr{netip.MustParseAddr("10.0.0.1")}),
+		"SetBridgePortAddrs with a v4 in v6": fw.SetBridgePortAddrs(BridgePort{IfName: "veth0", MAC: mac,
+			IPv6: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}),
+		"SetBridgePortAddrs without a MAC":    fw.SetBridgePortAddrs(BridgePort{IfName: "veth0"}),
 		"RemoveBridgePort with an empty name": fw.RemoveBridgePort(""),
 	} {
 		if err == nil {
@@ -314,16 +316,18 @@ func TestFirewallOneBatch(t *testing.T) {
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
 	v4 := []netip.Addr{netip.MustParseAddr("10.0.0.1")}
 	calls := map[string]func(*Firewall) error{
-		"EnsureBase(false)":  func(f *Firewall) error { return f.EnsureBase(false) },
-		"EnsureBase(true)":   func(f *Firewall) error { return f.EnsureBase(true) },
-		"AddRoutedPort":      func(f *Firewall) error { return f.AddRoutedPort("veth0") },
-		"RemoveRoutedPort":   func(f *Firewall) error { return f.RemoveRoutedPort("veth0") },
-		"AddBridge":          func(f *Firewall) error { return f.AddBridge("br0") },
-		"RemoveBridge":       func(f *Firewall) error { return f.RemoveBridge("br0") },
-		"AddBridgePort":      func(f *Firewall) error { return f.AddBridgePort(BridgePort{IfName: "veth0", MAC: mac, IPv4: v4}) },
-		"SetBridgePortAddrs": func(f *Firewall) error { return f.SetBridgePortAddrs("veth0", v4, nil) },
-		"RemoveBridgePort":   func(f *Firewall) error { return f.RemoveBridgePort("veth0") },
-		"Delete":             func(f *Firewall) error { return f.Delete() },
+		"EnsureBase(false)": func(f *Firewall) error { return f.EnsureBase(false) },
+		"EnsureBase(true)":  func(f *Firewall) error { return f.EnsureBase(true) },
+		"AddRoutedPort":     func(f *Firewall) error { return f.AddRoutedPort("veth0") },
+		"RemoveRoutedPort":  func(f *Firewall) error { return f.RemoveRoutedPort("veth0") },
+		"AddBridge":         func(f *Firewall) error { return f.AddBridge("br0") },
+		"RemoveBridge":      func(f *Firewall) error { return f.RemoveBridge("br0") },
+		"AddBridgePort":     func(f *Firewall) error { return f.AddBridgePort(BridgePort{IfName: "veth0", MAC: mac, IPv4: v4}) },
+		"SetBridgePortAddrs": func(f *Firewall) error {
+			return f.SetBridgePortAddrs(BridgePort{IfName: "veth0", MAC: mac, IPv4: v4})
+		},
+		"RemoveBridgePort": func(f *Firewall) error { return f.RemoveBridgePort("veth0") },
+		"Delete":           func(f *Firewall) error { return f.Delete() },
 	}
 	for name, call := range calls {
 		rec := &fwRecorder{}
@@ -443,6 +447,21 @@ func TestTagged(t *testing.T) {
 	} {
 		if got := tagged(c.rules, c.n); got != c.want {
 			t.Errorf("tagged(%d rules, %d) = %v, want %v", len(c.rules), c.n, got, c.want)
+		}
+	}
+}
+
+// TestLinkLocal (issue 23): the link-local address a bridged VE may use is the one the
+// kernel derives from its MAC.
+func TestLinkLocal(t *testing.T) {
+	for mac, want := range map[string]string{
+		"02:00:0a:c4:06:0b": "fe80::aff:fec4:60b",
+		"52:54:00:12:34:56": "fe80::5054:ff:fe12:3456",
+		"00:16:3e:aa:bb:cc": "fe80::216:3eff:feaa:bbcc",
+	} {
+		hw, _ := net.ParseMAC(mac)
+		if got := LinkLocal(hw).String(); got != want {
+			t.Errorf("LinkLocal(%s) = %s, want %s", mac, got, want)
 		}
 	}
 }

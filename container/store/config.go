@@ -79,6 +79,9 @@ type NetIf struct {
 	Bridge   string `json:"bridge"`
 	MAC      string `json:"mac,omitempty"`
 	HostName string `json:"host_ifname,omitempty"`
+	// Router lets the VE send router advertisements, redirects and DHCP server messages on
+	// the bridge (--netif_add ...,router=yes).
+	Router bool `json:"router,omitempty"`
 }
 
 // Store is the state directory tree rooted at Root (by default /var/lib/vectl).
