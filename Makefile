@@ -121,7 +121,7 @@ vm-test: bin/vectl
 # minutes; not part of .ci/run). Writes integration/bench/results/: results.md, results.json,
 # chart.png and README-section.md. BENCHFLAGS=-quick for a smoke run.
 .PHONY: bench
-bench: bin/vectl
+bench: deps bin/vectl
 	$(GO) run ./integration/bench -vectl $(CURDIR)/bin/vectl -out $(CURDIR)/integration/bench/results $(BENCHFLAGS)
 
 install: bin/vectl

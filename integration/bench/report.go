@@ -200,7 +200,7 @@ func (b *bench) readmeSection() string {
 	var sb strings.Builder
 	m := b.machine
 	sb.WriteString("## Performance\n\n")
-	fmt.Fprintf(&sb, "`make bench` (as root; about 10 minutes on 2 cores, plus installing the peers; not part of `.ci/run`) times vectl against runc, crun, "+
+	fmt.Fprintf(&sb, "`make bench` (as root; about 10 minutes on 2 cores, plus `make deps` installing the peers; not part of `.ci/run`) times vectl against runc, crun, "+
 		"LXC and systemd-nspawn on identical root filesystems and writes `integration/bench/results/`: "+
 		"`results.md` (every measurement, with spread), `results.json` and `chart.png`. Latest run: **%s** on %s; "+
 		"vectl %s; %s.", m.Date, b.machineLine(), m.Vectl, b.peersLine())
