@@ -76,7 +76,7 @@ func (m *Manager) Exec(ctx context.Context, ref string, o ExecOptions) (int, err
 	if o.TTY {
 		return runTTY(start, o, sigs)
 	}
-	p, _, err := start([3]*os.File{o.Stdin, o.Stdout, o.Stderr}, "")
+	p, _, err := start([3]*os.File{o.Stdin, o.Stdout, o.Stderr}, nil)
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", id, m.explainExecFailure(id, err))
 	}
@@ -91,10 +91,10 @@ type execProc interface {
 
 // execStarter returns how to start args in the running VE c: with vectl's joiner (package
 // nsjoin), or with libcontainer's exec helper when the VE has settings only that applies.
-// The function takes the command's stdio (unused with a pty) and "COLSxROWS" for a pty from
-// the VE, and returns the process and the pty master.
-func (m *Manager) execStarter(c *libcontainer.Container, args, env []string) func([3]*os.File, string) (execProc, *os.File, error) {
-	return func(stdio [3]*os.File, tty string) (execProc, *os.File, error) {
+// The function takes the command's stdio (unused with a pty) and the size of a pty from the
+// VE (nil: no pty), and returns the process and the pty master.
+func (m *Manager) execStarter(c *libcontainer.Container, args, env []string) func([3]*os.File, *ptySize) (execProc, *os.File, error) {
+	return func(stdio [3]*os.File, tty *ptySize) (execProc, *os.File, error) {
 		st, err := c.State()
 		if err != nil {
 			return nil, nil, err
@@ -113,10 +113,13 @@ func (m *Manager) execStarter(c *libcontainer.Container, args, env []string) fun
 	}
 }
 
+// ptySize is the size of a pty a command gets in the VE.
+type ptySize struct{ cols, rows uint16 }
+
 // startLibcontainer starts args in the VE with libcontainer's exec helper.
-func (m *Manager) startLibcontainer(c *libcontainer.Container, args, env []string, stdio [3]*os.File, tty string) (execProc, *os.File, error) {
+func (m *Manager) startLibcontainer(c *libcontainer.Container, args, env []string, stdio [3]*os.File, tty *ptySize) (execProc, *os.File, error) {
 	p := m.execProcess(c, args, env)
-	if tty == "" {
+	if tty == nil {
 		p.Stdin, p.Stdout, p.Stderr = stdio[0], stdio[1], stdio[2]
 		if err := c.Run(p); err != nil {
 			return nil, nil, err
@@ -129,7 +132,7 @@ func (m *Manager) startLibcontainer(c *libcontainer.Container, args, env []strin
 	}
 	defer parent.Close()
 	p.ConsoleSocket = child
-	fmt.Sscanf(tty, "%dx%d", &p.ConsoleWidth, &p.ConsoleHeight)
+	p.ConsoleWidth, p.ConsoleHeight = tty.cols, tty.rows
 	err = c.Run(p)
 	child.Close()
 	if err != nil {
@@ -207,13 +210,13 @@ func exitCode(ps *os.ProcessState, err error) int {
 
 // runTTY starts the command on a new pty in the VE and relays it to the user's terminal in
 // raw mode, following window size changes.
-func runTTY(start func([3]*os.File, string) (execProc, *os.File, error), o ExecOptions, sigs chan os.Signal) (int, error) {
+func runTTY(start func([3]*os.File, *ptySize) (execProc, *os.File, error), o ExecOptions, sigs chan os.Signal) (int, error) {
 	cur, err := console.ConsoleFromFile(o.Stdin)
 	if err != nil {
 		return 0, fmt.Errorf("a terminal is needed on stdin: %w", err)
 	}
 	size, _ := cur.Size()
-	p, master, err := start([3]*os.File{}, fmt.Sprintf("%dx%d", size.Width, size.Height))
+	p, master, err := start([3]*os.File{}, &ptySize{size.Width, size.Height})
 	if err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}
@@ -264,7 +267,7 @@ func (m *Manager) ExecOutput(ctx context.Context, id string, args ...string) (st
 		return "", 0, err
 	}
 	defer r.Close()
-	p, _, err := m.execStarter(c, args, veEnv)([3]*os.File{devnull, w, devnull}, "")
+	p, _, err := m.execStarter(c, args, veEnv)([3]*os.File{devnull, w, devnull}, nil)
 	w.Close()
 	if err != nil {
 		return "", 0, err

@@ -120,3 +120,5 @@ func (m *Manager) wrapInit(id string, p *libcontainer.Process, sc *veSeccomp) (f
 		exe.Close()
 	}, nil
 }
+
+func hexMask(v uint64) string { return strconv.FormatUint(v, 16) }

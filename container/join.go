@@ -37,7 +37,7 @@ type joinSpec struct {
 	start   uint64 // its start time
 	nsflags int
 	caps    [4]uint64 // effective, permitted, inheritable, bounding
-	rlimits string
+	rlimits []nsjoin.Rlimit
 	cgroups map[string]string
 	seccomp *configs.Seccomp // the profile, when libcontainer loaded it into the VE's init
 }
@@ -64,13 +64,8 @@ func newJoinSpec(st *libcontainer.State) (*joinSpec, error) {
 	for i, names := range [][]string{c.Effective, c.Permitted, c.Inheritable, c.Bounding} {
 		s.caps[i] = capMask(names)
 	}
-	var rl []string
 	for _, r := range cfg.Rlimits {
-		rl = append(rl, fmt.Sprintf("%d:%d:%d", r.Type, r.Soft, r.Hard))
-	}
-	s.rlimits = "-"
-	if len(rl) > 0 {
-		s.rlimits = strings.Join(rl, ",")
+		s.rlimits = append(s.rlimits, nsjoin.Rlimit{Resource: uint32(r.Type), Soft: r.Soft, Hard: r.Hard})
 	}
 	return s, nil
 }
@@ -113,8 +108,8 @@ func capMask(names []string) uint64 {
 }
 
 // startJoined starts args in the VE with the joiner: stdio are the command's standard streams
-// (ignored with a pty); tty is "COLSxROWS" for a pty from the VE's devpts, or "".
-func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File, tty string) (*joined, error) {
+// (ignored with a pty); tty, when not nil, asks for a pty of that size from the VE's devpts.
+func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File, tty *ptySize) (*joined, error) {
 	sc, err := m.readSeccompRecord(s.id, s.seccomp)
 	if err != nil {
 		return nil, err
@@ -150,22 +145,27 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 		return nil, fmt.Errorf("seal vectl's binary: %w", err)
 	}
 	defer exe.Close()
-	bpfFd, bpfFlags := "-1", "0"
-	extra := []*os.File{child, pidf}
+	req := &nsjoin.Request{NSFlags: uint32(s.nsflags), Caps: s.caps, Session: "_ses." + s.id, Cwd: "/",
+		Rlimits: s.rlimits, Args: args}
+	if tty != nil {
+		req.TTY, req.Cols, req.Rows = true, tty.cols, tty.rows
+	}
+	rights := []int{int(pidf.Fd())}
 	if bpf != nil {
-		extra = append(extra, bpf)
-		bpfFd = strconv.Itoa(2 + len(extra))
-		bpfFlags = strconv.FormatUint(uint64(sc.flags), 16)
+		req.BPF, req.BPFFlags = true, uint32(sc.flags)
+		rights = append(rights, int(bpf.Fd()))
 	}
-	extra = append(extra, exe)
-	session, ttyArg := "_ses."+s.id, tty
-	if ttyArg == "" {
-		ttyArg = "-"
+	msg, err := req.Marshal()
+	if err != nil {
+		sock.Close()
+		child.Close()
+		return nil, err
 	}
+	// The sync socket is the joiner's descriptor nsjoin.SyncFD: ExtraFiles start at 3.
+	extra := []*os.File{child, exe}
 	cmd := &exec.Cmd{
-		Path: "/proc/self/fd/" + strconv.Itoa(2+len(extra)),
-		Args: append([]string{os.Args[0], nsjoin.Arg, "3", "4", bpfFd, bpfFlags, strconv.FormatInt(int64(s.nsflags), 16),
-			hexMask(s.caps[0]), hexMask(s.caps[1]), hexMask(s.caps[2]), hexMask(s.caps[3]), session, "/", ttyArg, s.rlimits, "--"}, args...),
+		Path:       "/proc/self/fd/" + strconv.Itoa(nsjoin.SyncFD+1),
+		Args:       []string{os.Args[0], nsjoin.Arg},
 		Env:        env,
 		ExtraFiles: extra,
 		Dir:        "/",
@@ -181,6 +181,10 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 		sock.Close() // a joiner still waiting for the go-ahead reads EOF and exits
 		cmd.Wait()   // the joiner exits once it has forked the command
 	}()
+	if err := unix.Sendmsg(int(sock.Fd()), msg, unix.UnixRights(rights...), nil, 0); err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("send the join request: %w", err)
+	}
 	if err := joinCgroups(s, cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		return nil, err
@@ -222,15 +226,13 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 			failure = "the joiner exited early"
 		}
 		return nil, errors.New(failure)
-	case tty != "" && j.master == nil:
+	case tty != nil && j.master == nil:
 		j.Process.Kill()
 		j.Process.Wait()
 		return nil, errors.New("no pty from the VE")
 	}
 	return j, nil
 }
-
-func hexMask(v uint64) string { return strconv.FormatUint(v, 16) }
 
 // joinCgroups moves pid into the VE's cgroups as libcontainer does for exec: every v1
 // hierarchy, or on v2 the VE's cgroup and, where that has child cgroups with controllers (a

@@ -3,11 +3,14 @@ package container
 import (
 	"errors"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/nsjoin"
 )
 
 func TestCapMask(t *testing.T) {
@@ -37,7 +40,7 @@ func TestNewJoinSpec(t *testing.T) {
 	if s.caps != [4]uint64{0xa84435fb, 0xa84435fb, 0, 0xa84435fb} {
 		t.Errorf("caps = %#x", s.caps)
 	}
-	if s.rlimits != "7:1024:4096" || s.pid != 42 || s.start != 7 {
+	if !slices.Equal(s.rlimits, []nsjoin.Rlimit{{Resource: unix.RLIMIT_NOFILE, Soft: 1024, Hard: 4096}}) || s.pid != 42 || s.start != 7 {
 		t.Errorf("spec = %+v", s)
 	}
 

@@ -1,5 +1,5 @@
-// The namespace joiner behind vectl exec; see nsjoin.go for the argument layout and the
-// protocol on the sync socket. Everything here runs before the Go runtime starts, in a process
+// The namespace joiner behind vectl exec; see nsjoin.go for the protocol on the sync socket
+// and proto.go for the join request, whose constants proto.h holds. Everything here runs before the Go runtime starts, in a process
 // with a single thread, so it may join a mount namespace and fork freely.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +23,8 @@
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
+
+#include "proto.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -90,27 +92,10 @@ static int read_all(int fd, char *p, size_t n)
 	return 0;
 }
 
-// set_rlimits applies "RESOURCE:SOFT:HARD,..." ("-" for none).
-static void set_rlimits(const char *spec)
-{
-	if (strcmp(spec, "-") == 0)
-		return;
-	for (const char *s = spec; *s;) {
-		char *end;
-		int res = (int)strtol(s, &end, 10);
-		struct rlimit rl;
-		rl.rlim_cur = strtoull(end + 1, &end, 10);
-		rl.rlim_max = strtoull(end + 1, &end, 10);
-		if (setrlimit(res, &rl) < 0)
-			fail("set the VE's resource limits");
-		s = *end == ',' ? end + 1 : end;
-	}
-}
-
-// open_pty allocates a pty from the VE's own devpts (this process is in the VE's mount
-// namespace), sends its master to vectl, and makes its slave the controlling terminal and
-// stdio. size is "COLSxROWS".
-static void open_pty(const char *size)
+// open_pty allocates a pty of cols x rows from the VE's own devpts (this process is in the
+// VE's mount namespace), sends its master to vectl, and makes its slave the controlling
+// terminal and stdio.
+static void open_pty(unsigned short cols, unsigned short rows)
 {
 	int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (master < 0)
@@ -121,8 +106,8 @@ static void open_pty(const char *size)
 	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
 	if (slave < 0)
 		fail("open the pty's peer");
-	struct winsize ws = {0};
-	if (sscanf(size, "%hux%hu", &ws.ws_col, &ws.ws_row) == 2 && ws.ws_col && ws.ws_row)
+	struct winsize ws = {.ws_col = cols, .ws_row = rows};
+	if (cols && rows)
 		ioctl(slave, TIOCSWINSZ, &ws);
 	send_msg("T", master);
 	close(master);
@@ -184,37 +169,172 @@ static void set_caps(uint64_t eff, uint64_t prm, uint64_t inh, uint64_t bnd, int
 		fail("set capabilities");
 }
 
-enum {
-	A_SYNC = 2, A_PIDFD, A_BPF, A_BPFFLAGS, A_NSFLAGS, A_EFF, A_PRM, A_INH, A_BND,
-	A_SESSION, A_CWD, A_TTY, A_RLIMITS, A_SEP, A_CMD
+// request is the decoded join request (proto.go); its strings point into the packet.
+struct request {
+	uint32_t nsflags, bpfflags;
+	uint64_t caps[4];
+	int has_bpf, has_tty, pidfd, bpffd;
+	const char *session, *cwd;
+	unsigned short cols, rows;
+	struct rlimit rl[64];
+	int rlres[64], nrl;
+	char **args;
 };
+
+// get_u32/u64/u16 read a payload field of the native byte order at any alignment.
+static uint32_t get_u32(const char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static uint64_t get_u64(const char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static uint16_t get_u16(const char *p)
+{
+	uint16_t v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+// recv_request reads the one join request packet from the sync socket, with its descriptors
+// (the init's pidfd, then the seccomp program), and decodes it. Anything unexpected fails.
+static void recv_request(struct request *r)
+{
+	static char buf[NSJ_MAX_REQUEST];
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	ssize_t n;
+	while ((n = recvmsg(syncfd, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	if (n <= 0)
+		_exit(1); // vectl gave up before sending anything
+	int fds[2] = {-1, -1}, nfds = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			if (nfds > 2)
+				nfds = 2;
+			memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
+		}
+	errno = EPROTO;
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		fail("the join request was cut");
+	memset(r, 0, sizeof *r);
+	r->pidfd = fds[0];
+	r->bpffd = -1;
+	uint32_t version = 0;
+	int nargs = 0, maxargs = (int)n / 5 + 1;
+	r->args = calloc(maxargs + 1, sizeof(char *));
+	if (!r->args)
+		fail("allocate the command line");
+	for (ssize_t off = 0; off < n;) {
+		if (n - off < 4)
+			fail("the join request has a truncated attribute");
+		uint16_t len = get_u16(buf + off), type = get_u16(buf + off + 2);
+		if (len < 4 || len > n - off)
+			fail("the join request has an attribute of a wrong length");
+		char *p = buf + off + 4;
+		size_t plen = len - 4;
+		int is_str = plen > 0 && p[plen - 1] == '\0';
+		switch (type) {
+		case NSJ_ATTR_VERSION:
+			if (plen == 4)
+				version = get_u32(p);
+			break;
+		case NSJ_ATTR_NSFLAGS:
+			if (plen == 4)
+				r->nsflags = get_u32(p);
+			break;
+		case NSJ_ATTR_CAPS:
+			if (plen == 32)
+				for (int i = 0; i < 4; i++)
+					r->caps[i] = get_u64(p + 8 * i);
+			break;
+		case NSJ_ATTR_BPF:
+			if (plen == 4) {
+				r->has_bpf = 1;
+				r->bpfflags = get_u32(p);
+			}
+			break;
+		case NSJ_ATTR_SESSION:
+			if (is_str)
+				r->session = p;
+			break;
+		case NSJ_ATTR_CWD:
+			if (is_str)
+				r->cwd = p;
+			break;
+		case NSJ_ATTR_TTY:
+			if (plen == 4) {
+				r->has_tty = 1;
+				r->cols = get_u16(p);
+				r->rows = get_u16(p + 2);
+			}
+			break;
+		case NSJ_ATTR_RLIMIT:
+			if (plen == 24 && r->nrl < 64) {
+				r->rlres[r->nrl] = (int)get_u32(p);
+				r->rl[r->nrl].rlim_cur = get_u64(p + 8);
+				r->rl[r->nrl].rlim_max = get_u64(p + 16);
+				r->nrl++;
+			}
+			break;
+		case NSJ_ATTR_ARG:
+			if (is_str && nargs < maxargs)
+				r->args[nargs++] = p;
+			break;
+		default:
+			fail("the join request has an unknown attribute");
+		}
+		off += (len + 3) & ~3;
+	}
+	if (version != NSJ_PROTO_VERSION)
+		fail("the join request is of another version");
+	if (nargs == 0 || !r->cwd || r->pidfd < 0)
+		fail("the join request lacks its command, working directory or pidfd");
+	if (r->has_bpf) {
+		if (nfds < 2)
+			fail("the join request lacks its seccomp program");
+		r->bpffd = fds[1];
+	} else if (nfds > 1) {
+		close(fds[1]);
+	}
+}
 
 void vectl_nsjoin(int argc, char **argv, char **envp)
 {
-	if (argc <= A_CMD || strcmp(argv[1], "__nsjoin") != 0 || strcmp(argv[A_SEP], "--") != 0)
+	if (argc != 2 || strcmp(argv[1], NSJ_ARG) != 0)
 		return;
 	// Nothing in the VE may ptrace this process or open its /proc/PID/exe while it runs vectl's
 	// code (the flag is inherited by the fork below and reset by the final execve).
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	syncfd = atoi(argv[A_SYNC]);
+	syncfd = NSJ_SYNC_FD;
 	fcntl(syncfd, F_SETFD, FD_CLOEXEC);
-	int pidfd = atoi(argv[A_PIDFD]), bpffd = atoi(argv[A_BPF]);
-	unsigned int bpfflags = (unsigned int)strtoul(argv[A_BPFFLAGS], NULL, 16);
-	int nsflags = (int)strtol(argv[A_NSFLAGS], NULL, 16);
-	uint64_t eff = hex64(argv[A_EFF]), prm = hex64(argv[A_PRM]), inh = hex64(argv[A_INH]),
-		 bnd = hex64(argv[A_BND]);
+	struct request req;
+	recv_request(&req);
 
 	// Host-side reads first: the seccomp program and the kernel's last capability.
-	struct sock_fprog prog = read_program(bpffd);
+	struct sock_fprog prog = read_program(req.bpffd);
 	int last_cap = cap_last_cap();
 
 	// vectl writes one byte once this process is in the VE's cgroups; EOF means it gave up.
 	char go;
 	if (read(syncfd, &go, 1) != 1)
 		_exit(1);
-	if (setns(pidfd, nsflags) < 0)
+	if (setns(req.pidfd, (int)req.nsflags) < 0)
 		fail("join the VE's namespaces");
-	close(pidfd);
+	close(req.pidfd);
 	// A new pid namespace applies to children only. CLONE_PARENT makes the command vectl's
 	// own child, so that vectl waits for it and gets its exit status directly.
 	pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
@@ -230,28 +350,29 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 	if (setsid() < 0)
 		fail("setsid");
 	// A session keyring of the VE's own, as libcontainer gives each process it starts.
-	if (strcmp(argv[A_SESSION], "-") != 0 &&
-	    syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, argv[A_SESSION]) < 0 && errno != ENOSYS)
+	if (req.session && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, req.session) < 0 && errno != ENOSYS)
 		fail("join the VE's session keyring");
-	if (strcmp(argv[A_TTY], "-") != 0)
-		open_pty(argv[A_TTY]);
-	set_rlimits(argv[A_RLIMITS]);
-	if (chdir(argv[A_CWD]) < 0)
+	if (req.has_tty)
+		open_pty(req.cols, req.rows);
+	for (int i = 0; i < req.nrl; i++)
+		if (setrlimit(req.rlres[i], &req.rl[i]) < 0)
+			fail("set the VE's resource limits");
+	if (chdir(req.cwd) < 0)
 		fail("change to the working directory");
 	if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
 		fail("set user and groups");
 	// Without no_new_privs loading a filter needs CAP_SYS_ADMIN, so it comes before the
 	// capabilities are dropped (libcontainer does the same).
-	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, bpfflags, &prog) < 0)
+	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, req.bpfflags, &prog) < 0)
 		fail("load the seccomp filter");
-	set_caps(eff, prm, inh, bnd, last_cap);
+	set_caps(req.caps[0], req.caps[1], req.caps[2], req.caps[3], last_cap);
 	// No descriptor of vectl's reaches the command (the sync socket closes at execve, which
 	// tells vectl that the command runs).
 	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		fail("close_range");
-	execvpe(argv[A_CMD], &argv[A_CMD], envp);
+	execvpe(req.args[0], req.args, envp);
 	char what[256];
-	snprintf(what, sizeof what, "exec %s", argv[A_CMD]);
+	snprintf(what, sizeof what, "exec %s", req.args[0]);
 	fail(what);
 }
 

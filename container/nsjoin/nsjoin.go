@@ -22,19 +22,17 @@ void __attribute__((constructor)) vectl_nsjoin_init(int argc, char **argv, char 
 */
 import "C"
 
-// Arg is the argv[1] that turns the binary into the joiner. Its arguments are:
+// Arg is the argv[1] that turns the binary into the joiner; it takes no other argument.
+// Its one descriptor is SyncFD, a SOCK_SEQPACKET socket, and everything else comes as one
+// typed message on it (proto.go, and proto.h for the C side):
 //
-//	__nsjoin SYNCFD PIDFD BPFFD BPFFLAGS NSFLAGS EFF PRM INH BND SESSION CWD TTY RLIMITS -- CMD ARGS...
-//
-// SYNCFD is a SOCK_SEQPACKET socket; PIDFD a pidfd of the VE's init; BPFFD a file holding the
-// seccomp program (struct sock_filter array) or -1; BPFFLAGS its seccomp(2) flags; NSFLAGS the CLONE_NEW* flags to join (hex); EFF PRM INH BND the capability sets as hex
-// bitmasks; SESSION the session keyring name or "-"; TTY "COLSxROWS" for a pty or "-";
-// RLIMITS "RESOURCE:SOFT:HARD,..." or "-". The environment is the command's environment.
-//
-// Protocol: vectl moves the process into the VE's cgroups, then writes one byte on SYNCFD.
-// The joiner answers with packets "P<pid>" (the command's host pid), "T" carrying the pty
-// master (with TTY), or "E<message>" on a failure; the socket reaches EOF when the command has
-// been executed (or a failure was reported).
+//  1. vectl sends the join request (Request.Marshal) with the pidfd of the VE's init and,
+//     when the request says so, the seccomp program (an array of struct sock_filter)
+//     attached as SCM_RIGHTS. The environment is the command's environment.
+//  2. vectl moves the process into the VE's cgroups, then writes one byte.
+//  3. The joiner answers with packets "P<pid>" (the command's host pid), "T" carrying the
+//     pty master (with a pty), or "E<message>" on a failure; the socket reaches EOF when the
+//     command has been executed (or a failure was reported).
 const Arg = "__nsjoin"
 
 // InitWrapArg is the argv[1] of the init wrapper: libcontainer executes it (a sealed copy of

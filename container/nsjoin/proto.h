@@ -1,0 +1,19 @@
+// Generated from proto.go by TestProtoHeader (go test ./container/nsjoin -update): the
+// join request's constants, shared with the Go side. Do not edit by hand.
+#ifndef VECTL_NSJOIN_PROTO_H
+#define VECTL_NSJOIN_PROTO_H
+#define NSJ_PROTO_VERSION 1
+#define NSJ_SYNC_FD 3
+#define NSJ_MAX_REQUEST 65536
+#define NSJ_ATTR_VERSION 1
+#define NSJ_ATTR_NSFLAGS 2
+#define NSJ_ATTR_CAPS 3
+#define NSJ_ATTR_BPF 4
+#define NSJ_ATTR_SESSION 5
+#define NSJ_ATTR_CWD 6
+#define NSJ_ATTR_TTY 7
+#define NSJ_ATTR_RLIMIT 8
+#define NSJ_ATTR_ARG 9
+#define NSJ_ATTR_MAX 10
+#define NSJ_ARG "__nsjoin"
+#endif

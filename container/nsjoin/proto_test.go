@@ -1,0 +1,72 @@
+package nsjoin
+
+import (
+	"flag"
+	"os"
+	"reflect"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite proto.h from proto.go")
+
+// TestProtoHeader: the C side's constants (proto.h, which nsjoin.c includes) are the Go
+// side's. A change to one without the other fails here; -update regenerates the header.
+func TestProtoHeader(t *testing.T) {
+	want := header()
+	if *update {
+		if err := os.WriteFile("proto.h", []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile("proto.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Fatalf("proto.h differs from proto.go (run go test ./container/nsjoin -update):\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestRequestRoundTrip: every field survives Marshal and Unmarshal.
+func TestRequestRoundTrip(t *testing.T) {
+	for _, r := range []Request{
+		{NSFlags: 0x6c020000, Caps: [4]uint64{1, 2, 3, 0xffffffffff}, Cwd: "/", Args: []string{"true"}},
+		{Cwd: "/", TTY: true, Args: []string{"sh"}}, // a pty of unknown size
+		{NSFlags: 1, Caps: [4]uint64{^uint64(0), 0, 7, 8}, BPF: true, BPFFlags: 0x1, Session: "_ses.101",
+			Cwd: "/root", TTY: true, Cols: 132, Rows: 43, Rlimits: []Rlimit{{7, 1024, 4096}, {6, ^uint64(0), ^uint64(0)}},
+			Args: []string{"sh", "-c", "echo 'a b' \"c\"", "", "ünïcødé"}},
+	} {
+		b, err := r.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b)%4 != 0 {
+			t.Errorf("request of %d bytes is not 4-byte aligned", len(b))
+		}
+		got, err := Unmarshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*got, r) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", *got, r)
+		}
+	}
+}
+
+func TestRequestRefusals(t *testing.T) {
+	if _, err := (&Request{Cwd: "/"}).Marshal(); err == nil {
+		t.Error("a request without a command was encoded")
+	}
+	long := &Request{Cwd: "/", Args: []string{string(make([]byte, MaxRequest))}}
+	if _, err := long.Marshal(); err == nil {
+		t.Error("a request over MaxRequest was encoded")
+	}
+	good, _ := (&Request{Cwd: "/", Args: []string{"true"}}).Marshal()
+	bad := append([]byte(nil), good...)
+	bad[4] = ProtoVersion + 1 // the version attribute's payload
+	for name, b := range map[string][]byte{"truncated": good[:len(good)-5], "other version": bad, "empty": nil} {
+		if _, err := Unmarshal(b); err == nil {
+			t.Errorf("%s request decoded", name)
+		}
+	}
+}
