@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "wire.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -181,28 +182,6 @@ struct request {
 	char **args;
 };
 
-// get_u32/u64/u16 read a payload field of the native byte order at any alignment.
-static uint32_t get_u32(const char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, sizeof v);
-	return v;
-}
-
-static uint64_t get_u64(const char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, sizeof v);
-	return v;
-}
-
-static uint16_t get_u16(const char *p)
-{
-	uint16_t v;
-	memcpy(&v, p, sizeof v);
-	return v;
-}
-
 // recv_request reads the one join request packet from the sync socket, with its descriptors
 // (the init's pidfd, then the seccomp program), and decodes it. Anything unexpected fails.
 static void recv_request(struct request *r)
@@ -238,67 +217,64 @@ static void recv_request(struct request *r)
 	r->args = calloc(maxargs + 1, sizeof(char *));
 	if (!r->args)
 		fail("allocate the command line");
-	for (ssize_t off = 0; off < n;) {
-		if (n - off < 4)
-			fail("the join request has a truncated attribute");
-		uint16_t len = get_u16(buf + off), type = get_u16(buf + off + 2);
-		if (len < 4 || len > n - off)
-			fail("the join request has an attribute of a wrong length");
-		char *p = buf + off + 4;
-		size_t plen = len - 4;
-		int is_str = plen > 0 && p[plen - 1] == '\0';
-		switch (type) {
+	struct wire_attr a;
+	size_t off = 0;
+	int more;
+	while ((more = wire_next(buf, (size_t)n, &off, &a)) > 0) {
+		const char *str = wire_str(&a);
+		switch (a.type) {
 		case NSJ_ATTR_VERSION:
-			if (plen == 4)
-				version = get_u32(p);
+			if (a.len == 4)
+				version = wire_u32(a.p);
 			break;
 		case NSJ_ATTR_NSFLAGS:
-			if (plen == 4)
-				r->nsflags = get_u32(p);
+			if (a.len == 4)
+				r->nsflags = wire_u32(a.p);
 			break;
 		case NSJ_ATTR_CAPS:
-			if (plen == 32)
+			if (a.len == 32)
 				for (int i = 0; i < 4; i++)
-					r->caps[i] = get_u64(p + 8 * i);
+					r->caps[i] = wire_u64(a.p + 8 * i);
 			break;
 		case NSJ_ATTR_BPF:
-			if (plen == 4) {
+			if (a.len == 4) {
 				r->has_bpf = 1;
-				r->bpfflags = get_u32(p);
+				r->bpfflags = wire_u32(a.p);
 			}
 			break;
 		case NSJ_ATTR_SESSION:
-			if (is_str)
-				r->session = p;
+			if (str)
+				r->session = str;
 			break;
 		case NSJ_ATTR_CWD:
-			if (is_str)
-				r->cwd = p;
+			if (str)
+				r->cwd = str;
 			break;
 		case NSJ_ATTR_TTY:
-			if (plen == 4) {
+			if (a.len == 4) {
 				r->has_tty = 1;
-				r->cols = get_u16(p);
-				r->rows = get_u16(p + 2);
+				r->cols = wire_u16(a.p);
+				r->rows = wire_u16(a.p + 2);
 			}
 			break;
 		case NSJ_ATTR_RLIMIT:
-			if (plen == 24 && r->nrl < 64) {
-				r->rlres[r->nrl] = (int)get_u32(p);
-				r->rl[r->nrl].rlim_cur = get_u64(p + 8);
-				r->rl[r->nrl].rlim_max = get_u64(p + 16);
+			if (a.len == 24 && r->nrl < 64) {
+				r->rlres[r->nrl] = (int)wire_u32(a.p);
+				r->rl[r->nrl].rlim_cur = wire_u64(a.p + 8);
+				r->rl[r->nrl].rlim_max = wire_u64(a.p + 16);
 				r->nrl++;
 			}
 			break;
 		case NSJ_ATTR_ARG:
-			if (is_str && nargs < maxargs)
-				r->args[nargs++] = p;
+			if (str && nargs < maxargs)
+				r->args[nargs++] = (char *)str;
 			break;
 		default:
 			fail("the join request has an unknown attribute");
 		}
-		off += (len + 3) & ~3;
 	}
+	if (more < 0)
+		fail("the join request has a malformed attribute");
 	if (version != NSJ_PROTO_VERSION)
 		fail("the join request is of another version");
 	if (nargs == 0 || !r->cwd || r->pidfd < 0)

@@ -12,7 +12,7 @@
 package nsjoin
 
 /*
-#cgo CFLAGS: -Wall -O2
+#cgo CFLAGS: -Wall -O2 -I${SRCDIR}/../wire
 extern void vectl_nsjoin(int argc, char **argv, char **envp);
 extern void vectl_initwrap(int argc, char **argv, char **envp);
 void __attribute__((constructor)) vectl_nsjoin_init(int argc, char **argv, char **envp) {

@@ -1,5 +1,5 @@
-// Generated from proto.go by TestProtoHeader (go test ./container/nsjoin -update): the
-// join request's constants, shared with the Go side. Do not edit by hand.
+// Generated from the Go constants by TestProtoHeader (go test -run TestProtoHeader -update): shared with the
+// Go side. Do not edit by hand.
 #ifndef VECTL_NSJOIN_PROTO_H
 #define VECTL_NSJOIN_PROTO_H
 #define NSJ_PROTO_VERSION 1
