@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -31,8 +28,11 @@ func monitorArgs(c *cli.Context) []string {
 	if t := c.String("template-dir"); t != "" {
 		args = append(args, "--template-dir", t)
 	}
-	return append(args, "__monitor")
+	return append(args, monitorCommandName)
 }
+
+// monitorCommandName is the hidden command of the per-VE monitor.
+const monitorCommandName = "__monitor"
 
 func fileOf(v any, name string) (*os.File, error) {
 	if f, ok := v.(*os.File); ok {
@@ -355,39 +355,36 @@ func freezeCommand(name, usage string, f func(*container.Manager, string) error)
 
 func monitorCommand() *cli.Command {
 	return &cli.Command{
-		Name:   "__monitor",
+		Name:   monitorCommandName,
 		Hidden: true,
 		Usage:  "internal: the per-VE monitor started by vectl start",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "resume"},
-			&cli.StringFlag{Name: "run-id"},
-			&cli.IntFlag{Name: "listen-fd"},
-			&cli.IntFlag{Name: "init-status"},
-			&cli.StringFlag{Name: "client-fds"},
+			// The idle loop's hand-back (container/idle's Resume message).
+			&cli.StringFlag{Name: "resume"},
 		},
 		Action: func(c *cli.Context) error {
-			id, m, err := veManager(c)
-			if err != nil {
-				return err
-			}
 			// SIGTERM or SIGINT would end the monitor; the VE is meant to outlive it. The
 			// dispositions survive the exec into the idle loop.
 			signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE)
 			o := container.MonitorOptions{Self: monitorArgs(c)}
-			if c.Bool("resume") {
-				r := &container.Resume{RunID: c.String("run-id"), ListenFD: c.Int("listen-fd"),
-					InitStatus: syscall.WaitStatus(c.Int("init-status"))}
-				for _, f := range strings.Split(c.String("client-fds"), ",") {
-					if fd, err := strconv.Atoi(f); err == nil {
-						r.ClientFDs = append(r.ClientFDs, fd)
-					}
+			id, m, err := veManager(c)
+			if err != nil {
+				return err
+			}
+			if msg := c.String("resume"); msg != "" {
+				var of string
+				if of, o.Resume, err = container.ParseResume(msg); err != nil {
+					return err
 				}
-				o.Resume = r
+				if of != id {
+					return fmt.Errorf("monitor of VE %s resumed with the hand-back of VE %s", id, of)
+				}
 			} else {
-				if o.Gate = container.AwaitGoAhead(os.NewFile(5, "go-ahead")); o.Gate == nil {
+				var goAhead *os.File
+				o.Ready, o.Lock, goAhead = container.MonitorStartFiles()
+				if o.Gate = container.AwaitGoAhead(goAhead); o.Gate == nil {
 					return nil // the start failed or was killed while preparing the VE
 				}
-				o.Ready, o.Lock = os.NewFile(3, "ready"), os.NewFile(4, "lock")
 			}
 			_, err = m.RunMonitor(c.Context, id, o)
 			if err != nil && !errors.Is(err, container.ErrNotRunning) {

@@ -10,19 +10,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 
+	"github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/store"
 	"golang.org/x/sys/unix"
 )
-
-// idleArg selects the idle loop (package idle, linked into the binary by main).
-const idleArg = "__monitor-idle"
 
 // consoleLogMax caps a VE's console log; when it is reached the log is rotated once to
 // <id>.console.1.
@@ -343,7 +340,7 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 
 // execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
 // pty, the console socket, the log and connected clients are handed over as open file
-// descriptors. It returns only if the exec failed.
+// descriptors, named in the hand-over message. It returns only if the exec failed.
 func (m *Manager) execIdle(id string, pid int, pty *os.File, ln *net.UnixListener, log *consoleLog,
 	cons *veConsole, self []string, runID string) error {
 	lf, err := ln.File() // a duplicate without close-on-exec
@@ -351,17 +348,13 @@ func (m *Manager) execIdle(id string, pid int, pty *os.File, ln *net.UnixListene
 		return err
 	}
 	keep := []*os.File{pty, lf, log.f}
-	clients := "-"
+	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: int(lf.Fd()),
+		LogFD: int(log.f.Fd()), LogPath: log.path, LogMax: consoleLogMax, ResumeArgv: self}
 	for c := range cons.clients {
-		if uc, ok := c.(*net.UnixConn); ok {
+		if uc, ok := c.(*net.UnixConn); ok && len(h.ClientFDs) < idle.MaxClients {
 			if f, err := uc.File(); err == nil {
 				keep = append(keep, f)
-				if clients == "-" {
-					clients = ""
-				} else {
-					clients += ","
-				}
-				clients += strconv.Itoa(int(f.Fd()))
+				h.ClientFDs = append(h.ClientFDs, int(f.Fd()))
 			}
 		}
 	}
@@ -370,12 +363,24 @@ func (m *Manager) execIdle(id string, pid int, pty *os.File, ln *net.UnixListene
 			return err
 		}
 	}
-	resume := append(append([]string(nil), self...), "--resume", "--run-id", runID,
-		"--listen-fd", strconv.Itoa(int(lf.Fd())), id)
-	argv := append([]string{"vectl", idleArg, strconv.Itoa(pid), strconv.Itoa(int(pty.Fd())),
-		strconv.Itoa(int(lf.Fd())), strconv.Itoa(int(log.f.Fd())), log.path, strconv.Itoa(consoleLogMax),
-		clients, "--"}, resume...)
+	msg, err := h.Hex()
+	if err != nil {
+		return err
+	}
+	// After the message, for ps (and nothing else): what the loop will run again.
+	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, self...), id)
 	return unix.Exec("/proc/self/exe", argv, os.Environ())
+}
+
+// ParseResume reads the message the idle loop hands back to the monitor (vectl __monitor
+// --resume MSG) and returns the VE it is about and how to resume.
+func ParseResume(msg string) (string, *Resume, error) {
+	r, err := idle.ParseResume(msg)
+	if err != nil {
+		return "", nil, err
+	}
+	return r.VEID, &Resume{RunID: r.RunID, InitStatus: syscall.WaitStatus(r.InitStatus), ListenFD: r.ListenFD,
+		ClientFDs: r.ClientFDs}, nil
 }
 
 // finish tears down the monitor's own run after the VE ended by itself.
@@ -431,6 +436,27 @@ func oneLine(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte
 func mustPid(p *libcontainer.Process) int {
 	pid, _ := p.Pid()
 	return pid
+}
+
+// The descriptors a starting vectl gives the monitor it spawns, defined once for both sides:
+// the readiness pipe, the VE's lock, the go-ahead pipe.
+const (
+	monitorReadyFD = 3 + iota // ExtraFiles start at 3
+	monitorLockFD
+	monitorGoFD
+)
+
+// monitorStartFiles places the starting vectl's ends in the monitor's ExtraFiles.
+func monitorStartFiles(ready, lock, goAhead *os.File) []*os.File {
+	files := make([]*os.File, 3)
+	files[monitorReadyFD-3], files[monitorLockFD-3], files[monitorGoFD-3] = ready, lock, goAhead
+	return files
+}
+
+// MonitorStartFiles returns, in a freshly spawned monitor, what the starting vectl passed it:
+// where to report readiness, the VE's lock, and where the go-ahead comes from.
+func MonitorStartFiles() (ready, lock, goAhead *os.File) {
+	return os.NewFile(monitorReadyFD, "ready"), os.NewFile(monitorLockFD, "lock"), os.NewFile(monitorGoFD, "go-ahead")
 }
 
 // AwaitGoAhead blocks a freshly spawned monitor until the starting vectl has prepared the VE

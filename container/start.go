@@ -289,8 +289,7 @@ func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) (*mon
 	cmd.Args[0] = "vectl"
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = log.f, log.f // a crashing monitor's last words land in the log
-	// fd 3: readiness, fd 4: the VE's lock, fd 5: the go-ahead
-	cmd.ExtraFiles = []*os.File{w, lock.File(), gr}
+	cmd.ExtraFiles = monitorStartFiles(w, lock.File(), gr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		r.Close()

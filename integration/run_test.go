@@ -99,10 +99,10 @@ func monitorPids(e *env, id string) []int {
 			continue
 		}
 		cmd, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
-		// Go monitors run "vectl ... __monitor [flags] ID", idle ones
-		// "vectl __monitor-idle ... -- /proc/self/exe ... __monitor ... ID", and a Go monitor
-		// that the idle loop executed again after the init exited
-		// "vectl ... __monitor ... ID --init-status S --client-fds F".
+		// Go monitors run "vectl ... __monitor ID", idle ones
+		// "vectl __monitor-idle MSG -- /proc/self/exe ... __monitor ID", and a Go monitor that
+		// the idle loop executed again after the init exited
+		// "/proc/self/exe ... __monitor --resume MSG ID".
 		args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
 		if len(args) > 2 && strings.Contains(string(cmd), e.root) && slices.Contains(args, id) &&
 			(slices.Contains(args, "__monitor") || slices.Contains(args, "__monitor-idle")) {

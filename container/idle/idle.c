@@ -15,7 +15,10 @@
 #include <termios.h>
 #include <unistd.h>
 
-#define MAXCLIENTS 16
+#include "proto.h"
+#include "wire.h"
+
+#define MAXCLIENTS IDLE_MAX_CLIENTS
 #define BUFSIZE 16384
 
 static int logfd = -1;
@@ -65,22 +68,87 @@ static void log_msg(const char *msg)
 	log_write(msg, strlen(msg));
 }
 
+// handover is the decoded hand-over message (proto.go); its strings point into msg.
+static char msg[1 << 16];
+static struct {
+	const char *veid, *runid;
+	pid_t init;
+	int pty, lfd;
+	const char *resume[256];
+	int nresume;
+} h;
+
+static void vectl_idle_fail(const char *why)
+{
+	char line[256];
+	snprintf(line, sizeof line, "vectl: idle monitor: %s\n", why);
+	log_msg(line);
+	_exit(1);
+}
+
 void vectl_idle(int argc, char **argv, char **envp)
 {
-	if (argc < 11 || strcmp(argv[1], "__monitor-idle") != 0 || strcmp(argv[9], "--") != 0)
+	// argv[3] on only show ps what the loop will run again ("-- RESUME... ID").
+	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;
-	pid_t init = atoi(argv[2]);
-	int pty = atoi(argv[3]), lfd = atoi(argv[4]);
-	logfd = atoi(argv[5]);
-	logpath = argv[6];
-	logmax = atol(argv[7]);
 	int clients[MAXCLIENTS], nclients = 0;
-	if (strcmp(argv[8], "-") != 0)
-		for (char *s = argv[8]; *s && nclients < MAXCLIENTS;) {
-			clients[nclients++] = (int)strtol(s, &s, 10);
-			if (*s == ',')
-				s++;
+	long n = wire_unhex(argv[2], msg, sizeof msg);
+	if (n < 0)
+		_exit(1);
+	struct wire_attr a;
+	size_t off = 0;
+	int more;
+	uint32_t version = 0;
+	h.pty = h.lfd = -1;
+	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
+		const char *str = wire_str(&a);
+		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
+		switch (a.type) {
+		case IDLE_ATTR_VERSION:
+			version = u;
+			break;
+		case IDLE_ATTR_VEID:
+			h.veid = str;
+			break;
+		case IDLE_ATTR_RUNID:
+			h.runid = str;
+			break;
+		case IDLE_ATTR_INITPID:
+			h.init = (pid_t)u;
+			break;
+		case IDLE_ATTR_PTYFD:
+			h.pty = (int)u;
+			break;
+		case IDLE_ATTR_LISTENFD:
+			h.lfd = (int)u;
+			break;
+		case IDLE_ATTR_LOGFD:
+			logfd = (int)u;
+			break;
+		case IDLE_ATTR_LOGPATH:
+			logpath = str;
+			break;
+		case IDLE_ATTR_LOGMAX:
+			if (a.len == 8)
+				logmax = (long)wire_u64(a.p);
+			break;
+		case IDLE_ATTR_CLIENTFD:
+			if (a.len == 4 && nclients < MAXCLIENTS)
+				clients[nclients++] = (int)u;
+			break;
+		case IDLE_ATTR_RESUMEARG:
+			if (str && h.nresume < 250)
+				h.resume[h.nresume++] = str;
+			break;
+		default:
+			vectl_idle_fail("unknown attribute in the hand-over");
 		}
+	}
+	if (more < 0 || version != IDLE_PROTO_VERSION || !h.veid || !h.runid || !logpath || h.init <= 0 ||
+	    h.pty < 0 || h.lfd < 0 || h.nresume == 0 || logmax <= 0)
+		vectl_idle_fail("malformed hand-over");
+	pid_t init = h.init;
+	int pty = h.pty, lfd = h.lfd;
 	struct stat st;
 	if (fstat(logfd, &st) == 0)
 		logsize = st.st_size;
@@ -165,21 +233,25 @@ void vectl_idle(int argc, char **argv, char **envp)
 	if (logfd >= 0)
 		close(logfd);
 
-	char statusarg[16], fdlist[16 * MAXCLIENTS] = "-";
-	snprintf(statusarg, sizeof statusarg, "%d", status);
-	for (int i = 0, off = 0; i < nclients; i++) {
+	// The resume message: who we are, the init's status, the listener and the clients.
+	static char out[4096], hex[2 * sizeof out + 1];
+	size_t on = 0;
+	int bad = wire_put_u32(out, sizeof out, &on, IDLE_ATTR_VERSION, IDLE_PROTO_VERSION) ||
+		  wire_put_str(out, sizeof out, &on, IDLE_ATTR_VEID, h.veid) ||
+		  wire_put_str(out, sizeof out, &on, IDLE_ATTR_RUNID, h.runid) ||
+		  wire_put_u32(out, sizeof out, &on, IDLE_ATTR_LISTENFD, (uint32_t)lfd) ||
+		  wire_put_u32(out, sizeof out, &on, IDLE_ATTR_INITSTATUS, (uint32_t)status);
+	for (int i = 0; i < nclients && !bad; i++) {
 		fcntl(clients[i], F_SETFL, fcntl(clients[i], F_GETFL) & ~O_NONBLOCK);
-		off += snprintf(fdlist + off, sizeof fdlist - off, i ? ",%d" : "%d", clients[i]);
+		bad = wire_put_u32(out, sizeof out, &on, IDLE_ATTR_CLIENTFD, (uint32_t)clients[i]);
 	}
-	int rn = argc - 10;
-	char **resume = calloc(rn + 5, sizeof *resume);
-	if (!resume)
+	if (bad)
 		_exit(1);
-	memcpy(resume, argv + 10, rn * sizeof *resume);
-	resume[rn] = "--init-status";
-	resume[rn + 1] = statusarg;
-	resume[rn + 2] = "--client-fds";
-	resume[rn + 3] = fdlist;
-	execve("/proc/self/exe", resume, envp);
+	wire_hex(out, on, hex);
+	h.resume[h.nresume] = IDLE_RESUME_FLAG;
+	h.resume[h.nresume + 1] = hex;
+	h.resume[h.nresume + 2] = h.veid;
+	h.resume[h.nresume + 3] = NULL;
+	execve("/proc/self/exe", (char **)h.resume, envp);
 	_exit(127);
 }

@@ -1,0 +1,214 @@
+package idle
+
+import (
+	"fmt"
+
+	"github.com/vectl/vectl/container/wire"
+)
+
+// The idle loop's two messages, encoded by package wire and carried as hex on a command line
+// (each process replaces the other with execve, so there is no socket to send them on):
+//
+//   - Handover, from the Go monitor to the idle loop: "vectl __monitor-idle HEX [-- ...]";
+//     what follows HEX is for ps only (the monitor puts its resume command line there).
+//   - Resume, from the idle loop back to the Go monitor once the VE's init has exited:
+//     Handover.ResumeArgv followed by ResumeFlag, HEX and the VE's id.
+//
+// The descriptor numbers inside them are data of the message, set by the side that owns the
+// descriptors. proto.h holds the C side's copy of these constants, generated from them
+// (TestProtoHeader keeps the two equal).
+const (
+	// ProtoVersion changes whenever an attribute changes meaning.
+	ProtoVersion = 1
+	// MaxClients bounds the console clients handed over (the loop's fixed table).
+	MaxClients = 16
+	// ResumeFlag is the monitor's flag that takes the Resume message.
+	ResumeFlag = "--resume"
+)
+
+// Attribute types of both messages.
+const (
+	AttrVersion    = 1  // u32: ProtoVersion
+	AttrVEID       = 2  // string: the VE's id
+	AttrRunID      = 3  // string: the run the monitor started with
+	AttrInitPID    = 4  // u32: the VE's init (Handover)
+	AttrPtyFD      = 5  // u32: the console pty master (Handover)
+	AttrListenFD   = 6  // u32: the console socket's listener
+	AttrLogFD      = 7  // u32: the console log, open for appending (Handover)
+	AttrLogPath    = 8  // string: the console log's path, for rotation (Handover)
+	AttrLogMax     = 9  // u64: rotate the log at this size (Handover)
+	AttrClientFD   = 10 // u32: a connected vectl console client (repeated)
+	AttrResumeArg  = 11 // string: the monitor's command line before ResumeFlag (Handover, repeated)
+	AttrInitStatus = 12 // u32: the init's wait status (Resume)
+	attrMaxValue   = 13
+)
+
+// Handover is what the idle loop needs to relay the console and watch the init.
+type Handover struct {
+	VEID, RunID string
+	InitPID     int
+	PtyFD       int
+	ListenFD    int
+	LogFD       int
+	LogPath     string
+	LogMax      int64
+	ClientFDs   []int
+	// ResumeArgv runs the Go monitor again: this binary, its global options and the
+	// monitor command; the loop appends ResumeFlag, the Resume message and VEID.
+	ResumeArgv []string
+}
+
+// Resume is what the idle loop hands back to the Go monitor.
+type Resume struct {
+	VEID, RunID string
+	ListenFD    int
+	InitStatus  uint32
+	ClientFDs   []int
+}
+
+// Hex encodes the hand-over.
+func (h *Handover) Hex() (string, error) {
+	if len(h.ClientFDs) > MaxClients {
+		return "", fmt.Errorf("hand-over: %d console clients, at most %d", len(h.ClientFDs), MaxClients)
+	}
+	var e wire.Encoder
+	e.U32(AttrVersion, ProtoVersion)
+	e.String(AttrVEID, h.VEID)
+	e.String(AttrRunID, h.RunID)
+	e.U32(AttrInitPID, uint32(h.InitPID))
+	e.U32(AttrPtyFD, uint32(h.PtyFD))
+	e.U32(AttrListenFD, uint32(h.ListenFD))
+	e.U32(AttrLogFD, uint32(h.LogFD))
+	e.String(AttrLogPath, h.LogPath)
+	e.U64(AttrLogMax, uint64(h.LogMax))
+	for _, fd := range h.ClientFDs {
+		e.U32(AttrClientFD, uint32(fd))
+	}
+	for _, a := range h.ResumeArgv {
+		e.String(AttrResumeArg, a)
+	}
+	return e.Hex(), nil
+}
+
+// Hex encodes the resume message (the C side writes it; Go does for tests).
+func (r *Resume) Hex() string {
+	var e wire.Encoder
+	e.U32(AttrVersion, ProtoVersion)
+	e.String(AttrVEID, r.VEID)
+	e.String(AttrRunID, r.RunID)
+	e.U32(AttrListenFD, uint32(r.ListenFD))
+	e.U32(AttrInitStatus, r.InitStatus)
+	for _, fd := range r.ClientFDs {
+		e.U32(AttrClientFD, uint32(fd))
+	}
+	return e.Hex()
+}
+
+// decoded holds the attributes common to both messages while they are read.
+type decoded struct {
+	h       Handover
+	status  uint32
+	version uint32
+	seen    map[uint16]bool
+}
+
+func decode(msg string) (*decoded, error) {
+	attrs, err := wire.DecodeHex(msg)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoded{seen: map[uint16]bool{}}
+	for _, a := range attrs {
+		d.seen[a.Type] = true
+		var u uint32
+		var u64 uint64
+		var err error
+		switch a.Type {
+		case AttrVersion:
+			d.version, err = a.U32()
+		case AttrVEID:
+			d.h.VEID, err = a.String()
+		case AttrRunID:
+			d.h.RunID, err = a.String()
+		case AttrInitPID, AttrPtyFD, AttrListenFD, AttrLogFD, AttrClientFD, AttrInitStatus:
+			if u, err = a.U32(); err == nil {
+				switch a.Type {
+				case AttrInitPID:
+					d.h.InitPID = int(u)
+				case AttrPtyFD:
+					d.h.PtyFD = int(u)
+				case AttrListenFD:
+					d.h.ListenFD = int(u)
+				case AttrLogFD:
+					d.h.LogFD = int(u)
+				case AttrClientFD:
+					d.h.ClientFDs = append(d.h.ClientFDs, int(u))
+				case AttrInitStatus:
+					d.status = u
+				}
+			}
+		case AttrLogPath:
+			d.h.LogPath, err = a.String()
+		case AttrLogMax:
+			u64, err = a.U64()
+			d.h.LogMax = int64(u64)
+		case AttrResumeArg:
+			var s string
+			s, err = a.String()
+			d.h.ResumeArgv = append(d.h.ResumeArgv, s)
+		default:
+			err = fmt.Errorf("attribute %d is unknown", a.Type)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if d.version != ProtoVersion {
+		return nil, fmt.Errorf("version %d, want %d", d.version, ProtoVersion)
+	}
+	if d.h.VEID == "" {
+		return nil, fmt.Errorf("no VE id")
+	}
+	return d, nil
+}
+
+// ParseHandover decodes a hand-over (the C side reads it; Go does for tests).
+func ParseHandover(msg string) (*Handover, error) {
+	d, err := decode(msg)
+	if err != nil {
+		return nil, fmt.Errorf("idle hand-over: %w", err)
+	}
+	for _, a := range []uint16{AttrInitPID, AttrPtyFD, AttrListenFD, AttrLogFD, AttrLogPath, AttrResumeArg} {
+		if !d.seen[a] {
+			return nil, fmt.Errorf("idle hand-over: attribute %d missing", a)
+		}
+	}
+	return &d.h, nil
+}
+
+// ParseResume decodes the resume message the idle loop hands back.
+func ParseResume(msg string) (*Resume, error) {
+	d, err := decode(msg)
+	if err != nil {
+		return nil, fmt.Errorf("monitor resume: %w", err)
+	}
+	if !d.seen[AttrInitStatus] || !d.seen[AttrListenFD] {
+		return nil, fmt.Errorf("monitor resume: the init's status or the console listener is missing")
+	}
+	return &Resume{VEID: d.h.VEID, RunID: d.h.RunID, ListenFD: d.h.ListenFD, InitStatus: d.status,
+		ClientFDs: d.h.ClientFDs}, nil
+}
+
+// header renders proto.h, the C side's copy of the constants above.
+func header() string {
+	return wire.Header("VECTL_IDLE_PROTO_H", "TestProtoHeader", []wire.Const{
+		{Name: "IDLE_PROTO_VERSION", Value: ProtoVersion}, {Name: "IDLE_MAX_CLIENTS", Value: MaxClients},
+		{Name: "IDLE_ATTR_VERSION", Value: AttrVersion}, {Name: "IDLE_ATTR_VEID", Value: AttrVEID},
+		{Name: "IDLE_ATTR_RUNID", Value: AttrRunID}, {Name: "IDLE_ATTR_INITPID", Value: AttrInitPID},
+		{Name: "IDLE_ATTR_PTYFD", Value: AttrPtyFD}, {Name: "IDLE_ATTR_LISTENFD", Value: AttrListenFD},
+		{Name: "IDLE_ATTR_LOGFD", Value: AttrLogFD}, {Name: "IDLE_ATTR_LOGPATH", Value: AttrLogPath},
+		{Name: "IDLE_ATTR_LOGMAX", Value: AttrLogMax}, {Name: "IDLE_ATTR_CLIENTFD", Value: AttrClientFD},
+		{Name: "IDLE_ATTR_RESUMEARG", Value: AttrResumeArg}, {Name: "IDLE_ATTR_INITSTATUS", Value: AttrInitStatus},
+		{Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
+	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag})
+}
