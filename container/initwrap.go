@@ -101,12 +101,11 @@ func (m *Manager) wrapInit(id string, p *libcontainer.Process, sc *veSeccomp) (f
 		return nil, fmt.Errorf("seal vectl's binary: %w", err)
 	}
 	c := p.Capabilities
-	bpfFd, exeFd := 3+len(p.ExtraFiles), 4+len(p.ExtraFiles)
+	// ExtraFiles start at 3 in the init.
+	w := nsjoin.InitWrap{BPFFD: 3 + len(p.ExtraFiles), ExeFD: 4 + len(p.ExtraFiles), BPFFlags: uint32(sc.flags),
+		Caps: [4]uint64{capMask(c.Effective), capMask(c.Permitted), capMask(c.Inheritable), capMask(c.Bounding)}}
 	p.ExtraFiles = append(p.ExtraFiles, bpf, exe)
-	p.Args = append([]string{"/proc/self/fd/" + strconv.Itoa(exeFd), nsjoin.InitWrapArg,
-		strconv.Itoa(bpfFd), strconv.FormatUint(uint64(sc.flags), 16), strconv.Itoa(exeFd),
-		hexMask(capMask(c.Effective)), hexMask(capMask(c.Permitted)), hexMask(capMask(c.Inheritable)),
-		hexMask(capMask(c.Bounding)), "--"}, p.Args...)
+	p.Args = append([]string{"/proc/self/fd/" + strconv.Itoa(w.ExeFD), nsjoin.InitWrapArg, w.Hex(), "--"}, p.Args...)
 	withAdmin := func(caps []string) []string {
 		if slices.Contains(caps, "CAP_SYS_ADMIN") {
 			return caps
@@ -120,5 +119,3 @@ func (m *Manager) wrapInit(id string, p *libcontainer.Process, sc *veSeccomp) (f
 		exe.Close()
 	}, nil
 }
-
-func hexMask(v uint64) string { return strconv.FormatUint(v, 16) }

@@ -73,11 +73,6 @@ static void fail(const char *what)
 	_exit(1);
 }
 
-static uint64_t hex64(const char *s)
-{
-	return strtoull(s, NULL, 16);
-}
-
 // read_all reads exactly n bytes from fd.
 static int read_all(int fd, char *p, size_t n)
 {
@@ -352,28 +347,64 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 	fail(what);
 }
 
-enum { W_BPF = 2, W_BPFFLAGS, W_EXE, W_EFF, W_PRM, W_INH, W_BND, W_SEP, W_CMD };
-
 // vectl_initwrap runs as a VE's PID 1 between libcontainer's set-up and the VE's own init:
 // it loads the VE's precompiled seccomp program (which needs CAP_SYS_ADMIN, so libcontainer
 // leaves that one capability to this process), drops to the VE's capabilities, closes its two
-// descriptors and executes the init.
+// descriptors and executes the init. argv: __initwrap MSG -- INIT ARGS... (proto.go).
 void vectl_initwrap(int argc, char **argv, char **envp)
 {
-	if (argc <= W_CMD || strcmp(argv[1], "__initwrap") != 0 || strcmp(argv[W_SEP], "--") != 0)
+	if (argc < 5 || strcmp(argv[1], NSJ_INITWRAP_ARG) != 0 || strcmp(argv[3], "--") != 0)
 		return;
 	// While vectl's code runs with CAP_SYS_ADMIN, nothing may ptrace it or open its exe (the
 	// final execve resets the flag).
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	unsigned int bpfflags = (unsigned int)strtoul(argv[W_BPFFLAGS], NULL, 16);
-	struct sock_fprog prog = read_program(atoi(argv[W_BPF]));
-	close(atoi(argv[W_EXE]));
+	static char msg[1024];
+	long n = wire_unhex(argv[2], msg, sizeof msg);
+	errno = EPROTO;
+	if (n < 0)
+		fail("the init wrapper's message is not hex");
+	struct wire_attr a;
+	size_t off = 0;
+	int more, bpffd = -1, exefd = -1;
+	uint32_t version = 0, bpfflags = 0;
+	uint64_t caps[4] = {0};
+	int have_caps = 0;
+	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
+		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
+		switch (a.type) {
+		case NSJ_ATTR_VERSION:
+			version = u;
+			break;
+		case NSJ_ATTR_BPFFD:
+			bpffd = (int)u;
+			break;
+		case NSJ_ATTR_BPF:
+			bpfflags = u;
+			break;
+		case NSJ_ATTR_EXEFD:
+			exefd = (int)u;
+			break;
+		case NSJ_ATTR_CAPS:
+			if (a.len == 32) {
+				for (int i = 0; i < 4; i++)
+					caps[i] = wire_u64(a.p + 8 * i);
+				have_caps = 1;
+			}
+			break;
+		default:
+			fail("the init wrapper's message has an unknown attribute");
+		}
+	}
+	if (more < 0 || version != NSJ_PROTO_VERSION || bpffd < 0 || exefd < 0 || !have_caps)
+		fail("the init wrapper's message is malformed");
+	struct sock_fprog prog = read_program(bpffd);
+	close(exefd);
 	int last_cap = cap_last_cap();
 	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, bpfflags, &prog) < 0)
 		fail("load the seccomp filter");
-	set_caps(hex64(argv[W_EFF]), hex64(argv[W_PRM]), hex64(argv[W_INH]), hex64(argv[W_BND]), last_cap);
-	execvpe(argv[W_CMD], &argv[W_CMD], envp);
+	set_caps(caps[0], caps[1], caps[2], caps[3], last_cap);
+	execvpe(argv[4], &argv[4], envp);
 	char what[256];
-	snprintf(what, sizeof what, "exec %s", argv[W_CMD]);
+	snprintf(what, sizeof what, "exec %s", argv[4]);
 	fail(what);
 }

@@ -38,10 +38,10 @@ const Arg = "__nsjoin"
 // InitWrapArg is the argv[1] of the init wrapper: libcontainer executes it (a sealed copy of
 // this binary, passed as a descriptor) as the VE's PID 1 in place of the VE's init, with
 // CAP_SYS_ADMIN left to it, so that the VE's seccomp program is loaded from vectl's cache
-// instead of being compiled with libseccomp at every boot. Its arguments are:
+// instead of being compiled with libseccomp at every boot. Its command line is
 //
-//	__initwrap BPFFD BPFFLAGS EXEFD EFF PRM INH BND -- INIT ARGS...
+//	__initwrap MSG -- INIT ARGS...
 //
-// It loads the program, drops to the capability sets EFF PRM INH BND (hex), closes BPFFD
-// and EXEFD and executes INIT.
+// where MSG is an InitWrap message (proto.go). It loads the program, drops to the capability
+// sets of the message, closes its two descriptors and executes INIT.
 const InitWrapArg = "__initwrap"

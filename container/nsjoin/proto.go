@@ -35,8 +35,74 @@ const (
 	AttrTTY      = 7  // 2 x u16: a pty from the VE's devpts, of these columns and rows (0: unknown)
 	AttrRlimit   = 8  // u32 resource, u32 padding, u64 soft, u64 hard (repeated)
 	AttrArg      = 9  // string: the command, then its arguments (repeated, in order)
-	attrMaxValue = 10 // one past the last; the C side sizes its checks by it
+	AttrBPFFD    = 10 // u32: the init wrapper's descriptor of the seccomp program
+	AttrExeFD    = 11 // u32: the init wrapper's descriptor of its own sealed binary
+	attrMaxValue = 12 // one past the last; the C side sizes its checks by it
 )
+
+// InitWrap is the init wrapper's message (InitWrapArg): libcontainer executes the wrapper
+// with the VE's init as its arguments, so the message travels as hex in argv[2], before
+// "--" and the init's command line. Its descriptors are the wrapper's own, set by vectl when
+// it adds them to the init's ExtraFiles.
+type InitWrap struct {
+	BPFFD, ExeFD int
+	BPFFlags     uint32
+	// Caps are the VE's capability sets to drop to: effective, permitted, inheritable,
+	// bounding.
+	Caps [4]uint64
+}
+
+// Hex encodes the init wrapper's message.
+func (w *InitWrap) Hex() string {
+	var e wire.Encoder
+	e.U32(AttrVersion, ProtoVersion)
+	e.U32(AttrBPFFD, uint32(w.BPFFD))
+	e.U32(AttrBPF, w.BPFFlags)
+	e.U32(AttrExeFD, uint32(w.ExeFD))
+	var caps []byte
+	for _, c := range w.Caps {
+		caps = binary.NativeEndian.AppendUint64(caps, c)
+	}
+	e.Raw(AttrCaps, caps)
+	return e.Hex()
+}
+
+// ParseInitWrap decodes the init wrapper's message (the C side reads it; Go does for tests).
+func ParseInitWrap(msg string) (*InitWrap, error) {
+	attrs, err := wire.DecodeHex(msg)
+	if err != nil {
+		return nil, fmt.Errorf("init wrapper: %w", err)
+	}
+	w := &InitWrap{}
+	var version, u uint32
+	for _, a := range attrs {
+		switch {
+		case a.Type == AttrVersion:
+			version, err = a.U32()
+		case a.Type == AttrBPFFD:
+			u, err = a.U32()
+			w.BPFFD = int(u)
+		case a.Type == AttrBPF:
+			w.BPFFlags, err = a.U32()
+		case a.Type == AttrExeFD:
+			u, err = a.U32()
+			w.ExeFD = int(u)
+		case a.Type == AttrCaps && len(a.Payload) == 32:
+			for i := range w.Caps {
+				w.Caps[i] = binary.NativeEndian.Uint64(a.Payload[8*i:])
+			}
+		default:
+			err = fmt.Errorf("attribute %d with %d bytes is unknown", a.Type, len(a.Payload))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("init wrapper: %w", err)
+		}
+	}
+	if version != ProtoVersion {
+		return nil, fmt.Errorf("init wrapper: version %d, want %d", version, ProtoVersion)
+	}
+	return w, nil
+}
 
 // Rlimit is one resource limit of the command.
 type Rlimit struct {
@@ -159,6 +225,7 @@ func header() string {
 		{Name: "NSJ_ATTR_CAPS", Value: AttrCaps}, {Name: "NSJ_ATTR_BPF", Value: AttrBPF},
 		{Name: "NSJ_ATTR_SESSION", Value: AttrSession}, {Name: "NSJ_ATTR_CWD", Value: AttrCwd},
 		{Name: "NSJ_ATTR_TTY", Value: AttrTTY}, {Name: "NSJ_ATTR_RLIMIT", Value: AttrRlimit},
-		{Name: "NSJ_ATTR_ARG", Value: AttrArg}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
-	}, map[string]string{"NSJ_ARG": Arg})
+		{Name: "NSJ_ATTR_ARG", Value: AttrArg}, {Name: "NSJ_ATTR_BPFFD", Value: AttrBPFFD},
+		{Name: "NSJ_ATTR_EXEFD", Value: AttrExeFD}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
+	}, map[string]string{"NSJ_ARG": Arg, "NSJ_INITWRAP_ARG": InitWrapArg})
 }

@@ -14,6 +14,9 @@
 #define NSJ_ATTR_TTY 7
 #define NSJ_ATTR_RLIMIT 8
 #define NSJ_ATTR_ARG 9
-#define NSJ_ATTR_MAX 10
+#define NSJ_ATTR_BPFFD 10
+#define NSJ_ATTR_EXEFD 11
+#define NSJ_ATTR_MAX 12
 #define NSJ_ARG "__nsjoin"
+#define NSJ_INITWRAP_ARG "__initwrap"
 #endif

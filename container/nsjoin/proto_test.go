@@ -70,3 +70,18 @@ func TestRequestRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestInitWrapRoundTrip: the init wrapper's message survives encoding and decoding.
+func TestInitWrapRoundTrip(t *testing.T) {
+	w := InitWrap{BPFFD: 5, ExeFD: 6, BPFFlags: 0x8, Caps: [4]uint64{0xa80425fb, 0xa80425fb, 0, 0xa80425fb | 1<<21}}
+	got, err := ParseInitWrap(w.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got != w {
+		t.Errorf("round trip: got %+v, want %+v", *got, w)
+	}
+	if _, err := ParseInitWrap("08000100"); err == nil {
+		t.Error("a truncated message decoded")
+	}
+}
