@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,67 +23,44 @@ import (
 // <id>.console.1.
 const consoleLogMax = 1 << 20
 
-// consoleLog appends console output to a VE's log file, dropping carriage returns and
-// rotating the file when it grows past consoleLogMax.
-type consoleLog struct {
-	mu   sync.Mutex
-	path string
-	f    *os.File
-	size int64
-}
+// consoleLog is this process's handle on a VE's console log. Package idle writes it (one
+// writer: the console relay's output and the monitor's own lines agree on its size, its
+// rotation and carriage returns).
+type consoleLog struct{ path string }
 
 func openConsoleLog(path string) (*consoleLog, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	fd, err := openLogFile(path)
+	if err != nil {
 		return nil, err
 	}
-	l := &consoleLog{path: path}
-	return l, l.open()
+	idle.LogOpen(fd, path, consoleLogMax)
+	return &consoleLog{path: path}, nil
 }
 
-func (l *consoleLog) open() error {
-	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+// openLogFile opens a console log for appending, making its directory if needed.
+func openLogFile(path string) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return -1, err
+	}
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0o640)
 	if err != nil {
-		return err
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return err
-	}
-	l.f, l.size = f, st.Size()
-	if l.size >= consoleLogMax {
-		return l.rotate()
-	}
-	return nil
+	return fd, nil
 }
 
-func (l *consoleLog) rotate() error {
-	l.f.Close()
-	if err := os.Rename(l.path, l.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o640)
+// appendLog opens a console log as a file for a child's output (a monitor's last words, a
+// VE without a monitor).
+func appendLog(path string) (*os.File, error) {
+	fd, err := openLogFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	l.f, l.size = f, 0
-	return nil
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 func (l *consoleLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	clean := bytes.ReplaceAll(p, []byte("\r"), nil)
-	if l.size+int64(len(clean)) > consoleLogMax {
-		if err := l.rotate(); err != nil {
-			return 0, err
-		}
-	}
-	n, err := l.f.Write(clean)
-	l.size += int64(n)
-	if err != nil {
-		return 0, err
-	}
+	idle.LogWrite(p)
 	return len(p), nil
 }
 
@@ -94,89 +69,9 @@ func (l *consoleLog) Printf(format string, args ...any) {
 	fmt.Fprintf(l, "vectl: "+format+"\n", args...)
 }
 
-func (l *consoleLog) Close() error { return l.f.Close() }
-
-// veConsole fans the output of a VE's console pty out to the log and to attached clients
-// (vectl console), and feeds what clients type into the pty.
-type veConsole struct {
-	mu      sync.Mutex
-	pty     *os.File
-	log     *consoleLog
-	clients map[net.Conn]struct{}
-	term    *os.File // start --foreground: the terminal, if any
-}
-
-func (c *veConsole) setPty(pty *os.File) {
-	c.mu.Lock()
-	c.pty = pty
-	c.mu.Unlock()
-	go c.pump(pty)
-}
-
-// pump copies the pty's output until the pty closes (the init and everything holding the
-// console are gone).
-func (c *veConsole) pump(pty *os.File) {
-	buf := make([]byte, 32*1024)
-	for {
-		n, err := pty.Read(buf)
-		if n > 0 {
-			c.log.Write(buf[:n])
-			c.mu.Lock()
-			for cl := range c.clients {
-				cl.SetWriteDeadline(time.Now().Add(time.Second))
-				if _, err := cl.Write(buf[:n]); err != nil {
-					cl.Close()
-					delete(c.clients, cl)
-				}
-			}
-			if c.term != nil {
-				c.term.Write(buf[:n])
-			}
-			c.mu.Unlock()
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// input copies what a client or the terminal types into the current pty.
-func (c *veConsole) input(r io.Reader) {
-	buf := make([]byte, 4096)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			c.mu.Lock()
-			pty := c.pty
-			c.mu.Unlock()
-			if pty != nil {
-				pty.Write(buf[:n])
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// serve accepts vectl console clients on the VE's console socket.
-func (c *veConsole) serve(ln net.Listener) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		c.clients[conn] = struct{}{}
-		c.mu.Unlock()
-		go func() {
-			c.input(conn)
-			c.mu.Lock()
-			delete(c.clients, conn)
-			c.mu.Unlock()
-			conn.Close()
-		}()
-	}
+func (l *consoleLog) Close() error {
+	idle.LogClose()
+	return nil
 }
 
 // MonitorOptions control RunMonitor.
@@ -234,20 +129,14 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 		return EndFailed, m.report(o, err)
 	}
 	defer log.Close()
-	var ln *net.UnixListener
+	var lfd int // the console socket's listener
+	var clients []int
 	var runID string
-	cons := &veConsole{log: log, clients: map[net.Conn]struct{}{}, term: o.Terminal}
 	if r := o.Resume; r != nil {
-		runID = r.RunID
-		l, err := net.FileListener(os.NewFile(uintptr(r.ListenFD), "console.sock"))
-		if err != nil {
-			return EndFailed, err
-		}
-		ln = l.(*net.UnixListener)
-		for _, fd := range r.ClientFDs {
-			if c, err := net.FileConn(os.NewFile(uintptr(fd), "console-client")); err == nil {
-				cons.clients[c] = struct{}{}
-			}
+		runID, lfd, clients = r.RunID, r.ListenFD, r.ClientFDs
+		// The idle loop handed them over without close-on-exec; no child may inherit them.
+		for _, fd := range append([]int{lfd}, clients...) {
+			unix.CloseOnExec(fd)
 		}
 	} else {
 		data, _ := os.ReadFile(m.runFile(id, runIDFile))
@@ -257,18 +146,24 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 		}
 		sockPath := m.runFile(id, consoleSock)
 		os.Remove(sockPath)
-		if ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"}); err != nil {
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+		if err != nil {
 			return EndFailed, m.report(o, err)
 		}
 		os.Chmod(sockPath, 0o600)
-	}
-	defer ln.Close()
-	idle := o.Self != nil && o.Terminal == nil && o.Signals == nil
-	if !idle {
-		go cons.serve(ln)
-		if o.Terminal != nil {
-			go cons.input(o.Terminal)
+		lf, err := ln.File() // a duplicate, close-on-exec: the relay accepts on it
+		ln.SetUnlinkOnClose(false)
+		ln.Close()
+		if err != nil {
+			return EndFailed, m.report(o, err)
 		}
+		lfd = int(lf.Fd())
+		defer lf.Close()
+	}
+	idleMode := o.Self != nil && o.Terminal == nil && o.Signals == nil
+	term := -1
+	if o.Terminal != nil {
+		term = int(o.Terminal.Fd())
 	}
 
 	var held *store.Lock // during an in-VE reboot: held from the decision to the new boot
@@ -296,16 +191,15 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 			}
 			pid := mustPid(p)
 			log.Printf("VE %s booted (init pid %d)", id, pid)
-			if idle {
-				err := m.execIdle(id, pid, pty, ln, log, cons, o.Self, runID)
-				// Only a failed exec returns; keep monitoring in Go.
+			if idleMode {
+				err := m.execIdle(id, pid, pty, lfd, log, clients, o.Self, runID)
+				// Only a failed exec returns; keep monitoring in this process.
 				log.Printf("idle loop: %v", err)
-				go cons.serve(ln)
+				idleMode = false
 			}
-			cons.setPty(pty)
 			var stopped bool
-			ws, stopped = m.waitInit(id, c, p, o.Signals, log)
-			closePty(pty) // ends the pump; a reboot brings a new console
+			ws, stopped, clients = m.relayUntilExit(id, c, p, pty, lfd, clients, term, o.Signals, log)
+			closePty(pty) // a reboot brings a new console
 			if stopped {
 				return EndShutdown, nil
 			}
@@ -341,25 +235,12 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o MonitorOptions) (
 // execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
 // pty, the console socket, the log and connected clients are handed over as open file
 // descriptors, named in the hand-over message. It returns only if the exec failed.
-func (m *Manager) execIdle(id string, pid int, pty *os.File, ln *net.UnixListener, log *consoleLog,
-	cons *veConsole, self []string, runID string) error {
-	lf, err := ln.File() // a duplicate without close-on-exec
-	if err != nil {
-		return err
-	}
-	keep := []*os.File{pty, lf, log.f}
-	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: int(lf.Fd()),
-		LogFD: int(log.f.Fd()), LogPath: log.path, LogMax: consoleLogMax, ResumeArgv: self}
-	for c := range cons.clients {
-		if uc, ok := c.(*net.UnixConn); ok && len(h.ClientFDs) < idle.MaxClients {
-			if f, err := uc.File(); err == nil {
-				keep = append(keep, f)
-				h.ClientFDs = append(h.ClientFDs, int(f.Fd()))
-			}
-		}
-	}
-	for _, f := range keep {
-		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+func (m *Manager) execIdle(id string, pid int, pty *os.File, lfd int, log *consoleLog, clients []int,
+	self []string, runID string) error {
+	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: lfd,
+		LogFD: idle.LogFD(), LogPath: log.path, LogMax: consoleLogMax, ClientFDs: clients, ResumeArgv: self}
+	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return err
 		}
 	}
@@ -370,6 +251,30 @@ func (m *Manager) execIdle(id string, pid int, pty *os.File, ln *net.UnixListene
 	// After the message, for ps (and nothing else): what the loop will run again.
 	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, self...), id)
 	return unix.Exec("/proc/self/exe", argv, os.Environ())
+}
+
+// relayUntilExit relays the VE's console in this process (package idle's relay, on a
+// thread of its own) while waitInit waits for the init, and returns the init's status,
+// whether it was stopped, and the console clients still connected.
+func (m *Manager) relayUntilExit(id string, c *libcontainer.Container, p *libcontainer.Process, pty *os.File,
+	lfd int, clients []int, term int, sigs <-chan os.Signal, log *consoleLog) (syscall.WaitStatus, bool, []int) {
+	stopR, stopW, err := os.Pipe()
+	if err != nil {
+		log.Printf("console relay: %v", err)
+		ws, stopped := m.waitInit(id, c, p, sigs, log)
+		return ws, stopped, clients
+	}
+	r := &idle.Relay{Pty: int(pty.Fd()), Listen: lfd, Clients: clients, TermIn: term, TermOut: term, Stop: int(stopR.Fd())}
+	done := make(chan struct{})
+	go func() {
+		r.Run()
+		close(done)
+	}()
+	ws, stopped := m.waitInit(id, c, p, sigs, log)
+	stopW.Close() // the relay drains the console and returns
+	<-done
+	stopR.Close()
+	return ws, stopped, r.Clients
 }
 
 // ParseResume reads the message the idle loop hands back to the monitor (vectl __monitor

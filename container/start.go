@@ -234,7 +234,7 @@ func (m *Manager) runDetached(id string) error {
 		return err
 	}
 	defer devnull.Close()
-	log, err := openConsoleLog(m.consoleLog(id))
+	log, err := appendLog(m.consoleLog(id))
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func (m *Manager) runDetached(id string) error {
 		return err
 	}
 	defer done()
-	p.Stdin, p.Stdout, p.Stderr = devnull, log.f, log.f
+	p.Stdin, p.Stdout, p.Stderr = devnull, log, log
 	if err := m.runInit(id, c, p, nil); err != nil {
 		c.Destroy()
 		return fmt.Errorf("run init: %w", err)
@@ -269,7 +269,7 @@ func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) (*mon
 	if len(args) == 0 {
 		return nil, errors.New("no monitor command")
 	}
-	log, err := openConsoleLog(m.consoleLog(id))
+	log, err := appendLog(m.consoleLog(id))
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) (*mon
 	cmd := exec.Command(args[0], append(args[1:], id)...)
 	cmd.Args[0] = "vectl"
 	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = log.f, log.f // a crashing monitor's last words land in the log
+	cmd.Stdout, cmd.Stderr = log, log // a crashing monitor's last words land in the log
 	cmd.ExtraFiles = monitorStartFiles(w, lock.File(), gr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

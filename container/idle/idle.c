@@ -1,9 +1,11 @@
-// The idle loop of a VE's monitor; see idle.go. It must stay small and never allocate much:
-// its resident memory is the cost of every running VE.
+// The console of a VE's monitor: the one console relay and console log writer of vectl (see
+// idle.go), and the idle loop built on them. The idle loop must stay small and never allocate
+// much: its resident memory is the cost of every running VE.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,15 +17,20 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "idle.h"
 #include "proto.h"
 #include "wire.h"
 
 #define MAXCLIENTS IDLE_MAX_CLIENTS
 #define BUFSIZE 16384
 
+// The console log: one writer per process, shared by the relay and (through
+// vectl_log_write) the Go monitor's own messages, so the two never disagree on its size,
+// its rotation or carriage returns.
+static pthread_mutex_t logmu = PTHREAD_MUTEX_INITIALIZER;
 static int logfd = -1;
 static long logsize, logmax;
-static const char *logpath;
+static char logpath[4096];
 
 static void write_all(int fd, const char *p, size_t n)
 {
@@ -38,42 +45,161 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
-// log_write appends console output without carriage returns, rotating the log to
-// LOGPATH.1 when it would grow past LOGMAX.
-static void log_write(const char *buf, size_t n)
+void vectl_log_open(int fd, const char *path, long max)
+{
+	pthread_mutex_lock(&logmu);
+	logfd = fd;
+	snprintf(logpath, sizeof logpath, "%s", path);
+	logmax = max;
+	struct stat st;
+	logsize = fstat(fd, &st) == 0 ? st.st_size : 0;
+	pthread_mutex_unlock(&logmu);
+}
+
+int vectl_log_fd(void)
+{
+	pthread_mutex_lock(&logmu);
+	int fd = logfd;
+	pthread_mutex_unlock(&logmu);
+	return fd;
+}
+
+void vectl_log_close(void)
+{
+	pthread_mutex_lock(&logmu);
+	if (logfd >= 0)
+		close(logfd);
+	logfd = -1;
+	pthread_mutex_unlock(&logmu);
+}
+
+// vectl_log_write appends console output without carriage returns, rotating the log to
+// LOGPATH.1 (once) when it would grow past its maximum.
+void vectl_log_write(const char *buf, size_t n)
 {
 	static char clean[BUFSIZE];
-	size_t m = 0;
-	for (size_t i = 0; i < n; i++)
-		if (buf[i] != '\r')
-			clean[m++] = buf[i];
-	if (logfd < 0 || m == 0)
-		return;
-	if (logsize + (long)m > logmax) {
-		char old[4096];
-		snprintf(old, sizeof old, "%s.1", logpath);
-		close(logfd);
-		rename(logpath, old);
-		logfd = open(logpath, O_CREAT | O_WRONLY | O_APPEND | O_TRUNC | O_CLOEXEC, 0640);
-		logsize = 0;
-		if (logfd < 0)
-			return;
+	pthread_mutex_lock(&logmu);
+	while (n > 0 && logfd >= 0) {
+		size_t chunk = n < BUFSIZE ? n : BUFSIZE, m = 0;
+		for (size_t i = 0; i < chunk; i++)
+			if (buf[i] != '\r')
+				clean[m++] = buf[i];
+		buf += chunk;
+		n -= chunk;
+		if (m == 0)
+			continue;
+		if (logsize + (long)m > logmax) {
+			char old[sizeof logpath + 2];
+			snprintf(old, sizeof old, "%s.1", logpath);
+			close(logfd);
+			rename(logpath, old);
+			logfd = open(logpath, O_CREAT | O_WRONLY | O_APPEND | O_TRUNC | O_CLOEXEC, 0640);
+			logsize = 0;
+			if (logfd < 0)
+				break;
+		}
+		write_all(logfd, clean, m);
+		logsize += m;
 	}
-	write_all(logfd, clean, m);
-	logsize += m;
+	pthread_mutex_unlock(&logmu);
 }
 
 static void log_msg(const char *msg)
 {
-	log_write(msg, strlen(msg));
+	vectl_log_write(msg, strlen(msg));
 }
 
-// handover is the decoded hand-over message (proto.go); its strings point into msg.
+static void set_nonblock(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+void vectl_relay(struct vectl_relay *r)
+{
+	static char buf[BUFSIZE];
+	for (int i = 0; i < r->nclients; i++)
+		set_nonblock(r->clients[i], 1);
+	for (;;) {
+		struct pollfd fds[4 + MAXCLIENTS];
+		int n = 0;
+		fds[n++] = (struct pollfd){.fd = r->stopfd, .events = POLLIN};
+		fds[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
+		fds[n++] = (struct pollfd){.fd = r->pty, .events = POLLIN};
+		fds[n++] = (struct pollfd){.fd = r->term_in, .events = POLLIN};
+		for (int i = 0; i < r->nclients; i++)
+			fds[n++] = (struct pollfd){.fd = r->clients[i], .events = POLLIN};
+		if (poll(fds, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (r->pty >= 0 && fds[2].revents) {
+			ssize_t got = read(r->pty, buf, sizeof buf);
+			if (got > 0) {
+				vectl_log_write(buf, got);
+				for (int i = 0; i < r->nclients; i++)
+					if (write(r->clients[i], buf, got) < 0 && errno != EAGAIN)
+						shutdown(r->clients[i], SHUT_RDWR);
+				if (r->term_out >= 0)
+					write_all(r->term_out, buf, got);
+			} else if (got == 0 || errno != EINTR) {
+				r->pty = -1; // everyone closed the console: keep watching for the stop only
+			}
+		}
+		if (fds[1].revents & POLLIN) {
+			int c = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (c >= 0 && r->nclients < MAXCLIENTS)
+				r->clients[r->nclients++] = c;
+			else if (c >= 0)
+				close(c);
+		}
+		if (r->term_in >= 0 && fds[3].revents) {
+			ssize_t got = read(r->term_in, buf, sizeof buf);
+			if (got > 0 && r->pty >= 0)
+				write_all(r->pty, buf, got);
+			else if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
+				r->term_in = -1;
+		}
+		for (int i = 4; i < n; i++) {
+			if (!fds[i].revents)
+				continue;
+			int c = fds[i].fd;
+			ssize_t got = read(c, buf, sizeof buf);
+			if (got > 0 && r->pty >= 0) {
+				write_all(r->pty, buf, got);
+			} else if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+				close(c);
+				for (int j = 0; j < r->nclients; j++)
+					if (r->clients[j] == c)
+						r->clients[j] = r->clients[--r->nclients];
+			}
+		}
+		if (fds[0].revents)
+			break;
+	}
+	// The last console output, then the clients go back to blocking mode for whoever
+	// takes them over.
+	if (r->pty >= 0) {
+		set_nonblock(r->pty, 1);
+		ssize_t got;
+		while ((got = read(r->pty, buf, sizeof buf)) > 0) {
+			vectl_log_write(buf, got);
+			if (r->term_out >= 0)
+				write_all(r->term_out, buf, got);
+		}
+	}
+	for (int i = 0; i < r->nclients; i++)
+		set_nonblock(r->clients[i], 0);
+}
+
+// The decoded hand-over message (proto.go); its strings point into msg.
 static char msg[1 << 16];
 static struct {
-	const char *veid, *runid;
+	const char *veid, *runid, *logpath;
 	pid_t init;
-	int pty, lfd;
+	int pty, lfd, logfd;
+	long logmax;
 	const char *resume[256];
 	int nresume;
 } h;
@@ -91,7 +217,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 	// argv[3] on only show ps what the loop will run again ("-- RESUME... ID").
 	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;
-	int clients[MAXCLIENTS], nclients = 0;
+	struct vectl_relay r = {.pty = -1, .lfd = -1, .term_in = -1, .term_out = -1, .stopfd = -1};
 	long n = wire_unhex(argv[2], msg, sizeof msg);
 	if (n < 0)
 		_exit(1);
@@ -99,7 +225,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 	size_t off = 0;
 	int more;
 	uint32_t version = 0;
-	h.pty = h.lfd = -1;
+	h.pty = h.lfd = h.logfd = -1;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		const char *str = wire_str(&a);
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
@@ -123,18 +249,18 @@ void vectl_idle(int argc, char **argv, char **envp)
 			h.lfd = (int)u;
 			break;
 		case IDLE_ATTR_LOGFD:
-			logfd = (int)u;
+			h.logfd = (int)u;
 			break;
 		case IDLE_ATTR_LOGPATH:
-			logpath = str;
+			h.logpath = str;
 			break;
 		case IDLE_ATTR_LOGMAX:
 			if (a.len == 8)
-				logmax = (long)wire_u64(a.p);
+				h.logmax = (long)wire_u64(a.p);
 			break;
 		case IDLE_ATTR_CLIENTFD:
-			if (a.len == 4 && nclients < MAXCLIENTS)
-				clients[nclients++] = (int)u;
+			if (a.len == 4 && r.nclients < MAXCLIENTS)
+				r.clients[r.nclients++] = (int)u;
 			break;
 		case IDLE_ATTR_RESUMEARG:
 			if (str && h.nresume < 250)
@@ -144,94 +270,33 @@ void vectl_idle(int argc, char **argv, char **envp)
 			vectl_idle_fail("unknown attribute in the hand-over");
 		}
 	}
-	if (more < 0 || version != IDLE_PROTO_VERSION || !h.veid || !h.runid || !logpath || h.init <= 0 ||
-	    h.pty < 0 || h.lfd < 0 || h.nresume == 0 || logmax <= 0)
+	if (h.logfd >= 0 && h.logpath)
+		vectl_log_open(h.logfd, h.logpath, h.logmax);
+	if (more < 0 || version != IDLE_PROTO_VERSION || !h.veid || !h.runid || !h.logpath || h.init <= 0 ||
+	    h.pty < 0 || h.lfd < 0 || h.logfd < 0 || h.nresume == 0 || h.logmax <= 0)
 		vectl_idle_fail("malformed hand-over");
-	pid_t init = h.init;
-	int pty = h.pty, lfd = h.lfd;
-	struct stat st;
-	if (fstat(logfd, &st) == 0)
-		logsize = st.st_size;
-	fcntl(logfd, F_SETFD, FD_CLOEXEC);
-	fcntl(pty, F_SETFD, FD_CLOEXEC);
+	fcntl(h.logfd, F_SETFD, FD_CLOEXEC);
+	fcntl(h.pty, F_SETFD, FD_CLOEXEC);
 	// Hold the console's slave side open: a guest may close /dev/console between writes
 	// (systemd does), and a master whose slaves are all closed reads EIO; we would stop
 	// draining it and the guest would block on a full console.
-	int peer = ioctl(pty, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-	for (int i = 0; i < nclients; i++)
-		fcntl(clients[i], F_SETFL, fcntl(clients[i], F_GETFL) | O_NONBLOCK);
-
-	int pidfd = (int)syscall(SYS_pidfd_open, init, 0);
-	if (pidfd < 0) {
-		log_msg("vectl: idle monitor: cannot watch the init\n");
-		_exit(1);
-	}
-	static char buf[BUFSIZE];
+	int peer = ioctl(h.pty, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	int pidfd = (int)syscall(SYS_pidfd_open, h.init, 0);
+	if (pidfd < 0)
+		vectl_idle_fail("cannot watch the init");
+	// Relay until the init has exited (its pidfd turns readable), then reap it.
+	r.pty = h.pty;
+	r.lfd = h.lfd;
+	r.stopfd = pidfd;
 	int status = 0;
-	for (;;) {
-		struct pollfd fds[3 + MAXCLIENTS];
-		int n = 0;
-		fds[n++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-		fds[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
-		fds[n++] = (struct pollfd){.fd = pty, .events = POLLIN};
-		for (int i = 0; i < nclients; i++)
-			fds[n++] = (struct pollfd){.fd = clients[i], .events = POLLIN};
-		if (poll(fds, n, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (fds[2].revents) {
-			ssize_t r = read(pty, buf, sizeof buf);
-			if (r > 0) {
-				log_write(buf, r);
-				for (int i = 0; i < nclients; i++)
-					if (write(clients[i], buf, r) < 0 && errno != EAGAIN)
-						shutdown(clients[i], SHUT_RDWR);
-			} else if (r == 0 || errno != EINTR) {
-				close(pty); // everyone closed the console: keep watching the init only
-				pty = -1;
-			}
-		}
-		if (fds[1].revents & POLLIN) {
-			int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK); // kept open across the resume
-			if (c >= 0 && nclients < MAXCLIENTS)
-				clients[nclients++] = c;
-			else if (c >= 0)
-				close(c);
-		}
-		for (int i = 3; i < n; i++) {
-			if (!fds[i].revents)
-				continue;
-			int c = fds[i].fd;
-			ssize_t r = read(c, buf, sizeof buf);
-			if (r > 0 && pty >= 0) {
-				write_all(pty, buf, r);
-			} else if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-				close(c);
-				for (int j = 0; j < nclients; j++)
-					if (clients[j] == c)
-						clients[j] = clients[--nclients];
-			}
-		}
-		if (fds[0].revents & POLLIN) {
-			if (waitpid(init, &status, 0) == init || errno == ECHILD)
-				break;
-		}
-	}
-	// Last console output, then hand over to the Go monitor.
-	if (pty >= 0) {
-		fcntl(pty, F_SETFL, fcntl(pty, F_GETFL) | O_NONBLOCK);
-		ssize_t r;
-		while ((r = read(pty, buf, sizeof buf)) > 0)
-			log_write(buf, r);
-		close(pty);
-	}
+	vectl_relay(&r);
+	while (waitpid(h.init, &status, 0) < 0 && errno == EINTR)
+		;
+	close(h.pty);
 	if (peer >= 0)
 		close(peer);
 	close(pidfd);
-	if (logfd >= 0)
-		close(logfd);
+	vectl_log_close();
 
 	// The resume message: who we are, the init's status, the listener and the clients.
 	static char out[4096], hex[2 * sizeof out + 1];
@@ -239,14 +304,15 @@ void vectl_idle(int argc, char **argv, char **envp)
 	int bad = wire_put_u32(out, sizeof out, &on, IDLE_ATTR_VERSION, IDLE_PROTO_VERSION) ||
 		  wire_put_str(out, sizeof out, &on, IDLE_ATTR_VEID, h.veid) ||
 		  wire_put_str(out, sizeof out, &on, IDLE_ATTR_RUNID, h.runid) ||
-		  wire_put_u32(out, sizeof out, &on, IDLE_ATTR_LISTENFD, (uint32_t)lfd) ||
+		  wire_put_u32(out, sizeof out, &on, IDLE_ATTR_LISTENFD, (uint32_t)h.lfd) ||
 		  wire_put_u32(out, sizeof out, &on, IDLE_ATTR_INITSTATUS, (uint32_t)status);
-	for (int i = 0; i < nclients && !bad; i++) {
-		fcntl(clients[i], F_SETFL, fcntl(clients[i], F_GETFL) & ~O_NONBLOCK);
-		bad = wire_put_u32(out, sizeof out, &on, IDLE_ATTR_CLIENTFD, (uint32_t)clients[i]);
-	}
+	for (int i = 0; i < r.nclients && !bad; i++)
+		bad = wire_put_u32(out, sizeof out, &on, IDLE_ATTR_CLIENTFD, (uint32_t)r.clients[i]);
 	if (bad)
 		_exit(1);
+	// The clients survive the exec into the Go monitor (accept4 made them close-on-exec).
+	for (int i = 0; i < r.nclients; i++)
+		fcntl(r.clients[i], F_SETFD, 0);
 	wire_hex(out, on, hex);
 	h.resume[h.nresume] = IDLE_RESUME_FLAG;
 	h.resume[h.nresume + 1] = hex;

@@ -1,14 +1,18 @@
-// Package idle is the resting state of a VE's monitor: a loop in C that runs from an ELF
+// Package idle is the console of a VE's monitor: the one console relay and console log
+// writer of vectl, in C (idle.c), used by the Go monitor through Relay and the Log functions,
+// and the resting state of a background monitor built on them: a loop that runs from an ELF
 // constructor, before the Go runtime starts, when the binary is executed as
-// "vectl __monitor-idle MESSAGE". It relays the VE's console pty to the console log and to
-// vectl console clients, and when the VE's init (its child) exits it executes the Go monitor
-// again with the init's wait status. An idle monitor therefore costs the few pages the loop
-// touches instead of a Go runtime's several MiB. The package must be linked into vectl (main
-// imports it); its Go API is the two messages of proto.go.
+// "vectl __monitor-idle MESSAGE". The loop relays the VE's console pty to the console log and
+// to vectl console clients, and when the VE's init (its child) exits it executes the Go
+// monitor again with the init's wait status. An idle monitor therefore costs the few pages
+// the loop touches instead of a Go runtime's several MiB. The package must be linked into
+// vectl (main imports it). It must not import other vectl packages but container/wire.
 package idle
 
 /*
 #cgo CFLAGS: -Wall -O2 -I${SRCDIR}/../wire
+#include <stdlib.h>
+#include "idle.h"
 extern void vectl_idle(int argc, char **argv, char **envp);
 void __attribute__((constructor)) vectl_idle_init(int argc, char **argv, char **envp) {
 	vectl_idle(argc, argv, envp);
@@ -16,7 +20,67 @@ void __attribute__((constructor)) vectl_idle_init(int argc, char **argv, char **
 */
 import "C"
 
+import (
+	"runtime"
+	"unsafe"
+)
+
 // Arg is the argv[1] that turns the binary into the idle loop; argv[2] is the Handover
 // message (proto.go), and what follows is for ps only. When the init has exited the loop
 // executes Handover.ResumeArgv followed by ResumeFlag, the Resume message and the VE's id.
 const Arg = "__monitor-idle"
+
+// LogOpen makes fd, open for appending at path, this process's console log, rotated once to
+// path.1 when it would grow past max bytes. The log owns fd from now on (see LogFD).
+func LogOpen(fd int, path string, max int64) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	C.vectl_log_open(C.int(fd), cpath, C.long(max))
+}
+
+// LogWrite appends to the console log, without carriage returns, rotating it as needed. It
+// is safe while a relay runs.
+func LogWrite(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	C.vectl_log_write((*C.char)(unsafe.Pointer(&p[0])), C.size_t(len(p)))
+}
+
+// LogFD is the console log's current descriptor (a rotation replaces it), or -1.
+func LogFD() int { return int(C.vectl_log_fd()) }
+
+// LogClose closes the console log.
+func LogClose() { C.vectl_log_close() }
+
+// Relay is what one console relay works with. Descriptors of -1 are absent.
+type Relay struct {
+	Pty     int   // the console pty master
+	Listen  int   // the console socket's listener
+	Clients []int // connected vectl console clients; Run updates it
+	TermIn  int   // the foreground terminal, or -1
+	TermOut int
+	Stop    int // Run returns once this turns readable
+}
+
+// Run relays the console (C's vectl_relay, on a thread of its own) until r.Stop turns
+// readable, then drains the console into the log. r.Clients holds the clients still
+// connected afterwards.
+func (r *Relay) Run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var c C.struct_vectl_relay
+	c.pty, c.lfd, c.term_in, c.term_out, c.stopfd = C.int(r.Pty), C.int(r.Listen), C.int(r.TermIn),
+		C.int(r.TermOut), C.int(r.Stop)
+	for i, fd := range r.Clients {
+		if i < MaxClients {
+			c.clients[i] = C.int(fd)
+			c.nclients++
+		}
+	}
+	C.vectl_relay(&c)
+	r.Clients = r.Clients[:0]
+	for i := 0; i < int(c.nclients); i++ {
+		r.Clients = append(r.Clients, int(c.clients[i]))
+	}
+}
