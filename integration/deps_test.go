@@ -447,15 +447,8 @@ func shellCode(script string) string {
 // machine with dpkg, each program found on PATH must come from the package the table names:
 // the arping of Debian's arping package is not iputils' arping that the tests need.
 func TestDepsProvided(t *testing.T) {
-	repo, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk, err := os.ReadFile(filepath.Join(repo, "Makefile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := readProvides(t, string(mk))
+	repo, mk := repoMakefile(t)
+	p := readProvides(t, mk)
 	used := usedPrograms(t, repo)
 	for _, want := range []string{"arping", "nft", "debootstrap", "qemu-system-x86_64", "runc", "py:scapy", "lxc-start", "iperf3"} {
 		if _, ok := used[want]; !ok {
@@ -531,9 +524,9 @@ func dpkgOwners(paths []string) map[string]string {
 	return owners
 }
 
-// TestDepsCheckFails (issue 14): the check names the program when its package leaves the
-// Makefile's lists, and names a package that no row explains.
-func TestDepsCheckFails(t *testing.T) {
+// repoMakefile returns the repository's directory and its Makefile.
+func repoMakefile(t *testing.T) (string, string) {
+	t.Helper()
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -542,17 +535,24 @@ func TestDepsCheckFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return repo, string(mk)
+}
+
+// TestDepsCheckFails (issue 14): the check names the program when its package leaves the
+// Makefile's lists, and names a package that no row explains.
+func TestDepsCheckFails(t *testing.T) {
+	repo, mk := repoMakefile(t)
 	used := usedPrograms(t, repo)
-	removed := regexp.MustCompile(`(DEB_TEST\s*:=.*?)\biputils-arping\b`).ReplaceAllString(strings.ReplaceAll(string(mk), "\\\n", " "), "$1")
+	removed := regexp.MustCompile(`(DEB_TEST\s*:=.*?)\biputils-arping\b`).ReplaceAllString(strings.ReplaceAll(mk, "\\\n", " "), "$1")
 	errs := strings.Join(readProvides(t, removed).check(used), "\n")
 	if !strings.Contains(errs, "program arping") || !strings.Contains(errs, "iputils-arping") {
 		t.Errorf("with iputils-arping removed from the lists the check says:\n%s", errs)
 	}
-	extra := regexp.MustCompile(`(DEB_TEST\s*:=)`).ReplaceAllString(string(mk), "$1 cowsay")
+	extra := regexp.MustCompile(`(DEB_TEST\s*:=)`).ReplaceAllString(mk, "$1 cowsay")
 	if errs := strings.Join(readProvides(t, extra).check(used), "\n"); !strings.Contains(errs, "package cowsay") {
 		t.Errorf("with an unexplained package in the lists the check says:\n%s", errs)
 	}
-	noRow := regexp.MustCompile(`\bnft=nftables\b`).ReplaceAllString(string(mk), "")
+	noRow := regexp.MustCompile(`\bnft=nftables\b`).ReplaceAllString(mk, "")
 	if errs := strings.Join(readProvides(t, noRow).check(used), "\n"); !strings.Contains(errs, "program nft") {
 		t.Errorf("with nft's row removed the check says:\n%s", errs)
 	}

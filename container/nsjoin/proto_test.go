@@ -2,9 +2,10 @@ package nsjoin
 
 import (
 	"flag"
-	"os"
 	"reflect"
 	"testing"
+
+	"github.com/vectl/vectl/container/wire"
 )
 
 var update = flag.Bool("update", false, "rewrite proto.h from proto.go")
@@ -12,18 +13,8 @@ var update = flag.Bool("update", false, "rewrite proto.h from proto.go")
 // TestProtoHeader: the C side's constants (proto.h, which nsjoin.c includes) are the Go
 // side's. A change to one without the other fails here; -update regenerates the header.
 func TestProtoHeader(t *testing.T) {
-	want := header()
-	if *update {
-		if err := os.WriteFile("proto.h", []byte(want), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := os.ReadFile("proto.h")
-	if err != nil {
+	if err := wire.SyncHeader("proto.h", header(), *update); err != nil {
 		t.Fatal(err)
-	}
-	if string(got) != want {
-		t.Fatalf("proto.h differs from proto.go (run go test ./container/nsjoin -update):\n%s\nwant:\n%s", got, want)
 	}
 }
 

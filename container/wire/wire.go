@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 )
@@ -100,6 +101,26 @@ func DecodeHex(s string) ([]Attr, error) {
 		return nil, fmt.Errorf("message: %w", err)
 	}
 	return Decode(b)
+}
+
+// SyncHeader compares the C header at path with want, the header rendered from the Go
+// constants, after writing want there when update is set. Each message's TestProtoHeader
+// calls it, so that the two sides cannot disagree on a field.
+func SyncHeader(path, want string, update bool) error {
+	if update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			return err
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if string(got) != want {
+		return fmt.Errorf("%s differs from the Go constants (go test -run TestProtoHeader -update regenerates it):\n%s\nwant:\n%s",
+			path, got, want)
+	}
+	return nil
 }
 
 // Const is a constant shared with a C side.
