@@ -54,9 +54,11 @@ EXIT STATUS:
 				Usage:     "add a root filesystem archive (.tar, .tar.gz, .tar.xz, .tar.zst) to the cache",
 				ArgsUsage: "FILE",
 				Description: `The archive is checked entry by entry while it is unpacked: absolute paths, "..",
-writes through symlinks, hardlinks leaving the tree and device nodes are refused with an error
-naming the entry, and nothing is left behind. The name defaults to the file name without
-its .tar.* suffix.
+writes through symlinks and hardlinks leaving the tree are refused with an error naming the
+entry, and nothing is left behind. Device nodes (debootstrap, OpenVZ's precreated caches and
+image servers ship some in /dev) are skipped, as a VE gets its own /dev: one line says how
+many were in /dev, and one names each found elsewhere. The name defaults to the file name
+without its .tar.* suffix.
 
 EXAMPLES:
    vectl template import /srv/debian-12-x86_64-minimal.tar.zst
@@ -78,6 +80,9 @@ EXIT STATUS:
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "template %s imported (%s, sha256 %s)\n", info.Name, humanSize(info.Size), info.SHA256)
+					for _, note := range info.Skipped {
+						fmt.Fprintf(c.App.Writer, "template %s: %s\n", info.Name, note)
+					}
 					return nil
 				},
 			},

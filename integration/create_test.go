@@ -3,8 +3,11 @@
 package integration
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -308,5 +311,65 @@ func TestDebianTemplateContent(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(lower, p)); err != nil {
 			t.Errorf("template lacks %s: %v", p, err)
 		}
+	}
+}
+
+// TestTemplateImportSkipsDeviceNodes (issue 20): an archive shaped like debootstrap's or an
+// OpenVZ precreated cache (top directory "./", device nodes in /dev) imports; the nodes are
+// skipped and said so, one outside /dev is named, and a VE made from it boots with its own
+// /dev.
+func TestTemplateImportSkipsDeviceNodes(t *testing.T) {
+	e := newEnv(t)
+	// The busybox fixture's tree, repacked with "./" names and device nodes added.
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("tar", "--zstd", "-xf", busyboxFixture(t), "-C", src).CombinedOutput(); err != nil {
+		t.Fatalf("unpack the fixture: %v\n%s", err, out)
+	}
+	arc := filepath.Join(t.TempDir(), "busybox-1.35-x86_64-devnodes.tar.gz")
+	f, err := os.Create(arc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz := gzip.NewWriter(f)
+	tw := tar.NewWriter(gz)
+	if err := tw.AddFS(os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []struct {
+		name  string
+		typ   byte
+		major int64
+	}{{"./dev/null", tar.TypeChar, 1}, {"./dev/zero", tar.TypeChar, 1}, {"./dev/sda", tar.TypeBlock, 8}, {"./etc/console", tar.TypeChar, 5}} {
+		if err := tw.WriteHeader(&tar.Header{Name: n.name, Typeflag: n.typ, Mode: 0o666, Devmajor: n.major}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []io.Closer{tw, gz, f} {
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := e.must("template", "import", arc).stdout
+	for _, want := range []string{"imported", "skipped 3 device nodes in /dev", "skipped device node /etc/console"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("import output lacks %q:\n%s", want, out)
+		}
+	}
+	var infos []struct {
+		Name    string
+		Skipped []string
+	}
+	if err := json.Unmarshal([]byte(e.must("template", "list", "--json").stdout), &infos); err != nil || len(infos) != 1 ||
+		len(infos[0].Skipped) != 2 {
+		t.Fatalf("template list --json: %+v, %v", infos, err)
+	}
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", infos[0].Name)
+	e.must("start", id, "--wait")
+	if got := e.out(id, "sh", "-c", "test -c /dev/null && test ! -e /dev/sda && test ! -e /etc/console && echo ok"); got != "ok" {
+		t.Errorf("the VE's /dev: %q", got)
 	}
 }

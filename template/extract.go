@@ -21,55 +21,77 @@ var (
 	errAbsolute    = fmt.Errorf("absolute path: %w", ErrUnsafeEntry)
 	errDotDot      = fmt.Errorf("path leaves the target: %w", ErrUnsafeEntry)
 	errThroughLink = fmt.Errorf("path goes through a symlink: %w", ErrUnsafeEntry)
-	errDevice      = fmt.Errorf("device nodes are not allowed in a template (a VE gets its own /dev); "+
-		"repack the archive without them: %w", ErrUnsafeEntry)
 )
 
 // Extract unpacks an uncompressed tar stream into dst, an existing empty directory, treating
 // the archive as hostile: every entry is created with *at system calls relative to a parent
 // directory that was opened without following any symlink, so nothing is ever written outside
-// dst or through a link. Absolute names, ".." components, links leaving the tree and device
-// nodes are refused with an *EntryError wrapping ErrUnsafeEntry. Owners are restored only when
+// dst or through a link. Absolute names, ".." components and links leaving the tree are
+// refused with an *EntryError wrapping ErrUnsafeEntry; device nodes are skipped (Skipped). Owners are restored only when
 // running as root; modes (setuid, setgid and sticky included), mtimes and SCHILY.xattr
 // records always are, except overlayfs's own attributes, which are dropped. On error dst is
 // left partly filled for the caller to remove.
 func Extract(r io.Reader, dst string) error {
-	return extract(context.Background(), r, dst)
+	_, err := extract(context.Background(), r, dst)
+	return err
 }
 
-// extract is Extract with a context checked between entries.
-func extract(ctx context.Context, r io.Reader, dst string) error {
+// Skipped is what an extraction left out on purpose: device nodes, which debootstrap,
+// OpenVZ's precreated caches and image servers' archives ship in /dev, while a VE gets its
+// own /dev. Hard links to a skipped node are skipped with it.
+type Skipped struct {
+	DevNodes  int      // nodes below dev/
+	Elsewhere []string // nodes anywhere else, by name
+}
+
+// Notes are the lines that tell the user what was skipped (none when nothing was).
+func (s Skipped) Notes() []string {
+	var out []string
+	if s.DevNodes > 0 {
+		out = append(out, fmt.Sprintf("skipped %d device nodes in /dev (a VE gets its own /dev)", s.DevNodes))
+	}
+	for _, n := range s.Elsewhere {
+		out = append(out, "skipped device node /"+n+" (outside /dev; a VE gets its own devices)")
+	}
+	return out
+}
+
+// extract is Extract with a context checked between entries; it also says what it skipped.
+func extract(ctx context.Context, r io.Reader, dst string) (Skipped, error) {
 	// Every existing path inside the target is resolved without following any symlink (a
 	// symlink in any component fails with ELOOP), and nothing outside it.
 	t, err := openArchiveTree(dst)
 	if err != nil {
-		return err
+		return Skipped{}, err
 	}
 	defer t.Close()
-	x := &extractor{t: t, asRoot: os.Geteuid() == 0, dirs: map[string]*tar.Header{}}
+	x := &extractor{t: t, asRoot: os.Geteuid() == 0, dirs: map[string]*tar.Header{}, nodes: map[string]bool{}}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return x.skipped, err
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read archive: %w", err)
+			return x.skipped, fmt.Errorf("read archive: %w", err)
 		}
 		if err := x.entry(hdr, tr); err != nil {
-			return &EntryError{Entry: hdr.Name, Err: err}
+			return x.skipped, &EntryError{Entry: hdr.Name, Err: err}
 		}
 	}
-	return x.finishDirs()
+	return x.skipped, x.finishDirs()
 }
 
 // extractor holds the state of one extraction.
 type extractor struct {
 	t      *tree // the target directory, resolved without symlinks
 	asRoot bool  // restore owners; an unprivileged caller keeps its own
+	// skipped counts the device nodes left out; nodes holds their names, for hard links.
+	skipped Skipped
+	nodes   map[string]bool
 	// dirs holds the headers of the directories extracted so far, by clean name ("" is the
 	// target itself). Their mode and mtime are applied at the end: a 0555 directory must stay
 	// writable while its contents arrive, and creating those contents changes its mtime.
@@ -108,7 +130,8 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	}
 	switch hdr.Typeflag {
 	case tar.TypeChar, tar.TypeBlock:
-		return errDevice
+		x.skip(name)
+		return nil
 	case tar.TypeDir:
 		return x.dir(name, hdr)
 	}
@@ -288,10 +311,24 @@ func (x *extractor) symlink(name string, hdr *tar.Header) error {
 	return setTimes(pfd, base, hdr)
 }
 
+// skip leaves out the device node name (a VE gets its own /dev).
+func (x *extractor) skip(name string) {
+	x.nodes[name] = true
+	if name == "dev" || strings.HasPrefix(name, "dev/") {
+		x.skipped.DevNodes++
+	} else {
+		x.skipped.Elsewhere = append(x.skipped.Elsewhere, name)
+	}
+}
+
 func (x *extractor) hardlink(name string, hdr *tar.Header) error {
 	target, err := cleanName(hdr.Linkname)
 	if err != nil {
 		return fmt.Errorf("link target %q: %w", hdr.Linkname, err)
+	}
+	if x.nodes[target] {
+		x.skip(name) // a second name of a skipped device node
+		return nil
 	}
 	if target == "" {
 		return fmt.Errorf("link target %q is the target directory: %w", hdr.Linkname, ErrUnsafeEntry)

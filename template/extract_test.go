@@ -3,9 +3,11 @@ package template
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,9 +73,6 @@ func TestExtractRefusesHostileEntries(t *testing.T) {
 		{"hardlink through symlinked parent", func(sb sandbox) []ent {
 			return []ent{symlinkEnt("link", sb.outside), hardlinkEnt("hl", "link/victim")}
 		}, "hl"},
-		{"char device", func(sandbox) []ent { return []ent{specialEnt("dev/sda", tar.TypeChar)} }, "dev/sda"},
-		{"block device", func(sandbox) []ent { return []ent{specialEnt("dev/loop0", tar.TypeBlock)} }, "dev/loop0"},
-		{"device elsewhere", func(sandbox) []ent { return []ent{specialEnt("etc/null", tar.TypeChar)} }, "etc/null"},
 		{"unknown type", func(sandbox) []ent { return []ent{specialEnt("weird", 'Z')} }, "weird"},
 		{"file naming the target", func(sandbox) []ent { return []ent{fileEnt(".", "x")} }, "."},
 	}
@@ -95,6 +94,42 @@ func TestExtractRefusesHostileEntries(t *testing.T) {
 			sb.checkUntouched(t)
 		})
 	}
+}
+
+// TestExtractSkipsDeviceNodes (issue 20): device nodes, in /dev as debootstrap and OpenVZ's
+// caches ship them or elsewhere, and hard links to them are skipped, not refused, and
+// counted; everything else of the archive is unpacked.
+func TestExtractSkipsDeviceNodes(t *testing.T) {
+	sb := newSandbox(t)
+	es := []ent{dirEnt("./", 0o755), dirEnt("./dev/", 0o755), specialEnt("./dev/null", tar.TypeChar),
+		specialEnt("./dev/loop0", tar.TypeBlock), hardlinkEnt("./dev/null2", "./dev/null"),
+		dirEnt("./etc/", 0o755), specialEnt("./etc/null", tar.TypeChar), fileEnt("./etc/hostname", "h\n"),
+		specialEnt("./dev/initctl", tar.TypeFifo)}
+	skipped, err := extract(context.Background(), bytes.NewReader(tarball(t, es)), sb.target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skipped.DevNodes != 3 || !slices.Equal(skipped.Elsewhere, []string{"etc/null"}) {
+		t.Errorf("skipped %+v, want 3 in /dev and etc/null", skipped)
+	}
+	for _, n := range []string{"dev/null", "dev/loop0", "dev/null2", "etc/null"} {
+		if _, err := os.Lstat(filepath.Join(sb.target, n)); !os.IsNotExist(err) {
+			t.Errorf("%s was created: %v", n, err)
+		}
+	}
+	for _, n := range []string{"etc/hostname", "dev/initctl", "dev"} {
+		if _, err := os.Lstat(filepath.Join(sb.target, n)); err != nil {
+			t.Errorf("%s is missing: %v", n, err)
+		}
+	}
+	notes := strings.Join(skipped.Notes(), "\n")
+	if !strings.Contains(notes, "skipped 3 device nodes in /dev") || !strings.Contains(notes, "/etc/null") {
+		t.Errorf("notes: %q", notes)
+	}
+	if len((Skipped{}).Notes()) != 0 {
+		t.Error("notes for nothing skipped")
+	}
+	sb.checkUntouched(t)
 }
 
 // TestExtractHostileButSafe covers hostile-looking archives that extract fine because the

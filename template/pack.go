@@ -285,7 +285,7 @@ func CopyTree(ctx context.Context, src, dst string) (err error) {
 		pw.CloseWithError(err)
 		packed <- err
 	}()
-	xerr := extract(ctx, pr, dst)
+	_, xerr := extract(ctx, pr, dst) // a cached tree has no device nodes to skip
 	if xerr == nil {
 		// Let the packer finish writing the end-of-archive blocks.
 		_, xerr = io.Copy(io.Discard, pr)

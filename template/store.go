@@ -42,6 +42,8 @@ type Info struct {
 	// Init is the init system found in the unpacked tree ("systemd", "sysvinit",
 	// "busybox", "openrc"), or "" when /sbin/init is missing.
 	Init string `json:"init"`
+	// Skipped says what the import left out of the archive (device nodes), one line each.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Store is the template cache in directory Dir (normally /var/lib/vectl/templates).
@@ -263,10 +265,12 @@ func (s *Store) install(ctx context.Context, name string, a archive, source stri
 		return info, err
 	}
 	r.Add(func() error { return removeTree(tmp) })
-	if err := unpack(ctx, a, tmp); err != nil {
+	skipped, err := unpack(ctx, a, tmp)
+	if err != nil {
 		return info, err
 	}
 	info = Info{
+		Skipped: skipped.Notes(),
 		Name:    name,
 		SHA256:  a.sha256,
 		Size:    a.size,
@@ -303,15 +307,15 @@ func (s *Store) install(ctx context.Context, name string, a archive, source stri
 }
 
 // unpack extracts archive a into the existing directory dst.
-func unpack(ctx context.Context, a archive, dst string) error {
+func unpack(ctx context.Context, a archive, dst string) (Skipped, error) {
 	f, err := os.Open(a.path)
 	if err != nil {
-		return err
+		return Skipped{}, err
 	}
 	defer f.Close()
 	tr, err := decompress(f, a.format)
 	if err != nil {
-		return err
+		return Skipped{}, err
 	}
 	defer tr.Close()
 	return extract(ctx, tr, dst)

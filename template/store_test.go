@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -109,7 +110,7 @@ func TestImportFormats(t *testing.T) {
 			sum := sha256.Sum256(data)
 			want := Info{Name: name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)),
 				Format: tt.format, Source: path, Created: info.Created, Init: "busybox"}
-			if info != want {
+			if !reflect.DeepEqual(info, want) {
 				t.Errorf("Import = %+v\nwant     %+v", info, want)
 			}
 			if info.Created.IsZero() {
