@@ -23,7 +23,9 @@ GOEXP   := nogreenteagc
 # one list per purpose; `make deps` installs all of them. PROVIDES says what each package is
 # there for: PROGRAM=PACKAGE for a host program that the Makefile, the code, the tests, the
 # bench or a host script runs, py:MODULE=PACKAGE for a Python module the tests import,
-# lib:NAME=PACKAGE for a library the build links, cgo:NAME=PACKAGE for what cgo runs. `toolchain` is the Go toolchain in
+# lib:NAME=PACKAGE for a library the build links, cgo:NAME=PACKAGE for what cgo runs,
+# via:TOOL:PROGRAM=PACKAGE for a program that a tool we run runs in turn (lxc-copy copies a
+# dir-backed rootfs with rsync; lxc only recommends it). `toolchain` is the Go toolchain in
 # /usr/local/go; Debian's Essential packages (coreutils, util-linux, ...) are on every Debian
 # system. integration/deps_test.go (part of `make test`) checks the table both ways against
 # every program the repository runs, and that each program on PATH comes from its package.
@@ -31,7 +33,7 @@ DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
 	iputils-ping iputils-arping python3-minimal python3-scapy
 DEB_VM    := qemu-system-x86
-DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox
+DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox rsync
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
 PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:libseccomp=libseccomp-dev \
 	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt \
@@ -40,7 +42,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	umount=mount losetup=mount ping=iputils-ping arping=iputils-arping python3=python3-minimal \
 	py:scapy=python3-scapy qemu-system-x86_64=qemu-system-x86 runc=runc crun=crun \
 	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc \
-	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox \
+	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
 	cat=coreutils chmod=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
 	du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \

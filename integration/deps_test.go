@@ -118,7 +118,13 @@ func (p provides) check(used map[string][]string) []string {
 	}
 	needed := map[string]bool{}
 	for thing, pkg := range p.pkg {
-		if _, ok := used[thing]; !ok && !strings.HasPrefix(thing, "lib:") && !strings.HasPrefix(thing, "cgo:") {
+		if via, ok := strings.CutPrefix(thing, "via:"); ok {
+			// A program run by another tool: that tool must still be run.
+			tool, _, _ := strings.Cut(via, ":")
+			if _, ok := used[tool]; !ok {
+				errs = append(errs, "PROVIDES row "+thing+"="+pkg+": nothing in the repository runs "+tool+" any more")
+			}
+		} else if _, ok := used[thing]; !ok && !strings.HasPrefix(thing, "lib:") && !strings.HasPrefix(thing, "cgo:") {
 			errs = append(errs, "PROVIDES row "+thing+"="+pkg+": nothing in the repository runs "+thing+" any more")
 		}
 		needed[pkg] = true
