@@ -462,7 +462,8 @@ func (n *Network) ensureHostWith(hh *netlink.Handle, firewall bool) error {
 		}
 		// Forwarding was turned on by a vectl (recorded, or by a vectl before the host
 		// record existed, which left a marker in its run directory) rather than by the admin.
-		if n.vectlChanged(f.sysctl) {
+		// One family's record settles the limit: the record is read at most once per call.
+		if !limit && n.vectlChanged(f.sysctl) {
 			limit = true
 		} else if marker := filepath.Join(n.stateDir, f.marker); fileExists(marker) {
 			if err := n.adoptMarker(f.sysctl, marker); err != nil {
