@@ -104,6 +104,11 @@ lint:
 	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/layout ./container/revert ./container/store ./container/wire | \
 		grep -E 'vectl/container( |$$)|opencontainers/runc/libcontainer|containernetworking|vishvananda/netlink|vectl/network' || true); \
 		if [ -n "$$bad" ]; then echo "a leaf package under container/ imports what it must not: $$bad"; exit 1; fi
+	@# The monitor (supervisor, console) and join (exec into a running VE) are driven by the VE
+	@# domain, never the other way round; neither knows the network or another's job.
+	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/monitor ./container/join | \
+		grep -E 'vectl/container( |$$)|vectl/container/(monitor|join|layout)( |$$)|containernetworking|vishvananda/netlink|vectl/network|vectl/template|vectl/resources' || true); \
+		if [ -n "$$bad" ]; then echo "container/monitor or container/join imports what it must not: $$bad"; exit 1; fi
 
 # Unit and integration tests; integration needs root and real namespaces.
 check: bin/vectl test integration

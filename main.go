@@ -19,9 +19,9 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/vectl/vectl/commands"
-	"github.com/vectl/vectl/container"
 	// The monitor's idle loop runs from a C constructor of this package (see its doc).
 	_ "github.com/vectl/vectl/container/idle"
+	"github.com/vectl/vectl/container/join"
 	// vectl exec's namespace joiner also runs from a C constructor (see its doc).
 	_ "github.com/vectl/vectl/container/nsjoin"
 )
@@ -33,8 +33,8 @@ func init() {
 		libcontainer.Init()
 	}
 	// The throwaway process that compiles a VE's seccomp profile for the exec cache.
-	if len(os.Args) > 1 && os.Args[1] == container.SeccompExportArg {
-		container.SeccompExportMain()
+	if len(os.Args) > 1 && os.Args[1] == join.ExportArg {
+		join.ExportMain()
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vectl/vectl/container"
+	"github.com/vectl/vectl/container/monitor"
 )
 
 // monitorArgs is the command line of this binary's hidden monitor command with the same
@@ -102,9 +103,9 @@ EXIT STATUS:
 				}
 				end, err := m.StartForeground(c.Context, id, in, sigs, wait)
 				switch end {
-				case container.EndShutdown:
+				case monitor.EndShutdown:
 					return nil
-				case container.EndCrashed:
+				case monitor.EndCrashed:
 					fmt.Fprintf(c.App.ErrWriter, "vectl: %v\n", err)
 					return statusError{2}
 				}
@@ -366,14 +367,14 @@ func monitorCommand() *cli.Command {
 			// SIGTERM or SIGINT would end the monitor; the VE is meant to outlive it. The
 			// dispositions survive the exec into the idle loop.
 			signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE)
-			o := container.MonitorOptions{Self: monitorArgs(c)}
+			o := monitor.Options{Self: monitorArgs(c)}
 			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}
 			if msg := c.String("resume"); msg != "" {
 				var of string
-				if of, o.Resume, err = container.ParseResume(msg); err != nil {
+				if of, o.Resume, err = monitor.ParseResume(msg); err != nil {
 					return err
 				}
 				if of != id {
@@ -381,8 +382,8 @@ func monitorCommand() *cli.Command {
 				}
 			} else {
 				var goAhead *os.File
-				o.Ready, o.Lock, goAhead = container.MonitorStartFiles()
-				if o.Gate = container.AwaitGoAhead(goAhead); o.Gate == nil {
+				o.Ready, o.Lock, goAhead = monitor.StartFiles()
+				if o.Gate = monitor.AwaitGoAhead(goAhead); o.Gate == nil {
 					return nil // the start failed or was killed while preparing the VE
 				}
 			}

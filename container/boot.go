@@ -3,8 +3,6 @@ package container
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"sort"
 )
 
@@ -60,22 +58,4 @@ func (m *Manager) Boot(ctx context.Context, stop bool, so StartOptions) ([]BootR
 		out = append(out, BootResult{ID: c.ID, Err: err})
 	}
 	return out, nil
-}
-
-// notifyReady tells systemd (Type=notify) that the VE is up, when NOTIFY_SOCKET is set.
-func notifyReady(state string) error {
-	sock := os.Getenv("NOTIFY_SOCKET")
-	if sock == "" {
-		return nil
-	}
-	if sock[0] == '@' {
-		sock = "\x00" + sock[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("sd_notify: %w", err)
-	}
-	defer c.Close()
-	_, err = c.Write([]byte(state))
-	return err
 }

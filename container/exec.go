@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/resources"
 )
 
@@ -83,68 +84,17 @@ func (m *Manager) Exec(ctx context.Context, ref string, o ExecOptions) (int, err
 	return waitForwarding(p, sigs, nil), nil
 }
 
-// execProc is a command started in a VE.
-type execProc interface {
-	Wait() (*os.ProcessState, error)
-	Signal(os.Signal) error
-}
-
-// execStarter returns how to start args in the running VE c: with vectl's joiner (package
-// nsjoin), or with libcontainer's exec helper when the VE has settings only that applies.
-// The function takes the command's stdio (unused with a pty) and the size of a pty from the
-// VE (nil: no pty), and returns the process and the pty master.
-func (m *Manager) execStarter(c *libcontainer.Container, args, env []string) func([3]*os.File, *ptySize) (execProc, *os.File, error) {
-	return func(stdio [3]*os.File, tty *ptySize) (execProc, *os.File, error) {
-		st, err := c.State()
-		if err != nil {
-			return nil, nil, err
+// execStarter returns how to start args in the running VE c (package join): the function
+// takes the command's stdio (unused with a pty) and the size of a pty from the VE (nil: no
+// pty), and returns the process and the pty master.
+func (m *Manager) execStarter(c *libcontainer.Container, args, env []string) func([3]*os.File, *join.PtySize) (join.Proc, *os.File, error) {
+	return func(stdio [3]*os.File, tty *join.PtySize) (join.Proc, *os.File, error) {
+		p, master, err := m.joiner.Start(c, args, env, stdio, tty)
+		if errors.Is(err, join.ErrGone) {
+			err = fmt.Errorf("%s: %w", c.ID(), ErrNotRunning)
 		}
-		spec, err := newJoinSpec(st)
-		if err == nil {
-			j, err := m.startJoined(spec, args, env, stdio, tty)
-			if !errors.Is(err, errNotJoinable) {
-				if err != nil {
-					return nil, nil, err
-				}
-				return j, j.master, nil
-			}
-		}
-		return m.startLibcontainer(c, args, env, stdio, tty)
+		return p, master, err
 	}
-}
-
-// ptySize is the size of a pty a command gets in the VE.
-type ptySize struct{ cols, rows uint16 }
-
-// startLibcontainer starts args in the VE with libcontainer's exec helper.
-func (m *Manager) startLibcontainer(c *libcontainer.Container, args, env []string, stdio [3]*os.File, tty *ptySize) (execProc, *os.File, error) {
-	p := m.execProcess(c, args, env)
-	if tty == nil {
-		p.Stdin, p.Stdout, p.Stderr = stdio[0], stdio[1], stdio[2]
-		if err := c.Run(p); err != nil {
-			return nil, nil, err
-		}
-		return p, nil, nil
-	}
-	parent, child, err := socketpair()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer parent.Close()
-	p.ConsoleSocket = child
-	p.ConsoleWidth, p.ConsoleHeight = tty.cols, tty.rows
-	err = c.Run(p)
-	child.Close()
-	if err != nil {
-		return nil, nil, err
-	}
-	master, err := recvFile(parent)
-	if err != nil {
-		p.Signal(unix.SIGKILL)
-		p.Wait()
-		return nil, nil, err
-	}
-	return p, master, nil
 }
 
 // explainExecFailure adds the likely cause when a VE is at its numproc limit: exec needs two
@@ -159,19 +109,8 @@ func (m *Manager) explainExecFailure(id string, err error) error {
 	return err
 }
 
-func (m *Manager) execProcess(c *libcontainer.Container, args, env []string) *libcontainer.Process {
-	cfg := c.Config()
-	return &libcontainer.Process{
-		Args:         args,
-		Env:          env,
-		Cwd:          "/",
-		Capabilities: cfg.Capabilities,
-		Init:         false,
-	}
-}
-
 // waitForwarding waits for p, forwarding the signals vectl receives; onWinch resizes a pty.
-func waitForwarding(p execProc, sigs chan os.Signal, onWinch func()) int {
+func waitForwarding(p join.Proc, sigs chan os.Signal, onWinch func()) int {
 	done := make(chan int, 1)
 	go func() {
 		ps, err := p.Wait()
@@ -210,13 +149,13 @@ func exitCode(ps *os.ProcessState, err error) int {
 
 // runTTY starts the command on a new pty in the VE and relays it to the user's terminal in
 // raw mode, following window size changes.
-func runTTY(start func([3]*os.File, *ptySize) (execProc, *os.File, error), o ExecOptions, sigs chan os.Signal) (int, error) {
+func runTTY(start func([3]*os.File, *join.PtySize) (join.Proc, *os.File, error), o ExecOptions, sigs chan os.Signal) (int, error) {
 	cur, err := console.ConsoleFromFile(o.Stdin)
 	if err != nil {
 		return 0, fmt.Errorf("a terminal is needed on stdin: %w", err)
 	}
 	size, _ := cur.Size()
-	p, master, err := start([3]*os.File{}, &ptySize{size.Width, size.Height})
+	p, master, err := start([3]*os.File{}, &join.PtySize{Cols: size.Width, Rows: size.Height})
 	if err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}

@@ -1,6 +1,7 @@
 // Package container is the VE domain: a VE's desired configuration, its live status, and the
-// Manager that creates, mounts, starts, stops and destroys VEs. It is the only vectl package
-// that imports libcontainer.
+// Manager that creates, mounts, starts, stops and destroys VEs. It and the two packages it
+// drives, container/monitor (a VE's supervisor) and container/join (commands started in a
+// running VE), are the only vectl packages that import libcontainer.
 package container
 
 import (
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
@@ -61,6 +63,7 @@ type Manager struct {
 	opts      Options
 	store     *store.Store
 	templates *template.Store
+	joiner    *join.Joiner
 }
 
 // New returns a Manager for opts, filling in defaults. It does not touch the disk.
@@ -89,11 +92,17 @@ func New(opts Options) *Manager {
 	if opts.TemplateDir == "" {
 		opts.TemplateDir = filepath.Join(opts.Root, "templates")
 	}
-	return &Manager{
+	m := &Manager{
 		opts:      opts,
 		store:     store.New(opts.Root),
 		templates: template.NewStore(opts.TemplateDir),
 	}
+	m.joiner = &join.Joiner{
+		CacheDir:   filepath.Join(opts.RunDir, "seccomp"),
+		RecordPath: func(id string) string { return m.runFile(id, seccompRecord) },
+		SealDir:    func(id string) string { return filepath.Join(m.lcRoot(), id) },
+	}
+	return m
 }
 
 // init creates the state directories; every mutating operation calls it first.

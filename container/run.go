@@ -18,6 +18,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/join"
 )
 
 // Volatile per-VE paths under RunDir; a host reboot clears them, which means "stopped".
@@ -32,7 +34,8 @@ const (
 	stoppingFile   = "stopping"    // set by stop before it signals the init
 	monitorPIDFile = "monitor.pid" // "pid starttime" of the VE's monitor
 	consoleSock    = "console.sock"
-	initTypeFile   = "init" // init system detected at start (systemd, busybox, ...)
+	initTypeFile   = "init"    // init system detected at start (systemd, busybox, ...)
+	seccompRecord  = "seccomp" // the compiled seccomp program the VE's processes run (package join)
 )
 
 func (m *Manager) ociPath(id string) string { return filepath.Join(m.store.VEDir(id), "oci.json") }
@@ -117,7 +120,7 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 	if err := os.MkdirAll(m.lcRoot(), 0o700); err != nil {
 		return nil, nil, nil, err
 	}
-	sc, err := m.takeSeccomp(id, cfg)
+	sc, err := m.joiner.TakeSeccomp(id, cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -128,7 +131,7 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 	p := initProcess(s, c)
 	done := func() {}
 	if sc != nil {
-		if done, err = m.wrapInit(id, p, sc); err != nil {
+		if done, err = m.joiner.WrapInit(id, p, sc); err != nil {
 			c.Destroy()
 			return nil, nil, nil, err
 		}
@@ -248,24 +251,6 @@ func (m *Manager) destroyContainer(id string) error {
 	return errors.Join(errs...)
 }
 
-// pidStart returns the start time of a process (field 22 of /proc/pid/stat), which together
-// with the pid identifies it across pid reuse.
-func pidStart(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, errors.New("bad stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("bad stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
 // waitExited waits until the process pid with the given start time is a zombie or gone.
 func waitExited(pid int, start uint64, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
@@ -285,7 +270,7 @@ func waitExited(pid int, start uint64, timeout time.Duration) {
 
 // writePidFile records pid and its start time.
 func writePidFile(path string, pid int) error {
-	st, err := pidStart(pid)
+	st, err := join.StartTime(pid)
 	if err != nil {
 		return err
 	}
@@ -303,6 +288,6 @@ func readPidFile(path string) (int, bool) {
 	if _, err := fmt.Sscanf(string(data), "%d %d", &pid, &st); err != nil {
 		return 0, false
 	}
-	now, err := pidStart(pid)
+	now, err := join.StartTime(pid)
 	return pid, err == nil && now == st
 }

@@ -1,22 +1,19 @@
 package container
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/console"
 
+	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
 	"github.com/vectl/vectl/template"
@@ -51,9 +48,9 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	}
 	// The monitor is started first and waits for the go-ahead: its runtime comes up (about
 	// 4 ms for a Go process of this size) while this vectl prepares the VE.
-	var mon *monitorSpawn
+	var mon *monitor.Spawned
 	if !o.NoMonitor && !cfg.NoMonitor {
-		if mon, err = m.spawnMonitor(id, o.MonitorArgs, l); err != nil {
+		if mon, err = monitor.Spawn(o.MonitorArgs, id, l.File(), m.consoleLog(id)); err != nil {
 			l.Unlock()
 			return fmt.Errorf("start %s: %w", id, err)
 		}
@@ -63,12 +60,12 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	cfg, initType, err := m.prepare(ctx, id, o.NoMonitor, mon == nil)
 	switch {
 	case err != nil && mon != nil:
-		mon.cancel()
+		mon.Cancel()
 	case err != nil:
 	case mon == nil:
 		err = m.runDetached(id)
 	default:
-		err = mon.boot(func() error {
+		err = mon.Boot(func() error {
 			if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
 				return fmt.Errorf("network: %w", err)
 			}
@@ -90,10 +87,10 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,
 // for systemd units: the console is on in's terminal when there is one, SIGTERM, SIGINT and
 // SIGHUP stop the VE gracefully and other signals are forwarded to its init.
-func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration) (Ending, error) {
+func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration) (monitor.Ending, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
-		return EndFailed, err
+		return monitor.EndFailed, err
 	}
 	unlock := func() {
 		if l != nil {
@@ -103,11 +100,11 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	}
 	defer unlock()
 	if _, err := m.startable(id); err != nil {
-		return EndFailed, fmt.Errorf("start %s: %w", id, err)
+		return monitor.EndFailed, fmt.Errorf("start %s: %w", id, err)
 	}
 	_, initType, err := m.prepare(ctx, id, false, true)
 	if err != nil {
-		return EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
+		return monitor.EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
 	}
 	var term *os.File
 	if cur, err := console.ConsoleFromFile(in); err == nil && cur.SetRaw() == nil {
@@ -126,10 +123,10 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 			if wait > 0 && m.waitBooted(ctx, id, initType, wait) != nil {
 				return
 			}
-			notifyReady("READY=1\nSTATUS=VE " + id + " is up")
+			monitor.Notify("READY=1\nSTATUS=VE " + id + " is up")
 		}()
 	}
-	return m.RunMonitor(ctx, id, MonitorOptions{Terminal: term, Signals: sigs, Booted: booted})
+	return m.RunMonitor(ctx, id, monitor.Options{Terminal: term, Signals: sigs, Booted: booted})
 }
 
 // startable checks, before anything is changed, that a VE can be started, and returns its
@@ -234,7 +231,7 @@ func (m *Manager) runDetached(id string) error {
 		return err
 	}
 	defer devnull.Close()
-	log, err := appendLog(m.consoleLog(id))
+	log, err := monitor.AppendLog(m.consoleLog(id))
 	if err != nil {
 		return err
 	}
@@ -250,103 +247,6 @@ func (m *Manager) runDetached(id string) error {
 		return fmt.Errorf("run init: %w", err)
 	}
 	return nil
-}
-
-// monitorSpawn is a VE's monitor that has been started but waits for the go-ahead.
-type monitorSpawn struct {
-	cmd     *exec.Cmd
-	ready   *os.File      // the monitor writes "ok" or "error: ..." here once the init runs
-	goAhead *os.File      // "go" lets it boot the VE; closed unwritten, the monitor just exits
-	exited  chan struct{} // closed when the monitor has exited and been reaped
-	log     string
-}
-
-// spawnMonitor starts the VE's monitor (this binary, re-executed) in its own session. It
-// comes up and waits, touching nothing, until boot gives the go-ahead. The monitor inherits
-// the VE's lock and keeps it until its first boot is done, so that the VE stays locked even
-// if this vectl is killed meanwhile.
-func (m *Manager) spawnMonitor(id string, args []string, lock *store.Lock) (*monitorSpawn, error) {
-	if len(args) == 0 {
-		return nil, errors.New("no monitor command")
-	}
-	log, err := appendLog(m.consoleLog(id))
-	if err != nil {
-		return nil, err
-	}
-	defer log.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
-	gr, gw, err := os.Pipe()
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
-	defer gr.Close()
-	cmd := exec.Command(args[0], append(args[1:], id)...)
-	cmd.Args[0] = "vectl"
-	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = log, log // a crashing monitor's last words land in the log
-	cmd.ExtraFiles = monitorStartFiles(w, lock.File(), gr)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		gw.Close()
-		return nil, fmt.Errorf("monitor: %w", err)
-	}
-	s := &monitorSpawn{cmd: cmd, ready: r, goAhead: gw, exited: make(chan struct{}), log: m.consoleLog(id)}
-	go func() { // reaps the monitor if it dies while we still run
-		cmd.Wait()
-		close(s.exited)
-	}()
-	return s, nil
-}
-
-// boot lets the monitor create the VE's container, runs attach (the VE's network)
-// meanwhile, lets the monitor execute the init, and waits until it reports that the init
-// runs, or why it does not. When attach fails the monitor cancels its boot, and boot
-// returns once it has exited.
-func (s *monitorSpawn) boot(attach func() error) error {
-	defer s.ready.Close()
-	if _, err := s.goAhead.WriteString("go\n"); err != nil {
-		s.goAhead.Close()
-		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)
-	}
-	if err := attach(); err != nil {
-		s.cancel()
-		return err
-	}
-	_, err := s.goAhead.WriteString("run\n")
-	s.goAhead.Close()
-	if err != nil {
-		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)
-	}
-	line, err := bufio.NewReader(s.ready).ReadString('\n')
-	line = strings.TrimSpace(line)
-	switch {
-	case line == "ok":
-		return nil
-	case strings.HasPrefix(line, "error: "):
-		return errors.New(strings.TrimPrefix(line, "error: "))
-	case errors.Is(err, io.EOF):
-		return fmt.Errorf("the monitor exited before the VE started (see %s)", s.log)
-	}
-	return fmt.Errorf("monitor: %q %v", line, err)
-}
-
-// cancel sends the monitor away without a boot and waits until it has exited, so that a
-// teardown that follows does not race with it.
-func (s *monitorSpawn) cancel() {
-	s.goAhead.Close()
-	s.ready.Close()
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
 }
 
 // waitBooted waits until the VE reports boot complete: for systemd guests,

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/resources"
 )
 
@@ -108,7 +109,7 @@ func (m *Manager) stats(cfg *Config) Stats {
 
 // processAge is how long a process has been running.
 func processAge(pid int) time.Duration {
-	start, err := pidStart(pid)
+	start, err := join.StartTime(pid)
 	if err != nil {
 		return 0
 	}

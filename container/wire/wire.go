@@ -4,7 +4,8 @@
 // padded to 4 bytes, in the host's byte order. Strings carry their NUL, so that the C side
 // reads them in place. The message types themselves live with their processes
 // (container/nsjoin, container/idle), each with a version attribute and a C header
-// generated from its Go constants. This package knows no message; it is a leaf.
+// generated from its Go constants. This package knows no message; it is a leaf. It also
+// holds the two helpers that pass a descriptor over a unix socket pair.
 package wire
 
 import (
@@ -15,6 +16,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Encoder builds a message.
@@ -143,4 +146,33 @@ func Header(guard, test string, consts []Const, strs map[string]string) string {
 	}
 	sb.WriteString("#endif\n")
 	return sb.String()
+}
+
+// SocketPair returns a connected pair of close-on-exec unix stream sockets as files.
+func SocketPair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "socket-parent"), os.NewFile(uintptr(fds[1]), "socket-child"), nil
+}
+
+// RecvFile receives one file descriptor sent with SCM_RIGHTS (libcontainer sends a console
+// pty master this way), named by the message's payload.
+func RecvFile(sock *os.File) (*os.File, error) {
+	name := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), name, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("no file descriptor received (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("no file descriptor received (%v)", err)
+	}
+	return os.NewFile(uintptr(fds[0]), string(name[:n])), nil
 }

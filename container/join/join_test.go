@@ -1,8 +1,9 @@
-package container
+package join
 
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -12,6 +13,14 @@ import (
 
 	"github.com/vectl/vectl/container/nsjoin"
 )
+
+// defaultCaps is package container's default capability set of a VE.
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_MKNOD",
+	"CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE",
+	"CAP_SYS_BOOT", "CAP_NET_ADMIN",
+}
 
 func TestCapMask(t *testing.T) {
 	if got := capMask([]string{"CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN", "CAP_NO_SUCH"}); got != 1<<unix.CAP_CHOWN|1<<unix.CAP_KILL|1<<unix.CAP_SYS_ADMIN {
@@ -23,14 +32,14 @@ func TestCapMask(t *testing.T) {
 	}
 }
 
-func TestNewJoinSpec(t *testing.T) {
+func TestNewSpec(t *testing.T) {
 	st := &libcontainer.State{}
 	st.ID, st.InitProcessPid, st.InitProcessStartTime = "101", 42, 7
 	st.Config.Capabilities = &configs.Capabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps}
 	st.Config.Namespaces = configs.Namespaces{{Type: configs.NEWPID}, {Type: configs.NEWNS},
 		{Type: configs.NEWNET, Path: "/run/vectl/netns/101"}}
 	st.Config.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Soft: 1024, Hard: 4096}}
-	s, err := newJoinSpec(st)
+	s, err := newSpec(st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,40 +65,38 @@ func TestNewJoinSpec(t *testing.T) {
 		st2.Config.Capabilities = &caps
 		st2.Config.Namespaces = append(configs.Namespaces(nil), st.Config.Namespaces...)
 		change(&st2.Config)
-		if _, err := newJoinSpec(&st2); !errors.Is(err, errNotJoinable) {
-			t.Errorf("%s: err = %v, want errNotJoinable", name, err)
+		if _, err := newSpec(&st2); !errors.Is(err, ErrNotJoinable) {
+			t.Errorf("%s: err = %v, want ErrNotJoinable", name, err)
 		}
 	}
 }
 
 func TestSeccompRecord(t *testing.T) {
-	m := &Manager{opts: Options{RunDir: t.TempDir()}}
-	if err := os.MkdirAll(m.runDir("101"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	dir := t.TempDir()
+	j := &Joiner{CacheDir: dir, RecordPath: func(id string) string { return filepath.Join(dir, id+".seccomp") }}
 	// No record and no profile in the config: exec refuses rather than running unconfined.
-	if _, err := m.readSeccompRecord("101", nil); !errors.Is(err, errNoSeccompRecord) {
+	if _, err := j.readRecord("101", nil); !errors.Is(err, ErrNoSeccompRecord) {
 		t.Fatalf("missing record: %v", err)
 	}
 	// A VE without a profile.
 	cfg := &configs.Config{}
-	if sc, err := m.takeSeccomp("101", cfg); sc != nil || err != nil {
+	if sc, err := j.TakeSeccomp("101", cfg); sc != nil || err != nil {
 		t.Fatalf("takeSeccomp without a profile = %v, %v", sc, err)
 	}
-	if sc, err := m.readSeccompRecord("101", nil); sc != nil || err != nil {
+	if sc, err := j.readRecord("101", nil); sc != nil || err != nil {
 		t.Fatalf("record of a VE without a profile = %v, %v", sc, err)
 	}
 	// A profile vectl loads itself.
-	if err := os.WriteFile(m.runFile("101", seccompRecord), []byte("/run/vectl/seccomp/x.bpf 4\n"), 0o600); err != nil {
+	if err := os.WriteFile(j.RecordPath("101"), []byte("/run/vectl/seccomp/x.bpf 4\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if sc, err := m.readSeccompRecord("101", nil); err != nil || *sc != (veSeccomp{path: "/run/vectl/seccomp/x.bpf", flags: 4}) {
+	if sc, err := j.readRecord("101", nil); err != nil || *sc != (Seccomp{path: "/run/vectl/seccomp/x.bpf", flags: 4}) {
 		t.Fatalf("record = %+v, %v", sc, err)
 	}
 	// A profile a libcontainer config keeps (settings only libcontainer applies) is left there.
 	cfg = &configs.Config{Seccomp: &configs.Seccomp{}, NoNewPrivileges: true,
 		Capabilities: &configs.Capabilities{Bounding: defaultCaps}}
-	if sc, err := m.takeSeccomp("101", cfg); sc != nil || err != nil || cfg.Seccomp == nil {
+	if sc, err := j.TakeSeccomp("101", cfg); sc != nil || err != nil || cfg.Seccomp == nil {
 		t.Fatalf("takeSeccomp of a non-joinable config = %v, %v, profile %v", sc, err, cfg.Seccomp)
 	}
 }

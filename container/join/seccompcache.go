@@ -1,4 +1,4 @@
-package container
+package join
 
 import (
 	"bufio"
@@ -24,8 +24,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SeccompExportArg is the argv[1] of the throwaway process that compiles a seccomp profile.
-const SeccompExportArg = "__seccomp-export"
+// ExportArg is the argv[1] of the throwaway process that compiles a seccomp profile.
+const ExportArg = "__seccomp-export"
 
 // The seccomp program of a VE's processes is compiled by libcontainer (libseccomp plus runc's
 // ENOSYS patch) from the VE's profile: 12 ms of CPU here, which libcontainer's exec helper
@@ -35,9 +35,9 @@ const SeccompExportArg = "__seccomp-export"
 // The cache lives under the run directory (a tmpfs: gone with the kernel that checked it),
 // keyed by the profile, the libseccomp version and the runc module version.
 
-// seccompProgram returns the path of the compiled program of profile sc, compiling it on
+// program returns the path of the compiled program of profile sc, compiling it on
 // first use.
-func (m *Manager) seccompProgram(sc *configs.Seccomp) (string, error) {
+func (j *Joiner) program(sc *configs.Seccomp) (string, error) {
 	profile, err := json.Marshal(sc)
 	if err != nil {
 		return "", err
@@ -46,7 +46,7 @@ func (m *Manager) seccompProgram(sc *configs.Seccomp) (string, error) {
 	a, b, c := seccomp.Version()
 	fmt.Fprintf(h, "libseccomp %d.%d.%d\nrunc %s\n", a, b, c, runcVersion())
 	h.Write(profile)
-	path := filepath.Join(m.opts.RunDir, "seccomp", hex.EncodeToString(h.Sum(nil))[:32]+".bpf")
+	path := filepath.Join(j.CacheDir, hex.EncodeToString(h.Sum(nil))[:32]+".bpf")
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
@@ -105,7 +105,7 @@ func runcVersion() string {
 // profile into one of its threads with libcontainer's seccomp.InitSeccomp and prints that
 // thread's id. The program is then read from the thread as its tracer.
 func compileSeccomp(profile []byte) ([]byte, error) {
-	cmd := exec.Command("/proc/self/exe", SeccompExportArg)
+	cmd := exec.Command("/proc/self/exe", ExportArg)
 	cmd.Stderr = nil
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -171,8 +171,8 @@ func readSeccompFilter(tid int) ([]byte, error) {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(prog)*int(unsafe.Sizeof(prog[0]))), nil
 }
 
-// SeccompExportMain is the throwaway process of compileSeccomp. It never returns.
-func SeccompExportMain() {
+// ExportMain is the throwaway process of compileSeccomp. It never returns.
+func ExportMain() {
 	runtime.LockOSThread() // the filter goes on this thread only (no TSYNC)
 	var sc configs.Seccomp
 	in := bufio.NewReader(os.Stdin)

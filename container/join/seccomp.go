@@ -1,10 +1,9 @@
-package container
+package join
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,24 +15,23 @@ import (
 	"github.com/vectl/vectl/container/nsjoin"
 )
 
-// seccompRecord is the file in a VE's run directory that names the compiled seccomp program
-// its processes run ("PATH FLAGS", flags in hex), or says "none". It is written at every
-// boot of a VE whose program vectl loads itself (see takeSeccomp).
-const seccompRecord = "seccomp"
+// A VE's seccomp record (Joiner.RecordPath) names the compiled seccomp program its processes
+// run ("PATH FLAGS", flags in hex), or says "none". It is written at every boot of a VE
+// whose program vectl loads itself (see TakeSeccomp).
 
-// veSeccomp is a compiled seccomp program and the seccomp(2) flags to load it with.
-type veSeccomp struct {
+// Seccomp is a compiled seccomp program and the seccomp(2) flags to load it with.
+type Seccomp struct {
 	path  string
 	flags uint
 }
 
-// takeSeccomp moves the seccomp profile out of a VE's libcontainer config: the program is
-// compiled once (seccompProgram) and loaded by the init wrapper and by the joiner, instead of
+// TakeSeccomp moves the seccomp profile out of a VE's libcontainer config: the program is
+// compiled once (program) and loaded by the init wrapper and by the joiner, instead of
 // being compiled with libseccomp by libcontainer's init at every boot (12 ms here). It returns
 // nil, leaving cfg as it is, when the profile cannot be compiled that way; libcontainer then
 // loads it as usual.
-func (m *Manager) takeSeccomp(id string, cfg *configs.Config) (*veSeccomp, error) {
-	record := m.runFile(id, seccompRecord)
+func (j *Joiner) TakeSeccomp(id string, cfg *configs.Config) (*Seccomp, error) {
+	record := j.RecordPath(id)
 	if cfg.Seccomp == nil {
 		return nil, os.WriteFile(record, []byte("none\n"), 0o600)
 	}
@@ -41,12 +39,12 @@ func (m *Manager) takeSeccomp(id string, cfg *configs.Config) (*veSeccomp, error
 		os.Remove(record)
 		return nil, nil
 	}
-	path, err := m.seccompProgram(cfg.Seccomp)
+	path, err := j.program(cfg.Seccomp)
 	if err != nil {
 		os.Remove(record)
 		return nil, nil
 	}
-	sc := &veSeccomp{path: path, flags: seccompFlags(cfg.Seccomp)}
+	sc := &Seccomp{path: path, flags: seccompFlags(cfg.Seccomp)}
 	if err := os.WriteFile(record, []byte(fmt.Sprintf("%s %x\n", sc.path, sc.flags)), 0o600); err != nil {
 		return nil, err
 	}
@@ -54,22 +52,22 @@ func (m *Manager) takeSeccomp(id string, cfg *configs.Config) (*veSeccomp, error
 	return sc, nil
 }
 
-// errNoSeccompRecord means a running VE's seccomp program is not known to vectl.
-var errNoSeccompRecord = errors.New("the record of the VE's seccomp program is missing from its run directory: restart the VE")
+// ErrNoSeccompRecord means a running VE's seccomp program is not known to vectl.
+var ErrNoSeccompRecord = errors.New("the record of the VE's seccomp program is missing from its run directory: restart the VE")
 
-// readSeccompRecord returns the program a running VE's processes run: from its record, or
+// readRecord returns the program a running VE's processes run: from its record, or
 // compiled from the profile in its libcontainer config when libcontainer loaded it (cfgSc).
-func (m *Manager) readSeccompRecord(id string, cfgSc *configs.Seccomp) (*veSeccomp, error) {
+func (j *Joiner) readRecord(id string, cfgSc *configs.Seccomp) (*Seccomp, error) {
 	if cfgSc != nil {
-		path, err := m.seccompProgram(cfgSc)
+		path, err := j.program(cfgSc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errNotJoinable, err)
+			return nil, fmt.Errorf("%w: %w", ErrNotJoinable, err)
 		}
-		return &veSeccomp{path: path, flags: seccompFlags(cfgSc)}, nil
+		return &Seccomp{path: path, flags: seccompFlags(cfgSc)}, nil
 	}
-	data, err := os.ReadFile(m.runFile(id, seccompRecord))
+	data, err := os.ReadFile(j.RecordPath(id))
 	if err != nil {
-		return nil, errNoSeccompRecord
+		return nil, ErrNoSeccompRecord
 	}
 	f := strings.Fields(string(data))
 	switch {
@@ -78,24 +76,24 @@ func (m *Manager) readSeccompRecord(id string, cfgSc *configs.Seccomp) (*veSecco
 	case len(f) == 2:
 		flags, err := strconv.ParseUint(f[1], 16, 32)
 		if err != nil {
-			return nil, errNoSeccompRecord
+			return nil, ErrNoSeccompRecord
 		}
-		return &veSeccomp{path: f[0], flags: uint(flags)}, nil
+		return &Seccomp{path: f[0], flags: uint(flags)}, nil
 	}
-	return nil, errNoSeccompRecord
+	return nil, ErrNoSeccompRecord
 }
 
-// wrapInit makes libcontainer start the VE's init through the init wrapper (package nsjoin),
+// WrapInit makes libcontainer start the VE's init through the init wrapper (package nsjoin),
 // which loads sc and drops CAP_SYS_ADMIN, the one capability it gets beyond the VE's. The
 // returned function closes the wrapper's files once the init runs.
-func (m *Manager) wrapInit(id string, p *libcontainer.Process, sc *veSeccomp) (func(), error) {
+func (j *Joiner) WrapInit(id string, p *libcontainer.Process, sc *Seccomp) (func(), error) {
 	bpf, err := os.Open(sc.path)
 	if err != nil {
 		return nil, err
 	}
 	// The sealed copy of this binary, as libcontainer uses for its own helper: nothing in the
 	// VE can reach the host's vectl through the wrapper's /proc/1/exe.
-	exe, err := exeseal.CloneSelfExe(filepath.Join(m.lcRoot(), id))
+	exe, err := exeseal.CloneSelfExe(j.SealDir(id))
 	if err != nil {
 		bpf.Close()
 		return nil, fmt.Errorf("seal vectl's binary: %w", err)

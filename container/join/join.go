@@ -1,4 +1,12 @@
-package container
+// Package join starts commands in a running VE: vectl's joiner (the C in package nsjoin, run
+// as a sealed copy of this binary) enters the VE's namespaces and cgroups with its
+// capabilities, rlimits and seccomp program, and libcontainer's exec helper does it for the
+// VEs whose settings only libcontainer applies. It also owns the init wrapper, which loads the
+// same seccomp program into a VE's init, and the per-boot cache of compiled seccomp programs.
+//
+// It knows a VE only through its libcontainer state and the paths Joiner names; it must not
+// import package container or decide anything about a VE's lifecycle.
+package join
 
 import (
 	"bytes"
@@ -19,10 +27,36 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vectl/vectl/container/nsjoin"
+	"github.com/vectl/vectl/container/wire"
 )
 
-// errNotJoinable means the VE's configuration needs libcontainer's own exec helper.
-var errNotJoinable = errors.New("not joinable by vectl's joiner")
+// ErrNotJoinable means the VE's configuration needs libcontainer's own exec helper.
+var ErrNotJoinable = errors.New("not joinable by vectl's joiner")
+
+// ErrGone means the VE's init is no longer the process its state names.
+var ErrGone = errors.New("the VE's init is gone")
+
+// Joiner starts commands in VEs and wraps their inits.
+type Joiner struct {
+	// CacheDir holds compiled seccomp programs; it must be on a tmpfs (the programs were
+	// checked against this kernel).
+	CacheDir string
+	// RecordPath is the file that records which program a VE's processes run; it lives in
+	// the VE's volatile run directory.
+	RecordPath func(id string) string
+	// SealDir is where sealed copies of vectl's binary are made for a VE (libcontainer's
+	// state directory of the VE).
+	SealDir func(id string) string
+}
+
+// PtySize is the size of a pty a command gets in the VE.
+type PtySize struct{ Cols, Rows uint16 }
+
+// Proc is a command started in a VE.
+type Proc interface {
+	Wait() (*os.ProcessState, error)
+	Signal(os.Signal) error
+}
 
 // joined is a command started in a VE by the joiner (package nsjoin).
 type joined struct {
@@ -30,8 +64,61 @@ type joined struct {
 	master *os.File // the pty master with a TTY
 }
 
-// joinSpec is what the joiner needs to know of a VE, from its libcontainer state.
-type joinSpec struct {
+// Start starts args in the running VE c with vectl's joiner, or with libcontainer's exec
+// helper when the VE has settings only that applies. stdio are the command's standard
+// streams (unused with a pty); tty, when not nil, asks for a pty of that size from the VE's
+// devpts, whose master is returned.
+func (j *Joiner) Start(c *libcontainer.Container, args, env []string, stdio [3]*os.File, tty *PtySize) (Proc, *os.File, error) {
+	st, err := c.State()
+	if err != nil {
+		return nil, nil, err
+	}
+	spec, err := newSpec(st)
+	if err == nil {
+		p, err := j.startJoined(spec, args, env, stdio, tty)
+		if !errors.Is(err, ErrNotJoinable) {
+			if err != nil {
+				return nil, nil, err
+			}
+			return p, p.master, nil
+		}
+	}
+	return startLibcontainer(c, args, env, stdio, tty)
+}
+
+// startLibcontainer starts args in the VE with libcontainer's exec helper.
+func startLibcontainer(c *libcontainer.Container, args, env []string, stdio [3]*os.File, tty *PtySize) (Proc, *os.File, error) {
+	p := &libcontainer.Process{Args: args, Env: env, Cwd: "/", Capabilities: c.Config().Capabilities}
+	if tty == nil {
+		p.Stdin, p.Stdout, p.Stderr = stdio[0], stdio[1], stdio[2]
+		if err := c.Run(p); err != nil {
+			return nil, nil, err
+		}
+		return p, nil, nil
+	}
+	parent, child, err := wire.SocketPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	p.ConsoleWidth, p.ConsoleHeight = tty.Cols, tty.Rows
+	err = c.Run(p)
+	child.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	master, err := wire.RecvFile(parent)
+	if err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		return nil, nil, err
+	}
+	return p, master, nil
+}
+
+// spec is what the joiner needs to know of a VE, from its libcontainer state.
+type spec struct {
 	id      string
 	pid     int    // the VE's init
 	start   uint64 // its start time
@@ -48,14 +135,14 @@ var nsCloneFlags = map[configs.NamespaceType]int{
 	configs.NEWUSER: unix.CLONE_NEWUSER, configs.NEWTIME: unix.CLONE_NEWTIME,
 }
 
-// newJoinSpec extracts what the joiner needs from a VE's libcontainer state, or returns
-// errNotJoinable for settings only libcontainer's exec helper applies.
-func newJoinSpec(st *libcontainer.State) (*joinSpec, error) {
+// newSpec extracts what the joiner needs from a VE's libcontainer state, or returns
+// ErrNotJoinable for settings only libcontainer's exec helper applies.
+func newSpec(st *libcontainer.State) (*spec, error) {
 	cfg := &st.Config
 	if !joinable(cfg) {
-		return nil, errNotJoinable
+		return nil, ErrNotJoinable
 	}
-	s := &joinSpec{id: st.ID, pid: st.InitProcessPid, start: st.InitProcessStartTime,
+	s := &spec{id: st.ID, pid: st.InitProcessPid, start: st.InitProcessStartTime,
 		cgroups: st.CgroupPaths, seccomp: cfg.Seccomp}
 	for _, ns := range cfg.Namespaces {
 		s.nsflags |= nsCloneFlags[ns.Type]
@@ -109,8 +196,8 @@ func capMask(names []string) uint64 {
 
 // startJoined starts args in the VE with the joiner: stdio are the command's standard streams
 // (ignored with a pty); tty, when not nil, asks for a pty of that size from the VE's devpts.
-func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File, tty *ptySize) (*joined, error) {
-	sc, err := m.readSeccompRecord(s.id, s.seccomp)
+func (j *Joiner) startJoined(s *spec, args, env []string, stdio [3]*os.File, tty *PtySize) (*joined, error) {
+	sc, err := j.readRecord(s.id, s.seccomp)
 	if err != nil {
 		return nil, err
 	}
@@ -123,13 +210,13 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 	}
 	pidfd, err := unix.PidfdOpen(s.pid, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.id, ErrNotRunning)
+		return nil, ErrGone
 	}
 	pidf := os.NewFile(uintptr(pidfd), "pidfd")
 	defer pidf.Close()
 	// The pidfd pins the process; its start time tells that it is still the VE's init.
-	if st, err := pidStart(s.pid); err != nil || st != s.start {
-		return nil, fmt.Errorf("%s: %w", s.id, ErrNotRunning)
+	if st, err := StartTime(s.pid); err != nil || st != s.start {
+		return nil, ErrGone
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -138,7 +225,7 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 	sock, child := os.NewFile(uintptr(fds[0]), "nsjoin"), os.NewFile(uintptr(fds[1]), "nsjoin-child")
 	// Like libcontainer, run a sealed copy of this binary, so that nothing in the VE can ever
 	// reach the host's vectl through /proc/PID/exe.
-	exe, err := exeseal.CloneSelfExe(filepath.Join(m.lcRoot(), s.id))
+	exe, err := exeseal.CloneSelfExe(j.SealDir(s.id))
 	if err != nil {
 		sock.Close()
 		child.Close()
@@ -148,7 +235,7 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 	req := &nsjoin.Request{NSFlags: uint32(s.nsflags), Caps: s.caps, Session: "_ses." + s.id, Cwd: "/",
 		Rlimits: s.rlimits, Args: args}
 	if tty != nil {
-		req.TTY, req.Cols, req.Rows = true, tty.cols, tty.rows
+		req.TTY, req.Cols, req.Rows = true, tty.Cols, tty.Rows
 	}
 	rights := []int{int(pidf.Fd())}
 	if bpf != nil {
@@ -192,7 +279,7 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 	if _, err := sock.Write([]byte{'g'}); err != nil {
 		return nil, err
 	}
-	j := &joined{}
+	p := &joined{}
 	var failure string
 	for {
 		msg, fd, err := recvPacket(sock)
@@ -205,39 +292,39 @@ func (m *Manager) startJoined(s *joinSpec, args, env []string, stdio [3]*os.File
 		switch msg[0] {
 		case 'P':
 			pid, _ := strconv.Atoi(msg[1:])
-			if j.Process, err = os.FindProcess(pid); err != nil {
+			if p.Process, err = os.FindProcess(pid); err != nil {
 				return nil, err
 			}
 		case 'T':
-			j.master = fd
+			p.master = fd
 		case 'E':
 			failure = msg[1:]
 		}
 	}
 	switch {
-	case failure != "" || j.Process == nil:
-		if j.Process != nil {
-			j.Process.Wait()
+	case failure != "" || p.Process == nil:
+		if p.Process != nil {
+			p.Process.Wait()
 		}
-		if j.master != nil {
-			j.master.Close()
+		if p.master != nil {
+			p.master.Close()
 		}
 		if failure == "" {
 			failure = "the joiner exited early"
 		}
 		return nil, errors.New(failure)
-	case tty != nil && j.master == nil:
-		j.Process.Kill()
-		j.Process.Wait()
+	case tty != nil && p.master == nil:
+		p.Process.Kill()
+		p.Process.Wait()
 		return nil, errors.New("no pty from the VE")
 	}
-	return j, nil
+	return p, nil
 }
 
 // joinCgroups moves pid into the VE's cgroups as libcontainer does for exec: every v1
 // hierarchy, or on v2 the VE's cgroup and, where that has child cgroups with controllers (a
 // systemd guest's), the init's own cgroup.
-func joinCgroups(s *joinSpec, pid int) error {
+func joinCgroups(s *spec, pid int) error {
 	if !cgroups.IsCgroup2UnifiedMode() {
 		for _, path := range s.cgroups {
 			if err := cgroups.WriteCgroupProc(path, pid); err != nil {
@@ -284,4 +371,22 @@ func recvPacket(sock *os.File) (string, *os.File, error) {
 		}
 		return string(bytes.TrimRight(buf[:n], "\x00")), f, nil
 	}
+}
+
+// StartTime returns the start time of a process (field 22 of /proc/pid/stat), which together
+// with the pid identifies it across pid reuse.
+func StartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, errors.New("bad stat")
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("bad stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
 }

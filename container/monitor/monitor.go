@@ -1,0 +1,387 @@
+// Package monitor is a VE's supervisor: the process that is the parent of the VE's init. It
+// owns the console (the pty, the log with its rotation, the console socket that vectl
+// console connects to), the boot loop (an in-VE reboot is a new boot, a poweroff or halt a
+// teardown), the hand-over to the C idle loop (package idle) between boots and the way back,
+// and the start-up handshake with the vectl that spawned it (the descriptors it inherits, the
+// go-ahead and the readiness report).
+//
+// It does not know how a VE is built, locked or torn down: package container implements VE
+// for it. It must not import package container.
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/idle"
+	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/container/wire"
+)
+
+// VE is the lifecycle side of one VE that the monitor drives.
+type VE interface {
+	ID() string
+	// Create makes the VE's container and its init process, not yet running. release frees
+	// the process's files once the init runs.
+	Create() (c *libcontainer.Container, p *libcontainer.Process, release func(), err error)
+	// RunInit runs the init p in c; gate, when not nil, must say yes before the init is
+	// executed (Options.Gate).
+	RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error
+	// Lock takes the VE's lock, once the init has exited.
+	Lock() (*store.Lock, error)
+	// OwnsRun reports whether the VE's current run is still runID and no live stop is taking
+	// care of it.
+	OwnsRun(runID string) bool
+	// Reset drops the container of an init that asked for a reboot.
+	Reset() error
+	// Teardown ends the run of a VE that ended by itself.
+	Teardown() error
+	// Stop stops the VE gracefully (a signal to a foreground vectl).
+	Stop(ctx context.Context) error
+}
+
+// Options control Run.
+type Options struct {
+	// LogPath is the VE's console log, SocketPath its console socket.
+	LogPath, SocketPath string
+	// RunID identifies the VE's run this monitor starts with (ignored with Resume).
+	RunID string
+	// Ready receives "ok" or "error: ..." once the first boot succeeded or failed
+	// (background monitors).
+	Ready *os.File
+	// Lock is the VE's lock inherited from the starting vectl; it is closed (released) once
+	// the first boot succeeded or failed.
+	Lock *os.File
+	// Booted is called once the first boot succeeded or failed (start --foreground).
+	Booted func(error)
+	// Terminal is attached as the VE's console in the foreground (nil: none).
+	Terminal *os.File
+	// Signals delivers signals sent to a foreground vectl: SIGTERM, SIGINT and SIGHUP stop
+	// the VE gracefully, others are forwarded to its init.
+	Signals <-chan os.Signal
+	// Self is the command line that runs this monitor again (this binary with the global
+	// options and "__monitor"). A background monitor with Self set rests in the idle loop
+	// (package idle) between boots and comes back through it.
+	Self []string
+	// Resume is set when the idle loop executed the monitor again after the init exited.
+	Resume *Resume
+	// Gate, when set, is asked before the first boot executes the VE's init (which waits,
+	// created, in its namespaces meanwhile); false cancels the boot. See AwaitGoAhead.
+	Gate func() bool
+}
+
+// Resume is what the idle loop hands back to the Go monitor.
+type Resume struct {
+	RunID      string
+	InitStatus syscall.WaitStatus
+	ListenFD   int
+	ClientFDs  []int
+}
+
+// ParseResume reads the message the idle loop hands back to the monitor (vectl __monitor
+// --resume MSG) and returns the VE it is about and how to resume.
+func ParseResume(msg string) (string, *Resume, error) {
+	r, err := idle.ParseResume(msg)
+	if err != nil {
+		return "", nil, err
+	}
+	return r.VEID, &Resume{RunID: r.RunID, InitStatus: syscall.WaitStatus(r.InitStatus), ListenFD: r.ListenFD,
+		ClientFDs: r.ClientFDs}, nil
+}
+
+// Ending tells how a monitored VE ended.
+type Ending int
+
+// How a VE ended.
+const (
+	EndShutdown Ending = iota // poweroff, halt, or a stop request
+	EndFailed                 // the VE could not be (re)started
+	EndCrashed                // the init exited or was killed on its own
+)
+
+// Run is the monitor of ve: it boots the VE, holds the console pty (log, vectl console),
+// turns an in-VE reboot into a restart and a poweroff or halt into a full teardown. A stop
+// tears the VE down itself; the monitor then just exits. It is the hidden "__monitor"
+// command, and start --foreground runs it in-process. In the background, the monitor waits
+// for the init in the idle loop.
+func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
+	id := ve.ID()
+	log, err := OpenLog(o.LogPath)
+	if err != nil {
+		return EndFailed, o.Report(err)
+	}
+	defer log.Close()
+	var lfd int // the console socket's listener
+	var clients []int
+	runID := o.RunID
+	if r := o.Resume; r != nil {
+		runID, lfd, clients = r.RunID, r.ListenFD, r.ClientFDs
+		// The idle loop handed them over without close-on-exec; no child may inherit them.
+		for _, fd := range append([]int{lfd}, clients...) {
+			unix.CloseOnExec(fd)
+		}
+	} else {
+		os.Remove(o.SocketPath)
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: o.SocketPath, Net: "unix"})
+		if err != nil {
+			return EndFailed, o.Report(err)
+		}
+		os.Chmod(o.SocketPath, 0o600)
+		lf, err := ln.File() // a duplicate, close-on-exec: the relay accepts on it
+		ln.SetUnlinkOnClose(false)
+		ln.Close()
+		if err != nil {
+			return EndFailed, o.Report(err)
+		}
+		lfd = int(lf.Fd())
+		defer lf.Close()
+	}
+	idleMode := o.Self != nil && o.Terminal == nil && o.Signals == nil
+	term := -1
+	if o.Terminal != nil {
+		term = int(o.Terminal.Fd())
+	}
+
+	var held *store.Lock // during an in-VE reboot: held from the decision to the new boot
+	ws := syscall.WaitStatus(0)
+	if o.Resume != nil {
+		ws = o.Resume.InitStatus
+	}
+	for boot := 1; ; boot++ {
+		if o.Resume == nil || boot > 1 {
+			gate := o.Gate
+			if boot > 1 {
+				gate = nil
+			}
+			p, pty, err := bootConsole(ve, gate)
+			held.Unlock()
+			held = nil
+			if boot == 1 {
+				// The starting vectl may have been killed meanwhile; the VE runs regardless.
+				o.Report(err)
+			}
+			if err != nil {
+				log.Printf("boot failed: %v", err)
+				finish(ve, runID, log)
+				return EndFailed, err
+			}
+			pid, _ := p.Pid()
+			log.Printf("VE %s booted (init pid %d)", id, pid)
+			if idleMode {
+				err := execIdle(id, pid, pty, lfd, log, clients, o.Self, runID)
+				// Only a failed exec returns; keep monitoring in this process.
+				log.Printf("idle loop: %v", err)
+				idleMode = false
+			}
+			var stopped bool
+			ws, stopped, clients = relayUntilExit(ve, p, pty, lfd, clients, term, o.Signals, log)
+			closePty(pty) // a reboot brings a new console
+			if stopped {
+				return EndShutdown, nil
+			}
+		}
+		reason := describeExit(ws)
+		log.Printf("init %s", reason)
+
+		l, err := ve.Lock()
+		if err != nil {
+			return EndFailed, err
+		}
+		if !ve.OwnsRun(runID) {
+			l.Unlock() // a stop or a new start has taken over
+			return EndShutdown, nil
+		}
+		if ws.Signaled() && ws.Signal() == unix.SIGHUP {
+			log.Printf("in-VE reboot: starting again")
+			if err := ve.Reset(); err != nil {
+				log.Printf("%v", err)
+			}
+			held = l
+			continue
+		}
+		finish(ve, runID, log)
+		l.Unlock()
+		if ws.Signaled() && ws.Signal() == unix.SIGINT {
+			return EndShutdown, nil
+		}
+		return EndCrashed, fmt.Errorf("VE %s: init %s", id, reason)
+	}
+}
+
+// execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
+// pty, the console socket, the log and connected clients are handed over as open file
+// descriptors, named in the hand-over message. It returns only if the exec failed.
+func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, self []string, runID string) error {
+	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: lfd,
+		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: self}
+	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return err
+		}
+	}
+	msg, err := h.Hex()
+	if err != nil {
+		return err
+	}
+	// After the message, for ps (and nothing else): what the loop will run again.
+	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, self...), id)
+	return unix.Exec("/proc/self/exe", argv, os.Environ())
+}
+
+// relayUntilExit relays the VE's console in this process (package idle's relay, on a
+// thread of its own) while waitInit waits for the init, and returns the init's status,
+// whether it was stopped, and the console clients still connected.
+func relayUntilExit(ve VE, p *libcontainer.Process, pty *os.File, lfd int, clients []int, term int,
+	sigs <-chan os.Signal, log *Log) (syscall.WaitStatus, bool, []int) {
+	stopR, stopW, err := os.Pipe()
+	if err != nil {
+		log.Printf("console relay: %v", err)
+		ws, stopped := waitInit(ve, p, sigs, log)
+		return ws, stopped, clients
+	}
+	r := &idle.Relay{Pty: int(pty.Fd()), Listen: lfd, Clients: clients, TermIn: term, TermOut: term, Stop: int(stopR.Fd())}
+	done := make(chan struct{})
+	go func() {
+		r.Run()
+		close(done)
+	}()
+	ws, stopped := waitInit(ve, p, sigs, log)
+	stopW.Close() // the relay drains the console and returns
+	<-done
+	stopR.Close()
+	return ws, stopped, r.Clients
+}
+
+// finish tears down the monitor's own run after the VE ended by itself.
+func finish(ve VE, runID string, log *Log) {
+	if !ve.OwnsRun(runID) {
+		return
+	}
+	if err := ve.Teardown(); err != nil {
+		log.Printf("%v", err)
+	} else {
+		log.Printf("VE %s stopped", ve.ID())
+	}
+}
+
+// Report tells whoever started the monitor how its first boot went: it releases the
+// inherited lock, calls Booted, and writes "ok" or "error: ..." to Ready. It returns err.
+func (o Options) Report(err error) error {
+	if o.Lock != nil {
+		o.Lock.Close()
+	}
+	if o.Booted != nil {
+		o.Booted(err)
+	}
+	ready := o.Ready
+	if ready == nil {
+		return err
+	}
+	msg := readyOK
+	if err != nil {
+		msg = readyError + oneLine(err.Error()) + "\n"
+	}
+	_, werr := ready.WriteString(msg)
+	ready.Close()
+	if err == nil && werr != nil {
+		return fmt.Errorf("report: %w", werr)
+	}
+	return err
+}
+
+func oneLine(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte("\n"), []byte("; "))) }
+
+// bootConsole creates the VE's container and runs its init with a console pty whose master
+// the monitor keeps. gate, when not nil, must say yes before the init is executed.
+func bootConsole(ve VE, gate func() bool) (*libcontainer.Process, *os.File, error) {
+	c, p, release, err := ve.Create()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
+	parent, child, err := wire.SocketPair()
+	if err != nil {
+		c.Destroy()
+		return nil, nil, err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	p.ConsoleWidth, p.ConsoleHeight = 80, 25
+	err = ve.RunInit(c, p, gate)
+	child.Close()
+	if err != nil {
+		c.Destroy()
+		return nil, nil, fmt.Errorf("run init: %w", err)
+	}
+	pty, err := wire.RecvFile(parent)
+	if err == nil {
+		err = holdPeer(pty)
+	}
+	if err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		c.Destroy()
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	return p, pty, nil
+}
+
+// waitInit waits for the VE's init to end. In the foreground it also handles signals:
+// SIGTERM, SIGINT and SIGHUP stop the VE through Stop (stopped is then true), others are
+// forwarded to the init.
+func waitInit(ve VE, p *libcontainer.Process, sigs <-chan os.Signal, log *Log) (syscall.WaitStatus, bool) {
+	done := make(chan syscall.WaitStatus, 1)
+	go func() {
+		ps, _ := p.Wait()
+		var ws syscall.WaitStatus
+		if ps != nil {
+			ws, _ = ps.Sys().(syscall.WaitStatus)
+		}
+		done <- ws
+	}()
+	stopping := false
+	stopDone := make(chan error, 1)
+	for {
+		select {
+		case ws := <-done:
+			if stopping {
+				if err := <-stopDone; err != nil {
+					log.Printf("stop: %v", err)
+				}
+				return ws, true
+			}
+			return ws, false
+		case sig := <-sigs:
+			switch sig {
+			case unix.SIGTERM, unix.SIGINT, unix.SIGHUP:
+				if !stopping {
+					stopping = true
+					Notify("STOPPING=1")
+					log.Printf("%v: stopping the VE", sig)
+					go func() { stopDone <- ve.Stop(context.Background()) }()
+				}
+			default:
+				p.Signal(sig)
+			}
+		}
+	}
+}
+
+func describeExit(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Signaled() && ws.Signal() == unix.SIGHUP:
+		return "requested a reboot"
+	case ws.Signaled() && ws.Signal() == unix.SIGINT:
+		return "requested a poweroff or halt"
+	case ws.Signaled():
+		return "was killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("exited with status %d", ws.ExitStatus())
+}

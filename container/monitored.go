@@ -1,0 +1,67 @@
+package container
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+
+	"github.com/vectl/vectl/container/monitor"
+	"github.com/vectl/vectl/container/store"
+)
+
+// RunMonitor runs the monitor of VE id (package monitor) in this process: the hidden
+// "__monitor" command, or start --foreground. The console log and socket, the run id and the
+// monitor's pid file are this package's; o says how the monitor was started.
+func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) (monitor.Ending, error) {
+	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
+	if o.Resume == nil {
+		data, _ := os.ReadFile(m.runFile(id, runIDFile))
+		o.RunID = string(data)
+		if err := writePidFile(m.runFile(id, monitorPIDFile), os.Getpid()); err != nil {
+			return monitor.EndFailed, o.Report(err)
+		}
+	}
+	return monitor.Run(ctx, monitored{m: m, id: id}, o)
+}
+
+// monitored is a VE as its monitor drives it.
+type monitored struct {
+	m  *Manager
+	id string
+}
+
+func (v monitored) ID() string { return v.id }
+
+func (v monitored) Create() (*libcontainer.Container, *libcontainer.Process, func(), error) {
+	v.m.warmCgroupAttach()
+	s, err := v.m.loadSpec(v.id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return v.m.newContainer(v.id, s)
+}
+
+func (v monitored) RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
+	return v.m.runInit(v.id, c, p, gate)
+}
+
+func (v monitored) Lock() (*store.Lock, error) { return v.m.store.LockVE(v.id, 10*time.Minute) }
+
+// OwnsRun reports whether the VE's current run is still the one the monitor started with
+// and no live stop is taking care of it. A stop whose vectl died is abandoned: the monitor
+// then finishes the teardown itself.
+func (v monitored) OwnsRun(runID string) bool {
+	cur, err := os.ReadFile(v.m.runFile(v.id, runIDFile))
+	if err != nil || string(cur) != runID {
+		return false
+	}
+	_, stopperAlive := readPidFile(v.m.runFile(v.id, stoppingFile))
+	return !stopperAlive
+}
+
+func (v monitored) Reset() error    { return v.m.destroyContainer(v.id) }
+func (v monitored) Teardown() error { return v.m.teardown(v.id, false) }
+
+func (v monitored) Stop(ctx context.Context) error { return v.m.Stop(ctx, v.id, StopOptions{}) }
