@@ -49,6 +49,10 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
+			limits, err := limitValues(c, givenFlags(c))
+			if err != nil {
+				return err
+			}
 			cfg, err := m.Create(c.Context, container.CreateOptions{
 				ID:            id,
 				OSTemplate:    c.String("ostemplate"),
@@ -60,7 +64,7 @@ EXIT STATUS:
 				Nameservers:   splitList(c.StringSlice("nameserver")),
 				SearchDomains: splitList(c.StringSlice("searchdomain")),
 				Config:        c.String("config"),
-				Limits:        limitValues(c, givenFlags(c)),
+				Limits:        limits,
 			})
 			if err != nil {
 				return err

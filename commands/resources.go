@@ -40,15 +40,19 @@ func resourceFlags() []cli.Flag {
 	return fs
 }
 
-// limitValues collects the resource flags given on the command line (given: givenFlags).
-func limitValues(c *cli.Context, given map[string]bool) map[string]string {
+// limitValues parses the resource flags given on the command line (given: givenFlags) and
+// checks them against this host.
+func limitValues(c *cli.Context, given map[string]bool) (resources.Limits, error) {
 	m := map[string]string{}
 	for _, n := range resources.Names {
 		if given[n] {
 			m[n] = c.String(n)
 		}
 	}
-	return m
+	if len(m) == 0 {
+		return resources.Limits{}, nil // spare reading the host's CPUs and nodes
+	}
+	return resources.ParseLimits(m, resources.ReadHost())
 }
 
 // givenFlags returns the flags given to c's command, under every name of each. It stands in

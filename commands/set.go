@@ -106,7 +106,10 @@ EXIT STATUS:
 			o.Nameservers, o.SearchDomains = splitList(c.StringSlice("nameserver")), splitList(c.StringSlice("searchdomain"))
 			// netif_add values contain commas of their own: never split them.
 			o.NetIfAdd, o.NetIfDel = c.StringSlice("netif_add"), splitList(c.StringSlice("netif_del"))
-			o.ApplyConfig, o.Limits = c.String("applyconfig"), limitValues(c, given)
+			o.ApplyConfig = c.String("applyconfig")
+			if o.Limits, err = limitValues(c, given); err != nil {
+				return err
+			}
 			if v := str("monitor"); v != nil {
 				b, err := parseYesNo("monitor", *v)
 				if err != nil {

@@ -28,9 +28,9 @@ type CreateOptions struct {
 	Nameservers   []string
 	SearchDomains []string
 	// Config is a resource profile (vzctl --config); Limits set single resource
-	// parameters by vzctl name on top of it.
+	// parameters on top of it (resources.ParseLimits).
 	Config string
-	Limits map[string]string
+	Limits resources.Limits
 }
 
 // Create makes a new VE from an OS template without starting it. The id and name are
@@ -162,21 +162,16 @@ func (m *Manager) createLimits(probe *Config, o CreateOptions) error {
 		ApplyConfig: o.Config}); err != nil {
 		return err
 	}
-	inodes, limits := o.Limits["diskinodes"], map[string]string{}
-	for k, v := range o.Limits {
-		if k != "diskinodes" {
-			limits[k] = v
-		}
-	}
+	limits := o.Limits
+	inodes := limits.DiskInodes
+	limits.DiskInodes = nil
 	if err := setLimits(probe, limits, &change{}); err != nil {
 		return err
 	}
-	if inodes != "" {
-		if err := probe.Resources.Set("diskinodes", inodes, hostInfo()); err != nil {
-			return err
-		}
+	if inodes != nil {
+		probe.Resources.DiskInodes = inodes
 	}
-	if _, explicit := o.Limits["diskspace"]; o.Layout != LayoutImage && (explicit || inodes != "") {
+	if o.Layout != LayoutImage && (o.Limits.DiskSpace != nil || inodes != nil) {
 		return fmt.Errorf("%w: --diskspace and --diskinodes need the image layout (--layout image): "+
 			"the %s layout has no disk limit on this host's filesystem", ErrInvalidValue, o.Layout)
 	}

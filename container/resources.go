@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
+	"slices"
 
 	cgmanager "github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -15,44 +14,6 @@ import (
 	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/resources"
 )
-
-// hostInfo describes the host for validating limits: online CPUs, NUMA nodes, and the
-// highest open-files limit vectl can give (its own hard limit: it has no CAP_SYS_RESOURCE
-// to go beyond).
-func hostInfo() resources.Host {
-	h := resources.Host{CPUs: countList(readTrim("/sys/devices/system/cpu/online")), Nodes: 1}
-	if nodes, _ := filepath.Glob("/sys/devices/system/node/node[0-9]*"); len(nodes) > 0 {
-		h.Nodes = len(nodes)
-	}
-	if h.CPUs == 0 {
-		h.CPUs = 1
-	}
-	var rl unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
-		h.NoFileHi = rl.Max
-	}
-	return h
-}
-
-// countList counts the entries of a kernel list such as "0-3,6".
-func countList(s string) int {
-	n := 0
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			continue
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil {
-				continue
-			}
-		}
-		n += b - a + 1
-	}
-	return n
-}
 
 // blockDevice returns the whole-disk block device that holds a VE's root: the loop device of
 // an image layout, else the disk of the filesystem with its private area. I/O limits are set
@@ -94,7 +55,7 @@ func (m *Manager) applyResources(cfg *Config, r *specs.LinuxResources, old *reso
 		}
 		io = d
 	}
-	if err := cfg.Resources.Apply(r, hostInfo(), io); err != nil {
+	if err := cfg.Resources.Apply(r, resources.ReadHost(), io); err != nil {
 		return err
 	}
 	return nil
@@ -131,36 +92,33 @@ func (m *Manager) setLive(cfg *Config, old resources.Limits) error {
 // ErrDiskSpace means a disk limit cannot be met or changed as asked (exit 46).
 var ErrDiskSpace = layout.ErrDiskSpace
 
-// resourceNames are the set/create flags that are resource parameters.
-var resourceNames = resources.Names
-
-// setLimits applies vzctl-style resource parameters to cfg (validated, no side effects) and
-// sorts them into live and next-start changes.
-func setLimits(cfg *Config, values map[string]string, ch *change) error {
-	if len(values) == 0 {
-		return nil // most sets change no limit: spare them reading the host's CPUs and nodes
+// setLimits applies resource parameters (checked by resources.ParseLimits) to cfg, without
+// side effects, and sorts them into live and next-start changes.
+func setLimits(cfg *Config, l resources.Limits, ch *change) error {
+	given := l.Given()
+	if len(given) == 0 {
+		return nil // most sets change no limit
 	}
-	h := hostInfo()
-	for _, name := range resourceNames {
-		v, ok := values[name]
-		if !ok {
-			continue
-		}
-		if err := cfg.Resources.Set(name, v, h); err != nil {
-			return err
-		}
-		switch {
-		case name == "diskinodes":
-			return fmt.Errorf("%w: diskinodes is fixed when the VE's disk image is made: set it at create", ErrInvalidValue)
-		case name == "diskspace":
-			ch.disk = true
-			ch.live = append(ch.live, name)
-		case resources.Live(name):
-			ch.limits = true
-			ch.live = append(ch.live, name)
-		default:
-			ch.stored = append(ch.stored, name)
-		}
+	if slices.Contains(given, "diskinodes") {
+		return fmt.Errorf("%w: diskinodes is fixed when the VE's disk image is made: set it at create", ErrInvalidValue)
+	}
+	cfg.Resources.Merge(l)
+	for _, name := range given {
+		ch.limit(name)
 	}
 	return nil
+}
+
+// limit sorts a changed resource parameter into what it takes to apply it.
+func (ch *change) limit(name string) {
+	switch {
+	case name == "diskspace":
+		ch.disk = true
+		ch.live = append(ch.live, name)
+	case resources.Live(name):
+		ch.limits = true
+		ch.live = append(ch.live, name)
+	default:
+		ch.stored = append(ch.stored, name)
+	}
 }

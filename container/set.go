@@ -42,9 +42,9 @@ type SetOptions struct {
 	NetIfDel      []string // interface names, or "all"
 
 	// ApplyConfig applies the resource parameters of a profile (vzctl --applyconfig);
-	// Limits then sets single parameters by vzctl name ("ram": "512M").
+	// Limits then sets single parameters: the fields set (resources.ParseLimits).
 	ApplyConfig string
-	Limits      map[string]string
+	Limits      resources.Limits
 }
 
 var ifnameRE = lazyRegexp(`^[a-z][a-z0-9_.-]{0,14}$`)
@@ -207,7 +207,7 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		ch.live = append(ch.live, "searchdomain")
 	}
 	if o.ApplyConfig != "" {
-		prof, err := resources.Profile(m.opts.ProfileDir, o.ApplyConfig, hostInfo())
+		prof, err := resources.Profile(m.opts.ProfileDir, o.ApplyConfig, resources.ReadHost())
 		if err != nil {
 			return nil, err
 		}
@@ -217,11 +217,10 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		prof.DiskInodes = nil // fixed when an image is made
 		before := cfg.Resources
 		cfg.Resources.Merge(prof)
+		explicit := o.Limits.Given()
 		for _, name := range before.Changed(cfg.Resources) {
-			if _, explicit := o.Limits[name]; !explicit {
-				if err := setLimits(cfg, map[string]string{name: cfg.Resources.Format(name)}, ch); err != nil {
-					return nil, err
-				}
+			if !slices.Contains(explicit, name) {
+				ch.limit(name)
 			}
 		}
 	}

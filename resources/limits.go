@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -223,6 +224,39 @@ func parseMask(v string, n int) (string, error) {
 		i = j + 1
 	}
 	return strings.Join(out, ","), nil
+}
+
+// ParseLimits parses resource parameters as vzctl's command line writes them (name without
+// the dashes -> value), checks them against the host and returns them as Limits: the
+// parameters given are the fields set. The first bad value, in the order of Names, is the
+// error.
+func ParseLimits(values map[string]string, h Host) (Limits, error) {
+	var l Limits
+	for k := range values {
+		if !slices.Contains(Names, k) {
+			return Limits{}, fmt.Errorf("%w: unknown resource parameter %q", ErrInvalid, k)
+		}
+	}
+	for _, n := range Names {
+		if v, ok := values[n]; ok {
+			if err := l.Set(n, v, h); err != nil {
+				return Limits{}, err
+			}
+		}
+	}
+	return l, nil
+}
+
+// Given lists the parameters set in l, in the order of Names.
+func (l Limits) Given() []string {
+	v := l.values()
+	var out []string
+	for _, n := range Names {
+		if _, ok := v[n]; ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Merge copies the parameters set in o over l. The result shares no pointers with the

@@ -143,3 +143,30 @@ func TestProfiles(t *testing.T) {
 		}
 	}
 }
+
+func TestParseLimits(t *testing.T) {
+	h := Host{CPUs: 2, Nodes: 1, NoFileHi: 4096}
+	l, err := ParseLimits(map[string]string{"ram": "512M", "numproc": "unlimited", "cpumask": "1,0"}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.RAM == nil || *l.RAM != 512*MiB || l.NumProc == nil || *l.NumProc != Unlimited || l.CPUMask != "0-1" {
+		t.Fatalf("limits = %+v", l)
+	}
+	if got := l.Given(); !slices.Equal(got, []string{"cpumask", "ram", "numproc"}) {
+		t.Fatalf("Given = %v, want the parameters in vzctl's order", got)
+	}
+	if got := (Limits{}).Given(); len(got) != 0 {
+		t.Fatalf("Given of no limits = %v", got)
+	}
+	// The first bad value in vzctl's order is the error, whatever the map's order.
+	for i := 0; i < 20; i++ {
+		_, err := ParseLimits(map[string]string{"ram": "lots", "cpus": "9", "iolimit": "x"}, h)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--cpus") {
+			t.Fatalf("err = %v, want the --cpus error", err)
+		}
+	}
+	if _, err := ParseLimits(map[string]string{"memory": "1G"}, h); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("unknown parameter: err = %v", err)
+	}
+}
