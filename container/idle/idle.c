@@ -22,7 +22,10 @@
 #include "wire.h"
 
 #define MAXCLIENTS IDLE_MAX_CLIENTS
-#define BUFSIZE 16384
+// One page each, page-aligned: an idle monitor's memory is mostly the pages it has
+// touched, and hundreds of them rest on a node. A larger read buys nothing on a console.
+#define BUFSIZE 4096
+#define PAGE_ALIGNED __attribute__((aligned(4096)))
 
 // The console log: one writer per process, shared by the relay and (through
 // vectl_log_write) the Go monitor's own messages, so the two never disagree on its size,
@@ -30,7 +33,7 @@
 static pthread_mutex_t logmu = PTHREAD_MUTEX_INITIALIZER;
 static int logfd = -1;
 static long logsize, logmax;
-static char logpath[4096];
+static char *logpath; // malloc'd: the heap's pages are touched anyway
 
 static void write_all(int fd, const char *p, size_t n)
 {
@@ -51,11 +54,8 @@ void vectl_log_open(int fd, const char *path, long max)
 	logfd = fd;
 	// No stdio here: formatting pulls libc's locale data into every idle monitor's memory
 	// (about 250 KiB of resident pages measured).
-	size_t n = strlen(path);
-	if (n >= sizeof logpath)
-		n = sizeof logpath - 1;
-	memcpy(logpath, path, n);
-	logpath[n] = '\0';
+	free(logpath);
+	logpath = strdup(path);
 	logmax = max;
 	struct stat st;
 	logsize = fstat(fd, &st) == 0 ? st.st_size : 0;
@@ -83,7 +83,7 @@ void vectl_log_close(void)
 // LOGPATH.1 (once) when it would grow past its maximum.
 void vectl_log_write(const char *buf, size_t n)
 {
-	static char clean[BUFSIZE];
+	static char clean[BUFSIZE] PAGE_ALIGNED;
 	pthread_mutex_lock(&logmu);
 	while (n > 0 && logfd >= 0) {
 		size_t chunk = n < BUFSIZE ? n : BUFSIZE, m = 0;
@@ -95,8 +95,8 @@ void vectl_log_write(const char *buf, size_t n)
 		if (m == 0)
 			continue;
 		if (logsize + (long)m > logmax) {
-			char old[sizeof logpath + 2];
-			snprintf(old, sizeof old, "%s.1", logpath);
+			char old[4096 + 2];
+			snprintf(old, sizeof old, "%s.1", logpath ? logpath : "");
 			close(logfd);
 			rename(logpath, old);
 			logfd = open(logpath, O_CREAT | O_WRONLY | O_APPEND | O_TRUNC | O_CLOEXEC, 0640);
@@ -123,7 +123,7 @@ static void set_nonblock(int fd, int on)
 
 void vectl_relay(struct vectl_relay *r)
 {
-	static char buf[BUFSIZE];
+	static char buf[BUFSIZE] PAGE_ALIGNED;
 	for (int i = 0; i < r->nclients; i++)
 		set_nonblock(r->clients[i], 1);
 	for (;;) {
@@ -199,16 +199,16 @@ void vectl_relay(struct vectl_relay *r)
 		set_nonblock(r->clients[i], 0);
 }
 
-// The decoded hand-over message (proto.go); its strings point into msg.
-static char msg[1 << 16];
-static struct {
+// The decoded hand-over message (proto.go); its strings point into the message, which is
+// decoded in place over its hex text in argv (no page of its own).
+struct handover {
 	const char *veid, *runid, *logpath;
 	pid_t init;
 	int pty, lfd, logfd;
 	long logmax;
 	const char *resume[256];
 	int nresume;
-} h;
+};
 
 static void vectl_idle_fail(const char *why)
 {
@@ -224,7 +224,9 @@ void vectl_idle(int argc, char **argv, char **envp)
 	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;
 	struct vectl_relay r = {.pty = -1, .lfd = -1, .term_in = -1, .term_out = -1, .stopfd = -1};
-	long n = wire_unhex(argv[2], msg, sizeof msg);
+	struct handover h = {0};
+	char *msg = argv[2];
+	long n = wire_unhex(msg, msg, strlen(msg));
 	if (n < 0)
 		_exit(1);
 	struct wire_attr a;
