@@ -92,6 +92,13 @@ var listFields = func() []listField {
 			}},
 		{name: "ostemplate", header: "OSTEMPLATE", text: cfgString(func(c *container.Config) string { return c.OSTemplate })},
 		{name: "layout", header: "LAYOUT", text: cfgString(func(c *container.Config) string { return c.Layout })},
+		{name: "uidmap", header: "UIDMAP", text: cfgString(func(c *container.Config) string { return c.UserNS.String() }),
+			value: func(e row) any {
+				if e.Config == nil || e.Config.UserNS == nil {
+					return nil
+				}
+				return e.Config.UserNS
+			}},
 		{name: "description", header: "DESCRIPTION", text: cfgString(func(c *container.Config) string { return c.Description })},
 		usageField("physpages", "PHYSPAGES", func(s *container.Stats) (int64, bool) {
 			return s.Usage.MemUsage / resources.PageSize, s.Running

@@ -84,6 +84,7 @@ EXIT STATUS:
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN` (or inherit)"},
 			&cli.StringSliceFlag{Name: "netif_add", Usage: "add a bridged interface `IF[,bridge=BR][,mac=MAC][,host_ifname=NAME][,router=yes]`"},
 			&cli.StringSliceFlag{Name: "netif_del", Usage: "remove bridged interface `IF` (or all)"},
+			&cli.StringFlag{Name: "userns", Usage: "yes: a user namespace of its own; no: privileged (a stopped VE, with --save) (`yes|no`)"},
 			&cli.StringFlag{Name: "applyconfig", Usage: "apply the resource settings of profile `NAME`"},
 		}, resourceFlags()...),
 		Action: func(c *cli.Context) error {
@@ -116,6 +117,13 @@ EXIT STATUS:
 					return err
 				}
 				o.Monitor = &b
+			}
+			if v := str("userns"); v != nil {
+				b, err := parseYesNo("userns", *v)
+				if err != nil {
+					return err
+				}
+				o.UserNS = &b
 			}
 			if v := str("onboot"); v != nil {
 				b, err := parseYesNo("onboot", *v)

@@ -86,6 +86,8 @@ type veJSON struct {
 	Problem     string   `json:"problem,omitempty"`
 	IPs         []string `json:"ip"`
 	NumProc     *int     `json:"numproc"`
+	// UserNS is the VE's host id range; null for a privileged VE.
+	UserNS *container.IDMap `json:"userns"`
 }
 
 func statusJSON(e container.Entry) veJSON {
@@ -110,6 +112,7 @@ func statusJSON(e container.Entry) veJSON {
 	if c := e.Config; c != nil {
 		v.Name, v.Hostname, v.Description = c.Name, c.Hostname, c.Description
 		v.OSTemplate, v.Layout = c.OSTemplate, c.Layout
+		v.UserNS = c.UserNS
 	}
 	return v
 }

@@ -4,8 +4,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 
+	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +23,9 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 		return err
 	}
 	pid, err := p.Pid()
+	if err == nil {
+		err = m.delegateCgroup(id, pid)
+	}
 	if err == nil {
 		err = m.setBootID(pid)
 	}
@@ -39,6 +47,34 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	return nil
 }
 
+// delegateCgroup hands a user-namespace VE's own cgroup subtree to its root, as systemd
+// delegates a subtree to a service: the directory and the files that create and populate
+// child cgroups (cgroup.procs, cgroup.threads, cgroup.subtree_control; tasks on v1) belong to
+// the VE's root, so its systemd can manage its services' cgroups. The files that set the
+// VE's limits stay host root's, so the VE can never raise them. On cgroup v1 only the
+// name=systemd hierarchy is delegated (the VE mounts it writable; the controllers read-only).
+func (m *Manager) delegateCgroup(id string, pid int) error {
+	uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
+	if uid == 0 && gid == 0 {
+		return nil
+	}
+	dir := filepath.Join("/sys/fs/cgroup", m.cgroupPath(id))
+	files := []string{"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"}
+	if !cgroups.IsCgroup2UnifiedMode() {
+		dir = filepath.Join("/sys/fs/cgroup/systemd", m.cgroupPath(id))
+		files = []string{"cgroup.procs", "tasks", "cgroup.clone_children", "notify_on_release"}
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil // no name=systemd hierarchy on this v1 host
+	}
+	for _, f := range append([]string{""}, files...) {
+		if err := os.Chown(filepath.Join(dir, f), uid, gid); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("delegate the VE's cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
 // setBootID gives a VE a boot id of its own for this boot, as systemd-nspawn does: a file
 // with a new random UUID is bind-mounted read-only over /proc/sys/kernel/random/boot_id,
 // so journald and systemd see a new boot after an in-VE reboot. libcontainer refuses mounts
@@ -53,6 +89,9 @@ func (m *Manager) setBootID(pid int) error {
 		return fmt.Errorf("boot id: %w", err)
 	}
 	defer unix.Close(ns)
+	// In a user-namespace VE the VE's /dev belongs to its user namespace: the file is made
+	// as the VE's root (its host ids), which that namespace maps.
+	uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
 	errc := make(chan error, 1)
 	go func() {
 		// The thread joins the VE's mount namespace and is never unlocked, so the Go
@@ -66,6 +105,10 @@ func (m *Manager) setBootID(pid int) error {
 			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
 				return err
 			}
+			if uid != 0 || gid != 0 {
+				unix.Setfsgid(gid)
+				unix.Setfsuid(uid)
+			}
 			return mountBootID()
 		}()
 	}()
@@ -73,6 +116,22 @@ func (m *Manager) setBootID(pid int) error {
 		return fmt.Errorf("boot id: %w", err)
 	}
 	return nil
+}
+
+// hostRootOf is the host id that process pid's user namespace maps its id 0 to (file is
+// uid_map or gid_map); 0 outside a user namespace.
+func hostRootOf(pid int, file string) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "0" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
 }
 
 // bootIDSource is the temporary file in the VE's /dev the boot id mount is made from.

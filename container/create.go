@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/revert"
 	"github.com/vectl/vectl/container/store"
@@ -31,6 +32,9 @@ type CreateOptions struct {
 	// parameters on top of it (resources.ParseLimits).
 	Config string
 	Limits resources.Limits
+	// UserNS gives the VE a user namespace of its own, with a range of host ids allocated
+	// from root's ranges in /etc/subuid and /etc/subgid (or idmap.DefaultBase).
+	UserNS bool
 }
 
 // Create makes a new VE from an OS template without starting it. The id and name are
@@ -128,6 +132,12 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 	if err := m.createLimits(probe, o); err != nil {
 		return nil, nil, err
 	}
+	var userns *store.IDMap
+	if o.UserNS {
+		if userns, err = m.allocateIDs(); err != nil {
+			return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
+		}
+	}
 	vlock, err := m.store.LockVE(o.ID, m.opts.LockTimeout)
 	if err != nil {
 		return nil, nil, fmt.Errorf("VE %s: %w", o.ID, err)
@@ -145,11 +155,19 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		Nameservers:   probe.Nameservers,
 		SearchDomains: probe.SearchDomains,
 		Resources:     probe.Resources,
+		UserNS:        userns,
 	}
 	if err := m.store.Reserve(cfg); err != nil {
 		vlock.Unlock()
 		os.RemoveAll(m.store.VEDir(o.ID))
 		return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
+	}
+	if userns != nil {
+		if err := m.store.ClaimIDMap(cfg.ID, *userns); err != nil {
+			vlock.Unlock()
+			os.RemoveAll(m.store.VEDir(o.ID))
+			return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
+		}
 	}
 	return cfg, vlock, nil
 }
@@ -219,6 +237,16 @@ func (m *Manager) removeVE(id string, l *store.Lock) error {
 	if err := removeIfExists(m.consoleLog(id)); err != nil {
 		errs = append(errs, err)
 	}
+	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.UserNS != nil {
+		for _, dir := range []string{m.opts.Root, m.store.RootDir("")} {
+			if err := idmap.GrantSearch(dir, cfg.UserNS.UID, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := m.store.ReleaseIDMap(*cfg.UserNS); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// The config goes last: until then a failed destroy can be run again.
 	if err := os.RemoveAll(m.store.VEDir(id)); err != nil {
 		errs = append(errs, err)
@@ -227,4 +255,31 @@ func (m *Manager) removeVE(id string, l *store.Lock) error {
 		errs = append(errs, l.Remove())
 	}
 	return errors.Join(errs...)
+}
+
+// Where user-namespace VEs take their host ids from.
+var subUIDFile, subGIDFile = "/etc/subuid", "/etc/subgid"
+
+// allocateIDs finds a free range of host uids and gids for a new user-namespace VE: one no
+// other VE of this root has (the store's index of held ranges). The caller holds the global
+// lock and claims the range (store.ClaimIDMap) once the VE's config exists.
+func (m *Manager) allocateIDs() (*store.IDMap, error) {
+	held, err := m.store.IDMaps()
+	if err != nil {
+		return nil, fmt.Errorf("allocate ids: %w", err)
+	}
+	var uids, gids []idmap.Range
+	for _, u := range held {
+		uids = append(uids, idmap.Range{Start: u.UID, Count: u.Size})
+		gids = append(gids, idmap.Range{Start: u.GID, Count: u.Size})
+	}
+	uid, err := idmap.Allocate(subUIDFile, uids)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := idmap.Allocate(subGIDFile, gids)
+	if err != nil {
+		return nil, err
+	}
+	return &store.IDMap{UID: uid, GID: gid, Size: idmap.Size}, nil
 }

@@ -22,6 +22,9 @@ import (
 // Config is the desired configuration of one VE as stored in its config.json.
 type Config = store.Config
 
+// IDMap is a user-namespace VE's range of host ids.
+type IDMap = store.IDMap
+
 // Layouts of a VE's private area.
 const (
 	LayoutOverlay = layout.Overlay // shared read-only template + private upper directory

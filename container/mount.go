@@ -2,7 +2,10 @@ package container
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 
+	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/layout"
 )
 
@@ -51,12 +54,33 @@ func (m *Manager) loadComplete(id string) (*Config, error) {
 
 // area describes a VE's private area and root mount to package layout.
 func (m *Manager) area(cfg *Config) layout.Area {
-	return layout.Area{ID: cfg.ID, Layout: cfg.Layout, Private: m.store.PrivateDir(cfg.ID), Root: m.store.RootDir(cfg.ID),
+	a := layout.Area{ID: cfg.ID, Layout: cfg.Layout, Private: m.store.PrivateDir(cfg.ID), Root: m.store.RootDir(cfg.ID),
 		Template: cfg.OSTemplate, Lower: m.templates.LowerDir(cfg.OSTemplate)}
+	if u := cfg.UserNS; u != nil {
+		a.Owner = &[2]uint32{u.UID, u.GID}
+	}
+	return a
 }
 
-// mountRoot mounts the VE's root according to its layout.
-func (m *Manager) mountRoot(cfg *Config) error { return m.area(cfg).Mount() }
+// mountRoot mounts the VE's root according to its layout. A user-namespace VE's root is
+// seen through its pinned user namespace; a stopped one (vectl mount) gets a user namespace
+// of the same map for the time of the mount.
+func (m *Manager) mountRoot(cfg *Config) error {
+	a := m.area(cfg)
+	u := cfg.UserNS
+	if u == nil || layout.Mounted(a.Root) {
+		return a.Mount()
+	}
+	a.Userns = m.runFile(cfg.ID, usernsFile)
+	if _, err := os.Stat(a.Userns); err != nil {
+		a.Userns = filepath.Join(m.opts.RunDir, "mount-userns-"+cfg.ID)
+		if err := idmap.Pin(a.Userns, "", u.UID, u.GID); err != nil {
+			return err
+		}
+		defer idmap.Unpin(a.Userns)
+	}
+	return a.Mount()
+}
 
 // umountRoot unmounts root/<id> if it is mounted.
 func (m *Manager) umountRoot(id string) error { return layout.Unmount(m.store.RootDir(id)) }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
+	devices "github.com/opencontainers/cgroups/devices/config"
 	cgmanager "github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -36,6 +37,7 @@ const (
 	consoleSock    = "console.sock"
 	initTypeFile   = "init"    // init system detected at start (systemd, busybox, ...)
 	seccompRecord  = "seccomp" // the compiled seccomp program the VE's processes run (package join)
+	usernsFile     = "userns"  // a user-namespace VE's pinned user namespace
 )
 
 func (m *Manager) ociPath(id string) string { return filepath.Join(m.store.VEDir(id), "oci.json") }
@@ -120,6 +122,11 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 	if err := os.MkdirAll(m.lcRoot(), 0o700); err != nil {
 		return nil, nil, nil, err
 	}
+	if cfg.Namespaces.Contains(configs.NEWUSER) {
+		if err := m.bindDevices(cfg); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	sc, err := m.joiner.TakeSeccomp(id, cfg)
 	if err != nil {
 		return nil, nil, nil, err
@@ -137,6 +144,39 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 		}
 	}
 	return c, p, done, nil
+}
+
+// bindDevices gives a user-namespace VE its device nodes as bind mounts of nodes vectl keeps
+// under its state root (dev/), made 0666 as a VE expects them. libcontainer would bind the
+// host's own nodes, whose owner (host root) is nobody inside: their host permissions then
+// rule (a host with a 0620 /dev/null would break every VE's /dev/null).
+func (m *Manager) bindDevices(cfg *configs.Config) error {
+	dir := filepath.Join(m.opts.Root, "dev")
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	var keep []*devices.Device
+	for _, d := range cfg.Devices {
+		if d.Path == "" || d.Type != devices.CharDevice || filepath.Dir(d.Path) != "/dev" {
+			keep = append(keep, d)
+			continue
+		}
+		src := filepath.Join(dir, filepath.Base(d.Path))
+		var st unix.Stat_t
+		if err := unix.Stat(src, &st); err != nil || st.Rdev != unix.Mkdev(uint32(d.Major), uint32(d.Minor)) || st.Mode&0o777 != 0o666 {
+			os.Remove(src)
+			if err := unix.Mknod(src, unix.S_IFCHR|0o666, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))); err != nil {
+				return fmt.Errorf("device node %s: %w", src, err)
+			}
+			if err := os.Chmod(src, 0o666); err != nil { // past the umask
+				return err
+			}
+		}
+		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: src, Destination: d.Path, Device: "bind",
+			Flags: unix.MS_BIND | unix.MS_NOSUID | unix.MS_NOEXEC})
+	}
+	cfg.Devices = keep
+	return nil
 }
 
 // initProcess is the libcontainer process of a VE's init as the spec describes it.

@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/vectl/vectl/container/idmap"
+	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/revert"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
@@ -32,6 +35,9 @@ type SetOptions struct {
 	StopTimeout *int
 	OnBoot      *bool
 	BootOrder   *int
+	// UserNS switches a stopped VE to a user namespace of its own (true) or back to a
+	// privileged VE (false), converting its private data.
+	UserNS *bool
 
 	Hostname      *string
 	IPAdd         []string // ADDR[/PREFIX]
@@ -118,6 +124,7 @@ type change struct {
 	ipDel  []netip.Prefix
 	nifAdd []store.NetIf
 	nifDel []string
+	userns *bool           // switch the VE's user namespace on or off
 	limits bool            // cgroup limits changed
 	disk   bool            // diskspace changed
 	net    *network.Config // the node's network configuration, when addresses or interfaces change
@@ -126,6 +133,10 @@ type change struct {
 // apply validates o and applies it to cfg (a copy), without side effects.
 func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 	ch := &change{}
+	if o.UserNS != nil && *o.UserNS != (cfg.UserNS != nil) {
+		ch.userns = o.UserNS
+		ch.stored = append(ch.stored, "userns")
+	}
 	if o.Name != nil {
 		if *o.Name != "" {
 			if err := validateName(*o.Name); err != nil {
@@ -360,6 +371,11 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 		return nil, fmt.Errorf("set %s: %w: nothing to set", id, ErrInvalidValue)
 	}
 	running := m.populated(id)
+	if ch.userns != nil {
+		if running || layout.Mounted(m.store.RootDir(id)) {
+			return nil, fmt.Errorf("set %s: --userns: %w: stop it (and unmount it) first", id, ErrRunning)
+		}
+	}
 	if !o.Save && (!running || len(ch.stored) > 0) {
 		what := append(append([]string(nil), ch.stored...), ch.live...)
 		if running {
@@ -367,7 +383,7 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 		}
 		return nil, fmt.Errorf("set %s: %s %w: add --save", id, strings.Join(what, ", "), ErrNeedSave)
 	}
-	if len(ch.ipAdd) > 0 {
+	if len(ch.ipAdd) > 0 || ch.userns != nil {
 		glock, err := m.store.LockGlobal(m.opts.LockTimeout)
 		if err != nil {
 			return nil, err
@@ -375,6 +391,16 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 		defer glock.Unlock()
 		if err := m.checkIPsFree(id, ch.ipAdd); err != nil {
 			return nil, fmt.Errorf("set %s: %w", id, err)
+		}
+		if ch.userns != nil && *ch.userns {
+			if cfg.UserNS, err = m.allocateIDs(); err != nil {
+				return nil, fmt.Errorf("set %s: %w", id, err)
+			}
+			if err := m.store.ClaimIDMap(id, *cfg.UserNS); err != nil {
+				return nil, fmt.Errorf("set %s: %w", id, err)
+			}
+		} else if ch.userns != nil {
+			cfg.UserNS = nil
 		}
 	}
 	res := &SetResult{ID: id, Live: append([]string{}, ch.live...), Stored: append([]string{}, ch.stored...),
@@ -384,6 +410,11 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 		defer r.Fail(&err)
 		if running && len(ch.live) > 0 {
 			if err := m.applyLive(ctx, &orig, cfg, ch, &r); err != nil {
+				return err
+			}
+		}
+		if ch.userns != nil {
+			if err := m.convertUserNS(&orig, cfg, &r); err != nil {
 				return err
 			}
 		}
@@ -398,6 +429,15 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 		}
 		return nil
 	}()
+	if ch.userns != nil {
+		// A range the VE did not take, or gave up, goes back to the pool.
+		if err != nil && cfg.UserNS != nil {
+			m.store.ReleaseIDMap(*cfg.UserNS)
+		}
+		if err == nil && orig.UserNS != nil {
+			m.store.ReleaseIDMap(*orig.UserNS)
+		}
+	}
 	if err != nil {
 		what := strings.Join(append(slices.Clone(ch.live), ch.stored...), ", ")
 		return nil, fmt.Errorf("set %s (%s): %w; nothing was changed", id, what, err)
@@ -525,4 +565,33 @@ func snapshotGuestFiles(root string, rels ...string) (func() error, error) {
 		}
 		return errors.Join(errs...)
 	}, nil
+}
+
+// convertUserNS converts a stopped VE's private data between privileged (old) and its own
+// user namespace (cfg) and registers the undo. Only an overlay's upper directory holds host
+// ids: the copy and image layouts keep the ids as the VE sees them and are shown through an
+// idmapped mount. The VE's root gets (or loses) its search right on the roots' directory.
+func (m *Manager) convertUserNS(old, cfg *Config, r *revert.Reverter) error {
+	var from, fromGID, to, toGID uint32
+	if u := old.UserNS; u != nil {
+		from, fromGID = u.UID, u.GID
+	}
+	if u := cfg.UserNS; u != nil {
+		to, toGID = u.UID, u.GID
+	}
+	if cfg.Layout == LayoutOverlay {
+		upper := filepath.Join(m.store.PrivateDir(cfg.ID), "upper")
+		if err := idmap.Shift(upper, from, fromGID, to, toGID); err != nil {
+			return fmt.Errorf("%w: convert the private area: %w", ErrInvalidValue, err)
+		}
+		r.Add(func() error { return idmap.Shift(upper, to, toGID, from, fromGID) })
+	}
+	if u := old.UserNS; u != nil {
+		for _, dir := range []string{m.opts.Root, m.store.RootDir("")} {
+			if err := idmap.GrantSearch(dir, u.UID, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

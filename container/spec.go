@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	seccompprofile "github.com/moby/profiles/seccomp"
+	"github.com/moby/sys/capability"
 	"github.com/opencontainers/cgroups"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -81,6 +83,38 @@ type specOptions struct {
 	console  bool   // a monitor provides a pty as /dev/console
 	cgroup   string // absolute cgroup path (fs driver) or slice:prefix:name (systemd driver)
 	cgroupV1 string // the VE's cgroup path in cgroup v1 hierarchies, for the name=systemd bind
+	userns   string // a user-namespace VE's pinned user namespace ("" for a privileged VE)
+}
+
+// usernsCaps is the seccomp profile's view of a user-namespace VE's root: every capability
+// its namespace contains. Its root holds the full set, but a user namespace does not contain
+// module loading, raw I/O, the clock, the kernel log, handles of host inodes
+// (open_by_handle_at, CAP_DAC_READ_SEARCH) or the host's keyrings, and the profile built for
+// this set blocks their system calls outright rather than leaving them to the kernel.
+var usernsCaps = append(append([]string(nil), defaultCaps...),
+	"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_LEASE", "CAP_LINUX_IMMUTABLE", "CAP_NET_BROADCAST", "CAP_SYS_TTY_CONFIG", "CAP_AUDIT_READ",
+	"CAP_CHECKPOINT_RESTORE")
+
+// usernsProfile adjusts the profile built for usernsCaps: pivot_root, which a nested
+// container runtime and systemd's RootDirectory= need, is allowed (Docker's profile never
+// allows it: its containers do not nest), and syslog(2), which no user namespace contains,
+// is not.
+func usernsProfile(sc *specs.LinuxSeccomp) {
+	for i := range sc.Syscalls {
+		sc.Syscalls[i].Names = slices.DeleteFunc(sc.Syscalls[i].Names, func(n string) bool { return n == "syslog" })
+	}
+	sc.Syscalls = slices.DeleteFunc(sc.Syscalls, func(s specs.LinuxSyscall) bool { return len(s.Names) == 0 })
+	sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{Names: []string{"pivot_root"}, Action: specs.ActAllow})
+}
+
+// allCaps is every capability this build knows: root's set in a user-namespace VE.
+func allCaps() []string {
+	var out []string
+	for _, c := range capability.ListKnown() {
+		out = append(out, "CAP_"+strings.ToUpper(c.String()))
+	}
+	return out
 }
 
 // buildSpec makes the OCI runtime spec of a VE: a full system with its own init as PID 1 in
@@ -124,9 +158,20 @@ func buildSpec(o specOptions) (*specs.Spec, error) {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
-	sc, err := seccompprofile.GetDefaultProfile(s)
+	profileOf := s
+	if o.userns != "" {
+		// The user namespace is joined from its pin (libcontainer reads the map from it).
+		s.Linux.Namespaces = append([]specs.LinuxNamespace{{Type: specs.UserNamespace, Path: o.userns}}, s.Linux.Namespaces...)
+		all := allCaps()
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+		profileOf = &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: usernsCaps}}}
+	}
+	sc, err := seccompprofile.GetDefaultProfile(profileOf)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
+	if o.userns != "" {
+		usernsProfile(sc)
 	}
 	s.Linux.Seccomp = sc
 	return s, nil

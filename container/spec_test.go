@@ -148,3 +148,44 @@ func TestCopyUntilEscape(t *testing.T) {
 		t.Errorf("split escape: wrote %q", w.String())
 	}
 }
+
+// A user-namespace VE's root has every capability in its namespace; its seccomp profile
+// allows what systemd's sandboxing and nested containers need (mount, unshare, setns) and
+// blocks what the namespace does not contain.
+func TestUserNSSpec(t *testing.T) {
+	s, err := buildSpec(specOptions{cfg: &Config{ID: "101"}, rootfs: "/r/root/101", netns: "/run/vectl/netns/101",
+		hostname: "web", console: true, cgroup: "/vectl/101", cgroupV1: "/vectl/101", userns: "/run/vectl/ve/101/userns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns := s.Linux.Namespaces[0]; ns.Type != specs.UserNamespace || ns.Path != "/run/vectl/ve/101/userns" {
+		t.Fatalf("first namespace = %+v, want the pinned user namespace", ns)
+	}
+	if len(s.Linux.UIDMappings) != 0 {
+		t.Fatal("a joined user namespace brings its own map; the spec must not repeat it")
+	}
+	for _, c := range []string{"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE"} {
+		if !slices.Contains(s.Process.Capabilities.Bounding, c) {
+			t.Errorf("root of a user-namespace VE lacks %s", c)
+		}
+	}
+	allowed := map[string]bool{}
+	for _, sc := range s.Linux.Seccomp.Syscalls {
+		if sc.Action == specs.ActAllow && len(sc.Args) == 0 {
+			for _, n := range sc.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, n := range []string{"mount", "umount2", "unshare", "setns", "pivot_root", "sethostname"} {
+		if !allowed[n] {
+			t.Errorf("seccomp profile blocks %s", n)
+		}
+	}
+	for _, n := range []string{"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+		"open_by_handle_at", "add_key", "keyctl", "request_key", "settimeofday", "clock_settime", "iopl", "ioperm", "syslog"} {
+		if allowed[n] {
+			t.Errorf("seccomp profile allows %s", n)
+		}
+	}
+}

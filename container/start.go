@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/containerd/console"
 
+	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
@@ -164,6 +166,20 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	if err := os.WriteFile(m.runFile(id, runIDFile), []byte(newRunID()), 0o600); err != nil {
 		return nil, "", err
 	}
+	// A user-namespace VE's network namespace belongs to its user namespace (so that its root
+	// manages its own interfaces, routes and firewall); both are pinned before its root is
+	// mounted through that user namespace.
+	if u := cfg.UserNS; u != nil {
+		if err := m.reachRoots(u.UID); err != nil {
+			return nil, "", err
+		}
+		if err := idmap.Pin(m.runFile(id, usernsFile), m.netnsPath(id), u.UID, u.GID); err != nil {
+			return nil, "", err
+		}
+		if err := network.SetUpNetns(m.netnsPath(id)); err != nil {
+			return nil, "", err
+		}
+	}
 	if err := m.mountRoot(cfg); err != nil {
 		return nil, "", err
 	}
@@ -175,8 +191,10 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	if err := os.WriteFile(m.runFile(id, initTypeFile), []byte(initType), 0o600); err != nil {
 		return nil, "", err
 	}
-	if err := network.PinNetns(m.netnsPath(id)); err != nil {
-		return nil, "", err
+	if cfg.UserNS == nil {
+		if err := network.PinNetns(m.netnsPath(id)); err != nil {
+			return nil, "", err
+		}
 	}
 	if withNetwork {
 		if err := m.attachNetwork(ctx, cfg, root); err != nil {
@@ -188,7 +206,7 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 		hostname = id
 	}
 	spec, err := buildSpec(specOptions{
-		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname,
+		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname, userns: m.usernsPath(cfg),
 		console: !noMonitor && !cfg.NoMonitor,
 		cgroup:  m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id),
 	})
@@ -210,6 +228,40 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 		return nil, "", err
 	}
 	return cfg, initType, nil
+}
+
+// reachRoots lets a user-namespace VE's root (host uid) look up its own root directory by
+// the host path, as its init does while it is set up: search-only ACL entries on the state
+// root and on the directory of the mounted roots. Every directory above the state root must
+// be searchable by anyone.
+func (m *Manager) reachRoots(uid uint32) error {
+	for dir := filepath.Dir(m.opts.Root); ; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is not searchable by other users, which the root of a user-namespace VE (host uid %d) needs to reach its root below %s: chmod o+x %s",
+				dir, uid, m.opts.Root, dir)
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	for _, dir := range []string{m.opts.Root, m.store.RootDir("")} {
+		if err := idmap.GrantSearch(dir, uid, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// usernsPath is the pinned user namespace of a user-namespace VE; "" for a privileged one.
+func (m *Manager) usernsPath(cfg *Config) string {
+	if cfg.UserNS == nil {
+		return ""
+	}
+	return m.runFile(cfg.ID, usernsFile)
 }
 
 func newRunID() string {

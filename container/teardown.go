@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/network"
 )
 
@@ -38,6 +39,9 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 		if err := m.umountRoot(id); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := idmap.Unpin(m.runFile(id, usernsFile)); err != nil {
+		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(m.runDir(id)); err != nil {
 		errs = append(errs, err)

@@ -102,6 +102,10 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Searchable, as /var/lib is: a user-namespace VE's root looks its root up below it.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, dir: dir, root: filepath.Join(dir, "root"), run: filepath.Join(dir, "run"), log: filepath.Join(dir, "log")}
 	t.Cleanup(e.cleanup)
 	return e

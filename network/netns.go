@@ -40,23 +40,50 @@ func PinNetns(path string) error {
 			if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
 				return fmt.Errorf("bind %s: %w", path, err)
 			}
-			// IPv6 duplicate address detection would hold every VE address (and CNI ADD)
-			// for ~1.8 s; VE addresses are unique by construction.
-			for _, f := range []string{"all", "default"} {
-				_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/accept_dad", []byte("0"), 0)
-			}
-			lo, err := netlink.LinkByName("lo")
-			if err == nil {
-				err = netlink.LinkSetUp(lo)
-			}
-			if err != nil {
-				return fmt.Errorf("loopback up: %w", err)
-			}
-			return nil
+			return setUpNetns()
 		}()
 	}()
 	if err := <-errc; err != nil {
 		return errors.Join(fmt.Errorf("pin netns %s: %w", path, err), UnpinNetns(path))
+	}
+	return nil
+}
+
+// SetUpNetns prepares a network namespace pinned on path by someone else (a user-namespace
+// VE's, which its user namespace owns) as PinNetns prepares its own.
+func SetUpNetns(path string) error {
+	ns, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("set up netns: %w", err)
+	}
+	defer unix.Close(ns)
+	errc := make(chan error, 1)
+	go func() {
+		// This thread enters the namespace and never leaves it: it is not unlocked, so the Go
+		// runtime discards it when the goroutine returns.
+		runtime.LockOSThread()
+		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("set up netns %s: %w", path, err)
+			return
+		}
+		errc <- setUpNetns()
+	}()
+	return <-errc
+}
+
+// setUpNetns readies the calling thread's network namespace for a VE: loopback up, no IPv6
+// duplicate address detection (it would hold every VE address, and CNI ADD, for ~1.8 s; VE
+// addresses are unique by construction).
+func setUpNetns() error {
+	for _, f := range []string{"all", "default"} {
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/accept_dad", []byte("0"), 0)
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("loopback up: %w", err)
 	}
 	return nil
 }

@@ -165,8 +165,10 @@ func joinable(cfg *configs.Config) bool {
 		cfg.Scheduler != nil || cfg.IOPriority != nil || cfg.NoNewKeyring {
 		return false
 	}
+	// A user namespace is joined first (setns takes them in that order), after which the
+	// joiner becomes the VE's root with setresuid(0).
 	for _, ns := range cfg.Namespaces {
-		if _, ok := nsCloneFlags[ns.Type]; !ok || ns.Type == configs.NEWUSER || ns.Type == configs.NEWTIME {
+		if _, ok := nsCloneFlags[ns.Type]; !ok || ns.Type == configs.NEWTIME {
 			return false
 		}
 	}

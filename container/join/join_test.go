@@ -57,7 +57,7 @@ func TestNewSpec(t *testing.T) {
 	for name, change := range map[string]func(c *configs.Config){
 		"ambient caps":  func(c *configs.Config) { c.Capabilities.Ambient = []string{"CAP_KILL"} },
 		"no_new_privs":  func(c *configs.Config) { c.NoNewPrivileges = true },
-		"user ns":       func(c *configs.Config) { c.Namespaces = append(c.Namespaces, configs.Namespace{Type: configs.NEWUSER}) },
+		"time ns":       func(c *configs.Config) { c.Namespaces = append(c.Namespaces, configs.Namespace{Type: configs.NEWTIME}) },
 		"no capability": func(c *configs.Config) { c.Capabilities = nil },
 	} {
 		st2 := *st

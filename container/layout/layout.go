@@ -20,6 +20,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/resources"
 	"github.com/vectl/vectl/template"
 )
@@ -49,6 +50,14 @@ type Area struct {
 	Root     string // the mount point
 	Template string // the template's name, for messages
 	Lower    string // the template's unpacked tree (the overlay's lower layer)
+
+	// Owner, for a VE with a user namespace, are the host ids of its root: the owner of an
+	// overlay's upper directory (the merged root takes it from there).
+	Owner *[2]uint32
+	// Userns, for a VE with a user namespace, is its pinned user namespace: Mount shows the
+	// template's tree (overlay), the private copy (copy) or the image's filesystem (image)
+	// through an idmapped mount of it, so that what host root owns the VE's root owns.
+	Userns string
 }
 
 // Create makes a new VE's private area (which must not exist) from the template's tree:
@@ -71,6 +80,11 @@ func (a Area) Create(ctx context.Context, size, inodes int64) error {
 		}
 		if err := os.Chmod(upper, st.Mode().Perm()); err != nil {
 			return err
+		}
+		if a.Owner != nil {
+			if err := os.Chown(upper, int(a.Owner[0]), int(a.Owner[1])); err != nil {
+				return err
+			}
 		}
 		return os.Mkdir(filepath.Join(a.Private, "work"), 0o700)
 	case Copy:
@@ -109,13 +123,26 @@ func (a Area) Mount() error {
 		if _, serr := os.Stat(a.Lower); serr != nil {
 			return fmt.Errorf("%w: template %s: %v", ErrMount, a.Template, serr)
 		}
-		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
-			a.Lower, filepath.Join(a.Private, "upper"), filepath.Join(a.Private, "work"))
-		err = unix.Mount("overlay", a.Root, "overlay", 0, opts)
+		err = a.staged(a.Lower, idmap.Bind, func(lower string) error {
+			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
+				lower, filepath.Join(a.Private, "upper"), filepath.Join(a.Private, "work"))
+			return unix.Mount("overlay", a.Root, "overlay", 0, opts)
+		})
 	case Copy:
-		err = unix.Mount(filepath.Join(a.Private, "rootfs"), a.Root, "", unix.MS_BIND, "")
+		rootfs := filepath.Join(a.Private, "rootfs")
+		if a.Userns != "" {
+			err = idmap.Bind(rootfs, a.Root, a.Userns)
+		} else {
+			err = unix.Mount(rootfs, a.Root, "", unix.MS_BIND, "")
+		}
 	case Image:
-		err = mountImage(a.ImagePath(), a.Root)
+		if a.Userns == "" {
+			err = mountImage(a.ImagePath(), a.Root)
+			break
+		}
+		err = a.staged(a.ImagePath(), func(img, dst, _ string) error { return mountImage(img, dst) }, func(fs string) error {
+			return idmap.Bind(fs, a.Root, a.Userns)
+		})
 	default:
 		return fmt.Errorf("%w: unknown layout %q", ErrMount, a.Layout)
 	}
@@ -126,6 +153,26 @@ func (a Area) Mount() error {
 		return fmt.Errorf("%w: %s layout at %s: %v", ErrMount, a.Layout, a.Root, err)
 	}
 	return nil
+}
+
+// staged mounts src on a staging directory in the private area with stage (given a.Userns),
+// runs use with it, and detaches the staging mount again: the mount use makes keeps its own
+// reference (overlayfs clones its layers, an idmapped copy is a mount of its own). Without a
+// user namespace, use gets src itself unless stage must mount it.
+func (a Area) staged(src string, stage func(src, dst, userns string) error, use func(string) error) error {
+	if a.Userns == "" && a.Layout == Overlay {
+		return use(src)
+	}
+	dir := filepath.Join(a.Private, "stage")
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	defer os.Remove(dir)
+	if err := stage(src, dir, a.Userns); err != nil {
+		return err
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	return use(dir)
 }
 
 // Unmount unmounts root if it is mounted; a missing or unmounted root is not an error.

@@ -320,6 +320,10 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 
 	if (setsid() < 0)
 		fail("setsid");
+	// The VE's root: after joining a user-namespace VE's user namespace this makes the joiner
+	// its root (host root is nobody there), before anything is created in the VE.
+	if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+		fail("set user and groups");
 	// A session keyring of the VE's own, as libcontainer gives each process it starts.
 	if (req.session && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, req.session) < 0 && errno != ENOSYS)
 		fail("join the VE's session keyring");
@@ -330,8 +334,6 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 			fail("set the VE's resource limits");
 	if (chdir(req.cwd) < 0)
 		fail("change to the working directory");
-	if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
-		fail("set user and groups");
 	// Without no_new_privs loading a filter needs CAP_SYS_ADMIN, so it comes before the
 	// capabilities are dropped (libcontainer does the same).
 	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, req.bpfflags, &prog) < 0)

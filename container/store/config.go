@@ -16,7 +16,7 @@ import (
 // SchemaVersion is the version of config.json this vectl writes and the newest it reads.
 // Bump it whenever a field is added or its meaning changes, so that an older vectl refuses a
 // newer file instead of silently dropping what it does not know.
-const SchemaVersion = 1
+const SchemaVersion = 2 // 2: userns
 
 var (
 	// ErrCorrupt means a state file is not what vectl wrote: unreadable JSON, unknown fields,
@@ -71,6 +71,29 @@ type Config struct {
 
 	// Resources are the VE's limits (vzctl's cpuunits, ram, numproc, diskspace, ...).
 	Resources resources.Limits `json:"resources"`
+
+	// UserNS, when set, gives the VE a user namespace of its own: its ids 0-65535 are the
+	// host's UID.. and GID.. (Size of them). Nil: a privileged VE, whose root is host root.
+	UserNS *IDMap `json:"userns,omitempty"`
+}
+
+// IDMap is a VE's range of host ids.
+type IDMap struct {
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Size uint32 `json:"size"`
+}
+
+// String renders the map as list -o uidmap shows it: "0:UID:SIZE" (and ":GID" when the gid
+// base differs).
+func (m *IDMap) String() string {
+	if m == nil {
+		return "-"
+	}
+	if m.GID == m.UID {
+		return fmt.Sprintf("0:%d:%d", m.UID, m.Size)
+	}
+	return fmt.Sprintf("0:%d:%d,gid 0:%d:%d", m.UID, m.Size, m.GID, m.Size)
 }
 
 // NetIf is a bridged interface of a VE.

@@ -146,13 +146,17 @@ func (b *bench) benchRunToExit() error {
 // monitor reports the init running; runc run -d once the container's process runs), then its
 // stop on the kill path.
 func (b *bench) benchStartStop() error {
-	idm, idn := b.id("start"), b.id("startnm")
+	idm, idn, idp := b.id("start"), b.id("startnm"), b.id("startpriv")
 	for _, id := range []string{idm, idn} {
 		if err := b.create(id, busyboxName); err != nil {
 			return err
 		}
 	}
-	defer b.destroy(idm, idn)
+	// The default VE has a user namespace of its own; a privileged one is measured beside it.
+	if err := b.create(idp, busyboxName, "--userns", "no"); err != nil {
+		return err
+	}
+	defer b.destroy(idm, idn, idp)
 	vectl := func(id, suffix string, startArgs ...string) *variant {
 		return &variant{name: "vectl start " + strings.Join(startArgs, " "), vectl: true, pass: func(p int, rec recorder) error {
 			d, err := b.v.timed(append([]string{"start", id}, startArgs...)...)
@@ -167,7 +171,7 @@ func (b *bench) benchStartStop() error {
 			return nil
 		}}
 	}
-	vs := []*variant{vectl(idm, ""), vectl(idn, "-nm", "--no-monitor")}
+	vs := []*variant{vectl(idm, ""), vectl(idn, "-nm", "--no-monitor"), vectl(idp, "-priv")}
 	vs = append(vs, b.ociVariants("start", func(r *ociRuntime, cid string) func(int, recorder) error {
 		bundle, err := b.bundle(cid, b.busyboxFS, []string{"/sbin/init"})
 		return func(p int, rec recorder) error {
@@ -215,6 +219,9 @@ func (b *bench) benchStartStop() error {
 	}
 	b.peerRows(cmp{group: "start", name: "start busybox VE until its init runs", command: "vectl start"},
 		"start", startPeers, map[string]*Target{"runc": ratioMax(1.0).as("busybox start")})
+	b.compare(cmp{group: "start", name: "start busybox VE, own user namespace vs privileged", key: "start/vectl",
+		command: "vectl start", peerKey: "start/vectl-priv", peer: "vectl start of a --userns no VE",
+		target: ratioMax(1.1).as("userns start")})
 	b.compare(cmp{group: "start", name: "start busybox VE until its init runs, no monitor", key: "start/vectl-nm",
 		command: "vectl start --no-monitor", peerKey: "start/runc", peer: "runc run -d"})
 	stopPeers := b.peerList(" delete -f")

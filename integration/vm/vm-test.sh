@@ -30,7 +30,8 @@ default_run='^('\
 'TestKillMonitor|TestKillDuringStart|TestDebianSystemd|'\
 'TestResourceMemoryOOM|TestResourceForkBomb|TestResourceStats|TestResourceImageDisk|'\
 'TestNetworkRoutedAddresses|TestNetworkLiveSet|TestNetworkTeardownLeavesNothing|'\
-'TestSystemdUnit|TestBootOnboot|TestCgroupV2Delegation|TestCgroupManagerConfigFile)$'
+'TestSystemdUnit|TestBootOnboot|TestCgroupV2Delegation|TestCgroupManagerConfigFile|'\
+'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes)$'
 default_skip='^TestLifecycle$/^debian$'
 
 VMTEST_RUN=${VMTEST_RUN:-$default_run}

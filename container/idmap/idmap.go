@@ -1,0 +1,227 @@
+// Package idmap gives a VE its own user namespace: it allocates the VE's range of host uids
+// and gids (from root's ranges in /etc/subuid and /etc/subgid, or the documented default
+// base), creates and pins the VE's user namespace together with a network namespace owned by
+// it, and makes idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP) through which a VE sees a
+// tree owned by host root as its own, without a chown.
+//
+// It is a leaf: it knows no VE configuration, lock or process of vectl's; it must not import
+// container, the runtime or the network.
+package idmap
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Size is the number of uids and gids each VE gets: 0-65535 inside.
+const Size = 65536
+
+// DefaultBase and DefaultCount describe the ids vectl allocates from when /etc/subuid (or
+// /etc/subgid) has no range for root: one billion ids from 10^9, far above the ids Debian's
+// useradd gives users (1000-59999) and their subordinate ranges (from 100000).
+const (
+	DefaultBase  = 1_000_000_000
+	DefaultCount = 1_000_000_000
+)
+
+// ErrNoRange means no free range of Size ids is left.
+var ErrNoRange = errors.New("no free id range left for a user-namespace VE")
+
+// Range is a span of host ids.
+type Range struct{ Start, Count uint32 }
+
+func (r Range) end() uint64 { return uint64(r.Start) + uint64(r.Count) }
+
+func (r Range) overlaps(o Range) bool {
+	return uint64(r.Start) < o.end() && uint64(o.Start) < r.end()
+}
+
+// SubRanges reads the ranges file (/etc/subuid or /etc/subgid) and returns root's ranges and
+// everyone else's. A missing file is no ranges.
+func SubRanges(path string) (root, others []Range, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fs := strings.Split(line, ":")
+		if len(fs) != 3 {
+			return nil, nil, fmt.Errorf("%s:%d: not NAME:START:COUNT", path, n)
+		}
+		start, err1 := strconv.ParseUint(fs[1], 10, 32)
+		count, err2 := strconv.ParseUint(fs[2], 10, 32)
+		if err1 != nil || err2 != nil || count == 0 || start+count > 1<<32-1 {
+			return nil, nil, fmt.Errorf("%s:%d: bad range %s:%s", path, n, fs[1], fs[2])
+		}
+		r := Range{uint32(start), uint32(count)}
+		if fs[0] == "root" || fs[0] == "0" {
+			root = append(root, r)
+		} else {
+			others = append(others, r)
+		}
+	}
+	return root, others, sc.Err()
+}
+
+// Allocate finds the lowest free block of Size ids in the pool file (/etc/subuid or
+// /etc/subgid): within root's ranges when the file has any, otherwise in the default range,
+// skipping other users' ranges. used are the ranges already given to VEs.
+func Allocate(pool string, used []Range) (uint32, error) {
+	root, others, err := SubRanges(pool)
+	if err != nil {
+		return 0, err
+	}
+	avoid := used
+	if len(root) == 0 {
+		root = []Range{{DefaultBase, DefaultCount}}
+		avoid = append(slices.Clone(used), others...)
+	}
+	for _, r := range root {
+		for start := uint64(r.Start); start+Size <= r.end(); {
+			cand := Range{uint32(start), Size}
+			clash := -1
+			for i, u := range avoid {
+				if cand.overlaps(u) {
+					clash = i
+					break
+				}
+			}
+			if clash < 0 {
+				return cand.Start, nil
+			}
+			start = avoid[clash].end()
+		}
+	}
+	if len(root) == 1 && root[0].Start == DefaultBase {
+		return 0, fmt.Errorf("%w: the default range %d-%d is used up (give root a range in %s, %d ids per VE)",
+			ErrNoRange, uint64(DefaultBase), uint64(DefaultBase)+DefaultCount-1, pool, Size)
+	}
+	return 0, fmt.Errorf("%w in root's ranges in %s: each VE needs %d ids; add a range for root there", ErrNoRange, pool, Size)
+}
+
+// HoldArg is the argv[1] of the short-lived process whose namespaces Pin keeps.
+const HoldArg = "__userns-hold"
+
+// HoldMain is the process Pin starts: it waits until its stdin closes. It never returns.
+func HoldMain() {
+	var b [1]byte
+	for {
+		if n, err := os.Stdin.Read(b[:]); n == 0 || err != nil {
+			os.Exit(0)
+		}
+	}
+}
+
+// Pin creates a user namespace mapping 0-65535 to uid..uid+65535 and gid..gid+65535, and
+// (unless netns is "") a network namespace owned by it, and keeps them by bind-mounting them
+// on the files userns and netns (which must not exist). On error nothing is left.
+func Pin(userns, netns string, uid, gid uint32) (err error) {
+	pins := []struct{ file, ns string }{{userns, "user"}}
+	flags := unix.CLONE_NEWUSER
+	if netns != "" {
+		pins = append(pins, struct{ file, ns string }{netns, "net"})
+		flags |= unix.CLONE_NEWNET
+	}
+	for _, p := range pins {
+		if err := os.MkdirAll(filepath.Dir(p.file), 0o755); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command("/proc/self/exe", HoldArg)
+	cmd.Args[0] = "vectl"
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  uintptr(flags),
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(uid), Size: Size}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(gid), Size: Size}},
+		// setgroups stays allowed: the VE's root needs it, and the map is written by host root.
+		GidMappingsEnableSetgroups: true,
+		Pdeathsig:                  unix.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("create the VE's user namespace: %w", err)
+	}
+	defer func() {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	defer func() {
+		if err != nil {
+			for _, p := range pins {
+				Unpin(p.file)
+			}
+		}
+	}()
+	for _, p := range pins {
+		f, err := os.OpenFile(p.file, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+		if err != nil {
+			return fmt.Errorf("pin the VE's %s namespace: %w", p.ns, err)
+		}
+		f.Close()
+		src := fmt.Sprintf("/proc/%d/ns/%s", cmd.Process.Pid, p.ns)
+		if err := unix.Mount(src, p.file, "none", unix.MS_BIND, ""); err != nil {
+			os.Remove(p.file)
+			return fmt.Errorf("pin the VE's %s namespace on %s: %w", p.ns, p.file, err)
+		}
+	}
+	return nil
+}
+
+// Unpin releases a namespace pinned on path; a missing one is not an error.
+func Unpin(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	return nil
+}
+
+// Bind makes an idmapped copy of the tree at src (recursively) on dst, seen through the user
+// namespace pinned on userns: files owned by host uid N appear owned by the namespace's
+// N-th id (host root's files belong to the VE's root). src must be on a filesystem that
+// supports idmapped mounts (ext4, xfs, btrfs, tmpfs, overlayfs as a whole does not).
+func Bind(src, dst, userns string) error {
+	ns, err := unix.Open(userns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("idmapped mount of %s: %w", src, err)
+	}
+	defer unix.Close(ns)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("idmapped mount of %s: open_tree: %w", src, err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns)}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("idmapped mount of %s: mount_setattr: %w (the filesystem may not support idmapped mounts)", src, err)
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("idmapped mount of %s on %s: move_mount: %w", src, dst, err)
+	}
+	return nil
+}

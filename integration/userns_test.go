@@ -1,0 +1,322 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// veInitPid is the host pid of a running VE's init, from libcontainer's state.
+func (e *env) veInitPid(id string) int {
+	e.t.Helper()
+	data, err := os.ReadFile(filepath.Join(e.run, "lc", id, "state.json"))
+	if err != nil {
+		e.t.Fatalf("VE %s: %v", id, err)
+	}
+	var st struct {
+		Pid int `json:"init_process_pid"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil || st.Pid == 0 {
+		e.t.Fatalf("VE %s: state.json: %v", id, err)
+	}
+	return st.Pid
+}
+
+type idMap struct{ UID, GID, Size uint32 }
+
+// userNS is the id range status --json reports for a VE (nil: privileged).
+func (e *env) userNS(id string) *idMap {
+	e.t.Helper()
+	var st struct {
+		UserNS *idMap `json:"userns"`
+	}
+	if err := json.Unmarshal([]byte(e.must("status", id, "--json").stdout), &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st.UserNS
+}
+
+// procIDs returns the real uid and gid of a host process from /proc/PID/status.
+func procIDs(t *testing.T, pid int) (uid, gid string) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 && f[0] == "Uid:" {
+			uid = f[1]
+		}
+		if len(f) > 1 && f[0] == "Gid:" {
+			gid = f[1]
+		}
+	}
+	return uid, gid
+}
+
+// TestUserNSBusybox: a VE created with --userns yes runs in a user namespace of its own with
+// a recorded range of host ids that no other VE shares; its root is an unprivileged host uid,
+// its files belong to its range on the host, and the shared template is not chowned.
+func TestUserNSBusybox(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	a, b := uniqueID(t), uniqueID(t)
+	for _, id := range []string{a, b} {
+		e.must("create", id, "--ostemplate", tmpl, "--hostname", "h"+id, "--userns", "yes")
+		e.must("start", id, "--wait", "--timeout", "60")
+	}
+	ma, mb := e.userNS(a), e.userNS(b)
+	if ma == nil || mb == nil || ma.Size != 65536 || mb.Size != 65536 {
+		t.Fatalf("userns of %s = %+v, of %s = %+v: want recorded ranges of 65536 ids", a, ma, b, mb)
+	}
+	if ma.UID < mb.UID+mb.Size && mb.UID < ma.UID+ma.Size {
+		t.Fatalf("ranges overlap: %+v and %+v", ma, mb)
+	}
+	if ma.UID == 0 || ma.GID == 0 {
+		t.Fatalf("range %+v starts at host root", ma)
+	}
+	if got := strings.Fields(e.must("list", "-H", "-o", "uidmap", a).stdout); len(got) != 1 || got[0] != fmt.Sprintf("0:%d:65536", ma.UID) && !strings.HasPrefix(got[0], fmt.Sprintf("0:%d:65536,", ma.UID)) {
+		t.Fatalf("list -o uidmap = %v", got)
+	}
+
+	pid := e.veInitPid(a)
+	uid, gid := procIDs(t, pid)
+	if uid != fmt.Sprint(ma.UID) || gid != fmt.Sprint(ma.GID) {
+		t.Fatalf("init of %s runs as host uid %s gid %s, want %d %d", a, uid, gid, ma.UID, ma.GID)
+	}
+	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "0" || f[1] != fmt.Sprint(ma.UID) || f[2] != "65536" {
+		t.Fatalf("uid_map of %s's init = %q, want 0 %d 65536", a, uidMap, ma.UID)
+	}
+	// Inside, root is root and owns the root directory and the template's files.
+	if got := e.out(a, "id", "-u"); got != "0" {
+		t.Fatalf("id -u in the VE = %s", got)
+	}
+	if got := e.out(a, "stat", "-c", "%u:%g", "/", "/bin/busybox"); got != "0:0\n0:0" {
+		t.Fatalf("owner of / and /bin/busybox inside = %q, want root's", got)
+	}
+	// A file made in the VE is owned on the host by the range's base plus its id inside.
+	e.must("exec", a, "sh", "-c", "echo x > /root-file && touch /user-file && chown 1000:1000 /user-file")
+	for name, want := range map[string][2]uint32{"root-file": {ma.UID, ma.GID}, "user-file": {ma.UID + 1000, ma.GID + 1000}} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(e.root, "private", a, "upper", name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != want[0] || st.Gid != want[1] {
+			t.Errorf("host owner of %s = %d:%d, want %d:%d", name, st.Uid, st.Gid, want[0], want[1])
+		}
+	}
+	// The shared template was not chowned: host root still owns it.
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(e.root, "templates", tmpl, "bin", "busybox"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Gid != 0 {
+		t.Fatalf("template file owned by %d:%d: the template must stay host root's", st.Uid, st.Gid)
+	}
+	// Root inside cannot reach what its namespace does not own.
+	for _, c := range []string{
+		"echo b > /proc/sysrq-trigger",
+		"mknod /tmp/sda b 8 0 && head -c1 /tmp/sda",
+		"echo 1 > /proc/sys/kernel/panic",
+	} {
+		if r := e.exec(a, "sh", "-c", c); r.code == 0 {
+			t.Errorf("in the user-namespace VE, %q succeeded", c)
+		}
+	}
+
+	// Stop, start again: the same range; destroy frees it for the next VE.
+	e.must("stop", a)
+	e.must("start", a, "--wait", "--timeout", "60")
+	if got := e.userNS(a); *got != *ma {
+		t.Fatalf("range after restart = %+v, want %+v", got, ma)
+	}
+	e.must("stop", b)
+	e.must("destroy", b)
+	c := uniqueID(t)
+	e.must("create", c, "--ostemplate", tmpl, "--userns", "yes")
+	if got := e.userNS(c); got == nil || *got != *mb {
+		t.Fatalf("a new VE after destroying %s got %+v, want its freed range %+v", b, got, mb)
+	}
+	// A privileged VE has no range.
+	d := uniqueID(t)
+	e.must("create", d, "--ostemplate", tmpl, "--userns", "no")
+	if got := e.userNS(d); got != nil {
+		t.Fatalf("privileged VE has userns %+v", got)
+	}
+	e.expect(21, "create", uniqueID(t), "--ostemplate", tmpl, "--userns", "maybe")
+}
+
+// TestUserNSDebianSystemd: a Debian systemd VE in its own user namespace boots to running
+// with no failed unit, with systemd's own sandboxing working (a unit with PrivateTmp and
+// ProtectSystem=strict runs), exec joins it as its root, and an in-VE reboot and a stop
+// behave as for a privileged VE.
+func TestUserNSDebianSystemd(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importDebian()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl, "--hostname", "h"+id, "--userns", "yes")
+	e.must("start", id, "--wait", "--timeout", "90")
+	m := e.userNS(id)
+	if uid, _ := procIDs(t, e.veInitPid(id)); uid != fmt.Sprint(m.UID) {
+		t.Fatalf("systemd runs as host uid %s, want %d", uid, m.UID)
+	}
+	if got := e.out(id, "systemctl", "is-system-running"); got != "running" {
+		failed := e.exec(id, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager").stdout
+		t.Fatalf("systemctl is-system-running = %q; failed units:\n%s", got, failed)
+	}
+	if failed := e.out(id, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager"); failed != "" {
+		t.Fatalf("failed units:\n%s", failed)
+	}
+	// systemd's sandboxing needs CAP_SYS_ADMIN in the VE: a unit that uses it runs.
+	unit := "[Service]\nType=oneshot\nPrivateTmp=yes\nProtectSystem=strict\nProtectHome=yes\nReadWritePaths=/run\nExecStart=/bin/sh -c 'touch /tmp/inside && ! touch /usr/x 2>/dev/null && echo sandboxed > /run/sandbox-ok'\n"
+	e.must("exec", id, "sh", "-c", "cat > /etc/systemd/system/sandbox.service <<'X'\n"+unit+"X\nsystemctl daemon-reload && systemctl start sandbox.service")
+	if got := e.out(id, "cat", "/run/sandbox-ok"); got != "sandboxed" {
+		t.Fatalf("sandboxed unit wrote %q", got)
+	}
+	if got := e.out(id, "sh", "-c", "id -u; cat /proc/self/uid_map"); !strings.HasPrefix(got, "0\n") ||
+		!strings.Contains(got, fmt.Sprint(m.UID)) {
+		t.Fatalf("exec runs as %q, want the VE's root in its user namespace", got)
+	}
+	// The VE's root manages its own network namespace.
+	e.must("exec", id, "sh", "-c", "ip link add v0 type veth peer name v1 && ip addr add 192.0.2.1/24 dev v0 && ip link del v0")
+
+	boot1 := e.out(id, "cat", "/proc/sys/kernel/random/boot_id")
+	e.exec(id, "reboot")
+	eventually(t, 90*time.Second, "the VE to come back after an in-VE reboot", func() bool {
+		r := e.exec(id, "systemctl", "is-system-running", "--wait")
+		b := e.exec(id, "cat", "/proc/sys/kernel/random/boot_id")
+		return strings.TrimSpace(r.stdout) == "running" && strings.TrimSpace(b.stdout) != boot1
+	})
+	e.must("stop", id, "--timeout", "60")
+	e.wantNoTrace(id)
+}
+
+// TestUserNSEscapes runs escape attempts as root in a user-namespace VE and in a
+// privileged one. Every attempt must fail in the user-namespace VE; the test logs which ones a
+// privileged VE stops only by its capability and seccomp filter, or not at all. Attempts that
+// would change the host if they succeeded write back what is already there.
+func TestUserNSEscapes(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	var st syscall.Stat_t
+	if err := syscall.Stat("/", &st); err != nil {
+		t.Fatal(err)
+	}
+	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
+	attempts := []struct{ name, cmd string }{
+		{"mknod and read the host's disk", fmt.Sprintf("mknod /tmp/d b %d %d && head -c 512 /tmp/d | wc -c | grep -qx 512", major, minor)},
+		{"mount the host's disk", fmt.Sprintf("mknod /tmp/d2 b %d %d; mkdir -p /tmp/m && mount -o ro /tmp/d2 /tmp/m && ls /tmp/m", major, minor)},
+		{"write /proc/sysrq-trigger", "echo h > /proc/sysrq-trigger"},
+		{"write /proc/sys/kernel", "v=$(cat /proc/sys/kernel/panic) && echo $v > /proc/sys/kernel/panic"},
+		// busybox date reports a refused clock change on stderr but exits 0.
+		{"set the clock", "err=$(date -s \"$(date '+%Y-%m-%d %H:%M:%S')\" 2>&1 >/dev/null); [ -z \"$err\" ]"},
+		{"write a cgroup v1 release_agent", "for f in $(find /sys/fs/cgroup -maxdepth 2 -name release_agent); do v=$(cat $f); echo \"$v\" > $f && exit 0; done; exit 1"},
+		{"remount /sys writable", "mount -o remount,rw /sys && touch /sys/kernel/vectl-test"},
+	}
+	for _, userns := range []string{"yes", "no"} {
+		id := uniqueID(t)
+		e.must("create", id, "--ostemplate", tmpl, "--userns", userns)
+		e.must("start", id, "--wait", "--timeout", "60")
+		var open []string
+		for _, a := range attempts {
+			if r := e.exec(id, "sh", "-c", a.cmd); r.code == 0 {
+				open = append(open, a.name)
+			}
+		}
+		// A setuid-root binary made inside: on the host it runs as its owner.
+		e.must("exec", id, "sh", "-c", "mkdir -p /x && cp /bin/busybox /x/suid && chmod 4755 /x/suid")
+		var fst syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(e.root, "private", id, "upper", "x", "suid"), &fst); err != nil {
+			t.Fatal(err)
+		}
+		if fst.Uid == 0 && fst.Mode&syscall.S_ISUID != 0 {
+			open = append(open, "a setuid-root binary made inside is setuid host root")
+		}
+		if userns == "yes" && len(open) > 0 {
+			t.Errorf("in a user-namespace VE these escapes were not stopped: %s", strings.Join(open, "; "))
+		}
+		if userns == "no" {
+			t.Logf("a privileged VE does not stop: %s (why user namespaces are the default)", strings.Join(open, "; "))
+		}
+		e.must("stop", id)
+	}
+}
+
+// TestUserNSConvert: set --userns on a stopped VE converts its private data and back; the
+// files and their owners as seen inside stay the same, and a file that cannot be mapped is
+// named and nothing is converted.
+func TestUserNSConvert(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl, "--userns", "no")
+	e.must("start", id, "--wait", "--timeout", "60")
+	e.must("exec", id, "sh", "-c", "mkdir -p /data && echo a > /data/a && echo b > /data/b && chown 1000:1001 /data/b && cp /bin/busybox /data/s && chmod 4755 /data/s")
+	inside := func() string { return e.out(id, "stat", "-c", "%n %u:%g %A", "/data/a", "/data/b", "/data/s", "/") }
+	want := inside()
+	e.expect(32, "set", id, "--userns", "yes", "--save")
+	e.must("stop", id)
+	e.expect(20, "set", id, "--userns", "yes")
+	e.expect(21, "set", id, "--userns", "perhaps", "--save")
+
+	hostOwner := func(name string) string {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(e.root, "private", id, "upper", name), &st); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+	}
+	// A file no user namespace can map stops the conversion before anything changes.
+	stray := filepath.Join(e.root, "private", id, "upper", "data", "stray")
+	if err := os.WriteFile(stray, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(stray, 70000, 70000)
+	r := e.expect(21, "set", id, "--userns", "yes", "--save")
+	if !strings.Contains(r.stderr, "/data/stray") {
+		t.Fatalf("refusal does not name the file:\n%s", r)
+	}
+	if hostOwner("data/b") != "1000:1001" || e.userNS(id) != nil {
+		t.Fatal("a refused conversion changed the VE")
+	}
+	os.Remove(stray)
+
+	e.must("set", id, "--userns", "yes", "--save")
+	m := e.userNS(id)
+	if m == nil {
+		t.Fatal("no range after set --userns yes")
+	}
+	if got := hostOwner("data/b"); got != fmt.Sprintf("%d:%d", m.UID+1000, m.GID+1001) {
+		t.Fatalf("host owner of /data/b = %s after the conversion", got)
+	}
+	e.must("start", id, "--wait", "--timeout", "60")
+	if got := inside(); got != want {
+		t.Fatalf("inside after the conversion:\n%s\nwant\n%s", got, want)
+	}
+	if uid, _ := procIDs(t, e.veInitPid(id)); uid != fmt.Sprint(m.UID) {
+		t.Fatalf("init runs as host uid %s", uid)
+	}
+	e.must("stop", id)
+
+	e.must("set", id, "--userns", "no", "--save")
+	if e.userNS(id) != nil || hostOwner("data/b") != "1000:1001" || hostOwner("data/a") != "0:0" {
+		t.Fatalf("back to privileged: userns %+v, owners %s %s", e.userNS(id), hostOwner("data/a"), hostOwner("data/b"))
+	}
+	e.must("start", id, "--wait", "--timeout", "60")
+	if got := inside(); got != want {
+		t.Fatalf("inside after converting back:\n%s\nwant\n%s", got, want)
+	}
+	e.must("stop", id)
+}
