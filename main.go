@@ -21,7 +21,6 @@ import (
 	"github.com/vectl/vectl/commands"
 	// The monitor's idle loop runs from a C constructor of this package (see its doc).
 	_ "github.com/vectl/vectl/container/idle"
-	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/join"
 
 	// vectl exec's namespace joiner also runs from a C constructor (see its doc).
@@ -35,10 +34,6 @@ func init() {
 		libcontainer.Init()
 	}
 	// The throwaway process that compiles a VE's seccomp profile for the exec cache.
-	// The short-lived holder of a new VE's user namespace (package idmap).
-	if len(os.Args) > 1 && os.Args[1] == idmap.HoldArg {
-		idmap.HoldMain()
-	}
 	if len(os.Args) > 1 && os.Args[1] == join.ExportArg {
 		join.ExportMain()
 	}

@@ -35,7 +35,7 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "hostname", Usage: "the VE's host name"},
 			&cli.StringFlag{Name: "name", Usage: "a name to use in place of the id"},
 			&cli.StringFlag{Name: "description", Usage: "free text shown by list -o description"},
-			&cli.StringFlag{Name: "userns", Value: "no", Usage: "yes: the VE gets a user namespace of its own, its root an unprivileged host uid (`yes|no`)"},
+			&cli.StringFlag{Name: "userns", Value: "yes", Usage: "yes (default): the VE gets a user namespace of its own, its root an unprivileged host uid; no: a privileged VE, whose root is host root (`yes|no`)"},
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "an address `ADDR[/PREFIX]` of the VE (repeatable)"},
 			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` for the VE's resolv.conf, or inherit (repeatable)"},
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN`, or inherit (repeatable)"},

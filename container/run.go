@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vectl/vectl/container/join"
+	"github.com/vectl/vectl/container/layout"
 )
 
 // Volatile per-VE paths under RunDir; a host reboot clears them, which means "stopped".
@@ -38,6 +40,7 @@ const (
 	initTypeFile   = "init"    // init system detected at start (systemd, busybox, ...)
 	seccompRecord  = "seccomp" // the compiled seccomp program the VE's processes run (package join)
 	usernsFile     = "userns"  // a user-namespace VE's pinned user namespace
+	devDir         = "dev"     // a user-namespace VE's device nodes while its container is made
 )
 
 func (m *Manager) ociPath(id string) string { return filepath.Join(m.store.VEDir(id), "oci.json") }
@@ -114,16 +117,34 @@ func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
 // and returns its init process. The returned function releases the process's files once
 // the init runs.
 func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Container, *libcontainer.Process, func(), error) {
+	// A user-namespace VE's spec names its pinned user namespace and that namespace's map.
+	// specconv, given a path, would start two processes in the namespace to read the map
+	// back (a few milliseconds per start); it gets the map alone, and the path is put back.
+	usernsPath := ""
+	for i, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace && ns.Path != "" && len(s.Linux.UIDMappings) > 0 {
+			usernsPath = ns.Path
+			s.Linux.Namespaces = slices.Clone(s.Linux.Namespaces)
+			s.Linux.Namespaces[i].Path = ""
+		}
+	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s,
 		UseSystemdCgroup: m.opts.CgroupManager == CgroupSystemd})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("container config: %w", err)
 	}
+	if usernsPath != "" {
+		for i := range cfg.Namespaces {
+			if cfg.Namespaces[i].Type == configs.NEWUSER {
+				cfg.Namespaces[i].Path = usernsPath // joined: runc writes no map
+			}
+		}
+	}
 	if err := os.MkdirAll(m.lcRoot(), 0o700); err != nil {
 		return nil, nil, nil, err
 	}
 	if cfg.Namespaces.Contains(configs.NEWUSER) {
-		if err := m.bindDevices(cfg); err != nil {
+		if err := m.bindDevices(id, cfg); err != nil {
 			return nil, nil, nil, err
 		}
 	}
@@ -143,17 +164,31 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 			return nil, nil, nil, err
 		}
 	}
+	if cfg.Namespaces.Contains(configs.NEWUSER) {
+		release := done
+		done = func() {
+			release()
+			unix.Unmount(m.runFile(id, devDir), unix.MNT_DETACH) // the VE's binds keep the tmpfs
+		}
+	}
 	return c, p, done, nil
 }
 
-// bindDevices gives a user-namespace VE its device nodes as bind mounts of nodes vectl keeps
-// under its state root (dev/), made 0666 as a VE expects them. libcontainer would bind the
-// host's own nodes, whose owner (host root) is nobody inside: their host permissions then
-// rule (a host with a 0620 /dev/null would break every VE's /dev/null).
-func (m *Manager) bindDevices(cfg *configs.Config) error {
-	dir := filepath.Join(m.opts.Root, "dev")
+// bindDevices gives a user-namespace VE its device nodes as bind mounts of nodes vectl makes
+// 0666, as a VE expects them, on a small tmpfs of the VE's own (run dir, dev/): libcontainer
+// would bind the host's own nodes, whose owner (host root) is nobody inside, so their host
+// permissions rule (a host with a 0620 /dev/null breaks every VE's /dev/null). The VE's
+// mountinfo then shows them as files of a tmpfs, not as host paths. The tmpfs is detached
+// once the container runs (unmountDevices); the binds keep it.
+func (m *Manager) bindDevices(id string, cfg *configs.Config) error {
+	dir := m.runFile(id, devDir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
+	}
+	if !layout.Mounted(dir) {
+		if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0711,size=64k"); err != nil {
+			return fmt.Errorf("device nodes: %w", err)
+		}
 	}
 	var keep []*devices.Device
 	for _, d := range cfg.Devices {
@@ -173,7 +208,7 @@ func (m *Manager) bindDevices(cfg *configs.Config) error {
 			}
 		}
 		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: src, Destination: d.Path, Device: "bind",
-			Flags: unix.MS_BIND | unix.MS_NOSUID | unix.MS_NOEXEC})
+			Flags: unix.MS_BIND}) // more flags would cost a remount each
 	}
 	cfg.Devices = keep
 	return nil

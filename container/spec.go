@@ -160,8 +160,12 @@ func buildSpec(o specOptions) (*specs.Spec, error) {
 	}
 	profileOf := s
 	if o.userns != "" {
-		// The user namespace is joined from its pin (libcontainer reads the map from it).
+		// The user namespace is joined from its pin; the spec also states its map (see newContainer).
 		s.Linux.Namespaces = append([]specs.LinuxNamespace{{Type: specs.UserNamespace, Path: o.userns}}, s.Linux.Namespaces...)
+		if u := o.cfg.UserNS; u != nil {
+			s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: u.UID, Size: u.Size}}
+			s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: u.GID, Size: u.Size}}
+		}
 		all := allCaps()
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 		profileOf = &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: usernsCaps}}}

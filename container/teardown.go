@@ -43,6 +43,9 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 	if err := idmap.Unpin(m.runFile(id, usernsFile)); err != nil {
 		errs = append(errs, err)
 	}
+	if err := unix.Unmount(m.runFile(id, devDir), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, err)
+	}
 	if err := os.RemoveAll(m.runDir(id)); err != nil {
 		errs = append(errs, err)
 	}

@@ -58,7 +58,10 @@ func TestLifecycle(t *testing.T) {
 				}
 				id := uniqueID(t)
 				start := time.Now()
-				e.must("create", id, "--ostemplate", name, "--layout", layout,
+				// Privileged: the test writes into the mounted root as host root, which a
+				// user-namespace VE's idmapped copy layout refuses (host uid 0 has no id
+				// there; see README, User namespaces).
+				e.must("create", id, "--ostemplate", name, "--layout", layout, "--userns", "no",
 					"--hostname", "ve.example.com", "--name", "n"+id, "--description", "lifecycle test")
 				t.Logf("create (%s, %s) took %v", tmpl, layout, time.Since(start))
 				e.wantStatus(id, "exist unmounted down")

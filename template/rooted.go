@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -384,6 +385,31 @@ func WriteGuestFile(root, rel string, data []byte, mode uint32) error {
 		return err
 	}
 	defer t.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(t.fd, &st); err != nil {
+		return err
+	}
+	if st.Uid != 0 || st.Gid != 0 {
+		return t.asOwner(st.Uid, st.Gid, func() error { return t.writeGuestFile(rel, data, mode) })
+	}
+	return t.writeGuestFile(rel, data, mode)
+}
+
+// asOwner runs f on an OS thread of its own whose filesystem ids are uid and gid: the owner
+// of a user-namespace VE's root (host uid 0 is nobody there, and through an idmapped mount
+// it cannot even create a file). The thread is discarded afterwards.
+func (t *tree) asOwner(uid, gid uint32, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime drops the thread
+		unix.Setfsgid(int(gid))
+		unix.Setfsuid(int(uid))
+		errc <- f()
+	}()
+	return <-errc
+}
+
+func (t *tree) writeGuestFile(rel string, data []byte, mode uint32) error {
 	pfd, base, err := t.parent(rel)
 	if err != nil {
 		return err

@@ -199,8 +199,8 @@ void vectl_relay(struct vectl_relay *r)
 		set_nonblock(r->clients[i], 0);
 }
 
-// The decoded hand-over message (proto.go); its strings point into the message, which is
-// decoded in place over its hex text in argv (no page of its own).
+// The decoded hand-over message (proto.go); its strings point into the message, decoded
+// on the stack (no page of its own).
 struct handover {
 	const char *veid, *runid, *logpath;
 	pid_t init;
@@ -225,8 +225,12 @@ void vectl_idle(int argc, char **argv, char **envp)
 		return;
 	struct vectl_relay r = {.pty = -1, .lfd = -1, .term_in = -1, .term_out = -1, .stopfd = -1};
 	struct handover h = {0};
-	char *msg = argv[2];
-	long n = wire_unhex(msg, msg, strlen(msg));
+	// On the stack, whose pages are touched anyway; argv stays as ps shows it.
+	size_t hexlen = strlen(argv[2]);
+	if (hexlen > 2 * 65536)
+		_exit(1);
+	char msg[hexlen / 2 + 1];
+	long n = wire_unhex(argv[2], msg, sizeof msg);
 	if (n < 0)
 		_exit(1);
 	struct wire_attr a;

@@ -118,19 +118,6 @@ func Allocate(pool string, used []Range) (uint32, error) {
 	return 0, fmt.Errorf("%w in root's ranges in %s: each VE needs %d ids; add a range for root there", ErrNoRange, pool, Size)
 }
 
-// HoldArg is the argv[1] of the short-lived process whose namespaces Pin keeps.
-const HoldArg = "__userns-hold"
-
-// HoldMain is the process Pin starts: it waits until its stdin closes. It never returns.
-func HoldMain() {
-	var b [1]byte
-	for {
-		if n, err := os.Stdin.Read(b[:]); n == 0 || err != nil {
-			os.Exit(0)
-		}
-	}
-}
-
 // Pin creates a user namespace mapping 0-65535 to uid..uid+65535 and gid..gid+65535, and
 // (unless netns is "") a network namespace owned by it, and keeps them by bind-mounting them
 // on the files userns and netns (which must not exist). On error nothing is left.
@@ -164,9 +151,11 @@ func Pin(userns, netns string, uid, gid uint32) (err error) {
 		return fmt.Errorf("create the VE's user namespace: %w", err)
 	}
 	defer func() {
-		in.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
+		in.Close() // the holder exits; it is reaped meanwhile (or by init once vectl exits)
+		if err != nil {
+			cmd.Process.Kill()
+		}
+		go cmd.Wait()
 	}()
 	defer func() {
 		if err != nil {

@@ -93,3 +93,9 @@ func TestShift(t *testing.T) {
 		t.Fatal("a refused shift changed a file")
 	}
 }
+
+func TestHoldArgAgrees(t *testing.T) {
+	if got := cHoldArg(); got != HoldArg {
+		t.Fatalf("C holder argument %q, Go %q", got, HoldArg)
+	}
+}

@@ -7,7 +7,7 @@
 // capabilities, closes every other descriptor and executes the command. That is what
 // libcontainer's exec helper does, without starting a second Go runtime and without compiling
 // the seccomp profile with libseccomp on every exec (the program is compiled once by
-// libcontainer itself, see container/seccompcache.go). The package must be linked into vectl
+// libcontainer itself, see container/join/seccompcache.go). The package must be linked into vectl
 // (main imports it); it has no Go API besides the argument layout.
 package nsjoin
 
