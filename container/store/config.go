@@ -117,6 +117,11 @@ func New(root string) *Store { return &Store{Root: root} }
 
 // Init creates the store's directories when they are missing.
 func (s *Store) Init() error {
+	// The root and any parent made for it are searchable (their entries are not): the root
+	// of a user-namespace VE, an unprivileged host uid, looks its root up below it.
+	if err := os.MkdirAll(s.Root, 0o711); err != nil {
+		return err
+	}
 	for _, d := range []string{"ve", "private", "root", "locks"} {
 		if err := os.MkdirAll(filepath.Join(s.Root, d), 0o700); err != nil {
 			return err

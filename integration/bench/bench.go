@@ -84,6 +84,11 @@ func newBench(ctx context.Context, opts options) (*bench, error) {
 		return nil, err
 	}
 	b.work = work
+	// Searchable, as /var/lib is: a user-namespace VE's root looks its root up below it.
+	if err := os.Chmod(work, 0o711); err != nil {
+		os.RemoveAll(work)
+		return nil, err
+	}
 	// The command log outlives the scratch directory: it is what to read when a row says
 	// "not measured". results/.gitignore keeps it out of commits.
 	if b.cmdLog, err = os.OpenFile(filepath.Join(opts.out, "commands.log"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
