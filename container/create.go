@@ -157,17 +157,21 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		Resources:     probe.Resources,
 		UserNS:        userns,
 	}
-	if err := m.store.Reserve(cfg); err != nil {
-		vlock.Unlock()
-		os.RemoveAll(m.store.VEDir(o.ID))
-		return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
-	}
+	// The range is claimed first: a create killed in between leaves an index entry whose VE
+	// does not exist, which the next allocation drops, never a VE whose range is unclaimed.
 	if userns != nil {
 		if err := m.store.ClaimIDMap(cfg.ID, *userns); err != nil {
 			vlock.Unlock()
-			os.RemoveAll(m.store.VEDir(o.ID))
 			return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
 		}
+	}
+	if err := m.store.Reserve(cfg); err != nil {
+		vlock.Unlock()
+		os.RemoveAll(m.store.VEDir(o.ID))
+		if userns != nil {
+			m.store.ReleaseIDMap(*userns)
+		}
+		return nil, nil, fmt.Errorf("create %s: %w", o.ID, err)
 	}
 	return cfg, vlock, nil
 }
@@ -228,8 +232,13 @@ func (m *Manager) removeVE(id string, l *store.Lock) error {
 		errs = append(errs, err)
 	}
 	priv := m.store.PrivateDir(id)
-	if mounts, err := layout.MountsUnder(priv); err != nil || len(mounts) > 0 {
-		return errors.Join(append(errs, fmt.Errorf("private area %s still has mounts %v: %w", priv, mounts, err))...)
+	if err := layout.Unstage(priv); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	if mounts, err := layout.MountsUnder(priv); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("private area %s: %w", priv, err))...)
+	} else if len(mounts) > 0 {
+		return errors.Join(append(errs, fmt.Errorf("private area %s still has mounts %v", priv, mounts))...)
 	}
 	if err := os.RemoveAll(priv); err != nil {
 		errs = append(errs, err)

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,8 +83,10 @@ func (m *Manager) mountRoot(cfg *Config) error {
 	return a.Mount()
 }
 
-// umountRoot unmounts root/<id> if it is mounted.
-func (m *Manager) umountRoot(id string) error { return layout.Unmount(m.store.RootDir(id)) }
+// umountRoot unmounts root/<id> if it is mounted, and a staging mount a killed mount left.
+func (m *Manager) umountRoot(id string) error {
+	return errors.Join(layout.Unmount(m.store.RootDir(id)), layout.Unstage(m.store.PrivateDir(id)))
+}
 
 // mountedRoots returns the set of VE ids whose root is mounted, from one read of mountinfo.
 func (m *Manager) mountedRoots() (map[string]bool, error) {

@@ -163,6 +163,9 @@ func (a Area) staged(src string, stage func(src, dst, userns string) error, use 
 	if a.Userns == "" && a.Layout == Overlay {
 		return use(src)
 	}
+	if err := Unstage(a.Private); err != nil { // what a killed mount left
+		return err
+	}
 	dir := filepath.Join(a.Private, "stage")
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
@@ -173,6 +176,19 @@ func (a Area) staged(src string, stage func(src, dst, userns string) error, use 
 	}
 	defer unix.Unmount(dir, unix.MNT_DETACH)
 	return use(dir)
+}
+
+// Unstage detaches a staging mount that a killed Mount left in the private area priv
+// (see staged); none is not an error.
+func Unstage(priv string) error {
+	dir := filepath.Join(priv, "stage")
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Unmount unmounts root if it is mounted; a missing or unmounted root is not an error.
