@@ -24,10 +24,12 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	}
 	pid, err := p.Pid()
 	if err == nil {
-		err = m.delegateCgroup(id, pid)
-	}
-	if err == nil {
-		err = m.setBootID(pid)
+		// The host ids of the VE's root: 0 for a privileged VE.
+		uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
+		err = m.delegateCgroup(id, uid, gid)
+		if err == nil {
+			err = m.setBootID(pid, uid, gid)
+		}
 	}
 	if err == nil && gate != nil && !gate() {
 		err = errors.New("the start was cancelled before the VE's init ran")
@@ -53,8 +55,7 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 // the VE's root, so its systemd can manage its services' cgroups. The files that set the
 // VE's limits stay host root's, so the VE can never raise them. On cgroup v1 only the
 // name=systemd hierarchy is delegated (the VE mounts it writable; the controllers read-only).
-func (m *Manager) delegateCgroup(id string, pid int) error {
-	uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
+func (m *Manager) delegateCgroup(id string, uid, gid int) error {
 	if uid == 0 && gid == 0 {
 		return nil
 	}
@@ -83,7 +84,7 @@ func (m *Manager) delegateCgroup(id string, pid int) error {
 // /dev tmpfs that is unlinked afterwards: the mount shows no host path and is private.
 // (A file on a private tmpfs mounted nowhere would do without the temporary file, but
 // Linux before 6.15 refuses open_tree(OPEN_TREE_CLONE) on such a mount.)
-func (m *Manager) setBootID(pid int) error {
+func (m *Manager) setBootID(pid, uid, gid int) error {
 	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("boot id: %w", err)
@@ -91,7 +92,6 @@ func (m *Manager) setBootID(pid int) error {
 	defer unix.Close(ns)
 	// In a user-namespace VE the VE's /dev belongs to its user namespace: the file is made
 	// as the VE's root (its host ids), which that namespace maps.
-	uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
 	errc := make(chan error, 1)
 	go func() {
 		// The thread joins the VE's mount namespace and is never unlocked, so the Go
