@@ -3,9 +3,12 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -203,13 +206,59 @@ func TestUserNSDebianSystemd(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
+// buildEscape builds the static helper that makes the escape attempts a shell cannot make.
+func buildEscape(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "escape")
+	cmd := exec.Command("go", "build", "-o", out, "./testdata/escape")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the escape helper: %v\n%s", err, b)
+	}
+	return out
+}
+
 // TestUserNSEscapes runs escape attempts as root in a user-namespace VE and in a
 // privileged one. Every attempt must fail in the user-namespace VE; the test logs which ones a
 // privileged VE stops only by its capability and seccomp filter, or not at all. Attempts that
-// would change the host if they succeeded write back what is already there.
+// would change the host if they succeeded write back what is already there. A neighbour VE on
+// the same bridge holds a secret file and receives traffic the attacker tries to capture.
 func TestUserNSEscapes(t *testing.T) {
 	e := newEnv(t)
+	e.withNetwork()
 	tmpl := e.importBusybox()
+	helper := buildEscape(t)
+	exeSum := func() string {
+		b, err := os.ReadFile(vectlBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x", sha256.Sum256(b))
+	}
+	binBefore := exeSum()
+	bootID := func() string {
+		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		return string(b)
+	}
+	bootBefore := bootID()
+
+	mark := fmt.Sprintf("vectl-escape-%d", time.Now().UnixNano())
+	nb, nbIP := uniqueID(t), testIP("b4")
+	e.must("create", nb, "--ostemplate", tmpl)
+	e.must("set", nb, "--netif_add", "eth1,bridge="+testBridge, "--ipadd", nbIP, "--save")
+	e.must("start", nb, "--wait", "--timeout", "60")
+	e.must("exec", nb, "sh", "-c", "echo "+mark+" > /vectl-secret")
+	nbInit := e.veInitPid(nb)
+	nbStart, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", nbInit))
+	if out, err := exec.Command("ping", "-c", "1", "-W", "5", nbIP).CombinedOutput(); err != nil {
+		t.Fatalf("the host cannot reach the neighbour VE: %v\n%s", err, out)
+	}
+	host := exec.Command("sleep", "600")
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { host.Process.Kill(); host.Wait() }()
+
 	var st syscall.Stat_t
 	if err := syscall.Stat("/", &st); err != nil {
 		t.Fatal(err)
@@ -224,16 +273,31 @@ func TestUserNSEscapes(t *testing.T) {
 		{"set the clock", "err=$(date -s \"$(date '+%Y-%m-%d %H:%M:%S')\" 2>&1 >/dev/null); [ -z \"$err\" ]"},
 		{"write a cgroup v1 release_agent", "for f in $(find /sys/fs/cgroup -maxdepth 2 -name release_agent); do v=$(cat $f); echo \"$v\" > $f && exit 0; done; exit 1"},
 		{"remount /sys writable", "mount -o remount,rw /sys && touch /sys/kernel/vectl-test"},
+		{"load a kernel module", "/escape module"},
+		{"open_by_handle_at of a host inode", "/escape handle"},
+		{"ptrace a host process", fmt.Sprintf("/escape ptrace %d", host.Process.Pid)},
+		{"read another VE's files through /proc", fmt.Sprintf("grep -qs %s /proc/%d/root/vectl-secret /proc/[0-9]*/root/vectl-secret", mark, nbInit)},
 	}
 	for _, userns := range []string{"yes", "no"} {
-		id := uniqueID(t)
+		id, ip := uniqueID(t), testIP("b4")
 		e.must("create", id, "--ostemplate", tmpl, "--userns", userns)
+		e.must("set", id, "--netif_add", "eth1,bridge="+testBridge, "--ipadd", ip, "--save")
 		e.must("start", id, "--wait", "--timeout", "60")
+		f, err := os.Open(helper)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := e.vectlIn(f, "exec", id, "sh", "-c", "cat > /escape && chmod 755 /escape"); r.code != 0 {
+			t.Fatalf("copy the helper in:\n%s", r)
+		}
+		f.Close()
 		var open []string
 		for _, a := range attempts {
-			if r := e.exec(id, "sh", "-c", a.cmd); r.code == 0 {
+			r := e.exec(id, "sh", "-c", a.cmd)
+			if r.code == 0 {
 				open = append(open, a.name)
 			}
+			t.Logf("VE %s (userns %s): %s: exit %d %s%s", id, userns, a.name, r.code, strings.TrimSpace(r.stdout), strings.TrimSpace(r.stderr))
 		}
 		// A setuid-root binary made inside: on the host it runs as its owner.
 		e.must("exec", id, "sh", "-c", "mkdir -p /x && cp /bin/busybox /x/suid && chmod 4755 /x/suid")
@@ -244,6 +308,60 @@ func TestUserNSEscapes(t *testing.T) {
 		if fst.Uid == 0 && fst.Mode&syscall.S_ISUID != 0 {
 			open = append(open, "a setuid-root binary made inside is setuid host root")
 		}
+
+		// CVE-2019-5736: a script whose interpreter is /proc/self/exe makes vectl exec run the
+		// binary it entered the VE with inside the VE; the helper waits for that process and
+		// tries to write to its /proc/PID/exe.
+		e.must("exec", id, "sh", "-c", "printf '#!/proc/self/exe\\n' > /x/evil && chmod 755 /x/evil")
+		exeOut := make(chan result, 1)
+		go func() { exeOut <- e.vectl("exec", id, "/escape", "exe", "/x/evil", "/tmp/exe.out") }()
+		for i := 0; i < 100 && e.exec(id, "test", "-e", "/tmp/exe.out").code != 0; i++ {
+			e.vectl("exec", id, "/x/evil")
+		}
+		<-exeOut
+		res := e.out(id, "cat", "/tmp/exe.out")
+		t.Logf("VE %s (userns %s): overwrite vectl through /proc/PID/exe: %s", id, userns, res)
+		if !strings.HasPrefix(res, "seen") {
+			t.Errorf("the /proc/PID/exe attack never saw vectl's binary run in the VE: %s", res)
+		}
+		if strings.Contains(res, "open:") || exeSum() != binBefore {
+			open = append(open, "overwrite vectl through /proc/PID/exe")
+		}
+
+		// Sniffing: capture on every interface of the VE while the host sends to the neighbour.
+		sniff := make(chan result, 1)
+		go func() { sniff <- e.vectl("exec", id, "/escape", "sniff", mark, "4") }()
+		time.Sleep(time.Second)
+		if c, err := net.Dial("udp", net.JoinHostPort(nbIP, "9")); err == nil {
+			for i := 0; i < 20; i++ {
+				c.Write([]byte(mark))
+				time.Sleep(50 * time.Millisecond)
+			}
+			c.Close()
+		} else {
+			t.Fatal(err)
+		}
+		r := <-sniff
+		t.Logf("VE %s (userns %s): sniff the neighbour's traffic: exit %d %s", id, userns, r.code, strings.TrimSpace(r.stdout))
+		if r.code == 0 {
+			open = append(open, "sniff another VE's traffic")
+		} else if r.code != 1 {
+			t.Errorf("the sniffer could not run:\n%s", r)
+		}
+
+		// reboot(2) from inside restarts the VE and nothing else.
+		before := e.veInitPid(id)
+		e.exec(id, "reboot", "-f")
+		eventually(t, 60*time.Second, "the VE to come back after reboot -f", func() bool {
+			data, _ := os.ReadFile(filepath.Join(e.run, "lc", id, "state.json"))
+			return !strings.Contains(string(data), fmt.Sprintf(`"init_process_pid":%d,`, before)) &&
+				strings.TrimSpace(e.vectl("list", "-a", "-H", "-o", "status", id).stdout) == "running"
+		})
+		now, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", nbInit))
+		if string(now) == "" || strings.Fields(string(now))[21] != strings.Fields(string(nbStart))[21] || bootID() != bootBefore {
+			open = append(open, "reboot(2) affects something outside the VE")
+		}
+
 		if userns == "yes" && len(open) > 0 {
 			t.Errorf("in a user-namespace VE these escapes were not stopped: %s", strings.Join(open, "; "))
 		}
@@ -252,6 +370,7 @@ func TestUserNSEscapes(t *testing.T) {
 		}
 		e.must("stop", id)
 	}
+	e.must("stop", nb)
 }
 
 // TestUserNSConvert: set --userns on a stopped VE converts its private data and back; the
