@@ -19,6 +19,9 @@ import (
 // leaves the init parked on libcontainer's exec fifo with the VE's filesystems set up,
 // setBootID mounts a fresh id, and Exec lets the init run.
 func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
+	if err := nestedLeaf(); err != nil {
+		return err
+	}
 	if err := c.Start(p); err != nil {
 		return err
 	}
@@ -49,28 +52,82 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	return nil
 }
 
+// nestedLeaf makes room for VE cgroups when vectl runs inside a VE on cgroup v2: there its
+// cgroup namespace's root is the outer VE's delegated cgroup, which holds the outer VE's
+// processes, and the kernel does not enable controllers for the children of a non-root
+// cgroup that has processes of its own (no internal processes: cgroup.subtree_control gives
+// EBUSY), so a VE started there would get no limits. As systemd does with init.scope and
+// Docker-in-Docker with /init, the processes move to a leaf, init.scope, first; the outer
+// VE's limits apply to the leaf as before. Nothing happens on a host (its /sys/fs/cgroup is
+// the root cgroup, which has no cgroup.type) or when the root holds no process.
+func nestedLeaf() error {
+	const root = "/sys/fs/cgroup"
+	if !cgroups.IsCgroup2UnifiedMode() {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(root, "cgroup.type")); err != nil {
+		return nil
+	}
+	leaf := filepath.Join(root, "init.scope")
+	for try := 0; try < 10; try++ {
+		procs, err := os.ReadFile(filepath.Join(root, "cgroup.procs"))
+		if err != nil || len(strings.TrimSpace(string(procs))) == 0 {
+			return nil
+		}
+		if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("move this VE's processes to a leaf cgroup: %w", err)
+		}
+		for _, pid := range strings.Fields(string(procs)) {
+			if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(pid), 0); err != nil &&
+				!errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("move process %s of this VE to a leaf cgroup: %w", pid, err)
+			}
+		}
+	}
+	return errors.New("move this VE's processes to a leaf cgroup: they keep coming back")
+}
+
 // delegateCgroup hands a user-namespace VE's own cgroup subtree to its root, as systemd
 // delegates a subtree to a service: the directory and the files that create and populate
 // child cgroups (cgroup.procs, cgroup.threads, cgroup.subtree_control; tasks on v1) belong to
-// the VE's root, so its systemd can manage its services' cgroups. The files that set the
-// VE's limits stay host root's, so the VE can never raise them. On cgroup v1 only the
-// name=systemd hierarchy is delegated (the VE mounts it writable; the controllers read-only).
+// the VE's root, so its systemd, or a container runtime inside, can manage cgroups below its
+// own. The files that set the VE's limits stay host root's, so the VE can never raise them.
+// On cgroup v1 that is done in every hierarchy (the VE mounts them writable), so vectl counts
+// a VE's processes in its whole subtree (cgroupPids).
 func (m *Manager) delegateCgroup(id string, uid, gid int) error {
 	if uid == 0 && gid == 0 {
 		return nil
 	}
-	dir := filepath.Join("/sys/fs/cgroup", m.cgroupPath(id))
+	dirs := []string{filepath.Join("/sys/fs/cgroup", m.cgroupPath(id))}
 	files := []string{"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"}
 	if !cgroups.IsCgroup2UnifiedMode() {
-		dir = filepath.Join("/sys/fs/cgroup/systemd", m.cgroupPath(id))
+		dirs = nil
 		files = []string{"cgroup.procs", "tasks", "cgroup.clone_children", "notify_on_release"}
-	}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil // no name=systemd hierarchy on this v1 host
-	}
-	for _, f := range append([]string{""}, files...) {
-		if err := os.Chown(filepath.Join(dir, f), uid, gid); err != nil && !errors.Is(err, os.ErrNotExist) {
+		ents, err := os.ReadDir("/sys/fs/cgroup")
+		if err != nil {
 			return fmt.Errorf("delegate the VE's cgroup: %w", err)
+		}
+		for _, e := range ents {
+			// cpu and cpuacct are symlinks to their shared hierarchy; unified is cgroup2's.
+			// In devices the VE can make child cgroups but set no rule (the kernel takes
+			// device rules only from the host's root).
+			if e.IsDir() && e.Name() != "unified" {
+				dirs = append(dirs, filepath.Join("/sys/fs/cgroup", e.Name(), m.cgroupPath(id)))
+			}
+		}
+	}
+	for _, dir := range dirs {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			continue // a hierarchy the VE has no cgroup in
+		}
+		for _, f := range append([]string{""}, files...) {
+			// systemd in the VE sets notify_on_release in its own hierarchy only.
+			if f == "notify_on_release" && !strings.HasPrefix(dir, "/sys/fs/cgroup/systemd/") {
+				continue
+			}
+			if err := os.Chown(filepath.Join(dir, f), uid, gid); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("delegate the VE's cgroup: %w", err)
+			}
 		}
 	}
 	return nil
@@ -121,6 +178,13 @@ func (m *Manager) setBootID(pid, uid, gid int) error {
 // hostRootOf is the host id that process pid's user namespace maps its id 0 to (file is
 // uid_map or gid_map); 0 outside a user namespace.
 func hostRootOf(pid int, file string) int {
+	// A process in our own user namespace (a privileged VE; any VE of a vectl that runs
+	// nested in a VE) has our root: its map file would show our namespace's own map.
+	var ours, its unix.Stat_t
+	if unix.Stat("/proc/self/ns/user", &ours) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &its) == nil &&
+		ours.Ino == its.Ino && ours.Dev == its.Dev {
+		return 0
+	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0

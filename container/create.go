@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/layout"
@@ -72,6 +75,15 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	}
 	if err := m.init(); err != nil {
 		return nil, err
+	}
+	// overlayfs cannot hold another overlay's upper directory: vectl nested in a VE whose
+	// root is an overlay.
+	var fs unix.Statfs_t
+	if o.Layout == LayoutOverlay && unix.Statfs(filepath.Dir(m.store.PrivateDir(o.ID)), &fs) == nil &&
+		fs.Type == unix.OVERLAYFS_SUPER_MAGIC {
+		return nil, fmt.Errorf("%w: the overlay layout needs %s on a filesystem that can hold an overlay's upper "+
+			"directory, and it is on overlayfs (vectl inside a VE?): use --layout copy", ErrInvalidValue,
+			filepath.Dir(m.store.PrivateDir(o.ID)))
 	}
 
 	cfg, vlock, err := m.reserve(o)
@@ -282,11 +294,19 @@ func (m *Manager) allocateIDs() (*store.IDMap, error) {
 		uids = append(uids, idmap.Range{Start: u.UID, Count: u.Size})
 		gids = append(gids, idmap.Range{Start: u.GID, Count: u.Size})
 	}
-	uid, err := idmap.Allocate(subUIDFile, uids)
+	noUIDs, err := idmap.Unmapped("/proc/self/uid_map")
 	if err != nil {
 		return nil, err
 	}
-	gid, err := idmap.Allocate(subGIDFile, gids)
+	noGIDs, err := idmap.Unmapped("/proc/self/gid_map")
+	if err != nil {
+		return nil, err
+	}
+	uid, err := idmap.Allocate(subUIDFile, uids, noUIDs)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := idmap.Allocate(subGIDFile, gids, noGIDs)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -61,7 +62,8 @@ func (m *Manager) cgroupPids(id string) ([]int, error) {
 	if cgroups.IsCgroup2UnifiedMode() {
 		return cgroups.GetAllPids(filepath.Join("/sys/fs/cgroup", m.cgroupPath(id)))
 	}
-	return cgroups.GetPids(filepath.Join("/sys/fs/cgroup/devices", m.cgroupPath(id)))
+	// The VE's root may have made child cgroups (delegateCgroup): all of them count.
+	return cgroups.GetAllPids(filepath.Join("/sys/fs/cgroup/devices", m.cgroupPath(id)))
 }
 
 // populated reports whether any live process is in the VE's cgroup: this is what "running"
@@ -73,7 +75,12 @@ func (m *Manager) populated(id string) bool {
 		return err == nil && bytes.Contains(data, []byte("populated 1"))
 	}
 	data, err := os.ReadFile(m.cgroupFile(id, "devices", "cgroup.procs"))
-	return err == nil && len(bytes.TrimSpace(data)) > 0
+	if err == nil && len(bytes.TrimSpace(data)) > 0 {
+		return true
+	}
+	// A user-namespace VE may have moved its processes into child cgroups.
+	pids, err := m.cgroupPids(id)
+	return err == nil && len(pids) > 0
 }
 
 // frozen reports whether the VE's cgroup is frozen (suspend).
@@ -129,7 +136,7 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 		}
 	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: s,
-		UseSystemdCgroup: m.opts.CgroupManager == CgroupSystemd})
+		UseSystemdCgroup: m.opts.CgroupManager == CgroupSystemd, NoNewKeyring: noKeyrings()})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("container config: %w", err)
 	}
@@ -366,3 +373,11 @@ func readPidFile(path string) (int, bool) {
 	now, err := join.StartTime(pid)
 	return pid, err == nil && now == st
 }
+
+// noKeyrings reports whether the kernel's keyrings are out of reach here: vectl runs nested in
+// a user-namespace VE, whose seccomp profile answers the keyring calls with ENOSYS. Its VEs
+// then get no session keyring of their own (libcontainer would warn at every start and exec).
+var noKeyrings = sync.OnceValue(func() bool {
+	_, err := unix.KeyctlInt(unix.KEYCTL_GET_KEYRING_ID, unix.KEY_SPEC_SESSION_KEYRING, 0, 0, 0)
+	return errors.Is(err, unix.ENOSYS)
+})

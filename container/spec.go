@@ -99,8 +99,13 @@ var usernsCaps = append(append([]string(nil), defaultCaps...),
 // usernsProfile adjusts the profile built for usernsCaps: pivot_root, which a nested
 // container runtime and systemd's RootDirectory= need, is allowed (Docker's profile never
 // allows it: its containers do not nest), and syslog(2), which no user namespace contains,
-// is not.
+// is not. The keyring calls, which the profile refuses with EPERM, fail with ENOSYS instead,
+// as in LXC's profile: runtimes inside (runc, vectl) and systemd then go on without a
+// session keyring instead of failing.
 func usernsProfile(sc *specs.LinuxSeccomp) {
+	enosys := uint(unix.ENOSYS)
+	sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{Names: []string{"keyctl", "add_key", "request_key"},
+		Action: specs.ActErrno, ErrnoRet: &enosys})
 	for i := range sc.Syscalls {
 		sc.Syscalls[i].Names = slices.DeleteFunc(sc.Syscalls[i].Names, func(n string) bool { return n == "syslog" })
 	}
@@ -207,9 +212,20 @@ func veMounts(o specOptions) []specs.Mount {
 			}
 		}
 	}
-	// On a cgroup v1 host the controllers stay read-only (a VE must not raise its own
-	// limits), but systemd needs its own named hierarchy writable to track services: bind
-	// the VE's subtree of name=systemd over the read-only mount, as podman does.
+	// On a cgroup v1 host a user-namespace VE's controllers are writable, as in LXC's
+	// unprivileged containers: delegateCgroup hands it its own directory in every hierarchy,
+	// so it can make child cgroups (a nested container runtime, its systemd), while its own
+	// limit files stay host root's, which its root cannot write.
+	if !cgroups.IsCgroup2UnifiedMode() && o.userns != "" {
+		for i := range ms {
+			if ms[i].Destination == "/sys/fs/cgroup" {
+				ms[i].Options = []string{"nosuid", "noexec", "nodev", "relatime", "rw"}
+			}
+		}
+	}
+	// A privileged VE's controllers stay read-only on cgroup v1 (its root could write its own
+	// limit files), but systemd needs its own named hierarchy writable to track services:
+	// bind the VE's subtree of name=systemd over the read-only mount, as podman does.
 	if !cgroups.IsCgroup2UnifiedMode() {
 		host := filepath.Join("/sys/fs/cgroup/systemd", o.cgroupV1)
 		if _, err := os.Stat("/sys/fs/cgroup/systemd"); err == nil {

@@ -209,6 +209,9 @@ func TestUserNSDebianSystemd(t *testing.T) {
 // buildEscape builds the static helper that makes the escape attempts a shell cannot make.
 func buildEscape(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("VECTL_TEST_ESCAPE"); p != "" {
+		return p // prebuilt (the VM harness brings it)
+	}
 	out := filepath.Join(t.TempDir(), "escape")
 	cmd := exec.Command("go", "build", "-o", out, "./testdata/escape")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -216,6 +219,19 @@ func buildEscape(t *testing.T) string {
 		t.Fatalf("build the escape helper: %v\n%s", err, b)
 	}
 	return out
+}
+
+// copyIn copies a host file into a running VE as an executable, through vectl exec.
+func (e *env) copyIn(id, src, dst string) {
+	e.t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	if r := e.vectlIn(f, "exec", id, "sh", "-c", "cat > "+dst+" && chmod 755 "+dst); r.code != 0 {
+		e.t.Fatalf("copy %s into VE %s:\n%s", src, id, r)
+	}
 }
 
 // TestUserNSEscapes runs escape attempts as root in a user-namespace VE and in a
@@ -283,14 +299,7 @@ func TestUserNSEscapes(t *testing.T) {
 		e.must("create", id, "--ostemplate", tmpl, "--userns", userns)
 		e.must("set", id, "--netif_add", "eth1,bridge="+testBridge, "--ipadd", ip, "--save")
 		e.must("start", id, "--wait", "--timeout", "60")
-		f, err := os.Open(helper)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r := e.vectlIn(f, "exec", id, "sh", "-c", "cat > /escape && chmod 755 /escape"); r.code != 0 {
-			t.Fatalf("copy the helper in:\n%s", r)
-		}
-		f.Close()
+		e.copyIn(id, helper, "/escape")
 		var open []string
 		for _, a := range attempts {
 			r := e.exec(id, "sh", "-c", a.cmd)
@@ -436,6 +445,69 @@ func TestUserNSConvert(t *testing.T) {
 	e.must("start", id, "--wait", "--timeout", "60")
 	if got := inside(); got != want {
 		t.Fatalf("inside after converting back:\n%s\nwant\n%s", got, want)
+	}
+	e.must("stop", id)
+}
+
+// TestUserNSNested: vectl itself, copied into a user-namespace VE, creates, starts, execs
+// into, stops and destroys a busybox VE there (no network). The nested VE's cgroup lies below
+// the outer VE's, with its own limit, and the outer VE still cannot raise its own.
+func TestUserNSNested(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl, "--ram", "512M")
+	e.must("start", id, "--wait", "--timeout", "60")
+	e.copyIn(id, vectlBin, "/bin/vectl")
+	in := func(cmd string) result { return e.exec(id, "sh", "-c", cmd) }
+	must := func(cmd string) string {
+		t.Helper()
+		r := in(cmd)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("in VE %s: %s:\n%s", id, cmd, r)
+		}
+		return strings.TrimSpace(r.stdout)
+	}
+	must("vectl template build bb --from busybox >/dev/null")
+	// The outer VE's root is an overlay, which cannot hold another overlay's upper directory,
+	// and its 65536 ids leave no range for a user namespace inside: both refused, named.
+	if r := in("vectl create 11 --ostemplate bb --userns no"); r.code != 21 || !strings.Contains(r.stderr, "--layout copy") {
+		t.Fatalf("nested overlay VE:\n%s", r)
+	}
+	if r := in("vectl create 12 --ostemplate bb --layout copy"); r.code == 0 || !strings.Contains(r.stderr, "--userns no") {
+		t.Fatalf("nested user-namespace VE:\n%s", r)
+	}
+	if got := must("ls /var/lib/vectl/ve /var/lib/vectl/private"); strings.Contains(got, "1") {
+		t.Fatalf("a refused create left %q", got)
+	}
+	must("vectl create 11 --ostemplate bb --userns no --layout copy --ram 64M >/dev/null")
+	must("vectl start 11 --wait --timeout 60 >/dev/null")
+	got := must("vectl exec 11 sh -c 'hostname; cat /proc/1/comm; readlink /proc/self/ns/pid'")
+	outerPid := must("readlink /proc/self/ns/pid")
+	if l := strings.Split(got, "\n"); len(l) != 3 || l[0] != "11" || l[1] != "init" || l[2] == outerPid {
+		t.Fatalf("vectl exec in the nested VE: %q (outer pid namespace %s)", got, outerPid)
+	}
+	if got := must("vectl status 11"); got != "VEID 11 exist mounted running" {
+		t.Fatalf("nested status %q", got)
+	}
+	nested := filepath.Join(veCgroupDir("memory", id), "vectl", "11")
+	limit, own := "memory.max", "/sys/fs/cgroup/memory.max"
+	if !cgroupV2() {
+		limit, own = "memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+	}
+	if b, err := os.ReadFile(filepath.Join(nested, limit)); err != nil || strings.TrimSpace(string(b)) != "67108864" {
+		t.Fatalf("the nested VE's memory limit on the host: %q, %v", b, err)
+	}
+	if r := in("echo 4294967296 > " + own); r.code == 0 {
+		t.Fatalf("the outer VE raised its own memory limit")
+	}
+	if b, _ := os.ReadFile(filepath.Join(veCgroupDir("memory", id), limit)); strings.TrimSpace(string(b)) != "536870912" {
+		t.Fatalf("the outer VE's memory limit is now %q", b)
+	}
+	must("vectl stop 11 >/dev/null")
+	must("vectl destroy 11 >/dev/null")
+	if _, err := os.Stat(nested); !os.IsNotExist(err) {
+		t.Fatalf("the nested VE's cgroup is left: %v", err)
 	}
 	e.must("stop", id)
 }

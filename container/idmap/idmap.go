@@ -10,6 +10,7 @@ package idmap
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -82,10 +83,51 @@ func SubRanges(path string) (root, others []Range, err error) {
 	return root, others, sc.Err()
 }
 
+// Unmapped returns the ids that the user namespace this process runs in does not map, read
+// from its map file (/proc/self/uid_map or gid_map): none on a host, all but 65536 in a
+// user-namespace VE. A VE's range must avoid them, or its map could not be written. A
+// missing file (no user namespaces) is nothing unmapped.
+func Unmapped(mapFile string) ([]Range, error) {
+	data, err := os.ReadFile(mapFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var mapped []Range
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 {
+			continue
+		}
+		start, err1 := strconv.ParseUint(f[0], 10, 32)
+		count, err2 := strconv.ParseUint(f[2], 10, 32)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%s: bad line %q", mapFile, l)
+		}
+		mapped = append(mapped, Range{uint32(start), uint32(count)})
+	}
+	slices.SortFunc(mapped, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
+	var gaps []Range
+	var next uint64
+	for _, r := range mapped {
+		if uint64(r.Start) > next {
+			gaps = append(gaps, Range{uint32(next), uint32(uint64(r.Start) - next)})
+		}
+		next = max(next, r.end())
+	}
+	if next < 1<<32-1 {
+		gaps = append(gaps, Range{uint32(next), uint32(1<<32 - 1 - next)})
+	}
+	return gaps, nil
+}
+
 // Allocate finds the lowest free block of Size ids in the pool file (/etc/subuid or
 // /etc/subgid): within root's ranges when the file has any, otherwise in the default range,
-// skipping other users' ranges. used are the ranges already given to VEs.
-func Allocate(pool string, used []Range) (uint32, error) {
+// skipping other users' ranges. used are the ranges already given to VEs; unmapped are the
+// ids this process's user namespace does not map (Unmapped), which are skipped too.
+func Allocate(pool string, used, unmapped []Range) (uint32, error) {
 	root, others, err := SubRanges(pool)
 	if err != nil {
 		return 0, err
@@ -95,6 +137,7 @@ func Allocate(pool string, used []Range) (uint32, error) {
 		root = []Range{{DefaultBase, DefaultCount}}
 		avoid = append(slices.Clone(used), others...)
 	}
+	avoid = append(avoid, unmapped...)
 	for _, r := range root {
 		for start := uint64(r.Start); start+Size <= r.end(); {
 			cand := Range{uint32(start), Size}
@@ -110,6 +153,11 @@ func Allocate(pool string, used []Range) (uint32, error) {
 			}
 			start = avoid[clash].end()
 		}
+	}
+	if len(unmapped) > 0 {
+		return 0, fmt.Errorf("%w: vectl runs in a user namespace (a VE?) that maps no free block of %d ids "+
+			"in %s or the default range: create the VE with --userns no, or map more ids into this namespace "+
+			"and give root a range of them in %s", ErrNoRange, Size, pool, pool)
 	}
 	if len(root) == 1 && root[0].Start == DefaultBase {
 		return 0, fmt.Errorf("%w: the default range %d-%d is used up (give root a range in %s, %d ids per VE)",

@@ -20,17 +20,17 @@ func writePool(t *testing.T, content string) string {
 
 func TestAllocateFromRootsRanges(t *testing.T) {
 	pool := writePool(t, "# comment\nalice:100000:65536\nroot:200000:262144\n")
-	got, err := Allocate(pool, nil)
+	got, err := Allocate(pool, nil, nil)
 	if err != nil || got != 200000 {
 		t.Fatalf("first = %d, %v; want 200000", got, err)
 	}
 	// Used blocks are skipped, also ones not aligned to 65536, and a gap too small is passed.
 	used := []Range{{200000, Size}, {265536 + 10, Size}}
-	if got, err := Allocate(pool, used); err != nil || got != 265536+10+Size {
+	if got, err := Allocate(pool, used, nil); err != nil || got != 265536+10+Size {
 		t.Fatalf("next = %d, %v; want %d", got, err, 265536+10+Size)
 	}
 	used = append(used, Range{265536 + 10 + Size, Size})
-	_, err = Allocate(pool, used)
+	_, err = Allocate(pool, used, nil)
 	if !errors.Is(err, ErrNoRange) || !strings.Contains(err.Error(), pool) || !strings.Contains(err.Error(), "65536") {
 		t.Fatalf("exhausted: %v; want ErrNoRange naming the file and the size", err)
 	}
@@ -38,12 +38,12 @@ func TestAllocateFromRootsRanges(t *testing.T) {
 
 func TestAllocateDefaultSkipsOtherUsers(t *testing.T) {
 	pool := writePool(t, "bob:1000000000:70000\n")
-	got, err := Allocate(pool, nil)
+	got, err := Allocate(pool, nil, nil)
 	if err != nil || got != DefaultBase+70000 {
 		t.Fatalf("got %d, %v; want the default base past bob's range", got, err)
 	}
 	// A missing file means the default range.
-	if got, err := Allocate(filepath.Join(t.TempDir(), "none"), []Range{{DefaultBase, Size}}); err != nil || got != DefaultBase+Size {
+	if got, err := Allocate(filepath.Join(t.TempDir(), "none"), []Range{{DefaultBase, Size}}, nil); err != nil || got != DefaultBase+Size {
 		t.Fatalf("missing file: %d, %v", got, err)
 	}
 }
@@ -97,5 +97,35 @@ func TestShift(t *testing.T) {
 func TestHoldArgAgrees(t *testing.T) {
 	if got := cHoldArg(); got != HoldArg {
 		t.Fatalf("C holder argument %q, Go %q", got, HoldArg)
+	}
+}
+
+func TestAllocateNested(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "uid_map")
+	if err := os.WriteFile(m, []byte("         0     100000      65536\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gaps, err := Unmapped(m)
+	if err != nil || len(gaps) != 1 || gaps[0] != (Range{65536, 1<<32 - 1 - 65536}) {
+		t.Fatalf("Unmapped = %v, %v", gaps, err)
+	}
+	// A VE's 65536 ids leave no range for a user-namespace VE inside it.
+	if _, err := Allocate(filepath.Join(dir, "none"), nil, gaps); !errors.Is(err, ErrNoRange) ||
+		!strings.Contains(err.Error(), "--userns no") {
+		t.Fatalf("nested allocation: %v", err)
+	}
+	// A namespace that maps a root range of /etc/subuid allocates there.
+	os.WriteFile(m, []byte("0 100000 65536\n200000 300000 131072\n"), 0o644)
+	pool := filepath.Join(dir, "subuid")
+	os.WriteFile(pool, []byte("root:200000:131072\n"), 0o644)
+	gaps, _ = Unmapped(m)
+	if got, err := Allocate(pool, []Range{{200000, Size}}, gaps); err != nil || got != 200000+Size {
+		t.Fatalf("Allocate = %d, %v", got, err)
+	}
+	// The host's own map leaves nothing unmapped.
+	os.WriteFile(m, []byte("0 0 4294967295\n"), 0o644)
+	if gaps, err := Unmapped(m); err != nil || len(gaps) != 0 {
+		t.Fatalf("host map: %v %v", gaps, err)
 	}
 }

@@ -42,6 +42,7 @@ export CI=true
 export VECTL_BIN=/payload/vectl
 export VECTL_TEST_BUSYBOX=/payload/busybox-1.35-x86_64.tar.zst
 export VECTL_TEST_DEBIAN=/payload/debian-12-x86_64-minimal.tar.zst
+export VECTL_TEST_ESCAPE=/payload/escape
 export TMPDIR=/var/tmp/vmtest
 
 for driver in $VMTEST_DRIVERS; do

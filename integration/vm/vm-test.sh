@@ -31,7 +31,7 @@ default_run='^('\
 'TestResourceMemoryOOM|TestResourceForkBomb|TestResourceStats|TestResourceImageDisk|'\
 'TestNetworkRoutedAddresses|TestNetworkLiveSet|TestNetworkTeardownLeavesNothing|'\
 'TestSystemdUnit|TestBootOnboot|TestCgroupV2Delegation|TestCgroupManagerConfigFile|'\
-'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes)$'
+'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes|TestUserNSNested)$'
 default_skip='^TestLifecycle$/^debian$'
 
 VMTEST_RUN=${VMTEST_RUN:-$default_run}
@@ -98,6 +98,7 @@ trap cleanup EXIT
 log "building the payload"
 cp "$vectl" "$payload/vectl"
 (cd "$repo" && CGO_ENABLED=0 go test -c -tags 'integration vmtest' -o "$payload/vmtest" ./integration)
+(cd "$repo" && CGO_ENABLED=0 go build -o "$payload/escape" ./integration/testdata/escape)
 "$vectl" --root "$run/fixture/root" --run-dir "$run/fixture/run" --log-dir "$run/fixture/log" \
 	template build busybox-1.35-x86_64 --from busybox >/dev/null
 cp "$run/fixture/root/templates/busybox-1.35-x86_64.tar.zst" "$payload/"
