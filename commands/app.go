@@ -185,6 +185,8 @@ const nodeConfigPath = "/etc/vectl/vectl.json"
 // nodeConfig is /etc/vectl/vectl.json.
 type nodeConfig struct {
 	CgroupManager string `json:"cgroup_manager"`
+	// UserNS is the node's default for create --userns ("yes" or "no"; "" is yes).
+	UserNS string `json:"userns"`
 }
 
 // readNodeConfig reads the node's settings; a missing file means the defaults.

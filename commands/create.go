@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vectl/vectl/container"
+	"github.com/vectl/vectl/resources"
 )
 
 func createCommand() *cli.Command {
@@ -35,7 +36,7 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "hostname", Usage: "the VE's host name"},
 			&cli.StringFlag{Name: "name", Usage: "a name to use in place of the id"},
 			&cli.StringFlag{Name: "description", Usage: "free text shown by list -o description"},
-			&cli.StringFlag{Name: "userns", Value: "yes", Usage: "yes (default): the VE gets a user namespace of its own, its root an unprivileged host uid; no: a privileged VE, whose root is host root (`yes|no`)"},
+			&cli.StringFlag{Name: "userns", Usage: "yes (default): the VE gets a user namespace of its own, its root an unprivileged host uid; no: a privileged VE, whose root is host root; unset: the --config profile's userns, else userns in " + nodeConfigPath + ", else yes (`yes|no`)"},
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "an address `ADDR[/PREFIX]` of the VE (repeatable)"},
 			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` for the VE's resolv.conf, or inherit (repeatable)"},
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN`, or inherit (repeatable)"},
@@ -54,7 +55,7 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
-			userns, err := parseYesNo("userns", c.String("userns"))
+			userns, err := createUserNS(c)
 			if err != nil {
 				return err
 			}
@@ -144,4 +145,34 @@ func umountCommand() *cli.Command {
 			return m.Umount(id)
 		},
 	}
+}
+
+// createUserNS decides whether a new VE gets a user namespace of its own: --userns, else the
+// --config profile's "userns", else the node's default ("userns" in /etc/vectl/vectl.json),
+// else yes.
+func createUserNS(c *cli.Context) (bool, error) {
+	if c.IsSet("userns") {
+		return parseYesNo("userns", c.String("userns"))
+	}
+	if name := c.String("config"); name != "" {
+		v, err := resources.ProfileUserNS(c.String("profile-dir"), name)
+		if err != nil {
+			return false, err
+		}
+		if v != "" {
+			return v == "yes", nil
+		}
+	}
+	nc, err := readNodeConfig(nodeConfigPath)
+	if err != nil {
+		return false, err
+	}
+	if nc.UserNS == "" {
+		return true, nil
+	}
+	b, err := parseYesNo("userns", nc.UserNS)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", nodeConfigPath, err)
+	}
+	return b, nil
 }

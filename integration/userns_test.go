@@ -511,3 +511,72 @@ func TestUserNSNested(t *testing.T) {
 	}
 	e.must("stop", id)
 }
+
+// TestUserNSDefaults: create without --userns takes the --config profile's "userns", else the
+// node's default in /etc/vectl/vectl.json (restored afterwards), else yes; --userns beats both.
+func TestUserNSDefaults(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	profiles := t.TempDir()
+	os.WriteFile(filepath.Join(profiles, "priv.json"), []byte(`{"userns": "no", "ram": "256M"}`), 0o644)
+	os.WriteFile(filepath.Join(profiles, "small.json"), []byte(`{"ram": "256M"}`), 0o644)
+	os.WriteFile(filepath.Join(profiles, "bad.json"), []byte(`{"userns": "maybe"}`), 0o644)
+	const conf = "/etc/vectl/vectl.json"
+	old, readErr := os.ReadFile(conf)
+	if readErr != nil && !os.IsNotExist(readErr) {
+		t.Fatal(readErr)
+	}
+	_, dirErr := os.Stat(filepath.Dir(conf))
+	t.Cleanup(func() {
+		if readErr == nil {
+			os.WriteFile(conf, old, 0o644)
+			return
+		}
+		os.Remove(conf)
+		if os.IsNotExist(dirErr) {
+			os.Remove(filepath.Dir(conf))
+		}
+	})
+	setNode := func(body string) {
+		t.Helper()
+		if body == "" {
+			os.Remove(conf)
+			return
+		}
+		if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create := func(want bool, args ...string) {
+		t.Helper()
+		id := uniqueID(t)
+		e.must(append([]string{"--profile-dir", profiles, "create", id, "--ostemplate", tmpl}, args...)...)
+		if got := e.userNS(id) != nil; got != want {
+			t.Fatalf("create %v: own user namespace = %v, want %v", args, got, want)
+		}
+		e.must("destroy", id)
+	}
+	setNode("")
+	create(true)
+	create(false, "--config", "priv")
+	create(true, "--config", "priv", "--userns", "yes")
+	create(true, "--config", "small")
+	setNode(`{"userns": "no"}`)
+	create(false)
+	create(false, "--config", "small")
+	create(true, "--userns", "yes")
+	setNode(`{"userns": "maybe"}`)
+	if r := e.vectl("create", uniqueID(t), "--ostemplate", tmpl); r.code != 21 || !strings.Contains(r.stderr, conf) {
+		t.Fatalf("a bad node default:\n%s", r)
+	}
+	setNode("")
+	if r := e.vectl("--profile-dir", profiles, "create", uniqueID(t), "--ostemplate", tmpl, "--config", "bad"); r.code != 21 {
+		t.Fatalf("a bad profile userns:\n%s", r)
+	}
+	if out := e.must("list", "-a", "-H", "-o", "ctid").stdout; strings.TrimSpace(out) != "" {
+		t.Fatalf("refused creates left VEs: %q", out)
+	}
+}

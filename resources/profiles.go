@@ -57,11 +57,35 @@ func Profile(dir, name string, h Host) (Limits, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if k == "userns" {
+			continue // a create setting, not a limit: ProfileUserNS
+		}
 		if err := l.Set(k, values[k], h); err != nil {
 			return Limits{}, fmt.Errorf("profile %s: %w", name, err)
 		}
 	}
 	return l, nil
+}
+
+// ProfileUserNS is a profile's "userns" ("yes" or "no"; "" when it does not say), which
+// create uses when --userns is not given. Built-in profiles do not say.
+func ProfileUserNS(dir, name string) (string, error) {
+	if !profileName().MatchString(name) {
+		return "", fmt.Errorf("%w: profile name %q", ErrInvalid, name)
+	}
+	path := filepath.Join(dir, name+".json")
+	values, err := readProfile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	v := values["userns"]
+	if v != "" && v != "yes" && v != "no" {
+		return "", fmt.Errorf("%w: profile %s: userns %q: use yes or no", ErrInvalid, name, v)
+	}
+	return v, nil
 }
 
 func readProfile(path string) (map[string]string, error) {

@@ -771,7 +771,18 @@ func (b *bench) benchCreate() error {
 			}}
 	}
 	heavy := b.costly(3)
-	vs := []*variant{layout("overlay", 0), layout("copy", heavy), layout("image", heavy, "--diskspace", "2G")}
+	// New VEs get a user namespace of their own by default; the overlay layout is also
+	// timed for a privileged VE, to show what the idmapped lower layer costs.
+	priv := &variant{name: "vectl create --layout overlay --userns no", vectl: true, pass: func(p int, rec recorder) error {
+		d, err := b.v.timed("create", id, "--ostemplate", debianName, "--layout", "overlay", "--userns", "no")
+		if err != nil {
+			return err
+		}
+		rec("create-overlay/priv", d)
+		_, err = b.v.do("destroy", id)
+		return err
+	}}
+	vs := []*variant{layout("overlay", 0, "--userns", "yes"), priv, layout("copy", heavy), layout("image", heavy, "--diskspace", "2G")}
 	if b.lxc != nil {
 		// LXC copies only a rootfs whose path holds the container's name: name the source
 		// container after vectl's unpacked template.
@@ -822,9 +833,14 @@ func (b *bench) benchCreate() error {
 	for _, l := range []struct {
 		name   string
 		target *Target
-	}{{"overlay", valueMax(20, "ms").as("create overlay")}, {"copy", nil}, {"image", nil}} {
+	}{{"overlay", valueMax(20, "ms").as("create overlay, own user namespace")}, {"copy", nil}, {"image", nil}} {
 		peers := [][2]string{{"untar", "untar (OpenVZ)"}, {"lxc", "lxc-copy (dir)"}, {"cp", "cp -a"}}
-		b.peerRows(cmp{group: "create", name: "create from the Debian template, " + l.name + " layout",
+		name := "create from the Debian template, " + l.name + " layout"
+		if l.name == "overlay" {
+			name += ", own user namespace"
+			peers = append(peers, [2]string{"priv", "vectl create --userns no"})
+		}
+		b.peerRows(cmp{group: "create", name: name,
 			command: "vectl create --layout " + l.name}, "create-"+l.name, peers,
 			map[string]*Target{"untar": l.target})
 	}

@@ -287,3 +287,61 @@ func (b *bench) benchDensity() error {
 	}
 	return errors.Join(errs...)
 }
+
+// benchDebianDensity boots 20 Debian systemd VEs from one template with user namespaces of
+// their own, then 20 privileged ones, and compares host memory per idle VE: the idmapped
+// lower layer must keep the template's pages shared between VEs of different id ranges.
+func (b *bench) benchDebianDensity() error {
+	n := 20
+	if b.opts.quick {
+		n = 4
+	}
+	var errs []error
+	totals := map[string]float64{}
+	for _, mode := range []struct{ name, key, userns string }{
+		{"Debian systemd, own user namespace", "userns", "yes"}, {"Debian systemd, privileged", "priv", "no"}} {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = b.id(fmt.Sprintf("dd%s%02d", mode.key[:1], i))
+		}
+		err := func() error {
+			defer b.destroy(ids...)
+			for _, id := range ids {
+				if err := b.create(id, debianName, "--userns", mode.userns); err != nil {
+					return err
+				}
+			}
+			b.progress("debian density: starting %d VEs (%s)", n, mode.name)
+			time.Sleep(2 * time.Second)
+			before := meminfo()
+			for _, id := range ids {
+				if _, err := b.v.do("start", id, "--wait", "--timeout", "180"); err != nil {
+					return err
+				}
+			}
+			time.Sleep(10 * time.Second) // let systemd's start-up jobs and the monitors settle
+			r := b.memRow(mode.name, ids, before, meminfo())
+			b.memory = append(b.memory, r)
+			totals[mode.key] = r.Total
+			for _, id := range ids {
+				if _, err := b.v.do("stop", "--fast", id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+	}
+	if len(totals) == 2 {
+		b.record("memdeb/vectl", totals["userns"])
+		b.record("memdeb/priv", totals["priv"])
+		b.compare(cmp{group: "density", name: fmt.Sprintf("host memory per idle Debian systemd VE (%d VEs, one template)", n),
+			key: "memdeb/vectl", command: "own user namespace", peerKey: "memdeb/priv", peer: "privileged", unit: "MiB",
+			target: ratioMax(1.05).as("Debian memory, userns"),
+			note:   "PSS of the VE's processes and its monitor + slab, page table and kernel stack growth"})
+	}
+	return errors.Join(errs...)
+}

@@ -47,6 +47,7 @@ var groups = []struct {
 	{"debian", (*bench).benchDebian, "Debian systemd boot to running, graceful shutdown"},
 	{"create", (*bench).benchCreate, "create from a template: overlay, copy, image, LXC, untar"},
 	{"density", (*bench).benchDensity, "list -a, stats --json, memory per VE at density"},
+	{"debian-density", (*bench).benchDebianDensity, "memory per idle Debian VE, 20 VEs: own user namespace vs privileged"},
 }
 
 func main() {
