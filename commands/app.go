@@ -93,6 +93,8 @@ func NewApp(s Streams) *cli.App {
 				Usage: "resource profiles (NAME.json) for create --config and set --applyconfig"},
 			&cli.StringFlag{Name: "cgroup-manager", EnvVars: []string{"VECTL_CGROUP_MANAGER"},
 				Usage: "cgroup driver: fs (default) or systemd (where systemd is PID 1); also cgroup_manager in " + nodeConfigPath},
+			&cli.StringFlag{Name: "cgroup-parent", Value: container.DefaultCgroupParent, EnvVars: []string{"VECTL_CGROUP_PARENT"},
+				Usage: "absolute cgroup `PATH` the VEs live under (with the systemd driver one name, the slice NAME.slice); two vectl instances on one host need different ones"},
 			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
 				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
 		},
@@ -165,8 +167,12 @@ func manager(c *cli.Context) (*container.Manager, error) {
 	if cgm != "" && cgm != container.CgroupFS && cgm != container.CgroupSystemd {
 		return nil, fmt.Errorf("%w: cgroup manager %q: use fs or systemd", container.ErrInvalidValue, cgm)
 	}
+	if err := container.ValidateCgroupParent(c.String("cgroup-parent"), cgm); err != nil {
+		return nil, err
+	}
 	return container.New(container.Options{
 		CgroupManager: cgm,
+		CgroupParent:  c.String("cgroup-parent"),
 		Root:          c.String("root"),
 		RunDir:        c.String("run-dir"),
 		LogDir:        c.String("log-dir"),

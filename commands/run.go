@@ -19,7 +19,7 @@ import (
 func monitorArgs(c *cli.Context) []string {
 	args := []string{"/proc/self/exe", "--root", c.String("root"), "--run-dir", c.String("run-dir"),
 		"--log-dir", c.String("log-dir"), "--network-config", c.String("network-config"),
-		"--firewall-table", c.String("firewall-table")}
+		"--firewall-table", c.String("firewall-table"), "--cgroup-parent", c.String("cgroup-parent")}
 	if cgm := c.String("cgroup-manager"); cgm != "" {
 		args = append(args, "--cgroup-manager", cgm)
 	}

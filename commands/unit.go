@@ -123,7 +123,7 @@ EXIT STATUS:
 func globalArgs(c *cli.Context) []string {
 	var out []string
 	for _, name := range []string{"root", "template-dir", "run-dir", "log-dir", "network-config", "cni-path",
-		"firewall-table", "profile-dir", "cgroup-manager"} {
+		"firewall-table", "profile-dir", "cgroup-manager", "cgroup-parent"} {
 		if c.IsSet(name) {
 			out = append(out, "--"+name, c.String(name))
 		}

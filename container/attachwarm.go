@@ -25,7 +25,7 @@ func (m *Manager) warmCgroupAttach() {
 	if m.opts.CgroupManager == CgroupSystemd || cgroups.IsCgroup2UnifiedMode() {
 		return
 	}
-	tasks := filepath.Join("/sys/fs/cgroup/pids", cgroupParent, "tasks")
+	tasks := filepath.Join("/sys/fs/cgroup/pids", m.opts.CgroupParent, "tasks")
 	go func() {
 		// Never unlocked: the Go runtime ends the thread with this goroutine, so the
 		// moved thread runs nothing else.

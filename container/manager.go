@@ -58,6 +58,9 @@ type Options struct {
 	// CgroupManager is the cgroup driver: CgroupFS (default) or CgroupSystemd (where systemd
 	// is PID 1). Switch it only while no VE runs: a running VE is found by its driver's path.
 	CgroupManager string
+	// CgroupParent is the absolute cgroup VEs live under (DefaultCgroupParent); with the
+	// systemd driver its name is the slice. Two instances on one host need different ones.
+	CgroupParent string
 }
 
 // Manager performs operations on the VEs of one state root. It holds no resident state:
@@ -85,6 +88,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.CgroupManager == "" {
 		opts.CgroupManager = CgroupFS
+	}
+	if opts.CgroupParent == "" {
+		opts.CgroupParent = DefaultCgroupParent
 	}
 	if opts.ProfileDir == "" {
 		opts.ProfileDir = resources.DefaultProfileDir

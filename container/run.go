@@ -312,7 +312,7 @@ func (m *Manager) destroyContainer(id string) error {
 	}
 	cg := &cgroups.Cgroup{Path: m.cgroupPath(id), Resources: &cgroups.Resources{}}
 	if m.opts.CgroupManager == CgroupSystemd {
-		cg = &cgroups.Cgroup{Parent: "vectl.slice", ScopePrefix: "vectl", Name: id, Systemd: true,
+		cg = &cgroups.Cgroup{Parent: m.slice(), ScopePrefix: "vectl", Name: id, Systemd: true,
 			Resources: &cgroups.Resources{}}
 	}
 	mgr, err := cgmanager.New(cg)

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	seccompprofile "github.com/moby/profiles/seccomp"
 	"github.com/moby/sys/capability"
@@ -14,10 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cgroupParent is the absolute cgroup under which every VE lives with the fs driver. A
-// relative path would nest VEs inside the cgroup of whoever ran vectl. With the systemd
-// driver a VE is the scope vectl-<id>.scope in vectl.slice.
-const cgroupParent = "/vectl"
+// DefaultCgroupParent is the absolute cgroup under which every VE lives with the fs driver
+// (Options.CgroupParent). A relative path would nest VEs inside the cgroup of whoever ran
+// vectl. With the systemd driver a VE is the scope vectl-<id>.scope in the slice named after
+// the parent (vectl.slice).
+const DefaultCgroupParent = "/vectl"
 
 // Cgroup drivers.
 const (
@@ -25,18 +28,44 @@ const (
 	CgroupSystemd = "systemd"
 )
 
+// ValidateCgroupParent checks a --cgroup-parent: an absolute, clean cgroup path of plain
+// names below the root; for the systemd driver a single name, which becomes NAME.slice.
+func ValidateCgroupParent(p, driver string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: cgroup parent %q: %s (the default is %s)", ErrInvalidValue, p, why, DefaultCgroupParent)
+	}
+	if !strings.HasPrefix(p, "/") || p == "/" || filepath.Clean(p) != p {
+		return bad("use an absolute, clean path below the root cgroup, such as /vectl2")
+	}
+	parts := strings.Split(p[1:], "/")
+	for _, c := range parts {
+		if c == "." || c == ".." || !cgroupName().MatchString(c) {
+			return bad("use names of letters, digits, '.', '_' and '-'")
+		}
+	}
+	if driver == CgroupSystemd && (len(parts) != 1 || strings.ContainsAny(parts[0], "-.")) {
+		return bad("the systemd driver takes one name of letters, digits and '_' (it becomes NAME.slice)")
+	}
+	return nil
+}
+
+var cgroupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`) })
+
+// slice is the systemd slice VEs live in with the systemd driver: the parent's name.
+func (m *Manager) slice() string { return strings.TrimPrefix(m.opts.CgroupParent, "/") + ".slice" }
+
 // cgroupPath is the absolute path of a VE's cgroup in the hierarchy (same on v1 and v2).
 func (m *Manager) cgroupPath(id string) string {
 	if m.opts.CgroupManager == CgroupSystemd {
-		return "/vectl.slice/vectl-" + id + ".scope"
+		return "/" + m.slice() + "/vectl-" + id + ".scope"
 	}
-	return cgroupParent + "/" + id
+	return m.opts.CgroupParent + "/" + id
 }
 
 // specCgroupsPath is a VE's linux.cgroupsPath in its OCI spec for the configured driver.
 func (m *Manager) specCgroupsPath(id string) string {
 	if m.opts.CgroupManager == CgroupSystemd {
-		return "vectl.slice:vectl:" + id
+		return m.slice() + ":vectl:" + id
 	}
 	return m.cgroupPath(id)
 }

@@ -2,6 +2,7 @@ package container
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"slices"
 	"strings"
@@ -187,5 +188,36 @@ func TestUserNSSpec(t *testing.T) {
 		if allowed[n] {
 			t.Errorf("seccomp profile allows %s", n)
 		}
+	}
+}
+
+func TestValidateCgroupParent(t *testing.T) {
+	for _, p := range []string{"/vectl", "/vectl2", "/machine/vectl-a", "/a.b_c"} {
+		if err := ValidateCgroupParent(p, CgroupFS); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	for _, p := range []string{"", "vectl", "/", "/vectl/", "/a/../b", "/a//b", "/a b", "/a/./b", "/" + strings.Repeat("x", 65)} {
+		if err := ValidateCgroupParent(p, CgroupFS); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("%q: %v", p, err)
+		}
+	}
+	if err := ValidateCgroupParent("/vectl2", CgroupSystemd); err != nil {
+		t.Error(err)
+	}
+	for _, p := range []string{"/a/b", "/a-b", "/a.b"} {
+		if err := ValidateCgroupParent(p, CgroupSystemd); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("systemd %q: %v", p, err)
+		}
+	}
+	m := New(Options{CgroupParent: "/vectl2", CgroupManager: CgroupSystemd})
+	if got := m.cgroupPath("101"); got != "/vectl2.slice/vectl-101.scope" {
+		t.Errorf("systemd path %s", got)
+	}
+	if got := m.specCgroupsPath("101"); got != "vectl2.slice:vectl:101" {
+		t.Errorf("systemd spec path %s", got)
+	}
+	if got := New(Options{}).cgroupPath("101"); got != "/vectl/101" {
+		t.Errorf("default path %s", got)
 	}
 }

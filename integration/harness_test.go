@@ -92,6 +92,8 @@ type env struct {
 	// namespace (a path under /run/netns) that vectl runs in, as if it were the host's.
 	table string
 	netns string
+	// cgroupParent, when set, is the instance's --cgroup-parent.
+	cgroupParent string
 }
 
 // newEnv makes a fresh state root and registers a cleanup that destroys every VE in it and
@@ -142,8 +144,12 @@ func (e *env) args(args ...string) []string {
 	if table == "" {
 		table = testFwTable
 	}
-	return append([]string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log,
-		"--network-config", netConfig, "--firewall-table", table}, args...)
+	g := []string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log,
+		"--network-config", netConfig, "--firewall-table", table}
+	if e.cgroupParent != "" {
+		g = append(g, "--cgroup-parent", e.cgroupParent)
+	}
+	return append(g, args...)
 }
 
 // cmd returns an unstarted vectl command in this env.

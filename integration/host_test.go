@@ -328,3 +328,69 @@ func TestHostCleanup(t *testing.T) {
 	e.must("stop", r)
 	e.must("host", "cleanup")
 }
+
+// TestCgroupParent: two instances with their own --cgroup-parent run a VE of the same id side
+// by side, each in its own cgroup with its own limit; a bad parent exits 21 and makes nothing.
+func TestCgroupParent(t *testing.T) {
+	id := uniqueID(t)
+	base := fmt.Sprintf("vectl-it-%d", os.Getpid())
+	var envs []*env
+	for i, ram := range []string{"128M", "192M"} {
+		e := newEnv(t)
+		e.cgroupParent = fmt.Sprintf("/%s-%d", base, i)
+		envs = append(envs, e)
+		tmpl := e.importBusybox()
+		e.must("create", id, "--ostemplate", tmpl, "--ram", ram)
+		e.must("start", id, "--wait", "--timeout", "60")
+	}
+	// Remove the parents in every hierarchy once the VEs are gone. Cleanups run last
+	// registered first, so this one runs before the envs' and stops the VEs itself.
+	t.Cleanup(func() {
+		for _, e := range envs {
+			e.vectl("stop", id, "--fast")
+		}
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + base + "-*")
+		more, _ := filepath.Glob("/sys/fs/cgroup/" + base + "-*")
+		for _, d := range append(dirs, more...) {
+			os.Remove(d)
+		}
+	})
+	memLimit := func(parent string) string {
+		p := filepath.Join("/sys/fs/cgroup/memory", parent, id, "memory.limit_in_bytes")
+		if cgroupV2() {
+			p = filepath.Join("/sys/fs/cgroup", parent, id, "memory.max")
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("the VE's cgroup under %s: %v", parent, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if a, b := memLimit(envs[0].cgroupParent), memLimit(envs[1].cgroupParent); a != "134217728" || b != "201326592" {
+		t.Fatalf("memory limits %s and %s", a, b)
+	}
+	for _, e := range envs {
+		if got := e.must("status", id).stdout; !strings.Contains(got, "running") {
+			t.Fatalf("%s: %s", e.cgroupParent, got)
+		}
+		if got := e.out(id, "cat", "/proc/self/cgroup"); !strings.Contains(got, "/") {
+			t.Fatalf("exec in the VE: %q", got)
+		}
+	}
+	envs[0].must("stop", id)
+	if got := envs[1].must("status", id).stdout; !strings.Contains(got, "running") {
+		t.Fatalf("stopping one instance's VE stopped the other's: %s", got)
+	}
+	envs[1].must("stop", id)
+
+	e := envs[0]
+	for _, bad := range []string{"relative", "/", "/a/../b"} {
+		r := e.vectl("--cgroup-parent", bad, "create", uniqueID(t), "--ostemplate", busyboxName)
+		if r.code != 21 || !strings.Contains(r.stderr, "cgroup parent") {
+			t.Fatalf("--cgroup-parent %q:\n%s", bad, r)
+		}
+	}
+	if r := e.vectl("--cgroup-manager", "systemd", "--cgroup-parent", "/a/b", "list"); r.code != 21 {
+		t.Fatalf("systemd driver with a nested parent:\n%s", r)
+	}
+}
