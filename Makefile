@@ -26,8 +26,8 @@ GOEXP   := nogreenteagc
 # lib:NAME=PACKAGE for a library the build links, cgo:NAME=PACKAGE for what cgo runs,
 # via:TOOL:PROGRAM=PACKAGE for a program that a tool we run runs in turn (lxc-copy copies a
 # dir-backed rootfs with rsync; lxc only recommends it). `toolchain` is the Go toolchain in
-# /usr/local/go; Debian's Essential packages (coreutils, util-linux, ...) are on every Debian
-# system. integration/deps_test.go (part of `make test`) checks the table both ways against
+# /usr/local/go; `make-criu` is CRIU as `make criu` installs it (part of make deps); Debian's
+# Essential packages (coreutils, util-linux, ...) are on every Debian system. integration/deps_test.go (part of `make test`) checks the table both ways against
 # every program the repository runs, and that each program on PATH comes from its package.
 DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
@@ -48,7 +48,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
 	sha256sum=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
 	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \
-	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg
+	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg dpkg=dpkg criu=make-criu
 
 .PHONY: all test lint check integration install clean deps demo FORCE
 
@@ -155,6 +155,41 @@ deps:
 	fi
 	$(GO) mod download
 	cd network/cnitools && $(GO) mod download
+	@$(MAKE) --no-print-directory criu
+
+# CRIU for checkpoint, restore and migration. Debian 12's criu 3.17 fails on current kernels;
+# criu $(CRIU_VERSION) from Debian $(CRIU_SUITE) runs here from a private prefix with the
+# libraries (libc included) of the same release, through its own loader: `make criu` downloads
+# the package and its dependencies from the host's Debian mirror into $(CRIU_CACHE) (kept per
+# version), unpacks them into $(CRIU_DIR)/root and writes the wrapper $(CRIU_DIR)/criu, which
+# vectl uses; nothing else on the host changes. Nothing is done when that version is there.
+CRIU_SUITE   := trixie
+CRIU_VERSION := 4.1.1-1
+CRIU_DIR     := /usr/local/lib/vectl/criu
+CRIU_CACHE   := /var/cache/vectl-criu/$(CRIU_VERSION)
+CRIU_MIRROR  ?= http://deb.debian.org/debian
+.PHONY: criu
+criu:
+	@if [ "$$(cat $(CRIU_DIR)/VERSION 2>/dev/null)" = "$(CRIU_VERSION)" ] && $(CRIU_DIR)/criu --version >/dev/null 2>&1; then exit 0; fi; \
+	set -e; c=$(CRIU_CACHE); mkdir -p $$c/lists/partial $$c/archives/partial; : > $$c/status; \
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(CRIU_MIRROR) $(CRIU_SUITE) main" > $$c/sources.list; \
+	a="-q -o Dir::Etc::SourceList=$$c/sources.list -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$$c/lists \
+	   -o Dir::State::Status=$$c/status -o Dir::Cache::Archives=$$c/archives -o Dir::Cache::pkgcache= \
+	   -o Dir::Cache::srcpkgcache= -o Debug::NoLocking=1 -o APT::Get::Download-Only=true"; \
+	if ! ls $$c/archives/criu_*.deb >/dev/null 2>&1; then \
+		echo "criu: downloading criu $(CRIU_VERSION) and its libraries from $(CRIU_SUITE)"; \
+		apt-get $$a update >/dev/null; \
+		apt-get $$a install -y --no-install-recommends criu=$(CRIU_VERSION) >/dev/null; \
+	fi; \
+	rm -rf $(CRIU_DIR).new; mkdir -p $(CRIU_DIR).new/root; \
+	for d in $$c/archives/*.deb; do dpkg -x $$d $(CRIU_DIR).new/root; done; \
+	lib=$(CRIU_DIR)/root/usr/lib/x86_64-linux-gnu; \
+	printf '#!/bin/sh\n# criu $(CRIU_VERSION) from Debian $(CRIU_SUITE), with its own libraries (vectl make criu)\nexec %s/ld-linux-x86-64.so.2 --library-path %s %s/root/usr/sbin/criu "$$@"\n' \
+		$$lib $$lib $(CRIU_DIR) > $(CRIU_DIR).new/criu; \
+	chmod 755 $(CRIU_DIR).new/criu; echo $(CRIU_VERSION) > $(CRIU_DIR).new/VERSION; \
+	rm -rf $(CRIU_DIR); mv $(CRIU_DIR).new $(CRIU_DIR); \
+	$(CRIU_DIR)/criu --version | grep -qx "Version: $(firstword $(subst -, ,$(CRIU_VERSION)))" || { echo "criu: $(CRIU_DIR)/criu does not run"; exit 1; }; \
+	echo "criu $(CRIU_VERSION) in $(CRIU_DIR) ($$($(CRIU_DIR)/criu check 2>&1 | tail -n 1))"
 
 # The main job: build, make the default template, create VE $(VE) with its own address
 # (from the default pool 10.199.0.0/16), start it, show it running and reachable.
