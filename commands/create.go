@@ -37,6 +37,7 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "name", Usage: "a name to use in place of the id"},
 			&cli.StringFlag{Name: "description", Usage: "free text shown by list -o description"},
 			&cli.StringFlag{Name: "userns", Usage: "yes (default): the VE gets a user namespace of its own, its root an unprivileged host uid; no: a privileged VE, whose root is host root; unset: the --config profile's userns, else userns in " + nodeConfigPath + ", else yes (`yes|no`)"},
+			&cli.StringFlag{Name: "nesting", Value: "no", Usage: "yes: a user-namespace VE may run containers of its own (on cgroup v1 its controllers are delegated and writable) (`yes|no`)"},
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "an address `ADDR[/PREFIX]` of the VE (repeatable)"},
 			&cli.StringSliceFlag{Name: "nameserver", Usage: "DNS server `ADDR` for the VE's resolv.conf, or inherit (repeatable)"},
 			&cli.StringSliceFlag{Name: "searchdomain", Usage: "DNS search `DOMAIN`, or inherit (repeatable)"},
@@ -59,6 +60,10 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
+			nesting, err := parseYesNo("nesting", c.String("nesting"))
+			if err != nil {
+				return err
+			}
 			cfg, err := m.Create(c.Context, container.CreateOptions{
 				ID:            id,
 				OSTemplate:    c.String("ostemplate"),
@@ -72,6 +77,7 @@ EXIT STATUS:
 				Config:        c.String("config"),
 				Limits:        limits,
 				UserNS:        userns,
+				Nesting:       nesting,
 			})
 			if err != nil {
 				return err

@@ -76,6 +76,7 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "stop-signal", Usage: "`SIGNAL` or halt"},
 			&cli.StringFlag{Name: "stop-timeout", Usage: "`SECONDS` for a graceful stop"},
 			&cli.StringFlag{Name: "onboot", Usage: "`yes|no`: vectl boot starts the VE"},
+			&cli.StringFlag{Name: "nesting", Usage: "`yes|no`: a user-namespace VE may run containers of its own, from its next start"},
 			&cli.StringFlag{Name: "bootorder", Usage: "`N`: VEs with a higher bootorder start first"},
 			&cli.StringFlag{Name: "hostname", Usage: "host `NAME`"},
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "add `ADDR[/PREFIX]`"},
@@ -124,6 +125,13 @@ EXIT STATUS:
 					return err
 				}
 				o.UserNS = &b
+			}
+			if v := str("nesting"); v != nil {
+				b, err := parseYesNo("nesting", *v)
+				if err != nil {
+					return err
+				}
+				o.Nesting = &b
 			}
 			if v := str("onboot"); v != nil {
 				b, err := parseYesNo("onboot", *v)

@@ -88,6 +88,8 @@ type veJSON struct {
 	NumProc     *int     `json:"numproc"`
 	// UserNS is the VE's host id range; null for a privileged VE.
 	UserNS *container.IDMap `json:"userns"`
+	// Nesting: the VE may run containers of its own.
+	Nesting bool `json:"nesting"`
 }
 
 func statusJSON(e container.Entry) veJSON {
@@ -112,7 +114,7 @@ func statusJSON(e container.Entry) veJSON {
 	if c := e.Config; c != nil {
 		v.Name, v.Hostname, v.Description = c.Name, c.Hostname, c.Description
 		v.OSTemplate, v.Layout = c.OSTemplate, c.Layout
-		v.UserNS = c.UserNS
+		v.UserNS, v.Nesting = c.UserNS, c.Nesting
 	}
 	return v
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,6 +20,9 @@ import (
 // leaves the init parked on libcontainer's exec fifo with the VE's filesystems set up,
 // setBootID mounts a fresh id, and Exec lets the init run.
 func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
+	if err := cgroupsUsable(); err != nil {
+		return err
+	}
 	if err := nestedLeaf(); err != nil {
 		return err
 	}
@@ -29,7 +33,7 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	if err == nil {
 		// The host ids of the VE's root: 0 for a privileged VE.
 		uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
-		err = m.delegateCgroup(id, uid, gid)
+		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
 		if err == nil {
 			err = m.setBootID(pid, uid, gid)
 		}
@@ -50,6 +54,31 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 		return err
 	}
 	return nil
+}
+
+// cgroupsUsable refuses a start where the cgroup hierarchies are read-only or not ours:
+// vectl runs inside a VE that may not run containers (no nesting).
+func cgroupsUsable() error {
+	dir := "/sys/fs/cgroup"
+	if !cgroups.IsCgroup2UnifiedMode() {
+		dir = "/sys/fs/cgroup/memory"
+	}
+	// EACCES: the directory belongs to a host uid that this user namespace does not map.
+	if err := unix.Access(dir, unix.W_OK); errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%s is not writable here: vectl runs inside a VE that may not run containers "+
+			"(on its host: vectl set ID --nesting yes --save, then restart that VE)", dir)
+	}
+	return nil
+}
+
+// cgroupsWritable reports whether a VE's spec mounts its cgroup hierarchies writable.
+func cgroupsWritable(cfg configs.Config) bool {
+	for _, mnt := range cfg.Mounts {
+		if mnt.Destination == "/sys/fs/cgroup" && mnt.Device == "cgroup" {
+			return mnt.Flags&unix.MS_RDONLY == 0
+		}
+	}
+	return false
 }
 
 // nestedLeaf makes room for VE cgroups when vectl runs inside a VE on cgroup v2: there its
@@ -92,9 +121,10 @@ func nestedLeaf() error {
 // child cgroups (cgroup.procs, cgroup.threads, cgroup.subtree_control; tasks on v1) belong to
 // the VE's root, so its systemd, or a container runtime inside, can manage cgroups below its
 // own. The files that set the VE's limits stay host root's, so the VE can never raise them.
-// On cgroup v1 that is done in every hierarchy (the VE mounts them writable), so vectl counts
-// a VE's processes in its whole subtree (cgroupPids).
-func (m *Manager) delegateCgroup(id string, uid, gid int) error {
+// On cgroup v1 that is done in every hierarchy when the VE mounts them writable (nesting), so
+// vectl counts a VE's processes in its whole subtree (cgroupPids); otherwise in the
+// name=systemd hierarchy only.
+func (m *Manager) delegateCgroup(id string, uid, gid int, all bool) error {
 	if uid == 0 && gid == 0 {
 		return nil
 	}
@@ -111,7 +141,7 @@ func (m *Manager) delegateCgroup(id string, uid, gid int) error {
 			// cpu and cpuacct are symlinks to their shared hierarchy; unified is cgroup2's.
 			// In devices the VE can make child cgroups but set no rule (the kernel takes
 			// device rules only from the host's root).
-			if e.IsDir() && e.Name() != "unified" {
+			if e.IsDir() && e.Name() != "unified" && (all || e.Name() == "systemd") {
 				dirs = append(dirs, filepath.Join("/sys/fs/cgroup", e.Name(), m.cgroupPath(id)))
 			}
 		}

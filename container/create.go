@@ -38,6 +38,8 @@ type CreateOptions struct {
 	// UserNS gives the VE a user namespace of its own, with a range of host ids allocated
 	// from root's ranges in /etc/subuid and /etc/subgid (or idmap.DefaultBase).
 	UserNS bool
+	// Nesting lets the VE run containers of its own (a user-namespace VE only).
+	Nesting bool
 }
 
 // Create makes a new VE from an OS template without starting it. The id and name are
@@ -144,6 +146,10 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 	if err := m.createLimits(probe, o); err != nil {
 		return nil, nil, err
 	}
+	if o.Nesting && !o.UserNS {
+		return nil, nil, fmt.Errorf("%w: nesting needs a user namespace of the VE's own (--userns yes): "+
+			"a privileged VE's root would manage the host's cgroups", ErrInvalidValue)
+	}
 	var userns *store.IDMap
 	if o.UserNS {
 		if userns, err = m.allocateIDs(); err != nil {
@@ -168,6 +174,7 @@ func (m *Manager) reserve(o CreateOptions) (*Config, *store.Lock, error) {
 		SearchDomains: probe.SearchDomains,
 		Resources:     probe.Resources,
 		UserNS:        userns,
+		Nesting:       o.Nesting,
 	}
 	// The range is claimed first: a create killed in between leaves an index entry whose VE
 	// does not exist, which the next allocation drops, never a VE whose range is unclaimed.

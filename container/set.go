@@ -38,6 +38,8 @@ type SetOptions struct {
 	// UserNS switches a stopped VE to a user namespace of its own (true) or back to a
 	// privileged VE (false), converting its private data.
 	UserNS *bool
+	// Nesting lets a user-namespace VE run containers of its own, from its next start.
+	Nesting *bool
 
 	Hostname      *string
 	IPAdd         []string // ADDR[/PREFIX]
@@ -175,6 +177,17 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		}
 		cfg.StopTimeout = *o.StopTimeout
 		ch.stored = append(ch.stored, "stop-timeout")
+	}
+	if o.Nesting != nil {
+		privileged := cfg.UserNS == nil
+		if o.UserNS != nil {
+			privileged = !*o.UserNS
+		}
+		if *o.Nesting && privileged {
+			return nil, fmt.Errorf("%w: nesting needs a user namespace of the VE's own (set --userns yes --save first)", ErrInvalidValue)
+		}
+		cfg.Nesting = *o.Nesting
+		ch.stored = append(ch.stored, "nesting")
 	}
 	if o.OnBoot != nil {
 		cfg.OnBoot = *o.OnBoot
@@ -401,6 +414,7 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 			}
 		} else if ch.userns != nil {
 			cfg.UserNS = nil
+			cfg.Nesting = false // a privileged VE never nests
 		}
 	}
 	res := &SetResult{ID: id, Live: append([]string{}, ch.live...), Stored: append([]string{}, ch.stored...),

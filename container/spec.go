@@ -241,19 +241,22 @@ func veMounts(o specOptions) []specs.Mount {
 			}
 		}
 	}
-	// On a cgroup v1 host a user-namespace VE's controllers are writable, as in LXC's
-	// unprivileged containers: delegateCgroup hands it its own directory in every hierarchy,
-	// so it can make child cgroups (a nested container runtime, its systemd), while its own
-	// limit files stay host root's, which its root cannot write.
-	if !cgroups.IsCgroup2UnifiedMode() && o.userns != "" {
+	// On a cgroup v1 host a nesting user-namespace VE's controllers are writable, as in
+	// LXC's unprivileged containers: delegateCgroup hands it its own directory in every
+	// hierarchy, so it can make child cgroups (a nested container runtime, its systemd), while
+	// its own limit files stay host root's, which its root cannot write. Without nesting they
+	// stay read-only: its systemd would otherwise make a memory cgroup for every service,
+	// about 150 KiB of kernel memory each.
+	if !cgroups.IsCgroup2UnifiedMode() && o.userns != "" && o.cfg.Nesting {
 		for i := range ms {
 			if ms[i].Destination == "/sys/fs/cgroup" {
 				ms[i].Options = []string{"nosuid", "noexec", "nodev", "relatime", "rw"}
 			}
 		}
 	}
-	// A privileged VE's controllers stay read-only on cgroup v1 (its root could write its own
-	// limit files), but systemd needs its own named hierarchy writable to track services:
+	// Otherwise the controllers stay read-only on cgroup v1 (a privileged VE's root could
+	// write its own limit files), but systemd needs its own named hierarchy writable to track
+	// services:
 	// bind the VE's subtree of name=systemd over the read-only mount, as podman does.
 	if !cgroups.IsCgroup2UnifiedMode() {
 		host := filepath.Join("/sys/fs/cgroup/systemd", o.cgroupV1)

@@ -75,6 +75,10 @@ type Config struct {
 	// UserNS, when set, gives the VE a user namespace of its own: its ids 0-65535 are the
 	// host's UID.. and GID.. (Size of them). Nil: a privileged VE, whose root is host root.
 	UserNS *IDMap `json:"userns,omitempty"`
+	// Nesting lets a user-namespace VE run containers of its own: on cgroup v1 its cgroup
+	// is delegated in every hierarchy and its controllers are mounted writable (Incus's
+	// security.nesting). Off, only the name=systemd hierarchy is.
+	Nesting bool `json:"nesting,omitempty"`
 }
 
 // IDMap is a VE's range of host ids.
