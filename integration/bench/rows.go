@@ -40,11 +40,19 @@ func (t *Target) as(label string) *Target {
 }
 
 func ratioMax(x float64) *Target {
-	return &Target{Kind: "ratio<=", Limit: x, Text: fmt.Sprintf("≤ %.1fx", x)}
+	return &Target{Kind: "ratio<=", Limit: x, Text: "≤ " + ratioText(x)}
 }
 
 func ratioMin(x float64) *Target {
-	return &Target{Kind: "ratio>=", Limit: x, Text: fmt.Sprintf("≥ %.1fx", x)}
+	return &Target{Kind: "ratio>=", Limit: x, Text: "≥ " + ratioText(x)}
+}
+
+// ratioText shows a target ratio with one decimal, or two where it has them (1.05x).
+func ratioText(x float64) string {
+	if math.Abs(x*10-math.Round(x*10)) > 1e-9 {
+		return fmt.Sprintf("%.2fx", x)
+	}
+	return fmt.Sprintf("%.1fx", x)
 }
 
 func valueMax(x float64, unit string) *Target {
