@@ -32,7 +32,7 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	pid, err := p.Pid()
 	if err == nil {
 		// The host ids of the VE's root: 0 for a privileged VE.
-		uid, gid := hostRootOf(pid, "uid_map"), hostRootOf(pid, "gid_map")
+		uid, gid := hostRootOf(pid)
 		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
 		if err == nil {
 			err = m.setBootID(pid, uid, gid)
@@ -132,7 +132,7 @@ func (m *Manager) delegateCgroup(id string, uid, gid int, all bool) error {
 	files := []string{"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"}
 	if !cgroups.IsCgroup2UnifiedMode() {
 		dirs = nil
-		files = []string{"cgroup.procs", "tasks", "cgroup.clone_children", "notify_on_release"}
+		files = []string{"cgroup.procs", "tasks", "cgroup.clone_children"}
 		ents, err := os.ReadDir("/sys/fs/cgroup")
 		if err != nil {
 			return fmt.Errorf("delegate the VE's cgroup: %w", err)
@@ -150,11 +150,11 @@ func (m *Manager) delegateCgroup(id string, uid, gid int, all bool) error {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			continue // a hierarchy the VE has no cgroup in
 		}
-		for _, f := range append([]string{""}, files...) {
-			// systemd in the VE sets notify_on_release in its own hierarchy only.
-			if f == "notify_on_release" && !strings.HasPrefix(dir, "/sys/fs/cgroup/systemd/") {
-				continue
-			}
+		own := append([]string{""}, files...)
+		if strings.HasPrefix(dir, "/sys/fs/cgroup/systemd/") {
+			own = append(own, "notify_on_release") // systemd in the VE sets it in its own hierarchy
+		}
+		for _, f := range own {
 			if err := os.Chown(filepath.Join(dir, f), uid, gid); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("delegate the VE's cgroup: %w", err)
 			}
@@ -205,16 +205,20 @@ func (m *Manager) setBootID(pid, uid, gid int) error {
 	return nil
 }
 
-// hostRootOf is the host id that process pid's user namespace maps its id 0 to (file is
-// uid_map or gid_map); 0 outside a user namespace.
-func hostRootOf(pid int, file string) int {
-	// A process in our own user namespace (a privileged VE; any VE of a vectl that runs
-	// nested in a VE) has our root: its map file would show our namespace's own map.
+// hostRootOf is the uid and gid that process pid's user namespace maps its id 0 to; 0 and 0
+// for a process in our own user namespace (a privileged VE; any VE of a vectl that runs
+// nested in a VE), whose map files would show our namespace's own map.
+func hostRootOf(pid int) (uid, gid int) {
 	var ours, its unix.Stat_t
 	if unix.Stat("/proc/self/ns/user", &ours) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &its) == nil &&
 		ours.Ino == its.Ino && ours.Dev == its.Dev {
-		return 0
+		return 0, 0
 	}
+	return mapRoot(pid, "uid_map"), mapRoot(pid, "gid_map")
+}
+
+// mapRoot reads the host id of id 0 from /proc/PID/uid_map or gid_map (0 when unreadable).
+func mapRoot(pid int, file string) int {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0

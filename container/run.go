@@ -75,10 +75,13 @@ func (m *Manager) populated(id string) bool {
 		return err == nil && bytes.Contains(data, []byte("populated 1"))
 	}
 	data, err := os.ReadFile(m.cgroupFile(id, "devices", "cgroup.procs"))
-	if err == nil && len(bytes.TrimSpace(data)) > 0 {
+	if err != nil {
+		return false // no cgroup: a stopped VE (list reads this for every VE)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
 		return true
 	}
-	// A user-namespace VE may have moved its processes into child cgroups.
+	// A nesting VE may have moved its processes into child cgroups.
 	pids, err := m.cgroupPids(id)
 	return err == nil && len(pids) > 0
 }
