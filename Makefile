@@ -31,7 +31,7 @@ GOEXP   := nogreenteagc
 # every program the repository runs, and that each program on PATH comes from its package.
 DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
-	iputils-ping iputils-arping python3-minimal python3-scapy
+	iputils-ping iputils-arping python3-minimal python3-scapy iptables
 DEB_VM    := qemu-system-x86
 DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox rsync
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
@@ -48,7 +48,8 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
 	sha256sum=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
 	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \
-	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg dpkg=dpkg criu=make-criu
+	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg dpkg=dpkg criu=make-criu \
+	via:criu:iptables-restore=iptables
 
 .PHONY: all test lint check integration install clean deps demo FORCE
 

@@ -58,6 +58,8 @@ console, and an in-VE reboot then means stop.
 console is on the terminal when there is one; SIGTERM, SIGINT and SIGHUP stop the VE through
 its own shutdown, other signals go to its init. Its exit status tells how the VE ended:
 0 shut down (poweroff, halt, stop), 1 could not start, 2 the init died on its own.
+A suspended VE (vectl chkpnt) is restored from its dump, as vzctl does; --skip-restore
+drops the dump and boots it afresh.
 --wait returns once the VE has booted: systemd guests when systemctl is-system-running
 says running or degraded; other inits when /run/vectl-booted exists inside the VE (the
 busybox template's rcS creates it last).
@@ -69,12 +71,13 @@ EXAMPLES:
 
 EXIT STATUS:
    0 started; 14 no such VE; 32 already running; 43 incomplete VE; 47 no /sbin/init;
-   50 mount failed; 133 --wait timed out; 9 locked`,
+   50 mount failed; 133 --wait timed out; 9 locked; 16/17 as vectl restore (a suspended VE)`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "wait", Usage: "return once the VE has booted"},
 			&cli.StringFlag{Name: "timeout", Value: "120", Usage: "for --wait: `SECONDS` (or a duration)"},
 			&cli.BoolFlag{Name: "no-monitor", Usage: "run without a resident monitor (no console; reboot means stop)"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"F"}, Usage: "run the monitor in the foreground until the VE ends"},
+			&cli.BoolFlag{Name: "skip-restore", Usage: "a suspended VE: drop its dump and boot it afresh"},
 		},
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
@@ -88,6 +91,22 @@ EXIT STATUS:
 			m, err := manager(c)
 			if err != nil {
 				return err
+			}
+			if c.Bool("skip-restore") {
+				if err := m.DropDump(id); err != nil {
+					return err
+				}
+			} else if e, err := m.Status(id); err == nil && e.Status.Suspended {
+				// As vzctl: a start of a checkpointed VE restores it.
+				if c.Bool("foreground") || c.Bool("no-monitor") {
+					return fmt.Errorf("start %s: %w: the VE is suspended: restore it (vectl restore), or start it afresh with --skip-restore",
+						id, container.ErrRestore)
+				}
+				if err := m.Restore(c.Context, id, container.RestoreOptions{MonitorArgs: monitorArgs(c)}); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "VE %s restored\n", id)
+				return nil
 			}
 			if c.Bool("foreground") {
 				in, err := fileOf(c.App.Reader, "stdin")
@@ -231,7 +250,7 @@ EXAMPLES:
    vectl exec -t 101 top
 
 EXIT STATUS:
-   CMD's exit status; 14 no such VE; 31 VE not running or suspended`,
+   CMD's exit status; 14 no such VE; 31 VE not running or frozen`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "allocate a pty"},
 			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "extra `NAME=VALUE` in the environment"},
@@ -329,27 +348,6 @@ EXIT STATUS:
 				return err
 			}
 			return m.Console(c.Context, id, o.Stdin, o.Stdout)
-		},
-	}
-}
-
-func freezeCommand(name, usage string, f func(*container.Manager, string) error) *cli.Command {
-	return &cli.Command{
-		Name:      name,
-		Usage:     usage,
-		ArgsUsage: "ID",
-		Description: `EXIT STATUS:
-   0 done; 14 no such VE; 31 not running`,
-		Action: func(c *cli.Context) error {
-			id, m, err := veManager(c)
-			if err != nil {
-				return err
-			}
-			if err := f(m, id); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.Writer, "VE %s %sd\n", id, name)
-			return nil
 		},
 	}
 }

@@ -18,8 +18,9 @@ func statusCommand() *cli.Command {
    VEID 101 exist mounted running
    VEID 102 exist unmounted down
    VEID 103 deleted unmounted down        (no such VE: still exit 0, as vzctl)
-A suspended (frozen) VE gets a trailing "suspended"; a VE whose create never finished
-a trailing "incomplete".
+A VE that is down with a dump (vectl chkpnt) gets a trailing "suspended", as vzctl's; a
+frozen one (vectl freeze) a trailing "frozen"; a VE whose create never finished a trailing
+"incomplete".
 
 EXAMPLES:
    vectl status 101 | grep -q running && echo up
@@ -59,6 +60,9 @@ func writeStatusLine(w io.Writer, s container.Status) error {
 		running = "running"
 	}
 	line := fmt.Sprintf("VEID %s %s %s %s", s.ID, exist, mounted, running)
+	if s.Frozen {
+		line += " frozen"
+	}
 	if s.Suspended {
 		line += " suspended"
 	}
@@ -81,6 +85,7 @@ type veJSON struct {
 	Exist       bool     `json:"exist"`
 	Mounted     bool     `json:"mounted"`
 	Running     bool     `json:"running"`
+	Frozen      bool     `json:"frozen"`
 	Suspended   bool     `json:"suspended"`
 	Incomplete  bool     `json:"incomplete,omitempty"`
 	Problem     string   `json:"problem,omitempty"`
@@ -99,6 +104,7 @@ func statusJSON(e container.Entry) veJSON {
 		Exist:      e.Status.Exist,
 		Mounted:    e.Status.Mounted,
 		Running:    e.Status.Running,
+		Frozen:     e.Status.Frozen,
 		Suspended:  e.Status.Suspended,
 		Incomplete: e.Status.Incomplete,
 		Problem:    e.Problem,

@@ -21,6 +21,16 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 			return fmt.Errorf("destroy %s: %w", id, err)
 		}
 	}
+	// The dump of a suspended VE wherever it is, and one in the default place (a dump taken
+	// with --leave-running).
+	for _, dir := range []string{m.dumpOf(id), m.DumpDir(id)} {
+		if dir == "" {
+			continue
+		}
+		if err := m.dropDump(id, dir); err != nil {
+			return fmt.Errorf("destroy %s: %w", id, err)
+		}
+	}
 	if err := m.removeVE(id, l); err != nil {
 		return fmt.Errorf("destroy %s: %w", id, err)
 	}

@@ -18,8 +18,8 @@ import (
 	"github.com/vectl/vectl/resources"
 )
 
-// ErrSuspended means a command needs the VE's processes to run, but it is frozen.
-var ErrSuspended = errors.New("VE is suspended: resume it first")
+// ErrFrozen means a command needs the VE's processes to run, but they are frozen.
+var ErrFrozen = errors.New("VE is frozen: thaw it first (vectl thaw)")
 
 // ExecOptions describe a command to run in a VE.
 type ExecOptions struct {
@@ -41,7 +41,7 @@ func (m *Manager) loadRunning(id string) (*libcontainer.Container, error) {
 	case err != nil:
 		return nil, err
 	case st == libcontainer.Paused:
-		return nil, fmt.Errorf("%s: %w", id, ErrSuspended)
+		return nil, fmt.Errorf("%s: %w", id, ErrFrozen)
 	case st == libcontainer.Created:
 		return nil, fmt.Errorf("%s: %w: it is starting (its init has not run yet)", id, ErrNotRunning)
 	case st != libcontainer.Running:

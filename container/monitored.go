@@ -44,6 +44,9 @@ func (v monitored) Create() (*libcontainer.Container, *libcontainer.Process, fun
 }
 
 func (v monitored) RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
+	if dir, err := os.ReadFile(v.m.runFile(v.id, restoreFile)); err == nil {
+		return v.m.restoreDump(v.id, string(dir), c, p, gate)
+	}
 	return v.m.runInit(v.id, c, p, gate)
 }
 

@@ -17,22 +17,25 @@ type Status struct {
 	Incomplete bool   `json:"incomplete,omitempty"`
 	Mounted    bool   `json:"mounted"`
 	Running    bool   `json:"running"`
-	Suspended  bool   `json:"suspended"`
-	NumProc    int    `json:"numproc"` // tasks in the VE (OpenVZ's m.numproc); 0 when stopped
+	Frozen     bool   `json:"frozen"`    // running, every process frozen (freeze, chkpnt --suspend)
+	Suspended  bool   `json:"suspended"` // down with a dump to restore (chkpnt)
+	NumProc    int    `json:"numproc"`   // tasks in the VE (OpenVZ's m.numproc); 0 when stopped
 }
 
-// State is the one-word state vzlist shows: running, suspended, mounted, stopped,
-// incomplete, or deleted for a VE that does not exist.
+// State is the one-word state vzlist shows: running, frozen, suspended (down with a dump),
+// mounted, stopped, incomplete, or deleted for a VE that does not exist.
 func (s Status) State() string {
 	switch {
 	case !s.Exist:
 		return "deleted"
 	case s.Incomplete:
 		return "incomplete"
-	case s.Suspended:
-		return "suspended"
+	case s.Frozen:
+		return "frozen"
 	case s.Running:
 		return "running"
+	case s.Suspended:
+		return "suspended"
 	case s.Mounted:
 		return "mounted"
 	}
@@ -132,8 +135,10 @@ func (m *Manager) observe(id string) Status {
 		Running:    m.populated(id),
 	}
 	if s.Running {
-		s.Suspended = m.frozen(id)
+		s.Frozen = m.frozen(id)
 		s.NumProc = max(m.numproc(id), 0)
+	} else if s.Exist {
+		s.Suspended = m.Suspended(id)
 	}
 	return s
 }

@@ -113,13 +113,13 @@ func (m *Manager) Restart(ctx context.Context, ref string, o StopOptions, so Sta
 	return m.Start(ctx, ref, so)
 }
 
-// Suspend freezes every process of a running VE (vzctl suspend without a dump).
-func (m *Manager) Suspend(ref string) error {
+// Freeze freezes every process of a running VE (vzctl chkpnt --suspend: no dump).
+func (m *Manager) Freeze(ref string) error {
 	return m.freeze(ref, true)
 }
 
-// Resume thaws a suspended VE.
-func (m *Manager) Resume(ref string) error {
+// Thaw thaws a frozen VE (vzctl chkpnt --resume).
+func (m *Manager) Thaw(ref string) error {
 	return m.freeze(ref, false)
 }
 
@@ -129,7 +129,7 @@ func (m *Manager) freeze(ref string, on bool) error {
 		return err
 	}
 	defer l.Unlock()
-	op := map[bool]string{true: "suspend", false: "resume"}[on]
+	op := map[bool]string{true: "freeze", false: "thaw"}[on]
 	if !m.populated(id) {
 		return fmt.Errorf("%s %s: %w", op, id, ErrNotRunning)
 	}

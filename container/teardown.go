@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,8 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 	if err := m.killAll(id, 10*time.Second); err != nil {
 		errs = append(errs, err)
 	}
+	// A restore killed midway leaves libcontainer's bind of the root in its state directory.
+	unix.Unmount(filepath.Join(m.lcRoot(), id, "criu-root"), unix.MNT_DETACH)
 	if err := m.destroyContainer(id); err != nil {
 		errs = append(errs, err)
 	}

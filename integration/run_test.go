@@ -332,20 +332,26 @@ func TestNoMonitor(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
-func TestSuspendResume(t *testing.T) {
+// TestFreezeThaw: freeze/thaw (and their vzctl spellings chkpnt --suspend/--resume) stop
+// and continue every process of a VE without a dump.
+func TestFreezeThaw(t *testing.T) {
 	e := newEnv(t)
 	id := e.startVE(e.importBusybox())
-	e.must("suspend", id)
-	e.wantStatus(id, "exist mounted running suspended")
-	if st := strings.TrimSpace(e.must("list", "-H", "-o", "status", id).stdout); st != "suspended" {
+	e.must("freeze", id)
+	e.wantStatus(id, "exist mounted running frozen")
+	if st := strings.TrimSpace(e.must("list", "-H", "-o", "status", id).stdout); st != "frozen" {
 		t.Fatalf("list status = %q", st)
 	}
 	e.expect(31, "exec", id, "true")
-	e.must("resume", id)
+	e.must("thaw", id)
 	e.wantStatus(id, "exist mounted running")
 	e.out(id, "true")
-	// A suspended VE can still be stopped.
-	e.must("suspend", id)
+	e.must("chkpnt", id, "--suspend")
+	e.wantStatus(id, "exist mounted running frozen")
+	e.must("chkpnt", id, "--resume")
+	e.out(id, "true")
+	// A frozen VE can still be stopped.
+	e.must("freeze", id)
 	e.must("stop", id, "--timeout", "10")
 	e.wantNoTrace(id)
 }
@@ -497,16 +503,17 @@ func TestEnterUnderTmux(t *testing.T) {
 	eventually(t, 5*time.Second, "enter to exit 3", func() bool { return strings.Contains(pane(), "ENTER-EXIT=3") })
 }
 
-func TestConsoleUnderTmux(t *testing.T) {
-	requireTool(t, "tmux")
-	e := newEnv(t)
-	id := e.startVE(e.importBusybox())
+// consoleAnswers attaches vectl console to a VE in a tmux session, has its shell print
+// WORD-42, checks the answer arrives and detaches with Esc . (exit 0).
+func (e *env) consoleAnswers(id, word string) {
+	t := e.t
+	t.Helper()
 	sess := "vectl-it-c" + id
 	shell := fmt.Sprintf("%s %s console %s; echo CONSOLE-EXIT=$?; sleep 600", vectlBin, strings.Join(e.args(), " "), id)
 	if out, err := exec.Command("tmux", "new-session", "-d", "-s", sess, "-x", "100", "-y", "30", shell).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", sess).Run() })
+	defer exec.Command("tmux", "kill-session", "-t", sess).Run()
 	pane := func() string {
 		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", sess).CombinedOutput()
 		return string(out)
@@ -517,10 +524,17 @@ func TestConsoleUnderTmux(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the attach banner", func() bool { return strings.Contains(pane(), "Esc . to detach") })
-	send("echo console-$((6*7))", "Enter")
-	eventually(t, 10*time.Second, "the console shell's answer", func() bool { return strings.Contains(pane(), "console-42") })
+	send("echo "+word+"-$((6*7))", "Enter")
+	eventually(t, 10*time.Second, "the console shell's answer", func() bool { return strings.Contains(pane(), word+"-42") })
 	send("Escape", ".")
 	eventually(t, 10*time.Second, "detach", func() bool { return strings.Contains(pane(), "CONSOLE-EXIT=0") })
+}
+
+func TestConsoleUnderTmux(t *testing.T) {
+	requireTool(t, "tmux")
+	e := newEnv(t)
+	id := e.startVE(e.importBusybox())
+	e.consoleAnswers(id, "console")
 	e.wantStatus(id, "exist mounted running")
 	// What the console showed is in the log.
 	data, _ := os.ReadFile(filepath.Join(e.log, id+".console"))

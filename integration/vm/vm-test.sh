@@ -26,7 +26,7 @@ repo=$(cd "$here/../.." && pwd)
 # cgroup v2 + systemd host (cgroups and their limits, the monitor, systemd guests, teardown
 # after faults, the unit and boot commands) plus the network basics.
 default_run='^('\
-'TestLifecycle|TestBusyboxRun|TestForeground|TestNoMonitor|TestSuspendResume|TestIsolation|'\
+'TestLifecycle|TestBusyboxRun|TestForeground|TestNoMonitor|TestFreezeThaw|TestIsolation|'\
 'TestKillMonitor|TestKillDuringStart|TestDebianSystemd|'\
 'TestResourceMemoryOOM|TestResourceForkBomb|TestResourceStats|TestResourceImageDisk|'\
 'TestNetworkRoutedAddresses|TestNetworkLiveSet|TestNetworkTeardownLeavesNothing|'\

@@ -1,0 +1,434 @@
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/monitor"
+	"github.com/vectl/vectl/container/store"
+)
+
+// A dump is a directory of CRIU images plus dumpMetaFile. While it is written it is named
+// DIR.new; a failed dump leaves only its log, in DIR.failed. The VE's own directory holds
+// dumpPointerFile naming the dump of a VE that is down with one ("suspended").
+const (
+	dumpMetaFile    = "vectl-dump.json"
+	dumpPointerFile = "dump.json"
+	dumpLog         = "dump.log"
+	restoreLog      = "restore.log"
+	restoreFile     = "restore" // run dir: the dump the monitor restores instead of booting
+)
+
+// DumpMeta describes a dump: what it was made from, to tell a stale or foreign one.
+type DumpMeta struct {
+	ID           string    `json:"id"`
+	Created      time.Time `json:"created"`
+	Kernel       string    `json:"kernel"`
+	CriuVersion  int       `json:"criu_version"`
+	LeaveRunning bool      `json:"leave_running"`
+	// Private is a digest of the VE's private area (names, sizes, times) once the VE was
+	// down; empty for a dump taken with --leave-running.
+	Private string `json:"private,omitempty"`
+	// IPs are the VE's configured addresses: a restore needs the same.
+	IPs []string `json:"ips"`
+}
+
+// CheckpointOptions control Checkpoint.
+type CheckpointOptions struct {
+	Dir          string // dump directory (default: ROOT/dump/ID)
+	LeaveRunning bool   // dump and keep the VE running
+}
+
+// RestoreOptions control Restore.
+type RestoreOptions struct {
+	Dir string // dump directory (default: where the last checkpoint put it)
+	// Force restores a dump although the private area changed since (or it was taken with
+	// --leave-running).
+	Force bool
+	// MonitorArgs runs this binary's monitor (StartOptions.MonitorArgs).
+	MonitorArgs []string
+}
+
+// DumpDir is the default dump directory of a VE.
+func (m *Manager) DumpDir(id string) string { return filepath.Join(m.opts.Root, "dump", id) }
+
+// dumpOf returns the dump a VE that is down was checkpointed to ("" for none).
+func (m *Manager) dumpOf(id string) string {
+	data, err := os.ReadFile(filepath.Join(m.store.VEDir(id), dumpPointerFile))
+	if err != nil {
+		return ""
+	}
+	var p struct {
+		Dir string `json:"dir"`
+	}
+	if json.Unmarshal(data, &p) != nil || p.Dir == "" {
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(p.Dir, dumpMetaFile)); err != nil {
+		return ""
+	}
+	return p.Dir
+}
+
+// Checkpoint dumps a running VE with CRIU (processes, memory, open files, established TCP
+// connections, timers, its console) into a dump directory and, unless o.LeaveRunning, stops
+// it and tears it down except its private area: it is then "suspended" until Restore. A
+// dump that fails leaves the VE running and no dump under the final name.
+func (m *Manager) Checkpoint(ctx context.Context, ref string, o CheckpointOptions) error {
+	id, l, err := m.lock(ref)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	if err := m.checkpoint(ctx, id, o); err != nil {
+		return fmt.Errorf("chkpnt %s: %w", id, err)
+	}
+	return nil
+}
+
+func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions) error {
+	tool, err := m.criu()
+	if err != nil {
+		return err
+	}
+	cfg, err := m.store.LoadConfig(id)
+	if err != nil {
+		return err
+	}
+	if !m.populated(id) {
+		return ErrNotRunning
+	}
+	if cfg.UserNS != nil {
+		// CRIU 4.1, asked to restore into the VE's pinned user namespace, makes a new one
+		// nested in it, from where the VE's network namespace (owned by the pinned one)
+		// cannot be entered: the restore would fail after the dump has stopped the VE.
+		return fmt.Errorf("%w: a VE in its own user namespace cannot be checkpointed yet (CRIU would restore it into a nested user namespace, outside its network namespace); to checkpoint it, make it privileged while stopped: vectl set %s --userns no --save",
+			ErrCheckpoint, id)
+	}
+	if tool.NoInetSockets {
+		if n, err := m.inetSockets(id); err != nil {
+			return err
+		} else if n > 0 {
+			return fmt.Errorf("%w: the VE holds %d TCP, UDP or raw sockets, which criu %d.%d.%d cannot dump on this kernel (Linux 6.16 and later refuse SO_PASSCRED on them; fixed after criu 4.1.1): the VE keeps running untouched",
+				ErrCheckpoint, n, tool.Version/10000, tool.Version/100%100, tool.Version%100)
+		}
+	}
+	dir := o.Dir
+	if dir == "" {
+		dir = m.DumpDir(id)
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	tmp, failed := dir+".new", dir+".failed"
+	os.RemoveAll(tmp)
+	os.RemoveAll(failed)
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	if !o.LeaveRunning {
+		// As a stop does: the monitor sees its init killed and leaves the teardown to us.
+		if err := writePidFile(m.runFile(id, stoppingFile), os.Getpid()); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	c, err := libcontainer.Load(m.lcRoot(), id)
+	if err == nil {
+		if m.frozen(id) {
+			m.thaw(id) // CRIU freezes the cgroup itself and expects it thawed
+		}
+		err = c.Checkpoint(&libcontainer.CriuOpts{ImagesDirectory: tmp, LeaveRunning: o.LeaveRunning,
+			TcpEstablished: true, FileLocks: true, LinkRemap: true, ManageCgroupsMode: "soft", StatusFd: -1})
+	}
+	if err != nil {
+		os.Remove(m.runFile(id, stoppingFile))
+		log, _ := os.ReadFile(filepath.Join(tmp, dumpLog))
+		reason := criuReason(log, err.Error())
+		os.RemoveAll(tmp)
+		if os.Mkdir(failed, 0o700) == nil {
+			os.WriteFile(filepath.Join(failed, dumpLog), log, 0o600)
+		}
+		if m.populated(id) {
+			return fmt.Errorf("%w: criu: %s (the VE keeps running; log in %s)", ErrCheckpoint, reason, failed)
+		}
+		return fmt.Errorf("%w: criu: %s (log in %s)", ErrCheckpoint, reason, failed)
+	}
+	meta := DumpMeta{ID: id, Created: time.Now().UTC(), Kernel: kernelRelease(), CriuVersion: tool.Version,
+		LeaveRunning: o.LeaveRunning, IPs: cfg.IPs}
+	var errs []error
+	if !o.LeaveRunning {
+		if err := m.teardown(id, false); err != nil {
+			errs = append(errs, err)
+		}
+		if meta.Private, err = m.privateDigest(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if out, err := exec.Command(tool.Path, "cpuinfo", "dump", "-D", tmp).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("criu cpuinfo dump: %s", lastLine(out, err)))
+	}
+	data, err := json.MarshalIndent(meta, "", "  ")
+	if err == nil {
+		err = store.WriteFileAtomic(filepath.Join(tmp, dumpMetaFile), append(data, '\n'), 0o600)
+	}
+	if err == nil {
+		os.RemoveAll(dir)
+		err = os.Rename(tmp, dir)
+	}
+	if err == nil && !o.LeaveRunning {
+		data, _ := json.Marshal(map[string]string{"dir": dir})
+		err = store.WriteFileAtomic(filepath.Join(m.store.VEDir(id), dumpPointerFile), append(data, '\n'), 0o600)
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Restore brings a checkpointed VE back: its network is set up again as at start (same
+// addresses), and its monitor restores the dump instead of booting, so that it is again the
+// parent of the VE's init. The VE continues where it was: same processes and PIDs, open
+// connections, console, uptime. A failed restore leaves the dump as it was and the VE down.
+func (m *Manager) Restore(ctx context.Context, ref string, o RestoreOptions) error {
+	id, l, err := m.lock(ref)
+	if err != nil {
+		return err
+	}
+	if err := m.restore(ctx, id, l, o); err != nil {
+		return fmt.Errorf("restore %s: %w", id, err)
+	}
+	return nil
+}
+
+// Suspended reports whether a VE is down with a dump to restore.
+func (m *Manager) Suspended(id string) bool { return m.dumpOf(id) != "" }
+
+func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o RestoreOptions) error {
+	defer l.Unlock()
+	if _, err := m.criu(); err != nil {
+		return err
+	}
+	if _, err := m.startable(id); err != nil {
+		return err
+	}
+	dir := o.Dir
+	if dir == "" {
+		if dir = m.dumpOf(id); dir == "" {
+			return fmt.Errorf("%w: no dump (checkpoint it with vectl chkpnt %s, or name one with --dumpfile)", ErrRestore, id)
+		}
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := m.restorable(id, dir, o.Force); err != nil {
+		return err
+	}
+	m.warmCgroupAttach()
+	mon, err := monitor.Spawn(o.MonitorArgs, id, l.File(), m.consoleLog(id))
+	if err != nil {
+		return err
+	}
+	_, _, err = m.prepare(ctx, id, false, true)
+	if err == nil {
+		err = os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600)
+	}
+	if err != nil {
+		mon.Cancel()
+	} else {
+		err = mon.Boot(func() error { return nil })
+	}
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
+		err = fmt.Errorf("%w: %s (the dump in %s is kept; the VE is down)", ErrRestore, criuReason(log, err.Error()), dir)
+		if terr := m.teardown(id, false); terr != nil {
+			return errors.Join(err, terr)
+		}
+		// The attempt mounted the root and made mount points in it: the private area is as
+		// the dump needs it, and the next restore must not call the dump stale for that.
+		return errors.Join(err, m.redigest(id, dir))
+	}
+	if err := m.dropDump(id, dir); err != nil {
+		return fmt.Errorf("VE restored; remove its dump: %w", err)
+	}
+	return nil
+}
+
+// dropDump removes a VE's dump and the note that the VE is suspended with it.
+func (m *Manager) dropDump(id, dir string) error {
+	err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile))
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	return errors.Join(err, os.RemoveAll(dir))
+}
+
+// DropDump forgets the dump of a suspended VE (start --skip-restore).
+func (m *Manager) DropDump(ref string) error {
+	id, l, err := m.lock(ref)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	if dir := m.dumpOf(id); dir != "" {
+		return m.dropDump(id, dir)
+	}
+	return nil
+}
+
+// redigest records the private area's current digest in a dump's metadata.
+func (m *Manager) redigest(id, dir string) error {
+	path := filepath.Join(dir, dumpMetaFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var meta DumpMeta
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return err
+	}
+	if meta.LeaveRunning {
+		return nil
+	}
+	if meta.Private, err = m.privateDigest(id); err != nil {
+		return err
+	}
+	if data, err = json.MarshalIndent(meta, "", "  "); err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(path, append(data, '\n'), 0o600)
+}
+
+// restorable checks a dump before anything is changed: it is there, was made on this kernel
+// for this VE on a compatible CPU, and the private area is as the dump left it.
+func (m *Manager) restorable(id, dir string, force bool) error {
+	data, err := os.ReadFile(filepath.Join(dir, dumpMetaFile))
+	if err != nil {
+		return fmt.Errorf("%w: no dump in %s: %v", ErrRestore, dir, errors.Unwrap(err))
+	}
+	var meta DumpMeta
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrRestore, filepath.Join(dir, dumpMetaFile), err)
+	}
+	if meta.ID != id {
+		return fmt.Errorf("%w: the dump in %s is of VE %s, not %s", ErrRestore, dir, meta.ID, id)
+	}
+	if k := kernelRelease(); meta.Kernel != k {
+		return fmt.Errorf("%w: the dump was made on kernel %s, this host runs %s: start the VE afresh (vectl start --skip-restore)",
+			ErrRestore, meta.Kernel, k)
+	}
+	tool, _ := m.criu()
+	if out, err := exec.Command(tool.Path, "cpuinfo", "check", "-D", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: this CPU lacks features the dumped processes may use (criu cpuinfo check: %s)",
+			ErrRestore, lastLine(out, err))
+	}
+	if force {
+		return nil
+	}
+	if meta.LeaveRunning {
+		return fmt.Errorf("%w: the dump was taken with --leave-running, the VE's files have changed since: pass --force to restore it anyway",
+			ErrRestore)
+	}
+	if d, err := m.privateDigest(id); err != nil {
+		return err
+	} else if d != meta.Private {
+		return fmt.Errorf("%w: the dump is stale: the VE's private area changed since %s: pass --force to restore it anyway, or start the VE afresh (vectl start --skip-restore)",
+			ErrRestore, meta.Created.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// privateDigest digests the names, types, sizes and times of everything in a VE's private
+// area: a file changed while the VE was down changes it.
+func (m *Manager) privateDigest(id string) (string, error) {
+	h := sha256.New()
+	root := m.store.PrivateDir(id)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%o %d %d.%d %d.%d %d\n", path[len(root):], st.Mode, st.Size,
+			st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec, st.Ino)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("private area: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// restoreDump is run by the monitor in place of the first boot when the restoring vectl
+// named a dump: it restores the VE's processes into c, with p as the restored init (its
+// console socket receives the new pty master).
+func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
+	os.Remove(m.runFile(id, restoreFile))
+	if _, err := m.criu(); err != nil {
+		return err
+	}
+	if gate != nil && !gate() {
+		return errors.New("restore cancelled")
+	}
+	// The sources of the VE's binds must be there again; the VE's own cgroup directories
+	// (the name=systemd bind on cgroup v1) only appear once a start creates them.
+	for _, mnt := range c.Config().Mounts {
+		if mnt.Device == "bind" && strings.HasPrefix(mnt.Source, "/sys/fs/cgroup/") {
+			if err := os.MkdirAll(mnt.Source, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	// The monitor ignores SIGTERM and friends, and ignored signals stay ignored across
+	// exec: criu's helpers would too, and criu, which ends its cgroup daemon with SIGTERM,
+	// would wait for it forever. Caught instead (and dropped), they are reset in children.
+	ignored := []os.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE}
+	signal.Notify(make(chan os.Signal, 8), ignored...)
+	defer signal.Ignore(ignored...)
+	if err := c.Restore(p, &libcontainer.CriuOpts{ImagesDirectory: dir, TcpEstablished: true, FileLocks: true,
+		ManageCgroupsMode: "soft", StatusFd: -1}); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
+		return fmt.Errorf("criu: %s", criuReason(log, err.Error()))
+	}
+	pid, err := p.Pid()
+	if err == nil {
+		uid, gid := hostRootOf(pid)
+		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
+	}
+	if err == nil {
+		err = writePidFile(m.runFile(id, initPidFile), pid)
+	}
+	if err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+	}
+	return err
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

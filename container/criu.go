@@ -1,0 +1,288 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/store"
+)
+
+// Errors of checkpoint and restore, with vzctl's exit codes (16 and 17).
+var (
+	// ErrCheckpoint means a VE could not be checkpointed, or no usable criu is installed.
+	ErrCheckpoint = errors.New("checkpoint failed")
+	// ErrRestore means a VE could not be restored from its dump.
+	ErrRestore = errors.New("restore failed")
+)
+
+// DefaultCriu is where `make criu` installs criu 4.1 with its own libraries.
+const DefaultCriu = "/usr/local/lib/vectl/criu/criu"
+
+// criuMinVersion is the oldest criu vectl uses: older ones fail on current kernels (vDSO)
+// and cannot dump pidfds.
+const criuMinVersion = 40100
+
+// howToGetCriu ends every "no usable criu" error.
+const howToGetCriu = "install criu >= 4.1: make criu (in vectl's source tree) puts one in " + DefaultCriu + ", or set VECTL_CRIU to one"
+
+// criuTool is a usable criu and how to run it on this host.
+type criuTool struct {
+	Path    string `json:"path"`
+	Version int    `json:"version"` // 40101 for 4.1.1
+	// NoBreakpoints: hardware breakpoints do not fire on this host (a VM without them), so
+	// criu must trace system calls instead (CRIU_FAULT=130, its FI_NO_BREAKPOINTS switch);
+	// otherwise every dump hangs in the parasite's cure.
+	NoBreakpoints bool `json:"no_breakpoints"`
+	// NoInetSockets: this criu cannot dump TCP, UDP or raw sockets on this kernel (see
+	// inetSocketsDumpable).
+	NoInetSockets bool   `json:"no_inet_sockets"`
+	BootID        string `json:"boot_id"`
+	ModTime       int64  `json:"mtime"`
+}
+
+var (
+	criuOnce sync.Once
+	criuErr  error
+	criuUsed criuTool
+)
+
+// criu finds a usable criu (VECTL_CRIU, DefaultCriu, then criu on PATH), checks it once
+// per boot (version, `criu check`, whether dumps need CRIU_FAULT=130; cached in the run
+// directory) and sets up this process's environment so that libcontainer, which runs
+// "criu" from PATH with the caller's environment, runs that one the right way.
+func (m *Manager) criu() (*criuTool, error) {
+	criuOnce.Do(func() {
+		// libcontainer quotes CRIU's log as warnings on stderr; vectl's error quotes the cause.
+		logrus.SetLevel(logrus.ErrorLevel)
+		criuUsed, criuErr = m.findCriu()
+		if criuErr != nil {
+			return
+		}
+		os.Setenv("PATH", filepath.Dir(criuUsed.Path)+":"+os.Getenv("PATH"))
+		if criuUsed.NoBreakpoints {
+			os.Setenv("CRIU_FAULT", "130")
+		}
+	})
+	if criuErr != nil {
+		return nil, criuErr
+	}
+	return &criuUsed, nil
+}
+
+func (m *Manager) findCriu() (criuTool, error) {
+	path := os.Getenv("VECTL_CRIU")
+	if path == "" {
+		if _, err := os.Stat(DefaultCriu); err == nil {
+			path = DefaultCriu
+		} else if p, err := exec.LookPath("criu"); err == nil {
+			path = p
+		} else {
+			return criuTool{}, fmt.Errorf("%w: no criu found: %s", ErrCheckpoint, howToGetCriu)
+		}
+	}
+	if filepath.Base(path) != "criu" {
+		return criuTool{}, fmt.Errorf("%w: VECTL_CRIU=%s: the file must be named criu (libcontainer runs it by that name)", ErrCheckpoint, path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return criuTool{}, fmt.Errorf("%w: %v: %s", ErrCheckpoint, err, howToGetCriu)
+	}
+	t := criuTool{Path: path, BootID: readTrim("/proc/sys/kernel/random/boot_id"), ModTime: st.ModTime().UnixNano()}
+	cache := filepath.Join(m.opts.RunDir, "criu.json")
+	var cached criuTool
+	if data, err := os.ReadFile(cache); err == nil && json.Unmarshal(data, &cached) == nil &&
+		cached.Path == t.Path && cached.BootID == t.BootID && cached.ModTime == t.ModTime {
+		return cached, nil
+	}
+	if t.Version, err = criuVersion(path); err != nil {
+		return criuTool{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, path, "check").CombinedOutput(); err != nil {
+		return criuTool{}, fmt.Errorf("%w: %s check says it cannot work on this kernel (%s): %s", ErrCheckpoint, path,
+			lastLine(out, err), howToGetCriu)
+	}
+	if t.NoBreakpoints, err = probeBreakpoints(path); err != nil {
+		return criuTool{}, err
+	}
+	t.NoInetSockets = !inetSocketsDumpable(t.Version)
+	if data, err := json.Marshal(t); err == nil && os.MkdirAll(m.opts.RunDir, 0o700) == nil {
+		store.WriteFileAtomic(cache, data, 0o600)
+	}
+	return t, nil
+}
+
+var versionRE = regexp.MustCompile(`Version: (\d+)\.(\d+)(?:\.(\d+))?`)
+
+// criuVersion runs criu --version and returns the version as criu's RPC does (40101).
+func criuVersion(path string) (int, error) {
+	out, err := exec.Command(path, "--version").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s --version: %s: %s", ErrCheckpoint, path, lastLine(out, err), howToGetCriu)
+	}
+	mm := versionRE.FindSubmatch(out)
+	if mm == nil {
+		return 0, fmt.Errorf("%w: %s --version prints no version: %s", ErrCheckpoint, path, howToGetCriu)
+	}
+	v := 0
+	for _, s := range mm[1:] {
+		n, _ := strconv.Atoi(string(s))
+		v = v*100 + n
+	}
+	if v < criuMinVersion {
+		return 0, fmt.Errorf("%w: %s is version %d.%d.%d, vectl needs 4.1 or later: %s", ErrCheckpoint, path,
+			v/10000, v/100%100, v%100, howToGetCriu)
+	}
+	return v, nil
+}
+
+// probeBreakpoints dumps a throwaway process of its own (a sleep in a new session) with
+// --leave-running. Where hardware breakpoints do not fire, the dump hangs in the parasite's
+// cure; it is then killed and the same dump repeated with CRIU_FAULT=130, which must work.
+func probeBreakpoints(path string) (bool, error) {
+	try := func(fault bool) (bool, error) {
+		dir, err := os.MkdirTemp("", "vectl-criu-probe-")
+		if err != nil {
+			return false, err
+		}
+		defer os.RemoveAll(dir)
+		sleep := exec.Command("/bin/sleep", "60")
+		sleep.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := sleep.Start(); err != nil {
+			return false, err
+		}
+		defer func() {
+			sleep.Process.Kill()
+			sleep.Wait()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, path, "dump", "-t", strconv.Itoa(sleep.Process.Pid), "-D", dir,
+			"--leave-running", "-o", "dump.log", "-v2")
+		cmd.Env = os.Environ()
+		if fault {
+			cmd.Env = append(cmd.Env, "CRIU_FAULT=130")
+		}
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		if err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+			return false, fmt.Errorf("%w: %s cannot dump a plain process on this host (%s): %s", ErrCheckpoint, path,
+				criuReason(log, string(out)+err.Error()), howToGetCriu)
+		}
+		return true, nil
+	}
+	ok, err := try(false)
+	if err != nil || ok {
+		return false, err
+	}
+	ok, err = try(true)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, fmt.Errorf("%w: %s hangs dumping a plain process, even with CRIU_FAULT=130", ErrCheckpoint, path)
+	}
+	return true, nil
+}
+
+// criuReason is the first telling error line of a criu log (what CRIU says went wrong), or
+// fallback. Lines that say nothing about the cause are skipped.
+func criuReason(log []byte, fallback string) string {
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		i := bytes.Index(line, []byte("Error ("))
+		if i < 0 {
+			continue
+		}
+		s := string(line[i:])
+		if j := strings.Index(s, "): "); j >= 0 {
+			s = s[j+3:]
+		}
+		s = strings.TrimSpace(s)
+		if criuNoise.MatchString(s) {
+			continue
+		}
+		return s
+	}
+	return strings.TrimSpace(fallback)
+}
+
+// criuNoise matches criu log errors that are consequences or harmless: criu's own rlimit
+// without CAP_SYS_RESOURCE, a helper's exit status, the final verdict.
+var criuNoise = regexp.MustCompile(`^(rlimit: Can't setup RLIMIT_NOFILE for self|exited, status=|Dumping FAILED|Restoring FAILED|Failed to restore)`)
+
+func lastLine(out []byte, err error) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if l := strings.TrimSpace(lines[len(lines)-1]); l != "" {
+		return l
+	}
+	return err.Error()
+}
+
+// inetSocketsDumpable reports whether criu (version v) can dump inet sockets here. Linux
+// 6.16 made getsockopt(SO_PASSCRED) fail with EOPNOTSUPP on anything but unix, netlink
+// and bluetooth sockets; criu up to 4.1.1 asks every socket for it and fails the dump
+// ("sockets: Can't get 1:16 opt", checkpoint-restore/criu issue 2718), after which the
+// dumped connections are reset. The kernel's side is asked directly, on a socket of our own.
+func inetSocketsDumpable(v int) bool {
+	if v >= 40200 {
+		return true
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(fd)
+	_, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED)
+	return !errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// inetSockets counts the TCP, UDP and raw sockets that the processes of a VE hold (their
+// inodes in the socket tables of the VE's network namespace).
+func (m *Manager) inetSockets(id string) (int, error) {
+	pids, err := m.cgroupPids(id)
+	if err != nil || len(pids) == 0 {
+		return 0, err
+	}
+	held := map[string]bool{}
+	for _, pid := range pids {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if ino, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+				held[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	n := 0
+	for _, table := range []string{"tcp", "tcp6", "udp", "udp6", "raw", "raw6"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pids[0], table))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 9 && held[f[9]] {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
