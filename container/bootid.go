@@ -35,7 +35,7 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 		uid, gid := hostRootOf(pid)
 		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
 		if err == nil {
-			err = m.setBootID(pid, uid, gid)
+			err = m.setBootID(pid, uid, gid, "")
 		}
 	}
 	if err == nil && gate != nil && !gate() {
@@ -171,7 +171,11 @@ func (m *Manager) delegateCgroup(id string, uid, gid int, all bool) error {
 // /dev tmpfs that is unlinked afterwards: the mount shows no host path and is private.
 // (A file on a private tmpfs mounted nowhere would do without the temporary file, but
 // Linux before 6.15 refuses open_tree(OPEN_TREE_CLONE) on such a mount.)
-func (m *Manager) setBootID(pid, uid, gid int) error {
+//
+// A restore passes the boot id the VE had when it was checkpointed (a restore is not a
+// reboot): CRIU cannot restore a bind mount of an unlinked file, so the one it made is
+// replaced.
+func (m *Manager) setBootID(pid, uid, gid int, id string) error {
 	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("boot id: %w", err)
@@ -196,7 +200,10 @@ func (m *Manager) setBootID(pid, uid, gid int) error {
 				unix.Setfsgid(gid)
 				unix.Setfsuid(uid)
 			}
-			return mountBootID()
+			if id != "" {
+				unix.Unmount(bootIDTarget, unix.MNT_DETACH)
+			}
+			return mountBootID(id)
 		}()
 	}()
 	if err := <-errc; err != nil {
@@ -235,14 +242,20 @@ func mapRoot(pid int, file string) int {
 // bootIDSource is the temporary file in the VE's /dev the boot id mount is made from.
 const bootIDSource = "/dev/.vectl-boot-id"
 
+// bootIDTarget is where the kernel shows the boot id.
+const bootIDTarget = "/proc/sys/kernel/random/boot_id"
+
 // mountBootID runs in the VE's mount namespace (root and cwd are the VE's root).
-func mountBootID() error {
+func mountBootID(id string) error {
+	if id == "" {
+		id = newUUID()
+	}
 	fd, err := unix.Open(bootIDSource, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o444)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", bootIDSource, err)
 	}
 	defer unix.Unlink(bootIDSource)
-	_, err = unix.Write(fd, []byte(newUUID()+"\n"))
+	_, err = unix.Write(fd, []byte(id+"\n"))
 	unix.Close(fd)
 	if err != nil {
 		return err
@@ -259,7 +272,7 @@ func mountBootID() error {
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
 		return fmt.Errorf("mount_setattr: %w", err)
 	}
-	return unix.MoveMount(tree, "", unix.AT_FDCWD, "/proc/sys/kernel/random/boot_id", unix.MOVE_MOUNT_F_EMPTY_PATH)
+	return unix.MoveMount(tree, "", unix.AT_FDCWD, bootIDTarget, unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 // newUUID returns a random (version 4) UUID.

@@ -12,12 +12,15 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
 )
@@ -30,7 +33,8 @@ const (
 	dumpPointerFile = "dump.json"
 	dumpLog         = "dump.log"
 	restoreLog      = "restore.log"
-	restoreFile     = "restore" // run dir: the dump the monitor restores instead of booting
+	restoreFile     = "restore"   // run dir: the dump the monitor restores instead of booting
+	criuConfFile    = "criu.conf" // a dump's criu configuration for a user-namespace VE's restore
 )
 
 // DumpMeta describes a dump: what it was made from, to tell a stale or foreign one.
@@ -45,6 +49,11 @@ type DumpMeta struct {
 	Private string `json:"private,omitempty"`
 	// IPs are the VE's configured addresses: a restore needs the same.
 	IPs []string `json:"ips"`
+	// BootID is the VE's boot id, which a restore keeps.
+	BootID string `json:"boot_id"`
+	// Cgroups maps the pid (inside the VE) of each process not in the VE's top cgroup to its
+	// cgroup below it (cgroup v2; on v1 in the name=systemd hierarchy): systemd's services.
+	Cgroups map[int]string `json:"cgroups,omitempty"`
 }
 
 // CheckpointOptions control Checkpoint.
@@ -112,13 +121,6 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 	if !m.populated(id) {
 		return ErrNotRunning
 	}
-	if cfg.UserNS != nil {
-		// CRIU 4.1, asked to restore into the VE's pinned user namespace, makes a new one
-		// nested in it, from where the VE's network namespace (owned by the pinned one)
-		// cannot be entered: the restore would fail after the dump has stopped the VE.
-		return fmt.Errorf("%w: a VE in its own user namespace cannot be checkpointed yet (CRIU would restore it into a nested user namespace, outside its network namespace); to checkpoint it, make it privileged while stopped: vectl set %s --userns no --save",
-			ErrCheckpoint, id)
-	}
 	if tool.NoInetSockets {
 		if n, err := m.inetSockets(id); err != nil {
 			return err
@@ -150,6 +152,11 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 			return err
 		}
 	}
+	bootID := ""
+	if pid, ok := readPidFile(m.runFile(id, initPidFile)); ok {
+		bootID = readTrim(fmt.Sprintf("/proc/%d/root%s", pid, bootIDTarget))
+	}
+	placed := m.taskCgroups(id)
 	c, err := libcontainer.Load(m.lcRoot(), id)
 	if err == nil {
 		if m.frozen(id) {
@@ -171,8 +178,13 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 		}
 		return fmt.Errorf("%w: criu: %s (log in %s)", ErrCheckpoint, reason, failed)
 	}
+	if cfg.UserNS != nil {
+		if err := adoptNamespaces(tmp); err != nil {
+			return fmt.Errorf("%w: %v (the VE is down; its dump is in %s)", ErrCheckpoint, err, tmp)
+		}
+	}
 	meta := DumpMeta{ID: id, Created: time.Now().UTC(), Kernel: kernelRelease(), CriuVersion: tool.Version,
-		LeaveRunning: o.LeaveRunning, IPs: cfg.IPs}
+		LeaveRunning: o.LeaveRunning, IPs: cfg.IPs, BootID: bootID, Cgroups: placed}
 	var errs []error
 	if !o.LeaveRunning {
 		if err := m.teardown(id, false); err != nil {
@@ -294,6 +306,20 @@ func (m *Manager) DropDump(ref string) error {
 	return nil
 }
 
+// readDumpMeta reads the metadata of the dump in dir.
+func readDumpMeta(dir string) (*DumpMeta, error) {
+	path := filepath.Join(dir, dumpMetaFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var meta DumpMeta
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &meta, nil
+}
+
 // redigest records the private area's current digest in a dump's metadata.
 func (m *Manager) redigest(id, dir string) error {
 	path := filepath.Join(dir, dumpMetaFile)
@@ -320,13 +346,11 @@ func (m *Manager) redigest(id, dir string) error {
 // restorable checks a dump before anything is changed: it is there, was made on this kernel
 // for this VE on a compatible CPU, and the private area is as the dump left it.
 func (m *Manager) restorable(id, dir string, force bool) error {
-	data, err := os.ReadFile(filepath.Join(dir, dumpMetaFile))
-	if err != nil {
-		return fmt.Errorf("%w: no dump in %s: %v", ErrRestore, dir, errors.Unwrap(err))
-	}
-	var meta DumpMeta
-	if err := json.Unmarshal(data, &meta); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrRestore, filepath.Join(dir, dumpMetaFile), err)
+	meta, err := readDumpMeta(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: no dump in %s", ErrRestore, dir)
+	} else if err != nil {
+		return fmt.Errorf("%w: %v", ErrRestore, err)
 	}
 	if meta.ID != id {
 		return fmt.Errorf("%w: the dump in %s is of VE %s, not %s", ErrRestore, dir, meta.ID, id)
@@ -384,6 +408,7 @@ func (m *Manager) privateDigest(id string) (string, error) {
 // console socket receives the new pty master).
 func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
 	os.Remove(m.runFile(id, restoreFile))
+	os.Remove(filepath.Join(dir, restoreLog)) // an error quotes this attempt's log only
 	if _, err := m.criu(); err != nil {
 		return err
 	}
@@ -399,6 +424,18 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 			}
 		}
 	}
+	cgMode := "soft"
+	if len(c.Config().UIDMappings) > 0 {
+		undo, err := m.criuInUserNS(id, dir)
+		if err != nil {
+			return err
+		}
+		defer undo()
+		// criu, inside the VE's namespaces, cannot rebuild the VE's cgroups (it would need
+		// the host's cgroup paths): it leaves them alone, and placeTasks puts systemd's
+		// services back where the dump found them.
+		cgMode = "ignore"
+	}
 	// The monitor ignores SIGTERM and friends, and ignored signals stay ignored across
 	// exec: criu's helpers would too, and criu, which ends its cgroup daemon with SIGTERM,
 	// would wait for it forever. Caught instead (and dropped), they are reset in children.
@@ -406,14 +443,21 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	signal.Notify(make(chan os.Signal, 8), ignored...)
 	defer signal.Ignore(ignored...)
 	if err := c.Restore(p, &libcontainer.CriuOpts{ImagesDirectory: dir, TcpEstablished: true, FileLocks: true,
-		ManageCgroupsMode: "soft", StatusFd: -1}); err != nil {
+		ManageCgroupsMode: cgMode, StatusFd: -1}); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
 		return fmt.Errorf("criu: %s", criuReason(log, err.Error()))
 	}
 	pid, err := p.Pid()
+	uid, gid := hostRootOf(pid)
 	if err == nil {
-		uid, gid := hostRootOf(pid)
 		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
+	}
+	meta, merr := readDumpMeta(dir)
+	if err == nil && merr == nil && meta.BootID != "" {
+		err = m.setBootID(pid, uid, gid, meta.BootID)
+	}
+	if err == nil && merr == nil && cgMode == "ignore" {
+		err = m.placeTasks(id, meta.Cgroups, uid, gid)
 	}
 	if err == nil {
 		err = writePidFile(m.runFile(id, initPidFile), pid)
@@ -423,6 +467,175 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 		p.Wait()
 	}
 	return err
+}
+
+// criuInUserNS prepares the restore of a user-namespace VE by a criu that runs as the VE's
+// root inside its pinned user and network namespaces, in a mount, UTS and cgroup namespace
+// of its own made there (after joining the VE's cgroups), with the VE's host name set: the
+// dump's inventory names the user and UTS namespaces as criu's own (adoptNamespaces), so the
+// restored tasks stay in them. libcontainer runs "criu" from PATH: a wrapper in the VE's run
+// directory does this. criu, as the VE's root, runs unprivileged (--unprivileged), reads
+// the dump as its owner and reaches the VE's run and state directories through search-only
+// ACL entries. The returned function undoes what outlives the restore.
+func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
+	cfg, err := m.store.LoadConfig(id)
+	if err != nil {
+		return nil, err
+	}
+	u := cfg.UserNS
+	if u == nil {
+		return nil, errors.New("no user namespace in the VE's config")
+	}
+	tool, err := m.criu()
+	if err != nil {
+		return nil, err
+	}
+	hostname := cfg.Hostname
+	if hostname == "" {
+		hostname = id
+	}
+	for _, d := range []string{m.opts.RunDir, filepath.Dir(m.runDir(id)), m.runDir(id), m.lcRoot(),
+		filepath.Join(m.lcRoot(), id), filepath.Dir(dir)} {
+		if err := idmap.GrantSearch(d, u.UID, true); err != nil {
+			return nil, err
+		}
+	}
+	chown := func(uid, gid int) error {
+		return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(path, uid, gid)
+		})
+	}
+	// criu takes the images and work directory from this file (libcontainer would name
+	// them as this monitor's /proc/PID/fd, which the VE's root may not open); it readlink()s
+	// the images directory, hence a symlink.
+	link := filepath.Join(dir, "images")
+	os.Remove(link)
+	conf := fmt.Sprintf("images-dir %s\nwork-dir %s\nunprivileged\ncgroup-root /\n", link, dir)
+	if err := os.Symlink(dir, link); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, criuConfFile), []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	if err := chown(int(u.UID), int(u.GID)); err != nil {
+		return nil, err
+	}
+	wrapDir := m.runFile(id, "criu-bin")
+	if err := os.MkdirAll(wrapDir, 0o711); err != nil {
+		return nil, err
+	}
+	var script strings.Builder
+	script.WriteString("#!/bin/sh\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
+	procs, _ := filepath.Glob("/sys/fs/cgroup/*" + m.cgroupPath(id) + "/cgroup.procs")
+	procs = append(procs, "/sys/fs/cgroup"+m.cgroupPath(id)+"/cgroup.procs")
+	for _, f := range procs {
+		if _, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&script, "echo $$ > %s || exit 1\n", f)
+		}
+	}
+	fmt.Fprintf(&script, "exec nsenter --user=%s --net=%s -- unshare --mount --uts --cgroup -- sh -c 'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n",
+		m.runFile(id, usernsFile), m.netnsPath(id), shellQuote(hostname), tool.Path)
+	if err := os.WriteFile(filepath.Join(wrapDir, "criu"), []byte(script.String()), 0o755); err != nil {
+		return nil, err
+	}
+	path := os.Getenv("PATH")
+	os.Setenv("PATH", wrapDir+":"+path)
+	return func() {
+		os.Setenv("PATH", path)
+		os.RemoveAll(wrapDir)
+		chown(0, 0) // a dump kept after a failure stays host root's
+	}, nil
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// veCgroupBase is the directory of a VE's own cgroup tree that its init manages: the
+// unified hierarchy on cgroup v2, name=systemd on v1 ("" when there is none).
+func (m *Manager) veCgroupBase(id string) string {
+	if cgroups.IsCgroup2UnifiedMode() {
+		return filepath.Join("/sys/fs/cgroup", m.cgroupPath(id))
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/systemd"); err != nil {
+		return ""
+	}
+	return filepath.Join("/sys/fs/cgroup/systemd", m.cgroupPath(id))
+}
+
+// taskCgroups records where below the VE's cgroup each of its processes is (veCgroupBase),
+// by pid inside the VE.
+func (m *Manager) taskCgroups(id string) map[int]string {
+	base := m.veCgroupBase(id)
+	if base == "" {
+		return nil
+	}
+	prefix := strings.TrimPrefix(base, "/sys/fs/cgroup")
+	prefix = strings.TrimPrefix(prefix, "/systemd")
+	pids, _ := m.cgroupPids(id)
+	out := map[int]string{}
+	for _, pid := range pids {
+		inside := 0
+		for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
+				inside, _ = strconv.Atoi(f[len(f)-1])
+			}
+		}
+		for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/cgroup", pid)), "\n") {
+			parts := strings.SplitN(l, ":", 3)
+			if len(parts) != 3 || !(parts[1] == "" && cgroups.IsCgroup2UnifiedMode() || parts[1] == "name=systemd") {
+				continue
+			}
+			if rel := strings.TrimPrefix(parts[2], prefix); inside > 0 && rel != parts[2] && rel != "" && rel != "/" {
+				out[inside] = rel
+			}
+		}
+	}
+	return out
+}
+
+// placeTasks moves the restored processes of a VE back into their cgroups below the VE's
+// (taskCgroups), made again as the VE's root's.
+func (m *Manager) placeTasks(id string, where map[int]string, uid, gid int) error {
+	base := m.veCgroupBase(id)
+	if base == "" || len(where) == 0 {
+		return nil
+	}
+	pids, err := m.cgroupPids(id)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		inside := 0
+		for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
+				inside, _ = strconv.Atoi(f[len(f)-1])
+			}
+		}
+		rel, ok := where[inside]
+		if !ok {
+			continue
+		}
+		dir := filepath.Join(base, filepath.Clean("/"+rel))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("cgroup %s: %w", dir, err)
+		}
+		// The VE's root manages its tree, as after its own mkdir.
+		for d := dir; len(d) > len(base); d = filepath.Dir(d) {
+			os.Lchown(d, uid, gid)
+			for _, f := range []string{"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
+				"notify_on_release", "cgroup.clone_children"} {
+				os.Lchown(filepath.Join(d, f), uid, gid)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil &&
+			!errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("cgroup %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 func kernelRelease() string {

@@ -1,6 +1,11 @@
 package container
 
-import "testing"
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestCriuReasonSkipsNoise(t *testing.T) {
 	log := []byte(`(00.05) Error (criu/util.c:1533): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
@@ -30,5 +35,49 @@ func TestVersionRE(t *testing.T) {
 		if got != want {
 			t.Errorf("%q: %s, want %s", out, got, want)
 		}
+	}
+}
+
+func TestAdoptNamespaces(t *testing.T) {
+	dir := t.TempDir()
+	// ids-1.img: two magics, then one task_kobj_ids_entry with uts 12 and user 14.
+	ids := encodePB([]pbField{{num: 1, val: 2}, {num: idsUTSNS, val: 12}, {num: idsUserNS, val: 14}, {num: 12, val: 5}})
+	img := append(make([]byte, 8), binary.LittleEndian.AppendUint32(nil, uint32(len(ids)))...)
+	if err := os.WriteFile(filepath.Join(dir, "ids-1.img"), append(img, ids...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := encodePB([]pbField{{num: 1, val: 1}, {num: idsUTSNS, val: 4}, {num: idsUserNS, val: 7}})
+	inv := encodePB([]pbField{{num: 1, val: 2}, {num: invRootIDs, wire: 2, data: root}, {num: 13, wire: 2, data: []byte("uuid")}})
+	magic := []byte{0x16, 0x31, 0x31, 0x58}
+	img = append(append(magic, binary.LittleEndian.AppendUint32(nil, uint32(len(inv)))...), inv...)
+	if err := os.WriteFile(filepath.Join(dir, "inventory.img"), img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := adoptNamespaces(dir); err != nil {
+		t.Fatal(err)
+	}
+	m, entry, rest, err := readImage(filepath.Join(dir, "inventory.img"), imgMagicLen)
+	if err != nil || string(m) != string(magic) || len(rest) != 0 {
+		t.Fatalf("rewritten inventory: %v %x %x", err, m, rest)
+	}
+	fs, _ := parsePB(entry)
+	got := map[uint64]uint64{}
+	for _, f := range fs {
+		if f.num == invRootIDs {
+			rf, _ := parsePB(f.data)
+			for _, r := range rf {
+				got[r.num] = r.val
+			}
+		}
+		if f.num == 13 && string(f.data) != "uuid" {
+			t.Errorf("other fields changed: %q", f.data)
+		}
+	}
+	if got[idsUTSNS] != 12 || got[idsUserNS] != 14 || got[1] != 1 {
+		t.Fatalf("root_ids after adopt: %v", got)
+	}
+	os.Remove(filepath.Join(dir, "ids-1.img"))
+	if adoptNamespaces(dir) == nil {
+		t.Fatal("no ids-1.img: no error")
 	}
 }

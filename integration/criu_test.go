@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -167,17 +168,11 @@ func TestCheckpointStale(t *testing.T) {
 	}
 }
 
-// TestCheckpointRefused (issue 17): what cannot be checkpointed stays running and the error
-// says why (exit 16): a VE in its own user namespace (CRIU cannot restore it into its
-// namespaces yet), and any VE when no usable criu is there (the error says how to get one).
+// TestCheckpointRefused (issue 17): with no usable criu, chkpnt exits 16 saying how to get
+// one, and the VE keeps running.
 func TestCheckpointRefused(t *testing.T) {
 	e := newEnv(t)
 	id := e.startVE(e.importBusybox())
-	r := e.expect(16, "chkpnt", id)
-	if !strings.Contains(r.stderr, "--userns no") {
-		t.Errorf("chkpnt of a user-namespace VE: %q", r.stderr)
-	}
-	e.wantStatus(id, "exist mounted running")
 	cmd := e.cmd("chkpnt", id)
 	cmd.Env = append(os.Environ(), "VECTL_CRIU=/nonexistent/criu")
 	out, err := cmd.CombinedOutput()
@@ -187,6 +182,67 @@ func TestCheckpointRefused(t *testing.T) {
 	}
 	e.wantStatus(id, "exist mounted running")
 	e.must("stop", id, "--fast")
+}
+
+// TestCheckpointUserNS (issue 16, 17): VEs in their own user namespace (the default) are
+// checkpointed and restored into a new pinned user namespace with the same range: a busybox
+// VE's counter goes on with its pid, files it makes afterwards are owned by its range on the
+// host; a Debian systemd VE is running again with no failed unit, its boot id unchanged and
+// its services back in their cgroups, and reboots afterwards.
+func TestCheckpointUserNS(t *testing.T) {
+	e := newEnv(t)
+	id := e.startVE(e.importBusybox())
+	var st struct {
+		UserNS struct{ UID, GID uint32 } `json:"userns"`
+	}
+	if err := json.Unmarshal([]byte(e.must("status", id, "--json").stdout), &st); err != nil || st.UserNS.UID == 0 {
+		t.Fatalf("status --json: %+v %v", st, err)
+	}
+	pid := e.out(id, "sh", "-c", counterScript)
+	eventually(t, 5*time.Second, "the counter", func() bool { return e.exec(id, "cat", "/tmp/counter").code == 0 })
+	e.must("chkpnt", id)
+	e.wantStatus(id, "exist unmounted down suspended")
+	e.wantNoTrace(id)
+	e.must("restore", id)
+	if e.exec(id, "kill", "-0", pid).code != 0 {
+		t.Fatalf("the counter's pid %s is gone after the restore", pid)
+	}
+	n := e.readCounter(id)
+	eventually(t, 5*time.Second, "the counter to go on", func() bool { return e.readCounter(id) > n })
+	if m := e.out(id, "cat", "/proc/self/uid_map"); !strings.HasPrefix(strings.Join(strings.Fields(m), " "), fmt.Sprintf("0 %d 65536", st.UserNS.UID)) {
+		t.Fatalf("uid_map after the restore: %q, want the VE's range %d", m, st.UserNS.UID)
+	}
+	e.out(id, "touch", "/root/after-restore")
+	var fi syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(e.root, "private", id, "upper", "root", "after-restore"), &fi); err != nil {
+		t.Fatal(err)
+	} else if fi.Uid != st.UserNS.UID {
+		t.Errorf("a file made after the restore is owned by host uid %d, want %d", fi.Uid, st.UserNS.UID)
+	}
+	e.must("stop", id, "--fast")
+	e.wantNoTrace(id)
+
+	deb := e.startVE(e.importDebian())
+	boot := e.out(deb, "cat", "/proc/sys/kernel/random/boot_id")
+	e.must("chkpnt", deb)
+	e.must("restore", deb)
+	if st := e.out(deb, "systemctl", "is-system-running"); st != "running" {
+		t.Errorf("systemd after the restore: %s (failed: %s)", st, e.out(deb, "systemctl", "--failed", "--no-legend"))
+	}
+	if b := e.out(deb, "cat", "/proc/sys/kernel/random/boot_id"); b != boot {
+		t.Errorf("boot id %s after the restore, was %s", b, boot)
+	}
+	if cg := e.out(deb, "sh", "-c", "grep -h -E '^0::|name=systemd' /proc/$(pidof systemd-journald)/cgroup"); !strings.Contains(cg, "systemd-journald.service") {
+		t.Errorf("journald is not in its service's cgroup after the restore: %q", cg)
+	}
+	e.exec(deb, "reboot")
+	eventually(t, 60*time.Second, "systemd to be running after the reboot", func() bool {
+		r := e.exec(deb, "systemctl", "is-system-running")
+		b := e.exec(deb, "cat", "/proc/sys/kernel/random/boot_id")
+		return strings.TrimSpace(r.stdout) == "running" && strings.TrimSpace(b.stdout) != boot
+	})
+	e.must("stop", deb)
+	e.wantNoTrace(deb)
 }
 
 // TestCheckpointDebianTCP (issue 17): a Debian systemd VE with an established TCP
@@ -201,7 +257,7 @@ func TestCheckpointDebianTCP(t *testing.T) {
 	e.withNetwork()
 	ip := testIP("4")
 	id := uniqueID(t)
-	e.must("create", id, "--ostemplate", e.importDebian(), "--userns", "no", "--ipadd", ip)
+	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
 	e.must("start", id, "--wait", "--timeout", "60")
 	// An echo service: nc's output goes through a fifo and cat back into its input.
 	e.out(id, "sh", "-c", "rm -f /run/echo; mkfifo /run/echo; nohup sh -c 'cat /run/echo | nc -l 9000 > /run/echo' >/dev/null 2>&1 &")
