@@ -195,6 +195,8 @@ type nodeConfig struct {
 	CgroupManager string `json:"cgroup_manager"`
 	// UserNS is the node's default for create --userns ("yes" or "no"; "" is yes).
 	UserNS string `json:"userns"`
+	// StopMode is what boot --stop does to running VEs: "stop" (default) or "suspend".
+	StopMode string `json:"stop_mode"`
 }
 
 // readNodeConfig reads the node's settings; a missing file means the defaults.

@@ -137,35 +137,58 @@ func bootCommand() *cli.Command {
 		Usage: "start every VE marked onboot, highest bootorder first (--stop: stop all running VEs)",
 		Description: `What OpenVZ's vz init script did at host startup: clean up network attachments a crash
 left behind, then start each VE with onboot yes (vectl set ID --onboot yes --save), those
-with a higher --bootorder first. A VE that fails to start does not keep the others from
-starting. --stop stops every running VE, in the reverse order, for a host shutdown.
+with a higher --bootorder first, and restore each VE that boot --stop --suspend checkpointed
+(a VE whose restore fails is started afresh and reported). A VE that fails does not keep the
+others from starting. --stop stops every running VE, in the reverse order, for a host
+shutdown; with --suspend (or "stop_mode": "suspend" in ` + nodeConfigPath + `, as vz's
+VE_STOP_MODE) it checkpoints them instead (vectl chkpnt), stopping any that cannot be.
+
+EXAMPLES:
+   vectl boot
+   vectl boot --stop --suspend
 
 EXIT STATUS:
-   0 all started (or stopped); 3 one or more failed (each is reported)`,
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "stop", Usage: "stop every running VE instead"}},
+   0 all started (or stopped, suspended, restored); 3 one or more failed, or were started
+   afresh or stopped instead (each is reported)`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "stop", Usage: "stop every running VE instead"},
+			&cli.BoolFlag{Name: "suspend", Usage: "with --stop: checkpoint the running VEs instead of stopping them"},
+		},
 		Action: func(c *cli.Context) error {
 			m, err := manager(c)
 			if err != nil {
 				return err
 			}
-			res, err := m.Boot(c.Context, c.Bool("stop"), container.StartOptions{MonitorArgs: monitorArgs(c)})
+			nc, err := readNodeConfig(nodeConfigPath)
 			if err != nil {
 				return err
 			}
-			verb, failed := "started", 0
-			if c.Bool("stop") {
-				verb = "stopped"
+			stop, suspend := c.Bool("stop"), c.Bool("suspend")
+			if suspend && !stop {
+				return usageErrorf("boot: --suspend goes with --stop")
 			}
+			switch nc.StopMode {
+			case "", "stop":
+			case "suspend":
+				suspend = stop && (suspend || !c.IsSet("suspend"))
+			default:
+				return fmt.Errorf("%s: %w: stop_mode %q: use stop or suspend", nodeConfigPath, container.ErrInvalidValue, nc.StopMode)
+			}
+			res, err := m.Boot(c.Context, container.BootOptions{Stop: stop, Suspend: suspend,
+				Start: container.StartOptions{MonitorArgs: monitorArgs(c)}})
+			if err != nil {
+				return err
+			}
+			var failed []string
 			for _, r := range res {
 				if r.Err != nil {
-					failed++
-					fmt.Fprintf(c.App.ErrWriter, "vectl: %v\n", r.Err)
+					failed = append(failed, r.Err.Error())
 					continue
 				}
-				fmt.Fprintf(c.App.Writer, "VE %s %s\n", r.ID, verb)
+				fmt.Fprintf(c.App.Writer, "VE %s %s\n", r.ID, r.Done)
 			}
-			if failed > 0 {
-				return fmt.Errorf("boot: %d of %d VEs failed", failed, len(res))
+			if len(failed) > 0 {
+				return fmt.Errorf("boot: %d of %d VEs failed: %s", len(failed), len(res), strings.Join(failed, "; "))
 			}
 			return nil
 		},

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,12 +55,15 @@ type DumpMeta struct {
 	// Cgroups maps the pid (inside the VE) of each process not in the VE's top cgroup to its
 	// cgroup below it (cgroup v2; on v1 in the name=systemd hierarchy): systemd's services.
 	Cgroups map[int]string `json:"cgroups,omitempty"`
+	// ByBoot: made by boot --stop --suspend; the next boot restores the VE.
+	ByBoot bool `json:"by_boot,omitempty"`
 }
 
 // CheckpointOptions control Checkpoint.
 type CheckpointOptions struct {
 	Dir          string // dump directory (default: ROOT/dump/ID)
 	LeaveRunning bool   // dump and keep the VE running
+	byBoot       bool   // a host shutdown (Boot with Suspend): the next Boot restores it
 }
 
 // RestoreOptions control Restore.
@@ -184,7 +188,7 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 		}
 	}
 	meta := DumpMeta{ID: id, Created: time.Now().UTC(), Kernel: kernelRelease(), CriuVersion: tool.Version,
-		LeaveRunning: o.LeaveRunning, IPs: cfg.IPs, BootID: bootID, Cgroups: placed}
+		LeaveRunning: o.LeaveRunning, IPs: cfg.IPs, BootID: bootID, Cgroups: placed, ByBoot: o.byBoot}
 	var errs []error
 	if !o.LeaveRunning {
 		if err := m.teardown(id, false); err != nil {
@@ -451,6 +455,14 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	uid, gid := hostRootOf(pid)
 	if err == nil {
 		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
+	}
+	if err == nil && cgMode == "ignore" {
+		// The container keeps its labels: later dumps must read vectl's dump configuration,
+		// not the one of this restore (which goes with its dump).
+		cfg := c.Config()
+		cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
+		cfg.Labels = append(cfg.Labels, "org.criu.config="+m.criuConfPath())
+		err = c.Set(cfg)
 	}
 	meta, merr := readDumpMeta(dir)
 	if err == nil && merr == nil && meta.BootID != "" {

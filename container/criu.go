@@ -74,6 +74,7 @@ func (m *Manager) criu() (*criuTool, error) {
 			return
 		}
 		os.Setenv("PATH", filepath.Dir(criuUsed.Path)+":"+os.Getenv("PATH"))
+		criuErr = m.writeCriuConf()
 		if criuUsed.NoBreakpoints {
 			os.Setenv("CRIU_FAULT", "130")
 		}
@@ -82,6 +83,25 @@ func (m *Manager) criu() (*criuTool, error) {
 		return nil, criuErr
 	}
 	return &criuUsed, nil
+}
+
+// criuConf is CRIU's configuration for vectl's dumps; every VE's spec names the file
+// (criuConfPath), which libcontainer hands to CRIU (whose settings override the RPC's).
+// CRIU finds the path of an inotify watch it cannot open by its file handle (as on an
+// overlayfs root) by scanning directories for the inode: besides its default ones, the
+// time zones, which systemd watches through /etc/localtime (and, after a restore, directly).
+const criuConf = "irmap-scan-path /usr/share/zoneinfo\n"
+
+func (m *Manager) criuConfPath() string { return filepath.Join(m.opts.RunDir, "criu.conf") }
+
+func (m *Manager) writeCriuConf() error {
+	if data, err := os.ReadFile(m.criuConfPath()); err == nil && string(data) == criuConf {
+		return nil
+	}
+	if err := os.MkdirAll(m.opts.RunDir, 0o700); err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(m.criuConfPath(), []byte(criuConf), 0o644)
 }
 
 func (m *Manager) findCriu() (criuTool, error) {

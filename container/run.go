@@ -147,6 +147,7 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 		// A restore: criu itself runs in the pinned user namespace (criuInUserNS), which the
 		// container must not name (criu would be asked to join it, and cannot join its own).
 		usernsPath = ""
+		cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
 		cfg.Labels = append(cfg.Labels, "org.criu.config="+filepath.Join(string(dir), criuConfFile))
 	}
 	if usernsPath != "" {

@@ -113,6 +113,7 @@ type specOptions struct {
 	cgroup   string // absolute cgroup path (fs driver) or slice:prefix:name (systemd driver)
 	cgroupV1 string // the VE's cgroup path in cgroup v1 hierarchies, for the name=systemd bind
 	userns   string // a user-namespace VE's pinned user namespace ("" for a privileged VE)
+	criuConf string // CRIU's configuration for this VE's checkpoints (Manager.criuConfPath)
 }
 
 // usernsCaps is the seccomp profile's view of a user-namespace VE's root: every capability
@@ -175,6 +176,8 @@ func buildSpec(o specOptions) (*specs.Spec, error) {
 		},
 		Hostname: o.hostname,
 		Mounts:   veMounts(o),
+		// libcontainer hands CRIU the file this annotation names; it is read at each dump.
+		Annotations: map[string]string{"org.criu.config": o.criuConf},
 		Linux: &specs.Linux{
 			CgroupsPath: o.cgroup,
 			Namespaces: []specs.LinuxNamespace{

@@ -208,7 +208,7 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	spec, err := buildSpec(specOptions{
 		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname, userns: m.usernsPath(cfg),
 		console: !noMonitor && !cfg.NoMonitor,
-		cgroup:  m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id),
+		cgroup:  m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id), criuConf: m.criuConfPath(),
 	})
 	if err != nil {
 		return nil, "", err

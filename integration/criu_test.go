@@ -235,6 +235,12 @@ func TestCheckpointUserNS(t *testing.T) {
 	if cg := e.out(deb, "sh", "-c", "grep -h -E '^0::|name=systemd' /proc/$(pidof systemd-journald)/cgroup"); !strings.Contains(cg, "systemd-journald.service") {
 		t.Errorf("journald is not in its service's cgroup after the restore: %q", cg)
 	}
+	// A restored VE is checkpointed again (systemd's inotify watches included).
+	e.must("chkpnt", deb)
+	e.must("restore", deb)
+	if st := e.out(deb, "systemctl", "is-system-running"); st != "running" {
+		t.Errorf("systemd after the second restore: %s", st)
+	}
 	e.exec(deb, "reboot")
 	eventually(t, 60*time.Second, "systemd to be running after the reboot", func() bool {
 		r := e.exec(deb, "systemctl", "is-system-running")
@@ -341,4 +347,66 @@ func TestCheckpointDebianTCP(t *testing.T) {
 	})
 	e.must("stop", id)
 	e.wantNoTrace(id)
+}
+
+// TestBootSuspend (issue 17): boot --stop --suspend checkpoints the running VEs instead of
+// stopping them (status "suspended"), and the next boot restores them: a busybox VE's
+// counter goes on with its pid, a Debian systemd VE keeps its boot id and its uptime goes on.
+// A VE whose restore fails (its dump went stale) is started afresh, reported, exit 3.
+func TestBootSuspend(t *testing.T) {
+	e := newEnv(t)
+	busybox := e.importBusybox()
+	a := e.startVE(busybox)
+	b := e.startVE(e.importDebian())
+	c := e.startVE(busybox)
+	pid := e.out(a, "sh", "-c", counterScript)
+	eventually(t, 5*time.Second, "the counter", func() bool { return e.exec(a, "cat", "/tmp/counter").code == 0 })
+	boot := e.out(b, "cat", "/proc/sys/kernel/random/boot_id")
+	up1, _ := strconv.ParseFloat(strings.Fields(e.out(b, "cat", "/proc/uptime"))[0], 64)
+
+	e.expect(20, "boot", "--suspend") // --suspend goes with --stop
+	r := e.must("boot", "--stop", "--suspend")
+	for _, id := range []string{a, b, c} {
+		if !strings.Contains(r.stdout, "VE "+id+" suspended") {
+			t.Fatalf("boot --stop --suspend did not suspend %s:\n%s", id, r)
+		}
+		e.wantStatus(id, "exist unmounted down suspended")
+	}
+	// C's dump goes stale: the next boot starts it afresh and says so.
+	e.must("mount", c)
+	if err := os.WriteFile(filepath.Join(e.root, "root", c, "changed"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.must("umount", c)
+
+	r = e.expect(3, "boot")
+	for _, id := range []string{a, b} {
+		if !strings.Contains(r.stdout, "VE "+id+" restored") {
+			t.Fatalf("boot did not restore %s:\n%s", id, r)
+		}
+	}
+	if !strings.Contains(r.stderr, "restore "+c) || !strings.Contains(r.stderr, "started afresh") {
+		t.Fatalf("boot does not report the VE it started afresh:\n%s", r)
+	}
+	for _, id := range []string{a, b, c} {
+		e.wantStatus(id, "exist mounted running")
+	}
+	if e.exec(a, "kill", "-0", pid).code != 0 {
+		t.Fatalf("the counter's pid %s is gone after boot", pid)
+	}
+	n := e.readCounter(a)
+	eventually(t, 5*time.Second, "the counter to go on", func() bool { return e.readCounter(a) > n })
+	if got := e.out(b, "cat", "/proc/sys/kernel/random/boot_id"); got != boot {
+		t.Errorf("boot id of %s after boot: %s, was %s", b, got, boot)
+	}
+	up2, _ := strconv.ParseFloat(strings.Fields(e.out(b, "cat", "/proc/uptime"))[0], 64)
+	if up2 < up1 {
+		t.Errorf("uptime of %s went back: %.2f s before, %.2f s after", b, up1, up2)
+	}
+	t.Logf("uptime of the Debian VE: %.2f s before the suspend, %.2f s after the restore", up1, up2)
+	e.out(c, "test", "-e", "/changed")
+	for _, id := range []string{a, b, c} {
+		e.must("stop", id, "--fast")
+		e.wantNoTrace(id)
+	}
 }
