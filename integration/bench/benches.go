@@ -868,3 +868,116 @@ func iperfRate(out string) (float64, error) {
 	}
 	return r.End.SumReceived.BitsPerSecond, nil
 }
+
+// criuBin is CRIU as make criu installs it; vectl finds it there too.
+const criuBin = "/usr/local/lib/vectl/criu/criu"
+
+// benchCheckpoint: checkpoint and restore of a running busybox VE (own user namespace, and
+// privileged) against runc checkpoint and runc restore -d of a container from the same
+// rootfs and spec, with the same criu and the same options (TCP connections, file locks).
+func (b *bench) benchCheckpoint() error {
+	if _, err := os.Stat(criuBin); err != nil {
+		b.note("checkpoint: no criu in %s (make criu); not measured", criuBin)
+		return nil
+	}
+	idu, idp := b.id("ckpt"), b.id("ckptpriv")
+	if err := b.create(idu, busyboxName); err != nil {
+		return err
+	}
+	if err := b.create(idp, busyboxName, "--userns", "no"); err != nil {
+		return err
+	}
+	defer b.destroy(idu, idp)
+	for _, id := range []string{idu, idp} {
+		if _, err := b.v.do("start", id, "--wait"); err != nil {
+			return err
+		}
+	}
+	// vectl probes once per boot whether criu must trace system calls instead of setting
+	// hardware breakpoints (CRIU_FAULT=130); runc gets the same, or its dumps would hang.
+	if _, err := b.v.do("chkpnt", idp, "--leave-running"); err != nil {
+		return err
+	}
+	var probe struct {
+		NoBreakpoints bool `json:"no_breakpoints"`
+	}
+	if data, err := os.ReadFile(filepath.Join(b.v.run, "criu.json")); err == nil && json.Unmarshal(data, &probe) == nil && probe.NoBreakpoints {
+		os.Setenv("CRIU_FAULT", "130")
+		defer os.Unsetenv("CRIU_FAULT")
+	}
+	vectl := func(id, suffix string) *variant {
+		return &variant{name: "vectl chkpnt + restore" + suffix, vectl: true, pass: func(p int, rec recorder) error {
+			d1, err := b.v.timed("chkpnt", id)
+			if err != nil {
+				return err
+			}
+			d2, err := b.v.timed("restore", id)
+			if err != nil {
+				return err
+			}
+			rec("chkpnt/vectl"+suffix, d1)
+			rec("restore/vectl"+suffix, d2)
+			rec("ckpt/vectl"+suffix, d1+d2)
+			return nil
+		}}
+	}
+	vs := []*variant{vectl(idu, ""), vectl(idp, "-priv")}
+	if r := b.runtime("runc"); r != nil {
+		cid := b.id("runc-ckpt")
+		// A detached runc container keeps runc's stdio, here the harness's files, which
+		// criu cannot dump (files of no mount of the container); a VE's init has its
+		// console or its own /dev/null. The container's init gets its own /dev/null too.
+		bundle, err := b.bundle(cid, b.busyboxFS, []string{"/bin/sh", "-c", "exec </dev/null >/dev/null 2>/dev/null; exec /sbin/init"})
+		if err != nil {
+			return err
+		}
+		prepCgroup(cid)
+		defer dropCgroup(cid)
+		if _, err := b.sh(r.argv("run", "-d", "-b", bundle, cid)...); err != nil {
+			return err
+		}
+		defer b.sh(r.argv("delete", "-f", cid)...)
+		images := filepath.Join(b.work, "runc-ckpt")
+		vs = append(vs, &variant{name: "runc checkpoint + restore -d", pass: func(p int, rec recorder) error {
+			os.RemoveAll(images)
+			d1, err := b.timed(r.argv("--criu", criuBin, "checkpoint", "--tcp-established", "--file-locks",
+				"--image-path", images, cid)...)
+			if err != nil {
+				return fmt.Errorf("%w (criu: %s)", err, criuErrors(filepath.Join(images, "dump.log")))
+			}
+			prepCgroup(cid) // the source of the container's name=systemd bind, which checkpoint removed
+			d2, err := b.timed(r.argv("--criu", criuBin, "restore", "-d", "--tcp-established", "--file-locks",
+				"--image-path", images, "-b", bundle, cid)...)
+			if err != nil {
+				return err
+			}
+			rec("chkpnt/runc", d1)
+			rec("restore/runc", d2)
+			rec("ckpt/runc", d1+d2)
+			return nil
+		}})
+	}
+	b.interleave(b.passes(10), vs...)
+	b.compare(cmp{group: "checkpoint", name: "checkpoint + restore of a running busybox VE", key: "ckpt/vectl",
+		command: "vectl chkpnt + vectl restore", peerKey: "ckpt/runc", peer: "runc checkpoint + runc restore -d",
+		target: ratioMax(1.0).as("chkpnt+restore")})
+	b.compare(cmp{group: "checkpoint", name: "checkpoint + restore, privileged VE", key: "ckpt/vectl-priv",
+		command: "vectl chkpnt + vectl restore", peerKey: "ckpt/runc", peer: "runc checkpoint + runc restore -d"})
+	b.compare(cmp{group: "checkpoint", name: "checkpoint of a running busybox VE (dump, stop, tear down)", key: "chkpnt/vectl",
+		command: "vectl chkpnt", peerKey: "chkpnt/runc", peer: "runc checkpoint"})
+	b.compare(cmp{group: "checkpoint", name: "restore of a busybox VE (set up, restore, running)", key: "restore/vectl",
+		command: "vectl restore", peerKey: "restore/runc", peer: "runc restore -d"})
+	return nil
+}
+
+// criuErrors returns the error lines of a criu log, joined.
+func criuErrors(log string) string {
+	data, _ := os.ReadFile(log)
+	var errs []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "Error (") {
+			errs = append(errs, strings.TrimSpace(l))
+		}
+	}
+	return strings.Join(errs, "; ")
+}

@@ -48,6 +48,7 @@ var groups = []struct {
 	{"create", (*bench).benchCreate, "create from a template: overlay, copy, image, LXC, untar"},
 	{"density", (*bench).benchDensity, "list -a, stats --json, memory per VE at density"},
 	{"debian-density", (*bench).benchDebianDensity, "memory per idle Debian VE, 20 VEs: own user namespace vs privileged"},
+	{"checkpoint", (*bench).benchCheckpoint, "checkpoint + restore of a running busybox VE vs runc checkpoint/restore, same criu"},
 }
 
 func main() {
