@@ -589,12 +589,7 @@ func (m *Manager) taskCgroups(id string) map[int]string {
 	pids, _ := m.cgroupPids(id)
 	out := map[int]string{}
 	for _, pid := range pids {
-		inside := 0
-		for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
-				inside, _ = strconv.Atoi(f[len(f)-1])
-			}
-		}
+		inside := pidInside(pid)
 		for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/cgroup", pid)), "\n") {
 			parts := strings.SplitN(l, ":", 3)
 			if len(parts) != 3 || !(parts[1] == "" && cgroups.IsCgroup2UnifiedMode() || parts[1] == "name=systemd") {
@@ -606,6 +601,17 @@ func (m *Manager) taskCgroups(id string) map[int]string {
 		}
 	}
 	return out
+}
+
+// pidInside is process pid's pid in its innermost pid namespace (0 if it is gone).
+func pidInside(pid int) int {
+	for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
 }
 
 // placeTasks moves the restored processes of a VE back into their cgroups below the VE's
@@ -620,12 +626,7 @@ func (m *Manager) placeTasks(id string, where map[int]string, uid, gid int) erro
 		return err
 	}
 	for _, pid := range pids {
-		inside := 0
-		for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
-				inside, _ = strconv.Atoi(f[len(f)-1])
-			}
-		}
+		inside := pidInside(pid)
 		rel, ok := where[inside]
 		if !ok {
 			continue
