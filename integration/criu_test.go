@@ -41,7 +41,7 @@ func TestCriuInstalled(t *testing.T) {
 
 // counterScript keeps a counter in a shell variable (memory only) and writes it out every
 // 100 ms; its pid inside the VE is printed first.
-const counterScript = `(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done) </dev/null >/dev/null 2>&1 & echo $!`
+const counterScript = `(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done) </dev/null >/dev/null 2>&1 & echo $!`
 
 // readCounter returns the counter a VE's counterScript last wrote.
 func (e *env) readCounter(id string) int {
