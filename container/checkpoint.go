@@ -201,10 +201,7 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 	if out, err := exec.Command(tool.Path, "cpuinfo", "dump", "-D", tmp).CombinedOutput(); err != nil {
 		errs = append(errs, fmt.Errorf("criu cpuinfo dump: %s", lastLine(out, err)))
 	}
-	data, err := json.MarshalIndent(meta, "", "  ")
-	if err == nil {
-		err = store.WriteFileAtomic(filepath.Join(tmp, dumpMetaFile), append(data, '\n'), 0o600)
-	}
+	err = writeDumpMeta(tmp, &meta)
 	if err == nil {
 		os.RemoveAll(dir)
 		err = os.Rename(tmp, dir)
@@ -326,25 +323,23 @@ func readDumpMeta(dir string) (*DumpMeta, error) {
 
 // redigest records the private area's current digest in a dump's metadata.
 func (m *Manager) redigest(id, dir string) error {
-	path := filepath.Join(dir, dumpMetaFile)
-	data, err := os.ReadFile(path)
-	if err != nil {
+	meta, err := readDumpMeta(dir)
+	if err != nil || meta.LeaveRunning {
 		return err
-	}
-	var meta DumpMeta
-	if err := json.Unmarshal(data, &meta); err != nil {
-		return err
-	}
-	if meta.LeaveRunning {
-		return nil
 	}
 	if meta.Private, err = m.privateDigest(id); err != nil {
 		return err
 	}
-	if data, err = json.MarshalIndent(meta, "", "  "); err != nil {
+	return writeDumpMeta(dir, meta)
+}
+
+// writeDumpMeta writes the metadata of the dump in dir.
+func writeDumpMeta(dir string, meta *DumpMeta) error {
+	data, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
 		return err
 	}
-	return store.WriteFileAtomic(path, append(data, '\n'), 0o600)
+	return store.WriteFileAtomic(filepath.Join(dir, dumpMetaFile), append(data, '\n'), 0o600)
 }
 
 // restorable checks a dump before anything is changed: it is there, was made on this kernel

@@ -143,12 +143,14 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("container config: %w", err)
 	}
-	if dir, err := os.ReadFile(m.runFile(id, restoreFile)); err == nil && usernsPath != "" {
+	if usernsPath != "" {
 		// A restore: criu itself runs in the pinned user namespace (criuInUserNS), which the
 		// container must not name (criu would be asked to join it, and cannot join its own).
-		usernsPath = ""
-		cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
-		cfg.Labels = append(cfg.Labels, "org.criu.config="+filepath.Join(string(dir), criuConfFile))
+		if dir, err := os.ReadFile(m.runFile(id, restoreFile)); err == nil {
+			usernsPath = ""
+			cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
+			cfg.Labels = append(cfg.Labels, "org.criu.config="+filepath.Join(string(dir), criuConfFile))
+		}
 	}
 	if usernsPath != "" {
 		for i := range cfg.Namespaces {
