@@ -158,14 +158,16 @@ deps:
 	cd network/cnitools && $(GO) mod download
 	@$(MAKE) --no-print-directory criu
 
-# CRIU for checkpoint, restore and migration. Debian 12's criu 3.17 fails on current kernels;
+# CRIU for checkpoint, restore and migration. Debian 12's criu 3.17 fails on current kernels
+# (vDSO), and 4.1.1 (Debian 13) cannot dump a TCP or UDP socket on Linux >= 6.16 (it asks
+# every socket for SO_PASSCRED, which the kernel now refuses; fixed in criu 4.2). So
 # criu $(CRIU_VERSION) from Debian $(CRIU_SUITE) runs here from a private prefix with the
 # libraries (libc included) of the same release, through its own loader: `make criu` downloads
 # the package and its dependencies from the host's Debian mirror into $(CRIU_CACHE) (kept per
 # version), unpacks them into $(CRIU_DIR)/root and writes the wrapper $(CRIU_DIR)/criu, which
 # vectl uses; nothing else on the host changes. Nothing is done when that version is there.
-CRIU_SUITE   := trixie
-CRIU_VERSION := 4.1.1-1
+CRIU_SUITE   := forky
+CRIU_VERSION := 4.2.1-1
 CRIU_DIR     := /usr/local/lib/vectl/criu
 CRIU_CACHE   := /var/cache/vectl-criu/$(CRIU_VERSION)
 CRIU_MIRROR  ?= http://deb.debian.org/debian

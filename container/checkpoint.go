@@ -129,7 +129,7 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 		if n, err := m.inetSockets(id); err != nil {
 			return err
 		} else if n > 0 {
-			return fmt.Errorf("%w: the VE holds %d TCP, UDP or raw sockets, which criu %d.%d.%d cannot dump on this kernel (Linux 6.16 and later refuse SO_PASSCRED on them; fixed after criu 4.1.1): the VE keeps running untouched",
+			return fmt.Errorf("%w: the VE holds %d TCP, UDP or raw sockets, which criu %d.%d.%d cannot dump on this kernel (Linux 6.16 and later refuse SO_PASSCRED on them; fixed in criu 4.2, which make criu installs): the VE keeps running untouched",
 				ErrCheckpoint, n, tool.Version/10000, tool.Version/100%100, tool.Version%100)
 		}
 	}
