@@ -31,9 +31,10 @@ GOEXP   := nogreenteagc
 # every program the repository runs, and that each program on PATH comes from its package.
 DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
-	iputils-ping iputils-arping python3-minimal python3-scapy iptables
+	iputils-ping iputils-arping python3-minimal python3-scapy iptables rsync openssh-client \
+	openssh-server
 DEB_VM    := qemu-system-x86
-DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox rsync
+DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
 PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:libseccomp=libseccomp-dev \
 	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt \
@@ -43,6 +44,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	py:scapy=python3-scapy qemu-system-x86_64=qemu-system-x86 runc=runc crun=crun \
 	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc \
 	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
+	rsync=rsync ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
 	cat=coreutils chmod=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
 	du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \

@@ -114,6 +114,7 @@ func NewApp(s Streams) *cli.App {
 			consoleCommand(),
 			chkpntCommand(),
 			restoreCommand(),
+			migrateCommand(),
 			freezeCommand("freeze", "freeze every process of a running VE (no dump)", true),
 			freezeCommand("thaw", "thaw a frozen VE", false),
 			statsCommand(),
@@ -124,6 +125,8 @@ func NewApp(s Streams) *cli.App {
 			templateCommand(),
 			exitCodesCommand(),
 			monitorCommand(),
+			migrateInCommand(),
+			migrateGuardCommand(),
 		},
 	}
 	for _, c := range app.Commands {
@@ -136,6 +139,9 @@ func NewApp(s Streams) *cli.App {
 // help text ends with the exit status table pointer.
 func prepare(c *cli.Command) {
 	c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+		if c.Name == "migrate" {
+			return &container.MigrateError{Code: container.MigrateUsage, Err: usageErrorf("%s: %v", c.Name, err)}
+		}
 		return usageErrorf("%s: %v", c.Name, err)
 	}
 	if c.Action != nil && c.Name != "exit-codes" {

@@ -73,6 +73,11 @@ func exitStatus(err error) (int, string) {
 		return se.code, ""
 	}
 	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	// migrate's statuses are vzmigrate's, set where the failure is known.
+	var me *container.MigrateError
+	if errors.As(err, &me) {
+		return me.Code, msg
+	}
 	for _, row := range exitCodes {
 		for _, e := range row.errs {
 			if errors.Is(err, e) {

@@ -16,7 +16,11 @@ import (
 
 // monitorArgs is the command line of this binary's hidden monitor command with the same
 // global options as this invocation.
-func monitorArgs(c *cli.Context) []string {
+func monitorArgs(c *cli.Context) []string { return append(selfArgs(c), monitorCommandName) }
+
+// selfArgs runs this binary with the global options of this invocation (argv without a
+// command).
+func selfArgs(c *cli.Context) []string {
 	args := []string{"/proc/self/exe", "--root", c.String("root"), "--run-dir", c.String("run-dir"),
 		"--log-dir", c.String("log-dir"), "--network-config", c.String("network-config"),
 		"--firewall-table", c.String("firewall-table"), "--cgroup-parent", c.String("cgroup-parent")}
@@ -29,7 +33,7 @@ func monitorArgs(c *cli.Context) []string {
 	if t := c.String("template-dir"); t != "" {
 		args = append(args, "--template-dir", t)
 	}
-	return append(args, monitorCommandName)
+	return args
 }
 
 // monitorCommandName is the hidden command of the per-VE monitor.

@@ -24,6 +24,7 @@ import (
 	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/network"
 )
 
 // A dump is a directory of CRIU images plus dumpMetaFile. While it is written it is named
@@ -260,14 +261,29 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 	if err != nil {
 		return err
 	}
-	_, _, err = m.prepare(ctx, id, false, true)
+	// The VE's addresses come up before CRIU has put its TCP sockets back: until then the
+	// network namespace drops what comes in, or a peer's retransmission would be answered
+	// with a reset.
+	cfg, _, err := m.prepare(ctx, id, false, false)
+	unlock := func() error { return nil }
+	if err == nil {
+		unlock, err = network.LockNetns(m.netnsPath(id))
+	}
 	if err == nil {
 		err = os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600)
 	}
 	if err != nil {
 		mon.Cancel()
 	} else {
-		err = mon.Boot(func() error { return nil })
+		err = mon.Boot(func() error {
+			if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
+				return fmt.Errorf("network: %w", err)
+			}
+			return nil
+		})
+	}
+	if uerr := unlock(); err == nil {
+		err = uerr
 	}
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
@@ -556,9 +572,6 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 		chown(0, 0) // a dump kept after a failure stays host root's
 	}, nil
 }
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // veCgroupBase is the directory of a VE's own cgroup tree that its init manages: the
 // unified hierarchy on cgroup v2, name=systemd on v1 ("" when there is none).

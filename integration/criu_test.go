@@ -326,15 +326,22 @@ func TestCheckpointDebianTCP(t *testing.T) {
 	if st := e.out(id, "systemctl", "is-system-running"); st != "running" {
 		t.Errorf("systemd after the restore: %s (failed: %s)", st, e.out(id, "systemctl", "--failed", "--no-legend"))
 	}
+	e.rebootSystemd(id)
+	e.must("stop", id)
+	e.wantNoTrace(id)
+}
+
+// rebootSystemd reboots a systemd VE from inside and waits until it runs again with a new
+// boot id and systemd says running.
+func (e *env) rebootSystemd(id string) {
+	e.t.Helper()
 	boot1 := e.out(id, "cat", "/proc/sys/kernel/random/boot_id")
 	e.exec(id, "reboot")
-	eventually(t, 60*time.Second, "systemd to be running after the reboot", func() bool {
+	eventually(e.t, 90*time.Second, "systemd to be running after the reboot", func() bool {
 		r := e.exec(id, "systemctl", "is-system-running")
 		b := e.exec(id, "cat", "/proc/sys/kernel/random/boot_id")
 		return strings.TrimSpace(r.stdout) == "running" && b.code == 0 && strings.TrimSpace(b.stdout) != boot1
 	})
-	e.must("stop", id)
-	e.wantNoTrace(id)
 }
 
 // TestBootSuspend (issue 17): boot --stop --suspend checkpoints the running VEs instead of

@@ -30,7 +30,7 @@ const (
 )
 
 // debianInclude are the extra packages the tests need inside Debian VEs.
-var debianInclude = []string{"tcpdump", "netcat-openbsd", "kmod", "iputils-arping", "iperf3"}
+var debianInclude = []string{"tcpdump", "netcat-openbsd", "kmod", "iputils-arping", "iperf3", "openssh-server"}
 
 var vectlBin string
 

@@ -59,7 +59,11 @@ func eventually(t testing.TB, timeout time.Duration, what string, f func() bool)
 func (e *env) wantNoTrace(id string) {
 	e.t.Helper()
 	for _, ctl := range []string{"devices", "memory", "pids", "cpu", "freezer", "systemd"} {
-		if p := veCgroupDir(ctl, id); fileExists(p) {
+		p := veCgroupDir(ctl, id)
+		if e.cgroupParent != "" && cgroupManager != "systemd" {
+			p = strings.Replace(p, "/vectl/", e.cgroupParent+"/", 1)
+		}
+		if fileExists(p) {
 			e.t.Errorf("cgroup %s left behind", p)
 		}
 	}
@@ -506,28 +510,38 @@ func TestEnterUnderTmux(t *testing.T) {
 // consoleAnswers attaches vectl console to a VE in a tmux session, has its shell print
 // WORD-42, checks the answer arrives and detaches with Esc . (exit 0).
 func (e *env) consoleAnswers(id, word string) {
+	pane, send, done := e.tmuxConsole(id, "vectl-it-c")
+	defer done()
+	send("echo "+word+"-$((6*7))", "Enter")
+	eventually(e.t, 10*time.Second, "the console shell's answer", func() bool { return strings.Contains(pane(), word+"-42") })
+	send("Escape", ".")
+	eventually(e.t, 10*time.Second, "detach", func() bool { return strings.Contains(pane(), "CONSOLE-EXIT=0") })
+}
+
+// tmuxConsole runs vectl console for a VE in a new tmux session (named prefix+id) and waits
+// for the attach banner; it returns what the pane shows, a way to type keys, and the end of
+// the session.
+func (e *env) tmuxConsole(id, prefix string) (pane func() string, send func(keys ...string), done func()) {
 	t := e.t
 	t.Helper()
-	sess := "vectl-it-c" + id
+	sess := prefix + id
 	shell := fmt.Sprintf("%s %s console %s; echo CONSOLE-EXIT=$?; sleep 600", vectlBin, strings.Join(e.args(), " "), id)
 	if out, err := exec.Command("tmux", "new-session", "-d", "-s", sess, "-x", "100", "-y", "30", shell).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
-	defer exec.Command("tmux", "kill-session", "-t", sess).Run()
-	pane := func() string {
+	done = func() { exec.Command("tmux", "kill-session", "-t", sess).Run() }
+	t.Cleanup(done) // also when the test fails before its own done
+	pane = func() string {
 		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", sess).CombinedOutput()
 		return string(out)
 	}
-	send := func(keys ...string) {
+	send = func(keys ...string) {
 		if out, err := exec.Command("tmux", append([]string{"send-keys", "-t", sess}, keys...)...).CombinedOutput(); err != nil {
 			t.Fatalf("tmux send-keys: %v %s", err, out)
 		}
 	}
 	eventually(t, 10*time.Second, "the attach banner", func() bool { return strings.Contains(pane(), "Esc . to detach") })
-	send("echo "+word+"-$((6*7))", "Enter")
-	eventually(t, 10*time.Second, "the console shell's answer", func() bool { return strings.Contains(pane(), word+"-42") })
-	send("Escape", ".")
-	eventually(t, 10*time.Second, "detach", func() bool { return strings.Contains(pane(), "CONSOLE-EXIT=0") })
+	return pane, send, done
 }
 
 func TestConsoleUnderTmux(t *testing.T) {

@@ -481,3 +481,6 @@ func syncFS(dir string) error {
 	}
 	return nil
 }
+
+// ArchivePath is the cached archive file of a template.
+func (s *Store) ArchivePath(info Info) string { return s.archivePath(info.Name, info.Format) }

@@ -1,0 +1,514 @@
+//go:build integration && !vmtest
+
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Two nodes on this machine: the destination is a second vectl root (own run dir, log dir
+// and cgroup parent) reached by ssh to 127.0.0.1, on the port of an sshd the test starts
+// with throwaway keys and stops at cleanup.
+
+type sshServer struct {
+	dir  string
+	port int
+	key  string // the client's private key
+}
+
+// startSSHD runs sshd on a free port of 127.0.0.1, letting root in with a new key only.
+func startSSHD(t *testing.T) *sshServer {
+	t.Helper()
+	requireTool(t, "/usr/sbin/sshd")
+	dir := t.TempDir()
+	s := &sshServer{dir: dir, key: filepath.Join(dir, "client")}
+	for _, k := range []string{"host", "client"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(s.key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg := fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %s/host
+AuthorizedKeysFile %s/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+`, s.port, dir, dir)
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// sshd's privilege separation directory (the package's service makes it at boot).
+	if _, err := os.Stat("/run/sshd"); os.IsNotExist(err) {
+		if err := os.Mkdir("/run/sshd", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove("/run/sshd") })
+	}
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	logf, err := os.Create(filepath.Join(dir, "sshd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+	})
+	eventually(t, 10*time.Second, "sshd to listen", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return s
+}
+
+// opts are the ssh options for migrate --ssh.
+func (s *sshServer) opts() string {
+	return fmt.Sprintf("-p %d -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR", s.port, s.key)
+}
+
+// secondNode makes the destination node of a migration test: its own state root, run dir,
+// log dir and cgroup parent, the same network configuration as e.
+func (e *env) secondNode() *env {
+	t := e.t
+	n := newEnv(t)
+	n.netConfig = e.netConfig
+	n.cgroupParent = fmt.Sprintf("/vectl-it-%d-n2", os.Getpid())
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + n.cgroupParent)
+		more, _ := filepath.Glob("/sys/fs/cgroup/*/*" + n.cgroupParent)
+		for _, d := range append(dirs, more...) {
+			os.Remove(d)
+		}
+	})
+	return n
+}
+
+// remoteVectl is the command line that runs vectl on node n (for --remote-vectl).
+func (n *env) remoteVectl() string {
+	return vectlBin + " " + strings.Join(n.args(), " ")
+}
+
+// migrate runs vectl migrate of VE id from e to n through s (env: extra environment).
+func (e *env) migrate(n *env, s *sshServer, id string, env []string, args ...string) result {
+	e.t.Helper()
+	base := []string{"migrate", id, "root@127.0.0.1", "--ssh", s.opts()}
+	if !slices.Contains(args, "--remote-vectl") {
+		base = append(base, "--remote-vectl", n.remoteVectl())
+	}
+	cmd := e.cmd(append(base, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{args: append([]string{"migrate", id}, args...), stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.code = 128 + int(ws.Signal())
+		}
+	} else if err != nil {
+		e.t.Fatalf("vectl migrate: %v", err)
+	}
+	return r
+}
+
+// waitGuard waits until the guard of a killed migration of id has finished its work.
+func (e *env) waitGuard(id string) {
+	e.t.Helper()
+	journal := filepath.Join(e.run, "migrate", id+".json")
+	eventually(e.t, 90*time.Second, "the migration's guard to finish", func() bool { return !fileExists(journal) })
+	if log, err := os.ReadFile(filepath.Join(e.run, "migrate", id+".log")); err == nil {
+		e.t.Logf("guard log:\n%s", log)
+	}
+}
+
+// wantLeft checks that node e holds nothing of VE id (it migrated away).
+func (e *env) wantLeft(id string) {
+	e.t.Helper()
+	e.wantGone(id)
+	for _, p := range []string{filepath.Join(e.root, "dump", id), filepath.Join(e.root, "incoming", id)} {
+		if fileExists(p) {
+			e.t.Errorf("%s is left on the node the VE left", p)
+		}
+	}
+	e.wantNoTrace(id)
+}
+
+// echoClient exchanges a numbered line every 100 ms with an echo service over w and r and
+// checks every answer: no line may be lost, duplicated or late by more than a minute.
+type echoClient struct {
+	stop chan struct{}
+	errs chan error
+	sent int
+}
+
+func startEcho(w io.Writer, r io.Reader, deadline func()) *echoClient {
+	c := &echoClient{stop: make(chan struct{}), errs: make(chan error, 1)}
+	br := bufio.NewReader(r)
+	go func() {
+		for i := 1; ; i++ {
+			select {
+			case <-c.stop:
+				c.sent = i - 1
+				c.errs <- nil
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if deadline != nil {
+				deadline()
+			}
+			if _, err := fmt.Fprintf(w, "%d\n", i); err != nil {
+				c.errs <- fmt.Errorf("write %d: %w", i, err)
+				return
+			}
+			line, err := br.ReadString('\n')
+			if err != nil {
+				c.errs <- fmt.Errorf("read the echo of %d: %w", i, err)
+				return
+			}
+			if strings.TrimSpace(line) != strconv.Itoa(i) {
+				c.errs <- fmt.Errorf("sent %d, the echo is %q (lost or duplicated bytes)", i, line)
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// check fails the test if the exchange broke so far (without stopping it).
+func (c *echoClient) check(t *testing.T, when string) {
+	t.Helper()
+	select {
+	case err := <-c.errs:
+		t.Fatalf("the connection %s: %v", when, err)
+	default:
+	}
+}
+
+// finish stops the exchange and returns how many lines went through.
+func (c *echoClient) finish(t *testing.T) int {
+	t.Helper()
+	close(c.stop)
+	select {
+	case err := <-c.errs:
+		if err != nil {
+			t.Fatalf("the connection: %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("the client is stuck")
+	}
+	return c.sent
+}
+
+// dialEcho connects to the echoService of a VE and starts the exchange.
+func dialEcho(t *testing.T, ip string) *echoClient {
+	t.Helper()
+	var c net.Conn
+	eventually(t, 10*time.Second, "the echo service", func() bool {
+		var err error
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(ip, "9000"), time.Second)
+		return err == nil
+	})
+	t.Cleanup(func() { c.Close() })
+	return startEcho(c, c, func() { c.SetDeadline(time.Now().Add(60 * time.Second)) })
+}
+
+// TestMigrateBusybox (issue 17): a busybox VE moves offline and online between two nodes;
+// online, its in-memory counter goes on with the same pid; the template goes along to a
+// node without it; the source keeps nothing; refusals have vzmigrate's exit statuses.
+func TestMigrateBusybox(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	n := e.secondNode()
+	s := startSSHD(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	ip := testIP("4")
+	e.must("create", id, "--ostemplate", tmpl, "--ipadd", ip)
+
+	if r := e.vectl("migrate", id); r.code != 1 {
+		t.Fatalf("migrate without a destination: want exit 1, got %s", r)
+	}
+	if r := e.migrate(n, s, "987650", nil); r.code != 10 {
+		t.Fatalf("migrate of a VE that does not exist: want exit 10, got %s", r)
+	}
+	bad := &sshServer{port: s.port, key: filepath.Join(s.dir, "host")} // a key sshd refuses
+	if r := e.migrate(n, bad, id, nil); r.code != 4 || !strings.Contains(r.stderr, "ssh") {
+		t.Fatalf("migrate over ssh that refuses: want exit 4 naming ssh, got %s", r)
+	}
+	r := e.migrate(n, s, id, nil, "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "can be migrated") {
+		t.Fatalf("dry run: %s", r)
+	}
+	n.wantStatus(id, "deleted unmounted down")
+
+	// Offline, stopped: copied, stays stopped; the template comes along.
+	e.must("migrate", id, "root@127.0.0.1", "--ssh", s.opts(), "--remote-vectl", n.remoteVectl())
+	e.wantLeft(id)
+	n.wantStatus(id, "exist unmounted down")
+	if r := n.must("template", "list"); !strings.Contains(r.stdout, tmpl) {
+		t.Fatalf("the template did not come along:\n%s", r)
+	}
+
+	// Back, then online with a counter in memory.
+	n.must("start", id, "--wait", "--timeout", "60")
+	pid := n.out(id, "sh", "-c", counterScript)
+	eventually(t, 5*time.Second, "the counter", func() bool { return n.exec(id, "cat", "/tmp/counter").code == 0 })
+	if r := n.migrate(e, s, id, nil, "--online"); r.code != 0 {
+		t.Fatalf("online migration back: %s", r)
+	}
+	n.wantLeft(id)
+	if got := e.out(id, "sh", "-c", "cat /proc/"+pid+"/cmdline >/dev/null && echo alive"); got != "alive" {
+		t.Fatalf("the counter's process (pid %s) did not come along", pid)
+	}
+	c1 := e.readCounter(id)
+	time.Sleep(500 * time.Millisecond)
+	if c2 := e.readCounter(id); c2 <= c1 || c1 < 5 {
+		t.Fatalf("the counter does not go on after the migration: %d then %d", c1, c2)
+	}
+	n.must("create", id, "--ostemplate", tmpl)
+	if r := e.migrate(n, s, id, nil, "--online"); r.code != 9 {
+		t.Fatalf("migrate to a node where the id exists: want exit 9, got %s", r)
+	}
+	e.wantStatus(id, "exist mounted running")
+	n.must("destroy", id)
+
+	r = e.migrate(n, s, id, nil, "--online", "--json")
+	if r.code != 0 {
+		t.Fatalf("online migration: %s", r)
+	}
+	var rep struct {
+		Online   bool  `json:"online"`
+		FrozenMs int64 `json:"frozen_ms"`
+		TotalMs  int64 `json:"total_ms"`
+		Phases   []struct {
+			Name string `json:"name"`
+			Ms   int64  `json:"ms"`
+		} `json:"phases"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || !rep.Online || rep.FrozenMs <= 0 || rep.TotalMs < rep.FrozenMs || len(rep.Phases) < 5 {
+		t.Fatalf("migrate --json: %v\n%s", err, r.stdout)
+	}
+	t.Logf("online migration of a busybox VE: frozen %d ms, total %d ms, phases %+v", rep.FrozenMs, rep.TotalMs, rep.Phases)
+	e.wantLeft(id)
+	n.wantStatus(id, "exist mounted running")
+	if got := n.out(id, "sh", "-c", "cat /proc/"+pid+"/cmdline >/dev/null && echo alive"); got != "alive" {
+		t.Fatalf("the counter's process (pid %s) did not come along", pid)
+	}
+	n.must("stop", id)
+	n.must("destroy", id)
+	n.wantNoTrace(id)
+}
+
+// debianWithSSH starts a Debian VE whose root accepts the test's ssh key.
+func (e *env) debianWithSSH(s *sshServer) (id, ip string) {
+	t := e.t
+	ip = testIP("4")
+	id = uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
+	e.must("start", id, "--wait", "--timeout", "90")
+	pub, err := os.ReadFile(s.key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.vectlIn(strings.NewReader(string(pub)), "exec", id, "sh", "-c",
+		"mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys"); r.code != 0 {
+		t.Fatalf("authorized_keys: %s", r)
+	}
+	if st := e.out(id, "systemctl", "is-active", "ssh"); st != "active" {
+		t.Fatalf("sshd in the VE: %s", st)
+	}
+	return id, ip
+}
+
+// sshSession opens an ssh session from the host to a VE that runs cat, and starts the
+// exchange of lines through it.
+func sshSession(t *testing.T, s *sshServer, ip string) *echoClient {
+	t.Helper()
+	cmd := exec.Command("ssh", "-T", "-i", s.key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "root@"+ip, "cat")
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	c := startEcho(w, r, nil)
+	time.Sleep(time.Second)
+	c.check(t, "over ssh before any migration")
+	return c
+}
+
+// TestMigrateDebianOnline (issue 17): a Debian systemd VE with sshd, and an ssh session
+// from the host exchanging a line every 100 ms, migrates online back and forth
+// (VECTL_TEST_MIGRATIONS times, 20 by default): every migration succeeds, the session
+// loses and duplicates nothing, systemd stays running, the console answers, an in-VE
+// reboot works, and the node it left holds nothing of it.
+func TestMigrateDebianOnline(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	n := e.secondNode()
+	s := startSSHD(t)
+	n.importDebian() // the destination has the template already
+	id, ip := e.debianWithSSH(s)
+	c := sshSession(t, s, ip)
+	count := 20
+	if v, err := strconv.Atoi(os.Getenv("VECTL_TEST_MIGRATIONS")); err == nil && v > 0 {
+		count = v
+	}
+	nodes := [2]*env{e, n}
+	var frozen []int64
+	for i := 0; i < count; i++ {
+		from, to := nodes[i%2], nodes[(i+1)%2]
+		r := from.migrate(to, s, id, nil, "--online", "--json")
+		if r.code != 0 {
+			t.Fatalf("migration %d: %s", i+1, r)
+		}
+		var rep struct {
+			FrozenMs int64 `json:"frozen_ms"`
+			Phases   []struct {
+				Name string `json:"name"`
+				Ms   int64  `json:"ms"`
+			} `json:"phases"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || rep.FrozenMs <= 0 {
+			t.Fatalf("migration %d: the report: %v\n%s", i+1, err, r.stdout)
+		}
+		if i < 2 {
+			t.Logf("migration %d: frozen %d ms, phases %+v", i+1, rep.FrozenMs, rep.Phases)
+		}
+		frozen = append(frozen, rep.FrozenMs)
+		from.wantLeft(id)
+		to.wantStatus(id, "exist mounted running")
+		time.Sleep(300 * time.Millisecond)
+		c.check(t, fmt.Sprintf("after migration %d", i+1))
+	}
+	t.Logf("%d online migrations, frozen ms: %v", count, frozen)
+	last := nodes[count%2]
+	if st := last.out(id, "systemctl", "is-system-running"); st != "running" {
+		t.Errorf("systemd after the migrations: %s (failed: %s)", st, last.out(id, "systemctl", "--failed", "--no-legend"))
+	}
+	if sent := c.finish(t); sent < 10*count {
+		t.Fatalf("only %d lines went through the ssh session", sent)
+	} else {
+		t.Logf("%d lines through the ssh session across %d migrations", sent, count)
+	}
+	last.consoleLogin(id)
+	last.rebootSystemd(id)
+	last.must("stop", id)
+	last.must("destroy", id)
+	last.wantNoTrace(id)
+}
+
+// consoleLogin attaches vectl console to a VE whose console runs getty, checks that a
+// login prompt answers and detaches with Esc . (exit 0).
+func (e *env) consoleLogin(id string) {
+	pane, send, done := e.tmuxConsole(id, "vectl-it-l")
+	defer done()
+	send("Enter")
+	eventually(e.t, 10*time.Second, "a login prompt on the console", func() bool { return strings.Contains(pane(), "login:") })
+	send("Escape", ".")
+	eventually(e.t, 10*time.Second, "detach", func() bool { return strings.Contains(pane(), "CONSOLE-EXIT=0") })
+}
+
+// TestMigrateFaults (issue 17): vectl migrate --online killed (SIGKILL) as each phase
+// begins, and a destination whose restore fails: afterwards the VE runs on the source with
+// its TCP connection, the destination holds nothing, and a migration then succeeds. Killed
+// once the destination runs the VE, the guard finishes the migration instead.
+func TestMigrateFaults(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	n := e.secondNode()
+	s := startSSHD(t)
+	n.importDebian()
+	ip := testIP("4")
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
+	e.must("start", id, "--wait", "--timeout", "90")
+	e.out(id, "sh", "-c", echoService)
+	c := dialEcho(t, ip)
+	for _, phase := range []string{"copy", "dump", "transfer", "restore"} {
+		r := e.migrate(n, s, id, []string{"VECTL_MIGRATE_FAULT=" + phase}, "--online")
+		if r.code != 128+9 {
+			t.Fatalf("migrate killed at %s: want death by SIGKILL, got %s", phase, r)
+		}
+		e.waitGuard(id)
+		e.wantStatus(id, "exist mounted running")
+		n.wantStatus(id, "deleted unmounted down")
+		time.Sleep(300 * time.Millisecond)
+		c.check(t, "after a migration killed at "+phase)
+	}
+	// The destination's restore fails: exit 7, the source goes on.
+	r := e.migrate(n, s, id, nil, "--online", "--remote-vectl", "env VECTL_MIGRATE_FAULT=restore "+n.remoteVectl())
+	if r.code != 7 {
+		t.Fatalf("a failing restore on the destination: want exit 7, got %s", r)
+	}
+	e.wantStatus(id, "exist mounted running")
+	n.wantStatus(id, "deleted unmounted down")
+	c.check(t, "after a failed restore on the destination")
+	// Killed during the cleanup: the destination runs the VE; the guard finishes the job.
+	r = e.migrate(n, s, id, []string{"VECTL_MIGRATE_FAULT=cleanup"}, "--online")
+	if r.code != 128+9 {
+		t.Fatalf("migrate killed at cleanup: want death by SIGKILL, got %s", r)
+	}
+	e.waitGuard(id)
+	e.wantLeft(id)
+	n.wantStatus(id, "exist mounted running")
+	time.Sleep(300 * time.Millisecond)
+	c.check(t, "after a migration whose vectl died in its cleanup")
+	// And back, normally.
+	if r := n.migrate(e, s, id, nil, "--online"); r.code != 0 {
+		t.Fatalf("migration after the faults: %s", r)
+	}
+	n.wantLeft(id)
+	if sent := c.finish(t); sent < 30 {
+		t.Fatalf("only %d lines went through", sent)
+	}
+	e.must("stop", id)
+}
