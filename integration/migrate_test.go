@@ -29,7 +29,9 @@ type sshServer struct {
 	key  string // the client's private key
 }
 
-// startSSHD runs sshd on a free port of 127.0.0.1, letting root in with a new key only.
+// startSSHD runs sshd on a free port of 127.0.0.1, letting root in with a new key only. Its
+// sessions start with SHLVL=1, so that bash skips root's ~/.bashrc (see the bench's
+// loopbackSSHD).
 func startSSHD(t *testing.T) *sshServer {
 	t.Helper()
 	requireTool(t, "/usr/sbin/sshd")
@@ -63,6 +65,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 PidFile none
+SetEnv SHLVL=1
 `, s.port, dir, dir)
 	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -300,6 +300,8 @@ type vectlEnv struct {
 	run  string
 	log  string
 	tmpl string
+	// cgroupParent, when set, is the node's --cgroup-parent (a second node of migrate).
+	cgroupParent string
 }
 
 func (b *bench) newVectlEnv(name, tmpl string) *vectlEnv {
@@ -312,8 +314,12 @@ func (b *bench) newVectlEnv(name, tmpl string) *vectlEnv {
 }
 
 func (v *vectlEnv) argv(args ...string) []string {
-	return append([]string{v.b.opts.vectl, "--root", v.root, "--template-dir", v.tmpl, "--run-dir", v.run,
-		"--log-dir", v.log, "--network-config", v.b.netConfig, "--firewall-table", fwTable}, args...)
+	g := []string{v.b.opts.vectl, "--root", v.root, "--template-dir", v.tmpl, "--run-dir", v.run,
+		"--log-dir", v.log, "--network-config", v.b.netConfig, "--firewall-table", fwTable}
+	if v.cgroupParent != "" {
+		g = append(g, "--cgroup-parent", v.cgroupParent)
+	}
+	return append(g, args...)
 }
 
 // timed runs vectl and returns how long it took.

@@ -49,6 +49,7 @@ var groups = []struct {
 	{"density", (*bench).benchDensity, "list -a, stats --json, memory per VE at density"},
 	{"debian-density", (*bench).benchDebianDensity, "memory per idle Debian VE, 20 VEs: own user namespace vs privileged"},
 	{"checkpoint", (*bench).benchCheckpoint, "checkpoint + restore of a running busybox VE vs runc checkpoint/restore, same criu"},
+	{"migrate", (*bench).benchMigrate, "online migration of a Debian VE with sshd between two local nodes: frozen and total time"},
 }
 
 func main() {
