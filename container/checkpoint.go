@@ -199,8 +199,8 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 			errs = append(errs, err)
 		}
 	}
-	if out, err := exec.Command(tool.Path, "cpuinfo", "dump", "-D", tmp).CombinedOutput(); err != nil {
-		errs = append(errs, fmt.Errorf("criu cpuinfo dump: %s", lastLine(out, err)))
+	if err := os.WriteFile(filepath.Join(tmp, "cpuinfo.img"), tool.CPUInfo, 0o600); err != nil {
+		errs = append(errs, err)
 	}
 	err = writeDumpMeta(tmp, &meta)
 	if err == nil {

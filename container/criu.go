@@ -50,9 +50,12 @@ type criuTool struct {
 	NoBreakpoints bool `json:"no_breakpoints"`
 	// NoInetSockets: this criu cannot dump TCP, UDP or raw sockets on this kernel (see
 	// inetSocketsDumpable).
-	NoInetSockets bool   `json:"no_inet_sockets"`
-	BootID        string `json:"boot_id"`
-	ModTime       int64  `json:"mtime"`
+	NoInetSockets bool `json:"no_inet_sockets"`
+	// CPUInfo is this CPU as criu describes it (cpuinfo.img of criu cpuinfo dump): every
+	// dump carries it, and a migration's destination checks it.
+	CPUInfo []byte `json:"cpuinfo"`
+	BootID  string `json:"boot_id"`
+	ModTime int64  `json:"mtime"`
 }
 
 var (
@@ -126,7 +129,7 @@ func (m *Manager) findCriu() (criuTool, error) {
 	cache := filepath.Join(m.opts.RunDir, "criu.json")
 	var cached criuTool
 	if data, err := os.ReadFile(cache); err == nil && json.Unmarshal(data, &cached) == nil &&
-		cached.Path == t.Path && cached.BootID == t.BootID && cached.ModTime == t.ModTime {
+		cached.Path == t.Path && cached.BootID == t.BootID && cached.ModTime == t.ModTime && len(cached.CPUInfo) > 0 {
 		return cached, nil
 	}
 	if t.Version, err = criuVersion(path); err != nil {
@@ -142,6 +145,9 @@ func (m *Manager) findCriu() (criuTool, error) {
 		return criuTool{}, err
 	}
 	t.NoInetSockets = !inetSocketsDumpable(t.Version)
+	if t.CPUInfo, err = cpuInfoImage(path); err != nil {
+		return criuTool{}, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
 	if data, err := json.Marshal(t); err == nil && os.MkdirAll(m.opts.RunDir, 0o700) == nil {
 		store.WriteFileAtomic(cache, data, 0o600)
 	}

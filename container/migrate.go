@@ -249,10 +249,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 		if err != nil {
 			return withCode(MigrateStopSource, err)
 		}
-		req.CriuVersion = tool.Version
-		if req.CPUInfo, err = cpuInfoImage(tool.Path); err != nil {
-			return withCode(MigrateStopSource, err)
-		}
+		req.CriuVersion, req.CPUInfo = tool.Version, tool.CPUInfo
 	}
 	if err := g.r.open(ctx); err != nil {
 		return err
