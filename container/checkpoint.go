@@ -126,6 +126,9 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 	if !m.populated(id) {
 		return ErrNotRunning
 	}
+	if err := m.nestedMounts(id); err != nil {
+		return err
+	}
 	if tool.NoInetSockets {
 		if n, err := m.inetSockets(id); err != nil {
 			return err
@@ -356,6 +359,53 @@ func writeDumpMeta(dir string, meta *DumpMeta) error {
 		return err
 	}
 	return store.WriteFileAtomic(filepath.Join(dir, dumpMetaFile), append(data, '\n'), 0o600)
+}
+
+// nestedMounts refuses a VE one of whose processes is in a mount namespace of its own
+// (systemd's PrivateTmp=, ProtectSystem=, PrivateIPC=, ... make one for a service): criu
+// (4.2) dumps it but cannot restore it, failing at the first file bind mount in it (every
+// VE has some: /dev/null) because it binds "FILE/" (checkpoint-restore/criu, mount.c
+// do_bind_mount). Refused before the dump, the VE keeps running.
+func (m *Manager) nestedMounts(id string) error {
+	initPid, ok := readPidFile(m.runFile(id, initPidFile))
+	if !ok {
+		return nil
+	}
+	top, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", initPid))
+	if err != nil {
+		return nil
+	}
+	pids, err := m.cgroupPids(id)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+		if err != nil || ns == top {
+			continue
+		}
+		what := readTrim(fmt.Sprintf("/proc/%d/comm", pid))
+		if unit := systemdUnit(pid); unit != "" {
+			what += " of " + unit
+		}
+		return fmt.Errorf("%w: process %d (%s) is in a mount namespace of its own (systemd's PrivateTmp=, ProtectSystem=, PrivateIPC= and the like make one), which criu cannot restore (file bind mounts in nested mount namespaces): stop that service, or drop its sandboxing in a drop-in; the VE keeps running untouched",
+			ErrCheckpoint, pidInside(pid), what)
+	}
+	return nil
+}
+
+// systemdUnit names the systemd unit a process of a VE runs in ("" if none).
+func systemdUnit(pid int) string {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && (f[1] == "name=systemd" || f[0] == "0" && f[1] == "") {
+			if b := filepath.Base(f[2]); strings.Contains(b, ".") && b != "init.scope" {
+				return b
+			}
+		}
+	}
+	return ""
 }
 
 // restorable checks a dump before anything is changed: it is there, was made on this kernel

@@ -132,7 +132,28 @@ var usernsCaps = append(append([]string(nil), defaultCaps...),
 // is not. The keyring calls, which the profile refuses with EPERM, fail with ENOSYS instead,
 // as in LXC's profile: runtimes inside (runc, vectl) and systemd then go on without a
 // session keyring instead of failing.
-func usernsProfile(sc *specs.LinuxSeccomp) {
+//
+// Without nesting, new UTS and IPC namespaces are refused (EPERM), so that the VE stays
+// checkpointable: CRIU dumps nested mount and network namespaces only, and systemd's
+// ProtectHostname= and PrivateIPC= (systemd-logind, -timedated, -localed in Debian) would
+// otherwise put services in namespaces of their own. systemd takes EPERM there as "a
+// container manager prohibits it" and runs the service without them. clone3, whose flags a
+// filter cannot read, fails with ENOSYS, and the C library falls back to clone.
+func usernsProfile(sc *specs.LinuxSeccomp, nesting bool) {
+	if !nesting {
+		for i := range sc.Syscalls {
+			if sc.Syscalls[i].Action == specs.ActAllow && len(sc.Syscalls[i].Args) == 0 {
+				sc.Syscalls[i].Names = slices.DeleteFunc(sc.Syscalls[i].Names, func(n string) bool {
+					return n == "clone" || n == "clone3" || n == "unshare"
+				})
+			}
+		}
+		noNested := []specs.LinuxSeccompArg{{Index: 0, Value: unix.CLONE_NEWUTS | unix.CLONE_NEWIPC, ValueTwo: 0, Op: specs.OpMaskedEqual}}
+		nosys := uint(unix.ENOSYS)
+		sc.Syscalls = append(sc.Syscalls,
+			specs.LinuxSyscall{Names: []string{"clone", "unshare"}, Action: specs.ActAllow, Args: noNested},
+			specs.LinuxSyscall{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &nosys})
+	}
 	enosys := uint(unix.ENOSYS)
 	sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{Names: []string{"keyctl", "add_key", "request_key"},
 		Action: specs.ActErrno, ErrnoRet: &enosys})
@@ -212,7 +233,7 @@ func buildSpec(o specOptions) (*specs.Spec, error) {
 		return nil, fmt.Errorf("seccomp profile: %w", err)
 	}
 	if o.userns != "" {
-		usernsProfile(sc)
+		usernsProfile(sc, o.cfg.Nesting)
 	}
 	s.Linux.Seccomp = sc
 	return s, nil

@@ -151,8 +151,8 @@ func TestCopyUntilEscape(t *testing.T) {
 }
 
 // A user-namespace VE's root has every capability in its namespace; its seccomp profile
-// allows what systemd's sandboxing and nested containers need (mount, unshare, setns) and
-// blocks what the namespace does not contain.
+// allows what systemd's sandboxing and nested containers need (mount, unshare, setns; new
+// UTS and IPC namespaces only with nesting) and blocks what the namespace does not contain.
 func TestUserNSSpec(t *testing.T) {
 	s, err := buildSpec(specOptions{cfg: &Config{ID: "101"}, rootfs: "/r/root/101", netns: "/run/vectl/netns/101",
 		hostname: "web", console: true, cgroup: "/vectl/101", cgroupV1: "/vectl/101", userns: "/run/vectl/ve/101/userns"})
@@ -178,10 +178,43 @@ func TestUserNSSpec(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range []string{"mount", "umount2", "unshare", "setns", "pivot_root", "sethostname"} {
+	for _, n := range []string{"mount", "umount2", "setns", "pivot_root", "sethostname"} {
 		if !allowed[n] {
 			t.Errorf("seccomp profile blocks %s", n)
 		}
+	}
+	// Without nesting, clone and unshare are allowed but for new UTS and IPC namespaces,
+	// which CRIU cannot dump; clone3 fails with ENOSYS.
+	var masked, clone3 bool
+	for _, sc := range s.Linux.Seccomp.Syscalls {
+		if sc.Action == specs.ActAllow && slices.Contains(sc.Names, "unshare") && slices.Contains(sc.Names, "clone") &&
+			len(sc.Args) == 1 && sc.Args[0].Op == specs.OpMaskedEqual && sc.Args[0].Value == unix.CLONE_NEWUTS|unix.CLONE_NEWIPC && sc.Args[0].ValueTwo == 0 {
+			masked = true
+		}
+		if slices.Contains(sc.Names, "clone3") && sc.Action == specs.ActErrno && sc.ErrnoRet != nil && *sc.ErrnoRet == uint(unix.ENOSYS) {
+			clone3 = true
+		}
+	}
+	if allowed["unshare"] || allowed["clone"] || allowed["clone3"] || !masked || !clone3 {
+		t.Errorf("without nesting: unshare/clone allowed outright %v/%v, clone3 %v, masked rule %v, clone3 ENOSYS %v",
+			allowed["unshare"], allowed["clone"], allowed["clone3"], masked, clone3)
+	}
+	// With nesting, a nested runtime may make every namespace.
+	n, err := buildSpec(specOptions{cfg: &Config{ID: "101", Nesting: true}, rootfs: "/r/root/101", netns: "/run/vectl/netns/101",
+		hostname: "web", console: true, cgroup: "/vectl/101", cgroupV1: "/vectl/101", userns: "/run/vectl/ve/101/userns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := map[string]bool{}
+	for _, sc := range n.Linux.Seccomp.Syscalls {
+		if sc.Action == specs.ActAllow && len(sc.Args) == 0 {
+			for _, name := range sc.Names {
+				nested[name] = true
+			}
+		}
+	}
+	if !nested["unshare"] || !nested["clone"] || !nested["clone3"] {
+		t.Errorf("a nesting VE's profile blocks unshare, clone or clone3: %v %v %v", nested["unshare"], nested["clone"], nested["clone3"])
 	}
 	for _, n := range []string{"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
 		"open_by_handle_at", "add_key", "keyctl", "request_key", "settimeofday", "clock_settime", "iopl", "ioperm", "syslog"} {

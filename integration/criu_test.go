@@ -224,6 +224,21 @@ func TestCheckpointUserNS(t *testing.T) {
 
 	deb := e.startVE(e.importDebian())
 	boot := e.out(deb, "cat", "/proc/sys/kernel/random/boot_id")
+	// A service sandboxed with ProtectHostname= and PrivateIPC= (as systemd-logind is) runs
+	// in the VE's own UTS and IPC namespaces (CRIU cannot dump nested ones); systemd gives
+	// it a mount namespace of its own, which CRIU cannot restore: chkpnt refuses, naming
+	// the service, and the VE goes on.
+	e.out(deb, "sh", "-c", `printf '[Service]\nExecStart=/bin/sleep infinity\nProtectHostname=yes\nPrivateIPC=yes\n' > /etc/systemd/system/vectl-sandboxed.service && systemctl daemon-reload && systemctl start vectl-sandboxed`)
+	for _, ns := range []string{"uts", "ipc"} {
+		if a, b := e.out(deb, "readlink", "/proc/1/ns/"+ns), e.out(deb, "sh", "-c", "readlink /proc/$(systemctl show -P MainPID vectl-sandboxed)/ns/"+ns); a != b {
+			t.Fatalf("the sandboxed service has a %s namespace of its own (%s, init's %s)", ns, b, a)
+		}
+	}
+	if r := e.expect(16, "chkpnt", deb); !strings.Contains(r.stderr, "vectl-sandboxed.service") || !strings.Contains(r.stderr, "keeps running") {
+		t.Fatalf("chkpnt of a VE with a service in a mount namespace of its own does not name it: %s", r)
+	}
+	e.wantStatus(deb, "exist mounted running")
+	e.out(deb, "systemctl", "stop", "vectl-sandboxed")
 	e.must("chkpnt", deb)
 	e.must("restore", deb)
 	if st := e.out(deb, "systemctl", "is-system-running"); st != "running" {
