@@ -26,18 +26,21 @@ GOEXP   := nogreenteagc
 # lib:NAME=PACKAGE for a library the build links, cgo:NAME=PACKAGE for what cgo runs,
 # via:TOOL:PROGRAM=PACKAGE for a program that a tool we run runs in turn (lxc-copy copies a
 # dir-backed rootfs with rsync; lxc only recommends it). `toolchain` is the Go toolchain in
-# /usr/local/go; `make-criu` is CRIU as `make criu` installs it (part of make deps); Debian's
+# /usr/local/go; `make-criu` is CRIU as `make criu` builds it (part of make deps; lib:criu-*
+# and via:make: rows are what that build links and runs); Debian's
 # Essential packages (coreutils, util-linux, ...) are on every Debian system. integration/deps_test.go (part of `make test`) checks the table both ways against
 # every program the repository runs, and that each program on PATH comes from its package.
-DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt
+DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt curl xz-utils
+DEB_CRIU  := libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev \
+	libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler uuid-dev
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
 	iputils-ping iputils-arping python3-minimal python3-scapy iptables rsync openssh-client \
 	openssh-server
 DEB_VM    := qemu-system-x86
 DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox
-DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
+DEB_ALL   := $(DEB_BUILD) $(DEB_CRIU) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
 PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:libseccomp=libseccomp-dev \
-	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt \
+	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt curl=curl \
 	busybox=busybox-static debootstrap=debootstrap mke2fs=e2fsprogs mkfs.ext4=e2fsprogs \
 	resize2fs=e2fsprogs e2fsck=e2fsprogs debugfs=e2fsprogs ip=iproute2 nft=nftables tmux=tmux \
 	umount=mount losetup=mount ping=iputils-ping arping=iputils-arping python3=python3-minimal \
@@ -48,9 +51,13 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	cat=coreutils chmod=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
 	du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
-	sha256sum=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
+	sha256sum=coreutils nproc=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
 	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \
-	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg dpkg=dpkg criu=make-criu \
+	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg criu=make-criu via:tar:xz=xz-utils \
+	lib:criu-bsd=libbsd-dev lib:criu-cap=libcap-dev lib:criu-gnutls=libgnutls28-dev lib:criu-net=libnet1-dev \
+	lib:criu-nftables=libnftables-dev lib:criu-nl=libnl-3-dev lib:criu-protobuf-c=libprotobuf-c-dev \
+	lib:criu-protobuf=libprotobuf-dev lib:criu-uuid=uuid-dev via:make:protoc-c=protobuf-c-compiler \
+	via:make:protoc=protobuf-compiler \
 	via:criu:iptables-restore=iptables
 
 .PHONY: all test lint check integration install clean deps demo FORCE
@@ -161,40 +168,41 @@ deps:
 	@$(MAKE) --no-print-directory criu
 
 # CRIU for checkpoint, restore and migration. Debian 12's criu 3.17 fails on current kernels
-# (vDSO), and 4.1.1 (Debian 13) cannot dump a TCP or UDP socket on Linux >= 6.16 (it asks
-# every socket for SO_PASSCRED, which the kernel now refuses; fixed in criu 4.2). So
-# criu $(CRIU_VERSION) from Debian $(CRIU_SUITE) runs here from a private prefix with the
-# libraries (libc included) of the same release, through its own loader: `make criu` downloads
-# the package and its dependencies from the host's Debian mirror into $(CRIU_CACHE) (kept per
-# version), unpacks them into $(CRIU_DIR)/root and writes the wrapper $(CRIU_DIR)/criu, which
-# vectl uses; nothing else on the host changes. Nothing is done when that version is there.
-CRIU_SUITE   := forky
-CRIU_VERSION := 4.2.1-1
+# (vDSO); 4.1.1 (Debian 13) cannot dump a TCP or UDP socket on Linux >= 6.16 (it asks every
+# socket for SO_PASSCRED, which the kernel now refuses; fixed in 4.2); and 4.2.1 cannot
+# restore a file bind mount in a nested mount namespace (systemd's PrivateTmp= and the like
+# make them), fixed by container/criupatch. So `make criu` builds criu $(CRIU_VERSION) from
+# Debian's source (the orig tarball of the testing suite, checked against its sha256) with
+# those patches, natively against this Debian's libraries (DEB_CRIU), and installs the binary
+# as $(CRIU_DIR)/criu, which vectl uses; nothing else on the host changes. The build (about a
+# minute) is cached in /var/cache/vectl-criu, keyed by version and patches; nothing is done
+# when that build is installed.
+CRIU_VERSION := 4.2.1
+CRIU_SUM  := 29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+CRIU_PATCHES := $(sort $(wildcard container/criupatch/*.patch))
 CRIU_DIR     := /usr/local/lib/vectl/criu
-CRIU_CACHE   := /var/cache/vectl-criu/$(CRIU_VERSION)
 CRIU_MIRROR  ?= http://deb.debian.org/debian
 .PHONY: criu
 criu:
-	@if [ "$$(cat $(CRIU_DIR)/VERSION 2>/dev/null)" = "$(CRIU_VERSION)" ] && $(CRIU_DIR)/criu --version >/dev/null 2>&1; then exit 0; fi; \
-	set -e; c=$(CRIU_CACHE); mkdir -p $$c/lists/partial $$c/archives/partial; : > $$c/status; \
-	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(CRIU_MIRROR) $(CRIU_SUITE) main" > $$c/sources.list; \
-	a="-q -o Dir::Etc::SourceList=$$c/sources.list -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$$c/lists \
-	   -o Dir::State::Status=$$c/status -o Dir::Cache::Archives=$$c/archives -o Dir::Cache::pkgcache= \
-	   -o Dir::Cache::srcpkgcache= -o Debug::NoLocking=1 -o APT::Get::Download-Only=true"; \
-	if ! ls $$c/archives/criu_*.deb >/dev/null 2>&1; then \
-		echo "criu: downloading criu $(CRIU_VERSION) and its libraries from $(CRIU_SUITE)"; \
-		apt-get $$a update >/dev/null; \
-		apt-get $$a install -y --no-install-recommends criu=$(CRIU_VERSION) >/dev/null; \
+	@key=$(CRIU_VERSION)-$$(cat $(CRIU_PATCHES) | sha256sum | cut -c1-12); \
+	if [ "$$(cat $(CRIU_DIR)/VERSION 2>/dev/null)" = "$$key" ] && $(CRIU_DIR)/criu --version >/dev/null 2>&1; then exit 0; fi; \
+	set -e; c=/var/cache/vectl-criu/$$key; \
+	if [ ! -x $$c/criu ]; then \
+		echo "criu: building criu $(CRIU_VERSION) with $(notdir $(CRIU_PATCHES)) (about a minute)"; \
+		rm -rf $$c.build; mkdir -p $$c.build; \
+		curl -fsS -o $$c.build/src.tar.xz $(CRIU_MIRROR)/pool/main/c/criu/criu_$(CRIU_VERSION).orig.tar.xz; \
+		echo "$(CRIU_SUM)  $$c.build/src.tar.xz" | sha256sum -c --quiet; \
+		tar -xJf $$c.build/src.tar.xz -C $$c.build; \
+		for p in $(abspath $(CRIU_PATCHES)); do git -C $$c.build/criu-$(CRIU_VERSION) apply -p1 $$p; done; \
+		$(MAKE) -s -C $$c.build/criu-$(CRIU_VERSION) -j$$(nproc) criu >$$c.build/build.log 2>&1 || { tail -n 20 $$c.build/build.log; exit 1; }; \
+		mkdir -p $$c; install -m 0755 $$c.build/criu-$(CRIU_VERSION)/criu/criu $$c/criu.new; mv $$c/criu.new $$c/criu; \
+		rm -rf $$c.build; \
 	fi; \
-	rm -rf $(CRIU_DIR).new; mkdir -p $(CRIU_DIR).new/root; \
-	for d in $$c/archives/*.deb; do dpkg -x $$d $(CRIU_DIR).new/root; done; \
-	lib=$(CRIU_DIR)/root/usr/lib/x86_64-linux-gnu; \
-	printf '#!/bin/sh\n# criu $(CRIU_VERSION) from Debian $(CRIU_SUITE), with its own libraries (vectl make criu)\nexec %s/ld-linux-x86-64.so.2 --library-path %s %s/root/usr/sbin/criu "$$@"\n' \
-		$$lib $$lib $(CRIU_DIR) > $(CRIU_DIR).new/criu; \
-	chmod 755 $(CRIU_DIR).new/criu; echo $(CRIU_VERSION) > $(CRIU_DIR).new/VERSION; \
+	rm -rf $(CRIU_DIR).new; mkdir -p $(CRIU_DIR).new; \
+	cp $$c/criu $(CRIU_DIR).new/criu; echo $$key > $(CRIU_DIR).new/VERSION; \
 	rm -rf $(CRIU_DIR); mv $(CRIU_DIR).new $(CRIU_DIR); \
-	$(CRIU_DIR)/criu --version | grep -qx "Version: $(firstword $(subst -, ,$(CRIU_VERSION)))" || { echo "criu: $(CRIU_DIR)/criu does not run"; exit 1; }; \
-	echo "criu $(CRIU_VERSION) in $(CRIU_DIR) ($$($(CRIU_DIR)/criu check 2>&1 | tail -n 1))"
+	$(CRIU_DIR)/criu --version | grep -qx "Version: $(CRIU_VERSION)" || { echo "criu: $(CRIU_DIR)/criu does not run"; exit 1; }; \
+	echo "criu $$key in $(CRIU_DIR) ($$($(CRIU_DIR)/criu check 2>&1 | tail -n 1))"
 
 # The main job: build, make the default template, create VE $(VE) with its own address
 # (from the default pool 10.199.0.0/16), start it, show it running and reachable.

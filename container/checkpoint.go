@@ -126,8 +126,10 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 	if !m.populated(id) {
 		return ErrNotRunning
 	}
-	if err := m.nestedMounts(id); err != nil {
-		return err
+	if !tool.NestedMounts {
+		if err := m.nestedMounts(id); err != nil {
+			return err
+		}
 	}
 	if tool.NoInetSockets {
 		if n, err := m.inetSockets(id); err != nil {
@@ -362,10 +364,10 @@ func writeDumpMeta(dir string, meta *DumpMeta) error {
 }
 
 // nestedMounts refuses a VE one of whose processes is in a mount namespace of its own
-// (systemd's PrivateTmp=, ProtectSystem=, PrivateIPC=, ... make one for a service): criu
-// (4.2) dumps it but cannot restore it, failing at the first file bind mount in it (every
-// VE has some: /dev/null) because it binds "FILE/" (checkpoint-restore/criu, mount.c
-// do_bind_mount). Refused before the dump, the VE keeps running.
+// (systemd's PrivateTmp=, ProtectSystem=, PrivateIPC=, ... make one for a service) when criu
+// is not vectl's build: criu 4.2.1 dumps it but cannot restore it, failing at the first file
+// bind mount in it (every VE has some: /dev/null) because it binds "FILE/" (mount.c
+// do_bind_mount; container/criupatch fixes it). Refused before the dump, the VE keeps running.
 func (m *Manager) nestedMounts(id string) error {
 	initPid, ok := readPidFile(m.runFile(id, initPidFile))
 	if !ok {
@@ -388,7 +390,7 @@ func (m *Manager) nestedMounts(id string) error {
 		if unit := systemdUnit(pid); unit != "" {
 			what += " of " + unit
 		}
-		return fmt.Errorf("%w: process %d (%s) is in a mount namespace of its own (systemd's PrivateTmp=, ProtectSystem=, PrivateIPC= and the like make one), which criu cannot restore (file bind mounts in nested mount namespaces): stop that service, or drop its sandboxing in a drop-in; the VE keeps running untouched",
+		return fmt.Errorf("%w: process %d (%s) is in a mount namespace of its own (systemd's PrivateTmp=, ProtectSystem=, PrivateIPC= and the like make one), which this criu cannot restore (file bind mounts in nested mount namespaces; make criu builds one that can): stop that service, or use that criu; the VE keeps running untouched",
 			ErrCheckpoint, pidInside(pid), what)
 	}
 	return nil

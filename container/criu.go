@@ -51,6 +51,10 @@ type criuTool struct {
 	// NoInetSockets: this criu cannot dump TCP, UDP or raw sockets on this kernel (see
 	// inetSocketsDumpable).
 	NoInetSockets bool `json:"no_inet_sockets"`
+	// NestedMounts: this criu restores file bind mounts in nested mount namespaces. criu
+	// 4.2.1 does not (see nestedMounts); the build make criu installs (DefaultCriu, its
+	// VERSION naming its patches) does.
+	NestedMounts bool `json:"nested_mounts"`
 	// CPUInfo is this CPU as criu describes it (cpuinfo.img of criu cpuinfo dump): every
 	// dump carries it, and a migration's destination checks it.
 	CPUInfo []byte `json:"cpuinfo"`
@@ -145,6 +149,7 @@ func (m *Manager) findCriu() (criuTool, error) {
 		return criuTool{}, err
 	}
 	t.NoInetSockets = !inetSocketsDumpable(t.Version)
+	t.NestedMounts = path == DefaultCriu && vectlBuild.MatchString(readTrim(filepath.Join(filepath.Dir(path), "VERSION")))
 	if t.CPUInfo, err = cpuInfoImage(path); err != nil {
 		return criuTool{}, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
@@ -153,6 +158,9 @@ func (m *Manager) findCriu() (criuTool, error) {
 	}
 	return t, nil
 }
+
+// vectlBuild is the VERSION of the criu make criu builds: VERSION-PATCHES (a digest).
+var vectlBuild = regexp.MustCompile(`^\d+\.\d+(\.\d+)?-[0-9a-f]{12}$`)
 
 var versionRE = regexp.MustCompile(`Version: (\d+)\.(\d+)(?:\.(\d+))?`)
 

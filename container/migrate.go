@@ -250,8 +250,10 @@ func (g *migration) run(ctx context.Context) (err error) {
 			return withCode(MigrateStopSource, err)
 		}
 		req.CriuVersion, req.CPUInfo = tool.Version, tool.CPUInfo
-		if err := m.nestedMounts(id); err != nil {
-			return withCode(MigrateStopSource, err)
+		if !tool.NestedMounts {
+			if err := m.nestedMounts(id); err != nil {
+				return withCode(MigrateStopSource, err)
+			}
 		}
 	}
 	if err := g.r.open(ctx); err != nil {
