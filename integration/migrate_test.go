@@ -391,7 +391,8 @@ func sshSession(t *testing.T, s *sshServer, ip string) *echoClient {
 // TestMigrateDebianOnline (issue 17): a Debian systemd VE with sshd, and an ssh session
 // from the host exchanging a line every 100 ms, migrates online back and forth
 // (VECTL_TEST_MIGRATIONS times, 20 by default): every migration succeeds, the session
-// loses and duplicates nothing, systemd stays running, the console answers, an in-VE
+// loses and duplicates nothing, a service in a mount namespace of its own goes along with
+// its pid, systemd stays running, the console answers, an in-VE
 // reboot works, and the node it left holds nothing of it.
 func TestMigrateDebianOnline(t *testing.T) {
 	e := newEnv(t)
@@ -400,6 +401,9 @@ func TestMigrateDebianOnline(t *testing.T) {
 	s := startSSHD(t)
 	n.importDebian() // the destination has the template already
 	id, ip := e.debianWithSSH(s)
+	// A service in a mount namespace of its own, as systemd-logind and many daemons are.
+	e.out(id, "sh", "-c", `printf '[Service]\nExecStart=/bin/sleep infinity\nPrivateTmp=yes\nProtectSystem=strict\nProtectHostname=yes\n' > /etc/systemd/system/vectl-sandboxed.service && systemctl daemon-reload && systemctl start vectl-sandboxed`)
+	sandboxed := e.out(id, "systemctl", "show", "-P", "MainPID", "vectl-sandboxed")
 	c := sshSession(t, s, ip)
 	count := 20
 	if v, err := strconv.Atoi(os.Getenv("VECTL_TEST_MIGRATIONS")); err == nil && v > 0 {
@@ -434,6 +438,9 @@ func TestMigrateDebianOnline(t *testing.T) {
 	}
 	t.Logf("%d online migrations, frozen ms: %v", count, frozen)
 	last := nodes[count%2]
+	if got := last.out(id, "systemctl", "show", "-P", "MainPID", "vectl-sandboxed"); got != sandboxed {
+		t.Errorf("the sandboxed service's pid after the migrations: %s, was %s", got, sandboxed)
+	}
 	if st := last.out(id, "systemctl", "is-system-running"); st != "running" {
 		t.Errorf("systemd after the migrations: %s (failed: %s)", st, last.out(id, "systemctl", "--failed", "--no-legend"))
 	}
