@@ -250,10 +250,10 @@ func (g *migration) run(ctx context.Context) (err error) {
 			return withCode(MigrateStopSource, err)
 		}
 		req.CriuVersion, req.CPUInfo = tool.Version, tool.CPUInfo
-		if !tool.NestedMounts {
-			if err := m.nestedMounts(id); err != nil {
-				return withCode(MigrateStopSource, err)
-			}
+		// The destination's criu must restore what this one dumps.
+		req.NestedMounts = m.nestedMounts(id) != nil
+		if req.NestedMounts && !tool.NestedMounts {
+			return withCode(MigrateStopSource, m.nestedMounts(id))
 		}
 	}
 	if err := g.r.open(ctx); err != nil {

@@ -34,6 +34,8 @@ type migrateRequest struct {
 	Kernel         string          `json:"kernel"`
 	CriuVersion    int             `json:"criu_version,omitempty"`
 	CPUInfo        []byte          `json:"cpuinfo,omitempty"`
+	// NestedMounts: a process of the VE is in a mount namespace of its own.
+	NestedMounts bool `json:"nested_mounts,omitempty"`
 }
 
 // migrateReply tells the source where to copy to.
@@ -166,6 +168,9 @@ func (m *Manager) checkRestoreHere(req migrateRequest) error {
 	}
 	if tool.Version < req.CriuVersion {
 		return migrateErr(MigrateCriuVer, "criu here is older (%d) than the source's (%d)", tool.Version, req.CriuVersion)
+	}
+	if req.NestedMounts && !tool.NestedMounts {
+		return migrateErr(MigrateCriuVer, "a process of the VE is in a mount namespace of its own, which criu here (%s) cannot restore: install vectl's build (make criu)", tool.Path)
 	}
 	dir, err := os.MkdirTemp("", "vectl-cpuinfo-")
 	if err != nil {

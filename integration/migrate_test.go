@@ -405,6 +405,17 @@ func TestMigrateDebianOnline(t *testing.T) {
 	e.out(id, "sh", "-c", `printf '[Service]\nExecStart=/bin/sleep infinity\nPrivateTmp=yes\nProtectSystem=strict\nProtectHostname=yes\n' > /etc/systemd/system/vectl-sandboxed.service && systemctl daemon-reload && systemctl start vectl-sandboxed`)
 	sandboxed := e.out(id, "systemctl", "show", "-P", "MainPID", "vectl-sandboxed")
 	c := sshSession(t, s, ip)
+	// A destination whose criu cannot restore that service is refused in the preflight.
+	other := filepath.Join(t.TempDir(), "criu")
+	if err := copyFile("/usr/local/lib/vectl/criu/criu", other); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(other, 0o755)
+	if r := e.migrate(n, s, id, nil, "--online", "--remote-vectl", "env VECTL_CRIU="+other+" "+n.remoteVectl()); r.code != 17 || !strings.Contains(r.stderr, "mount namespace") {
+		t.Fatalf("migrate to a node whose criu cannot restore nested mount namespaces: want exit 17 saying why, got %s", r)
+	}
+	e.wantStatus(id, "exist mounted running")
+	n.wantStatus(id, "deleted unmounted down")
 	count := 20
 	if v, err := strconv.Atoi(os.Getenv("VECTL_TEST_MIGRATIONS")); err == nil && v > 0 {
 		count = v
