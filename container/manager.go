@@ -70,6 +70,9 @@ type Manager struct {
 	store     *store.Store
 	templates *template.Store
 	joiner    *join.Joiner
+	// migrating is the VE this process migrates (or undoes the migration of): its own
+	// stops, checkpoints and restores of it pass the migration's lock (see lock).
+	migrating string
 }
 
 // New returns a Manager for opts, filling in defaults. It does not touch the disk.
@@ -162,6 +165,13 @@ func (m *Manager) lock(ref string) (string, *store.Lock, error) {
 	if !m.store.Exists(id) {
 		l.Unlock()
 		return "", nil, fmt.Errorf("%s: %w", id, ErrNotExist)
+	}
+	if id != m.migrating {
+		if host := m.migrationUnderway(id); host != "" {
+			l.Unlock()
+			return "", nil, fmt.Errorf("VE %s: a migration to %s is under way (or its guard is undoing it; %s): %w",
+				id, host, m.journalPath(id), store.ErrLocked)
+		}
 	}
 	return id, l, nil
 }

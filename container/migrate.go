@@ -142,6 +142,21 @@ func (m *Manager) journalPath(id string) string {
 	return filepath.Join(m.migrateDir(), id+".json")
 }
 
+// migrationUnderway returns the destination of a migration of VE id that is under way or
+// being undone by its guard ("" if none): until it ends, other vectl invocations leave the
+// VE alone. The journal is in the run directory, so a host reboot clears it.
+func (m *Manager) migrationUnderway(id string) string {
+	data, err := os.ReadFile(m.journalPath(id))
+	if err != nil {
+		return ""
+	}
+	var j migrateJournal
+	if json.Unmarshal(data, &j) != nil || j.Phase == "done" {
+		return ""
+	}
+	return j.Host
+}
+
 // migration is one migration in progress on the source.
 type migration struct {
 	m       *Manager
@@ -200,13 +215,11 @@ func (m *Manager) Migrate(ctx context.Context, ref string, o MigrateOptions) (*M
 	if !m.store.Exists(id) {
 		return nil, migrateErr(MigrateNotExist, "migrate %s: %w", id, ErrNotExist)
 	}
-	if data, err := os.ReadFile(m.journalPath(id)); err == nil {
-		var j migrateJournal
-		if json.Unmarshal(data, &j) == nil && j.Phase != "done" {
-			return nil, migrateErr(MigrateLocked, "migrate %s: a migration of this VE to %s is under way or was interrupted (its guard undoes it; see %s)",
-				id, j.Host, m.journalPath(id))
-		}
+	if host := m.migrationUnderway(id); host != "" {
+		return nil, migrateErr(MigrateLocked, "migrate %s: a migration of this VE to %s is under way or was interrupted (its guard undoes it; see %s)",
+			id, host, m.journalPath(id))
 	}
+	m.migrating = id
 	running := m.populated(id)
 	if m.Suspended(id) {
 		return nil, migrateErr(MigrateStopSource, "migrate %s: the VE is suspended (restore it first, or start it with --skip-restore)", id)
@@ -486,6 +499,7 @@ func (m *Manager) GuardMigration(ctx context.Context, id string, stdin io.Reader
 		os.Remove(m.journalPath(id))
 		return nil
 	}
+	m.migrating = id
 	fmt.Fprintf(os.Stderr, "%s: the migration of VE %s to %s ended in phase %s\n",
 		time.Now().Format(time.RFC3339), id, j.Host, j.Phase)
 	g := &migration{m: m, j: j, r: newRemote(j.Host, j.SSH, j.RemoteVectl, m.migrateDir(), id)}

@@ -306,6 +306,24 @@ func TestMigrateBusybox(t *testing.T) {
 	if c2 := e.readCounter(id); c2 <= c1 || c1 < 5 {
 		t.Fatalf("the counter does not go on after the migration: %d then %d", c1, c2)
 	}
+	// While a migration of the VE is under way (its journal says so), other commands leave
+	// it alone: exit 9, naming the migration.
+	journal := filepath.Join(e.run, "migrate", id+".json")
+	if err := os.MkdirAll(filepath.Dir(journal), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(journal, []byte(`{"id":"`+id+`","host":"root@elsewhere","phase":"copy"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"stop", id}, {"chkpnt", id}, {"set", id, "--hostname", "x"}} {
+		if r := e.expect(9, args...); !strings.Contains(r.stderr, "migration to root@elsewhere") {
+			t.Fatalf("%v during a migration does not name it: %s", args, r)
+		}
+	}
+	if r := e.migrate(n, s, id, nil, "--online"); r.code != 20 {
+		t.Fatalf("a second migration of a VE under migration: want exit 20 (locked), got %s", r)
+	}
+	os.Remove(journal)
 	n.must("create", id, "--ostemplate", tmpl)
 	if r := e.migrate(n, s, id, nil, "--online"); r.code != 9 {
 		t.Fatalf("migrate to a node where the id exists: want exit 9, got %s", r)
