@@ -253,9 +253,10 @@ func dialEcho(t *testing.T, ip string) *echoClient {
 	return startEcho(c, c, func() { c.SetDeadline(time.Now().Add(60 * time.Second)) })
 }
 
-// TestMigrateBusybox (issue 17): a busybox VE moves offline and online between two nodes;
-// online, its in-memory counter goes on with the same pid; the template goes along to a
-// node without it; the source keeps nothing; refusals have vzmigrate's exit statuses.
+// TestMigrateBusybox (issue 17): a busybox VE moves offline (stopped, and running) and
+// online between two nodes; online, its in-memory counter goes on with the same pid; the
+// template goes along to a node without it; the source keeps nothing (or, with --keep-src,
+// the VE stopped); refusals have vzmigrate's exit statuses.
 func TestMigrateBusybox(t *testing.T) {
 	e := newEnv(t)
 	e.withNetwork()
@@ -353,6 +354,19 @@ func TestMigrateBusybox(t *testing.T) {
 	if got := n.out(id, "sh", "-c", "cat /proc/"+pid+"/cmdline >/dev/null && echo alive"); got != "alive" {
 		t.Fatalf("the counter's process (pid %s) did not come along", pid)
 	}
+	// Offline, running: stopped here, started there.
+	if r := n.migrate(e, s, id, nil); r.code != 0 || !strings.Contains(r.stdout, "down") {
+		t.Fatalf("offline migration of a running VE: %s", r)
+	}
+	n.wantLeft(id)
+	e.wantStatus(id, "exist mounted running")
+	// --keep-src: the source keeps the VE, stopped and without a dump.
+	if r := e.migrate(n, s, id, nil, "--online", "--keep-src"); r.code != 0 {
+		t.Fatalf("online migration with --keep-src: %s", r)
+	}
+	e.wantStatus(id, "exist unmounted down")
+	n.wantStatus(id, "exist mounted running")
+	e.must("destroy", id)
 	n.must("stop", id)
 	n.must("destroy", id)
 	n.wantNoTrace(id)
