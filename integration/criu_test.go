@@ -3,11 +3,9 @@
 package integration
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,11 +236,7 @@ func TestCheckpointUserNS(t *testing.T) {
 	if a, b := e.out(deb, "readlink", "/proc/1/ns/mnt"), e.out(deb, "readlink", "/proc/"+sandboxed+"/ns/mnt"); a == b {
 		t.Fatalf("the sandboxed service has no mount namespace of its own (%s)", a)
 	}
-	other := filepath.Join(t.TempDir(), "criu")
-	if err := copyFile("/usr/local/lib/vectl/criu/criu", other); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(other, 0o755)
+	other := otherCriu(t)
 	c := e.cmd("chkpnt", deb)
 	c.Env = append(os.Environ(), "VECTL_CRIU="+other)
 	if out, err := c.CombinedOutput(); exitCode(err) != 16 || !strings.Contains(string(out), "vectl-sandboxed.service") || !strings.Contains(string(out), "keeps running") {
@@ -296,57 +290,14 @@ func TestCheckpointDebianTCP(t *testing.T) {
 	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
 	e.must("start", id, "--wait", "--timeout", "60")
 	e.out(id, "sh", "-c", echoService)
-	var c net.Conn
-	eventually(t, 10*time.Second, "the echo service", func() bool {
-		var err error
-		c, err = net.DialTimeout("tcp", net.JoinHostPort(ip, "9000"), time.Second)
-		return err == nil
-	})
-	defer c.Close()
-	errs := make(chan error, 1)
-	stop := make(chan struct{})
-	var sent int
-	go func() {
-		r := bufio.NewReader(c)
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				sent = i - 1
-				errs <- nil
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			if _, err := fmt.Fprintf(c, "%d\n", i); err != nil {
-				errs <- fmt.Errorf("write %d: %w", i, err)
-				return
-			}
-			line, err := r.ReadString('\n')
-			if err != nil {
-				errs <- fmt.Errorf("read the echo of %d: %w", i, err)
-				return
-			}
-			if strings.TrimSpace(line) != strconv.Itoa(i) {
-				errs <- fmt.Errorf("sent %d, the echo is %q (lost or duplicated bytes)", i, line)
-				return
-			}
-		}
-	}()
+	c := dialEcho(t, ip)
 	time.Sleep(time.Second)
 	e.must("chkpnt", id)
 	e.wantStatus(id, "exist unmounted down suspended")
 	e.must("restore", id)
 	e.wantStatus(id, "exist mounted running")
 	time.Sleep(2 * time.Second)
-	close(stop)
-	select {
-	case err := <-errs:
-		if err != nil {
-			t.Fatalf("the connection across chkpnt and restore: %v", err)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("the client is stuck")
-	}
+	sent := c.finish(t)
 	if sent < 25 {
 		t.Fatalf("only %d lines went through", sent)
 	}
@@ -453,4 +404,18 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// otherCriu copies vectl's criu to a path of another name, where vectl takes it for a criu
+// that is not its own build (one that cannot restore nested mount namespaces).
+func otherCriu(t *testing.T) string {
+	t.Helper()
+	other := filepath.Join(t.TempDir(), "criu")
+	if err := copyFile("/usr/local/lib/vectl/criu/criu", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return other
 }

@@ -438,11 +438,7 @@ func TestMigrateDebianOnline(t *testing.T) {
 	sandboxed := e.out(id, "systemctl", "show", "-P", "MainPID", "vectl-sandboxed")
 	c := sshSession(t, s, ip)
 	// A destination whose criu cannot restore that service is refused in the preflight.
-	other := filepath.Join(t.TempDir(), "criu")
-	if err := copyFile("/usr/local/lib/vectl/criu/criu", other); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(other, 0o755)
+	other := otherCriu(t)
 	if r := e.migrate(n, s, id, nil, "--online", "--remote-vectl", "env VECTL_CRIU="+other+" "+n.remoteVectl()); r.code != 17 || !strings.Contains(r.stderr, "mount namespace") {
 		t.Fatalf("migrate to a node whose criu cannot restore nested mount namespaces: want exit 17 saying why, got %s", r)
 	}
