@@ -35,6 +35,7 @@ const (
 	dumpPointerFile = "dump.json"
 	dumpLog         = "dump.log"
 	restoreLog      = "restore.log"
+	restoreWrapLog  = "restore-wrapper.log" // the stderr of criu's wrapper for a user-namespace VE
 	restoreFile     = "restore"   // run dir: the dump the monitor restores instead of booting
 	criuConfFile    = "criu.conf" // a dump's criu configuration for a user-namespace VE's restore
 )
@@ -475,7 +476,8 @@ func (m *Manager) privateDigest(id string) (string, error) {
 // console socket receives the new pty master).
 func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
 	os.Remove(m.runFile(id, restoreFile))
-	os.Remove(filepath.Join(dir, restoreLog)) // an error quotes this attempt's log only
+	os.Remove(filepath.Join(dir, restoreLog)) // an error quotes this attempt's logs only
+	os.Remove(filepath.Join(dir, restoreWrapLog))
 	if _, err := m.criu(); err != nil {
 		return err
 	}
@@ -512,6 +514,9 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	if err := c.Restore(p, &libcontainer.CriuOpts{ImagesDirectory: dir, TcpEstablished: true, FileLocks: true,
 		ManageCgroupsMode: cgMode, StatusFd: -1}); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
+		if wrap, _ := os.ReadFile(filepath.Join(dir, restoreWrapLog)); len(log) == 0 && len(wrap) > 0 {
+			return fmt.Errorf("criu: %v (%s)", err, lastLine(wrap, nil))
+		}
 		return fmt.Errorf("criu: %s", criuReason(log, err.Error()))
 	}
 	pid, err := p.Pid()
@@ -604,11 +609,14 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	}
 	var script strings.Builder
 	script.WriteString("#!/bin/sh\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
+	// What fails before criu runs (and criu's own stderr) is kept next to its log.
+	fmt.Fprintf(&script, "exec 2>>%s\n", filepath.Join(dir, restoreWrapLog))
 	procs, _ := filepath.Glob("/sys/fs/cgroup/*" + m.cgroupPath(id) + "/cgroup.procs")
 	procs = append(procs, "/sys/fs/cgroup"+m.cgroupPath(id)+"/cgroup.procs")
 	for _, f := range procs {
 		if _, err := os.Stat(f); err == nil {
-			fmt.Fprintf(&script, "echo $$ > %s || exit 1\n", f)
+			// libcontainer applies the cgroups too; one that went away meanwhile is made again.
+			fmt.Fprintf(&script, "[ ! -e %[1]s ] || echo $$ > %[1]s || { echo \"vectl: join %[1]s failed\" >&2; exit 1; }\n", f)
 		}
 	}
 	fmt.Fprintf(&script, "exec nsenter --user=%s --net=%s -- unshare --mount --uts --cgroup -- sh -c 'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n",

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -525,6 +526,9 @@ func sendDump(dir string, w io.Writer) error {
 		return err
 	}
 	for _, e := range ents {
+		if e.Type()&fs.ModeSymlink != 0 {
+			continue // the images link a user-namespace restore made (criuInUserNS)
+		}
 		if !e.Type().IsRegular() {
 			return fmt.Errorf("dump %s: %s is not a regular file", dir, e.Name())
 		}
