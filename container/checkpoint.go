@@ -36,8 +36,8 @@ const (
 	dumpLog         = "dump.log"
 	restoreLog      = "restore.log"
 	restoreWrapLog  = "restore-wrapper.log" // the stderr of criu's wrapper for a user-namespace VE
-	restoreFile     = "restore"   // run dir: the dump the monitor restores instead of booting
-	criuConfFile    = "criu.conf" // a dump's criu configuration for a user-namespace VE's restore
+	restoreFile     = "restore"             // run dir: the dump the monitor restores instead of booting
+	criuConfFile    = "criu.conf"           // a dump's criu configuration for a user-namespace VE's restore
 )
 
 // DumpMeta describes a dump: what it was made from, to tell a stale or foreign one.

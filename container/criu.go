@@ -320,3 +320,17 @@ func (m *Manager) inetSockets(id string) (int, error) {
 	}
 	return n, nil
 }
+
+// cpuInfoImage returns criu's description of this CPU (cpuinfo.img), which every dump carries
+// and a migration's destination checks against its own.
+func cpuInfoImage(criu string) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "vectl-cpuinfo-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if out, err := exec.Command(criu, "cpuinfo", "dump", "-D", dir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("criu cpuinfo dump: %s", lastLine(out, err))
+	}
+	return os.ReadFile(filepath.Join(dir, "cpuinfo.img"))
+}

@@ -265,9 +265,10 @@ func (g *migration) run(ctx context.Context) (err error) {
 		}
 		req.CriuVersion, req.CPUInfo = tool.Version, tool.CPUInfo
 		// The destination's criu must restore what this one dumps.
-		req.NestedMounts = m.nestedMounts(id) != nil
-		if req.NestedMounts && !tool.NestedMounts {
-			return withCode(MigrateStopSource, m.nestedMounts(id))
+		nested := m.nestedMounts(id)
+		req.NestedMounts = nested != nil
+		if nested != nil && !tool.NestedMounts {
+			return withCode(MigrateStopSource, nested)
 		}
 	}
 	if err := g.r.open(ctx); err != nil {
@@ -593,20 +594,6 @@ func receiveDump(dir string, r io.Reader) error {
 			return fmt.Errorf("receive the dump: %w", err)
 		}
 	}
-}
-
-// cpuInfoImage returns criu's description of this CPU (cpuinfo.img), which the destination
-// checks against its own.
-func cpuInfoImage(criu string) ([]byte, error) {
-	dir, err := os.MkdirTemp("", "vectl-cpuinfo-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	if out, err := exec.Command(criu, "cpuinfo", "dump", "-D", dir).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("criu cpuinfo dump: %s", lastLine(out, err))
-	}
-	return os.ReadFile(filepath.Join(dir, "cpuinfo.img"))
 }
 
 // remote runs commands on the destination through one multiplexed ssh connection.

@@ -277,6 +277,17 @@ func TestCheckpointUserNS(t *testing.T) {
 // Debian system).
 const echoService = `nohup perl -MIO::Socket::INET -e '$l = IO::Socket::INET->new(LocalPort => 9000, Listen => 5, ReuseAddr => 1) or die "listen: $!"; $c = $l->accept; $c->autoflush(1); print $c $_ while <$c>' >/dev/null 2>&1 &`
 
+// debianEcho starts a Debian VE with an address and the echoService, and a client that
+// exchanges lines with it (dialEcho).
+func (e *env) debianEcho() (id, ip string, c *echoClient) {
+	e.t.Helper()
+	id, ip = uniqueID(e.t), testIP("4")
+	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
+	e.must("start", id, "--wait", "--timeout", "90")
+	e.out(id, "sh", "-c", echoService)
+	return id, ip, dialEcho(e.t, ip)
+}
+
 // TestCheckpointDebianTCP (issue 17): a Debian systemd VE with an established TCP
 // connection from the host (a client that exchanges a numbered line every 100 ms with an
 // echo service in the VE) is checkpointed and restored: the connection survives without a
@@ -285,12 +296,7 @@ const echoService = `nohup perl -MIO::Socket::INET -e '$l = IO::Socket::INET->ne
 func TestCheckpointDebianTCP(t *testing.T) {
 	e := newEnv(t)
 	e.withNetwork()
-	ip := testIP("4")
-	id := uniqueID(t)
-	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
-	e.must("start", id, "--wait", "--timeout", "60")
-	e.out(id, "sh", "-c", echoService)
-	c := dialEcho(t, ip)
+	id, _, c := e.debianEcho()
 	time.Sleep(time.Second)
 	e.must("chkpnt", id)
 	e.wantStatus(id, "exist unmounted down suspended")
@@ -333,11 +339,7 @@ func TestBootSuspend(t *testing.T) {
 	e.withNetwork()
 	busybox := e.importBusybox()
 	a := e.startVE(busybox)
-	b, ip := uniqueID(t), testIP("4")
-	e.must("create", b, "--ostemplate", e.importDebian(), "--ipadd", ip)
-	e.must("start", b, "--wait", "--timeout", "90")
-	e.out(b, "sh", "-c", echoService)
-	conn := dialEcho(t, ip)
+	b, _, conn := e.debianEcho()
 	c := e.startVE(busybox)
 	pid := e.out(a, "sh", "-c", counterScript)
 	eventually(t, 5*time.Second, "the counter", func() bool { return e.exec(a, "cat", "/tmp/counter").code == 0 })

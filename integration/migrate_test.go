@@ -241,7 +241,7 @@ func (c *echoClient) finish(t *testing.T) int {
 }
 
 // dialEcho connects to the echoService of a VE and starts the exchange.
-func dialEcho(t *testing.T, ip string) *echoClient {
+func dialEcho(t testing.TB, ip string) *echoClient {
 	t.Helper()
 	var c net.Conn
 	eventually(t, 10*time.Second, "the echo service", func() bool {
@@ -516,12 +516,7 @@ func TestMigrateFaults(t *testing.T) {
 	n := e.secondNode()
 	s := startSSHD(t)
 	n.importDebian()
-	ip := testIP("4")
-	id := uniqueID(t)
-	e.must("create", id, "--ostemplate", e.importDebian(), "--ipadd", ip)
-	e.must("start", id, "--wait", "--timeout", "90")
-	e.out(id, "sh", "-c", echoService)
-	c := dialEcho(t, ip)
+	id, _, c := e.debianEcho()
 	for _, phase := range []string{"copy", "dump", "transfer", "restore"} {
 		r := e.migrate(n, s, id, []string{"VECTL_MIGRATE_FAULT=" + phase}, "--online")
 		if r.code != 128+9 {
