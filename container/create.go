@@ -104,6 +104,12 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	if err := m.store.FinishCreate(cfg.ID); err != nil {
 		return nil, fmt.Errorf("create %s: %w", cfg.ID, err)
 	}
+	if err := m.syncVZConf(cfg, m.opts.Warn); err != nil {
+		m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", cfg.ID, err))
+	}
+	if w := ubcWarning(o.Limits); w != "" {
+		m.opts.Warn(w)
+	}
 	return cfg, nil
 }
 
@@ -263,6 +269,9 @@ func (m *Manager) removeVE(id string, l *store.Lock) error {
 		errs = append(errs, err)
 	}
 	if err := removeIfExists(m.consoleLog(id)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.removeVZConf(id); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.UserNS != nil {

@@ -61,6 +61,11 @@ type Options struct {
 	// CgroupParent is the absolute cgroup VEs live under (DefaultCgroupParent); with the
 	// systemd driver its name is the slice. Two instances on one host need different ones.
 	CgroupParent string
+	// VZConfDir is where vzctl's view of the VEs' configs is written (DefaultVZConfDir;
+	// "" for none): vz.conf and conf/ID.conf.
+	VZConfDir string
+	// Warn reports a problem that does not fail the operation (nil: dropped).
+	Warn func(string)
 }
 
 // Manager performs operations on the VEs of one state root. It holds no resident state:
@@ -103,6 +108,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.TemplateDir == "" {
 		opts.TemplateDir = filepath.Join(opts.Root, "templates")
+	}
+	if opts.Warn == nil {
+		opts.Warn = func(string) {}
 	}
 	m := &Manager{
 		opts:      opts,
@@ -184,6 +192,12 @@ func (m *Manager) Config(ref string) (*Config, error) {
 	}
 	return m.store.LoadConfig(id)
 }
+
+// PrivateDir is where a VE's private area lives (vzctl's VE_PRIVATE).
+func (m *Manager) PrivateDir(id string) string { return m.store.PrivateDir(id) }
+
+// RootDir is where a VE's root is mounted (vzctl's VE_ROOT).
+func (m *Manager) RootDir(id string) string { return m.store.RootDir(id) }
 
 // consoleLog is the path of a VE's console log.
 func (m *Manager) consoleLog(id string) string {

@@ -217,6 +217,11 @@ func (m *Manager) CommitMigration(ctx context.Context, id, restoreDir string, du
 	if err == nil {
 		err = m.store.FinishCreate(id)
 	}
+	if err == nil {
+		if serr := m.syncVZConf(cfg, m.opts.Warn); serr != nil {
+			m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", id, serr))
+		}
+	}
 	if err == nil && migrateFault("restore") {
 		err = fmt.Errorf("%w: fault injected (%s=restore)", ErrRestore, migrateFaultEnv)
 	}

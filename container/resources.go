@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	cgmanager "github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -107,6 +108,21 @@ func setLimits(cfg *Config, l resources.Limits, ch *change) error {
 		ch.limit(name)
 	}
 	return nil
+}
+
+// ubcWarning is the one line that says which beancounters were stored without being
+// enforced ("" when none was given).
+func ubcWarning(l resources.Limits) string {
+	var names []string
+	for _, n := range resources.UBCNames {
+		if _, ok := l.UBC[n]; ok {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return strings.Join(names, ", ") + ": stored and shown by vzlist, not enforced on this kernel (no user beancounters; ram, swap, numproc and numfile are)"
 }
 
 // limit sorts a changed resource parameter into what it takes to apply it.

@@ -439,7 +439,12 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 			}
 		}
 		if o.Save {
-			return m.store.SaveConfig(cfg)
+			if err := m.store.SaveConfig(cfg); err != nil {
+				return err
+			}
+			if err := m.syncVZConf(cfg, m.opts.Warn); err != nil {
+				m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", cfg.ID, err))
+			}
 		}
 		return nil
 	}()
@@ -455,6 +460,9 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 	if err != nil {
 		what := strings.Join(append(slices.Clone(ch.live), ch.stored...), ", ")
 		return nil, fmt.Errorf("set %s (%s): %w; nothing was changed", id, what, err)
+	}
+	if w := ubcWarning(o.Limits); w != "" {
+		m.opts.Warn(w)
 	}
 	return res, nil
 }

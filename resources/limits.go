@@ -27,6 +27,9 @@ type Limits struct {
 	IOPrio     *int    `json:"ioprio,omitempty"`     // 0..7, as vzctl
 	IOLimit    *int64  `json:"iolimit,omitempty"`    // bytes per second; 0 = no limit
 	IOPSLimit  *int64  `json:"iopslimit,omitempty"`  // operations per second; 0 = no limit
+	// UBC holds the stored-only beancounters (UBCNames): "barrier:limit" in the
+	// parameter's unit (UBCUnit), UBCUnlimited for unlimited.
+	UBC map[string]string `json:"ubc,omitempty"`
 }
 
 // Host describes what the host has, for validation.
@@ -36,9 +39,91 @@ type Host struct {
 	NoFileHi uint64
 }
 
-// Names lists the parameters in the order vzctl documents them.
-var Names = []string{"cpuunits", "cpulimit", "cpus", "cpumask", "nodemask", "ram", "swap",
-	"numproc", "numfile", "diskspace", "diskinodes", "ioprio", "iolimit", "iopslimit"}
+// Names lists the parameters in the order vzctl documents them, then the beancounters
+// vectl stores without enforcing them (UBCNames).
+var Names = append([]string{"cpuunits", "cpulimit", "cpus", "cpumask", "nodemask", "ram", "swap",
+	"numproc", "numfile", "diskspace", "diskinodes", "ioprio", "iolimit", "iopslimit"}, UBCNames...)
+
+// UBCNames are OpenVZ's user beancounters that no control of a stock kernel enforces:
+// vectl takes them in vzctl's syntax (barrier[:limit] with K M G T, P for pages, B for
+// bytes), keeps them, and shows them in vzlist, ubc and the vzctl config; vzctl itself maps
+// them onto kernel memory accounting that cgroup v2 no longer limits separately. The
+// beancounters a stock kernel has are ram (physpages), swap (swappages), numproc and numfile.
+var UBCNames = []string{"kmemsize", "lockedpages", "privvmpages", "shmpages", "vmguarpages",
+	"oomguarpages", "numtcpsock", "numflock", "numpty", "numsiginfo", "tcpsndbuf", "tcprcvbuf",
+	"othersockbuf", "dgramrcvbuf", "numothersock", "dcachesize", "numiptent", "avnumproc"}
+
+// IsUBC reports whether name is a stored-only beancounter.
+func IsUBC(name string) bool { return slices.Contains(UBCNames, name) }
+
+// UBCUnit is the unit a beancounter counts in: PageSize for the *pages ones, 1 for bytes
+// and for counts.
+func UBCUnit(name string) int64 {
+	if strings.HasSuffix(name, "pages") {
+		return PageSize
+	}
+	return 1
+}
+
+// UBCUnlimited is how vzctl writes an unlimited beancounter (LONG_MAX).
+const UBCUnlimited int64 = math.MaxInt64
+
+// ParseUBC parses a beancounter value as vzctl does: barrier[:limit], each a number with an
+// optional suffix (K, M, G, T; P pages; B bytes), converted to the parameter's unit, or
+// "unlimited"; without a limit the limit is the barrier.
+func ParseUBC(name, value string) (barrier, limit int64, err error) {
+	one := func(v string) (int64, error) {
+		if v == "unlimited" {
+			return UBCUnlimited, nil
+		}
+		mult := int64(0)
+		if n := len(v); n > 0 {
+			switch upper(v[n-1]) {
+			case 'K':
+				mult = KiB
+			case 'M':
+				mult = MiB
+			case 'G':
+				mult = GiB
+			case 'T':
+				mult = TiB
+			case 'P':
+				mult = PageSize
+			case 'B':
+				mult = 1
+			}
+			if mult != 0 {
+				v = v[:n-1]
+			}
+		}
+		n, err := strconv.ParseUint(v, 10, 63)
+		if err != nil || v == "" || v[0] == '+' {
+			return 0, fmt.Errorf("not a number")
+		}
+		if mult == 0 {
+			return int64(n), nil
+		}
+		unit := UBCUnit(name)
+		if n > 0 && uint64(mult) > uint64(math.MaxInt64)/n {
+			return UBCUnlimited, nil
+		}
+		return int64(n) * mult / unit, nil
+	}
+	b, l, pair := strings.Cut(strings.TrimSpace(value), ":")
+	if barrier, err = one(b); err == nil {
+		limit = barrier
+		if pair {
+			limit, err = one(l)
+		}
+	}
+	if err != nil {
+		return 0, 0, bad(name, value, "use barrier[:limit], each a number with K, M, G, T, P (pages) or B (bytes), or unlimited")
+	}
+	if barrier > limit {
+		return 0, 0, bad(name, value, "the barrier is above the limit")
+	}
+	return barrier, limit, nil
+}
 
 // Live reports whether a parameter can change on a running VE. numfile is the init's
 // rlimit (vectl cannot raise another process's hard limit) and takes a restart.
@@ -164,7 +249,17 @@ func (l *Limits) Set(name, value string, h Host) error {
 		}
 		l.IOPSLimit = i64(n)
 	default:
-		return fmt.Errorf("%w: unknown resource parameter %q", ErrInvalid, name)
+		if !IsUBC(name) {
+			return fmt.Errorf("%w: unknown resource parameter %q", ErrInvalid, name)
+		}
+		b, lim, err := ParseUBC(name, value)
+		if err != nil {
+			return err
+		}
+		if l.UBC == nil {
+			l.UBC = map[string]string{}
+		}
+		l.UBC[name] = fmt.Sprintf("%d:%d", b, lim)
 	}
 	return nil
 }
@@ -271,9 +366,18 @@ func (l *Limits) Merge(o Limits) {
 	for k, v := range mo {
 		m[k] = v
 	}
+	delete(m, "ubc")
 	c, _ := json.Marshal(m)
 	var out Limits
 	_ = json.Unmarshal(c, &out)
+	for _, src := range []map[string]string{l.UBC, o.UBC} {
+		for k, v := range src {
+			if out.UBC == nil {
+				out.UBC = map[string]string{}
+			}
+			out.UBC[k] = v
+		}
+	}
 	*l = out
 }
 
@@ -334,6 +438,9 @@ func (l Limits) values() map[string]string {
 	}
 	ps("iolimit", l.IOLimit)
 	pc("iopslimit", l.IOPSLimit)
+	for k, v := range l.UBC {
+		m[k] = v
+	}
 	return m
 }
 

@@ -170,3 +170,39 @@ func TestParseLimits(t *testing.T) {
 		t.Fatalf("unknown parameter: err = %v", err)
 	}
 }
+
+func TestParseUBC(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		b, l     int64
+	}{
+		{"kmemsize", "64M:80M", 64 << 20, 80 << 20},
+		{"kmemsize", "1000", 1000, 1000},
+		{"privvmpages", "65536:69632", 65536, 69632},
+		{"privvmpages", "256M:512M", 65536, 131072},
+		{"privvmpages", "10P", 10, 10},
+		{"privvmpages", "4096B", 1, 1},
+		{"numtcpsock", "unlimited", UBCUnlimited, UBCUnlimited},
+		{"numtcpsock", "100:unlimited", 100, UBCUnlimited},
+	} {
+		b, l, err := ParseUBC(c.name, c.in)
+		if err != nil || b != c.b || l != c.l {
+			t.Errorf("ParseUBC(%s, %s) = %d:%d %v, want %d:%d", c.name, c.in, b, l, err, c.b, c.l)
+		}
+	}
+	for _, bad := range []string{"", "x", "10:5", "1:2:3", "-1", "+5"} {
+		if _, _, err := ParseUBC("kmemsize", bad); err == nil {
+			t.Errorf("ParseUBC(kmemsize, %q) took it", bad)
+		}
+	}
+	var l Limits
+	if err := l.Set("kmemsize", "1M", Host{}); err != nil || l.UBC["kmemsize"] != "1048576:1048576" {
+		t.Fatalf("Set kmemsize: %v %v", err, l.UBC)
+	}
+	var o Limits
+	o.Set("numpty", "64", Host{})
+	l.Merge(o)
+	if len(l.UBC) != 2 || l.Format("numpty") != "64:64" {
+		t.Errorf("Merge lost a beancounter: %v", l.UBC)
+	}
+}
