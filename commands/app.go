@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,22 @@ var geteuid = os.Geteuid
 
 // Main runs vectl with args (args[0] is the program name) and returns the exit status.
 func Main(args []string, s Streams) int {
+	switch filepath.Base(args[0]) {
+	case "vzctl":
+		return VzctlMain(args, s)
+	case "vzlist":
+		return VzlistMain(args, s)
+	}
+	code, msg := runApp(args, s)
+	if msg != "" {
+		fmt.Fprintf(s.Err, "vectl: %s\n", msg)
+	}
+	return code
+}
+
+// runApp runs vectl's own command line and returns the exit status and the one-line error
+// message to print ("" when none).
+func runApp(args []string, s Streams) (int, string) {
 	app := NewApp(s)
 	streamline(app, args)
 	args, err := reorderArgs(app, args)
@@ -46,13 +63,27 @@ func Main(args []string, s Streams) int {
 		stop()
 	}
 	if err == nil {
-		return 0
+		return 0, ""
 	}
-	code, msg := exitStatus(err)
-	if msg != "" {
-		fmt.Fprintf(s.Err, "vectl: %s\n", msg)
+	return exitStatus(err)
+}
+
+// withManager runs fn with the manager the global flags' environment variables and defaults
+// describe (VECTL_ROOT, VECTL_RUN_DIR, ...): the personalities have no global flags of
+// vectl's own, so they share vectl's settings through the environment.
+func withManager(s Streams, fn func(context.Context, *container.Manager) error) error {
+	app := NewApp(s)
+	app.Commands = nil
+	app.Action = func(c *cli.Context) error {
+		m, err := manager(c)
+		if err != nil {
+			return err
+		}
+		return fn(c.Context, m)
 	}
-	return code
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+	defer stop()
+	return app.RunContext(ctx, []string{"vectl"})
 }
 
 // NewApp builds a fresh app for every run: urfave/cli/v2 mutates flag values while parsing,
@@ -95,6 +126,8 @@ func NewApp(s Streams) *cli.App {
 				Usage: "cgroup driver: fs (default) or systemd (where systemd is PID 1); also cgroup_manager in " + nodeConfigPath},
 			&cli.StringFlag{Name: "cgroup-parent", Value: container.DefaultCgroupParent, EnvVars: []string{"VECTL_CGROUP_PARENT"},
 				Usage: "absolute cgroup `PATH` the VEs live under (with the systemd driver one name, the slice NAME.slice); two vectl instances on one host need different ones"},
+			&cli.StringFlag{Name: "vz-conf-dir", Value: container.DefaultVZConfDir, EnvVars: []string{"VECTL_VZ_CONF_DIR"},
+				Usage: "where vzctl's view of the VEs' configs is kept (`DIR`/vz.conf, DIR/conf/ID.conf) for vzctl's clients; none: not kept"},
 			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
 				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
 		},
@@ -178,6 +211,13 @@ func manager(c *cli.Context) (*container.Manager, error) {
 	if err := container.ValidateCgroupParent(c.String("cgroup-parent"), cgm); err != nil {
 		return nil, err
 	}
+	vzConfDir := c.String("vz-conf-dir")
+	switch {
+	case vzConfDir == "none":
+		vzConfDir = ""
+	case !filepath.IsAbs(vzConfDir):
+		return nil, fmt.Errorf("%w: --vz-conf-dir %q: use an absolute path or none", container.ErrInvalidValue, vzConfDir)
+	}
 	return container.New(container.Options{
 		CgroupManager: cgm,
 		CgroupParent:  c.String("cgroup-parent"),
@@ -190,6 +230,10 @@ func manager(c *cli.Context) (*container.Manager, error) {
 		CNIPath:       c.String("cni-path"),
 		FirewallTable: c.String("firewall-table"),
 		ProfileDir:    c.String("profile-dir"),
+		VZConfDir:     vzConfDir,
+		Warn: func(msg string) {
+			fmt.Fprintf(c.App.ErrWriter, "%s: warning: %s\n", c.App.Name, msg)
+		},
 	}), nil
 }
 

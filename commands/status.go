@@ -48,7 +48,8 @@ EXIT STATUS:
 	}
 }
 
-func writeStatusLine(w io.Writer, s container.Status) error {
+// statusWords are vzctl status's three words: exist|deleted mounted|unmounted running|down.
+func statusWords(s container.Status) string {
 	exist, mounted, running := "deleted", "unmounted", "down"
 	if s.Exist {
 		exist = "exist"
@@ -59,7 +60,11 @@ func writeStatusLine(w io.Writer, s container.Status) error {
 	if s.Running {
 		running = "running"
 	}
-	line := fmt.Sprintf("VEID %s %s %s %s", s.ID, exist, mounted, running)
+	return exist + " " + mounted + " " + running
+}
+
+func writeStatusLine(w io.Writer, s container.Status) error {
+	line := fmt.Sprintf("VEID %s %s", s.ID, statusWords(s))
 	if s.Frozen {
 		line += " frozen"
 	}

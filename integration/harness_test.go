@@ -94,6 +94,23 @@ type env struct {
 	netns string
 	// cgroupParent, when set, is the instance's --cgroup-parent.
 	cgroupParent string
+	// vzConfDir is the --vz-conf-dir (DIR/vz when empty).
+	vzConfDir string
+}
+
+// environ is the env's settings as the environment variables that vectl's personalities
+// (vzctl, vzlist) read, for programs that run them with no flags of vectl's.
+func (e *env) environ() []string {
+	args := e.args()
+	var out []string
+	for i := 0; i+1 < len(args); i += 2 {
+		name := strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(args[i], "--"), "-", "_"))
+		out = append(out, "VECTL_"+name+"="+args[i+1])
+	}
+	if cgroupManager != "" {
+		out = append(out, "VECTL_CGROUP_MANAGER="+cgroupManager)
+	}
+	return out
 }
 
 // newEnv makes a fresh state root and registers a cleanup that destroys every VE in it and
@@ -144,8 +161,12 @@ func (e *env) args(args ...string) []string {
 	if table == "" {
 		table = testFwTable
 	}
+	vzConf := e.vzConfDir
+	if vzConf == "" {
+		vzConf = filepath.Join(e.dir, "vz") // never the host's /etc/vz unless a test asks
+	}
 	g := []string{"--root", e.root, "--run-dir", e.run, "--log-dir", e.log,
-		"--network-config", netConfig, "--firewall-table", table}
+		"--network-config", netConfig, "--firewall-table", table, "--vz-conf-dir", vzConf}
 	if e.cgroupParent != "" {
 		g = append(g, "--cgroup-parent", e.cgroupParent)
 	}

@@ -1,0 +1,229 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// personality runs vectl under another name (vzctl, vzlist) with the env's settings in the
+// environment, as node scripts run vzctl.
+func (e *env) personality(name string, args ...string) result {
+	e.t.Helper()
+	dir := filepath.Join(e.dir, "sbin")
+	link := filepath.Join(dir, name)
+	if _, err := os.Lstat(link); err != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := os.Symlink(vectlBin, link); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	c := exec.Command(link, args...)
+	c.Env = append(os.Environ(), e.environ()...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	r := result{args: append([]string{name}, args...), stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return r
+}
+
+func (e *env) vz(code int, name string, args ...string) result {
+	e.t.Helper()
+	r := e.personality(name, args...)
+	if r.code != code {
+		e.t.Fatalf("want exit %d:\n%s", code, r)
+	}
+	return r
+}
+
+// TestVzctlPersonality drives a busybox VE through vzctl's and vzlist's command lines and
+// checks vzctl's statuses, messages and output formats against vzctl 4.11's.
+func TestVzctlPersonality(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+
+	// Names and banners.
+	if r := e.vz(0, "vzctl", "--help"); !strings.HasPrefix(r.stdout, "vzctl version 4.11.1\n") {
+		t.Fatalf("vzctl --help does not start with the version line:\n%s", r)
+	}
+	e.vz(20, "vzctl")
+	e.vz(0, "vzctl", "--version")
+	if r := e.vz(0, "vzlist", "-a"); r.stderr != "Container(s) not found\n" || r.stdout != "" {
+		t.Errorf("vzlist with nothing to list:\n%s", r)
+	}
+	if r := e.vz(0, "vzlist", "-a", "-j"); r.stdout != "[]\n" {
+		t.Errorf("vzlist -j with nothing to list: %q", r.stdout)
+	}
+
+	e.vz(0, "vzctl", "--quiet", "--verbose", "--skiplock", "create", id, "--ostemplate", tmpl,
+		"--hostname", "vz1.example", "--userns", "no")
+	conf := filepath.Join(e.dir, "vz", "conf", id+".conf")
+	data, err := os.ReadFile(conf)
+	if err != nil || !bytes.Contains(data, []byte(`ONBOOT="no"`)) || !bytes.Contains(data, []byte(`OSTEMPLATE="`+tmpl+`"`)) {
+		t.Fatalf("vzctl config %s after create: %v\n%s", conf, err, data)
+	}
+
+	// Refusals and their statuses, as vzctl's man page and vzerror.h give them.
+	for _, c := range []struct {
+		code int
+		args []string
+		msg  string
+	}{
+		{20, []string{"frobnicate", id}, "Bad command: frobnicate"},
+		{21, []string{"start"}, "CT ID missing"},
+		{21, []string{"start", "Bad_ID!"}, "Bad CT ID"},
+		{14, []string{"start", "4242424242"}, "Container config file does not exist"},
+		{20, []string{"start", id, "--bogus"}, "unrecognized option '--bogus'"},
+		{20, []string{"stop", id, "--wait"}, "not applicable to stop"},
+		{0, []string{"stop", id}, "Unable to stop: container is not running"},
+		{40, []string{"umount", id}, "CT is not mounted"},
+		{31, []string{"exec2", id, "true"}, "Container is not running"},
+		{8, []string{"exec", id, "true"}, "Container is not running"},
+		{31, []string{"enter", id}, "Container is not running"},
+		{21, []string{"set", id, "--ram", "lots", "--save"}, "Bad parameter for --ram"},
+		{27, []string{"set", id}, "Nothing to set"},
+		{0, []string{"set", id, "--cpus", "1"}, ""}, // stopped, no --save: a warning, nothing kept
+		{20, []string{"chkpnt", id, "--suspend", "--resume"}, "only one sub command"},
+		{44, []string{"create", id, "--ostemplate", tmpl}, ""},
+		{91, []string{"create", uniqueID(t) + "7", "--ostemplate", "no-such-template"}, ""},
+	} {
+		r := e.personality("vzctl", c.args...)
+		if r.code != c.code || !strings.Contains(r.stderr+r.stdout, c.msg) {
+			t.Errorf("want exit %d and %q:\n%s", c.code, c.msg, r)
+		}
+	}
+	if r := e.vz(0, "vzlist", "-a", "-H", "-octid,cpus", id); strings.TrimSpace(r.stdout) != id+"     -" {
+		t.Fatalf("set without --save kept a setting: %q", r.stdout)
+	}
+
+	// set: vzctl's value forms, stored where vectl has the control, stored and reported
+	// where it has none.
+	r := e.vz(0, "vzctl", "set", id, "--ram", "256M", "--swap", "32768P", "--numproc", "100:200",
+		"--kmemsize", "64M:80M", "--privvmpages", "65536:69632", "--onboot", "yes", "--save")
+	if !strings.Contains(r.stderr, "kmemsize, privvmpages: stored and shown by vzlist, not enforced") {
+		t.Errorf("no warning about beancounters that are not enforced:\n%s", r)
+	}
+	r = e.vz(0, "vzlist", "-a", "-o", "ctid,physpages.l,swappages.l,numproc.l,kmemsize.b,kmemsize.l,privvmpages.l,onboot", id)
+	row := strings.Fields(strings.Split(r.stdout, "\n")[1])
+	if strings.Join(row, " ") != id+" 65536 32768 200 67108864 83886080 69632 yes" {
+		t.Fatalf("vzlist after set:\n%s", r.stdout)
+	}
+	data, _ = os.ReadFile(conf)
+	for _, kv := range []string{`PHYSPAGES="0:65536"`, `SWAPPAGES="0:32768"`, `NUMPROC="200:200"`,
+		`KMEMSIZE="67108864:83886080"`, `PRIVVMPAGES="65536:69632"`, `ONBOOT="yes"`} {
+		if !bytes.Contains(data, []byte(kv+"\n")) {
+			t.Errorf("%s lacks %s:\n%s", conf, kv, data)
+		}
+	}
+
+	// Lines of others survive vectl's rewrites; vzctl's keys changed in the file are taken in.
+	data = append(data, []byte("\n#UUID: 54cd4489-187b-4299-999e-4410f59c26b9\nCUSTOM_KEY=\"kept\"\n")...)
+	data = regexp.MustCompile(`(?m)^HOSTNAME=.*$`).ReplaceAll(data, []byte(`HOSTNAME="edited.example"`))
+	if err := os.WriteFile(conf, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.vz(0, "vzlist", "-H", "-o", "hostname", id); strings.TrimSpace(r.stdout) != "edited.example" {
+		t.Fatalf("HOSTNAME edited in %s was not taken in:\n%s", conf, r)
+	}
+	e.vz(0, "vzctl", "set", id, "--description", "a VE", "--save")
+	data, _ = os.ReadFile(conf)
+	for _, kv := range []string{"#UUID: 54cd4489-187b-4299-999e-4410f59c26b9\n", "CUSTOM_KEY=\"kept\"\n",
+		`HOSTNAME="edited.example"` + "\n", `DESCRIPTION="a VE"` + "\n"} {
+		if !bytes.Contains(data, []byte(kv)) {
+			t.Errorf("%s lost %q:\n%s", conf, kv, data)
+		}
+	}
+
+	// Running: exec through a shell, exec2's status, exec3's argv, stdin scripts.
+	r = e.vz(0, "vzctl", "start", id)
+	if !strings.Contains(r.stdout, "Starting container...") || !strings.Contains(r.stdout, "Container start in progress...") {
+		t.Errorf("start messages:\n%s", r)
+	}
+	e.vz(32, "vzctl", "start", id)
+	e.vz(32, "vzctl", "destroy", id)
+	e.vz(32, "vzctl", "umount", id)
+	if r := e.vz(0, "vzctl", "status", id); r.stdout != "CTID "+id+" exist mounted running\n" {
+		t.Errorf("status: %q", r.stdout)
+	}
+	if r := e.vz(0, "vzctl", "status", "4242424242"); r.stdout != "CTID 4242424242 deleted unmounted down\n" {
+		t.Errorf("status of a VE that does not exist: %q", r.stdout)
+	}
+	if r := e.vz(0, "vzctl", "exec", id, "echo a; echo b | tr b c"); r.stdout != "a\nc\n" {
+		t.Errorf("exec through a shell: %q", r.stdout)
+	}
+	e.vz(8, "vzctl", "exec", id, "exit 3")
+	e.vz(3, "vzctl", "exec2", id, "exit 3")
+	if r := e.vz(0, "vzctl", "exec3", id, "echo", "a;b"); r.stdout != "a;b\n" {
+		t.Errorf("exec3 runs argv without a shell: %q", r.stdout)
+	}
+	script := filepath.Join(e.dir, "script.sh")
+	os.WriteFile(script, []byte("echo from-script $((6*7))\n"), 0o644)
+	if r := e.vz(0, "vzctl", "runscript", id, script); r.stdout != "from-script 42\n" {
+		t.Errorf("runscript: %q", r.stdout)
+	}
+
+	// vzlist's formats.
+	r = e.vz(0, "vzlist")
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if lines[0] != "      CTID      NPROC STATUS    IP_ADDR         HOSTNAME" {
+		t.Errorf("vzlist header: %q", lines[0])
+	}
+	if !regexp.MustCompile(`^ *` + id + ` +\d+ running   -               edited\.example$`).MatchString(lines[1]) {
+		t.Errorf("vzlist row: %q", lines[1])
+	}
+	if r := e.vz(0, "vzlist", "-a", "-ovpsid,status", "-H", id); r.stdout != fmt.Sprintf("%10s running\n", id) {
+		t.Errorf("vzlist -ovpsid,status -H: %q", r.stdout)
+	}
+	if r := e.vz(0, "vzlist", "-1"); !strings.Contains(r.stdout, fmt.Sprintf("%10s\n", id)) {
+		t.Errorf("vzlist -1: %q", r.stdout)
+	}
+	if r := e.vz(0, "vzlist", "-j", id); !strings.Contains(r.stdout, "\n    \"ctid\": "+id+",\n") ||
+		!strings.Contains(r.stdout, "\"numproc\": {\n      \"held\": ") {
+		t.Errorf("vzlist -j shape:\n%s", r.stdout)
+	}
+	if r := e.vz(0, "vzlist", "-o", "uptime", "-H", id); !regexp.MustCompile(`^000d00h:0\dm:\d\ds\n$`).MatchString(r.stdout) {
+		t.Errorf("vzlist uptime format: %q", r.stdout)
+	}
+	e.vz(1, "vzlist", "4242424242")
+	e.vz(1, "vzlist", "-o", "nosuchfield")
+
+	// chkpnt --suspend/--resume freeze and thaw (libvirt's suspend and resume).
+	e.vz(0, "vzctl", "chkpnt", id, "--suspend")
+	if r := e.must("status", id); !strings.Contains(r.stdout, "frozen") {
+		t.Errorf("chkpnt --suspend did not freeze: %s", r.stdout)
+	}
+	e.vz(0, "vzctl", "chkpnt", id, "--resume")
+	if r := e.must("status", id); strings.Contains(r.stdout, "frozen") {
+		t.Errorf("chkpnt --resume did not thaw: %s", r.stdout)
+	}
+
+	r = e.vz(0, "vzctl", "stop", id)
+	if !strings.Contains(r.stdout, "Container was stopped") {
+		t.Errorf("stop messages:\n%s", r)
+	}
+	e.vz(0, "vzctl", "--quiet", "destroy", id)
+	if _, err := os.Stat(conf + ".destroyed"); err != nil {
+		t.Errorf("destroy did not move %s aside as vzctl does: %v", conf, err)
+	}
+	if _, err := os.Stat(conf); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s is still there after destroy", conf)
+	}
+}
