@@ -60,7 +60,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	via:make:protoc=protobuf-compiler \
 	via:criu:iptables-restore=iptables
 
-.PHONY: all test lint check integration install clean deps demo FORCE
+.PHONY: all test lint check fuzz integration install man clean deps demo FORCE
 
 all: bin/vectl
 
@@ -121,7 +121,24 @@ lint:
 		if [ -n "$$bad" ]; then echo "container/monitor or container/join imports what it must not: $$bad"; exit 1; fi
 
 # Unit and integration tests; integration needs root and real namespaces.
-check: bin/vectl test integration
+check: bin/vectl test fuzz integration
+
+# The fuzz targets of every parser of untrusted input, each run for FUZZTIME (package:target).
+# What the fuzzer finds lands in the package's testdata/fuzz and stays as a regression seed,
+# run by every `make test`.
+FUZZTIME ?= 10s
+FUZZ := commands:FuzzVzctlArgs commands:FuzzVzlistArgs commands:FuzzVectlArgs commands:FuzzGetoptLong \
+	commands:FuzzVzctlValues resources:FuzzLimitsSet resources:FuzzParseSize resources:FuzzParseUBC \
+	resources:FuzzProfile network:FuzzConfig network:FuzzParseAddr container:FuzzVZConf \
+	container:FuzzConfigJSON container:FuzzNetIf template:FuzzDetectFormat template:FuzzCleanName \
+	template:FuzzExtract
+
+fuzz:
+	@for t in $(FUZZ); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg >/tmp/vectl-fuzz.log 2>&1 || \
+			{ tail -40 /tmp/vectl-fuzz.log; exit 1; }; \
+	done
 
 integration: bin/vectl
 	VECTL_BIN=$(CURDIR)/bin/vectl $(GO) test -tags integration -count=1 -timeout 80m -v ./integration/...
@@ -143,10 +160,29 @@ bench: deps bin/vectl
 
 # vectl answers to the names vzctl and vzlist with their command lines (the personalities;
 # see README's "vzctl and vzlist" section): the links are part of the install.
-install: bin/vectl
+# Man pages and completion scripts are generated from the command definitions by the binary
+# just built, so they always match it.
+PROGS := vectl vzctl vzlist
+man: bin/vectl
+	@mkdir -p bin/man bin/completion
+	@for p in $(PROGS); do \
+		bin/vectl man $$p > bin/man/$$p.8 && \
+		bin/vectl completion bash --prog $$p > bin/completion/$$p.bash && \
+		bin/vectl completion zsh --prog $$p > bin/completion/$$p.zsh && \
+		bin/vectl completion fish --prog $$p > bin/completion/$$p.fish || exit 1; \
+	done
+
+install: bin/vectl man
 	install -D -m 0755 bin/vectl $(DESTDIR)$(PREFIX)/sbin/vectl
 	ln -sf vectl $(DESTDIR)$(PREFIX)/sbin/vzctl
 	ln -sf vectl $(DESTDIR)$(PREFIX)/sbin/vzlist
+	for p in $(PROGS); do \
+		install -D -m 0644 bin/man/$$p.8 $(DESTDIR)$(PREFIX)/share/man/man8/$$p.8 && \
+		install -D -m 0644 bin/completion/$$p.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$p && \
+		install -D -m 0644 bin/completion/$$p.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$p.fish && \
+		install -D -m 0644 bin/completion/$$p.zsh $(DESTDIR)$(PREFIX)/share/vectl/completion/$$p.zsh || exit 1; \
+	done
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vectl/README.md
 
 clean:
 	rm -rf bin

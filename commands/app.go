@@ -157,6 +157,8 @@ func NewApp(s Streams) *cli.App {
 			unitCommand(),
 			templateCommand(),
 			exitCodesCommand(),
+			completionCommand(),
+			manCommand(),
 			monitorCommand(),
 			migrateInCommand(),
 			migrateGuardCommand(),

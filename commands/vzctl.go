@@ -120,6 +120,47 @@ var vzctlCommands = map[string]bool{
 	"snapshot-mount": true, "snapshot-umount": true, "convert": true, "compact": true,
 }
 
+// The options of vzctl's commands (getopt_long tables), shared by the parser, the shell
+// completion and the man page.
+var (
+	vzctlCreateLongs = []longOpt{{"ostemplate", true, ""}, {"config", true, ""}, {"layout", true, ""},
+		{"hostname", true, ""}, {"name", true, ""}, {"ipadd", true, ""}, {"diskspace", true, ""},
+		{"diskinodes", true, ""}, {"private", true, ""}, {"root", true, ""},
+		{"local_uid", true, ""}, {"local_gid", true, ""}, {"description", true, ""},
+		{"userns", true, ""}, {"nesting", true, ""}}
+	vzctlStartLongs = []longOpt{{"force", false, ""}, {"skip_ve_setup", false, ""}, {"wait", false, ""},
+		{"skip-fsck", false, ""}, {"skip-remount", false, ""}, {"fast", false, ""}, {"skip-umount", false, ""}}
+	vzctlStopLongs = []longOpt{{"fast", false, ""}, {"skip-umount", false, ""}, {"force", false, ""},
+		{"wait", false, ""}, {"skip_ve_setup", false, ""}, {"skip-fsck", false, ""}, {"skip-remount", false, ""}}
+	vzctlChkpntLongs = []longOpt{{"dump", false, ""}, {"suspend", false, ""}, {"resume", false, ""},
+		{"kill", false, ""}, {"skip_arpdetect", false, ""}, {"flags", true, ""},
+		{"context", true, ""}, {"dumpfile", true, ""}}
+	vzctlRestoreLongs = []longOpt{{"undump", false, ""}, {"kill", false, ""}, {"resume", false, ""},
+		{"skip_arpdetect", false, ""}, {"context", true, ""}, {"dumpfile", true, ""},
+		{"skip-fsck", false, ""}, {"skip-remount", false, ""}}
+)
+
+// vzctlOptions are the options each vzctl command takes.
+func vzctlOptions(cmd string) []longOpt {
+	switch cmd {
+	case "create":
+		return vzctlCreateLongs
+	case "start":
+		return vzctlStartLongs
+	case "stop", "restart":
+		return vzctlStopLongs
+	case "chkpnt", "suspend":
+		return vzctlChkpntLongs
+	case "restore", "resume":
+		return vzctlRestoreLongs
+	case "set":
+		return vzctlSetLongs
+	case "enter":
+		return []longOpt{{"exec", true, ""}}
+	}
+	return nil
+}
+
 // VzctlMain runs the vzctl personality with args (args[0] is the program name).
 func VzctlMain(args []string, s Streams) int {
 	r := &vzctlRun{s: s}
@@ -317,11 +358,7 @@ func (r *vzctlRun) parse(longs []longOpt) ([]option, []string, int) {
 }
 
 func (r *vzctlRun) create() int {
-	longs := []longOpt{{"ostemplate", true, ""}, {"config", true, ""}, {"layout", true, ""},
-		{"hostname", true, ""}, {"name", true, ""}, {"ipadd", true, ""}, {"diskspace", true, ""},
-		{"diskinodes", true, ""}, {"private", true, ""}, {"root", true, ""},
-		{"local_uid", true, ""}, {"local_gid", true, ""}, {"description", true, ""},
-		{"userns", true, ""}, {"nesting", true, ""}}
+	longs := vzctlCreateLongs
 	opts, code := r.options(longs)
 	if code != 0 {
 		return code
@@ -396,8 +433,7 @@ func (r *vzctlRun) create() int {
 }
 
 func (r *vzctlRun) start(s container.Status) int {
-	longs := []longOpt{{"force", false, ""}, {"skip_ve_setup", false, ""}, {"wait", false, ""},
-		{"skip-fsck", false, ""}, {"skip-remount", false, ""}, {"fast", false, ""}, {"skip-umount", false, ""}}
+	longs := vzctlStartLongs
 	opts, code := r.options(longs)
 	if code != 0 {
 		return code
@@ -423,8 +459,7 @@ func (r *vzctlRun) start(s container.Status) int {
 }
 
 func (r *vzctlRun) stop(s container.Status) int {
-	longs := []longOpt{{"fast", false, ""}, {"skip-umount", false, ""}, {"force", false, ""},
-		{"wait", false, ""}, {"skip_ve_setup", false, ""}, {"skip-fsck", false, ""}, {"skip-remount", false, ""}}
+	longs := vzctlStopLongs
 	opts, code := r.options(longs)
 	if code != 0 {
 		return code
@@ -557,9 +592,7 @@ func (r *vzctlRun) runscript(s container.Status) int {
 }
 
 func (r *vzctlRun) chkpnt() int {
-	longs := []longOpt{{"dump", false, ""}, {"suspend", false, ""}, {"resume", false, ""},
-		{"kill", false, ""}, {"skip_arpdetect", false, ""}, {"flags", true, ""},
-		{"context", true, ""}, {"dumpfile", true, ""}}
+	longs := vzctlChkpntLongs
 	opts, code := r.options(longs)
 	if code != 0 {
 		return code
@@ -599,9 +632,7 @@ func (r *vzctlRun) chkpnt() int {
 }
 
 func (r *vzctlRun) restore() int {
-	longs := []longOpt{{"undump", false, ""}, {"kill", false, ""}, {"resume", false, ""},
-		{"skip_arpdetect", false, ""}, {"context", true, ""}, {"dumpfile", true, ""},
-		{"skip-fsck", false, ""}, {"skip-remount", false, ""}}
+	longs := vzctlRestoreLongs
 	opts, code := r.options(longs)
 	if code != 0 {
 		return code
