@@ -75,13 +75,15 @@ EXAMPLES:
 
 EXIT STATUS:
    0 started; 14 no such VE; 32 already running; 43 incomplete VE; 47 no /sbin/init;
-   50 mount failed; 133 --wait timed out; 9 locked; 16/17 as vectl restore (a suspended VE)`,
+   50 mount failed; 133 --wait timed out; 9 locked; 16/17 as vectl restore (a suspended VE);
+   105 the VE is disabled (set --disabled yes; --force starts it)`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "wait", Usage: "return once the VE has booted"},
 			&cli.StringFlag{Name: "timeout", Value: "120", Usage: "for --wait: `SECONDS` (or a duration)"},
 			&cli.BoolFlag{Name: "no-monitor", Usage: "run without a resident monitor (no console; reboot means stop)"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"F"}, Usage: "run the monitor in the foreground until the VE ends"},
 			&cli.BoolFlag{Name: "skip-restore", Usage: "a suspended VE: drop its dump and boot it afresh"},
+			&cli.BoolFlag{Name: "force", Usage: "start a VE set --disabled yes"},
 		},
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
@@ -124,7 +126,7 @@ EXIT STATUS:
 				if c.Bool("wait") {
 					wait = timeout
 				}
-				end, err := m.StartForeground(c.Context, id, in, sigs, wait)
+				end, err := m.StartForeground(c.Context, id, in, sigs, wait, c.Bool("force"))
 				switch end {
 				case monitor.EndShutdown:
 					return nil
@@ -139,6 +141,7 @@ EXIT STATUS:
 				Wait:        c.Bool("wait"),
 				WaitTimeout: timeout,
 				MonitorArgs: monitorArgs(c),
+				Force:       c.Bool("force"),
 			}); err != nil {
 				return err
 			}

@@ -87,6 +87,11 @@ EXIT STATUS:
 			&cli.StringSliceFlag{Name: "netif_del", Usage: "remove bridged interface `IF` (or all)"},
 			&cli.StringFlag{Name: "userns", Usage: "yes: a user namespace of its own; no: privileged (a stopped VE, with --save) (`yes|no`)"},
 			&cli.StringFlag{Name: "applyconfig", Usage: "apply the resource settings of profile `NAME`"},
+			&cli.StringFlag{Name: "disabled", Usage: "`yes|no`: yes keeps the VE from starting (start --force still does; boot skips it)"},
+			&cli.StringSliceFlag{Name: "capability", Usage: "`NAME:on|off`: a capability (net_admin, sys_time, ...) on or off from the next start"},
+			&cli.StringSliceFlag{Name: "devices", Usage: "`b|c:MAJOR:MINOR|all:r|w|rw|none`: the VE may use these host devices (next start)"},
+			&cli.StringSliceFlag{Name: "devnodes", Usage: "`NAME:r|w|rw|none`: the VE gets the host's /dev/NAME (net/tun, fuse, ...) (next start)"},
+			&cli.StringSliceFlag{Name: "features", Usage: "`NAME:on|off`: vzctl's features (ppp gives /dev/ppp; the others change nothing here)"},
 		}, resourceFlags()...),
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
@@ -133,6 +138,15 @@ EXIT STATUS:
 				}
 				o.Nesting = &b
 			}
+			if v := str("disabled"); v != nil {
+				b, err := parseYesNo("disabled", *v)
+				if err != nil {
+					return err
+				}
+				o.Disabled = &b
+			}
+			o.Capabilities, o.Features = splitList(c.StringSlice("capability")), splitList(c.StringSlice("features"))
+			o.Devices, o.DevNodes = splitList(c.StringSlice("devices")), splitList(c.StringSlice("devnodes"))
 			if v := str("onboot"); v != nil {
 				b, err := parseYesNo("onboot", *v)
 				if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -441,14 +443,19 @@ func (r *vzctlRun) start(s container.Status) int {
 	args := []string{"start", r.id}
 	for _, o := range opts {
 		switch o.long {
-		case "wait":
-			args = append(args, "--wait")
+		case "wait", "force":
+			args = append(args, "--"+o.long)
 		case "fast", "skip-umount":
 			return r.fail(vzSyntax, "Option --%s is not applicable to start command", o.long)
 		}
 	}
 	if s.Running {
 		return r.fail(vzRunning, "Container is already running")
+	}
+	if !slices.Contains(args, "--force") {
+		if st, err := r.statusOf(); err == nil && st.Config != nil && st.Config.Disabled {
+			return r.fail(vzStartDisabled, "Container start disabled")
+		}
 	}
 	r.say("Starting container...")
 	if code := r.vectl(args...); code != 0 {
@@ -662,7 +669,8 @@ var vzctlSetLongs = func() []longOpt {
 		"searchdomain", "cpuunits", "cpuweight", "cpulimit", "cpus", "cpumask", "nodemask", "onboot",
 		"setmode", "diskspace", "diskinodes", "netif_add", "netif_del", "name", "ioprio",
 		"iolimit", "iopslimit", "description", "bootorder", "ram", "swap", "stop-timeout",
-		"numproc", "numfile", "physpages", "swappages", "userns", "nesting"}
+		"numproc", "numfile", "physpages", "swappages", "userns", "nesting", "disabled", "capability",
+		"devices", "devnodes", "features", "userpasswd"}
 	withArg = append(withArg, resources.UBCNames...)
 	out := []longOpt{{"save", false, ""}, {"force", false, ""}}
 	for _, n := range withArg {
@@ -681,9 +689,16 @@ func (r *vzctlRun) set(st container.Entry) int {
 	}
 	args := []string{"set", r.id}
 	save, restart := false, false
+	var passwords [][2]string
 	for _, o := range opts {
 		name := o.long
 		switch name {
+		case "userpasswd":
+			user, pass, ok := strings.Cut(o.arg, ":")
+			if !ok || !userNameRE.MatchString(user) || strings.ContainsAny(pass, "\n\x00") {
+				return r.fail(vzInvalidValue, "Bad parameter for --userpasswd: use USER:PASSWORD (USER as useradd takes it)")
+			}
+			passwords = append(passwords, [2]string{user, pass})
 		case "save":
 			save = true
 			args = append(args, "--save")
@@ -717,6 +732,12 @@ func (r *vzctlRun) set(st container.Entry) int {
 		default:
 			args = append(args, "--"+name, o.arg)
 		}
+	}
+	if len(passwords) > 0 {
+		if code := r.userPasswords(st.Status, passwords); code != 0 || len(args) == 2 {
+			return code
+		}
+		st, _ = r.statusOf()
 	}
 	switch {
 	case len(args) == 2:
@@ -757,7 +778,85 @@ func (r *vzctlRun) set(st container.Entry) int {
 	return 0
 }
 
-const vzNotEnoughParams = 27
+const (
+	vzNotEnoughParams = 27
+	vzChangePass      = 74
+	vzStartDisabled   = 105
+)
+
+// userNameRE is what useradd takes as a user name.
+var userNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,30}\$?$`)
+
+// setPasswordScript runs in the VE as sh -c SCRIPT vzctl USER with the password on its
+// standard input (never in an argv that ps shows): it adds the user when it does not exist
+// (useradd, or busybox's adduser) and sets the password through the VE's own chpasswd, which
+// hashes it as the VE's system is configured to.
+const setPasswordScript = `u=$1
+IFS= read -r p
+tool() { if command -v "$1" >/dev/null 2>&1; then "$@"; else busybox "$@"; fi; }
+if command -v chpasswd >/dev/null 2>&1; then
+	if ! grep -q "^$u:" /etc/passwd; then
+		if command -v useradd >/dev/null 2>&1; then useradd -m -s /bin/sh "$u"; else adduser -D "$u"; fi || exit 1
+	fi
+	printf '%s:%s\n' "$u" "$p" | chpasswd
+	exit
+fi
+# No chpasswd (a busybox system): hash with mkpasswd and write passwd and shadow.
+h=$(printf '%s\n' "$p" | tool mkpasswd -m sha512 -P 0) && [ -n "$h" ] || exit 1
+if ! grep -q "^$u:" /etc/passwd; then
+	id=$(awk -F: 'BEGIN{m=999} $3>m && $3<60000 {m=$3} END{print m+1}' /etc/passwd /etc/group)
+	echo "$u:x:$id:$id::/home/$u:/bin/sh" >>/etc/passwd &&
+	echo "$u:x:$id:" >>/etc/group && mkdir -p "/home/$u" && chown "$id:$id" "/home/$u" || exit 1
+fi
+set_field() { # FILE: the user's second field becomes the hash
+	awk -F: -v OFS=: -v u="$u" -v h="$h" '$1==u {$2=h; f=1} {print} END{exit !f}' "$1" >"$1.vzctl" &&
+	cat "$1.vzctl" >"$1" && rm -f "$1.vzctl"
+}
+if [ -f /etc/shadow ]; then
+	grep -q "^$u:" /etc/shadow || echo "$u:!:$(($(date +%s)/86400)):0:99999:7:::" >>/etc/shadow
+	set_field /etc/shadow && awk -F: -v OFS=: -v u="$u" '$1==u && $2!="x" {$2="x"} {print}' /etc/passwd >/etc/passwd.vzctl &&
+	cat /etc/passwd.vzctl >/etc/passwd && rm -f /etc/passwd.vzctl
+else
+	set_field /etc/passwd
+fi`
+
+// userPasswords sets passwords inside the VE as vzctl --userpasswd does: in a running VE
+// at once; a stopped VE is started for it and stopped again. Nothing is saved in the config.
+func (r *vzctlRun) userPasswords(s container.Status, pw [][2]string) int {
+	if !s.Running {
+		if code := r.vectl("start", r.id, "--force"); code != 0 {
+			return code
+		}
+		defer r.vectl("stop", r.id)
+	}
+	for _, p := range pw {
+		rd, wr, err := os.Pipe()
+		if err != nil {
+			return r.fail(vzChangePass, "Password change failed: %v", err)
+		}
+		go func() {
+			io.WriteString(wr, p[1]+"\n")
+			wr.Close()
+		}()
+		code := r.execIn([]string{"/bin/sh", "-c", setPasswordScript, "vzctl", p[0]}, rd)
+		rd.Close()
+		if code != 0 {
+			return r.fail(vzChangePass, "Password change failed for user %s (exit %d)", p[0], code)
+		}
+	}
+	return 0
+}
+
+// statusOf reads the VE's status again.
+func (r *vzctlRun) statusOf() (container.Entry, error) {
+	var st container.Entry
+	err := withManager(r.s, func(_ context.Context, m *container.Manager) error {
+		var err error
+		st, err = m.Status(r.id)
+		return err
+	})
+	return st, err
+}
 
 // vzctlTemplateName reports whether s can name a template: printable, no blanks.
 func vzctlTemplateName(s string) bool {
@@ -877,6 +976,8 @@ var vzConfKeyOptions = func() map[string]string {
 		"NODEMASK": "nodemask", "IOPRIO": "ioprio", "IOLIMIT": "iolimit", "IOPSLIMIT": "iopslimit",
 		"HOSTNAME": "hostname", "NAME": "name", "DESCRIPTION": "description",
 		"STOP_TIMEOUT": "stop-timeout", "NAMESERVER": "nameserver", "SEARCHDOMAIN": "searchdomain",
+		"DISABLED": "disabled", "CAPABILITY": "capability", "DEVICES": "devices", "DEVNODES": "devnodes",
+		"FEATURES":   "features",
 		"IP_ADDRESS": "ipadd"}
 	for _, n := range resources.UBCNames {
 		m[strings.ToUpper(n)] = n

@@ -559,11 +559,11 @@ var vzFields = func() []vzField {
 			cmp:  func(a, b *vzVE, _ int) int { return strings.Compare(a.cfg().Layout, b.cfg().Layout) },
 		},
 		vzField{name: "features", hdr: "FEATURES", width: -15, trim: true,
-			text: func(*vzVE, int) string { return "-" },
-			json: func(*vzVE, int) string { return "{}" },
+			text: func(v *vzVE, _ int) string { return dash(container.FormatFeatures(v.cfg().Features)) },
+			json: func(v *vzVE, _ int) string { return onOffJSON(v.cfg().Features) },
 		},
 		boolField("vswap", "VSWAP", 5, func(v *vzVE) bool { return limitOr(v.cfg().Resources.RAM, 1) != vzUnlimited }),
-		boolField("disabled", "DISABL", 6, func(*vzVE) bool { return false }),
+		boolField("disabled", "DISABL", 6, func(v *vzVE) bool { return v.cfg().Disabled }),
 		vzField{name: "vm_overcommit", hdr: "VM_OVC", width: 6,
 			text: func(*vzVE, int) string { return "-" },
 			json: func(*vzVE, int) string { return "0" },
@@ -573,12 +573,26 @@ var vzFields = func() []vzField {
 			json: func(*vzVE, int) string { return `"full"` },
 		},
 		vzField{name: "capability", hdr: "CAPABILITY", width: -15,
-			text: func(*vzVE, int) string { return "-" },
-			json: func(*vzVE, int) string { return "{}" },
+			text: func(v *vzVE, _ int) string { return dash(container.FormatCapabilities(v.cfg().Capabilities)) },
+			json: func(v *vzVE, _ int) string { return onOffJSON(v.cfg().Capabilities) },
 		},
 	)
 	return fs
 }()
+
+// onOffJSON is vzlist's JSON of features and capabilities: {"name": true, ...}.
+func onOffJSON(m map[string]bool) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %t", jsonString(k), m[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
 
 func boolInt(b bool) int64 {
 	if b {

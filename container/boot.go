@@ -42,7 +42,8 @@ func (m *Manager) Boot(ctx context.Context, o BootOptions) ([]BootResult, error)
 		if err != nil {
 			return nil, err
 		}
-		if o.Stop && m.populated(id) || !o.Stop && (c.OnBoot || m.suspendedByBoot(id)) {
+		// A disabled VE is not started at boot (vzctl's init script skips it too).
+		if o.Stop && m.populated(id) || !o.Stop && !c.Disabled && (c.OnBoot || m.suspendedByBoot(id)) {
 			cfgs = append(cfgs, c)
 		}
 	}

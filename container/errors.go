@@ -22,4 +22,6 @@ var (
 	ErrPermission   = errors.New("permission denied")
 	// ErrNoTemplate means create was called without an OS template (exit 29, as vzctl).
 	ErrNoTemplate = errors.New("OS template not specified")
+	// ErrDisabled refuses to start a VE set --disabled yes (exit 105, as vzctl).
+	ErrDisabled = errors.New("VE start disabled")
 )

@@ -49,6 +49,16 @@ type SetOptions struct {
 	NetIfAdd      []string // IFNAME[,bridge=BR][,mac=MAC][,host_ifname=NAME][,router=yes|no]
 	NetIfDel      []string // interface names, or "all"
 
+	// Disabled keeps the VE from starting unless forced (vzctl --disabled).
+	Disabled *bool
+	// Capabilities are NAME:on|off (vzctl --capability), Devices b|c:MAJOR:MINOR|all:ACCESS
+	// (--devices), DevNodes NAME:ACCESS (--devnodes), Features NAME:on|off (--features); all
+	// from the VE's next start.
+	Capabilities []string
+	Devices      []string
+	DevNodes     []string
+	Features     []string
+
 	// ApplyConfig applies the resource parameters of a profile (vzctl --applyconfig);
 	// Limits then sets single parameters: the fields set (resources.ParseLimits).
 	ApplyConfig string
@@ -192,6 +202,13 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 	if o.OnBoot != nil {
 		cfg.OnBoot = *o.OnBoot
 		ch.stored = append(ch.stored, "onboot")
+	}
+	if o.Disabled != nil {
+		cfg.Disabled = *o.Disabled
+		ch.stored = append(ch.stored, "disabled")
+	}
+	if err := applyVZSettings(cfg, o, ch); err != nil {
+		return nil, err
 	}
 	if o.BootOrder != nil {
 		cfg.BootOrder = *o.BootOrder
@@ -461,8 +478,10 @@ func (m *Manager) Set(ctx context.Context, ref string, o SetOptions) (*SetResult
 		what := strings.Join(append(slices.Clone(ch.live), ch.stored...), ", ")
 		return nil, fmt.Errorf("set %s (%s): %w; nothing was changed", id, what, err)
 	}
-	if w := ubcWarning(o.Limits); w != "" {
-		m.opts.Warn(w)
+	for _, w := range []string{ubcWarning(o.Limits), featureWarning(o)} {
+		if w != "" {
+			m.opts.Warn(w)
+		}
 	}
 	return res, nil
 }

@@ -228,6 +228,13 @@ func buildSpec(o specOptions) (*specs.Spec, error) {
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 		profileOf = &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: usernsCaps}}}
 	}
+	applyCapabilities(s, o.cfg)
+	if profileOf != s {
+		applyCapabilities(profileOf, &Config{Capabilities: offOnly(o.cfg.Capabilities)})
+	}
+	if err := applyDevices(s, o.cfg); err != nil {
+		return nil, err
+	}
 	sc, err := seccompprofile.GetDefaultProfile(profileOf)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp profile: %w", err)

@@ -32,6 +32,8 @@ type StartOptions struct {
 	// MonitorArgs is how to run this binary's hidden monitor command for the VE:
 	// argv without the id (for example [/proc/self/exe --root R ... __monitor]).
 	MonitorArgs []string
+	// Force starts a VE set --disabled yes.
+	Force bool
 }
 
 // Start boots a VE: mount its root, pin a network namespace, write the OCI spec, and have a
@@ -44,6 +46,9 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 		return err
 	}
 	cfg, err := m.startable(id)
+	if err == nil && cfg.Disabled && !o.Force {
+		err = fmt.Errorf("%w: use start --force, or set --disabled no --save", ErrDisabled)
+	}
 	if err != nil {
 		l.Unlock()
 		return fmt.Errorf("start %s: %w", id, err)
@@ -89,7 +94,7 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,
 // for systemd units: the console is on in's terminal when there is one, SIGTERM, SIGINT and
 // SIGHUP stop the VE gracefully and other signals are forwarded to its init.
-func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration) (monitor.Ending, error) {
+func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration, force bool) (monitor.Ending, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return monitor.EndFailed, err
@@ -101,8 +106,10 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 		}
 	}
 	defer unlock()
-	if _, err := m.startable(id); err != nil {
+	if cfg, err := m.startable(id); err != nil {
 		return monitor.EndFailed, fmt.Errorf("start %s: %w", id, err)
+	} else if cfg.Disabled && !force {
+		return monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
 	}
 	_, initType, err := m.prepare(ctx, id, false, true)
 	if err != nil {

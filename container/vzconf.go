@@ -165,6 +165,23 @@ func (m *Manager) vzConfValues(cfg *Config) []VZKV {
 	if cfg.StopTimeout > 0 {
 		add("STOP_TIMEOUT", strconv.Itoa(cfg.StopTimeout))
 	}
+	if cfg.Disabled {
+		add("DISABLED", "yes")
+	}
+	if len(cfg.Capabilities) > 0 {
+		add("CAPABILITY", FormatCapabilities(cfg.Capabilities))
+	}
+	if rules, nodes := FormatDevices(cfg.Devices); rules != "" || nodes != "" {
+		if rules != "" {
+			add("DEVICES", rules)
+		}
+		if nodes != "" {
+			add("DEVNODES", nodes)
+		}
+	}
+	if len(cfg.Features) > 0 {
+		add("FEATURES", FormatFeatures(cfg.Features))
+	}
 	return kv
 }
 
@@ -291,7 +308,8 @@ var vzManagedKeys = map[string]bool{"ONBOOT": true, "BOOTORDER": true, "PHYSPAGE
 	"IOPRIO": true, "IOLIMIT": true, "IOPSLIMIT": true, "VE_ROOT": true, "VE_PRIVATE": true,
 	"VE_LAYOUT": true, "OSTEMPLATE": true, "IP_ADDRESS": true, "HOSTNAME": true,
 	"NAMESERVER": true, "SEARCHDOMAIN": true, "NAME": true, "DESCRIPTION": true, "NETIF": true,
-	"STOP_TIMEOUT": true}
+	"STOP_TIMEOUT": true, "DISABLED": true, "CAPABILITY": true, "DEVICES": true, "DEVNODES": true,
+	"FEATURES": true}
 
 func init() {
 	for _, n := range resources.UBCNames {

@@ -91,3 +91,46 @@ func TestSyncVZConf(t *testing.T) {
 		t.Errorf("destroyed config: %v", err)
 	}
 }
+
+func TestParseVZSettings(t *testing.T) {
+	for in, want := range map[string]Device{
+		"c:10:200:rw": {Type: "c", Major: 10, Minor: 200, Access: "rw"},
+		"b:8:all:r":   {Type: "b", Major: 8, Minor: -1, Access: "r"},
+		"c:all:all:w": {Type: "c", Major: -1, Minor: -1, Access: "w"},
+		"c:1:3:none":  {Type: "c", Major: 1, Minor: 3, Access: ""},
+	} {
+		if got, err := ParseDeviceRule(in); err != nil || got != want {
+			t.Errorf("ParseDeviceRule(%q) = %+v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x:1:2:rw", "c:1:2", "c:-1:2:rw", "c:1:2:rwx", "c:a:2:rw"} {
+		if _, err := ParseDeviceRule(bad); err == nil {
+			t.Errorf("ParseDeviceRule(%q) took it", bad)
+		}
+	}
+	if d, err := ParseDevNode("null:rw"); err != nil || d.Type != "c" || d.Major != 1 || d.Minor != 3 || d.Path != "null" {
+		t.Errorf("ParseDevNode(null:rw) = %+v, %v", d, err)
+	}
+	for _, bad := range []string{"null", "../etc/passwd:rw", "/etc/passwd:rw", "no-such-node:rw", "null:x"} {
+		if _, err := ParseDevNode(bad); err == nil {
+			t.Errorf("ParseDevNode(%q) took it", bad)
+		}
+	}
+	if name, on, err := ParseCapability("NET_ADMIN:off"); err != nil || name != "net_admin" || on {
+		t.Errorf("ParseCapability: %q %v %v", name, on, err)
+	}
+	for _, bad := range []string{"ve_admin:on", "net_admin", "net_admin:maybe"} {
+		if _, _, err := ParseCapability(bad); err == nil {
+			t.Errorf("ParseCapability(%q) took it", bad)
+		}
+	}
+	if _, _, err := ParseFeature("warp:on"); err == nil {
+		t.Error("ParseFeature(warp:on) took it")
+	}
+	list := setDevice(nil, Device{Type: "c", Major: 10, Minor: 200, Access: "rw", Path: "net/tun"})
+	list = setDevice(list, Device{Type: "c", Major: 10, Minor: 229, Access: "rw"})
+	list = setDevice(list, Device{Path: "net/tun"}) // none
+	if rules, nodes := FormatDevices(list); rules != "c:10:229:rw" || nodes != "" {
+		t.Errorf("devices after removing net/tun: %q %q", rules, nodes)
+	}
+}

@@ -227,3 +227,90 @@ func TestVzctlPersonality(t *testing.T) {
 		t.Errorf("%s is still there after destroy", conf)
 	}
 }
+
+// TestVzctlSetExtras covers vzctl set's --userpasswd, --disabled, --devnodes, --devices,
+// --capability and --features on busybox VEs.
+func TestVzctlSetExtras(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.vz(0, "vzctl", "create", id, "--ostemplate", tmpl, "--userns", "no")
+	shadow := func() string {
+		r := e.vz(0, "vzctl", "exec", id, "cat /etc/shadow")
+		return r.stdout
+	}
+
+	// --userpasswd on a stopped VE: vzctl starts it for the change and stops it again.
+	e.vz(0, "vzctl", "set", id, "--userpasswd", "alice:pa:ss word")
+	if st := e.must("status", id).stdout; !strings.Contains(st, "down") {
+		t.Fatalf("the VE was left running after --userpasswd: %s", st)
+	}
+	e.vz(0, "vzctl", "start", id)
+	sh := shadow()
+	m := regexp.MustCompile(`(?m)^alice:(\$6\$[^:]+):`).FindStringSubmatch(sh)
+	if m == nil {
+		t.Fatalf("alice has no SHA-512 password in /etc/shadow:\n%s", sh)
+	}
+	check := exec.Command("python3", "-W", "ignore", "-c", "import crypt,sys; sys.exit(crypt.crypt(sys.argv[1], sys.argv[2]) != sys.argv[2])", "pa:ss word", m[1])
+	if err := check.Run(); err != nil {
+		t.Fatalf("alice's hash %s does not match the password: %v", m[1], err)
+	}
+	if r := e.vz(0, "vzctl", "exec", id, "grep ^alice: /etc/passwd"); !strings.Contains(r.stdout, ":/home/alice:") {
+		t.Errorf("alice was not added to /etc/passwd: %q", r.stdout)
+	}
+	// On a running VE, at once; the password is never in a command line.
+	e.vz(0, "vzctl", "set", id, "--userpasswd", "root:n3w")
+	if !regexp.MustCompile(`(?m)^root:\$6\$`).MatchString(shadow()) {
+		t.Errorf("root's password was not set:\n%s", shadow())
+	}
+	e.vz(21, "vzctl", "set", id, "--userpasswd", "no-colon")
+	e.vz(21, "vzctl", "set", id, "--userpasswd", "Bad User:x")
+
+	// --capability off takes the capability from the VE's init at the next start.
+	e.vz(0, "vzctl", "set", id, "--capability", "net_admin:off", "--devnodes", "net/tun:rw", "--devices", "c:10:229:rw", "--save")
+	e.vz(0, "vzctl", "restart", id)
+	r := e.vz(0, "vzctl", "exec", id, "grep CapBnd /proc/1/status")
+	var bnd uint64
+	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(r.stdout, "CapBnd:")), "%x", &bnd)
+	if bnd&(1<<12) != 0 || bnd&(1<<0) == 0 {
+		t.Errorf("CapBnd %x: net_admin (12) should be off, chown (0) on", bnd)
+	}
+	if r := e.vz(0, "vzctl", "exec", id, "exec 3<>/dev/net/tun && echo opened"); r.stdout != "opened\n" {
+		t.Errorf("/dev/net/tun in the VE: %q %q", r.stdout, r.stderr)
+	}
+	if r := e.vz(0, "vzlist", "-H", "-o", "capability,disabled", id); strings.Fields(r.stdout)[0] != "net_admin:off" {
+		t.Errorf("vzlist capability: %q", r.stdout)
+	}
+	data, _ := os.ReadFile(filepath.Join(e.dir, "vz", "conf", id+".conf"))
+	for _, kv := range []string{`CAPABILITY="net_admin:off"`, `DEVNODES="net/tun:rw"`, `DEVICES="c:10:229:rw"`} {
+		if !strings.Contains(string(data), kv+"\n") {
+			t.Errorf("%s.conf lacks %s:\n%s", id, kv, data)
+		}
+	}
+	e.vz(21, "vzctl", "set", id, "--capability", "ve_admin:on", "--save")
+	e.vz(21, "vzctl", "set", id, "--devnodes", "../etc/passwd:rw", "--save")
+	e.vz(21, "vzctl", "set", id, "--devices", "x:1:2:rw", "--save")
+	if _, err := os.Stat("/dev/ppp"); err != nil {
+		if r := e.vz(21, "vzctl", "set", id, "--features", "ppp:on", "--save"); !strings.Contains(r.stderr, "no /dev/ppp") {
+			t.Errorf("ppp:on without /dev/ppp on the host:\n%s", r)
+		}
+	}
+	if r := e.vz(0, "vzctl", "set", id, "--features", "bridge:on", "--save"); !strings.Contains(r.stderr, "change nothing here") {
+		t.Errorf("features that change nothing are not reported:\n%s", r)
+	}
+
+	// --disabled: start refuses (105) unless forced; boot skips the VE.
+	e.vz(0, "vzctl", "stop", id)
+	e.vz(0, "vzctl", "set", id, "--disabled", "yes", "--onboot", "yes", "--save")
+	if r := e.vz(105, "vzctl", "start", id); !strings.Contains(r.stderr, "Container start disabled") {
+		t.Errorf("start of a disabled VE:\n%s", r)
+	}
+	e.expect(105, "start", id)
+	if r := e.must("boot"); strings.Contains(r.stdout, id) || !strings.Contains(e.must("status", id).stdout, "down") {
+		t.Errorf("boot started a disabled VE:\n%s", r)
+	}
+	e.vz(0, "vzctl", "start", id, "--force")
+	e.vz(0, "vzctl", "stop", id)
+	e.vz(0, "vzctl", "set", id, "--disabled", "no", "--save")
+	e.vz(0, "vzctl", "start", id)
+}

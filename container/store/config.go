@@ -75,6 +75,17 @@ type Config struct {
 	// UserNS, when set, gives the VE a user namespace of its own: its ids 0-65535 are the
 	// host's UID.. and GID.. (Size of them). Nil: a privileged VE, whose root is host root.
 	UserNS *IDMap `json:"userns,omitempty"`
+	// Disabled VEs do not start unless forced (vzctl --disabled; start --force).
+	Disabled bool `json:"disabled,omitempty"`
+	// Capabilities turns capabilities on or off against the VE's default set (vzctl
+	// --capability; names in lower case without CAP_), from its next start.
+	Capabilities map[string]bool `json:"capabilities,omitempty"`
+	// Devices are host devices the VE may use (vzctl --devices and --devnodes), from its
+	// next start.
+	Devices []Device `json:"devices,omitempty"`
+	// Features are vzctl's --features (ppp, bridge, ...): on or off.
+	Features map[string]bool `json:"features,omitempty"`
+
 	// Nesting lets a user-namespace VE run containers of its own: on cgroup v1 its cgroup
 	// is delegated in every hierarchy and its controllers are mounted writable (Incus's
 	// security.nesting). Off, only the name=systemd hierarchy is.
@@ -98,6 +109,17 @@ func (m *IDMap) String() string {
 		return fmt.Sprintf("0:%d:%d", m.UID, m.Size)
 	}
 	return fmt.Sprintf("0:%d:%d,gid 0:%d:%d", m.UID, m.Size, m.GID, m.Size)
+}
+
+// Device is a host device a VE may use: a device cgroup rule and, for a --devnodes entry,
+// the node in the VE's /dev.
+type Device struct {
+	Type   string `json:"type"`  // "c" or "b"
+	Major  int64  `json:"major"` // -1: every major
+	Minor  int64  `json:"minor"` // -1: every minor
+	Access string `json:"access"`
+	// Path is the node under /dev ("net/tun") for a --devnodes entry; "" for a rule only.
+	Path string `json:"path,omitempty"`
 }
 
 // NetIf is a bridged interface of a VE.
