@@ -574,13 +574,28 @@ func (r *vzctlRun) enter(s container.Status) int {
 	if !s.Running {
 		return r.fail(vzNotRunning, "Container is not running")
 	}
-	if len(r.args) > 0 {
-		// vzctl enter --exec runs the command in the shell it opens, then leaves
-		// the shell on the terminal; vectl runs the command and the shell after it.
-		cmd := strings.Join(r.args[1:], " ")
-		return r.execIn([]string{"/bin/sh", "-c", vzctlShell, "vzctl", "-c", cmd + "; exec /bin/sh -l"}, nil)
+	code := 0
+	err := withManager(r.s, func(ctx context.Context, m *container.Manager) error {
+		o, err := streamsOf(r.s)
+		if err != nil {
+			return err
+		}
+		if len(r.args) > 0 {
+			// enter --exec CMD [ARG...]: CMD runs in the shell's terminal, then the shell
+			// stays, as vzctl's enter does.
+			o.Args = r.args[1:]
+			if len(o.Args) == 0 {
+				return fmt.Errorf("%w: enter --exec needs a command", errUsage)
+			}
+		}
+		code, err = m.Enter(ctx, r.id, o)
+		return err
+	})
+	if err != nil {
+		c, msg := exitStatus(err)
+		return r.fail(c, "%s", msg)
 	}
-	return r.vectl("enter", r.id)
+	return code
 }
 
 func (r *vzctlRun) runscript(s container.Status) int {

@@ -30,6 +30,7 @@ type vzVE struct {
 	private string
 	root    string
 	hide    bool
+	load    *[3]float64
 }
 
 // vzStatus is vzlist's status word: running, stopped, mounted or suspended.
@@ -601,8 +602,14 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// vzLoad is the VE's load average; vectl keeps none yet, so vzlist shows "-".
-func vzLoad(*vzVE) *[3]float64 { return nil }
+// vzLoad is the VE's load average, as its monitor keeps it (nil for a VE that is not
+// running, or runs without a monitor).
+func vzLoad(v *vzVE) *[3]float64 {
+	if v.load == nil || !v.Status.Running {
+		return nil
+	}
+	return v.load
+}
 
 func vzFieldIndex(name string) int {
 	for i, f := range vzFields {
@@ -796,7 +803,11 @@ func runVzlist(ctx context.Context, m *container.Manager, o vzlistOptions, s Str
 		if e.Problem != "" {
 			fmt.Fprintf(s.Err, "Warning: CT %s: %s\n", e.Status.ID, e.Problem)
 		}
-		ves = append(ves, &vzVE{Entry: e, private: m.PrivateDir(e.Status.ID), root: m.RootDir(e.Status.ID)})
+		v := &vzVE{Entry: e, private: m.PrivateDir(e.Status.ID), root: m.RootDir(e.Status.ID)}
+		if la, ok := m.LoadAvg(e.Status.ID); ok {
+			v.load = &la
+		}
+		ves = append(ves, v)
 	}
 	if len(ves) == 0 {
 		if o.json {

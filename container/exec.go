@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/containerd/console"
@@ -254,6 +255,14 @@ func (m *Manager) Enter(ctx context.Context, ref string, o ExecOptions) (int, er
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/bin/bash", pid)); err == nil {
 		shell = "/bin/bash"
 	}
-	o.Args, o.TTY = []string{shell, "-l"}, true
+	if len(o.Args) > 0 {
+		// vzctl enter --exec: the command runs in the login shell's terminal first, and the
+		// shell stays for the user afterwards.
+		cmd := strings.Join(o.Args, " ")
+		o.Args = []string{shell, "-c", cmd + "\nexec " + shell + " -l", shell}
+	} else {
+		o.Args = []string{shell, "-l"}
+	}
+	o.TTY = true
 	return m.Exec(ctx, id, o)
 }

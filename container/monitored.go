@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 
+	"github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
 )
@@ -16,6 +17,7 @@ import (
 // monitor's pid file are this package's; o says how the monitor was started.
 func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) (monitor.Ending, error) {
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
+	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
 	if o.Resume == nil {
 		data, _ := os.ReadFile(m.runFile(id, runIDFile))
 		o.RunID = string(data)

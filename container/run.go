@@ -42,7 +42,39 @@ const (
 	seccompRecord  = "seccomp" // the compiled seccomp program the VE's processes run (package join)
 	usernsFile     = "userns"  // a user-namespace VE's pinned user namespace
 	devDir         = "dev"     // a user-namespace VE's device nodes while its container is made
+	loadavgFile    = "loadavg" // the VE's load average, kept by its monitor (idle.Load)
 )
+
+// loadCgroupDir is the cgroup directory whose threads (with its descendants') make a VE's
+// load: the unified hierarchy on v2; on v1 the devices hierarchy, which holds every task.
+func (m *Manager) loadCgroupDir(id string) string {
+	if cgroups.IsCgroup2UnifiedMode() {
+		return filepath.Join("/sys/fs/cgroup", m.cgroupPath(id))
+	}
+	return filepath.Join("/sys/fs/cgroup/devices", m.cgroupPath(id))
+}
+
+// LoadAvg is a running VE's load average over 1, 5 and 15 minutes, as its monitor keeps it
+// from the VE's own threads (false: none, as for a stopped VE or one without a monitor).
+func (m *Manager) LoadAvg(id string) ([3]float64, bool) {
+	var la [3]float64
+	data, err := os.ReadFile(m.runFile(id, loadavgFile))
+	if err != nil {
+		return la, false
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return la, false
+	}
+	for i := range la {
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return la, false
+		}
+		la[i] = v
+	}
+	return la, true
+}
 
 func (m *Manager) ociPath(id string) string { return filepath.Join(m.store.VEDir(id), "oci.json") }
 

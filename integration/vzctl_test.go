@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // personality runs vectl under another name (vzctl, vzlist) with the env's settings in the
@@ -178,6 +179,37 @@ func TestVzctlPersonality(t *testing.T) {
 	os.WriteFile(script, []byte("echo from-script $((6*7))\n"), 0o644)
 	if r := e.vz(0, "vzctl", "runscript", id, script); r.stdout != "from-script 42\n" {
 		t.Errorf("runscript: %q", r.stdout)
+	}
+
+	// enter --exec: the command runs on the shell's terminal, and the shell stays.
+	requireTool(t, "tmux")
+	sess := "vectl-it-enter" + id
+	env := strings.Join(e.environ(), " ")
+	shell := fmt.Sprintf("env %s %s enter %s --exec echo entered-\\$\\(\\(6\\*7\\)\\); echo ENTER-EXIT=$?; sleep 600", env, filepath.Join(e.dir, "sbin", "vzctl"), id)
+	if out, err := exec.Command("tmux", "new-session", "-d", "-s", sess, "-x", "100", "-y", "30", shell).CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", sess).Run() })
+	pane := func() string {
+		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", sess).CombinedOutput()
+		return string(out)
+	}
+	eventually(t, 10*time.Second, "enter --exec's command", func() bool { return strings.Contains(pane(), "entered-42") })
+	exec.Command("tmux", "send-keys", "-t", sess, "echo still-$((7*6))", "Enter").Run()
+	eventually(t, 10*time.Second, "the shell after the command", func() bool { return strings.Contains(pane(), "still-42") })
+	exec.Command("tmux", "send-keys", "-t", sess, "exit 4", "Enter").Run()
+	eventually(t, 10*time.Second, "the end of enter", func() bool { return strings.Contains(pane(), "ENTER-EXIT=4") })
+
+	// laverage: the VE's own load average, kept by its monitor from the VE's threads every
+	// 5 s; two busy loops for 12 s raise the 1-minute average to about 0.36.
+	e.vz(0, "vzctl", "exec", id, "for i in 1 2; do (while :; do :; done) & done; sleep 12; kill $(jobs -p)")
+	r = e.vz(0, "vzlist", "-H", "-o", "laverage", id)
+	var l1, l5, l15 float64
+	if n, _ := fmt.Sscanf(strings.TrimSpace(r.stdout), "%f/%f/%f", &l1, &l5, &l15); n != 3 || l1 < 0.2 || l1 < l5 || l5 < l15 {
+		t.Errorf("laverage after 12 s of two busy loops: %q", r.stdout)
+	}
+	if r := e.vz(0, "vzlist", "-j", "-o", "laverage", id); !regexp.MustCompile(`"laverage": \[\d+\.\d\d, \d+\.\d\d, \d+\.\d\d\]`).MatchString(r.stdout) {
+		t.Errorf("vzlist -j laverage: %s", r.stdout)
 	}
 
 	// vzlist's formats.

@@ -3,6 +3,7 @@
 // much: its resident memory is the cost of every running VE.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "idle.h"
@@ -115,6 +117,210 @@ static void log_msg(const char *msg)
 	vectl_log_write(msg, strlen(msg));
 }
 
+// The load average of a VE, kept as the kernel keeps the host's (kernel/sched/loadavg.c):
+// fixed point with 11 fractional bits, sampled every 5 s, decayed with exp(-5s/1min),
+// exp(-5s/5min) and exp(-5s/15min).
+#define FSHIFT 11
+#define FIXED_1 (1UL << FSHIFT)
+#define LOAD_FREQ_MS 5000
+static const unsigned long load_exp[3] = {1884, 2014, 2037};
+static unsigned long avenrun[3];
+static int avenrun_read; // the averages were taken from the file (they survive the hand-overs)
+
+static unsigned long calc_load(unsigned long load, unsigned long exp, unsigned long active)
+{
+	unsigned long newload = load * exp + active * (FIXED_1 - exp);
+	if (active >= load)
+		newload += FIXED_1 - 1;
+	return newload / FIXED_1;
+}
+
+// put_ulong writes n in decimal at p and returns the end (no stdio: see vectl_log_open).
+static char *put_ulong(char *p, unsigned long n)
+{
+	char tmp[24];
+	int i = 0;
+	do
+		tmp[i++] = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	while (i > 0)
+		*p++ = tmp[--i];
+	return p;
+}
+
+// put_load writes a fixed-point load as "I.FF", as /proc/loadavg does.
+static char *put_load(char *p, unsigned long x)
+{
+	x += FIXED_1 / 200; // round to two decimals
+	p = put_ulong(p, x >> FSHIFT);
+	*p++ = '.';
+	unsigned long frac = ((x & (FIXED_1 - 1)) * 100) >> FSHIFT;
+	*p++ = (char)('0' + frac / 10);
+	*p++ = (char)('0' + frac % 10);
+	return p;
+}
+
+// parse_load reads "I.FF" back into fixed point.
+static const char *parse_load(const char *p, unsigned long *x)
+{
+	unsigned long i = 0, f = 0;
+	while (*p >= '0' && *p <= '9')
+		i = i * 10 + (unsigned long)(*p++ - '0');
+	if (*p == '.') {
+		p++;
+		for (int d = 0; d < 2; d++) {
+			f = f * 10;
+			if (*p >= '0' && *p <= '9')
+				f += (unsigned long)(*p++ - '0');
+		}
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	*x = (i << FSHIFT) + (f << FSHIFT) / 100;
+	while (*p == ' ')
+		p++;
+	return p;
+}
+
+// thread_active reports whether a thread is running, runnable or in uninterruptible sleep
+// (what the kernel's load average counts), from /proc/TID/stat.
+static int thread_active(const char *tid, size_t len)
+{
+	char path[48] = "/proc/";
+	if (len > 20)
+		return 0;
+	memcpy(path + 6, tid, len);
+	memcpy(path + 6 + len, "/stat", 6);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char st[512];
+	ssize_t n = read(fd, st, sizeof st - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	st[n] = 0;
+	char *paren = strrchr(st, ')'); // the command name may hold anything but ends here
+	if (!paren || paren[1] != ' ')
+		return 0;
+	return paren[2] == 'R' || paren[2] == 'D';
+}
+
+// count_threads adds the threads listed in FILE under dirfd to *threads and the active ones
+// to *active.
+static void count_threads(int dirfd, const char *file, unsigned long *threads, unsigned long *active)
+{
+	static char buf[BUFSIZE] PAGE_ALIGNED;
+	int fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	char tid[24];
+	size_t tl = 0;
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof buf)) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				if (tl > 0) {
+					(*threads)++;
+					*active += (unsigned long)thread_active(tid, tl);
+				}
+				tl = 0;
+			} else if (tl < sizeof tid) {
+				tid[tl++] = buf[i];
+			}
+		}
+	}
+	close(fd);
+}
+
+// count_cgroup counts the threads of the cgroup at dirfd and of its descendants (a VE's
+// systemd makes a cgroup per service): cgroup.threads on cgroup v2, tasks on v1. It closes
+// dirfd.
+static void count_cgroup(int dirfd, int depth, unsigned long *threads, unsigned long *active)
+{
+	count_threads(dirfd, faccessat(dirfd, "cgroup.threads", F_OK, 0) == 0 ? "cgroup.threads" : "tasks", threads, active);
+	if (depth < 8) {
+		char d[1024] __attribute__((aligned(8))); // on the stack: its pages are touched anyway
+		long n;
+		int dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+		while (dup >= 0 && (n = syscall(SYS_getdents64, dup, d, sizeof d)) > 0) {
+			for (long off = 0; off < n;) {
+				struct {
+					unsigned long long ino;
+					long long off;
+					unsigned short reclen;
+					unsigned char type;
+					char name[];
+				} *e = (void *)(d + off);
+				off += e->reclen;
+				if (e->type != DT_DIR || e->name[0] == '.')
+					continue;
+				int sub = openat(dirfd, e->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (sub >= 0)
+					count_cgroup(sub, depth + 1, threads, active);
+			}
+		}
+		if (dup >= 0)
+			close(dup);
+	}
+	close(dirfd);
+}
+
+// sample_load counts the cgroup's active threads and updates the averages and the file.
+static void sample_load(const char *cgroup, const char *out)
+{
+	if (!avenrun_read) {
+		avenrun_read = 1;
+		char prev[64];
+		int fd = open(out, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			ssize_t n = read(fd, prev, sizeof prev - 1);
+			close(fd);
+			if (n > 0) {
+				prev[n] = 0;
+				const char *p = prev;
+				for (int i = 0; i < 3; i++)
+					p = parse_load(p, &avenrun[i]);
+			}
+		}
+	}
+	int dirfd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return;
+	unsigned long active = 0, threads = 0;
+	count_cgroup(dirfd, 0, &threads, &active);
+	for (int i = 0; i < 3; i++)
+		avenrun[i] = calc_load(avenrun[i], load_exp[i], active * FIXED_1);
+	char line[128], *p = line;
+	for (int i = 0; i < 3; i++) {
+		p = put_load(p, avenrun[i]);
+		*p++ = ' ';
+	}
+	p = put_ulong(p, active);
+	*p++ = '/';
+	p = put_ulong(p, threads);
+	*p++ = '\n';
+	char tmp[4096 + 8];
+	size_t ol = strlen(out);
+	if (ol > 4096)
+		return;
+	memcpy(tmp, out, ol);
+	memcpy(tmp + ol, ".tmp", 5);
+	int wfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (wfd < 0)
+		return;
+	write_all(wfd, line, (size_t)(p - line));
+	close(wfd);
+	rename(tmp, out);
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void set_nonblock(int fd, int on)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -126,7 +332,20 @@ void vectl_relay(struct vectl_relay *r)
 	static char buf[BUFSIZE] PAGE_ALIGNED;
 	for (int i = 0; i < r->nclients; i++)
 		set_nonblock(r->clients[i], 1);
+	int sampling = r->load_tasks && r->load_out;
+	long next = now_ms();
 	for (;;) {
+		int timeout = -1;
+		if (sampling) {
+			long t = now_ms();
+			if (t >= next) {
+				sample_load(r->load_tasks, r->load_out);
+				next += LOAD_FREQ_MS;
+				if (next <= t) // a long stall: sample on the grid again from now
+					next = t + LOAD_FREQ_MS;
+			}
+			timeout = (int)(next - t);
+		}
 		struct pollfd fds[4 + MAXCLIENTS];
 		int n = 0;
 		fds[n++] = (struct pollfd){.fd = r->stopfd, .events = POLLIN};
@@ -135,7 +354,7 @@ void vectl_relay(struct vectl_relay *r)
 		fds[n++] = (struct pollfd){.fd = r->term_in, .events = POLLIN};
 		for (int i = 0; i < r->nclients; i++)
 			fds[n++] = (struct pollfd){.fd = r->clients[i], .events = POLLIN};
-		if (poll(fds, n, -1) < 0) {
+		if (poll(fds, n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -202,7 +421,7 @@ void vectl_relay(struct vectl_relay *r)
 // The decoded hand-over message (proto.go); its strings point into the message, decoded
 // on the stack (no page of its own).
 struct handover {
-	const char *veid, *runid, *logpath;
+	const char *veid, *runid, *logpath, *load_tasks, *load_out;
 	pid_t init;
 	int pty, lfd, logfd;
 	long logmax;
@@ -278,6 +497,12 @@ void vectl_idle(int argc, char **argv, char **envp)
 			if (str && h.nresume < 250)
 				h.resume[h.nresume++] = str;
 			break;
+		case IDLE_ATTR_LOADTASKS:
+			h.load_tasks = str;
+			break;
+		case IDLE_ATTR_LOADOUT:
+			h.load_out = str;
+			break;
 		default:
 			vectl_idle_fail("unknown attribute in the hand-over");
 		}
@@ -300,6 +525,8 @@ void vectl_idle(int argc, char **argv, char **envp)
 	r.pty = h.pty;
 	r.lfd = h.lfd;
 	r.stopfd = pidfd;
+	r.load_tasks = h.load_tasks;
+	r.load_out = h.load_out;
 	int status = 0;
 	vectl_relay(&r);
 	while (waitpid(h.init, &status, 0) < 0 && errno == EINTR)

@@ -61,6 +61,7 @@ type Relay struct {
 	TermIn  int   // the foreground terminal, or -1
 	TermOut int
 	Stop    int // Run returns once this turns readable
+	Load    Load
 }
 
 // Run relays the console (C's vectl_relay, on a thread of its own) until r.Stop turns
@@ -77,6 +78,11 @@ func (r *Relay) Run() {
 			c.clients[i] = C.int(fd)
 			c.nclients++
 		}
+	}
+	if r.Load.Tasks != "" && r.Load.Out != "" {
+		c.load_tasks, c.load_out = C.CString(r.Load.Tasks), C.CString(r.Load.Out)
+		defer C.free(unsafe.Pointer(c.load_tasks))
+		defer C.free(unsafe.Pointer(c.load_out))
 	}
 	C.vectl_relay(&c)
 	r.Clients = r.Clients[:0]

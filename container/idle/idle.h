@@ -16,6 +16,9 @@ struct vectl_relay {
 	int term_in;  // the foreground terminal's input, -1 when none (or at its end)
 	int term_out; // the foreground terminal's output, -1 when none
 	int stopfd;   // relaying ends when this turns readable
+	// The load average (idle.Load): the thread list sampled every 5 s and the file the
+	// averages go to; NULL for none.
+	const char *load_tasks, *load_out;
 };
 
 // vectl_relay copies the console's output to the log, the clients and the terminal, and

@@ -40,7 +40,9 @@ const (
 	AttrClientFD   = 10 // u32: a connected vectl console client (repeated)
 	AttrResumeArg  = 11 // string: the monitor's command line before ResumeFlag (Handover, repeated)
 	AttrInitStatus = 12 // u32: the init's wait status (Resume)
-	attrMaxValue   = 13
+	AttrLoadTasks  = 13 // string: the VE's cgroup directory, sampled for its load average (Handover)
+	AttrLoadOut    = 14 // string: the file the load average is written to (Handover)
+	attrMaxValue   = 15
 )
 
 // Handover is what the idle loop needs to relay the console and watch the init.
@@ -56,6 +58,17 @@ type Handover struct {
 	// ResumeArgv runs the Go monitor again: this binary, its global options and the
 	// monitor command; the loop appends ResumeFlag, the Resume message and VEID.
 	ResumeArgv []string
+	// Load, when set, has the loop keep the VE's load average (see Load).
+	Load Load
+}
+
+// Load is where the relay samples a VE's load and writes its load average: every 5 s it
+// counts the threads of the cgroup directory Tasks and its descendants (cgroup.threads on
+// v2, tasks on v1) that are running, runnable or in uninterruptible sleep, folds the count into 1, 5 and 15 minute averages as the kernel
+// does for the host, and writes "L1 L5 L15 RUNNING/THREADS\n" to Out (the format of
+// /proc/loadavg's first four fields), replacing it. Empty: no sampling.
+type Load struct {
+	Tasks, Out string
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -86,6 +99,10 @@ func (h *Handover) Hex() (string, error) {
 	}
 	for _, a := range h.ResumeArgv {
 		e.String(AttrResumeArg, a)
+	}
+	if h.Load.Tasks != "" && h.Load.Out != "" {
+		e.String(AttrLoadTasks, h.Load.Tasks)
+		e.String(AttrLoadOut, h.Load.Out)
 	}
 	return e.Hex(), nil
 }
@@ -156,6 +173,10 @@ func decode(msg string) (*decoded, error) {
 			var s string
 			s, err = a.String()
 			d.h.ResumeArgv = append(d.h.ResumeArgv, s)
+		case AttrLoadTasks:
+			d.h.Load.Tasks, err = a.String()
+		case AttrLoadOut:
+			d.h.Load.Out, err = a.String()
 		default:
 			err = fmt.Errorf("attribute %d is unknown", a.Type)
 		}
@@ -209,6 +230,7 @@ func header() string {
 		{Name: "IDLE_ATTR_LOGFD", Value: AttrLogFD}, {Name: "IDLE_ATTR_LOGPATH", Value: AttrLogPath},
 		{Name: "IDLE_ATTR_LOGMAX", Value: AttrLogMax}, {Name: "IDLE_ATTR_CLIENTFD", Value: AttrClientFD},
 		{Name: "IDLE_ATTR_RESUMEARG", Value: AttrResumeArg}, {Name: "IDLE_ATTR_INITSTATUS", Value: AttrInitStatus},
+		{Name: "IDLE_ATTR_LOADTASKS", Value: AttrLoadTasks}, {Name: "IDLE_ATTR_LOADOUT", Value: AttrLoadOut},
 		{Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag})
 }

@@ -16,7 +16,9 @@
 #define IDLE_ATTR_CLIENTFD 10
 #define IDLE_ATTR_RESUMEARG 11
 #define IDLE_ATTR_INITSTATUS 12
-#define IDLE_ATTR_MAX 13
+#define IDLE_ATTR_LOADTASKS 13
+#define IDLE_ATTR_LOADOUT 14
+#define IDLE_ATTR_MAX 15
 #define IDLE_ARG "__monitor-idle"
 #define IDLE_RESUME_FLAG "--resume"
 #endif
