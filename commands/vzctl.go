@@ -607,10 +607,25 @@ func (r *vzctlRun) runscript(s container.Status) int {
 		return r.fail(11, "Script %s not found: %v", r.args[0], errors.Unwrap(err))
 	}
 	defer f.Close()
-	if !s.Running {
-		return r.fail(vzNotRunning, "Container is not running (vectl runs scripts in running VEs only: start it first)")
+	if s.Running {
+		return r.execIn([]string{"/bin/sh", "-c", vzctlShell, "vzctl", "-s"}, f)
 	}
-	return r.execIn([]string{"/bin/sh", "-c", vzctlShell, "vzctl", "-s"}, f)
+	// A stopped VE: its root is set up without its init, the script runs, and it is torn
+	// down again.
+	code := 0
+	err = withManager(r.s, func(ctx context.Context, m *container.Manager) error {
+		o, err := streamsOf(r.s)
+		if err != nil {
+			return err
+		}
+		code, err = m.RunScript(ctx, r.id, f, o.Stdout, o.Stderr)
+		return err
+	})
+	if err != nil {
+		c, msg := exitStatus(err)
+		return r.fail(c, "%s", msg)
+	}
+	return code
 }
 
 func (r *vzctlRun) chkpnt() int {

@@ -153,6 +153,15 @@ func TestVzctlPersonality(t *testing.T) {
 		}
 	}
 
+	// runscript in a stopped VE: the VE's shell runs the script in its root without the init
+	// (vzctl's "not really started"), and the VE is down again afterwards.
+	stopped := filepath.Join(e.dir, "stopped.sh")
+	os.WriteFile(stopped, []byte("echo pid-$$; echo written >/root/by-runscript; sleep 60 &\nexit 5\n"), 0o644)
+	if r := e.vz(5, "vzctl", "runscript", id, stopped); r.stdout != "pid-1\n" {
+		t.Errorf("runscript in a stopped VE: %q", r.stdout)
+	}
+	e.wantStatus(id, "exist unmounted down")
+
 	// Running: exec through a shell, exec2's status, exec3's argv, stdin scripts.
 	r = e.vz(0, "vzctl", "start", id)
 	if !strings.Contains(r.stdout, "Starting container...") || !strings.Contains(r.stdout, "Container start in progress...") {
@@ -179,6 +188,9 @@ func TestVzctlPersonality(t *testing.T) {
 	os.WriteFile(script, []byte("echo from-script $((6*7))\n"), 0o644)
 	if r := e.vz(0, "vzctl", "runscript", id, script); r.stdout != "from-script 42\n" {
 		t.Errorf("runscript: %q", r.stdout)
+	}
+	if r := e.vz(0, "vzctl", "exec", id, "cat /root/by-runscript"); r.stdout != "written\n" {
+		t.Errorf("what runscript wrote in the stopped VE: %q", r.stdout)
 	}
 
 	// enter --exec: the command runs on the shell's terminal, and the shell stays.
