@@ -244,6 +244,11 @@ func (s *Store) LoadConfig(id string) (*Config, error) {
 		return nil, err
 	}
 	c, err := ParseConfig(data)
+	if err == nil && c.ID != id {
+		// A config that names another VE would have every change saved under that one's
+		// directory (found by FuzzConfigJSON).
+		err = fmt.Errorf("%w: it names VE %q, not %q", ErrCorrupt, c.ID, id)
+	}
 	if err != nil {
 		return nil, &FileError{Path: path, Err: err}
 	}
