@@ -211,21 +211,28 @@ loop:
 		return r.fail(12, "Unable to open /dev/vzctl: Permission denied (vzctl must run as root)")
 	}
 	var st container.Entry
+	intake := 0
 	err := withManager(s, func(_ context.Context, m *container.Manager) error {
 		var err error
-		st, err = m.Status(r.id)
+		if st, err = m.Status(r.id); err != nil {
+			return err
+		}
 		r.private = m.PrivateDir(st.Status.ID)
+		if st.Status.Exist && st.Config != nil {
+			r.id = st.Status.ID
+			var took bool
+			if intake, took = vzConfIntake(m, s, r.id, r.quiet); took {
+				st, err = m.Status(r.id) // the changes taken in
+			}
+		}
 		return err
 	})
 	if err != nil {
 		code, msg := exitStatus(err)
 		return r.fail(code, "%s", msg)
 	}
-	if st.Status.Exist && st.Config != nil {
-		r.id = st.Status.ID
-		if code := vzConfIntake(s, r.id, r.quiet); code != 0 {
-			return code
-		}
+	if intake != 0 {
+		return intake
 	}
 	if !st.Status.Exist && r.cmd != "create" && r.cmd != "status" && r.cmd != "set" {
 		return r.fail(vzNoVEConfig, "Container config file does not exist")
@@ -284,7 +291,7 @@ func (r *vzctlRun) run(st container.Entry) int {
 		r.say("Container is unmounted")
 		return 0
 	case "start":
-		return r.start(s)
+		return r.start(st)
 	case "stop":
 		return r.stop(s)
 	case "restart":
@@ -293,9 +300,9 @@ func (r *vzctlRun) run(st container.Entry) int {
 			if code := r.stop(s); code != 0 {
 				return code
 			}
-			s.Running = false
+			st.Status.Running = false
 		}
-		return r.start(s)
+		return r.start(st)
 	case "status":
 		if len(r.args) > 0 {
 			return r.extra()
@@ -434,28 +441,25 @@ func (r *vzctlRun) create() int {
 	return 0
 }
 
-func (r *vzctlRun) start(s container.Status) int {
-	longs := vzctlStartLongs
-	opts, code := r.options(longs)
+func (r *vzctlRun) start(st container.Entry) int {
+	opts, code := r.options(vzctlStartLongs)
 	if code != 0 {
 		return code
 	}
 	args := []string{"start", r.id}
 	for _, o := range opts {
-		switch o.long {
-		case "wait", "force":
-			args = append(args, "--"+o.long)
-		case "fast", "skip-umount":
+		switch {
+		case vzctlNotFor("start", o.long):
 			return r.fail(vzSyntax, "Option --%s is not applicable to start command", o.long)
+		case o.long == "wait", o.long == "force":
+			args = append(args, "--"+o.long)
 		}
 	}
-	if s.Running {
+	if st.Status.Running {
 		return r.fail(vzRunning, "Container is already running")
 	}
-	if !slices.Contains(args, "--force") {
-		if st, err := r.statusOf(); err == nil && st.Config != nil && st.Config.Disabled {
-			return r.fail(vzStartDisabled, "Container start disabled")
-		}
+	if !slices.Contains(args, "--force") && st.Config != nil && st.Config.Disabled {
+		return r.fail(vzStartDisabled, "Container start disabled")
 	}
 	r.say("Starting container...")
 	if code := r.vectl(args...); code != 0 {
@@ -466,21 +470,17 @@ func (r *vzctlRun) start(s container.Status) int {
 }
 
 func (r *vzctlRun) stop(s container.Status) int {
-	longs := vzctlStopLongs
-	opts, code := r.options(longs)
+	opts, code := r.options(vzctlStopLongs)
 	if code != 0 {
 		return code
 	}
 	args := []string{"stop", r.id}
 	for _, o := range opts {
-		switch o.long {
-		case "fast":
+		switch {
+		case r.cmd == "stop" && vzctlNotFor("stop", o.long):
+			return r.fail(vzSyntax, "Option --%s is not applicable to stop command", o.long)
+		case o.long == "fast":
 			args = append(args, "--fast")
-		case "skip-umount":
-		default:
-			if r.cmd == "stop" {
-				return r.fail(vzSyntax, "Option --%s is not applicable to stop command", o.long)
-			}
 		}
 	}
 	if !s.Running {
@@ -1019,19 +1019,9 @@ var vzConfKeyOptions = func() map[string]string {
 // it (vzctl set --save with the new values) and reports what it cannot take in; the file is
 // then rewritten from the VE's config. It returns a non-zero vzctl status when taking in
 // failed.
-func vzConfIntake(s Streams, id string, quiet bool) (code int) {
-	code, _ = vzConfTakeIn(s, id, quiet)
-	return code
-}
-
-// vzConfTakeIn is vzConfIntake that also says whether the VE's config changed.
-func vzConfTakeIn(s Streams, id string, quiet bool) (int, bool) {
-	var changes []container.VZKV
-	var path string
-	withManager(s, func(_ context.Context, m *container.Manager) error {
-		changes, path = m.VZConfChanges(id), m.VZConfPath(id)
-		return nil
-	})
+// It also says whether the VE's config changed.
+func vzConfIntake(m *container.Manager, s Streams, id string, quiet bool) (int, bool) {
+	changes, path := m.VZConfChanges(id), m.VZConfPath(id)
 	if len(changes) == 0 {
 		return 0, false
 	}
@@ -1061,12 +1051,8 @@ func vzConfTakeIn(s Streams, id string, quiet bool) (int, bool) {
 		}
 	}
 	sub := &vzctlRun{s: Streams{In: s.In, Out: io.Discard, Err: s.Err}, quiet: true, cmd: "set", id: id, args: args}
-	var st container.Entry
-	withManager(s, func(_ context.Context, m *container.Manager) error {
-		st, _ = m.Status(id)
-		return nil
-	})
 	if len(args) > 1 {
+		st, _ := m.Status(id)
 		if code := sub.set(st); code != 0 {
 			fmt.Fprintf(s.Err, "Unable to take in the changes made to %s\n", path)
 			return code, false
@@ -1076,8 +1062,6 @@ func vzConfTakeIn(s Streams, id string, quiet bool) (int, bool) {
 		}
 		return 0, true
 	}
-	withManager(s, func(_ context.Context, m *container.Manager) error {
-		return m.SyncVZConf(id, nil)
-	})
+	m.SyncVZConf(id, nil)
 	return 0, false
 }

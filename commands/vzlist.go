@@ -774,7 +774,7 @@ func runVzlist(ctx context.Context, m *container.Manager, o vzlistOptions, s Str
 					fmt.Fprintf(s.Err, "Warning: CT %s: %v\n", e.Status.ID, err)
 				}
 			} else {
-				code, took := vzConfTakeIn(Streams{In: s.In, Out: io.Discard, Err: s.Err}, e.Status.ID, true)
+				code, took := vzConfIntake(m, Streams{In: s.In, Out: io.Discard, Err: s.Err}, e.Status.ID, true)
 				if code != 0 {
 					return code
 				}
