@@ -570,9 +570,9 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	hostname := cfg.Hostname
-	if hostname == "" {
-		hostname = id
+	hostname, err := guestHostname(cfg, id, m.store.RootDir(id))
+	if err != nil {
+		return nil, err
 	}
 	for _, d := range []string{m.opts.RunDir, filepath.Dir(m.runDir(id)), m.runDir(id), m.lcRoot(),
 		filepath.Join(m.lcRoot(), id), filepath.Dir(dir)} {

@@ -216,6 +216,30 @@ func (m *Manager) writeGuestNet(cfg *Config, root string) error {
 
 const hostsMark = "# vectl"
 
+// guestHostname returns the host name a starting VE gets in its UTS namespace, and makes
+// /etc/hostname in its root say the same before its init reads it (an init that finds
+// another name there tries to set it, which a privileged VE may not do): the configured
+// name (writeGuestNet writes it); else a name the VE gave itself in /etc/hostname; else the
+// VE's id, written there (and in /etc/hosts) in place of a template's placeholder (empty,
+// "localhost").
+func guestHostname(cfg *Config, id, root string) (string, error) {
+	if cfg.Hostname != "" {
+		return cfg.Hostname, nil
+	}
+	data, err := template.ReadGuestFile(root, "/etc/hostname")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("hostname: %w", err)
+	}
+	own, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+	own = strings.TrimSpace(own)
+	if own != "" && own != "localhost" && validateHostname(own) == nil {
+		return own, nil
+	}
+	// Best effort: a root without /etc, or with no room left, still starts, under the id.
+	_ = writeHostname(root, id, cfg.IPs)
+	return id, nil
+}
+
 func writeHostname(root, hostname string, ips []string) error {
 	if err := template.WriteGuestFile(root, "/etc/hostname", []byte(hostname+"\n"), 0o644); err != nil {
 		return fmt.Errorf("hostname: %w", err)

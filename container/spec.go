@@ -114,6 +114,7 @@ type specOptions struct {
 	cgroupV1 string // the VE's cgroup path in cgroup v1 hierarchies, for the name=systemd bind
 	userns   string // a user-namespace VE's pinned user namespace ("" for a privileged VE)
 	criuConf string // CRIU's configuration for this VE's checkpoints (Manager.criuConfPath)
+	tmpfsTmp bool   // mount a tmpfs on /tmp: the guest's systemd wants one and may not mount it
 }
 
 // usernsCaps is the seccomp profile's view of a user-namespace VE's root: every capability
@@ -260,6 +261,11 @@ func veMounts(o specOptions) []specs.Mount {
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 		{Destination: "/run/lock", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=5242880"}},
+	}
+	if o.tmpfsTmp {
+		// systemd's own tmp.mount options; systemd finds /tmp mounted and leaves it.
+		ms = append(ms, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "strictatime", "mode=1777", "size=50%", "nr_inodes=1m"}})
 	}
 	// On cgroup v2 the VE's systemd manages its own subtree, so its cgroup mount is writable
 	// when the host mounted cgroup2 with nsdelegate: the kernel then refuses writes to the

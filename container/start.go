@@ -198,6 +198,12 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	if err := os.WriteFile(m.runFile(id, initTypeFile), []byte(initType), 0o600); err != nil {
 		return nil, "", err
 	}
+	if initType == "sysvinit" || initType == "openrc" {
+		// openrc-init (no inittab) is waited for through OpenRC's own state instead.
+		if err := template.AddBootedMark(root); err != nil && (initType == "sysvinit" || !errors.Is(err, template.ErrNoInittab)) {
+			m.opts.Warn(fmt.Sprintf("start %s: %v: start --wait will wait for its timeout", id, err))
+		}
+	}
 	if cfg.UserNS == nil {
 		if err := network.PinNetns(m.netnsPath(id)); err != nil {
 			return nil, "", err
@@ -208,14 +214,16 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 			return nil, "", fmt.Errorf("network: %w", err)
 		}
 	}
-	hostname := cfg.Hostname
-	if hostname == "" {
-		hostname = id
+	hostname, err := guestHostname(cfg, id, root)
+	if err != nil {
+		return nil, "", err
 	}
 	spec, err := buildSpec(specOptions{
 		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname, userns: m.usernsPath(cfg),
-		console: !noMonitor && !cfg.NoMonitor,
-		cgroup:  m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id), criuConf: m.criuConfPath(),
+		// A user-namespace VE's systemd mounts /tmp itself; a privileged VE's may not.
+		tmpfsTmp: cfg.UserNS == nil && initType == "systemd" && template.WantsTmpfsTmp(root),
+		console:  !noMonitor && !cfg.NoMonitor,
+		cgroup:   m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id), criuConf: m.criuConfPath(),
 	})
 	if err != nil {
 		return nil, "", err
@@ -309,8 +317,11 @@ func (m *Manager) runDetached(id string) error {
 }
 
 // waitBooted waits until the VE reports boot complete: for systemd guests,
-// systemctl is-system-running --wait says running or degraded; for other inits, the file
-// /run/vectl-booted exists inside the VE (the busybox template's rcS writes it last).
+// systemctl is-system-running --wait says running or degraded (degraded is reported); for
+// other inits, the file /run/vectl-booted exists inside the VE (the busybox template's rcS
+// writes it last; for sysvinit and Debian's OpenRC, the inittab line AddBootedMark adds
+// touches it once the runlevel's scripts are done, as vzctl's /.vzfifo), or runit's stage 2
+// (runsvdir) runs, or openrc-init's OpenRC has reached its default runlevel.
 func (m *Manager) waitBooted(ctx context.Context, id, initType string, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = 120 * time.Second
@@ -319,18 +330,20 @@ func (m *Manager) waitBooted(ctx context.Context, id, initType string, timeout t
 	defer cancel()
 	if initType == "systemd" {
 		for {
-			out, code, err := m.ExecOutput(ctx, id, "systemctl", "is-system-running", "--wait")
-			state := strings.TrimSpace(out)
-			if err == nil && (state == "running" || state == "degraded") {
+			out, code, _ := m.ExecOutput(ctx, id, "systemctl", "is-system-running", "--wait")
+			switch state := strings.TrimSpace(out); {
+			case state == "running":
 				return nil
-			}
-			// Before systemd has its bus up the command fails at once; retry.
-			if ctx.Err() != nil {
+			case state == "degraded": // is-system-running exits 1 for it
+				m.opts.Warn(fmt.Sprintf("VE %s booted degraded: systemctl --failed inside says which units failed", id))
+				return nil
+			case ctx.Err() != nil:
 				return fmt.Errorf("start %s: %w within %v (systemd says %q, exit %d)", id, ErrWait, timeout, state, code)
-			}
-			if state != "" && state != "starting" && state != "initializing" && code == 0 {
+			case state != "" && state != "starting" && state != "initializing" && state != "offline":
+				// maintenance, stopping: the boot will not complete.
 				return fmt.Errorf("start %s: %w: systemd is %s", id, ErrWait, state)
 			}
+			// Before systemd has its bus up the command fails at once; retry.
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
@@ -339,13 +352,37 @@ func (m *Manager) waitBooted(ctx context.Context, id, initType string, timeout t
 		if err != nil {
 			return fmt.Errorf("start %s: %w: %v", id, ErrWait, err)
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/vectl-booted", pid)); err == nil {
+		proot := fmt.Sprintf("/proc/%d/root", pid)
+		switch _, err := os.Stat(proot + template.BootedMark); {
+		case err == nil:
+			return nil
+		case initType == "runit" && m.runsCommand(id, "runsvdir"):
+			return nil
+		case initType == "openrc" && readTrim(proot+"/run/openrc/softlevel") == "default" && !m.runsCommand(id, "openrc"):
 			return nil
 		}
 		select {
 		case <-ctx.Done():
+			if initType == "runit" {
+				return fmt.Errorf("start %s: %w within %v (runit's stage 2 did not start)", id, ErrWait, timeout)
+			}
 			return fmt.Errorf("start %s: %w within %v (no /run/vectl-booted)", id, ErrWait, timeout)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// runsCommand reports whether a process of the VE runs a program named comm.
+func (m *Manager) runsCommand(id, comm string) bool {
+	pids, err := m.cgroupPids(id)
+	if err != nil {
+		return false
+	}
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err == nil && strings.TrimSpace(string(data)) == comm {
+			return true
+		}
+	}
+	return false
 }

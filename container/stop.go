@@ -58,8 +58,12 @@ func (m *Manager) Stop(ctx context.Context, ref string, o StopOptions) error {
 		if timeout == 0 {
 			timeout = DefaultStopTimeout
 		}
-		if err := m.shutdown(ctx, id, cfg, timeout); err != nil && ctx.Err() != nil {
-			return fmt.Errorf("stop %s: %w", id, err)
+		if err := m.shutdown(ctx, id, cfg, timeout); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("stop %s: %w", id, err)
+			}
+			// Said, so that a guest whose init ignores the request is noticed.
+			m.opts.Warn(fmt.Sprintf("stop %s: %v; killing what is left", id, err))
 		}
 	}
 	if err := m.killAll(id, 10*time.Second); err != nil {
@@ -98,6 +102,9 @@ func (m *Manager) shutdown(ctx context.Context, id string, cfg *Config, timeout 
 	for m.populated(id) {
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("the VE's init did not shut it down within %v", timeout)
+			}
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}

@@ -16,6 +16,20 @@ func (m *Manager) Templates() ([]template.Info, error) {
 	return m.templates.List()
 }
 
+// VerifyTemplate re-checks a template's archive and unpacked tree (template.Store.Verify),
+// under the template's lock so that no import or removal of it runs meanwhile.
+func (m *Manager) VerifyTemplate(ctx context.Context, name string) (template.Verification, error) {
+	if _, err := m.templates.Get(name); err != nil {
+		return template.Verification{Name: name}, err
+	}
+	l, err := m.lockTemplate(name)
+	if err != nil {
+		return template.Verification{}, err
+	}
+	defer l.Unlock()
+	return m.templates.Verify(ctx, name)
+}
+
 // lockTemplate serialises operations on one template name. Template operations do not take
 // the global lock (a debootstrap build takes minutes and must not block creates); only
 // RemoveTemplate takes both, global first.
