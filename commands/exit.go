@@ -62,6 +62,7 @@ var exitCodes = []exitCode{
 	{91, "OS template not found", []error{template.ErrNotFound}},
 	{92, "resource profile not found", []error{resources.ErrNoProfile}},
 	{93, "OS template in use by a VE", []error{container.ErrInUse}},
+	{94, "OS template differs from its archive (template verify)", []error{template.ErrModified}},
 	{105, "VE start disabled (set --disabled yes): start --force starts it", []error{container.ErrDisabled}},
 	{133, "start --wait: the VE did not finish booting in time", []error{container.ErrWait}},
 	{130, "interrupted (SIGINT)", []error{context.Canceled}},

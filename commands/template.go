@@ -12,7 +12,7 @@ import (
 func templateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "template",
-		Usage: "manage the OS template cache (list, import, build, remove)",
+		Usage: "manage the OS template cache (list, import, build, verify, remove)",
 		Description: `OS templates are root filesystem archives named like OpenVZ's precreated caches:
 dist-version-arch[-variant], e.g. debian-12-x86_64-minimal. Each is unpacked once into the
 cache; overlay VEs share that tree read-only.`,
@@ -40,11 +40,11 @@ EXIT STATUS:
 					if c.Bool("json") {
 						return writeJSON(c.App.Writer, infos)
 					}
-					t := &table{header: []string{"NAME", "INIT", "FORMAT", "SIZE", "CREATED", "SOURCE"},
-						right: []bool{false, false, false, true}}
+					t := &table{header: []string{"NAME", "DIST", "VERSION", "INIT", "FORMAT", "SIZE", "SHA256", "CREATED", "SOURCE"},
+						right: []bool{false, false, false, false, false, true}}
 					for _, i := range infos {
-						t.add(i.Name, dash(i.Init), i.Format, humanSize(i.Size),
-							i.Created.Local().Format("2006-01-02 15:04"), i.Source)
+						t.add(i.Name, dash(i.Distribution), dash(i.Version), dash(i.Init), i.Format, humanSize(i.Size),
+							i.SHA256[:min(12, len(i.SHA256))], i.Created.Local().Format("2006-01-02 15:04"), i.Source)
 					}
 					return t.write(c.App.Writer, false)
 				},
@@ -93,12 +93,19 @@ EXIT STATUS:
 				Description: `--from busybox   a tiny template from the host's static busybox (Debian's busybox-static),
                  with an inittab and rcS; works offline.
 --from debootstrap
-                 a Debian template booting systemd (systemd-sysv, iproute2, procps, iptables,
-                 iputils-ping, plus --include), made with Debian's debootstrap; needs network.
+                 a Debian template (--suite bullseye, bookworm, trixie, ...) booting the init
+                 --init names: systemd (systemd-sysv, the default), sysvinit (sysvinit-core),
+                 openrc (openrc under sysvinit-core) or runit (runit-init); with iproute2,
+                 procps, iptables, iputils-ping, plus --include; made with Debian's
+                 debootstrap; needs network. What cannot work in a VE is turned off in the
+                 init's own configuration (udev and kernel-module units masked, no gettys on
+                 virtual terminals: one on the console).
 
 EXAMPLES:
    vectl template build busybox-1.35-x86_64 --from busybox
    vectl template build debian-12-x86_64-minimal --from debootstrap --suite bookworm
+   vectl template build debian-13-x86_64-minimal --from debootstrap --suite trixie
+   vectl template build debian-12-x86_64-runit --from debootstrap --init runit
    vectl template build debian-12-x86_64-ssh --from debootstrap --include openssh-server
 
 EXIT STATUS:
@@ -106,6 +113,7 @@ EXIT STATUS:
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "from", Usage: "`SOURCE`: busybox or debootstrap"},
 					&cli.StringFlag{Name: "suite", Value: "bookworm", Usage: "Debian suite (debootstrap)"},
+					&cli.StringFlag{Name: "init", Value: "systemd", Usage: "`INIT`: systemd, sysvinit, openrc or runit (debootstrap)"},
 					&cli.StringFlag{Name: "mirror", Value: "http://deb.debian.org/debian", Usage: "Debian mirror `URL` (debootstrap)"},
 					&cli.StringFlag{Name: "include", Usage: "extra packages, comma-separated (debootstrap)"},
 					&cli.StringFlag{Name: "busybox", Value: "/bin/busybox", Usage: "static busybox `PATH` (busybox)"},
@@ -132,6 +140,7 @@ EXIT STATUS:
 						From:    from,
 						Busybox: c.String("busybox"),
 						Suite:   c.String("suite"),
+						Init:    c.String("init"),
 						Mirror:  c.String("mirror"),
 						Include: include,
 						Log:     c.App.ErrWriter,
@@ -140,6 +149,55 @@ EXIT STATUS:
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "template %s built (%s, init %s)\n", info.Name, humanSize(info.Size), dash(info.Init))
+					return nil
+				},
+			},
+			{
+				Name:      "verify",
+				Usage:     "re-check a template's archive and unpacked tree",
+				ArgsUsage: "NAME",
+				Description: `Checks the cached archive against the sha256 recorded when it entered the cache, then
+every entry of the archive against the unpacked tree that VEs share (type, permission bits,
+owner, content, symlink targets, hard links), and the tree for entries the archive does not
+have; device nodes, which import skips, are not expected. Prints one line per difference.
+
+EXAMPLES:
+   vectl template verify debian-12-x86_64-minimal
+   vectl template verify debian-12-x86_64-minimal --json
+
+EXIT STATUS:
+   0 as installed; 91 no such template; 94 the archive or the tree differs`,
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"}},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return usageErrorf("template verify: expected one NAME")
+					}
+					m, err := manager(c)
+					if err != nil {
+						return err
+					}
+					v, err := m.VerifyTemplate(c.Context, c.Args().First())
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						if err := writeJSON(c.App.Writer, v); err != nil {
+							return err
+						}
+					} else {
+						if !v.ArchiveOK {
+							fmt.Fprintf(c.App.Writer, "archive: sha256 differs from the one recorded at import\n")
+						}
+						for _, d := range v.Differences {
+							fmt.Fprintln(c.App.Writer, d)
+						}
+					}
+					if !v.OK() {
+						return fmt.Errorf("template %s: %w: %d differences listed above", v.Name, template.ErrModified, len(v.Differences))
+					}
+					if !c.Bool("json") {
+						fmt.Fprintf(c.App.Writer, "template %s: archive and %d entries as installed\n", v.Name, v.Entries)
+					}
 					return nil
 				},
 			},

@@ -16,7 +16,7 @@ import (
 // BuildOptions says how Build makes a template's root filesystem.
 type BuildOptions struct {
 	// From is the builder: "busybox" (a minimal tree around the host's static busybox) or
-	// "debootstrap" (a Debian minbase system with systemd).
+	// "debootstrap" (a Debian minbase system with the init Init names).
 	From string
 	// Busybox is the static busybox binary to copy, for From "busybox"; default "/bin/busybox"
 	// (Debian's busybox-static).
@@ -25,6 +25,9 @@ type BuildOptions struct {
 	Suite string
 	// Mirror is the Debian mirror, for From "debootstrap"; default "http://deb.debian.org/debian".
 	Mirror string
+	// Init is the init system, for From "debootstrap": "systemd" (the default), "sysvinit",
+	// "openrc" or "runit".
+	Init string
 	// Include lists extra packages installed on top of the defaults, for From "debootstrap".
 	Include []string
 	// Log receives debootstrap's output; nil discards it. The busybox builder writes nothing.

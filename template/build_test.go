@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,6 +109,9 @@ func TestBuildRefusals(t *testing.T) {
 		{"bad suite", BuildOptions{From: "debootstrap", Suite: "--foreign"}, "invalid debootstrap suite"},
 		{"bad mirror", BuildOptions{From: "debootstrap", Mirror: "-x"}, "invalid debootstrap mirror"},
 		{"bad package", BuildOptions{From: "debootstrap", Include: []string{"vim", "--x"}}, "invalid package name"},
+		{"another init's package", BuildOptions{From: "debootstrap", Init: "runit", Include: []string{"vim,systemd-sysv"}},
+			"package systemd-sysv makes systemd the init: use --init systemd, not --include"},
+		{"bad init", BuildOptions{From: "debootstrap", Init: "upstart"}, `invalid init "upstart": want systemd, sysvinit, openrc or runit`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,5 +140,73 @@ func TestDebootstrapSource(t *testing.T) {
 	d.extras = []string{"vim", "curl"}
 	if got := d.source(); got != "debootstrap bookworm http://deb.debian.org/debian +vim,curl" {
 		t.Errorf("source = %q", got)
+	}
+	d.init = "runit"
+	if got := d.source(); got != "debootstrap bookworm http://deb.debian.org/debian init runit +vim,curl" {
+		t.Errorf("source = %q", got)
+	}
+}
+
+func TestDebootstrapInitPackages(t *testing.T) {
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("requires debootstrap")
+	}
+	for init, want := range map[string]string{
+		"":         "systemd-sysv,iproute2",
+		"systemd":  "systemd-sysv,iproute2",
+		"sysvinit": "sysvinit-core,iproute2",
+		"openrc":   "sysvinit-core,openrc,iproute2",
+		"runit":    "runit-init,iproute2",
+	} {
+		d, err := newDebootstrap(BuildOptions{From: "debootstrap", Init: init, Include: []string{"vim," + want[:strings.Index(want, ",")]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(d.include, ",")
+		if !strings.HasPrefix(got, want) || !strings.HasSuffix(got, ",vim") {
+			t.Errorf("init %q: packages %s, want %s... ending in vim", init, got, want)
+		}
+	}
+}
+
+func TestVEInittab(t *testing.T) {
+	in := `id:2:initdefault:
+si::sysinit:/etc/init.d/rcS
+l2:2:wait:/etc/init.d/rc 2
+ca:12345:ctrlaltdel:/sbin/shutdown -t1 -a -r now
+1:2345:respawn:/sbin/getty --noclear 38400 tty1
+2:23:respawn:/sbin/getty 38400 tty2
+#T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100
+T1:23:respawn:/sbin/getty -L ttyS1 9600 vt100`
+	want := `id:2:initdefault:
+si::sysinit:/etc/init.d/rcS
+l2:2:wait:/etc/init.d/rc 2
+ca:12345:ctrlaltdel:/sbin/shutdown -t1 -a -r now
+1:2345:respawn:/sbin/getty --noclear 38400 console
+#2:23:respawn:/sbin/getty 38400 tty2  # vectl: a VE has no virtual terminals
+#T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100
+T1:23:respawn:/sbin/getty -L ttyS1 9600 vt100
+` + bootedComment + "\n" + bootedInittab + "\n"
+	got := veInittab(in)
+	if got != want {
+		t.Errorf("veInittab:\n%s\nwant:\n%s", got, want)
+	}
+	if again := veInittab(got); again != got {
+		t.Errorf("veInittab is not idempotent:\n%s", again)
+	}
+}
+
+func TestOpenRCConf(t *testing.T) {
+	in := "# comment\n#rc_sys=\"\"\nrc_sys=\"xen0\"\nrc_tty_number=12\n"
+	got := openrcConf(in)
+	for _, want := range []string{"# comment\n#rc_sys=\"\"\n#rc_sys=\"xen0\"\nrc_tty_number=12\n# vectl: a container\nrc_sys=\"lxc\"\n",
+		"\nrc_cgroup_mode=\"legacy\"\n", "\nrc_checkroot_sh_keyword=\"-lxc\"\n", "\nrc_checkroot_bootclean_sh_keyword=\"-lxc\"\n",
+		"\nrc_cgroups_keyword=\"-lxc\"\n", "\nrc_umountroot_keyword=\"-lxc\"\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("openrcConf: no %q in\n%s", want, got)
+		}
+	}
+	if again := openrcConf(got); again != got {
+		t.Errorf("openrcConf is not idempotent:\n%s", again)
 	}
 }

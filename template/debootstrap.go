@@ -18,9 +18,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// debootstrapPackages are installed on top of minbase: systemd as init, and the tools an
-// administrator expects inside a VE.
-var debootstrapPackages = []string{"systemd-sysv", "iproute2", "procps", "iptables", "iputils-ping"}
+// debootstrapPackages are installed on top of minbase: the tools an administrator expects
+// inside a VE, and the init's packages (initPackages).
+var debootstrapPackages = []string{"iproute2", "procps", "iptables", "iputils-ping"}
+
+// initPackages are the Debian packages that make each init system PID 1 (Debian's OpenRC runs
+// under sysvinit's init).
+var initPackages = map[string][]string{
+	initSystemd:  {"systemd-sysv"},
+	initSysvinit: {"sysvinit-core"},
+	initOpenRC:   {"sysvinit-core", "openrc"},
+	initRunit:    {"runit-init"},
+}
 
 // maskedUnits cannot work inside a VE (no udev, no kernel modules, no sysctl or clock of its
 // own, no real terminals) and would only show up as failed.
@@ -38,6 +47,7 @@ var maskedUnits = []string{
 	"systemd-sysctl.service",
 	"systemd-binfmt.service",
 	"systemd-timesyncd.service",
+	"systemd-journald-audit.socket", // no audit in a VE; systemd 247 (bullseye) fails it
 	"getty@tty1.service",
 	"serial-getty@ttyS0.service",
 }
@@ -55,18 +65,35 @@ var (
 	packageRE = lazyRegexp(`^[a-z0-9][a-z0-9+.-]+$`) // Debian policy 5.6.1
 )
 
+// initOf returns the init system a package of initPackages belongs to ("" for others).
+func initOf(pkg string) string {
+	for _, init := range []string{initSystemd, initSysvinit, initOpenRC, initRunit} {
+		if slices.Contains(initPackages[init], pkg) {
+			return init
+		}
+	}
+	return ""
+}
+
 // debootstrap is a validated debootstrap build.
 type debootstrap struct {
 	suite, mirror string
+	init          string
 	include       []string // the defaults, then the extras
 	extras        []string // the caller's packages that are not defaults
 	log           io.Writer
 }
 
 func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
-	d := &debootstrap{suite: opts.Suite, mirror: opts.Mirror, log: opts.Log}
+	d := &debootstrap{suite: opts.Suite, mirror: opts.Mirror, init: opts.Init, log: opts.Log}
 	if d.suite == "" {
 		d.suite = "bookworm"
+	}
+	if d.init == "" {
+		d.init = initSystemd
+	}
+	if initPackages[d.init] == nil {
+		return nil, fmt.Errorf("invalid init %q: want systemd, sysvinit, openrc or runit", d.init)
 	}
 	if d.mirror == "" {
 		d.mirror = "http://deb.debian.org/debian"
@@ -82,7 +109,7 @@ func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
 		!slices.Contains([]string{"http", "https", "ftp", "file"}, u.Scheme) {
 		return nil, fmt.Errorf("invalid debootstrap mirror %q: want an http, https, ftp or file URL", d.mirror)
 	}
-	d.include = slices.Clone(debootstrapPackages)
+	d.include = append(slices.Clone(initPackages[d.init]), debootstrapPackages...)
 	for _, item := range opts.Include {
 		for _, p := range strings.Split(item, ",") {
 			p = strings.TrimSpace(p)
@@ -91,6 +118,9 @@ func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
 			}
 			if !packageRE().MatchString(p) {
 				return nil, fmt.Errorf("invalid package name %q", p)
+			}
+			if other := initOf(p); other != "" && !slices.Contains(initPackages[d.init], p) {
+				return nil, fmt.Errorf("package %s makes %s the init: use --init %s, not --include", p, other, other)
 			}
 			if !slices.Contains(d.include, p) {
 				d.include = append(d.include, p)
@@ -107,6 +137,9 @@ func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
 // source is Info.Source of the build.
 func (d *debootstrap) source() string {
 	s := "debootstrap " + d.suite + " " + d.mirror
+	if d.init != "" && d.init != initSystemd {
+		s += " init " + d.init
+	}
 	if len(d.extras) > 0 {
 		s += " +" + strings.Join(d.extras, ",")
 	}
@@ -119,8 +152,12 @@ func (d *debootstrap) build(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
+	// sysvinit-core depends on sysv-rc | openrc, and debootstrap installs the first
+	// alternative whatever else it is given, which conflicts with openrc: OpenRC is
+	// installed afterwards with the tree's own apt, which replaces sysv-rc.
+	include := slices.DeleteFunc(slices.Clone(d.include), func(p string) bool { return p == "openrc" })
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(d.include, ","), d.suite, dir, d.mirror)
+		"--include="+strings.Join(include, ","), d.suite, dir, d.mirror)
 	tail := &tailWriter{max: 4096}
 	cmd.Stdout = io.MultiWriter(d.log, tail)
 	cmd.Stderr = cmd.Stdout
@@ -136,17 +173,88 @@ func (d *debootstrap) build(ctx context.Context, dir string) error {
 		}
 		return fmt.Errorf("debootstrap %s: %w", d.suite, err)
 	}
-	if err := finishDebian(dir); err != nil {
+	if d.init == initOpenRC {
+		if err := d.chroot(ctx, dir, "apt-get", "install", "-y", "--no-install-recommends", "openrc"); err != nil {
+			return err
+		}
+	}
+	if d.init != initSystemd { // runit's stage 1 runs Debian's rcS.d scripts too
+		if err := d.disableSysvScripts(ctx, dir); err != nil {
+			return err
+		}
+	}
+	if err := finishDebian(dir, d.init); err != nil {
 		return fmt.Errorf("prepare debootstrapped tree: %w", err)
 	}
 	return nil
 }
 
+// sysvDisabled are the boot scripts of Debian's initscripts whose work a VE's runtime does
+// or that cannot work in a VE (their mounts and remounts are refused, there is no hardware
+// clock, kernel log or sysctl of the host to set, the host name is set before init runs).
+// They would print failures at each boot. checkroot-bootclean.sh runs before /run/shm
+// exists (checkroot.sh made it); mountall-bootclean.sh still cleans /tmp at boot.
+var sysvDisabled = []string{"checkroot.sh", "checkroot-bootclean.sh", "checkfs.sh", "mountkernfs.sh",
+	"hostname.sh", "procps", "bootlogs"}
+
+// sysvRemoved are scripts with a stop action that cannot work in a VE (setting the hardware
+// clock, remounting the root read-only): their links go entirely.
+var sysvRemoved = []string{"hwclock.sh", "umountroot"}
+
+// disableSysvScripts turns off sysvDisabled and sysvRemoved with Debian's own update-rc.d in
+// the tree (as LXC's Debian template does), so that later package installs in the VE keep
+// them off.
+func (d *debootstrap) disableSysvScripts(ctx context.Context, dir string) error {
+	run := func(args ...string) error { return d.chroot(ctx, dir, append([]string{"update-rc.d"}, args...)...) }
+	for _, name := range sysvDisabled {
+		if _, err := os.Stat(filepath.Join(dir, "etc/init.d", name)); err != nil {
+			continue // not installed in this suite
+		}
+		if err := run(name, "disable"); err != nil {
+			return err
+		}
+	}
+	removed := sysvRemoved
+	if d.init == initRunit {
+		// runit halts and reboots by itself; Debian's halt and reboot scripts would call its
+		// halt with options it does not know.
+		removed = append(slices.Clone(removed), "halt", "reboot")
+	}
+	for _, name := range removed {
+		if _, err := os.Stat(filepath.Join(dir, "etc/init.d", name)); err != nil {
+			continue
+		}
+		if err := run("-f", name, "remove"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chroot runs a program of the tree inside it, its output going to the build's log.
+func (d *debootstrap) chroot(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "chroot", append([]string{dir}, args...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive"}
+	out, err := cmd.CombinedOutput()
+	fmt.Fprintf(d.log, "%s", out)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, lastLine(out))
+	}
+	return nil
+}
+
+// lastLine is the last non-empty line of out.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
 // finishDebian turns a fresh debootstrap tree into a template that every VE can share: no
-// identity of its own, no downloaded package lists, no device nodes, and the systemd units
-// that cannot work in a VE masked. Every write goes through tree, never a plain path join:
-// the tree's symlinks came from packages.
-func finishDebian(dir string) error {
+// identity of its own, no downloaded package lists, no device nodes, and what cannot work in
+// a VE (udev, kernel modules, real terminals) turned off in the init's own configuration
+// (finishInit). Every write goes through tree, never a plain path join: the tree's symlinks
+// came from packages.
+func finishDebian(dir, init string) error {
 	t, err := openTree(dir)
 	if err != nil {
 		return err
@@ -181,17 +289,138 @@ func finishDebian(dir string) error {
 		func() error {
 			return t.writeFile("etc/fstab", strings.NewReader("# vectl: the runtime mounts the VE's filesystems\n"), 0o644)
 		},
-		func() error { return t.mkdirAll("etc/systemd/system", 0o755) },
-	}
-	for _, u := range maskedUnits {
-		steps = append(steps, func() error { return t.symlink("etc/systemd/system/"+u, "/dev/null") })
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
 		}
 	}
+	// checkroot.sh, disabled below for the inits that run it, made this link; systemd makes
+	// it too.
+	if !exists(t, "etc/mtab") {
+		if err := t.symlink("etc/mtab", "../proc/self/mounts"); err != nil {
+			return err
+		}
+	}
+	return finishInit(t, init)
+}
+
+// finishInit adapts the init's configuration to a VE: systemd gets the units that cannot
+// work masked; sysvinit (and OpenRC under it) runs no getty on virtual terminals the VE does
+// not have, one on its console instead, and says when its boot scripts are done; so does
+// runit, without the boot-complete line (its stage 2 is the sign).
+func finishInit(t *tree, init string) error {
+	switch init {
+	case initSystemd:
+		if err := t.mkdirAll("etc/systemd/system", 0o755); err != nil {
+			return err
+		}
+		for _, u := range maskedUnits {
+			if err := t.symlink("etc/systemd/system/"+u, "/dev/null"); err != nil {
+				return err
+			}
+		}
+	case initSysvinit, initOpenRC:
+		data, err := t.readFile("etc/inittab")
+		if err != nil {
+			return err
+		}
+		if err := t.writeFile("etc/inittab", strings.NewReader(veInittab(string(data))), 0o644); err != nil {
+			return err
+		}
+		if init == initOpenRC {
+			conf, err := t.readFile("etc/rc.conf")
+			if err != nil {
+				return err
+			}
+			return t.writeFile("etc/rc.conf", strings.NewReader(openrcConf(string(conf))), 0o644)
+		}
+	case initRunit:
+		// Debian's getty-run enables gettys on virtual terminals and on the kernel's
+		// console= (the host's command line, read through /proc/cmdline): none exists in
+		// a VE. One runs on the console instead.
+		err := t.clearDir("etc/runit/runsvdir/default", func(n string, st *unix.Stat_t) bool {
+			return st.Mode&unix.S_IFMT == unix.S_IFLNK && strings.HasPrefix(strings.TrimPrefix(n, "."), "getty-")
+		})
+		if err != nil {
+			return err
+		}
+		steps := []func() error{
+			func() error { return t.mkdirAll("etc/sv/getty-console", 0o755) },
+			func() error {
+				return t.writeFile("etc/sv/getty-console/run", strings.NewReader(runitConsoleGetty), 0o755)
+			},
+			func() error {
+				return t.symlink("etc/sv/getty-console/supervise", "/run/runit/supervise/getty-console")
+			},
+			func() error {
+				return t.symlink("etc/runit/runsvdir/default/getty-console", "/etc/sv/getty-console")
+			},
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// runitConsoleGetty is the run script of the getty on a runit VE's console.
+const runitConsoleGetty = `#!/bin/sh
+# vectl: a login prompt on the VE's console (vectl console)
+exec chpst -P getty 38400 console vt100
+`
+
+// openrcConf adapts an OpenRC rc.conf to a VE. OpenRC skips the services keyworded -lxc when
+// rc_sys is "lxc" (it does not recognise container=vectl by itself); the Debian scripts that
+// cannot work in a VE get that keyword here, since OpenRC starts a service another one needs
+// even when it is in no runlevel (update-rc.d disable is not enough), and so does its own
+// cgroups service (it mounts cgroup v1 controllers). rc_cgroup_mode "legacy" keeps it from
+// making a cgroup per service in a hierarchy the VE may not write.
+func openrcConf(conf string) string {
+	const mark = "# vectl: a container"
+	if strings.Contains(conf, mark) {
+		return conf
+	}
+	lines := strings.Split(strings.TrimRight(conf, "\n"), "\n")
+	for i, l := range lines {
+		if k, _, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(l), "#"), "="); ok && k == "rc_sys" {
+			lines[i] = `#` + strings.TrimPrefix(strings.TrimSpace(l), "#")
+		}
+	}
+	lines = append(lines, mark, `rc_sys="lxc"`, `rc_cgroup_mode="legacy"`)
+	for _, svc := range append(append(slices.Clone(sysvDisabled), sysvRemoved...), "cgroups") {
+		lines = append(lines, fmt.Sprintf(`rc_%s_keyword="-lxc"`, strings.NewReplacer(".", "_", "-", "_").Replace(svc)))
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// veInittab rewrites a sysvinit inittab for a VE: the getty of the first virtual terminal
+// runs on the console, the other terminals' gettys are commented out, and the line that
+// tells the host the boot is complete (AddBootedMark) is added.
+func veInittab(text string) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) == 4 && !strings.HasPrefix(l, "#") && f[2] == "respawn" && strings.Contains(f[3], "getty") {
+			args := strings.Fields(f[3])
+			if last := args[len(args)-1]; strings.HasPrefix(last, "tty") && !strings.HasPrefix(last, "ttyS") {
+				if f[0] == "1" {
+					args[len(args)-1] = "console"
+					l = strings.Join(append(f[:3:3], strings.Join(args, " ")), ":")
+				} else {
+					l = "#" + l + "  # vectl: a VE has no virtual terminals"
+				}
+			}
+		}
+		out = append(out, l)
+	}
+	text = strings.Join(out, "\n") + "\n"
+	if !strings.Contains(text, bootedInittab) {
+		text += bootedComment + "\n" + bootedInittab + "\n"
+	}
+	return text
 }
 
 // removeBuildTree removes a build tree after unmounting whatever a killed debootstrap left

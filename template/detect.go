@@ -16,16 +16,19 @@ const (
 	initSysvinit = "sysvinit"
 	initBusybox  = "busybox"
 	initOpenRC   = "openrc"
+	initRunit    = "runit"
 )
 
 // maxLinks bounds a symlink chain, as the kernel does (ELOOP after 40).
 const maxLinks = 40
 
 // DetectInit names the init system of an unpacked root filesystem by inspecting /sbin/init,
-// resolving symlinks inside root only: a link whose target is named "systemd", "busybox" or
-// "openrc-init" gives "systemd", "busybox" or "openrc"; a file that is lib/systemd/systemd or
-// bin/busybox (the same inode) or contains "BusyBox" gives those; any other file gives
-// "sysvinit". It returns "" when /sbin/init is missing or dangling.
+// resolving symlinks inside root only: a link whose target is named "systemd", "busybox",
+// "openrc-init", "runit-init" or "runit" gives "systemd", "busybox", "openrc" or "runit"; a
+// file that is lib/systemd/systemd or bin/busybox (the same inode) or contains "BusyBox"
+// gives those; any other file gives "openrc" when the tree has /sbin/openrc (sysvinit
+// starting OpenRC, as Debian does it), else "sysvinit". It returns "" when /sbin/init is
+// missing or dangling.
 func DetectInit(root string) string {
 	// Resolved as the guest will: nothing outside root is ever looked at.
 	t, err := openTree(root)
@@ -58,6 +61,8 @@ func DetectInit(root string) string {
 			return initBusybox
 		case "openrc-init":
 			return initOpenRC
+		case "runit-init", "runit":
+			return initRunit
 		}
 		if strings.HasPrefix(target, "/") {
 			p = target
@@ -82,8 +87,21 @@ func DetectInit(root string) string {
 		return initSystemd
 	case sameFile(t, "bin/busybox", &st) || contains(f, []byte("BusyBox")):
 		return initBusybox
+	case exists(t, "sbin/openrc") || exists(t, "usr/sbin/openrc"):
+		// Debian's OpenRC: sysvinit as PID 1, OpenRC running the boot scripts.
+		return initOpenRC
 	}
 	return initSysvinit
+}
+
+// exists reports whether rel, resolved inside the tree, exists.
+func exists(t *tree, rel string) bool {
+	fd, err := t.open(rel, unix.O_PATH)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
 }
 
 // readlinkat returns the target of base in dirfd if it is a symlink.
@@ -137,4 +155,38 @@ func contains(r io.Reader, needle []byte) bool {
 		keep = min(len(needle)-1, total)
 		copy(buf, buf[total-keep:total])
 	}
+}
+
+// DetectOS names the distribution and version of an unpacked tree: ID and VERSION_ID of its
+// /etc/os-release (or /usr/lib/os-release), resolved inside root; without them, the
+// "dist-version" start of the template's name (debian-13-x86_64-minimal).
+func DetectOS(root, name string) (dist, version string) {
+	for _, p := range []string{"/etc/os-release", "/usr/lib/os-release"} {
+		data, err := ReadGuestFile(root, p)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+			if !ok {
+				continue
+			}
+			v = strings.Trim(v, `"'`)
+			switch k {
+			case "ID":
+				dist = v
+			case "VERSION_ID":
+				version = v
+			}
+		}
+		if dist != "" {
+			break
+		}
+	}
+	if parts := strings.SplitN(name, "-", 3); dist == "" && len(parts) >= 2 {
+		dist, version = parts[0], parts[1]
+	} else if parts := strings.SplitN(name, "-", 3); version == "" && len(parts) >= 2 && parts[0] == dist {
+		version = parts[1] // testing and unstable have no VERSION_ID
+	}
+	return dist, version
 }

@@ -22,6 +22,8 @@ func TestDetectInit(t *testing.T) {
 		}, "systemd"},
 		{"relative link to busybox", []node{{path: "sbin/init", link: "../bin/busybox"}}, "busybox"},
 		{"openrc", []node{{path: "sbin/init", link: "openrc-init"}}, "openrc"},
+		{"Debian's OpenRC", []node{{path: "sbin/init", data: "\x7fELF sysvinit"}, {path: "sbin/openrc", data: "ELF"}}, "openrc"},
+		{"runit", []node{{path: "sbin/init", link: "runit-init"}}, "runit"},
 		{"regular file", []node{{path: "sbin/init", data: "\x7fELF sysvinit"}}, "sysvinit"},
 		{"busybox by content", []node{{path: "sbin/init", data: "\x7fELF ... BusyBox v1.36 ..."}}, "busybox"},
 		{"chain to a plain file", []node{
@@ -88,5 +90,33 @@ func TestDetectInitHardlinkedBusybox(t *testing.T) {
 	}
 	if got := DetectInit(root); got != "busybox" {
 		t.Errorf("DetectInit = %q, want busybox", got)
+	}
+}
+
+func TestDetectOS(t *testing.T) {
+	root := t.TempDir()
+	if d, v := DetectOS(root, "busybox-1.35-x86_64"); d != "busybox" || v != "1.35" {
+		t.Errorf("from the name: %q %q", d, v)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "usr/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nID=debian\nVERSION_ID=\"13\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../usr/lib/os-release", filepath.Join(root, "etc/os-release")); err != nil {
+		t.Fatal(err)
+	}
+	if d, v := DetectOS(root, "mine-1-x86_64"); d != "debian" || v != "13" {
+		t.Errorf("os-release: %q %q", d, v)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("ID=debian\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d, v := DetectOS(root, "debian-sid-x86_64"); d != "debian" || v != "sid" {
+		t.Errorf("no VERSION_ID: %q %q", d, v)
 	}
 }

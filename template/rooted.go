@@ -354,7 +354,12 @@ func ReadGuestFile(root, rel string) ([]byte, error) {
 		return nil, err
 	}
 	defer t.Close()
-	fd, err := t.open(strings.TrimPrefix(rel, "/"), unix.O_RDONLY|unix.O_NOCTTY)
+	return t.readFile(strings.TrimPrefix(rel, "/"))
+}
+
+// readFile reads rel, resolved inside the tree.
+func (t *tree) readFile(rel string) ([]byte, error) {
+	fd, err := t.open(rel, unix.O_RDONLY|unix.O_NOCTTY)
 	if err != nil {
 		return nil, t.pathErr("open", rel, err)
 	}

@@ -42,6 +42,10 @@ type Info struct {
 	// Init is the init system found in the unpacked tree ("systemd", "sysvinit",
 	// "busybox", "openrc"), or "" when /sbin/init is missing.
 	Init string `json:"init"`
+	// Distribution and Version name the OS in the tree: ID and VERSION_ID of its
+	// /etc/os-release ("debian", "13"), else the first two fields of the template's name.
+	Distribution string `json:"distribution"`
+	Version      string `json:"version"`
 	// Skipped says what the import left out of the archive (device nodes), one line each.
 	Skipped []string `json:"skipped,omitempty"`
 }
@@ -118,6 +122,10 @@ func (s *Store) Get(name string) (Info, error) {
 		return Info{}, fmt.Errorf("get template %s: parse %s: %w", name, s.infoPath(name), err)
 	}
 	info.Name = name // the file name is authoritative
+	if info.Distribution == "" {
+		// Installed before the field existed: the tree still says.
+		info.Distribution, info.Version = DetectOS(s.LowerDir(name), name)
+	}
 	return info, nil
 }
 
@@ -279,6 +287,7 @@ func (s *Store) install(ctx context.Context, name string, a archive, source stri
 		Created: time.Now().UTC(),
 		Init:    DetectInit(tmp),
 	}
+	info.Distribution, info.Version = DetectOS(tmp, name)
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return info, err
