@@ -48,7 +48,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc \
 	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
 	rsync=rsync virsh=libvirt-clients gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
-	cat=coreutils chmod=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
+	cat=coreutils chmod=coreutils chroot=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
 	du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
 	sha256sum=coreutils nproc=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \

@@ -375,4 +375,15 @@ func TestTemplateImportSkipsDeviceNodes(t *testing.T) {
 	if got := e.out(id, "sh", "-c", "test -c /dev/null && test ! -e /dev/sda && test ! -e /etc/console && echo ok"); got != "ok" {
 		t.Errorf("the VE's /dev: %q", got)
 	}
+	// verify expects the skipped nodes nowhere, and finds a change to the shared tree.
+	e.must("template", "verify", infos[0].Name)
+	tree := filepath.Join(e.root, "templates", infos[0].Name)
+	if err := os.WriteFile(filepath.Join(tree, "etc", "vectl-planted"), []byte("planted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := e.expect(94, "template", "verify", infos[0].Name)
+	if !strings.Contains(r.stdout, "extra: /etc/vectl-planted") {
+		t.Errorf("template verify: %s", r)
+	}
+	os.Remove(filepath.Join(tree, "etc", "vectl-planted"))
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -237,6 +238,16 @@ func (e *env) cleanup() {
 			t.Errorf("cleanup: %s", d)
 		}
 	}
+	if e.cgroupParent != "" {
+		// The instance's own cgroup parent, in every hierarchy, once its VEs are gone.
+		dirs, _ := filepath.Glob("/sys/fs/cgroup" + e.cgroupParent)
+		more, _ := filepath.Glob("/sys/fs/cgroup/*" + e.cgroupParent)
+		for _, d := range append(dirs, more...) {
+			if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("cleanup: cgroup parent: %v", err)
+			}
+		}
+	}
 	if m := mountsUnder(e.dir); len(m) > 0 {
 		t.Errorf("cleanup: mounts left under %s: %v", e.dir, m)
 		for i := len(m) - 1; i >= 0; i-- {
@@ -300,22 +311,41 @@ func debianFixture(t testing.TB) string {
 	if p := os.Getenv("VECTL_TEST_DEBIAN"); p != "" {
 		return p
 	}
+	return debootstrapFixture(t, debianName, debianSuite, "systemd", debianInclude)
+}
+
+// debootstrapFixture returns a template archive built with template build --from
+// debootstrap, cached under /var/cache/vectl-test as NAME-KEY.tar.zst, KEY hashing the
+// suite, init, package list and the template builder's source.
+func debootstrapFixture(t testing.TB, name, suite, init string, include []string) string {
+	t.Helper()
+	if dir := os.Getenv("VECTL_TEST_FIXTURES"); dir != "" {
+		// Prebuilt archives named NAME.tar.zst (the VM harness brings them).
+		p := filepath.Join(dir, name+".tar.zst")
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("fixture %s: %v", name, err)
+		}
+		return p
+	}
 	requireTool(t, "debootstrap")
-	key := debianKey(t)
-	cached := filepath.Join(fixtureCache, fmt.Sprintf("%s-%s.tar.zst", debianName, key))
+	key := debootstrapKey(t, suite, init, include)
+	cached := filepath.Join(fixtureCache, fmt.Sprintf("%s-%s.tar.zst", name, key))
 	if _, err := os.Stat(cached); err == nil {
 		return cached
 	}
-	return fixture(t, "debian", func(dir string) string {
+	return fixture(t, name, func(dir string) string {
 		start := time.Now()
-		built := buildTemplate(t, dir, debianName, "--from", "debootstrap", "--suite", debianSuite,
-			"--include", strings.Join(debianInclude, ","))
-		t.Logf("debootstrap template built in %v", time.Since(start).Round(time.Second))
+		args := []string{"--from", "debootstrap", "--suite", suite, "--init", init}
+		if len(include) > 0 {
+			args = append(args, "--include", strings.Join(include, ","))
+		}
+		built := buildTemplate(t, dir, name, args...)
+		t.Logf("debootstrap template %s built in %v", name, time.Since(start).Round(time.Second))
 		if err := os.MkdirAll(fixtureCache, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		// Drop older keys of the same fixture, then publish atomically.
-		old, _ := filepath.Glob(filepath.Join(fixtureCache, debianName+"-*.tar.zst"))
+		old, _ := filepath.Glob(filepath.Join(fixtureCache, name+"-*.tar.zst"))
 		for _, o := range old {
 			os.Remove(o)
 		}
@@ -326,20 +356,22 @@ func debianFixture(t testing.TB) string {
 		if err := os.Rename(tmp, cached); err != nil {
 			t.Fatal(err)
 		}
+		os.Remove(built) // the build's own copy: the cache has it now
 		return cached
 	})
 }
 
-// debianKey hashes everything the Debian fixture is made from.
-func debianKey(t testing.TB) string {
+// debootstrapKey hashes everything a debootstrap fixture is made from.
+func debootstrapKey(t testing.TB, suite, init string, include []string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n", debianSuite, strings.Join(debianInclude, ","))
-	srcs, _ := filepath.Glob("../template/*.go")
-	extra, _ := filepath.Glob("../template/*/*")
-	for _, f := range append(srcs, extra...) {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
+	fmt.Fprintf(h, "%s\n%s\n", suite, strings.Join(include, ","))
+	if init != "systemd" { // keeps the key of the fixtures made before --init
+		fmt.Fprintf(h, "init %s\n", init)
+	}
+	// The sources that make the archive: the debootstrap builder, the tree writes and the
+	// packer (not import, list or verify, whose changes do not change what is built).
+	for _, f := range []string{"debootstrap.go", "build.go", "guest.go", "rooted.go", "pack.go"} {
+		f = filepath.Join("../template", f)
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

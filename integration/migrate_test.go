@@ -112,14 +112,7 @@ func (e *env) secondNode() *env {
 	t := e.t
 	n := newEnv(t)
 	n.netConfig = e.netConfig
-	n.cgroupParent = fmt.Sprintf("/vectl-it-%d-n2", os.Getpid())
-	t.Cleanup(func() {
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + n.cgroupParent)
-		more, _ := filepath.Glob("/sys/fs/cgroup/*/*" + n.cgroupParent)
-		for _, d := range append(dirs, more...) {
-			os.Remove(d)
-		}
-	})
+	n.cgroupParent = fmt.Sprintf("/vectl-it-%d-n2", os.Getpid()) // removed by n's cleanup
 	return n
 }
 

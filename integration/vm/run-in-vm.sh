@@ -42,6 +42,10 @@ export CI=true
 export VECTL_BIN=/payload/vectl
 export VECTL_TEST_BUSYBOX=/payload/busybox-1.35-x86_64.tar.zst
 export VECTL_TEST_DEBIAN=/payload/debian-12-x86_64-minimal.tar.zst
+export VECTL_TEST_FIXTURES=/payload
+# Of the distribution matrix, the systemd guests the payload brings (the other inits do not
+# care about the host's cgroups; Debian 12 is TestDebianSystemd's guest already).
+export VECTL_TEST_DISTROS=trixie-systemd,bullseye-systemd
 export VECTL_TEST_ESCAPE=/payload/escape
 export TMPDIR=/var/tmp/vmtest
 

@@ -31,7 +31,8 @@ default_run='^('\
 'TestResourceMemoryOOM|TestResourceForkBomb|TestResourceStats|TestResourceImageDisk|'\
 'TestNetworkRoutedAddresses|TestNetworkLiveSet|TestNetworkTeardownLeavesNothing|'\
 'TestSystemdUnit|TestBootOnboot|TestCgroupV2Delegation|TestCgroupManagerConfigFile|'\
-'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes|TestUserNSNested)$'
+'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes|TestUserNSNested|'\
+'TestDistroMatrix|TestDebian13)$'
 default_skip='^TestLifecycle$/^debian$'
 
 VMTEST_RUN=${VMTEST_RUN:-$default_run}
@@ -109,6 +110,17 @@ if [ -z "$debian" ]; then
 	debian=$(ls -t /var/cache/vectl-test/debian-12-x86_64-minimal-*.tar.zst | head -n 1)
 fi
 cp "$debian" "$payload/debian-12-x86_64-minimal.tar.zst"
+# The other systemd distributions of the matrix (TestDistroMatrix's fixtures, cached).
+for d in debian-13-x86_64-minimal:trixie debian-11-x86_64-minimal:bullseye; do
+	name=${d%%:*}
+	f=$(ls -t /var/cache/vectl-test/"$name"-*.tar.zst 2>/dev/null | head -n 1 || true)
+	if [ -z "$f" ]; then
+		log "no cached $name template: building it with the host's integration fixture"
+		(cd "$repo" && VECTL_BIN="$vectl" go test -tags integration -count=1 -run "^TestDistroMatrix\$/^${d#*:}-systemd\$" ./integration >/dev/null)
+		f=$(ls -t /var/cache/vectl-test/"$name"-*.tar.zst | head -n 1)
+	fi
+	cp "$f" "$payload/$name.tar.zst"
+done
 install -m 0755 "$here/run-in-vm.sh" "$payload/run-in-vm.sh"
 {
 	printf 'VMTEST_RUN=%q\n' "$VMTEST_RUN"
