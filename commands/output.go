@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeJSON renders v as indented JSON. Callers pass non-nil slices so that an empty list
@@ -77,4 +81,30 @@ func humanSize(n int64) string {
 		return fmt.Sprintf("%.0f%s", v, suffix)
 	}
 	return fmt.Sprintf("%.1f%s", v, suffix)
+}
+
+// isTerminal reports whether w is a terminal (a progress bar is for people, not scripts).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progressBar returns a download progress reporter that redraws one line on w.
+func progressBar(w io.Writer, name string) func(done, total int64) {
+	start := time.Now()
+	return func(done, total int64) {
+		rate := float64(done) / max(time.Since(start).Seconds(), 0.001)
+		if total <= 0 {
+			fmt.Fprintf(w, "\r%s %s %s/s   ", name, humanSize(done), humanSize(int64(rate)))
+			return
+		}
+		const width = 30
+		n := int(min(done, total) * width / total)
+		fmt.Fprintf(w, "\r%s [%s%s] %3d%% %s/%s %s/s   ", name, strings.Repeat("=", n), strings.Repeat(" ", width-n),
+			min(done, total)*100/total, humanSize(done), humanSize(total), humanSize(int64(rate)))
+	}
 }

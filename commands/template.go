@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -12,7 +13,7 @@ import (
 func templateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "template",
-		Usage: "manage the OS template cache (list, import, build, verify, remove)",
+		Usage: "manage the OS template cache (list, import, build, download, verify, remove)",
 		Description: `OS templates are root filesystem archives named like OpenVZ's precreated caches:
 dist-version-arch[-variant], e.g. debian-12-x86_64-minimal. Each is unpacked once into the
 cache; overlay VEs share that tree read-only.`,
@@ -149,6 +150,95 @@ EXIT STATUS:
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "template %s built (%s, init %s)\n", info.Name, humanSize(info.Size), dash(info.Init))
+					return nil
+				},
+			},
+			{
+				Name:      "download",
+				Usage:     "fetch a template from an image server",
+				ArgsUsage: "NAME | --list",
+				Description: `Fetches a root filesystem archive from an image server and adds it to the cache as
+import does. Three server formats are understood, tried in this order at --server:
+  simplestreams  streams/v1/index.json and its products file (LXD, Incus): the newest build
+                 of the product with a root tarball (ftype root.tar.xz), checked against the
+                 sha256 the index gives
+  lxc            meta/1.0/index-system (LXC's download template): DIR/rootfs.tar.xz,
+                 checked against DIR/SHA256SUMS
+  openvz         BASE/NAME.tar.xz, .tar.zst or .tar.gz (OpenVZ's precreated caches),
+                 checked against NAME.tar.*.sha256 or BASE/SHA256SUMS
+Names map between vectl's dist-version-arch[-variant] and the servers' products:
+debian-13-x86_64 is debian/trixie/amd64/default, ubuntu-24.04-x86_64-cloud is
+ubuntu/noble/amd64/cloud. With --keyring, the archive's detached signature (URL.asc) is
+checked with gpgv too. An archive with neither a checksum nor a checked signature is
+refused unless --no-verify. A failed check caches nothing. An interrupted transfer resumes
+(HTTP range) when the command runs again; a download of a template another one is fetching
+waits for it. HTTP(S)_PROXY and NO_PROXY from the environment are used. Progress goes to
+stderr when it is a terminal; otherwise one line per download.
+
+EXAMPLES:
+   vectl template download --list
+   vectl template download debian-13-x86_64
+   vectl template download debian-12-x86_64 --server http://mirror.example.org/images
+   vectl template download centos-7-x86_64 --server http://download.openvz.org/template/precreated
+
+EXIT STATUS:
+   0 downloaded (or already cached with the server's sha256); 21 bad name or server URL;
+   44 a template of that name with another archive is cached; 91 the server has no such
+   template; 94 checksum or signature mismatch, or nothing to check it with; 3 network`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "server", Value: template.DefaultServer, EnvVars: []string{"VECTL_TEMPLATE_SERVER"}, Usage: "image server base `URL`"},
+					&cli.BoolFlag{Name: "list", Usage: "list what the server offers"},
+					&cli.StringFlag{Name: "keyring", Usage: "OpenPGP keyring `FILE` to check signatures with (gpgv)"},
+					&cli.BoolFlag{Name: "no-verify", Usage: "accept an archive the server gives no checksum or signature for"},
+					&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"},
+				},
+				Action: func(c *cli.Context) error {
+					opts := template.DownloadOptions{Server: c.String("server"), Keyring: c.String("keyring"), NoVerify: c.Bool("no-verify")}
+					if c.Bool("list") {
+						if c.NArg() != 0 {
+							return usageErrorf("template download --list: takes no NAME")
+						}
+						offers, kind, err := template.ListServer(c.Context, opts)
+						if err != nil {
+							return err
+						}
+						if c.Bool("json") {
+							return writeJSON(c.App.Writer, map[string]any{"server": opts.Server, "format": kind, "templates": offers})
+						}
+						t := &table{header: []string{"NAME", "PRODUCT", "BUILD"}}
+						for _, o := range offers {
+							t.add(o.Name, o.Product, dash(o.Version))
+						}
+						return t.write(c.App.Writer, false)
+					}
+					if c.NArg() != 1 {
+						return usageErrorf("template download: expected one NAME (or --list)")
+					}
+					m, err := manager(c)
+					if err != nil {
+						return err
+					}
+					start := time.Now()
+					if isTerminal(c.App.ErrWriter) && !c.Bool("json") {
+						opts.Progress = progressBar(c.App.ErrWriter, c.Args().First())
+					}
+					opts.Log = func(format string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "vectl: "+format+"\n", a...) }
+					info, fetched, err := m.DownloadTemplate(c.Context, c.Args().First(), opts)
+					if opts.Progress != nil {
+						fmt.Fprintln(c.App.ErrWriter)
+					}
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(c.App.Writer, info)
+					}
+					if !fetched {
+						fmt.Fprintf(c.App.Writer, "template %s is already in the cache (sha256 %s)\n", info.Name, info.SHA256)
+						return nil
+					}
+					fmt.Fprintf(c.App.Writer, "template %s downloaded from %s (%s in %v, sha256 %s, init %s)\n", info.Name,
+						info.Source, humanSize(info.Size), time.Since(start).Round(time.Millisecond), info.SHA256, dash(info.Init))
 					return nil
 				},
 			},

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/template"
@@ -14,6 +15,27 @@ import (
 // Templates lists the OS templates in the cache.
 func (m *Manager) Templates() ([]template.Info, error) {
 	return m.templates.List()
+}
+
+// downloadLockWait is how long a download waits for another one of the same template.
+const downloadLockWait = time.Hour
+
+// DownloadTemplate fetches a template from an image server into the cache
+// (template.Store.Download). A concurrent download of the same name waits for the first
+// on the template's lock and then finds it in the cache.
+func (m *Manager) DownloadTemplate(ctx context.Context, name string, opts template.DownloadOptions) (template.Info, bool, error) {
+	if err := m.init(); err != nil {
+		return template.Info{}, false, err
+	}
+	if err := template.ValidateName(name); err != nil {
+		return template.Info{}, false, err
+	}
+	l, err := store.Acquire(filepath.Join(m.opts.Root, "locks", "template-"+name+".lock"), max(m.opts.LockTimeout, downloadLockWait))
+	if err != nil {
+		return template.Info{}, false, err
+	}
+	defer l.Unlock()
+	return m.templates.Download(ctx, name, opts)
 }
 
 // VerifyTemplate re-checks a template's archive and unpacked tree (template.Store.Verify),

@@ -165,24 +165,29 @@ func (s *Store) importFile(ctx context.Context, file, name string) (Info, error)
 	if err != nil {
 		return Info{}, err
 	}
-	// Look at the file before touching the cache, so that a wrong file leaves nothing behind.
-	src, err := os.Open(abs)
+	return s.importFrom(ctx, abs, name, abs)
+}
+
+// importFrom imports file as template name with source recorded as the given string. It
+// looks at the file before touching the cache, so that a wrong file leaves nothing behind.
+func (s *Store) importFrom(ctx context.Context, file, name, source string) (Info, error) {
+	src, err := os.Open(file)
 	if err != nil {
 		return Info{}, err
 	}
 	defer src.Close()
-	br, format, err := sniff(src, abs)
+	br, format, err := sniff(src, file)
 	if err != nil {
 		return Info{}, err
 	}
 	if err := s.prepare(name); err != nil {
 		return Info{}, err
 	}
-	a, err := s.cacheCopy(br, abs, name, format)
+	a, err := s.cacheCopy(br, file, name, format)
 	if err != nil {
 		return Info{}, err
 	}
-	return s.install(ctx, name, a, abs)
+	return s.install(ctx, name, a, source)
 }
 
 // prepare checks that name is free and removes what an interrupted operation on it left.
