@@ -49,7 +49,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
 	rsync=rsync virsh=libvirt-clients gpg=gpg gpgv=gpgv gpgconf=gpgconf via:gpg:gpg-agent=gpg-agent gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
 	cat=coreutils chmod=coreutils chroot=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
-	du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
+	dd=coreutils du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
 	sha256sum=coreutils nproc=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
 	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \

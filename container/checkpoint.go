@@ -570,7 +570,7 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	hostname, err := guestHostname(cfg, id, m.store.RootDir(id))
+	hostname, err := guestHostname(cfg, id, m.store.RootDir(id), m.templates.LowerDir(cfg.OSTemplate))
 	if err != nil {
 		return nil, err
 	}

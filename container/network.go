@@ -220,24 +220,40 @@ const hostsMark = "# vectl"
 // /etc/hostname in its root say the same before its init reads it (an init that finds
 // another name there tries to set it, which a privileged VE may not do): the configured
 // name (writeGuestNet writes it); else a name the VE gave itself in /etc/hostname; else the
-// VE's id, written there (and in /etc/hosts) in place of a template's placeholder (empty,
-// "localhost").
-func guestHostname(cfg *Config, id, root string) (string, error) {
+// VE's id, written there (and in /etc/hosts). What the template's own /etc/hostname says
+// (debootstrap leaves the build host's name there; vectl's builds "localhost") is not the
+// VE's choice: the id replaces it.
+func guestHostname(cfg *Config, id, root, templateRoot string) (string, error) {
 	if cfg.Hostname != "" {
 		return cfg.Hostname, nil
 	}
-	data, err := template.ReadGuestFile(root, "/etc/hostname")
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	own, err := hostnameIn(root)
+	if err != nil {
 		return "", fmt.Errorf("hostname: %w", err)
 	}
-	own, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
-	own = strings.TrimSpace(own)
-	if own != "" && own != "localhost" && validateHostname(own) == nil {
-		return own, nil
+	if own != "" && own != "localhost" && validateHostname(own) == nil && own != id {
+		if tmpl, err := hostnameIn(templateRoot); err != nil || own != tmpl {
+			return own, nil
+		}
 	}
 	// Best effort: a root without /etc, or with no room left, still starts, under the id.
-	_ = writeHostname(root, id, cfg.IPs)
+	if own != id {
+		_ = writeHostname(root, id, cfg.IPs)
+	}
 	return id, nil
+}
+
+// hostnameIn returns the first line of /etc/hostname in the tree at root ("" if none).
+func hostnameIn(root string) (string, error) {
+	if root == "" {
+		return "", os.ErrNotExist
+	}
+	data, err := template.ReadGuestFile(root, "/etc/hostname")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+	return strings.TrimSpace(line), nil
 }
 
 func writeHostname(root, hostname string, ips []string) error {

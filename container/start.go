@@ -214,7 +214,7 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 			return nil, "", fmt.Errorf("network: %w", err)
 		}
 	}
-	hostname, err := guestHostname(cfg, id, root)
+	hostname, err := guestHostname(cfg, id, root, m.templates.LowerDir(cfg.OSTemplate))
 	if err != nil {
 		return nil, "", err
 	}

@@ -17,6 +17,8 @@ import (
 const (
 	busyboxName = "busybox-1.35-x86_64"
 	debianName  = "debian-12-x86_64-minimal"
+	// debian13Name is the Debian 13 template of the debian group's second boot row.
+	debian13Name = "debian-13-x86_64-minimal"
 	// debianCacheGlob is where the integration tests keep their debootstrap'd template.
 	debianCacheGlob = "/var/cache/vectl-test/" + debianName + "-*.tar.zst"
 	// benchCache keeps a Debian template with iperf3 built by the bench itself, when the

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -667,26 +669,42 @@ func (b *bench) handmadeVeth() (string, error) {
 // running (or degraded), and shut down gracefully through systemd; runc with the same rootfs
 // and spec, polled the way vectl start --wait polls.
 func (b *bench) benchDebian() error {
+	if err := b.bootRows("", debianName, b.debianFS, ratioMax(1.1).as("Debian boot")); err != nil {
+		return err
+	}
+	// Debian 13 (systemd 257): the current stable, built (or taken from the integration
+	// tests' cache) for this row.
+	fs, err := b.setupDebian13()
+	if err != nil {
+		return err
+	}
+	return b.bootRows(" 13", debian13Name, fs, ratioMax(1.0).as("Debian 13 boot"))
+}
+
+// bootRows times start --wait and stop of a systemd VE from tmpl against runc run -d of a
+// copy of the same tree (fs), and adds the rows (label " 13": "Debian 13 systemd VE ...").
+func (b *bench) bootRows(label, tmpl, fs string, target *Target) error {
 	id := b.id("deb")
-	if err := b.create(id, debianName); err != nil {
+	if err := b.create(id, tmpl); err != nil {
 		return err
 	}
 	defer b.destroy(id)
+	key := "boot" + strings.TrimSpace(label)
 	vs := []*variant{{name: "vectl start --wait / stop (Debian)", vectl: true, pass: func(p int, rec recorder) error {
 		d, err := b.v.timed("start", id, "--wait", "--timeout", "120")
 		if err != nil {
 			return err
 		}
-		rec("boot/vectl", d)
+		rec(key+"/vectl", d)
 		if d, err = b.v.timed("stop", id); err != nil {
 			return err
 		}
-		rec("shutdown/vectl", d)
+		rec("shut"+key+"/vectl", d)
 		return nil
 	}}}
 	if r := b.runtime("runc"); r != nil {
 		cid := b.id("runc-deb")
-		bundle, berr := b.bundle(cid, b.debianFS, []string{"/sbin/init"})
+		bundle, berr := b.bundle(cid, fs, []string{"/sbin/init"})
 		vs = append(vs, &variant{name: "runc run -d / kill (Debian)", pass: func(p int, rec recorder) error {
 			if berr != nil {
 				return berr
@@ -698,20 +716,106 @@ func (b *bench) benchDebian() error {
 			if err != nil {
 				return err
 			}
-			rec("boot/runc", d)
+			rec(key+"/runc", d)
 			if d, err = b.runcShutdown(r, cid); err != nil {
 				return err
 			}
-			rec("shutdown/runc", d)
+			rec("shut"+key+"/runc", d)
 			return nil
 		}})
 	}
 	b.interleave(b.costly(15), vs...)
-	b.compare(cmp{group: "debian", name: "Debian systemd VE boot to running", key: "boot/vectl",
-		command: "vectl start --wait", peerKey: "boot/runc", peer: "runc run -d + poll systemctl",
-		target: ratioMax(1.1).as("Debian boot")})
-	b.compare(cmp{group: "debian", name: "Debian systemd VE graceful shutdown", key: "shutdown/vectl",
-		command: "vectl stop", peerKey: "shutdown/runc", peer: "runc kill RTMIN+3, wait, delete"})
+	b.compare(cmp{group: "debian", name: "Debian" + label + " systemd VE boot to running", key: key + "/vectl",
+		command: "vectl start --wait", peerKey: key + "/runc", peer: "runc run -d + poll systemctl",
+		target: target})
+	b.compare(cmp{group: "debian", name: "Debian" + label + " systemd VE graceful shutdown", key: "shut" + key + "/vectl",
+		command: "vectl stop", peerKey: "shut" + key + "/runc", peer: "runc kill RTMIN+3, wait, delete"})
+	return nil
+}
+
+// setupDebian13 imports the newest Debian 13 template the integration tests cached, or
+// builds one, and returns a copy of its tree for the peers.
+func (b *bench) setupDebian13() (string, error) {
+	cached, _ := filepath.Glob("/var/cache/vectl-test/" + debian13Name + "-*.tar.zst")
+	sort.Slice(cached, func(i, j int) bool { return mtime(cached[i]).After(mtime(cached[j])) })
+	if len(cached) > 0 {
+		if _, err := b.v.do("template", "import", cached[0], "--name", debian13Name); err != nil {
+			return "", err
+		}
+	} else {
+		b.progress("debian 13 template: building with debootstrap (a minute or two, needs the Debian mirror)")
+		if _, err := b.v.do("template", "build", debian13Name, "--from", "debootstrap", "--suite", "trixie"); err != nil {
+			return "", err
+		}
+	}
+	fs := filepath.Join(b.work, "rootfs", "debian13")
+	if _, err := b.sh("cp", "-a", filepath.Join(b.v.tmpl, debian13Name), fs); err != nil {
+		return "", err
+	}
+	return fs, nil
+}
+
+// benchDownload times template download of a template of about 100 MB from a loopback
+// server (OpenVZ's pattern, with its .sha256) against curl fetching the same file.
+func (b *bench) benchDownload() error {
+	const name = "bigdeb-12-x86_64"
+	dir := filepath.Join(b.work, "mirror")
+	if err := os.MkdirAll(filepath.Join(dir, "fill"), 0o755); err != nil {
+		return err
+	}
+	// The Debian tree plus 48 MB that does not compress: a real template of ~100 MB.
+	if _, err := b.sh("dd", "if=/dev/urandom", "of="+filepath.Join(dir, "fill", "random.bin"), "bs=1M", "count=48", "status=none"); err != nil {
+		return err
+	}
+	arc := filepath.Join(dir, name+".tar.zst")
+	if _, err := b.sh("tar", "--zstd", "--numeric-owner", "-cf", arc, "-C", b.debianFS, ".", "-C", filepath.Join(dir, "fill"), "."); err != nil {
+		return err
+	}
+	os.RemoveAll(filepath.Join(dir, "fill"))
+	sum, err := b.stdout("sha256sum", arc)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(arc+".sha256", []byte(sum), 0o644); err != nil {
+		return err
+	}
+	fi, err := os.Stat(arc)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(dir))}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String() + "/"
+	out := filepath.Join(b.work, "curl.out")
+	vs := []*variant{
+		{name: "vectl template download", vectl: true, pass: func(p int, rec recorder) error {
+			d, err := b.v.timed("template", "download", name, "--server", base)
+			if err != nil {
+				return err
+			}
+			rec("download/vectl", d)
+			_, err = b.v.do("template", "remove", name)
+			return err
+		}},
+		{name: "curl", pass: func(p int, rec recorder) error {
+			d, err := b.timed("curl", "-sSf", "-o", out, base+name+".tar.zst")
+			if err != nil {
+				return err
+			}
+			rec("download/curl", d)
+			return os.Remove(out)
+		}},
+	}
+	b.interleave(b.costly(5), vs...)
+	b.compare(cmp{group: "download", name: fmt.Sprintf("template download of a %d MB template from a loopback server", fi.Size()>>20),
+		key: "download/vectl", command: "vectl template download (fetch, sha256, unpack into the cache)",
+		peerKey: "download/curl", peer: "curl -o (fetch only)", target: ratioMax(1 / 0.9).as("download"),
+		note: "vectl's time includes checking the sha256 and unpacking the template into the cache, which curl does not do"})
 	return nil
 }
 
