@@ -114,6 +114,8 @@ EXIT STATUS:
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "from", Usage: "`SOURCE`: busybox or debootstrap"},
 					&cli.StringFlag{Name: "suite", Value: "bookworm", Usage: "Debian suite (debootstrap)"},
+					&cli.StringFlag{Name: "cache-dir", Value: "/var/cache/vectl/debootstrap", EnvVars: []string{"VECTL_DEBOOTSTRAP_CACHE"},
+						Usage: "keep debootstrap's downloaded packages in `DIR` for the next build (\"\": none)"},
 					&cli.StringFlag{Name: "init", Value: "systemd", Usage: "`INIT`: systemd, sysvinit, openrc or runit (debootstrap)"},
 					&cli.StringFlag{Name: "mirror", Value: "http://deb.debian.org/debian", Usage: "Debian mirror `URL` (debootstrap)"},
 					&cli.StringFlag{Name: "include", Usage: "extra packages, comma-separated (debootstrap)"},
@@ -138,13 +140,14 @@ EXIT STATUS:
 						return err
 					}
 					info, err := m.BuildTemplate(c.Context, c.Args().First(), template.BuildOptions{
-						From:    from,
-						Busybox: c.String("busybox"),
-						Suite:   c.String("suite"),
-						Init:    c.String("init"),
-						Mirror:  c.String("mirror"),
-						Include: include,
-						Log:     c.App.ErrWriter,
+						From:     from,
+						Busybox:  c.String("busybox"),
+						Suite:    c.String("suite"),
+						Init:     c.String("init"),
+						CacheDir: c.String("cache-dir"),
+						Mirror:   c.String("mirror"),
+						Include:  include,
+						Log:      c.App.ErrWriter,
 					})
 					if err != nil {
 						return err

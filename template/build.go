@@ -28,6 +28,10 @@ type BuildOptions struct {
 	// Init is the init system, for From "debootstrap": "systemd" (the default), "sysvinit",
 	// "openrc" or "runit".
 	Init string
+	// CacheDir keeps the packages debootstrap downloads, for From "debootstrap", so that the
+	// next build of the same suite fetches only what changed (an absolute path, made when
+	// missing); "" downloads everything each time.
+	CacheDir string
 	// Include lists extra packages installed on top of the defaults, for From "debootstrap".
 	Include []string
 	// Log receives debootstrap's output; nil discards it. The busybox builder writes nothing.

@@ -3,6 +3,8 @@ package template
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -79,13 +81,17 @@ func initOf(pkg string) string {
 type debootstrap struct {
 	suite, mirror string
 	init          string
+	cacheDir      string
 	include       []string // the defaults, then the extras
 	extras        []string // the caller's packages that are not defaults
 	log           io.Writer
 }
 
 func newDebootstrap(opts BuildOptions) (*debootstrap, error) {
-	d := &debootstrap{suite: opts.Suite, mirror: opts.Mirror, init: opts.Init, log: opts.Log}
+	d := &debootstrap{suite: opts.Suite, mirror: opts.Mirror, init: opts.Init, cacheDir: opts.CacheDir, log: opts.Log}
+	if d.cacheDir != "" && !filepath.IsAbs(d.cacheDir) {
+		return nil, fmt.Errorf("invalid debootstrap cache directory %q: want an absolute path", d.cacheDir)
+	}
 	if d.suite == "" {
 		d.suite = "bookworm"
 	}
@@ -156,8 +162,17 @@ func (d *debootstrap) build(ctx context.Context, dir string) error {
 	// alternative whatever else it is given, which conflicts with openrc: OpenRC is
 	// installed afterwards with the tree's own apt, which replaces sysv-rc.
 	include := slices.DeleteFunc(slices.Clone(d.include), func(p string) bool { return p == "openrc" })
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(include, ","), d.suite, dir, d.mirror)
+	args := []string{"--variant=minbase", "--include=" + strings.Join(include, ",")}
+	if d.cacheDir != "" {
+		// One directory per suite and mirror: debootstrap keeps the .debs there.
+		sum := sha256.Sum256([]byte(d.mirror))
+		cache := filepath.Join(d.cacheDir, d.suite+"-"+hex.EncodeToString(sum[:4]))
+		if err := os.MkdirAll(cache, 0o755); err != nil {
+			return err
+		}
+		args = append(args, "--cache-dir="+cache)
+	}
+	cmd := exec.CommandContext(ctx, "debootstrap", append(args, d.suite, dir, d.mirror)...)
 	tail := &tailWriter{max: 4096}
 	cmd.Stdout = io.MultiWriter(d.log, tail)
 	cmd.Stderr = cmd.Stdout

@@ -427,7 +427,7 @@ func (s *Store) Download(ctx context.Context, name string, opts DownloadOptions)
 		os.Remove(part + ".etag")
 		return Info{}, false, fmt.Errorf("download %s: %w: nothing cached", name, err)
 	}
-	info, err = s.importFrom(ctx, part, name, o.URL)
+	info, err = s.installDownload(ctx, part, name, got, o.URL)
 	os.Remove(part)
 	os.Remove(part + ".etag")
 	if err != nil {
@@ -558,4 +558,30 @@ func verifyDownload(ctx context.Context, opts DownloadOptions, o Offer, part, go
 			ErrVerify, o.URL)
 	}
 	return nil
+}
+
+// installDownload installs the checked download part (sha256 sum) as template name: the file
+// is renamed into the cache (the same filesystem) rather than copied as an import does.
+func (s *Store) installDownload(ctx context.Context, part, name, sum, source string) (Info, error) {
+	f, err := os.Open(part)
+	if err != nil {
+		return Info{}, err
+	}
+	_, format, err := sniff(f, part)
+	fi, serr := f.Stat()
+	f.Close()
+	if err != nil {
+		return Info{}, err
+	}
+	if serr != nil {
+		return Info{}, serr
+	}
+	if err := s.prepare(name); err != nil {
+		return Info{}, err
+	}
+	a := archive{path: filepath.Join(s.Dir, tmpName(name, 8)+".archive"), format: format, sha256: sum, size: fi.Size()}
+	if err := os.Rename(part, a.path); err != nil {
+		return Info{}, err
+	}
+	return s.install(ctx, name, a, source)
 }

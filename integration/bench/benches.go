@@ -810,12 +810,30 @@ func (b *bench) benchDownload() error {
 			rec("download/curl", d)
 			return os.Remove(out)
 		}},
+		{name: "curl + tar -x", pass: func(p int, rec recorder) error {
+			untar := filepath.Join(b.work, "curl-untar")
+			if err := os.MkdirAll(untar, 0o755); err != nil {
+				return err
+			}
+			start := time.Now()
+			if _, err := b.timed("curl", "-sSf", "-o", out, base+name+".tar.zst"); err != nil {
+				return err
+			}
+			if _, err := b.timed("tar", "--zstd", "--numeric-owner", "-xpf", out, "-C", untar); err != nil {
+				return err
+			}
+			rec("download/curl-tar", time.Since(start))
+			os.Remove(out)
+			return os.RemoveAll(untar)
+		}},
 	}
 	b.interleave(b.costly(5), vs...)
 	b.compare(cmp{group: "download", name: fmt.Sprintf("template download of a %d MB template from a loopback server", fi.Size()>>20),
 		key: "download/vectl", command: "vectl template download (fetch, sha256, unpack into the cache)",
 		peerKey: "download/curl", peer: "curl -o (fetch only)", target: ratioMax(1 / 0.9).as("download"),
 		note: "vectl's time includes checking the sha256 and unpacking the template into the cache, which curl does not do"})
+	b.compare(cmp{group: "download", name: fmt.Sprintf("template download of a %d MB template, against fetching and unpacking it", fi.Size()>>20),
+		key: "download/vectl", command: "vectl template download", peerKey: "download/curl-tar", peer: "curl -o, then tar -x"})
 	return nil
 }
 
