@@ -304,9 +304,11 @@ func veMounts(o specOptions) []specs.Mount {
 	}
 	if !o.console {
 		// Without a monitor there is no console pty; give /dev/console a harmless stand-in
-		// rather than the host's console device.
+		// rather than the host's console device. The bind is read-only: it is the host's
+		// /dev/null inode, and a getty on the console of a privileged VE would otherwise chown
+		// and chmod it (root:tty 0600) for the whole host. Writes to the device still work.
 		ms = append(ms, specs.Mount{Destination: "/dev/console", Type: "bind", Source: "/dev/null",
-			Options: []string{"bind", "rw"}})
+			Options: []string{"bind", "ro", "nosuid", "noexec"}})
 	}
 	return ms
 }

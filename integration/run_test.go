@@ -327,6 +327,22 @@ func TestNoMonitor(t *testing.T) {
 		t.Fatalf("monitor processes with monitor=no: %v", pids)
 	}
 	e.expect(3, "console", id)
+
+	// The console's stand-in is the host's /dev/null: a privileged VE's root (a getty on the
+	// console) must not be able to change it for the host.
+	priv := uniqueID(t)
+	e.must("create", priv, "--ostemplate", tmpl, "--userns", "no")
+	e.must("start", priv, "--wait", "--no-monitor")
+	if r := e.exec(priv, "sh", "-c", "chmod 600 /dev/console || chown 0:5 /dev/console"); r.code == 0 {
+		t.Errorf("a privileged VE changed its console stand-in:\n%s", r)
+	}
+	if got := e.out(priv, "sh", "-c", "echo x > /dev/console && echo written"); got != "written" {
+		t.Errorf("writing to the console stand-in: %q", got)
+	}
+	if st, err := os.Stat("/dev/null"); err != nil || st.Mode().Perm() != 0o666 {
+		t.Errorf("host /dev/null is now %v (%v)", st.Mode(), err)
+	}
+	e.must("stop", "--fast", priv)
 	// Without a monitor an in-VE reboot means stop.
 	e.exec(id, "reboot")
 	eventually(t, 30*time.Second, "the VE to be down", func() bool {
