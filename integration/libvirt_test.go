@@ -73,8 +73,9 @@ func installVZ(t *testing.T) {
 		if !hadGlobal {
 			os.Remove("/etc/vz/vz.conf")
 		}
+		// Made by this test: everything in them is the test's VEs' (ID.conf.destroyed too).
 		for i := len(made) - 1; i >= 0; i-- {
-			if err := os.Remove(made[i]); err != nil {
+			if err := os.RemoveAll(made[i]); err != nil {
 				t.Errorf("cleanup: %v", err)
 			}
 		}
@@ -86,9 +87,11 @@ func installVZ(t *testing.T) {
 func TestLibvirtOpenVZ(t *testing.T) {
 	virsh := requireTool(t, "virsh")
 	gcc := requireTool(t, "gcc")
+	// Before the env: cleanups run last first, so the env's VEs are destroyed (and vectl
+	// writes /etc/vz one last time) before /etc/vz is taken away.
+	installVZ(t)
 	e := newEnv(t)
 	e.vzConfDir = "/etc/vz"
-	installVZ(t)
 	tmpl := e.importBusybox()
 	a, b := uniqueID(t), uniqueID(t)
 	for _, id := range []string{a, b} {
