@@ -431,10 +431,7 @@ func veInittab(text string) string {
 		}
 		out = append(out, l)
 	}
-	text = strings.Join(out, "\n") + "\n"
-	if !strings.Contains(text, bootedInittab) {
-		text += bootedComment + "\n" + bootedInittab + "\n"
-	}
+	text, _ = withBootedLine(strings.Join(out, "\n") + "\n")
 	return text
 }
 

@@ -33,20 +33,28 @@ func AddBootedMark(root string) error {
 		}
 		return fmt.Errorf("inittab: %w", err)
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.TrimSpace(l) == bootedInittab {
-			return nil
-		}
+	text, changed := withBootedLine(string(data))
+	if !changed {
+		return nil
 	}
-	text := string(data)
-	if text != "" && !strings.HasSuffix(text, "\n") {
-		text += "\n"
-	}
-	text += bootedComment + "\n" + bootedInittab + "\n"
 	if err := WriteGuestFile(root, "/etc/inittab", []byte(text), 0o644); err != nil {
 		return fmt.Errorf("inittab: %w", err)
 	}
 	return nil
+}
+
+// withBootedLine returns inittab text with bootedInittab at its end, unless a line of the
+// text is it already (changed false).
+func withBootedLine(text string) (string, bool) {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.TrimSpace(l) == bootedInittab {
+			return text, false
+		}
+	}
+	if text != "" && !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	return text + bootedComment + "\n" + bootedInittab + "\n", true
 }
 
 // WantsTmpfsTmp reports whether a systemd tree mounts a tmpfs on /tmp at boot (Debian 13
