@@ -136,8 +136,7 @@ FUZZ := commands:FuzzVzctlArgs commands:FuzzVzlistArgs commands:FuzzVectlArgs co
 fuzz:
 	@for t in $(FUZZ); do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg >/tmp/vectl-fuzz.log 2>&1 || \
-			{ tail -40 /tmp/vectl-fuzz.log; exit 1; }; \
+		.ci/fuzz "$(GO)" $$pkg $$name $(FUZZTIME) || exit 1; \
 	done
 
 integration: bin/vectl
