@@ -49,11 +49,11 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
 	rsync=rsync virsh=libvirt-clients gpg=gpg gpgv=gpgv gpgconf=gpgconf via:gpg:gpg-agent=gpg-agent gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
 	cat=coreutils chmod=coreutils chroot=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
-	dd=coreutils du=coreutils head=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
+	dd=coreutils du=coreutils head=coreutils md5sum=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
 	sha256sum=coreutils nproc=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
 	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \
-	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg criu=make-criu via:tar:xz=xz-utils \
+	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg dpkg-deb=dpkg criu=make-criu via:tar:xz=xz-utils \
 	lib:criu-bsd=libbsd-dev lib:criu-cap=libcap-dev lib:criu-gnutls=libgnutls28-dev lib:criu-net=libnet1-dev \
 	lib:criu-nftables=libnftables-dev lib:criu-nl=libnl-3-dev lib:criu-protobuf-c=libprotobuf-c-dev \
 	lib:criu-protobuf=libprotobuf-dev lib:criu-uuid=uuid-dev via:make:protoc-c=protobuf-c-compiler \

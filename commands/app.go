@@ -164,6 +164,7 @@ func NewApp(s Streams) *cli.App {
 			migrateGuardCommand(),
 		},
 	}
+	app.Commands = append(app.Commands, snapshotCommands()...)
 	for _, c := range app.Commands {
 		prepare(c)
 	}

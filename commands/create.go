@@ -100,14 +100,21 @@ finishes the job after a create, start or destroy that was killed midway.
 EXAMPLES:
    vectl destroy 101
 
+A VE with snapshots is refused (exit 161) unless --force, which removes them with it; layers
+a clone of the VE builds on stay until that clone is gone too.
+
 EXIT STATUS:
-   0 destroyed; 14 no such VE; 32 the VE is running (stop it first); 9 locked`,
+   0 destroyed; 14 no such VE; 32 the VE is running (stop it first); 161 the VE has
+   snapshots (--force); 9 locked`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Usage: "remove the VE's snapshots with it"},
+		},
 		Action: func(c *cli.Context) error {
 			id, m, err := veManager(c)
 			if err != nil {
 				return err
 			}
-			if err := m.Destroy(c.Context, id); err != nil {
+			if err := m.Destroy(c.Context, id, c.Bool("force")); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "VE %s destroyed\n", id)

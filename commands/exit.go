@@ -66,6 +66,12 @@ var exitCodes = []exitCode{
 		[]error{template.ErrModified, template.ErrVerify}},
 	{105, "VE start disabled (set --disabled yes): start --force starts it", []error{container.ErrDisabled}},
 	{133, "start --wait: the VE did not finish booting in time", []error{container.ErrWait}},
+	{156, "snapshot or clone failed (nothing of it is left)", []error{container.ErrSnapshot}},
+	{158, "snapshot-delete failed, or no such snapshot to delete", []error{container.ErrSnapshotDelete}},
+	{159, "snapshot-switch failed, or no such snapshot to switch to (the VE is as it was)", []error{container.ErrSnapshotSwitch}},
+	{160, "no such snapshot (see snapshot-list)", []error{container.ErrNoSnapshot}},
+	{161, "the VE has snapshots: destroy --force removes them with it", []error{container.ErrHasSnapshots}},
+	{162, "snapshots and O(1) clones need the overlay layout", []error{container.ErrNoLayers}},
 	{130, "interrupted (SIGINT)", []error{context.Canceled}},
 }
 

@@ -194,7 +194,9 @@ func TestVzctlCommandLine(t *testing.T) {
 		{[]string{"set", "101", "--setmode", "sometimes"}, 21, "Bad parameter for --setmode"},
 		{[]string{"set", "101", "--bogus", "1"}, 21, "unrecognized option '--bogus'"},
 		{[]string{"quotaon", "101"}, 60, "Disk quota is not enabled"},
-		{[]string{"snapshot", "101"}, 156, "not supported"},
+		{[]string{"compact", "101"}, 156, "not supported"},
+		{[]string{"snapshot-switch", "101"}, 20, "snapshot uuid is not specified"},
+		{[]string{"snapshot-list", "101", "-o", "uuid,bogus"}, 20, "unknown field"},
 		{[]string{"create", "101", "--private", "/x"}, 21, "not supported"},
 	} {
 		code, out, errs := personality(t, root, "vzctl", c.args...)

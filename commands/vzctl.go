@@ -159,6 +159,18 @@ func vzctlOptions(cmd string) []longOpt {
 		return vzctlSetLongs
 	case "enter":
 		return []longOpt{{"exec", true, ""}}
+	case "snapshot":
+		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"name", true, ""}, {"description", true, ""},
+			{"skip-suspend", false, ""}, {"skip-config", false, ""}}
+	case "snapshot-switch":
+		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"skip-resume", false, ""}, {"must-resume", false, ""},
+			{"skip-config", false, ""}}
+	case "snapshot-delete", "snapshot-umount":
+		return []longOpt{{"id", true, ""}, {"uuid", true, ""}}
+	case "snapshot-mount":
+		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"target", true, ""}}
+	case "snapshot-list":
+		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"output", true, "o"}, {"no-header", false, "H"}}
 	}
 	return nil
 }
@@ -258,7 +270,7 @@ func (r *vzctlRun) run(st container.Entry) int {
 			return vzFSMounted
 		}
 		r.say("Destroying container private area: %s", r.private)
-		if code := r.vectl("destroy", r.id); code != 0 {
+		if code := r.vectl("destroy", "--force", r.id); code != 0 { // vzctl destroys a CT with its snapshots
 			return code
 		}
 		r.say("Container private area was destroyed")
@@ -335,7 +347,86 @@ func (r *vzctlRun) run(st container.Entry) int {
 		r.say("Disk quota is not enabled, skipping operation")
 		return map[string]int{"quotaon": vzDQOn, "quotaoff": vzDQOff, "quotainit": vzDQInit}[r.cmd]
 	}
-	return r.fail(vzCreateSnapshot, "%s: not supported by vectl yet (no snapshots, ploop or layout conversion)", r.cmd)
+	if strings.HasPrefix(r.cmd, "snapshot") {
+		return r.snapshot()
+	}
+	return r.fail(vzCreateSnapshot, "%s: not supported by vectl (no ploop, no layout conversion)", r.cmd)
+}
+
+// snapshot runs vzctl's snapshot commands with vzctl's messages; UUIDs are printed in
+// braces, as vzctl prints them.
+func (r *vzctlRun) snapshot() int {
+	var opts []option
+	var rest []string
+	var code int
+	if r.cmd == "snapshot-list" {
+		opts, rest, code = r.parseShort("Ho:", vzctlOptions(r.cmd))
+	} else {
+		opts, rest, code = r.parse(vzctlOptions(r.cmd))
+	}
+	if code != 0 {
+		return code
+	}
+	if len(rest) > 0 {
+		r.args = rest
+		return r.extra()
+	}
+	args := []string{r.cmd}
+	uuid, fields, noHeader := "", "", false
+	for _, o := range opts {
+		if o.long == "" {
+			o.long = map[string]string{"o": "output", "H": "no-header"}[o.key]
+		}
+		switch o.long {
+		case "id", "uuid":
+			uuid = o.arg
+			args = append(args, "--id", o.arg)
+		case "output":
+			fields = o.arg
+		case "no-header":
+			noHeader = true
+		case "name", "description", "target":
+			args = append(args, "--"+o.long, o.arg)
+		default:
+			args = append(args, "--"+o.long)
+		}
+	}
+	switch r.cmd {
+	case "snapshot-list":
+		if fields == "" {
+			fields = "parent_uuid,current,uuid,date,name"
+		}
+		err := withManager(r.s, func(_ context.Context, m *container.Manager) error {
+			return listSnapshots(r.s.Out, m, r.id, uuid, fields, noHeader, false, true)
+		})
+		if err != nil {
+			c, msg := exitStatus(err)
+			return r.fail(c, "%s", msg)
+		}
+		return 0
+	case "snapshot":
+		if uuid == "" {
+			uuid = container.NewUUID()
+			args = append(args, "--id", uuid)
+		}
+		u, _ := container.NormalizeUUID(uuid)
+		r.say("Creating snapshot {%s}", u)
+		if code := r.vectl(append(args, r.id)...); code != 0 {
+			return code
+		}
+		r.say("Snapshot {%s} has been successfully created", u)
+		return 0
+	case "snapshot-switch", "snapshot-delete", "snapshot-mount", "snapshot-umount":
+		if uuid == "" {
+			return r.fail(vzSyntax, "Invalid syntax: snapshot uuid is not specified (--id)")
+		}
+		u, _ := container.NormalizeUUID(uuid)
+		verb := map[string]string{"snapshot-switch": "Switching to", "snapshot-delete": "Deleting",
+			"snapshot-mount": "Mounting", "snapshot-umount": "Unmounting"}[r.cmd]
+		r.say("%s snapshot {%s}", verb, u)
+		return r.vectl(append(args, r.id)...)
+	}
+	return r.fail(vzSyntax, "Invalid command %s", r.cmd)
 }
 
 // options parses the command's options and refuses words left over.
@@ -350,6 +441,15 @@ func (r *vzctlRun) options(longs []longOpt) ([]option, int) {
 
 func (r *vzctlRun) extra() int {
 	return r.fail(vzSyntax, "Invalid non-option argument(s): %s", strings.Join(r.args, " "))
+}
+
+// parseShort is parse with short options too (snapshot-list -H -o).
+func (r *vzctlRun) parseShort(short string, longs []longOpt) ([]option, []string, int) {
+	opts, rest, err := getoptLong("vzctl", r.args, short, longs)
+	if err != nil {
+		return nil, nil, r.fail(vzSyntax, "%v", err)
+	}
+	return opts, rest, 0
 }
 
 // parse reads a command's options with getopt_long. A bad option is vzctl's exit 20, but

@@ -50,9 +50,6 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	if o.OSTemplate == "" {
 		return nil, fmt.Errorf("create %s: %w: pass --ostemplate NAME (see vectl template list)", o.ID, ErrNoTemplate)
 	}
-	if err := ValidateID(o.ID); err != nil {
-		return nil, err
-	}
 	if o.Layout == "" {
 		o.Layout = LayoutOverlay
 	}
@@ -62,20 +59,10 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	if err := template.ValidateName(o.OSTemplate); err != nil {
 		return nil, err
 	}
-	if o.Name != "" {
-		if err := validateName(o.Name); err != nil {
-			return nil, err
-		}
-	}
-	if o.Hostname != "" {
-		if err := validateHostname(o.Hostname); err != nil {
-			return nil, err
-		}
-	}
 	if err := validateDescription(o.Description); err != nil {
 		return nil, err
 	}
-	if err := m.init(); err != nil {
+	if err := m.validateCreate(&o); err != nil {
 		return nil, err
 	}
 	// overlayfs cannot hold another overlay's upper directory: vectl nested in a VE whose

@@ -7,7 +7,9 @@ import (
 
 // Destroy removes a stopped VE and everything it has on disk (vzctl destroy). It also
 // finishes the job after a create, destroy or run that was killed midway.
-func (m *Manager) Destroy(ctx context.Context, ref string) error {
+// A VE with snapshots is refused unless force: then they go with it (their layers stay
+// while a clone builds on them).
+func (m *Manager) Destroy(ctx context.Context, ref string, force bool) error {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return err
@@ -15,6 +17,19 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 	defer l.Unlock()
 	if st := m.observe(id); st.Running {
 		return fmt.Errorf("destroy %s: %w: stop it first", id, ErrRunning)
+	}
+	set, err := m.loadSnapshots(id)
+	if err != nil && !force {
+		return fmt.Errorf("destroy %s: %w", id, err)
+	}
+	if err == nil && len(set.Snapshots) > 0 {
+		if !force {
+			return fmt.Errorf("destroy %s: %w (%d): destroy --force removes them with it, or snapshot-delete them first",
+				id, ErrHasSnapshots, len(set.Snapshots))
+		}
+		if err := m.dropSnapshots(id); err != nil {
+			return fmt.Errorf("destroy %s: %w", id, err)
+		}
 	}
 	if m.leftovers(id) {
 		if err := m.teardown(id, false); err != nil {
@@ -31,8 +46,17 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 			return fmt.Errorf("destroy %s: %w", id, err)
 		}
 	}
+	layered := set != nil && len(set.Snapshots) > 0
+	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Base != "" {
+		layered = true
+	}
 	if err := m.removeVE(id, l); err != nil {
 		return fmt.Errorf("destroy %s: %w", id, err)
+	}
+	if layered {
+		if err := m.collectLayers(id); err != nil {
+			m.opts.Warn(fmt.Sprintf("destroy %s: layers not collected: %v", id, err))
+		}
 	}
 	return nil
 }

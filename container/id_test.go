@@ -105,3 +105,19 @@ func TestValidateDescription(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalizeUUID(t *testing.T) {
+	for in, want := range map[string]string{
+		"2f9a52ad-4b17-4c3e-9a5d-0e2f1c3b4a5d":   "2f9a52ad-4b17-4c3e-9a5d-0e2f1c3b4a5d",
+		"{2F9A52AD-4B17-4C3E-9A5D-0E2F1C3B4A5D}": "2f9a52ad-4b17-4c3e-9a5d-0e2f1c3b4a5d",
+	} {
+		if got, err := NormalizeUUID(in); err != nil || got != want {
+			t.Errorf("NormalizeUUID(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "2f9a52ad-4b17-4c3e-9a5d-0e2f1c3b4a5", "../../etc/passwd-0000-0000-0000-000000000000", "{}"} {
+		if _, err := NormalizeUUID(bad); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("NormalizeUUID(%q): %v", bad, err)
+		}
+	}
+}

@@ -395,7 +395,7 @@ func (g *migration) cleanupSource() error {
 		return g.m.DropDump(g.j.ID)
 	}
 	// The destination runs the VE now: a failure here is reported, never undone.
-	if err := g.m.Destroy(context.Background(), g.j.ID); err != nil {
+	if err := g.m.Destroy(context.Background(), g.j.ID, true); err != nil {
 		return fmt.Errorf("the VE runs on %s; removing it here failed (remove it with vectl destroy %s): %w", g.j.Host, g.j.ID, err)
 	}
 	return nil

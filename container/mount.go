@@ -68,6 +68,16 @@ func (m *Manager) area(cfg *Config) layout.Area {
 // of the same map for the time of the mount.
 func (m *Manager) mountRoot(cfg *Config) error {
 	a := m.area(cfg)
+	if cfg.Layout == LayoutOverlay && !layout.Mounted(a.Root) {
+		if err := m.finishPending(cfg); err != nil {
+			return err
+		}
+		layers, err := m.layerDirs(cfg.Base)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrMount, err)
+		}
+		a.Layers = layers
+	}
 	u := cfg.UserNS
 	if u == nil || layout.Mounted(a.Root) {
 		return a.Mount()

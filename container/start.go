@@ -191,6 +191,15 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 		return nil, "", err
 	}
 	root := m.store.RootDir(id)
+	if cfg.NewIdentity {
+		if err := m.newIdentity(ctx, cfg, root); err != nil {
+			return nil, "", fmt.Errorf("the clone's own machine-id and SSH host keys: %w", err)
+		}
+		cfg.NewIdentity = false
+		if err := m.store.SaveConfig(cfg); err != nil {
+			return nil, "", err
+		}
+	}
 	initType := template.DetectInit(root)
 	if initType == "" {
 		return nil, "", fmt.Errorf("%w: no /sbin/init in its root (template %s)", ErrNoInit, cfg.OSTemplate)

@@ -35,6 +35,11 @@ func (m *Manager) Stop(ctx context.Context, ref string, o StopOptions) error {
 		return err
 	}
 	defer l.Unlock()
+	return m.stop(ctx, id, o)
+}
+
+// stop is Stop with the VE's lock held.
+func (m *Manager) stop(ctx context.Context, id string, o StopOptions) error {
 	cfg, err := m.store.LoadConfig(id)
 	if err != nil {
 		return err

@@ -234,7 +234,7 @@ func (e *env) cleanup() {
 		}
 	}
 	for _, id := range strings.Fields(e.vectl("list", "-a", "-1").stdout) {
-		if d := e.vectl("destroy", id); d.code != 0 {
+		if d := e.vectl("destroy", "--force", id); d.code != 0 {
 			t.Errorf("cleanup: %s", d)
 		}
 	}

@@ -169,7 +169,18 @@ func Allocate(pool string, used, unmapped []Range) (uint32, error) {
 // Pin creates a user namespace mapping 0-65535 to uid..uid+65535 and gid..gid+65535, and
 // (unless netns is "") a network namespace owned by it, and keeps them by bind-mounting them
 // on the files userns and netns (which must not exist). On error nothing is left.
-func Pin(userns, netns string, uid, gid uint32) (err error) {
+func Pin(userns, netns string, uid, gid uint32) error {
+	return pin(userns, netns, 0, uid, 0, gid)
+}
+
+// PinMap pins on userns a user namespace in which the host ids fromUID.. and fromGID..
+// (Size of each) are toUID.. and toGID..: an idmapped mount through it shows files owned by
+// fromUID+N as owned by toUID+N (a layer of one VE's range seen by a VE of another).
+func PinMap(userns string, fromUID, toUID, fromGID, toGID uint32) error {
+	return pin(userns, "", fromUID, toUID, fromGID, toGID)
+}
+
+func pin(userns, netns string, insideUID, uid, insideGID, gid uint32) (err error) {
 	pins := []struct{ file, ns string }{{userns, "user"}}
 	flags := unix.CLONE_NEWUSER
 	if netns != "" {
@@ -189,8 +200,8 @@ func Pin(userns, netns string, uid, gid uint32) (err error) {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  uintptr(flags),
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(uid), Size: Size}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(gid), Size: Size}},
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: int(insideUID), HostID: int(uid), Size: Size}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: int(insideGID), HostID: int(gid), Size: Size}},
 		// setgroups stays allowed: the VE's root needs it, and the map is written by host root.
 		GidMappingsEnableSetgroups: true,
 		Pdeathsig:                  unix.SIGKILL,

@@ -58,6 +58,12 @@ type Area struct {
 	// template's tree (overlay), the private copy (copy) or the image's filesystem (image)
 	// through an idmapped mount of it, so that what host root owns the VE's root owns.
 	Userns string
+
+	// Layers are the overlay's lower layers above the template, top first: the VE's
+	// snapshots and the source VE of a clone.
+	Layers []LayerDir
+	// ReadOnly mounts the overlay without the upper directory (a snapshot's tree).
+	ReadOnly bool
 }
 
 // Create makes a new VE's private area (which must not exist) from the template's tree:
@@ -120,6 +126,10 @@ func (a Area) Mount() error {
 	var err error
 	switch a.Layout {
 	case Overlay:
+		if len(a.Layers) > 0 || a.ReadOnly {
+			err = a.mountLayered()
+			break
+		}
 		if _, serr := os.Stat(a.Lower); serr != nil {
 			return fmt.Errorf("%w: template %s: %v", ErrMount, a.Template, serr)
 		}
@@ -182,6 +192,18 @@ func (a Area) staged(src string, stage func(src, dst, userns string) error, use 
 // (see staged); none is not an error.
 func Unstage(priv string) error {
 	dir := filepath.Join(priv, "stage")
+	// A layered mount's stage holds a mount (or a pinned namespace) per entry.
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("unmount %s: %w", p, err)
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}

@@ -48,6 +48,12 @@ type Config struct {
 	OSTemplate  string    `json:"ostemplate"`
 	Layout      string    `json:"layout"`
 	Created     time.Time `json:"created"`
+	// Base is the top layer of the overlay's lower layers above the template (a snapshot's
+	// or the source VE's of a clone; ROOT/layers/BASE); "": the template alone.
+	Base string `json:"base,omitempty"`
+	// NewIdentity marks a clone that has not started yet: its first start gives it its own
+	// machine-id and SSH host keys before its init runs.
+	NewIdentity bool `json:"new_identity,omitempty"`
 
 	// StopSignal overrides the shutdown request detected from the VE's init: a signal name
 	// (SIGRTMIN+3, SIGUSR2, SIGPWR, ...) or "halt" to run /sbin/halt inside the VE.
