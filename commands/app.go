@@ -164,7 +164,7 @@ func NewApp(s Streams) *cli.App {
 			migrateGuardCommand(),
 		},
 	}
-	app.Commands = append(app.Commands, snapshotCommands()...)
+	app.Commands = append(append(app.Commands, snapshotCommands()...), backupCommands()...)
 	for _, c := range app.Commands {
 		prepare(c)
 	}

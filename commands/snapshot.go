@@ -335,3 +335,94 @@ func listSnapshots(w io.Writer, m *container.Manager, id, uuid, fields string, n
 	}
 	return t.write(w, noHeader)
 }
+
+func backupCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:      "backup",
+			Usage:     "write a VE's backup: one self-checking archive",
+			ArgsUsage: "ID FILE|DIR",
+			Description: `Writes one archive (zstd-compressed tar; --compress none: plain tar) holding a manifest,
+the VE's config and its private data (an overlay VE's layers and upper directory, a copy VE's
+rootfs, an image VE's disk image), each part with its sha256 in the manifest, and with
+--with-template the template's archive. Owners, modes, ACLs, xattrs, hard links and holes are
+kept. Given a directory, the file is DIR/vectl-backup-ID-DATE.tar.zst. The archive appears
+under its name only once complete; an interrupted backup leaves nothing under it.
+A running VE: --mode snapshot or suspend (the default is snapshot) copies its data while it
+runs, then once more frozen (only what changed); an image VE is frozen for the copy of its
+disk. --mode stop stops it for the backup and starts it again. Progress on a terminal.
+
+EXAMPLES:
+   vectl backup 101 /srv/backup
+   vectl backup 101 /srv/backup/101.tar.zst --mode stop --with-template
+   vectl backup-restore /srv/backup/101.tar.zst 201
+
+EXIT STATUS:
+   0 written; 14 no such VE; 21 bad mode, compression or FILE exists; 91 the VE's template is
+   gone; 163 the backup failed (nothing is left under FILE); 9 locked`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "mode", Value: "snapshot", Usage: "for a running VE: `MODE` stop, suspend or snapshot"},
+				&cli.StringFlag{Name: "compress", Value: "zstd", Usage: "zstd or none"},
+				&cli.BoolFlag{Name: "with-template", Usage: "embed the template's archive (restores on a node without it)"},
+				&cli.BoolFlag{Name: "json", Usage: "print what was written as JSON"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 2 {
+					return usageErrorf("backup: expected ID and FILE (or DIR), got %d arguments", c.NArg())
+				}
+				m, err := manager(c)
+				if err != nil {
+					return err
+				}
+				o := container.BackupOptions{File: c.Args().Get(1), Mode: c.String("mode"), Compress: c.String("compress"),
+					WithTemplate: c.Bool("with-template"), Start: container.StartOptions{MonitorArgs: monitorArgs(c)}}
+				if isTerminal(c.App.ErrWriter) && !c.Bool("json") {
+					o.Progress = progressBar(c.App.ErrWriter, "backup "+c.Args().First())
+				}
+				rep, err := m.Backup(c.Context, c.Args().First(), o)
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return writeJSON(c.App.Writer, rep)
+				}
+				fmt.Fprintf(c.App.Writer, "VE %s backed up to %s (%s", c.Args().First(), rep.File, humanSize(rep.Size))
+				if rep.FrozenMs > 0 {
+					fmt.Fprintf(c.App.Writer, ", frozen %d ms", rep.FrozenMs)
+				}
+				fmt.Fprintln(c.App.Writer, ")")
+				return nil
+			},
+		},
+		{
+			Name:      "backup-restore",
+			Usage:     "make a VE from a backup",
+			ArgsUsage: "FILE [NEWID]",
+			Description: `Checks every part of the archive against the sha256 in its manifest before anything is
+made, then creates the VE (stopped) under its old id or NEWID. The template must be on this
+node with the sha256 the backup names, or be embedded in it (backup --with-template; it is then
+imported). Under a new id the VE gets neither the name nor the addresses of the original, and a
+user-namespace VE gets a range of ids of its own (its files are shifted to it).
+
+EXIT STATUS:
+   0 restored; 21 bad id; 44 the VE exists; 91 the template is not on this node; 94 the
+   template here differs from the backup's; 163 not a sound backup (cut short, altered, sha256
+   mismatch) or the restore failed (nothing of it is left)`,
+			Action: func(c *cli.Context) error {
+				if c.NArg() < 1 || c.NArg() > 2 {
+					return usageErrorf("backup-restore: expected FILE [NEWID], got %d arguments", c.NArg())
+				}
+				m, err := manager(c)
+				if err != nil {
+					return err
+				}
+				cfg, err := m.RestoreBackup(c.Context, container.RestoreBackupOptions{File: c.Args().Get(0), ID: c.Args().Get(1)})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "VE %s restored from %s\n", cfg.ID, c.Args().Get(0))
+				return nil
+			},
+		},
+	}
+}

@@ -220,6 +220,11 @@ func (m *Manager) Migrate(ctx context.Context, ref string, o MigrateOptions) (*M
 		return nil, migrateErr(MigrateLocked, "migrate %s: a migration of this VE to %s is under way or was interrupted (its guard undoes it; see %s)",
 			id, host, m.journalPath(id))
 	}
+	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Base != "" {
+		return nil, migrateErr(MigrateUsage, "migrate %s: the VE builds on snapshot or clone layers (ROOT/layers), which migrate "+
+			"does not carry yet (it copies the private area only): delete the VE's snapshots first (the last delete folds its layer "+
+			"into the stopped VE); a clone keeps the layer it shares with its source", id)
+	}
 	m.migrating = id
 	running := m.populated(id)
 	if m.Suspended(id) {

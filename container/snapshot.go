@@ -289,7 +289,7 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running, noFreeze b
 // returns how long the VE was frozen.
 func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, noFreeze bool) (time.Duration, error) {
 	rsync := func() error {
-		args := []string{"-aHAX", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
+		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
 		// 24: files vanished while copying (the VE runs): the frozen pass takes what is left.
 		var ee *exec.ExitError
@@ -307,19 +307,24 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, noFreeze
 	if noFreeze {
 		return 0, rsync()
 	}
+	return m.whileFrozen(id, rsync)
+}
+
+// whileFrozen runs fn with the VE's processes frozen and returns how long they were. A VE
+// frozen already (chkpnt --suspend) stays so.
+func (m *Manager) whileFrozen(id string, fn func() error) (time.Duration, error) {
+	if m.frozen(id) {
+		return 0, fn()
+	}
 	c, err := libcontainer.Load(m.lcRoot(), id)
 	if err != nil {
 		return 0, err
-	}
-	if m.frozen(id) {
-		// Frozen already (chkpnt --suspend): leave it so.
-		return 0, rsync()
 	}
 	start := time.Now()
 	if err := c.Pause(); err != nil {
 		return 0, fmt.Errorf("freeze: %w", err)
 	}
-	err = rsync()
+	err = fn()
 	if rerr := c.Resume(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("thaw: %w", rerr))
 	}
@@ -645,8 +650,8 @@ func (m *Manager) collectLayers(self string) error {
 		}
 	}
 	for _, id := range ids {
-		if _, err := os.Stat(filepath.Join(m.store.VEDir(id), snapPendingFile)); err == nil {
-			busy[id] = true
+		if _, err := os.Stat(filepath.Join(m.store.VEDir(id), snapPendingFile)); err == nil || m.store.Incomplete(id) {
+			busy[id] = true // a snapshot, clone or restore under way
 		}
 		cfg, err := m.store.LoadConfig(id)
 		if err != nil {
@@ -683,6 +688,7 @@ func (m *Manager) collectLayers(self string) error {
 	}
 	var errs []error
 	for _, l := range all {
+		// A layer without its description is one being made (or a leftover of a killed vectl).
 		if !needed[l.ID] && !busy[l.VE] && !(l.VE == "" && time.Since(dirTime(filepath.Join(pool.Dir, l.ID))) < time.Hour) {
 			errs = append(errs, pool.Remove(l.ID))
 		}

@@ -17,14 +17,16 @@ import (
 
 // The posix_acl_xattr format: a version, then entries of a tag, permissions and an id.
 const (
-	aclXattr    = "system.posix_acl_access"
-	aclVersion  = 2
-	aclUserObj  = 0x01
-	aclUser     = 0x02
-	aclGroupObj = 0x04
-	aclMask     = 0x10
-	aclOther    = 0x20
-	aclExec     = 1
+	aclXattr        = "system.posix_acl_access"
+	aclDefaultXattr = "system.posix_acl_default"
+	aclGroup        = 0x08
+	aclVersion      = 2
+	aclUserObj      = 0x01
+	aclUser         = 0x02
+	aclGroupObj     = 0x04
+	aclMask         = 0x10
+	aclOther        = 0x20
+	aclExec         = 1
 )
 
 type aclEntry struct {
@@ -99,10 +101,10 @@ func writeACL(fd int, entries []aclEntry) error {
 	var mask uint16
 	named := false
 	for _, e := range entries {
-		if e.tag == aclUser || e.tag == aclGroupObj || e.tag == 0x08 {
+		if e.tag == aclUser || e.tag == aclGroupObj || e.tag == aclGroup {
 			mask |= e.perm
 		}
-		if e.tag == aclUser || e.tag == 0x08 {
+		if e.tag == aclUser || e.tag == aclGroup {
 			named = true
 		}
 	}
@@ -118,7 +120,7 @@ func writeACL(fd int, entries []aclEntry) error {
 	buf := binary.LittleEndian.AppendUint32(nil, aclVersion)
 	for _, e := range entries {
 		id := e.id
-		if e.tag != aclUser && e.tag != 0x08 {
+		if e.tag != aclUser && e.tag != aclGroup {
 			id = 0xffffffff // ACL_UNDEFINED_ID
 		}
 		buf = binary.LittleEndian.AppendUint16(buf, e.tag)
