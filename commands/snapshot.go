@@ -21,8 +21,9 @@ func snapshotCommands() []*cli.Command {
 UUID (printed; --id chooses it). A stopped VE's snapshot costs a rename whatever its size: its
 private upper directory becomes a read-only layer and the VE goes on from a new, empty one. A
 running VE is copied with rsync while it runs, then once more while it is frozen (only what
-changed meanwhile), so the snapshot is consistent; --skip-suspend does not freeze it.
-Snapshots hold files and config, no memory: snapshot-switch leaves the VE stopped.
+changed meanwhile), so the snapshot is consistent. Snapshots hold files and config, no
+memory: snapshot-switch leaves the VE stopped, and --skip-suspend (vzctl's "no memory dump")
+changes nothing.
 
 EXAMPLES:
    vectl snapshot 101 --name before-upgrade
@@ -36,7 +37,7 @@ EXIT STATUS:
 				idFlag,
 				&cli.StringFlag{Name: "name", Usage: "a `NAME` for snapshot-list"},
 				&cli.StringFlag{Name: "description", Usage: "a `TEXT` for snapshot-list -o desc"},
-				&cli.BoolFlag{Name: "skip-suspend", Usage: "do not freeze a running VE for the final pass"},
+				&cli.BoolFlag{Name: "skip-suspend", Usage: "(vzctl) no memory dump: none is made anyway"},
 				&cli.BoolFlag{Name: "skip-config", Usage: "do not keep the VE's config in the snapshot"},
 				&cli.BoolFlag{Name: "json", Usage: "print {\"id\", \"uuid\"} as JSON"},
 			},

@@ -78,8 +78,8 @@ func (s *snapshotSet) find(uuid string) int {
 type SnapshotOptions struct {
 	UUID, Name, Description string
 	SkipConfig              bool // do not keep the VE's config in the snapshot
-	// SkipSuspend takes a running VE's snapshot without freezing it: the final pass runs
-	// while it writes, so files may be torn.
+	// SkipSuspend is vzctl's "no memory dump": vectl's snapshots hold none anyway, and a
+	// running VE is still frozen for the final pass, so that its files are consistent.
 	SkipSuspend bool
 }
 
@@ -217,9 +217,9 @@ func (m *Manager) finishPending(cfg *Config) error {
 
 // newLayer makes a layer of a VE's current upper directory. A stopped VE's upper becomes
 // the layer (a rename) and the VE goes on from a new empty upper over it: cfg.Base moves
-// up. A running VE's upper is copied (two rsync passes, the second while frozen unless
-// noFreeze) and the VE keeps its base. snap, when given, is recorded with the layer.
-func (m *Manager) newLayer(ctx context.Context, cfg *Config, running, noFreeze bool, snap *Snapshot) (string, error) {
+// up. A running VE's upper is copied (two rsync passes, the second while frozen) and the VE
+// keeps its base. snap, when given, is recorded with the layer.
+func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap *Snapshot) (string, error) {
 	priv := m.store.PrivateDir(cfg.ID)
 	upper, fresh := filepath.Join(priv, "upper"), filepath.Join(priv, "upper.new")
 	l := layout.Layer{ID: newUUID(), Parent: cfg.Base, Template: cfg.OSTemplate, VE: cfg.ID,
@@ -244,7 +244,7 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running, noFreeze b
 	}
 	tree := m.layers().Tree(l.ID)
 	if running {
-		frozen, err := m.copyUpper(ctx, cfg.ID, upper, tree+".new", noFreeze)
+		frozen, err := m.copyUpper(ctx, cfg.ID, upper, tree+".new")
 		if err != nil {
 			return fail(err)
 		}
@@ -287,7 +287,7 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running, noFreeze b
 // copyUpper copies a running VE's upper directory to dst: one rsync pass while it runs, a
 // second one (what changed meanwhile, nanosecond times compared) while it is frozen. It
 // returns how long the VE was frozen.
-func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, noFreeze bool) (time.Duration, error) {
+func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string) (time.Duration, error) {
 	rsync := func() error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
@@ -303,9 +303,6 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, noFreeze
 	}
 	if err := rsync(); err != nil {
 		return 0, err
-	}
-	if noFreeze {
-		return 0, rsync()
 	}
 	return m.whileFrozen(id, rsync)
 }
@@ -383,7 +380,7 @@ func (m *Manager) snapshot(ctx context.Context, id string, o SnapshotOptions) (s
 		}
 		remount = true
 	}
-	if _, err := m.newLayer(ctx, cfg, running, o.SkipSuspend, snap); err != nil {
+	if _, err := m.newLayer(ctx, cfg, running, snap); err != nil {
 		err = fmt.Errorf("%w: %v", ErrSnapshot, err)
 		if remount {
 			err = errors.Join(err, m.mountRoot(cfg))

@@ -356,7 +356,7 @@ func (v *vectlEnv) removeAll() error {
 	all, err := v.ids(true)
 	errs = append(errs, err)
 	for _, id := range all {
-		_, err := v.do("destroy", id)
+		_, err := v.do("destroy", "--force", id)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -25,7 +25,7 @@ func (b *bench) destroy(ids ...string) error {
 	var errs []error
 	for _, id := range ids {
 		errs = append(errs, b.v.stopped(id))
-		if _, err := b.v.do("destroy", id); err != nil && exitCode(err) != 14 {
+		if _, err := b.v.do("destroy", "--force", id); err != nil && exitCode(err) != 14 {
 			errs = append(errs, err)
 		}
 	}

@@ -50,6 +50,7 @@ var groups = []struct {
 	{"density", (*bench).benchDensity, "list -a, stats --json, memory per VE at density"},
 	{"debian-density", (*bench).benchDebianDensity, "memory per idle Debian VE, 20 VEs: own user namespace vs privileged"},
 	{"checkpoint", (*bench).benchCheckpoint, "checkpoint + restore of a running busybox VE vs runc checkpoint/restore, same criu"},
+	{"snapshot", (*bench).benchSnapshot, "snapshot and clone of a stopped Debian VE with 1 GiB vs lxc-copy -s; frozen time of snapshot and backup --mode suspend"},
 	{"migrate", (*bench).benchMigrate, "online migration of a Debian VE with sshd between two local nodes: frozen and total time"},
 }
 
