@@ -21,9 +21,10 @@ func snapshotCommands() []*cli.Command {
 UUID (printed; --id chooses it). A stopped VE's snapshot costs a rename whatever its size: its
 private upper directory becomes a read-only layer and the VE goes on from a new, empty one. A
 running VE is copied with rsync while it runs, then once more while it is frozen (only what
-changed meanwhile), so the snapshot is consistent. Snapshots hold files and config, no
-memory: snapshot-switch leaves the VE stopped, and --skip-suspend (vzctl's "no memory dump")
-changes nothing.
+changed meanwhile), so the snapshot is consistent; with criu (make criu) its memory is
+dumped in the same frozen moment, so that snapshot-switch resumes its processes as they were
+(--skip-suspend: no memory dump; a VE criu cannot dump gets a files-only snapshot and a
+warning).
 
 EXAMPLES:
    vectl snapshot 101 --name before-upgrade
@@ -37,7 +38,7 @@ EXIT STATUS:
 				idFlag,
 				&cli.StringFlag{Name: "name", Usage: "a `NAME` for snapshot-list"},
 				&cli.StringFlag{Name: "description", Usage: "a `TEXT` for snapshot-list -o desc"},
-				&cli.BoolFlag{Name: "skip-suspend", Usage: "(vzctl) no memory dump: none is made anyway"},
+				&cli.BoolFlag{Name: "skip-suspend", Usage: "no memory dump of a running VE (files and config only)"},
 				&cli.BoolFlag{Name: "skip-config", Usage: "do not keep the VE's config in the snapshot"},
 				&cli.BoolFlag{Name: "json", Usage: "print {\"id\", \"uuid\"} as JSON"},
 			},
@@ -91,10 +92,11 @@ EXIT STATUS:
 			Usage:     "put a VE back to a snapshot (its current files are lost)",
 			ArgsUsage: "ID",
 			Description: `Replaces the VE's files, and its config unless --skip-config, with the snapshot's.
-The current state is lost (snapshot it first to keep it). A running VE is stopped first; the
-VE ends stopped: snapshots hold no memory, so --must-resume fails and --skip-resume changes
-nothing. The VE's id, name and range of ids stay its own; addresses from the snapshot's config
-must be free.
+The current state is lost (snapshot it first to keep it). A running VE is stopped first. A
+snapshot with a memory dump (taken from a running VE with criu) resumes the VE's processes as
+they were, unless --skip-resume; a failed resume is a warning (the VE ends stopped), or an
+error with --must-resume, which also fails for a snapshot without a dump. The VE's id, name and
+range of ids stay its own; addresses from the snapshot's config must be free.
 
 EXIT STATUS:
    0 switched; 14 no such VE; 21 bad UUID; 78 the snapshot's address is taken; 159 no such
@@ -102,8 +104,8 @@ EXIT STATUS:
 			Flags: []cli.Flag{
 				idFlag,
 				&cli.BoolFlag{Name: "skip-config", Usage: "keep the VE's current config"},
-				&cli.BoolFlag{Name: "skip-resume", Usage: "(vzctl) leave the VE stopped: always so"},
-				&cli.BoolFlag{Name: "must-resume", Usage: "(vzctl) fail unless the snapshot has a memory dump: none has"},
+				&cli.BoolFlag{Name: "skip-resume", Usage: "ignore the snapshot's memory dump: the VE ends stopped"},
+				&cli.BoolFlag{Name: "must-resume", Usage: "fail unless the VE's processes are resumed from the snapshot's dump"},
 			},
 			Action: func(c *cli.Context) error {
 				id, m, err := veManager(c)
@@ -117,7 +119,8 @@ EXIT STATUS:
 					return usageErrorf("snapshot-switch: --skip-resume and --must-resume exclude each other")
 				}
 				if err := m.SnapshotSwitch(c.Context, id, container.SwitchOptions{UUID: c.String("id"),
-					SkipConfig: c.Bool("skip-config"), SkipResume: c.Bool("skip-resume"), MustResume: c.Bool("must-resume")}); err != nil {
+					SkipConfig: c.Bool("skip-config"), SkipResume: c.Bool("skip-resume"), MustResume: c.Bool("must-resume"),
+					MonitorArgs: monitorArgs(c)}); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "VE %s switched to snapshot %s\n", id, c.String("id"))
@@ -257,6 +260,9 @@ var snapshotFields = []struct {
 		return map[bool]string{true: "yes", false: "no"}[s.Running]
 	}},
 	{"frozen", "FROZEN_MS", func(s container.SnapshotInfo, _ bool) string { return fmt.Sprint(s.Frozen) }},
+	{"dump", "DUMP", func(s container.SnapshotInfo, _ bool) string {
+		return map[bool]string{true: "yes", false: "no"}[s.Dump]
+	}},
 	{"target", "TARGET", func(s container.SnapshotInfo, _ bool) string { return s.Mount }},
 }
 

@@ -238,7 +238,7 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 		if cfg.Layout == LayoutImage {
 			frozen, err = m.frozenCopy(ctx, id, filepath.Join(priv, member), filepath.Join(copyDir, member))
 		} else {
-			frozen, err = m.copyUpper(ctx, id, src, copyDir)
+			frozen, err = m.copyUpper(ctx, id, src, copyDir, nil)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBackup, err)

@@ -66,6 +66,9 @@ type CheckpointOptions struct {
 	Dir          string // dump directory (default: ROOT/dump/ID)
 	LeaveRunning bool   // dump and keep the VE running
 	byBoot       bool   // a host shutdown (Boot with Suspend): the next Boot restores it
+	// keepFrozen dumps a VE its caller froze (a snapshot's final pass) as it is: CRIU finds
+	// the cgroup frozen and leaves it so.
+	keepFrozen bool
 }
 
 // RestoreOptions control Restore.
@@ -170,7 +173,7 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 	placed := m.taskCgroups(id)
 	c, err := libcontainer.Load(m.lcRoot(), id)
 	if err == nil {
-		if m.frozen(id) {
+		if m.frozen(id) && !o.keepFrozen {
 			m.thaw(id) // CRIU freezes the cgroup itself and expects it thawed
 		}
 		err = c.Checkpoint(&libcontainer.CriuOpts{ImagesDirectory: tmp, LeaveRunning: o.LeaveRunning,

@@ -151,7 +151,7 @@ func (m *Manager) cloneBase(ctx context.Context, scfg *Config) (string, error) {
 			return "", err
 		}
 	}
-	id, err := m.newLayer(ctx, scfg, false, nil)
+	id, err := m.newLayer(ctx, scfg, false, nil, nil)
 	if err != nil {
 		return "", err
 	}

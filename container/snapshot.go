@@ -57,6 +57,9 @@ type Snapshot struct {
 	Running bool `json:"running,omitempty"`
 	// Frozen is how long the VE was frozen for it, in milliseconds.
 	Frozen int64 `json:"frozen_ms,omitempty"`
+	// Dump: the running VE's memory was dumped with CRIU in the same frozen moment
+	// (ROOT/dump/ID.snapshots/UUID); snapshot-switch resumes its processes from it.
+	Dump bool `json:"dump,omitempty"`
 	// Config is the VE's config.json when it was taken (none with --skip-config).
 	Config json.RawMessage `json:"config,omitempty"`
 	// Mount is where snapshot-mount mounted it ("" if not).
@@ -219,7 +222,7 @@ func (m *Manager) finishPending(cfg *Config) error {
 // the layer (a rename) and the VE goes on from a new empty upper over it: cfg.Base moves
 // up. A running VE's upper is copied (two rsync passes, the second while frozen) and the VE
 // keeps its base. snap, when given, is recorded with the layer.
-func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap *Snapshot) (string, error) {
+func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap *Snapshot, inFreeze func() error) (string, error) {
 	priv := m.store.PrivateDir(cfg.ID)
 	upper, fresh := filepath.Join(priv, "upper"), filepath.Join(priv, "upper.new")
 	l := layout.Layer{ID: newUUID(), Parent: cfg.Base, Template: cfg.OSTemplate, VE: cfg.ID,
@@ -244,7 +247,7 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 	}
 	tree := m.layers().Tree(l.ID)
 	if running {
-		frozen, err := m.copyUpper(ctx, cfg.ID, upper, tree+".new")
+		frozen, err := m.copyUpper(ctx, cfg.ID, upper, tree+".new", inFreeze)
 		if err != nil {
 			return fail(err)
 		}
@@ -285,9 +288,9 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 }
 
 // copyUpper copies a running VE's upper directory to dst: one rsync pass while it runs, a
-// second one (what changed meanwhile, nanosecond times compared) while it is frozen. It
-// returns how long the VE was frozen.
-func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string) (time.Duration, error) {
+// second one (what changed meanwhile, nanosecond times compared) while it is frozen, then
+// inFreeze (if any) before it is thawed. It returns how long the VE was frozen.
+func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, inFreeze func() error) (time.Duration, error) {
 	rsync := func() error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
@@ -304,7 +307,15 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string) (time.Du
 	if err := rsync(); err != nil {
 		return 0, err
 	}
-	return m.whileFrozen(id, rsync)
+	return m.whileFrozen(id, func() error {
+		if err := rsync(); err != nil {
+			return err
+		}
+		if inFreeze != nil {
+			return inFreeze()
+		}
+		return nil
+	})
 }
 
 // whileFrozen runs fn with the VE's processes frozen and returns how long they were. A VE
@@ -380,7 +391,26 @@ func (m *Manager) snapshot(ctx context.Context, id string, o SnapshotOptions) (s
 		}
 		remount = true
 	}
-	if _, err := m.newLayer(ctx, cfg, running, snap); err != nil {
+	var inFreeze func() error
+	dumpDir := m.snapshotDump(id, uuid)
+	if running && !o.SkipSuspend {
+		if _, cerr := m.criu(); cerr == nil {
+			// The memory in the same frozen moment as the files. A VE CRIU cannot dump
+			// still gets its files' snapshot, with a warning.
+			inFreeze = func() error {
+				err := m.checkpoint(ctx, id, CheckpointOptions{Dir: dumpDir, LeaveRunning: true, keepFrozen: true})
+				if err != nil {
+					m.opts.Warn(fmt.Sprintf("snapshot %s: its memory was not dumped, the snapshot holds files and config: %v", id, err))
+					os.RemoveAll(dumpDir)
+					return nil
+				}
+				snap.Dump = true
+				return nil
+			}
+		}
+	}
+	if _, err := m.newLayer(ctx, cfg, running, snap, inFreeze); err != nil {
+		os.RemoveAll(dumpDir)
 		err = fmt.Errorf("%w: %v", ErrSnapshot, err)
 		if remount {
 			err = errors.Join(err, m.mountRoot(cfg))
@@ -444,6 +474,11 @@ func (m *Manager) locked(ref, op string, fn func(id string) error) error {
 	return nil
 }
 
+// snapshotDump is where the memory dump of a VE's snapshot is kept.
+func (m *Manager) snapshotDump(id, uuid string) string {
+	return filepath.Join(m.opts.Root, "dump", id+".snapshots", uuid)
+}
+
 // Snapshots lists a VE's snapshots in the order they were taken.
 func (m *Manager) Snapshots(ref string) ([]SnapshotInfo, error) {
 	id, err := m.resolve(ref)
@@ -489,34 +524,79 @@ func treeSize(dir string) int64 {
 type SwitchOptions struct {
 	UUID       string
 	SkipConfig bool // keep the VE's current config
-	SkipResume bool // accepted for vzctl: the VE ends stopped anyway (no memory dump)
-	MustResume bool // fail: snapshots hold no memory dump
+	SkipResume bool // ignore the snapshot's memory dump: the VE ends stopped
+	// MustResume fails when the snapshot has no memory dump or its restore fails (else
+	// that is a warning and the VE ends stopped).
+	MustResume bool
+	// MonitorArgs runs this binary's monitor for a resumed VE (StartOptions.MonitorArgs).
+	MonitorArgs []string
 }
 
 // SnapshotSwitch puts a VE back to a snapshot (vzctl snapshot-switch): its current files
 // (and, unless SkipConfig, its config) are replaced by the snapshot's. A running VE is
-// stopped first; it ends stopped.
+// stopped first. A snapshot taken with a memory dump resumes the VE's processes as they
+// were (unless SkipResume); without one the VE ends stopped.
 func (m *Manager) SnapshotSwitch(ctx context.Context, ref string, o SwitchOptions) error {
-	return m.locked(ref, "snapshot-switch", func(id string) error { return m.snapshotSwitch(ctx, id, o) })
-}
-
-func (m *Manager) snapshotSwitch(ctx context.Context, id string, o SwitchOptions) error {
-	cfg, set, i, uuid, err := m.snapshotOf(id, o.UUID)
+	id, l, err := m.lock(ref)
 	if err != nil {
 		return err
 	}
+	dump, err := m.snapshotSwitch(ctx, id, o)
+	if err != nil || dump == "" {
+		l.Unlock()
+		if err != nil {
+			return fmt.Errorf("snapshot-switch %s: %w", id, err)
+		}
+		return nil
+	}
+	// Restore consumes its dump: it works on a copy of the snapshot's (hard links; CRIU only
+	// reads the images), and lets go of the lock itself.
+	tmp := filepath.Join(filepath.Dir(filepath.Dir(dump)), id+".resume") // beside chkpnt's dumps: reachable as theirs
+	os.RemoveAll(tmp)
+	err = nil
+	if out, cerr := exec.Command("cp", "-al", dump, tmp).CombinedOutput(); cerr != nil {
+		l.Unlock()
+		err = fmt.Errorf("copy the dump: %s", lastLine(out, cerr))
+	} else {
+		err = m.restore(ctx, id, l, RestoreOptions{Dir: tmp, Force: true, MonitorArgs: o.MonitorArgs})
+	}
+	os.RemoveAll(tmp)
+	if err == nil {
+		return nil
+	}
+	if o.MustResume {
+		return fmt.Errorf("snapshot-switch %s: %w: switched, but its processes were not resumed: %w", id, ErrSnapshotSwitch, err)
+	}
+	m.opts.Warn(fmt.Sprintf("snapshot-switch %s: switched, but its processes were not resumed (the VE is stopped): %v", id, err))
+	return nil
+}
+
+// snapshotSwitch switches the files and config and returns the snapshot's memory dump to
+// resume from ("" for none).
+func (m *Manager) snapshotSwitch(ctx context.Context, id string, o SwitchOptions) (string, error) {
+	cfg, set, i, uuid, err := m.snapshotOf(id, o.UUID)
+	if err != nil {
+		return "", err
+	}
 	if i < 0 {
-		return fmt.Errorf("%w: %w %s (see vectl snapshot-list %s)", ErrSnapshotSwitch, ErrNoSnapshot, uuid, id)
+		return "", fmt.Errorf("%w: %w %s (see vectl snapshot-list %s)", ErrSnapshotSwitch, ErrNoSnapshot, uuid, id)
 	}
 	snap := set.Snapshots[i]
-	if o.MustResume {
-		return fmt.Errorf("%w: snapshot %s has no memory dump to resume from (vectl snapshots hold files and config only)", ErrSnapshotSwitch, uuid)
+	dump := ""
+	if snap.Dump && !o.SkipResume {
+		dump = m.snapshotDump(id, uuid)
+		if _, err := os.Stat(filepath.Join(dump, dumpMetaFile)); err != nil {
+			dump = ""
+		}
+	}
+	if o.MustResume && dump == "" {
+		return "", fmt.Errorf("%w: snapshot %s has no memory dump to resume from (taken from a stopped VE, with --skip-suspend, or without criu)", ErrSnapshotSwitch, uuid)
 	}
 	next := *cfg
 	if !o.SkipConfig && len(snap.Config) > 0 {
 		old, err := store.ParseConfig(snap.Config)
 		if err != nil {
-			return fmt.Errorf("%w: the config kept in snapshot %s: %v", ErrSnapshotSwitch, uuid, err)
+			return "", fmt.Errorf("%w: the config kept in snapshot %s: %v", ErrSnapshotSwitch, uuid, err)
 		}
 		// What belongs to the VE now, not to its past: its id, name, range of ids and layout.
 		old.ID, old.Name, old.UserNS, old.Layout, old.OSTemplate, old.Created = cfg.ID, cfg.Name, cfg.UserNS, cfg.Layout, cfg.OSTemplate, cfg.Created
@@ -524,39 +604,39 @@ func (m *Manager) snapshotSwitch(ctx context.Context, id string, o SwitchOptions
 		if len(next.IPs) > 0 {
 			nc, err := m.netConfig()
 			if err != nil {
-				return err
+				return "", err
 			}
 			ips, err := parseIPs(nc, next.IPs)
 			if err != nil {
-				return err
+				return "", err
 			}
 			if err := m.checkIPsFree(id, ips); err != nil {
-				return fmt.Errorf("%w: the snapshot's config: %w (use --skip-config)", ErrSnapshotSwitch, err)
+				return "", fmt.Errorf("%w: the snapshot's config: %w (use --skip-config)", ErrSnapshotSwitch, err)
 			}
 		}
 	}
 	if m.populated(id) {
 		if err := m.stop(ctx, id, StopOptions{}); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if err := m.umountRoot(id); err != nil {
-		return err
+		return "", err
 	}
 	// The current upper goes; an empty one takes its place over the snapshot's layers.
 	priv := m.store.PrivateDir(id)
 	upper, old := filepath.Join(priv, "upper"), filepath.Join(priv, "upper.old")
 	var st unix.Stat_t
 	if err := unix.Lstat(upper, &st); err != nil {
-		return err
+		return "", err
 	}
 	os.RemoveAll(old)
 	if err := os.Rename(upper, old); err != nil {
-		return err
+		return "", err
 	}
 	if err := os.Mkdir(upper, os.FileMode(st.Mode&0o777)); err != nil {
 		os.Rename(old, upper)
-		return err
+		return "", err
 	}
 	os.Chmod(upper, os.FileMode(st.Mode&0o7777))
 	os.Lchown(upper, int(st.Uid), int(st.Gid))
@@ -564,18 +644,18 @@ func (m *Manager) snapshotSwitch(ctx context.Context, id string, o SwitchOptions
 	if err := m.store.SaveConfig(&next); err != nil {
 		os.RemoveAll(upper)
 		os.Rename(old, upper)
-		return err
+		return "", err
 	}
 	set.Current = uuid
 	if err := m.saveSnapshots(id, set); err != nil {
-		return err
+		return "", err
 	}
 	if err := m.syncVZConf(&next, m.opts.Warn); err != nil {
 		m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", id, err))
 	}
 	errs := []error{os.RemoveAll(old), os.RemoveAll(filepath.Join(priv, "work", "work"))}
 	errs = append(errs, m.collectLayers(id))
-	return errors.Join(errs...)
+	return dump, errors.Join(errs...)
 }
 
 // SnapshotDelete removes a snapshot (vzctl snapshot-delete). Its layer stays while later
@@ -608,6 +688,9 @@ func (m *Manager) snapshotDelete(id, uuid string) error {
 	}
 	if err := m.saveSnapshots(id, set); err != nil {
 		return err
+	}
+	if err := os.RemoveAll(m.snapshotDump(id, uuid)); err != nil {
+		return fmt.Errorf("snapshot %s deleted, but its memory dump stays: %w", uuid, err)
 	}
 	if err := m.collectLayers(id); err != nil {
 		return fmt.Errorf("snapshot %s deleted, but its layer stays: %w", uuid, err)
@@ -842,5 +925,5 @@ func (m *Manager) dropSnapshots(id string) error {
 			}
 		}
 	}
-	return nil
+	return os.RemoveAll(filepath.Dir(m.snapshotDump(id, "x")))
 }

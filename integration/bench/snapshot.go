@@ -100,19 +100,24 @@ func (b *bench) benchSnapshot() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	live := []*variant{
-		{name: "vectl snapshot (running)", vectl: true, passes: b.costly(5), pass: func(p int, rec recorder) error {
-			if _, err := b.v.do("snapshot", id); err != nil {
+	liveSnapshot := func(key string, args ...string) func(p int, rec recorder) error {
+		return func(p int, rec recorder) error {
+			if _, err := b.v.do(append([]string{"snapshot", id}, args...)...); err != nil {
 				return err
 			}
 			uuid, frozen, err := lastSnapshot()
 			if err != nil {
 				return err
 			}
-			rec("snapshot-frozen/vectl", time.Duration(frozen)*time.Millisecond)
+			rec(key, time.Duration(frozen)*time.Millisecond)
 			_, err = b.v.do("snapshot-delete", id, "--id", uuid)
 			return err
-		}},
+		}
+	}
+	live := []*variant{
+		{name: "vectl snapshot (running, memory dumped)", vectl: true, passes: b.costly(5), pass: liveSnapshot("snapshot-frozen/vectl")},
+		{name: "vectl snapshot --skip-suspend (running, files only)", vectl: true, passes: b.costly(5),
+			pass: liveSnapshot("snapshot-frozen-files/vectl", "--skip-suspend")},
 		{name: "vectl backup --mode suspend (running)", vectl: true, passes: b.costly(3), pass: func(p int, rec recorder) error {
 			file := filepath.Join(dir, fmt.Sprintf("b%d.tar", p+1))
 			out, err := b.v.do("backup", id, file, "--mode", "suspend", "--compress", "none", "--json")
@@ -130,8 +135,10 @@ func (b *bench) benchSnapshot() error {
 		}},
 	}
 	b.interleave(b.costly(5), live...)
-	b.compare(cmp{group: "snapshot", name: "frozen time of a running Debian VE (1 GiB private data) during snapshot",
+	b.compare(cmp{group: "snapshot", name: "frozen time of a running Debian VE (1 GiB private data) during snapshot (files + CRIU memory dump)",
 		key: "snapshot-frozen/vectl", command: "vectl snapshot ID (frozen_ms)", target: valueMax(200, "ms").as("snapshot frozen")})
+	b.compare(cmp{group: "snapshot", name: "frozen time of a running Debian VE (1 GiB private data) during snapshot --skip-suspend (files only)",
+		key: "snapshot-frozen-files/vectl", command: "vectl snapshot ID --skip-suspend (frozen_ms)"})
 	b.compare(cmp{group: "snapshot", name: "frozen time of a running Debian VE (1 GiB private data) during backup --mode suspend",
 		key: "backup-frozen/vectl", command: "vectl backup ID FILE --mode suspend (frozen_ms)", target: valueMax(200, "ms").as("backup frozen")})
 	_, err := b.v.do("stop", id)
