@@ -71,7 +71,6 @@ var exitCodes = []exitCode{
 	{159, "snapshot-switch failed, or no such snapshot to switch to (the VE is as it was)", []error{container.ErrSnapshotSwitch}},
 	{160, "no such snapshot (see snapshot-list)", []error{container.ErrNoSnapshot}},
 	{161, "the VE has snapshots: destroy --force removes them with it", []error{container.ErrHasSnapshots}},
-	{162, "snapshots and O(1) clones need the overlay layout", []error{container.ErrNoLayers}},
 	{163, "backup or backup-restore failed, or the archive is not a sound vectl backup (sha256)", []error{container.ErrBackup}},
 	{130, "interrupted (SIGINT)", []error{context.Canceled}},
 }

@@ -15,7 +15,7 @@ func snapshotCommands() []*cli.Command {
 	return []*cli.Command{
 		{
 			Name:      "snapshot",
-			Usage:     "take a snapshot of a VE's files and config (overlay layout)",
+			Usage:     "take a snapshot of a VE's files and config (and a running VE's memory)",
 			ArgsUsage: "ID",
 			Description: `Keeps the VE's files as they are now, and its config (unless --skip-config), under a
 UUID (printed; --id chooses it). A stopped VE's snapshot costs a rename whatever its size: its
@@ -24,7 +24,8 @@ running VE is copied with rsync while it runs, then once more while it is frozen
 changed meanwhile), so the snapshot is consistent; with criu (make criu) its memory is
 dumped in the same frozen moment, so that snapshot-switch resumes its processes as they were
 (--skip-suspend: no memory dump; a VE criu cannot dump gets a files-only snapshot and a
-warning).
+warning). A copy or image VE's snapshot is a whole copy of its rootfs or disk image (a running
+image VE's filesystem is frozen for the copy).
 
 EXAMPLES:
    vectl snapshot 101 --name before-upgrade
@@ -33,7 +34,7 @@ EXAMPLES:
 
 EXIT STATUS:
    0 taken; 14 no such VE; 21 bad value; 44 that UUID exists; 156 the snapshot failed (nothing
-   of it is left); 162 not the overlay layout; 9 locked`,
+   of it is left); 9 locked`,
 			Flags: []cli.Flag{
 				idFlag,
 				&cli.StringFlag{Name: "name", Usage: "a `NAME` for snapshot-list"},

@@ -236,9 +236,9 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 		copyDir := filepath.Join(stage, "private")
 		var frozen time.Duration
 		if cfg.Layout == LayoutImage {
-			frozen, err = m.frozenCopy(ctx, id, filepath.Join(priv, member), filepath.Join(copyDir, member))
+			frozen, err = m.copyImage(ctx, id, filepath.Join(priv, member), filepath.Join(copyDir, member), true, nil)
 		} else {
-			frozen, err = m.copyUpper(ctx, id, src, copyDir, nil)
+			frozen, err = m.copyUpper(ctx, id, src, copyDir, true, nil)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBackup, err)
@@ -271,21 +271,6 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 		return nil, err
 	}
 	return &BackupReport{File: file, Size: st.Size(), Mode: o.Mode, FrozenMs: man.FrozenMs}, nil
-}
-
-// frozenCopy copies file to dst while the VE is frozen (an image cannot be copied in two
-// passes) and returns how long it was frozen.
-func (m *Manager) frozenCopy(ctx context.Context, id, file, dst string) (time.Duration, error) {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return 0, err
-	}
-	return m.whileFrozen(id, func() error {
-		out, err := exec.CommandContext(ctx, "cp", "--sparse=always", "--preserve=all", file, dst).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("cp %s: %s", file, lastLine(out, err))
-		}
-		return nil
-	})
 }
 
 // writeBackup writes the archive: manifest first, then the parts with their sizes and

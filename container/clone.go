@@ -51,9 +51,6 @@ func (m *Manager) Clone(ctx context.Context, o CloneOptions) (_ *Config, err err
 		if err != nil {
 			return nil, err
 		}
-		if scfg.Layout != LayoutOverlay {
-			return nil, fmt.Errorf("clone %s: %w", src, ErrNoLayers)
-		}
 		set, err := m.loadSnapshots(src)
 		if err != nil {
 			return nil, err
@@ -104,7 +101,16 @@ func (m *Manager) Clone(ctx context.Context, o CloneOptions) (_ *Config, err err
 			return nil, fmt.Errorf("clone %s: %w", src, err)
 		}
 	default:
-		if err := m.copyPrivate(ctx, scfg, &next); err != nil {
+		if base != "" { // a copy or image VE's snapshot: its whole copy is copied
+			err = os.MkdirAll(m.store.PrivateDir(next.ID), 0o700)
+			if err == nil {
+				err = m.copyBack(next.ID, scfg.Layout, m.layers().Tree(base))
+			}
+			if err != nil {
+				return nil, fmt.Errorf("clone %s: %w: %v", src, ErrSnapshot, err)
+			}
+			next.Base = ""
+		} else if err := m.copyPrivate(ctx, scfg, &next); err != nil {
 			return nil, fmt.Errorf("clone %s: %w: %v", src, ErrSnapshot, err)
 		}
 	}

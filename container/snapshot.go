@@ -36,12 +36,11 @@ const (
 
 // Errors of the snapshot commands, with vzctl's exit codes where vzctl has one.
 var (
-	ErrSnapshot       = errors.New("snapshot failed")              // 156
-	ErrSnapshotDelete = errors.New("snapshot delete failed")       // 158
-	ErrSnapshotSwitch = errors.New("snapshot switch failed")       // 159
-	ErrNoSnapshot     = errors.New("no such snapshot")             // 160
-	ErrHasSnapshots   = errors.New("VE has snapshots")             // 161
-	ErrNoLayers       = errors.New("layout cannot hold snapshots") // 162
+	ErrSnapshot       = errors.New("snapshot failed")        // 156
+	ErrSnapshotDelete = errors.New("snapshot delete failed") // 158
+	ErrSnapshotSwitch = errors.New("snapshot switch failed") // 159
+	ErrNoSnapshot     = errors.New("no such snapshot")       // 160
+	ErrHasSnapshots   = errors.New("VE has snapshots")       // 161
 )
 
 // Snapshot is one snapshot of a VE.
@@ -225,9 +224,14 @@ func (m *Manager) finishPending(cfg *Config) error {
 func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap *Snapshot, inFreeze func() error) (string, error) {
 	priv := m.store.PrivateDir(cfg.ID)
 	upper, fresh := filepath.Join(priv, "upper"), filepath.Join(priv, "upper.new")
+	full := cfg.Layout != LayoutOverlay
 	l := layout.Layer{ID: newUUID(), Parent: cfg.Base, Template: cfg.OSTemplate, VE: cfg.ID,
-		Created: time.Now().UTC().Truncate(time.Second), Owner: ownerOf(cfg)}
-	p := pendingLayer{Layer: l.ID, Moved: !running, Snap: snap}
+		Created: time.Now().UTC().Truncate(time.Second), Owner: ownerOf(cfg), Full: full}
+	if full {
+		l.Parent = ""
+	}
+	moved := !running && !full
+	p := pendingLayer{Layer: l.ID, Moved: moved, Snap: snap}
 	if snap != nil {
 		snap.Layer = l.ID
 	}
@@ -246,9 +250,19 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 		return fail(err)
 	}
 	tree := m.layers().Tree(l.ID)
-	if running {
-		frozen, err := m.copyUpper(ctx, cfg.ID, upper, tree+".new", inFreeze)
+	if !moved {
+		var frozen time.Duration
+		var err error
+		switch cfg.Layout {
+		case LayoutOverlay:
+			frozen, err = m.copyUpper(ctx, cfg.ID, upper, tree+".new", running, inFreeze)
+		case LayoutCopy:
+			frozen, err = m.copyUpper(ctx, cfg.ID, filepath.Join(priv, "rootfs"), tree+".new", running, inFreeze)
+		default:
+			frozen, err = m.copyImage(ctx, cfg.ID, filepath.Join(priv, "root.img"), filepath.Join(tree+".new", "root.img"), running, inFreeze)
+		}
 		if err != nil {
+			os.RemoveAll(tree + ".new")
 			return fail(err)
 		}
 		if snap != nil {
@@ -290,7 +304,7 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 // copyUpper copies a running VE's upper directory to dst: one rsync pass while it runs, a
 // second one (what changed meanwhile, nanosecond times compared) while it is frozen, then
 // inFreeze (if any) before it is thawed. It returns how long the VE was frozen.
-func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, inFreeze func() error) (time.Duration, error) {
+func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running bool, inFreeze func() error) (time.Duration, error) {
 	rsync := func() error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
@@ -304,7 +318,7 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, inFreeze
 		}
 		return nil
 	}
-	if err := rsync(); err != nil {
+	if err := rsync(); err != nil || !running {
 		return 0, err
 	}
 	return m.whileFrozen(id, func() error {
@@ -316,6 +330,58 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, inFreeze
 		}
 		return nil
 	})
+}
+
+// copyImage copies a VE's disk image (holes kept) to dst; a running VE is frozen for the
+// copy, and for inFreeze after it, and so is its filesystem (FIFREEZE: what it holds in
+// memory is written to the image first, and its journal is clean in the copy). It returns
+// how long the VE was frozen.
+func (m *Manager) copyImage(ctx context.Context, id, img, dst string, running bool, inFreeze func() error) (time.Duration, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return 0, err
+	}
+	cp := func() error {
+		out, err := exec.CommandContext(ctx, "cp", "--sparse=always", "--preserve=all", img, dst).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("cp %s: %s", img, lastLine(out, err))
+		}
+		return nil
+	}
+	if !running {
+		return 0, cp()
+	}
+	return m.whileFrozen(id, func() error {
+		if err := fsFrozen(m.store.RootDir(id), cp); err != nil {
+			return err
+		}
+		if inFreeze != nil {
+			return inFreeze()
+		}
+		return nil
+	})
+}
+
+// The ioctls of fsfreeze(8): _IOWR('X', 119, int) and _IOWR('X', 120, int).
+const (
+	ioctlFIFREEZE = 0xc0045877
+	ioctlFITHAW   = 0xc0045878
+)
+
+// fsFrozen runs fn with the filesystem mounted on root frozen (FIFREEZE), thawed after.
+func fsFrozen(root string, fn func() error) error {
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.IoctlSetInt(fd, ioctlFIFREEZE, 0); err != nil {
+		return fmt.Errorf("freeze the filesystem on %s: %w", root, err)
+	}
+	err = fn()
+	if terr := unix.IoctlSetInt(fd, ioctlFITHAW, 0); terr != nil {
+		err = errors.Join(err, fmt.Errorf("thaw the filesystem on %s: %w", root, terr))
+	}
+	return err
 }
 
 // whileFrozen runs fn with the VE's processes frozen and returns how long they were. A VE
@@ -393,7 +459,9 @@ func (m *Manager) snapshot(ctx context.Context, id string, o SnapshotOptions) (s
 	}
 	var inFreeze func() error
 	dumpDir := m.snapshotDump(id, uuid)
-	if running && !o.SkipSuspend {
+	// A user-namespace VE of the copy or image layout is not resumed from a dump: its root
+	// is an idmapped mount, in which restore cannot make the mount points it needs.
+	if running && !o.SkipSuspend && (cfg.Layout == LayoutOverlay || cfg.UserNS == nil) {
 		if _, cerr := m.criu(); cerr == nil {
 			// The memory in the same frozen moment as the files. A VE CRIU cannot dump
 			// still gets its files' snapshot, with a warning.
@@ -429,16 +497,12 @@ func (m *Manager) snapshot(ctx context.Context, id string, o SnapshotOptions) (s
 	return uuid, nil
 }
 
-// snapshotConfig loads a VE for a snapshot command: complete, on the overlay layout, with
-// no half-made snapshot left over.
+// snapshotConfig loads a VE for a snapshot command: complete, with no half-made snapshot
+// left over.
 func (m *Manager) snapshotConfig(id string) (*Config, error) {
 	cfg, err := m.loadComplete(id)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.Layout != LayoutOverlay {
-		return nil, fmt.Errorf("%w: VE %s has the %s layout; snapshots and clones sharing layers need the overlay layout "+
-			"(copy or image VEs: vectl backup)", ErrNoLayers, id, cfg.Layout)
 	}
 	if err := m.finishPending(cfg); err != nil {
 		return nil, err
@@ -623,8 +687,18 @@ func (m *Manager) snapshotSwitch(ctx context.Context, id string, o SwitchOptions
 	if err := m.umountRoot(id); err != nil {
 		return "", err
 	}
-	// The current upper goes; an empty one takes its place over the snapshot's layers.
 	priv := m.store.PrivateDir(id)
+	if cfg.Layout != LayoutOverlay {
+		// A whole copy: it is copied back.
+		if err := m.copyBack(id, cfg.Layout, m.layers().Tree(snap.Layer)); err != nil {
+			return "", err
+		}
+		if err := m.store.SaveConfig(&next); err != nil {
+			return "", err
+		}
+		return dump, m.switched(&next, set, uuid)
+	}
+	// The current upper goes; an empty one takes its place over the snapshot's layers.
 	upper, old := filepath.Join(priv, "upper"), filepath.Join(priv, "upper.old")
 	var st unix.Stat_t
 	if err := unix.Lstat(upper, &st); err != nil {
@@ -646,16 +720,44 @@ func (m *Manager) snapshotSwitch(ctx context.Context, id string, o SwitchOptions
 		os.Rename(old, upper)
 		return "", err
 	}
-	set.Current = uuid
-	if err := m.saveSnapshots(id, set); err != nil {
+	if err := m.switched(&next, set, uuid); err != nil {
 		return "", err
-	}
-	if err := m.syncVZConf(&next, m.opts.Warn); err != nil {
-		m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", id, err))
 	}
 	errs := []error{os.RemoveAll(old), os.RemoveAll(filepath.Join(priv, "work", "work"))}
 	errs = append(errs, m.collectLayers(id))
 	return dump, errors.Join(errs...)
+}
+
+// switched records that a VE's files and config (cfg, saved) are snapshot uuid's now.
+func (m *Manager) switched(cfg *Config, set *snapshotSet, uuid string) error {
+	set.Current = uuid
+	if err := m.saveSnapshots(cfg.ID, set); err != nil {
+		return err
+	}
+	if err := m.syncVZConf(cfg, m.opts.Warn); err != nil {
+		m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", cfg.ID, err))
+	}
+	return nil
+}
+
+// copyBack puts a copy or image VE's data back from a whole-copy snapshot's tree: rsync
+// into the rootfs, or the image copied beside the VE's and renamed over it.
+func (m *Manager) copyBack(id, lay, tree string) error {
+	priv := m.store.PrivateDir(id)
+	if lay == LayoutCopy {
+		out, err := exec.Command("rsync", "-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", tree+"/", filepath.Join(priv, "rootfs")+"/").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("copy the snapshot back: %s", lastLine(out, err))
+		}
+		return nil
+	}
+	img := filepath.Join(priv, "root.img")
+	out, err := exec.Command("cp", "--sparse=always", "--preserve=all", filepath.Join(tree, "root.img"), img+".new").CombinedOutput()
+	if err != nil {
+		os.Remove(img + ".new")
+		return fmt.Errorf("copy the snapshot's image back: %s", lastLine(out, err))
+	}
+	return os.Rename(img+".new", img)
 }
 
 // SnapshotDelete removes a snapshot (vzctl snapshot-delete). Its layer stays while later
@@ -867,6 +969,13 @@ func (m *Manager) snapshotMount(id, uuid, dir string) error {
 	if p := set.Snapshots[i].Mount; p != "" && layout.Mounted(p) {
 		return fmt.Errorf("%w: snapshot %s is mounted on %s already", ErrInvalidValue, uuid, p)
 	}
+	if cfg.Layout != LayoutOverlay {
+		if err := m.mountFull(cfg, set.Snapshots[i].Layer, dir); err != nil {
+			return err
+		}
+		set.Snapshots[i].Mount = dir
+		return m.saveSnapshots(id, set)
+	}
 	layers, err := m.layerDirs(set.Snapshots[i].Layer)
 	if err != nil {
 		return err
@@ -885,6 +994,23 @@ func (m *Manager) snapshotMount(id, uuid, dir string) error {
 	set.Snapshots[i].Mount = dir
 	if err := m.saveSnapshots(id, set); err != nil {
 		return errors.Join(err, layout.Unmount(dir))
+	}
+	return nil
+}
+
+// mountFull mounts a copy or image VE's snapshot read-only on dir: its tree bound, or its
+// image loop-mounted.
+func (m *Manager) mountFull(cfg *Config, layer, dir string) error {
+	tree := m.layers().Tree(layer)
+	if cfg.Layout == LayoutImage {
+		return layout.MountImageReadOnly(filepath.Join(tree, "root.img"), dir)
+	}
+	if err := unix.Mount(tree, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("%w: %v", ErrMount, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("%w: %v", ErrMount, err)
 	}
 	return nil
 }

@@ -607,3 +607,59 @@ func TestBackupRestore(t *testing.T) {
 	}
 	other.must("stop", elsewhere)
 }
+
+// The copy and image layouts snapshot a whole copy: of the rootfs, or of the disk image
+// (a running VE's filesystem frozen for it, so that the copy is clean). Switching copies it
+// back; a snapshot mounts read-only and can be cloned.
+func TestSnapshotCopyImage(t *testing.T) {
+	for _, lay := range []string{"copy", "image"} {
+		t.Run(lay, func(t *testing.T) {
+			e := newEnv(t)
+			tmpl := e.importBusybox()
+			id, clone := uniqueID(t), uniqueID(t)+"9"
+			args := []string{"create", id, "--ostemplate", tmpl, "--layout", lay}
+			if lay == "image" {
+				args = append(args, "--diskspace", "256M")
+			}
+			e.must(args...)
+			e.must("start", id)
+			e.must("exec", id, "sh", "-c", "echo one > /root/f && sync")
+			s1 := e.snapshot(id) // running: frozen, filesystem too
+			e.must("exec", id, "sh", "-c", "echo two > /root/f")
+			e.must("stop", id)
+			s2 := e.snapshot(id)
+			snaps := e.snapshots(id)
+			if len(snaps) != 2 || !snaps[0].Running || snaps[1].Running || !snaps[1].Current {
+				t.Fatalf("snapshot-list: %+v", snaps)
+			}
+			mnt := filepath.Join(e.dir, "mnt")
+			os.Mkdir(mnt, 0o755)
+			e.must("snapshot-mount", id, "--id", s1, "--target", mnt)
+			if data, err := os.ReadFile(filepath.Join(mnt, "root/f")); err != nil || string(data) != "one\n" {
+				t.Errorf("the running VE's snapshot holds %q (%v), want one", data, err)
+			}
+			if err := os.WriteFile(filepath.Join(mnt, "x"), nil, 0o644); err == nil {
+				t.Errorf("a mounted snapshot is writable")
+			}
+			e.must("snapshot-umount", id, "--id", s1)
+			e.must("snapshot-switch", id, "--id", s1, "--skip-resume")
+			e.must("start", id)
+			if out := e.must("exec", id, "cat", "/root/f").stdout; out != "one\n" {
+				t.Errorf("after snapshot-switch /root/f = %q, want one", out)
+			}
+			e.must("stop", id)
+			e.must("clone", id, clone, "--snapshot", s2)
+			e.must("start", clone)
+			if out := e.must("exec", clone, "cat", "/root/f").stdout; out != "two\n" {
+				t.Errorf("the clone of snapshot %s has /root/f = %q, want two", s2, out)
+			}
+			e.must("stop", clone)
+			e.must("snapshot-delete", id, "--id", s1)
+			e.must("destroy", "--force", id)
+			e.must("destroy", clone)
+			if layers, _ := os.ReadDir(filepath.Join(e.root, "layers")); len(layers) != 0 {
+				t.Errorf("%d layers left", len(layers))
+			}
+		})
+	}
+}

@@ -29,6 +29,9 @@ type Layer struct {
 	// VE's, the VE's range for a user-namespace VE's. A VE of another range sees the layer
 	// through an idmapped mount.
 	Owner [2]uint32 `json:"owner"`
+	// Full: a whole copy of a copy VE's rootfs (the tree) or an image VE's disk
+	// (tree/root.img), not an overlay layer; it has no parent.
+	Full bool `json:"full,omitempty"`
 }
 
 // Pool is the directory of the layers: Dir/ID/tree and Dir/ID/layer.json.

@@ -310,10 +310,24 @@ func (a Area) MakeImage(ctx context.Context, size, inodes int64, fill func(root 
 	return fill(a.Root)
 }
 
+// MountImageReadOnly loop-mounts an image read-only on root (a snapshot's).
+func MountImageReadOnly(img, root string) error {
+	if err := mountImageFlags(img, root, true); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrMount, img, err)
+	}
+	return nil
+}
+
 // mountImage attaches a VE's image to a free loop device (released automatically at
 // unmount) and mounts it on root.
-func mountImage(img, root string) error {
-	f, err := os.OpenFile(img, os.O_RDWR|unix.O_CLOEXEC, 0)
+func mountImage(img, root string) error { return mountImageFlags(img, root, false) }
+
+func mountImageFlags(img, root string, readOnly bool) error {
+	mode, mflags, data := os.O_RDWR, uintptr(0), ""
+	if readOnly {
+		mode, mflags, data = os.O_RDONLY, unix.MS_RDONLY, "norecovery" // a snapshot's image is never written
+	}
+	f, err := os.OpenFile(img, mode|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -335,6 +349,9 @@ func mountImage(img, root string) error {
 		}
 		cfg := &unix.LoopConfig{Fd: uint32(f.Fd())}
 		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		if readOnly {
+			cfg.Info.Flags |= unix.LO_FLAGS_READ_ONLY
+		}
 		copy(cfg.Info.File_name[:], img)
 		err = unix.IoctlLoopConfigure(int(lf.Fd()), cfg)
 		if errors.Is(err, unix.EBUSY) && attempt < 20 {
@@ -345,7 +362,7 @@ func mountImage(img, root string) error {
 			lf.Close()
 			return fmt.Errorf("attach %s to %s: %w", img, dev, err)
 		}
-		err = unix.Mount(dev, root, "ext4", 0, "")
+		err = unix.Mount(dev, root, "ext4", mflags, data)
 		// Closing our descriptor leaves the device to the mount; with AUTOCLEAR it detaches
 		// at unmount, or now if the mount failed.
 		lf.Close()
