@@ -356,9 +356,12 @@ rootfs, an image VE's disk image), each part with its sha256 in the manifest, an
 --with-template the template's archive. Owners, modes, ACLs, xattrs, hard links and holes are
 kept. Given a directory, the file is DIR/vectl-backup-ID-DATE.tar.zst. The archive appears
 under its name only once complete; an interrupted backup leaves nothing under it.
+--with-snapshots keeps the VE's snapshots too (records and files, not their memory dumps).
 A running VE: --mode snapshot or suspend (the default is snapshot) copies its data while it
 runs, then once more frozen (only what changed); an image VE is frozen for the copy of its
-disk. --mode stop stops it for the backup and starts it again. Progress on a terminal.
+disk. suspend, with criu, also dumps its memory in that frozen moment: restored under its own
+id, the VE comes back suspended and vectl restore (or start) resumes it where it was. --mode
+stop stops it for the backup and starts it again. Progress on a terminal.
 
 EXAMPLES:
    vectl backup 101 /srv/backup
@@ -372,6 +375,7 @@ EXIT STATUS:
 				&cli.StringFlag{Name: "mode", Value: "snapshot", Usage: "for a running VE: `MODE` stop, suspend or snapshot"},
 				&cli.StringFlag{Name: "compress", Value: "zstd", Usage: "zstd or none"},
 				&cli.BoolFlag{Name: "with-template", Usage: "embed the template's archive (restores on a node without it)"},
+				&cli.BoolFlag{Name: "with-snapshots", Usage: "keep the VE's snapshots (records and files, not their memory dumps)"},
 				&cli.BoolFlag{Name: "json", Usage: "print what was written as JSON"},
 			},
 			Action: func(c *cli.Context) error {
@@ -383,7 +387,8 @@ EXIT STATUS:
 					return err
 				}
 				o := container.BackupOptions{File: c.Args().Get(1), Mode: c.String("mode"), Compress: c.String("compress"),
-					WithTemplate: c.Bool("with-template"), Start: container.StartOptions{MonitorArgs: monitorArgs(c)}}
+					WithTemplate: c.Bool("with-template"), WithSnapshots: c.Bool("with-snapshots"),
+					Start: container.StartOptions{MonitorArgs: monitorArgs(c)}}
 				if isTerminal(c.App.ErrWriter) && !c.Bool("json") {
 					o.Progress = progressBar(c.App.ErrWriter, "backup "+c.Args().First())
 				}

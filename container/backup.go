@@ -48,6 +48,9 @@ type BackupOptions struct {
 	Mode         string // stop, suspend or snapshot (a running VE; default snapshot)
 	Compress     string // zstd (default) or none
 	WithTemplate bool   // embed the template's archive
+	// WithSnapshots keeps the VE's snapshots (their records and layers; not their memory
+	// dumps).
+	WithSnapshots bool
 	// Progress, when set, is told the bytes of parts written so far and their total.
 	Progress func(done, total int64)
 	// Start starts a VE that --mode stop stopped again once its backup is made.
@@ -77,7 +80,12 @@ type backupManifest struct {
 	Owner [2]uint32 `json:"owner"`
 	// Layers are the overlay's layers under the private data, top first.
 	Layers []layout.Layer `json:"layers,omitempty"`
-	Parts  []backupPart   `json:"parts"`
+	// SnapshotLayers are the other layers the snapshots in snapshots.json need.
+	SnapshotLayers []layout.Layer `json:"snapshot_layers,omitempty"`
+	// Dump: dump.tar holds the running VE's memory, dumped by CRIU in the frozen moment of
+	// the final pass (--mode suspend).
+	Dump  bool         `json:"dump,omitempty"`
+	Parts []backupPart `json:"parts"`
 }
 
 // BackupReport says what Backup made.
@@ -195,6 +203,15 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 		return nil, err
 	}
 	addPart("config.json")
+	addLayer := func(l layout.Layer) error {
+		name := "layer-" + l.ID + ".tar"
+		if err := gnuTar(ctx, false, filepath.Join(stage, name), m.layers().Tree(l.ID)); err != nil {
+			return fmt.Errorf("%w: %v", ErrBackup, err)
+		}
+		addPart(name)
+		return nil
+	}
+	have := map[string]bool{}
 	if cfg.Layout == LayoutOverlay {
 		chain, err := m.layers().Chain(cfg.Base)
 		if err != nil {
@@ -202,12 +219,42 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 		}
 		man.Layers = chain
 		for _, l := range chain {
-			name := "layer-" + l.ID + ".tar"
-			if err := gnuTar(ctx, false, filepath.Join(stage, name), m.layers().Tree(l.ID)); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrBackup, err)
+			if err := addLayer(l); err != nil {
+				return nil, err
 			}
-			addPart(name)
+			have[l.ID] = true
 		}
+	}
+	if o.WithSnapshots {
+		set, err := m.loadSnapshots(id)
+		if err != nil {
+			return nil, err
+		}
+		for i := range set.Snapshots {
+			set.Snapshots[i].Mount, set.Snapshots[i].Dump = "", false
+			chain, err := m.layers().Chain(set.Snapshots[i].Layer)
+			if err != nil {
+				return nil, err
+			}
+			for _, l := range chain {
+				if have[l.ID] {
+					continue
+				}
+				have[l.ID] = true
+				man.SnapshotLayers = append(man.SnapshotLayers, l)
+				if err := addLayer(l); err != nil {
+					return nil, err
+				}
+			}
+		}
+		data, err := json.MarshalIndent(set, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(stage, snapshotsFile), data, 0o600); err != nil {
+			return nil, err
+		}
+		addPart(snapshotsFile)
 	}
 	if running && o.Mode == "stop" {
 		if err := m.stop(ctx, id, StopOptions{}); err != nil {
@@ -234,11 +281,32 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 	}
 	if running {
 		copyDir := filepath.Join(stage, "private")
+		// suspend, as vzdump's: the memory too, dumped by CRIU in the same frozen moment
+		// (not for a user-namespace VE of the copy or image layout, see snapshot).
+		var inFreeze func() error
+		dumpDir := filepath.Join(stage, "dump")
+		if _, cerr := m.criu(); cerr == nil && o.Mode == "suspend" && (cfg.Layout == LayoutOverlay || cfg.UserNS == nil) {
+			inFreeze = func() error {
+				if err := m.checkpoint(ctx, id, CheckpointOptions{Dir: dumpDir, LeaveRunning: true, keepFrozen: true}); err != nil {
+					m.opts.Warn(fmt.Sprintf("backup %s: its memory was not dumped, the backup holds files and config: %v", id, err))
+					os.RemoveAll(dumpDir)
+					return nil
+				}
+				man.Dump = true
+				return nil
+			}
+		}
 		var frozen time.Duration
 		if cfg.Layout == LayoutImage {
-			frozen, err = m.copyImage(ctx, id, filepath.Join(priv, member), filepath.Join(copyDir, member), true, nil)
+			frozen, err = m.copyImage(ctx, id, filepath.Join(priv, member), filepath.Join(copyDir, member), true, inFreeze)
 		} else {
-			frozen, err = m.copyUpper(ctx, id, src, copyDir, true, nil)
+			frozen, err = m.copyUpper(ctx, id, src, copyDir, true, inFreeze)
+		}
+		if err == nil && man.Dump {
+			if err = gnuTar(ctx, false, filepath.Join(stage, "dump.tar"), dumpDir); err == nil {
+				addPart("dump.tar")
+				os.RemoveAll(dumpDir)
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBackup, err)
@@ -460,6 +528,11 @@ func (m *Manager) RestoreBackup(ctx context.Context, o RestoreBackupOptions) (_ 
 		return nil, err
 	}
 	privTar := filepath.Join(stage, "private.tar")
+	if len(man.SnapshotLayers) > 0 && old.Layout != LayoutOverlay {
+		if err := m.restoreLayers(ctx, id, man, stage, r); err != nil {
+			return nil, fmt.Errorf("backup-restore: %w: %v", ErrBackup, err)
+		}
+	}
 	switch old.Layout {
 	case LayoutOverlay:
 		if err := m.restoreLayers(ctx, id, man, stage, r); err != nil {
@@ -501,6 +574,20 @@ func (m *Manager) RestoreBackup(ctx context.Context, o RestoreBackupOptions) (_ 
 	if err := m.store.SaveConfig(&next); err != nil {
 		return nil, err
 	}
+	if data, err := os.ReadFile(filepath.Join(stage, snapshotsFile)); err == nil {
+		if err := store.WriteFileAtomic(filepath.Join(m.store.VEDir(id), snapshotsFile), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if man.Dump {
+		// The VE comes back suspended: vectl restore (or start) resumes it where it was. Only
+		// under its own id: the dump holds its addresses and host name.
+		if id != man.ID {
+			m.opts.Warn(fmt.Sprintf("backup-restore: the memory dump of VE %s is not used for VE %s (restored stopped)", man.ID, id))
+		} else if err := m.unpackDump(ctx, id, filepath.Join(stage, "dump.tar"), r); err != nil {
+			return nil, fmt.Errorf("backup-restore: %w: the memory dump: %v", ErrBackup, err)
+		}
+	}
 	if err := m.store.FinishCreate(id); err != nil {
 		return nil, err
 	}
@@ -508,6 +595,38 @@ func (m *Manager) RestoreBackup(ctx context.Context, o RestoreBackupOptions) (_ 
 		m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", id, err))
 	}
 	return &next, nil
+}
+
+// unpackDump unpacks a backup's memory dump as the VE's chkpnt dump, so that the VE is
+// suspended with it.
+func (m *Manager) unpackDump(ctx context.Context, id, part string, r *revert.Reverter) error {
+	dir := m.DumpDir(id)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	r.Add(func() error { return os.RemoveAll(dir) })
+	if err := gnuTar(ctx, true, part, dir); err != nil {
+		return err
+	}
+	// The private data it goes with is the one just unpacked: the dump is as sound as one
+	// chkpnt made of a VE that then went down.
+	meta, err := readDumpMeta(dir)
+	if err != nil {
+		return err
+	}
+	if meta.Private, err = m.privateDigest(id); err != nil {
+		return err
+	}
+	meta.LeaveRunning = false
+	if err := writeDumpMeta(dir, meta); err != nil {
+		return err
+	}
+	data, _ := json.Marshal(map[string]string{"dir": dir})
+	return store.WriteFileAtomic(filepath.Join(m.store.VEDir(id), dumpPointerFile), append(data, '\n'), 0o600)
 }
 
 // readBackup unpacks a backup's parts into stage, checking the manifest (first) and then
@@ -588,10 +707,13 @@ func readBackup(file, stage string) (*backupManifest, error) {
 			return bad("part %s is missing (cut short?)", name)
 		}
 	}
-	for _, l := range man.Layers {
+	for _, l := range append(append([]layout.Layer(nil), man.Layers...), man.SnapshotLayers...) {
 		if !got["layer-"+l.ID+".tar"] || !uuidRE.MatchString(l.ID) {
 			return bad("layer %q has no part", l.ID)
 		}
+	}
+	if man.Dump && !got["dump.tar"] {
+		return bad("no dump.tar")
 	}
 	if !got["config.json"] || !got["private.tar"] {
 		return bad("no config or private data")
@@ -628,8 +750,9 @@ func (m *Manager) restoreTemplate(ctx context.Context, man *backupManifest, stag
 // (layers never change) is kept.
 func (m *Manager) restoreLayers(ctx context.Context, id string, man *backupManifest, stage string, r *revert.Reverter) error {
 	pool := m.layers()
-	for i := len(man.Layers) - 1; i >= 0; i-- {
-		l := man.Layers[i]
+	all := append(append([]layout.Layer(nil), man.SnapshotLayers...), man.Layers...)
+	for i := len(all) - 1; i >= 0; i-- {
+		l := all[i]
 		l.VE = id // the VE being restored: incomplete, so its layers are not collected meanwhile
 		if _, err := pool.Load(l.ID); err == nil {
 			continue

@@ -663,3 +663,56 @@ func TestSnapshotCopyImage(t *testing.T) {
 		})
 	}
 }
+
+// backup --mode suspend dumps a running VE's memory with its files; restored under its own
+// id the VE comes back suspended, and restore resumes it where the backup froze it. With
+// --with-snapshots its snapshots come back too.
+func TestBackupSuspendDump(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl)
+	e.must("start", id)
+	e.must("exec", id, "sh", "-c", "echo kept > /root/before")
+	e.must("stop", id)
+	snap := e.snapshot(id, "--name", "before")
+	e.must("start", id)
+	e.must("exec", id, "sh", "-c", `setsid sh -c 'echo $$ > /root/writer.pid; i=0; while :; do i=$((i+1)); echo "line $i" >> /root/log; sleep 0.01; done' </dev/null >/dev/null 2>&1 &`)
+	time.Sleep(time.Second)
+	pid := strings.TrimSpace(e.must("exec", id, "cat", "/root/writer.pid").stdout)
+	file := filepath.Join(e.dir, "b.tar.zst")
+	e.must("backup", id, file, "--mode", "suspend", "--with-snapshots")
+	e.must("stop", "--fast", id)
+	e.must("destroy", "--force", id)
+
+	e.must("backup-restore", file)
+	if st := e.statusLine(id); !strings.Contains(st, "down") {
+		t.Fatalf("restored with a memory dump, the VE is not down (suspended): %s", st)
+	}
+	if out := e.must("list", "-a", "-o", "ctid,status", "-H").stdout; !strings.Contains(out, "suspended") {
+		t.Errorf("the restored VE is not listed suspended: %s", out)
+	}
+	e.must("restore", id)
+	e.must("exec", id, "kill", "-0", pid)
+	log := e.must("exec", id, "cat", "/root/log").stdout
+	lines := strings.Split(strings.TrimSuffix(log, "\n"), "\n")
+	for i, l := range lines {
+		if l != fmt.Sprintf("line %d", i+1) {
+			t.Fatalf("line %d of the resumed writer's log is %q", i+1, l)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if more := e.must("exec", id, "cat", "/root/log").stdout; len(more) <= len(log) {
+		t.Errorf("the resumed writer does not write")
+	}
+	snaps := e.snapshots(id)
+	if len(snaps) != 1 || snaps[0].UUID != snap || snaps[0].Name != "before" {
+		t.Fatalf("the snapshots did not come back: %+v", snaps)
+	}
+	e.must("stop", id)
+	e.must("snapshot-switch", id, "--id", snap)
+	e.must("start", id)
+	if out := e.must("exec", id, "sh", "-c", "cat /root/before; test -e /root/log && echo has-log; true").stdout; out != "kept\n" {
+		t.Errorf("after switching to the restored snapshot: %q", out)
+	}
+}
