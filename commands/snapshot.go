@@ -74,9 +74,14 @@ EXIT STATUS:
 				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "comma-separated `FIELDS`"},
 				&cli.BoolFlag{Name: "no-header", Aliases: []string{"H"}, Usage: "no header line"},
 				&cli.BoolFlag{Name: "json", Usage: "JSON output"},
+				&cli.BoolFlag{Name: "list", Aliases: []string{"L"}, Usage: "list the fields and their headers"},
 				idFlag,
 			},
 			Action: func(c *cli.Context) error {
+				if c.Bool("list") {
+					listSnapshotFields(c.App.Writer)
+					return nil
+				}
 				id, m, err := veManager(c)
 				if err != nil {
 					return err
@@ -268,6 +273,14 @@ var snapshotFields = []struct {
 }
 
 var snapshotFieldAliases = map[string]string{"id": "uuid", "parent_id": "parent_uuid"}
+
+// listSnapshotFields prints the fields of snapshot-list and their headers (-L).
+func listSnapshotFields(w io.Writer) {
+	for _, f := range snapshotFields {
+		fmt.Fprintf(w, "%-15s %-15s\n", f.name, f.header)
+	}
+	fmt.Fprintf(w, "%-15s %-15s\n%-15s %-15s\n", "id", "UUID", "parent_id", "PARENT_UUID")
+}
 
 func snapshotFieldNames() []string {
 	var out []string

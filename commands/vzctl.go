@@ -170,7 +170,8 @@ func vzctlOptions(cmd string) []longOpt {
 	case "snapshot-mount":
 		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"target", true, ""}}
 	case "snapshot-list":
-		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"output", true, "o"}, {"no-header", false, "H"}}
+		return []longOpt{{"id", true, ""}, {"uuid", true, ""}, {"output", true, "o"}, {"no-header", false, "H"},
+			{"list", false, "L"}}
 	}
 	return nil
 }
@@ -360,7 +361,7 @@ func (r *vzctlRun) snapshot() int {
 	var rest []string
 	var code int
 	if r.cmd == "snapshot-list" {
-		opts, rest, code = r.parseShort("Ho:", vzctlOptions(r.cmd))
+		opts, rest, code = r.parseShort("Ho:L", vzctlOptions(r.cmd))
 	} else {
 		opts, rest, code = r.parse(vzctlOptions(r.cmd))
 	}
@@ -375,7 +376,11 @@ func (r *vzctlRun) snapshot() int {
 	uuid, fields, noHeader := "", "", false
 	for _, o := range opts {
 		if o.long == "" {
-			o.long = map[string]string{"o": "output", "H": "no-header"}[o.key]
+			o.long = map[string]string{"o": "output", "H": "no-header", "L": "list-fields"}[o.key]
+		}
+		if o.long == "list-fields" {
+			listSnapshotFields(r.s.Out)
+			return 0
 		}
 		switch o.long {
 		case "id", "uuid":

@@ -170,6 +170,9 @@ type migration struct {
 	phaseAt time.Time
 	frozen  time.Time
 	guarded bool // the guard runs: the journal is kept
+	// layers are the snapshot and clone layers the VE needs (copied once: they never change).
+	layers       []string
+	layersCopied bool
 }
 
 func (g *migration) phase(name string) {
@@ -220,11 +223,6 @@ func (m *Manager) Migrate(ctx context.Context, ref string, o MigrateOptions) (*M
 		return nil, migrateErr(MigrateLocked, "migrate %s: a migration of this VE to %s is under way or was interrupted (its guard undoes it; see %s)",
 			id, host, m.journalPath(id))
 	}
-	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Base != "" {
-		return nil, migrateErr(MigrateUsage, "migrate %s: the VE builds on snapshot or clone layers (ROOT/layers), which migrate "+
-			"does not carry yet (it copies the private area only): delete the VE's snapshots first (the last delete folds its layer "+
-			"into the stopped VE); a clone keeps the layer it shares with its source", id)
-	}
 	m.migrating = id
 	running := m.populated(id)
 	if m.Suspended(id) {
@@ -263,6 +261,24 @@ func (g *migration) run(ctx context.Context) (err error) {
 		return withCode(MigrateConfig, fmt.Errorf("the VE's template: %w", err))
 	}
 	req.Template, req.TemplateSHA256 = info.Name, info.SHA256
+	// Snapshots and the layers of snapshots and clones go with the VE (vzmigrate takes a
+	// ploop VE's snapshots along too).
+	set, err := m.loadSnapshots(id)
+	if err != nil {
+		return withCode(MigrateConfig, err)
+	}
+	if len(set.Snapshots) > 0 {
+		for i := range set.Snapshots {
+			set.Snapshots[i].Mount = ""
+		}
+		if req.Snapshots, err = json.Marshal(set); err != nil {
+			return err
+		}
+	}
+	if g.layers, err = m.neededLayers(cfg, set); err != nil {
+		return withCode(MigrateConfig, err)
+	}
+	req.Layers = len(g.layers) > 0
 	if g.j.Online {
 		tool, err := m.criu()
 		if err != nil {
@@ -287,6 +303,9 @@ func (g *migration) run(ctx context.Context) (err error) {
 	if err := json.Unmarshal(out, &g.dest); err != nil {
 		return migrateErr(MigrateConnect, "the destination's vectl answered %q: %v (is it a vectl that knows migrate-in, protocol %d?)",
 			strings.TrimSpace(string(out)), err, MigrateProtocol)
+	}
+	if req.Layers && g.dest.Layers == "" {
+		return migrateErr(MigrateConfig, "the VE has snapshots or builds on a clone's layers, and the destination's vectl does not take layers: update it")
 	}
 	if g.o.DryRun {
 		return nil
@@ -391,6 +410,26 @@ func (g *migration) syncPrivate(ctx context.Context) error {
 	if err := g.r.rsync(ctx, []string{src}, g.dest.Private+"/", "--delete"); err != nil {
 		return withCode(MigrateCopy, fmt.Errorf("copy the private area: %w", err))
 	}
+	if g.layersCopied {
+		return nil
+	}
+	// Layers never change, and neither do the snapshots' memory dumps: once is enough.
+	if len(g.layers) > 0 {
+		var srcs []string
+		for _, l := range g.layers {
+			srcs = append(srcs, filepath.Join(g.m.layers().Dir, l))
+		}
+		if err := g.r.rsync(ctx, srcs, g.dest.Layers+"/"); err != nil {
+			return withCode(MigrateCopy, fmt.Errorf("copy the snapshot layers: %w", err))
+		}
+	}
+	dumps := filepath.Dir(g.m.snapshotDump(g.j.ID, "x"))
+	if _, err := os.Stat(dumps); err == nil {
+		if err := g.r.rsync(ctx, []string{dumps}, filepath.Dir(g.dest.Dump)+"/"); err != nil {
+			return withCode(MigrateCopy, fmt.Errorf("copy the snapshots' memory dumps: %w", err))
+		}
+	}
+	g.layersCopied = true
 	return nil
 }
 

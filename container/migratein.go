@@ -36,6 +36,9 @@ type migrateRequest struct {
 	CPUInfo        []byte          `json:"cpuinfo,omitempty"`
 	// NestedMounts: a process of the VE is in a mount namespace of its own.
 	NestedMounts bool `json:"nested_mounts,omitempty"`
+	// Snapshots is the VE's snapshots.json; Layers: the VE brings snapshot or clone layers.
+	Snapshots json.RawMessage `json:"snapshots,omitempty"`
+	Layers    bool            `json:"layers,omitempty"`
 }
 
 // migrateReply tells the source where to copy to.
@@ -45,6 +48,8 @@ type migrateReply struct {
 	Dump         string `json:"dump"`
 	Incoming     string `json:"incoming"`
 	NeedTemplate bool   `json:"need_template"`
+	// Layers is where the VE's layers go (this node's ROOT/layers).
+	Layers string `json:"layers,omitempty"`
 }
 
 func (m *Manager) incomingDir(id string) string { return filepath.Join(m.opts.Root, "incoming", id) }
@@ -106,7 +111,7 @@ func (m *Manager) PrepareMigration(ctx context.Context, id string, in io.Reader)
 		return nil, withCode(MigrateIPInUse, err)
 	}
 	reply := migrateReply{Version: MigrateProtocol, Private: m.store.PrivateDir(id), Dump: m.DumpDir(id),
-		Incoming: m.incomingDir(id)}
+		Incoming: m.incomingDir(id), Layers: m.layers().Dir}
 	if info, err := m.templates.Get(req.Template); errors.Is(err, template.ErrNotFound) {
 		reply.NeedTemplate = true
 	} else if err != nil {
@@ -143,9 +148,15 @@ func (m *Manager) PrepareMigration(ctx context.Context, id string, in io.Reader)
 	if err == nil {
 		err = os.WriteFile(filepath.Join(m.store.VEDir(id), migrateMarker), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600)
 	}
-	for _, dir := range []string{m.store.PrivateDir(id), reply.Incoming, filepath.Dir(reply.Dump)} {
+	for _, dir := range []string{m.store.PrivateDir(id), reply.Incoming, filepath.Dir(reply.Dump), reply.Layers} {
 		if err == nil {
 			err = os.MkdirAll(dir, 0o700)
+		}
+	}
+	if err == nil && len(req.Snapshots) > 0 {
+		var set snapshotSet
+		if err = json.Unmarshal(req.Snapshots, &set); err == nil {
+			err = m.saveSnapshots(id, &set)
 		}
 	}
 	if err != nil {
@@ -322,10 +333,13 @@ func (m *Manager) abortMigration(id string, timeout time.Duration) error {
 			return err
 		}
 	}
-	errs := []error{os.RemoveAll(m.DumpDir(id)), os.RemoveAll(m.DumpDir(id) + ".new"), os.RemoveAll(m.incomingDir(id))}
+	errs := []error{os.RemoveAll(m.DumpDir(id)), os.RemoveAll(m.DumpDir(id) + ".new"), os.RemoveAll(m.incomingDir(id)),
+		os.RemoveAll(filepath.Dir(m.snapshotDump(id, "x")))}
 	if err := m.removeVE(id, l); err != nil {
 		errs = append(errs, err)
 	}
+	// The layers copied for it, unless another VE here uses them.
+	errs = append(errs, m.collectLayersLocked(id))
 	l.Unlock()
 	return errors.Join(errs...)
 }

@@ -538,6 +538,30 @@ func (m *Manager) locked(ref, op string, fn func(id string) error) error {
 	return nil
 }
 
+// neededLayers lists the layers a VE needs: those under its current state and under each
+// of its snapshots.
+func (m *Manager) neededLayers(cfg *Config, set *snapshotSet) ([]string, error) {
+	tops := []string{cfg.Base}
+	for _, s := range set.Snapshots {
+		tops = append(tops, s.Layer)
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, top := range tops {
+		chain, err := m.layers().Chain(top)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range chain {
+			if !seen[l.ID] {
+				seen[l.ID] = true
+				out = append(out, l.ID)
+			}
+		}
+	}
+	return out, nil
+}
+
 // snapshotDump is where the memory dump of a VE's snapshot is kept.
 func (m *Manager) snapshotDump(id, uuid string) string {
 	return filepath.Join(m.opts.Root, "dump", id+".snapshots", uuid)
@@ -809,6 +833,11 @@ func (m *Manager) collectLayers(self string) error {
 		return err
 	}
 	defer glock.Unlock()
+	return m.collectLayersLocked(self)
+}
+
+// collectLayersLocked is collectLayers for a caller that holds the global lock.
+func (m *Manager) collectLayersLocked(self string) error {
 	pool := m.layers()
 	all, err := pool.List()
 	if err != nil || len(all) == 0 {

@@ -549,3 +549,49 @@ func TestMigrateFaults(t *testing.T) {
 	}
 	e.must("stop", id)
 }
+
+// Snapshots go with a migrated VE, as vzmigrate takes a ploop VE's along: their records,
+// layers and memory dumps; the VE and its snapshots work on the destination, and the source
+// keeps no layer of it.
+func TestMigrateSnapshots(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	n := e.secondNode()
+	s := startSSHD(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl, "--ipadd", testIP("4"))
+	e.must("start", id)
+	e.must("exec", id, "sh", "-c", "echo first > /root/f")
+	e.must("stop", id)
+	first := e.snapshot(id, "--name", "first")
+	e.must("start", id)
+	e.must("exec", id, "sh", "-c", "echo second > /root/f")
+	live := e.snapshot(id, "--name", "live") // running: with a memory dump
+	e.must("exec", id, "sh", "-c", "echo third > /root/f")
+
+	if r := e.migrate(n, s, id, nil, "--online"); r.code != 0 {
+		t.Fatalf("online migration of a VE with snapshots: %s", r)
+	}
+	e.wantLeft(id)
+	if layers, _ := os.ReadDir(filepath.Join(e.root, "layers")); len(layers) != 0 {
+		t.Errorf("the source kept %d layers of the migrated VE", len(layers))
+	}
+	if out := n.must("exec", id, "cat", "/root/f").stdout; out != "third\n" {
+		t.Errorf("on the destination /root/f = %q", out)
+	}
+	snaps := n.snapshots(id)
+	if len(snaps) != 2 || snaps[0].UUID != first || snaps[1].UUID != live || !snaps[1].Dump {
+		t.Fatalf("the snapshots on the destination: %+v", snaps)
+	}
+	n.must("snapshot-switch", id, "--id", live, "--must-resume")
+	if out := n.must("exec", id, "cat", "/root/f").stdout; out != "second\n" {
+		t.Errorf("after switching to %s on the destination: %q", live, out)
+	}
+	n.must("stop", id)
+	n.must("snapshot-switch", id, "--id", first)
+	n.must("start", id)
+	if out := n.must("exec", id, "cat", "/root/f").stdout; out != "first\n" {
+		t.Errorf("after switching to %s on the destination: %q", first, out)
+	}
+}
