@@ -317,7 +317,8 @@ func (b *bench) newVectlEnv(name, tmpl string) *vectlEnv {
 
 func (v *vectlEnv) argv(args ...string) []string {
 	g := []string{v.b.opts.vectl, "--root", v.root, "--template-dir", v.tmpl, "--run-dir", v.run,
-		"--log-dir", v.log, "--network-config", v.b.netConfig, "--firewall-table", fwTable}
+		"--log-dir", v.log, "--network-config", v.b.netConfig, "--firewall-table", fwTable,
+		"--vz-conf-dir", "none"} // never the host's /etc/vz
 	if v.cgroupParent != "" {
 		g = append(g, "--cgroup-parent", v.cgroupParent)
 	}
