@@ -514,15 +514,7 @@ func (m *Manager) RestoreBackup(ctx context.Context, o RestoreBackupOptions) (_ 
 	defer r.Fail(&err)
 	r.Add(func() error { return m.removeVE(cfg.ID, vlock) })
 
-	next := *old
-	next.ID, next.Name, next.IPs, next.UserNS, next.Created, next.Base = cfg.ID, cfg.Name, cfg.IPs, cfg.UserNS, cfg.Created, ""
-	next.NetIfs = nil
-	for _, nif := range old.NetIfs {
-		if id != man.ID {
-			nif.MAC, nif.HostName = "", ""
-		}
-		next.NetIfs = append(next.NetIfs, nif)
-	}
+	next := adoptConfig(old, cfg, id == man.ID)
 	priv := m.store.PrivateDir(id)
 	if err := os.Mkdir(priv, 0o700); err != nil {
 		return nil, err

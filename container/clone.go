@@ -80,15 +80,8 @@ func (m *Manager) Clone(ctx context.Context, o CloneOptions) (_ *Config, err err
 	defer r.Fail(&err)
 	r.Add(func() error { return m.removeVE(cfg.ID, vlock) })
 
-	// The source's settings, with what identifies the clone its own.
-	next := *scfg
-	next.ID, next.Name, next.Hostname, next.IPs, next.UserNS, next.Created = cfg.ID, cfg.Name, cfg.Hostname, cfg.IPs, cfg.UserNS, cfg.Created
+	next := adoptConfig(scfg, cfg, false)
 	next.OnBoot = false
-	next.NetIfs = nil
-	for _, nif := range scfg.NetIfs {
-		nif.MAC, nif.HostName = "", "" // derived from the new id
-		next.NetIfs = append(next.NetIfs, nif)
-	}
 	switch scfg.Layout {
 	case LayoutOverlay:
 		if o.Snapshot == "" {
@@ -125,6 +118,24 @@ func (m *Manager) Clone(ctx context.Context, o CloneOptions) (_ *Config, err err
 		m.opts.Warn(fmt.Sprintf("VE %s: vzctl config not written: %v", next.ID, err))
 	}
 	return &next, nil
+}
+
+// adoptConfig is the config of a VE made from another's (a clone, a restored backup): src's
+// settings with what reserve gave the new VE as its identity (id, name, host name,
+// addresses, range of ids, creation time) and no layers yet. Its bridged interfaces get
+// MACs and host-side names derived from the new id, unless keepMACs (the same VE again).
+func adoptConfig(src, reserved *Config, keepMACs bool) Config {
+	next := *src
+	next.ID, next.Name, next.Hostname, next.IPs = reserved.ID, reserved.Name, reserved.Hostname, reserved.IPs
+	next.UserNS, next.Created, next.Base = reserved.UserNS, reserved.Created, ""
+	next.NetIfs = nil
+	for _, nif := range src.NetIfs {
+		if !keepMACs {
+			nif.MAC, nif.HostName = "", ""
+		}
+		next.NetIfs = append(next.NetIfs, nif)
+	}
+	return next
 }
 
 // validateCreate checks what Create checks of its options before reserving the id.
