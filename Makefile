@@ -152,10 +152,22 @@ vm-test: bin/vectl
 
 # Benchmarks against runc, crun, LXC and systemd-nspawn, as root (make deps installs them; about 15
 # minutes; not part of .ci/run). Writes integration/bench/results/: results.md, results.json,
-# chart.png and README-section.md. BENCHFLAGS=-quick for a smoke run.
-.PHONY: bench
+# chart.png and README-section.md. BENCHFLAGS=-quick for a smoke run. LOAD=1 runs them with
+# every CPU busy with background work and writes integration/bench/results/loaded/.
+BENCHOUT := $(CURDIR)/integration/bench/results$(if $(LOAD),/loaded)
+.PHONY: bench bench-check
 bench: deps bin/vectl
-	$(GO) run ./integration/bench -vectl $(CURDIR)/bin/vectl -out $(CURDIR)/integration/bench/results $(BENCHFLAGS)
+	mkdir -p $(BENCHOUT)
+	$(GO) run ./integration/bench -vectl $(CURDIR)/bin/vectl -out $(BENCHOUT) $(if $(LOAD),-load) $(BENCHFLAGS)
+
+# Compares the CPU time of a new results.json (NEW, default the working tree's) with the
+# committed one (OLD, default HEAD's) and names every row that grew by more than 10%.
+NEW ?= $(BENCHOUT)/results.json
+OLD ?= HEAD:$(patsubst $(CURDIR)/%,%,$(BENCHOUT))/results.json
+bench-check:
+	@tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
+	case "$(OLD)" in *:*) git show "$(OLD)" >"$$tmp" || exit 2;; *) cp "$(OLD)" "$$tmp" || exit 2;; esac && \
+	$(GO) run ./integration/bench -check $(NEW) -against "$$tmp"
 
 # vectl answers to the names vzctl and vzlist with their command lines (the personalities;
 # see README's "vzctl and vzlist" section): the links are part of the install.

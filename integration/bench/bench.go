@@ -26,6 +26,9 @@ const (
 	benchCache = "/var/cache/vectl-bench/debian-12-x86_64-iperf3.tar.zst"
 	// cgBench is the cgroup parent (in every hierarchy) of the peers' containers.
 	cgBench = "vectl-bench"
+	// veCgroupParent is the --cgroup-parent of the bench's VEs: below vectl-bench, where the
+	// cost counters see them (acct.go).
+	veCgroupParent = "/" + cgBench + "/ve"
 )
 
 // bench is one run of the suite.
@@ -54,6 +57,11 @@ type bench struct {
 	sysctls    map[string]string
 	machine    machineInfo
 
+	acct     *accounting       // cost counters; nil without them
+	pending  cost              // cost of the timed commands since the last recording
+	pendingN int               // how many
+	costs    map[string][]cost // per sample key, the cost of each measured sample
+
 	undo         []undoStep
 	samples      map[string][]float64
 	rows         []Row
@@ -80,7 +88,7 @@ func newBench(ctx context.Context, opts options) (*bench, error) {
 	tb := make([]byte, 2)
 	rand.Read(tb)
 	b := &bench{opts: opts, ctx: ctx, started: time.Now(), tag: "vb" + hex.EncodeToString(tb),
-		samples: map[string][]float64{}, sysctls: map[string]string{}}
+		samples: map[string][]float64{}, costs: map[string][]cost{}, sysctls: map[string]string{}}
 	work, err := os.MkdirTemp("", "vectl-bench-")
 	if err != nil {
 		return nil, err
@@ -149,6 +157,7 @@ func (b *bench) costly(def int) int {
 
 func (b *bench) runAll() error {
 	b.machine = b.machineInfo()
+	b.setupAccounting()
 	b.progress("setting up: network guard, templates, peers (scratch %s)", b.work)
 	if err := b.setupNetwork(); err != nil {
 		return fmt.Errorf("network guard: %w", err)
@@ -157,6 +166,11 @@ func (b *bench) runAll() error {
 		return err
 	}
 	b.setupPeers()
+	if b.opts.load {
+		if err := b.startLoad(); err != nil {
+			return err
+		}
+	}
 	for _, g := range groups {
 		if len(b.opts.only) > 0 && !b.opts.only[g.name] {
 			continue
@@ -302,7 +316,8 @@ type vectlEnv struct {
 	run  string
 	log  string
 	tmpl string
-	// cgroupParent, when set, is the node's --cgroup-parent (a second node of migrate).
+	// cgroupParent is the node's --cgroup-parent: veCgroupParent, or /vectl-bench-n2 for the
+	// second node of migrate.
 	cgroupParent string
 }
 
@@ -312,7 +327,7 @@ func (b *bench) newVectlEnv(name, tmpl string) *vectlEnv {
 		tmpl = filepath.Join(d, "root", "templates")
 	}
 	return &vectlEnv{b: b, root: filepath.Join(d, "root"), run: filepath.Join(d, "run"),
-		log: filepath.Join(d, "log"), tmpl: tmpl}
+		log: filepath.Join(d, "log"), tmpl: tmpl, cgroupParent: veCgroupParent}
 }
 
 func (v *vectlEnv) argv(args ...string) []string {

@@ -41,11 +41,11 @@ func cmdline(pid int) string {
 	return strings.ReplaceAll(string(data), "\x00", " ")
 }
 
-// vePids lists the processes in a VE's cgroup (vectl puts VE ID in /vectl/ID of every
-// hierarchy), including its sub-cgroups.
+// vePids lists the processes in a VE's cgroup (the bench's VEs are in vectl-bench/ve/ID of
+// every hierarchy), including its sub-cgroups.
 func vePids(id string) []int {
 	for _, root := range []string{"/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"} {
-		dir := filepath.Join(root, "vectl", id)
+		dir := filepath.Join(root, veCgroupParent, id)
 		if !fileExists(filepath.Join(dir, "cgroup.procs")) {
 			continue
 		}

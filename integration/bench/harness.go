@@ -53,6 +53,10 @@ func shortCmd(argv []string) string {
 func command(argv []string) *exec.Cmd {
 	c := exec.Command(argv[0], argv[1:]...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if acctRunFD >= 0 {
+		// Born in the bench's cgroup, so that its cost is counted (acct.go).
+		c.SysProcAttr.UseCgroupFD, c.SysProcAttr.CgroupFD = true, acctRunFD
+	}
 	return c
 }
 
@@ -65,9 +69,17 @@ func (b *bench) timed(argv ...string) (time.Duration, error) {
 	fmt.Fprintf(b.cmdLog, "$ %s\n", strings.Join(argv, " "))
 	c := command(argv)
 	c.Stdout, c.Stderr = b.cmdLog, b.cmdLog
+	var before cost
+	if b.acct != nil {
+		before = b.acct.read()
+	}
 	start := time.Now()
 	err := c.Run()
 	d := time.Since(start)
+	if b.acct != nil {
+		b.pending = b.pending.add(b.acct.read().sub(before))
+		b.pendingN++
+	}
 	if err != nil {
 		return d, &cmdError{argv: argv, err: err, out: b.logSince(off)}
 	}
@@ -129,7 +141,8 @@ func (b *bench) logSince(off int64) string {
 	return string(buf[:n])
 }
 
-// recorder stores one timing of a measured pass under a key such as "start/runc".
+// recorder stores one timing of a measured pass under a key such as "start/runc", and with
+// it the cost of the timed commands run since the pass's previous recording (acct.go).
 type recorder func(key string, d time.Duration)
 
 // variant is one contender of an interleaved comparison. pass does one iteration: its
@@ -154,10 +167,15 @@ func (b *bench) interleave(passes int, vs ...*variant) {
 			if b.ctx.Err() != nil {
 				return
 			}
+			b.pending, b.pendingN = cost{}, 0
 			rec := func(key string, d time.Duration) {
 				if p >= 0 {
 					b.samples[key] = append(b.samples[key], ms(d))
+					if b.pendingN > 0 {
+						b.costs[key] = append(b.costs[key], b.pending)
+					}
 				}
+				b.pending, b.pendingN = cost{}, 0
 			}
 			if err := v.pass(p, rec); err != nil {
 				v.err = err

@@ -31,6 +31,9 @@ type options struct {
 	quick   bool
 	only    map[string]bool // benchmark groups to run; empty: all
 	timeout time.Duration
+	load    bool // run with background load on every CPU
+	// check and against: compare two results.json files (make bench-check) instead of running.
+	check, against string
 }
 
 // groups are the benchmark groups in the order they run; -only selects some of them.
@@ -55,6 +58,9 @@ var groups = []struct {
 }
 
 func main() {
+	if os.Getenv(loadWorkerEnv) != "" {
+		loadWorker()
+	}
 	os.Exit(run())
 }
 
@@ -63,6 +69,9 @@ func run() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
+	}
+	if opts.check != "" {
+		return checkResults(opts.against, opts.check, os.Stdout)
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (run make bench as root)")
@@ -122,10 +131,19 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.density, "density", 500, "idle busybox VEs started for the density benchmark")
 	flag.BoolVar(&o.quick, "quick", false, "small counts for a smoke run (3 passes, 20 VEs for density)")
 	flag.StringVar(&only, "only", "", "comma-separated benchmark groups to run (default all): "+groupNames())
+	flag.BoolVar(&o.load, "load", false, "run with background load on every CPU at normal priority (make bench LOAD=1)")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "time budget: groups that do not fit are skipped")
+	flag.StringVar(&o.check, "check", "", "compare this results.json with -against instead of running: name the rows whose CPU time grew by more than 10%")
+	flag.StringVar(&o.against, "against", "", "the results.json -check compares with")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	if (o.check == "") != (o.against == "") {
+		return o, errors.New("-check and -against go together")
+	}
+	if o.check != "" {
+		return o, nil
 	}
 	if o.quick {
 		if !flagSet("density") {

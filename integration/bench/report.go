@@ -22,6 +22,8 @@ type results struct {
 	Memory   []memRow             `json:"memory_per_ve,omitempty"`
 	Notes    []string             `json:"notes,omitempty"`
 	Samples  map[string][]float64 `json:"samples"`
+	// Costs holds, per sample key, the cost of each sample (acct.go).
+	Costs map[string][]cost `json:"costs,omitempty"`
 }
 
 func (b *bench) writeResults() error {
@@ -33,9 +35,9 @@ func (b *bench) writeResults() error {
 	}
 	b.machine.LoadAfter = loadavg()
 	res := results{Machine: b.machine, Duration: math.Round(time.Since(b.started).Seconds()),
-		Options: map[string]any{"passes": b.opts.passes, "density": b.opts.density, "quick": b.opts.quick,
+		Options: map[string]any{"load": b.opts.load, "passes": b.opts.passes, "density": b.opts.density, "quick": b.opts.quick,
 			"only": keys(b.opts.only)},
-		Rows: b.rows, Memory: b.memory, Notes: b.notes, Samples: b.samples}
+		Rows: b.rows, Memory: b.memory, Notes: b.notes, Samples: b.samples, Costs: b.costs}
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
@@ -87,14 +89,71 @@ func (b *bench) peersLine() string {
 // targetTable is the Markdown table of the rows that have a target.
 func (b *bench) targetTable() string {
 	var sb strings.Builder
-	sb.WriteString("| Benchmark | vectl median (p25–p75) | Peer | Peer median (p25–p75) | Ratio | Target | Result |\n")
-	sb.WriteString("|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| Benchmark | vectl median (p25–p75) | Peer | Peer median (p25–p75) | Ratio | Target | Result | CPU ms vectl / peer | CPU ratio | CPU result |\n")
+	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range b.rows {
 		if r.Target != nil {
-			sb.WriteString(r.markdownRow())
+			line := strings.TrimSuffix(r.markdownRow(), "\n")
+			cpu, ratio, result := "—", "—", "—"
+			if r.Cost != nil {
+				cpu = fmtVal(r.Cost.CPU.Median, "ms")
+				if r.PeerCost != nil {
+					cpu += " / " + fmtVal(r.PeerCost.CPU.Median, "ms")
+				}
+			}
+			if r.CPURatio != 0 {
+				ratio = fmtRatio(r.CPURatio)
+			}
+			if r.CPUStatus != "" {
+				result = "**" + r.CPUStatus + "**"
+			}
+			fmt.Fprintf(&sb, "%s %s | %s | %s |\n", line, cpu, ratio, result)
 		}
 	}
 	return sb.String()
+}
+
+// costTable is the Markdown table of what every row's operation cost, from the kernel's
+// accounting (acct.go), medians per sample.
+func (b *bench) costTable() string {
+	var sb strings.Builder
+	sb.WriteString("| Benchmark | Peer | CPU ms vectl (user + sys) | CPU ms peer | CPU ratio | page faults vectl / peer | programs executed vectl / peer | forks vectl / peer |\n")
+	sb.WriteString("|---|---|---|---|---|---|---|---|\n")
+	n := 0
+	for _, r := range b.rows {
+		if r.Cost == nil {
+			continue
+		}
+		n++
+		peer, peerCPU, ratio := "—", "—", "—"
+		pf, pe, pk := "—", "—", "—"
+		if r.Peer != "" {
+			peer = r.Peer
+		}
+		if p := r.PeerCost; p != nil {
+			peerCPU = fmtDist(p.CPU, "ms")
+			pf, pe, pk = fmtCount(p.Faults), fmtCount(p.Execs), fmtCount(p.Forks)
+		}
+		if r.CPURatio != 0 {
+			ratio = fmtRatio(r.CPURatio)
+		}
+		c := r.Cost
+		fmt.Fprintf(&sb, "| %s | %s | %s (%s + %s) | %s | %s | %s / %s | %s / %s | %s / %s |\n", mdEscape(r.Name), mdEscape(peer),
+			fmtDist(c.CPU, "ms"), fmtVal(c.User.Median, "ms"), fmtVal(c.Sys.Median, "ms"), peerCPU, ratio,
+			fmtCount(c.Faults), pf, fmtCount(c.Execs), pe, fmtCount(c.Forks), pk)
+	}
+	if n == 0 {
+		return ""
+	}
+	return sb.String()
+}
+
+// fmtCount is a count's median.
+func fmtCount(d *Dist) string {
+	if d == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", d.Median)
 }
 
 func (r Row) markdownRow() string {
@@ -142,6 +201,9 @@ func (b *bench) markdown() string {
 	if b.opts.quick {
 		mode = "quick smoke run (-quick): few passes, small counts; not representative"
 	}
+	if b.opts.load {
+		mode += ", loaded (-load: every CPU busy with background work at normal priority)"
+	}
 	fmt.Fprintf(&sb, "- mode: %s; density %d VEs\n", mode, b.opts.density)
 	fmt.Fprintf(&sb, "- load average (1, 5, 15 min) before: %s; after: %s (the host is shared: a high load means noisy numbers)\n\n",
 		m.LoadBefore, m.LoadAfter)
@@ -163,6 +225,14 @@ func (b *bench) markdown() string {
 			line = "| ″ | ″ | " + cells[2]
 		}
 		sb.WriteString(line)
+	}
+	if t := b.costTable(); t != "" {
+		sb.WriteString("\n## Cost: CPU time, page faults and processes (kernel accounting)\n\n")
+		sb.WriteString("Summed over every process below the bench's cgroup during each timed operation: the command, " +
+			"its children, and the monitors, daemons and containers it starts or talks to (cgroup2 cpu.stat; perf counters " +
+			"in cgroup mode for page faults and the sched_process_exec and sched_process_fork tracepoints). " +
+			"Medians per operation; a row that times several commands sums them.\n\n")
+		sb.WriteString(t)
 	}
 	if len(b.memory) > 0 {
 		sb.WriteString("\n## Host memory per idle busybox VE (MiB)\n\n")

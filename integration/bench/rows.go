@@ -23,6 +23,38 @@ type Row struct {
 	// Score is how much of its target the row uses (≤ 1 meets it); it is what the chart shows.
 	Score float64 `json:"score,omitempty"`
 	Note  string  `json:"note,omitempty"`
+	// Cost and PeerCost are what the samples cost (acct.go); CPURatio is the ratio of their
+	// CPU medians, and CPUStatus holds it to a ratio target as Status does the wall time.
+	Cost      *CostDist `json:"cost,omitempty"`
+	PeerCost  *CostDist `json:"peer_cost,omitempty"`
+	CPURatio  float64   `json:"cpu_ratio,omitempty"`
+	CPUStatus string    `json:"cpu_status,omitempty"`
+}
+
+// CostDist summarises the costs of one measurement's samples.
+type CostDist struct {
+	CPU    *Dist `json:"cpu_ms"`    // user + system, every process below vectl-bench
+	User   *Dist `json:"user_ms"`   //
+	Sys    *Dist `json:"system_ms"` //
+	Faults *Dist `json:"page_faults"`
+	Execs  *Dist `json:"execs"` // programs executed
+	Forks  *Dist `json:"forks"` // processes and threads created
+}
+
+func costDistOf(cs []cost) *CostDist {
+	if len(cs) == 0 {
+		return nil
+	}
+	pick := func(f func(cost) float64) *Dist {
+		xs := make([]float64, len(cs))
+		for i, c := range cs {
+			xs[i] = f(c)
+		}
+		return distOf(xs)
+	}
+	return &CostDist{CPU: pick(func(c cost) float64 { return c.CPU }), User: pick(func(c cost) float64 { return c.User }),
+		Sys: pick(func(c cost) float64 { return c.Sys }), Faults: pick(func(c cost) float64 { return c.Faults }),
+		Execs: pick(func(c cost) float64 { return c.Execs }), Forks: pick(func(c cost) float64 { return c.Forks })}
 }
 
 // Target is a goal a measurement is held to.
@@ -87,8 +119,19 @@ func (b *bench) compare(c cmp) {
 		r.Unit = "ms"
 	}
 	r.Value = distOf(b.samples[c.key])
+	r.Cost = costDistOf(b.costs[c.key])
 	if c.peerKey != "" {
 		r.PeerVal = distOf(b.samples[c.peerKey])
+		r.PeerCost = costDistOf(b.costs[c.peerKey])
+	}
+	if r.Cost != nil && r.PeerCost != nil && r.PeerCost.CPU.Median > 0 {
+		r.CPURatio = r.Cost.CPU.Median / r.PeerCost.CPU.Median
+		if t := r.Target; t != nil && t.Kind == "ratio<=" {
+			r.CPUStatus = "MISS"
+			if r.CPURatio <= t.Limit {
+				r.CPUStatus = "PASS"
+			}
+		}
 	}
 	var missing []string
 	if r.Value == nil {
@@ -192,6 +235,17 @@ func (r Row) summary() string {
 			s += fmt.Sprintf(" (difference %+.1f %s)", r.Delta, r.Unit)
 		}
 		s += " [target " + r.Target.Text + "]"
+	}
+	if r.Cost != nil {
+		s += fmt.Sprintf(" {CPU %s, %s faults, %s execs", fmtVal(r.Cost.CPU.Median, "ms"), fmtCount(r.Cost.Faults), fmtCount(r.Cost.Execs))
+		if r.PeerCost != nil {
+			s += fmt.Sprintf("; peer CPU %s, %s faults, %s execs", fmtVal(r.PeerCost.CPU.Median, "ms"),
+				fmtCount(r.PeerCost.Faults), fmtCount(r.PeerCost.Execs))
+		}
+		if r.CPUStatus != "" {
+			s += fmt.Sprintf("; CPU ratio %s %s", fmtRatio(r.CPURatio), r.CPUStatus)
+		}
+		s += "}"
 	}
 	if r.Note != "" {
 		s += " — " + r.Note
