@@ -60,6 +60,7 @@ type bench struct {
 	acct     *accounting       // cost counters; nil without them
 	pending  cost              // cost of the timed commands since the last recording
 	pendingN int               // how many
+	spans    int               // open spans (harness.go)
 	costs    map[string][]cost // per sample key, the cost of each measured sample
 
 	undo         []undoStep

@@ -840,6 +840,7 @@ func (b *bench) benchDownload() error {
 // runcBoot starts a systemd container and polls, as vectl start --wait does, until systemctl
 // is-system-running --wait says running or degraded.
 func (b *bench) runcBoot(r *ociRuntime, cid, bundle string) (time.Duration, error) {
+	defer b.span()()
 	start := time.Now()
 	if _, err := b.timed(r.argv("run", "-d", "-b", bundle, cid)...); err != nil {
 		return 0, err
@@ -864,6 +865,7 @@ func (b *bench) runcShutdown(r *ociRuntime, cid string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer b.span()()
 	start := time.Now()
 	if _, err := b.timed(r.argv("kill", cid, "37")...); err != nil {
 		return 0, err

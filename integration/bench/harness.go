@@ -76,7 +76,7 @@ func (b *bench) timed(argv ...string) (time.Duration, error) {
 	start := time.Now()
 	err := c.Run()
 	d := time.Since(start)
-	if b.acct != nil {
+	if b.acct != nil && b.spans == 0 {
 		b.pending = b.pending.add(b.acct.read().sub(before))
 		b.pendingN++
 	}
@@ -84,6 +84,25 @@ func (b *bench) timed(argv ...string) (time.Duration, error) {
 		return d, &cmdError{argv: argv, err: err, out: b.logSince(off)}
 	}
 	return d, nil
+}
+
+// span starts counting the cost of an operation timed around several commands, some of
+// them untimed, and the waits between them (a boot polled until systemd says running); the
+// function it returns ends the span and adds its cost to the pass's pending cost. Timed
+// commands inside a span add nothing of their own.
+func (b *bench) span() (end func()) {
+	if b.acct == nil {
+		return func() {}
+	}
+	b.spans++
+	before := b.acct.read()
+	return func() {
+		b.spans--
+		if b.spans == 0 {
+			b.pending = b.pending.add(b.acct.read().sub(before))
+			b.pendingN++
+		}
+	}
 }
 
 // sh runs argv untimed and returns its output (stdout and stderr together).

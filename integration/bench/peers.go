@@ -152,9 +152,13 @@ func (b *bench) bundle(id, rootfs string, args []string) (string, error) {
 		}
 	}
 	if !console {
-		// As vectl does for a VE without a console: /dev/console is /dev/null.
+		// As vectl does for a VE without a console: /dev/console is the host's /dev/null,
+		// bound read-only. Read-write, the Debian peer's console getty (root on the host in a
+		// privileged container) chowned and chmodded the host's /dev/null to root:tty 0600,
+		// after which no unprivileged process on the host could open it (criu's restore in a
+		// user-namespace VE failed on it). Writes to the device work through a read-only bind.
 		mounts = append(mounts, map[string]any{"destination": "/dev/console", "type": "bind",
-			"source": "/dev/null", "options": []string{"bind", "rw"}})
+			"source": "/dev/null", "options": []string{"bind", "ro", "nosuid", "noexec"}})
 	}
 	s["mounts"] = mounts
 	dir := filepath.Join(b.work, "bundles", id)
