@@ -54,6 +54,7 @@ type bench struct {
 	lxc        *lxcPeer
 	nspawn     string // systemd-nspawn, when it works here
 	hadVectlCg bool   // /vectl existed in the cgroup hierarchies before the run
+	devNull    string // the host's /dev/null's mode and owner at the start
 	sysctls    map[string]string
 	machine    machineInfo
 
@@ -117,6 +118,7 @@ func newBench(ctx context.Context, opts options) (*bench, error) {
 	_, err = os.Stat("/sys/fs/cgroup/pids/vectl")
 	_, err2 := os.Stat("/sys/fs/cgroup/vectl")
 	b.hadVectlCg = err == nil || err2 == nil
+	b.devNull = devNullState()
 	return b, nil
 }
 

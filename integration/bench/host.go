@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -257,6 +258,9 @@ func (b *bench) cleanup() error {
 			}
 		}
 	}
+	if now := devNullState(); now != b.devNull {
+		errs = append(errs, fmt.Errorf("the host's /dev/null changed during the run: %s, was %s", now, b.devNull))
+	}
 	if pids := procsMentioning(b.work); len(pids) > 0 {
 		errs = append(errs, fmt.Errorf("processes left running from %s: %v", b.work, pids))
 	}
@@ -290,4 +294,18 @@ func procsMentioning(s string) []int {
 		}
 	}
 	return pids
+}
+
+// devNullState is the host's /dev/null's mode and owner: a container given it as a device
+// must not be able to change them (cleanup compares them with the start).
+func devNullState() string {
+	fi, err := os.Stat("/dev/null")
+	if err != nil {
+		return err.Error()
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if st == nil {
+		return fi.Mode().String()
+	}
+	return fmt.Sprintf("%s %d:%d", fi.Mode(), st.Uid, st.Gid)
 }
