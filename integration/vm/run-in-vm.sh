@@ -6,7 +6,7 @@
 #   VMTEST RESULT <driver> PASS|FAIL
 #   VMTEST DONE
 # Full go test output goes to /payload/results/<driver>.log (vm-test.sh copies it out).
-# Settings come from /payload/vmtest.env (VMTEST_RUN, VMTEST_SKIP, VMTEST_DRIVERS).
+# Settings come from /payload/vmtest.env (VMTEST_RUN_<driver>, VMTEST_SKIP, VMTEST_DRIVERS).
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C.UTF-8 HOME=/root
@@ -53,7 +53,8 @@ for driver in $VMTEST_DRIVERS; do
 	say "BEGIN $driver"
 	start=$(date +%s)
 	log=/payload/results/$driver.log
-	args=(-test.v -test.count=1 -test.timeout 60m -test.run "$VMTEST_RUN")
+	run_var=VMTEST_RUN_$driver
+	args=(-test.v -test.count=1 -test.timeout 60m -test.run "${!run_var}")
 	[ -n "${VMTEST_SKIP:-}" ] && args+=(-test.skip "$VMTEST_SKIP")
 	# The test binary resolves ../template paths from its working directory; only the
 	# Debian fixture key uses them, and VECTL_TEST_DEBIAN bypasses that.
