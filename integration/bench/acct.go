@@ -55,13 +55,13 @@ func (c cost) sub(d cost) cost {
 
 // accounting reads the counters of the bench's cgroup.
 type accounting struct {
-	dir   string // the cgroup2 directory vectl-bench
-	runFD int    // vectl-bench/run, where commands start; -1 without accounting
-	perf  bool   // faults, execs and forks are counted
-	fds   [3][]int
+	dir  string // the cgroup2 directory vectl-bench
+	perf bool   // faults, execs and forks are counted
+	fds  [3][]int
 }
 
-// acctRunFD is the cgroup every command starts in (command() reads it); -1: none.
+// acctRunFD is vectl-bench/run, the cgroup every command starts in (command() reads it);
+// -1 without accounting.
 var acctRunFD = -1
 
 // cgroup2Mount is where the cgroup2 hierarchy is mounted: /sys/fs/cgroup on a unified host,
@@ -84,7 +84,7 @@ func (b *bench) setupAccounting() {
 		b.note("cost columns: no cgroup2 hierarchy on this host; only wall-clock times")
 		return
 	}
-	a := &accounting{dir: filepath.Join(mnt, cgBench), runFD: -1}
+	a := &accounting{dir: filepath.Join(mnt, cgBench)}
 	run := filepath.Join(a.dir, "run")
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		b.note("cost columns: %v; only wall-clock times", err)
@@ -100,12 +100,12 @@ func (b *bench) setupAccounting() {
 		b.note("cost columns: %v; only wall-clock times", err)
 		return
 	}
-	a.runFD = fd
 	acctRunFD = fd
 	b.acct = a
 	b.onCleanup("cost counters", func() error {
+		a.closePerf()
+		unix.Close(acctRunFD)
 		acctRunFD = -1
-		a.close()
 		return nil
 	})
 	if err := a.openPerf(); err != nil {
@@ -203,14 +203,6 @@ func (a *accounting) closePerf() {
 			unix.Close(fd)
 		}
 		a.fds[i] = nil
-	}
-}
-
-func (a *accounting) close() {
-	a.closePerf()
-	if a.runFD >= 0 {
-		unix.Close(a.runFD)
-		a.runFD = -1
 	}
 }
 
