@@ -378,10 +378,28 @@ func (b *bench) benchExec() error {
 			return nil
 		}})
 	}
+	ramPeers := b.peerList(" update")
+	if lxcName != "" {
+		key := "memory.limit_in_bytes" // cgroup v1, as on a hybrid host
+		if cgroup2Mount() == "/sys/fs/cgroup" {
+			key = "memory.max"
+		}
+		ramPeers = append(ramPeers, [2]string{"lxc", "lxc-cgroup " + key})
+		vs = append(vs, &variant{name: "lxc-cgroup " + key, pass: func(p int, rec recorder) error {
+			for _, s := range []string{"268435456", "536870912"} {
+				d, err := b.timed(b.lxc.argv("lxc-cgroup", lxcName, key, s)...)
+				if err != nil {
+					return err
+				}
+				rec("ram/lxc", d)
+			}
+			return nil
+		}})
+	}
 	b.interleave(b.passes(15), vs...)
 	b.peerRows(cmp{group: "exec", name: "live set --ram on a running VE", command: "vectl set --ram",
-		note: "peers: update --memory --memory-swap"},
-		"ram", b.peerList(" update"), b.crunTargets("set --ram", map[string]*Target{"runc": valueMax(10, "ms").as("set --ram")}))
+		note: "peers: update --memory --memory-swap; LXC: the memory limit alone"},
+		"ram", ramPeers, b.crunTargets("set --ram", map[string]*Target{"runc": valueMax(10, "ms").as("set --ram")}))
 
 	return b.benchCPU(id)
 }
@@ -500,9 +518,46 @@ func (b *bench) benchSequential() error {
 			return rerr
 		}
 	})...)
+	seqPeers := b.peerList(" run -d")
+	if b.lxc != nil {
+		var names []string
+		var derr error
+		for i := range n {
+			name := b.id(fmt.Sprintf("lxc-seq%02d", i))
+			derr = errors.Join(derr, b.lxc.define(name, b.busyboxFS))
+			names = append(names, name)
+		}
+		seqPeers = append(seqPeers, [2]string{"lxc", "lxc-start -d"})
+		vs = append(vs, &variant{name: fmt.Sprintf("lxc-start -d x%d", n), pass: func(p int, rec recorder) error {
+			if derr != nil {
+				return derr
+			}
+			var total time.Duration
+			var rerr error
+			for _, name := range names {
+				d, err := b.timed(b.lxc.argv("lxc-start", name, "-d")...)
+				if err != nil {
+					rerr = err
+					break
+				}
+				total += d
+			}
+			for _, name := range names {
+				if b.lxc.running(name) {
+					if _, err := b.sh(b.lxc.argv("lxc-stop", name, "-k")...); err != nil && rerr == nil {
+						rerr = err
+					}
+				}
+			}
+			if rerr == nil {
+				rec("seq/lxc", total)
+			}
+			return rerr
+		}})
+	}
 	b.interleave(b.costly(5), vs...)
 	b.peerRows(cmp{group: "seq", name: fmt.Sprintf("sequential start of %d VEs (total)", n), command: "vectl start"},
-		"seq", b.peerList(" run -d"), b.crunTargets("20 starts", map[string]*Target{"runc": ratioMax(1.0).as("20 starts")}))
+		"seq", seqPeers, b.crunTargets("20 starts", map[string]*Target{"runc": ratioMax(1.0).as("20 starts")}))
 	return nil
 }
 
