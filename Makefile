@@ -45,7 +45,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	resize2fs=e2fsprogs e2fsck=e2fsprogs debugfs=e2fsprogs ip=iproute2 nft=nftables tmux=tmux \
 	umount=mount losetup=mount ping=iputils-ping arping=iputils-arping python3=python3-minimal \
 	py:scapy=python3-scapy qemu-system-x86_64=qemu-system-x86 runc=runc crun=crun \
-	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc \
+	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc lxc-cgroup=lxc \
 	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
 	rsync=rsync virsh=libvirt-clients gpg=gpg gpgv=gpgv gpgconf=gpgconf via:gpg:gpg-agent=gpg-agent gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
 	cat=coreutils chmod=coreutils chroot=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
