@@ -35,15 +35,20 @@ func TestCostArithmetic(t *testing.T) {
 	}
 }
 
-// writeResults writes a results.json with one vectl row per name: CPU median ms.
+// writeResultsFile writes a results.json with, per name, a vectl row without a peer (CPU
+// median ms) and the same samples against a second peer: compared once.
 func writeResultsFile(t *testing.T, name string, cpu map[string]float64) string {
 	t.Helper()
 	var res results
 	for n, ms := range cpu {
 		res.Rows = append(res.Rows, Row{Group: "g", Name: n, Cost: &CostDist{CPU: distOf([]float64{ms})}})
-		// The same vectl samples against a second peer: compared once.
 		res.Rows = append(res.Rows, Row{Group: "g", Name: n, Peer: "other", Cost: &CostDist{CPU: distOf([]float64{ms})}})
 	}
+	return writeRows(t, name, res)
+}
+
+func writeRows(t *testing.T, name string, res results) string {
+	t.Helper()
 	data, err := json.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
@@ -79,5 +84,27 @@ func TestCheckResults(t *testing.T) {
 	none := writeResultsFile(t, "none.json", map[string]float64{})
 	if code := checkResults(none, same, &out); code != 1 {
 		t.Errorf("nothing to compare with: exit %d, want 1", code)
+	}
+}
+
+// A row whose peer's CPU grew as much is the machine's: named, not failed.
+func TestCheckResultsAgainstPeer(t *testing.T) {
+	row := func(cpu, peer float64) Row {
+		return Row{Group: "start", Name: "start", Peer: "crun", Cost: &CostDist{CPU: distOf([]float64{cpu})},
+			PeerCost: &CostDist{CPU: distOf([]float64{peer})}, CPURatio: cpu / peer}
+	}
+	old := writeRows(t, "old.json", results{Rows: []Row{row(100, 50)}})
+	slower := writeRows(t, "slower.json", results{Rows: []Row{row(120, 58)}})
+	var out strings.Builder
+	if code := checkResults(old, slower, &out); code != 0 {
+		t.Fatalf("both grew by 20%%: exit %d\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "HOST  start: start: CPU 100.00 ms -> 120.00 ms (+20%); against crun 2.00x -> 2.07x") {
+		t.Errorf("report:\n%s", out.String())
+	}
+	out.Reset()
+	worse := writeRows(t, "worse.json", results{Rows: []Row{row(120, 50)}})
+	if code := checkResults(old, worse, &out); code != 1 || !strings.Contains(out.String(), "GREW  start: start:") {
+		t.Errorf("vectl alone grew by 20%%: exit %d\n%s", code, out.String())
 	}
 }
