@@ -69,17 +69,11 @@ func (b *bench) timed(argv ...string) (time.Duration, error) {
 	fmt.Fprintf(b.cmdLog, "$ %s\n", strings.Join(argv, " "))
 	c := command(argv)
 	c.Stdout, c.Stderr = b.cmdLog, b.cmdLog
-	var before cost
-	if b.acct != nil {
-		before = b.acct.read()
-	}
+	end := b.span() // the command's cost, read outside the timed part
 	start := time.Now()
 	err := c.Run()
 	d := time.Since(start)
-	if b.acct != nil && b.spans == 0 {
-		b.pending = b.pending.add(b.acct.read().sub(before))
-		b.pendingN++
-	}
+	end()
 	if err != nil {
 		return d, &cmdError{argv: argv, err: err, out: b.logSince(off)}
 	}
@@ -88,8 +82,8 @@ func (b *bench) timed(argv ...string) (time.Duration, error) {
 
 // span starts counting the cost of an operation timed around several commands, some of
 // them untimed, and the waits between them (a boot polled until systemd says running); the
-// function it returns ends the span and adds its cost to the pass's pending cost. Timed
-// commands inside a span add nothing of their own.
+// function it returns ends the span and adds its cost to the pass's pending cost. Every
+// timed command is a span of its own; spans inside a span add nothing of their own.
 func (b *bench) span() (end func()) {
 	if b.acct == nil {
 		return func() {}
