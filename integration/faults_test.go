@@ -120,3 +120,45 @@ func TestKillMonitor(t *testing.T) {
 	e.wantStatus(id, "exist unmounted down")
 	e.wantNoTrace(id)
 }
+
+// TestLeftStageMount: a start killed between staging the template (an idmapped copy on the
+// private area's stage directory) and mounting the VE's root leaves that mount behind. The
+// next start clears it without touching the staged tree: the files seen through the stage
+// are the template's, and clearing once deleted what it could of them (an empty file went,
+// a directory that held files stopped the start).
+func TestLeftStageMount(t *testing.T) {
+	e := newEnv(t)
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importBusybox())
+	staged := filepath.Join(e.dir, "staged-tree")
+	for _, d := range []string{staged, filepath.Join(staged, "bin")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"a-empty", "bin/sh"} {
+		if err := os.WriteFile(filepath.Join(staged, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stage := filepath.Join(e.root, "private", id, "stage")
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(staged, stage, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(stage, syscall.MNT_DETACH) })
+	e.must("start", id, "--wait", "--timeout", "60")
+	if m := mountsUnder(stage); len(m) > 0 {
+		t.Errorf("the left stage mount is still there: %v", m)
+	}
+	for _, f := range []string{"a-empty", "bin/sh"} {
+		if !fileExists(filepath.Join(staged, f)) {
+			t.Errorf("clearing the stage removed %s of the staged tree", f)
+		}
+	}
+	e.out(id, "true")
+	e.must("stop", id)
+	e.wantNoTrace(id)
+}

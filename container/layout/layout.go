@@ -192,6 +192,18 @@ func (a Area) staged(src string, stage func(src, dst, userns string) error, use 
 // (see staged); none is not an error.
 func Unstage(priv string) error {
 	dir := filepath.Join(priv, "stage")
+	// A killed staged() leaves its mount on the stage directory itself: detach that (and
+	// anything stacked on it) before looking inside, or the entries read would be the
+	// staged tree's own (a template's files), not the stage's.
+	for {
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
 	// A layered mount's stage holds a mount (or a pinned namespace) per entry.
 	if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {
@@ -203,9 +215,6 @@ func Unstage(priv string) error {
 				return err
 			}
 		}
-	}
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
