@@ -622,8 +622,24 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 			fmt.Fprintf(&script, "[ ! -e %[1]s ] || echo $$ > %[1]s || { echo \"vectl: join %[1]s failed\" >&2; exit 1; }\n", f)
 		}
 	}
-	fmt.Fprintf(&script, "exec nsenter --user=%s --net=%s -- unshare --mount --uts --cgroup -- sh -c 'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n",
-		m.runFile(id, usernsFile), m.netnsPath(id), shellQuote(hostname), tool.Path)
+	// criu run unprivileged leaves the time namespace to its caller: one whose clocks go
+	// on from the dumped VE's is made here (unshare writes its offsets before criu runs).
+	timens := ""
+	if mono, boot, ok, err := dumpedClocks(dir); err != nil {
+		return nil, err
+	} else if ok {
+		mo, err := clockOffset(unix.CLOCK_MONOTONIC, mono)
+		if err != nil {
+			return nil, err
+		}
+		bo, err := clockOffset(unix.CLOCK_BOOTTIME, boot)
+		if err != nil {
+			return nil, err
+		}
+		timens = fmt.Sprintf(" --time --monotonic=%d --boottime=%d", mo, bo)
+	}
+	fmt.Fprintf(&script, "exec nsenter --user=%s --net=%s -- unshare --mount --uts --cgroup%s -- sh -c 'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n",
+		m.runFile(id, usernsFile), m.netnsPath(id), timens, shellQuote(hostname), tool.Path)
 	if err := os.WriteFile(filepath.Join(wrapDir, "criu"), []byte(script.String()), 0o755); err != nil {
 		return nil, err
 	}

@@ -81,3 +81,38 @@ func TestAdoptNamespaces(t *testing.T) {
 		t.Fatal("no ids-1.img: no error")
 	}
 }
+
+func TestDumpedClocks(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, entry []byte) {
+		t.Helper()
+		img := append(make([]byte, 8), binary.LittleEndian.AppendUint32(nil, uint32(len(entry)))...)
+		if err := os.WriteFile(filepath.Join(dir, name), append(img, entry...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A dump of a VE in the host's time namespace: no time_ns_id, no image.
+	write("ids-1.img", encodePB([]pbField{{num: 1, val: 2}, {num: idsUserNS, val: 14}}))
+	if _, _, ok, err := dumpedClocks(dir); ok || err != nil {
+		t.Fatalf("no time namespace: ok %v, err %v", ok, err)
+	}
+	write("ids-1.img", encodePB([]pbField{{num: 1, val: 2}, {num: idsUserNS, val: 14}, {num: idsTimeNS, val: 13}}))
+	// timens-13.img as criu 4.2 wrote it for a VE 3 s after its boot.
+	write("timens-13.img", []byte{0x0a, 0x07, 0x08, 0x03, 0x10, 0xc9, 0xe8, 0xa2, 0x0f, 0x12, 0x07, 0x08, 0x03, 0x10, 0x9d, 0xd9, 0xa2, 0x0f})
+	mono, boot, ok, err := dumpedClocks(dir)
+	if !ok || err != nil || mono != 3_032_027_721 || boot != 3_032_025_757 {
+		t.Fatalf("dumpedClocks = %d, %d, %v, %v", mono, boot, ok, err)
+	}
+	write("timens-13.img", []byte{0x0a, 0x02, 0x08, 0x03})
+	if _, _, _, err := dumpedClocks(dir); err == nil {
+		t.Fatal("a time namespace image without a boot-time clock was taken")
+	}
+}
+
+func TestCeilSeconds(t *testing.T) {
+	for ns, want := range map[int64]int64{0: 0, 1: 1, 1e9: 1, 1e9 + 1: 2, -1: 0, -1e9: -1, -1_500_000_000: -1} {
+		if got := ceilSeconds(ns); got != want {
+			t.Errorf("ceilSeconds(%d) = %d, want %d", ns, got, want)
+		}
+	}
+}

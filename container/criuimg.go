@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vectl/vectl/container/store"
 )
 
@@ -23,6 +25,9 @@ const (
 	invRootIDs  = 3  // inventory_entry.root_ids (task_kobj_ids_entry)
 	idsUTSNS    = 8  // task_kobj_ids_entry.uts_ns_id
 	idsUserNS   = 10 // task_kobj_ids_entry.user_ns_id
+	idsTimeNS   = 12 // task_kobj_ids_entry.time_ns_id
+	timensMono  = 1  // timens_entry.monotonic (a timespec: tv_sec 1, tv_nsec 2)
+	timensBoot  = 2  // timens_entry.boottime
 	imgMagicLen = 4  // the inventory starts with one magic number, other images with two
 )
 
@@ -157,4 +162,83 @@ func adoptNamespaces(dir string) error {
 	out := append(append([]byte(nil), magic...), binary.LittleEndian.AppendUint32(nil, uint32(len(entry)))...)
 	out = append(append(out, entry...), rest...)
 	return store.WriteFileAtomic(path, out, 0o600)
+}
+
+// dumpedClocks returns the monotonic and boot-time clocks, in nanoseconds, that the time
+// namespace of the VE dumped in dir showed at the dump (images timens-N.img, N the init's
+// time_ns_id in ids-1.img). ok is false for a dump without one (a VE in the host's time
+// namespace, made before VEs had their own).
+func dumpedClocks(dir string) (mono, boot int64, ok bool, err error) {
+	_, ids, _, err := readImage(filepath.Join(dir, "ids-1.img"), 2*imgMagicLen)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	idf, err := parsePB(ids)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("ids-1.img: %w", err)
+	}
+	var nsID uint64
+	for _, f := range idf {
+		if f.wire == 0 && f.num == idsTimeNS {
+			nsID = f.val
+		}
+	}
+	path := filepath.Join(dir, fmt.Sprintf("timens-%d.img", nsID))
+	if _, serr := os.Stat(path); nsID == 0 || errors.Is(serr, os.ErrNotExist) {
+		return 0, 0, false, nil
+	}
+	_, entry, _, err := readImage(path, 2*imgMagicLen)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	fs, err := parsePB(entry)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	clocks := map[uint64]int64{}
+	for _, f := range fs {
+		if f.wire != 2 || (f.num != timensMono && f.num != timensBoot) {
+			continue
+		}
+		ts, err := parsePB(f.data)
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+		}
+		var ns int64
+		for _, t := range ts {
+			switch t.num {
+			case 1:
+				ns += int64(t.val) * 1e9
+			case 2:
+				ns += int64(t.val)
+			}
+		}
+		clocks[f.num] = ns
+	}
+	m, okm := clocks[timensMono]
+	b, okb := clocks[timensBoot]
+	if !okm || !okb {
+		return 0, 0, false, fmt.Errorf("%s: no monotonic or boot-time clock", path)
+	}
+	return m, b, true, nil
+}
+
+// clockOffset is the offset, in whole seconds rounded up, that makes the host's clock
+// (a unix clock id) read dumped nanoseconds in a new time namespace: the restored VE's
+// clock goes on from the dump, never back (up to a second forward).
+func clockOffset(clock int32, dumped int64) (int64, error) {
+	var now unix.Timespec
+	if err := unix.ClockGettime(clock, &now); err != nil {
+		return 0, err
+	}
+	return ceilSeconds(dumped - now.Nano()), nil
+}
+
+// ceilSeconds rounds nanoseconds up to whole seconds.
+func ceilSeconds(ns int64) int64 {
+	s := ns / 1e9
+	if ns%1e9 > 0 {
+		s++
+	}
+	return s
 }

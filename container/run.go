@@ -175,6 +175,13 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("container config: %w", err)
 	}
+	if configs.IsNamespaceSupported(configs.NEWTIME) {
+		// A time namespace whose clocks start at 0 with this boot: uptime, top and
+		// systemd-analyze count from the VE's boot, not the host's (a restore's namespace is
+		// criu's, with the clocks the dump had).
+		cfg.Namespaces = append(cfg.Namespaces, configs.Namespace{Type: configs.NEWTIME})
+		cfg.TimeOffsets = bootClockOffsets()
+	}
 	if usernsPath != "" {
 		// A restore: criu itself runs in the pinned user namespace (criuInUserNS), which the
 		// container must not name (criu would be asked to join it, and cannot join its own).
@@ -223,6 +230,30 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 		}
 	}
 	return c, p, done, nil
+}
+
+// bootClockOffsets are the time namespace offsets that set the monotonic and boot-time
+// clocks back to 0 now. The kernel refuses an offset that makes a clock negative; by the
+// time the namespace is made the clocks are past these readings.
+func bootClockOffsets() map[string]specs.LinuxTimeOffset {
+	offs := map[string]specs.LinuxTimeOffset{}
+	for name, clock := range map[string]int32{"monotonic": unix.CLOCK_MONOTONIC, "boottime": unix.CLOCK_BOOTTIME} {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(clock, &ts); err != nil {
+			continue
+		}
+		offs[name] = negOffset(ts)
+	}
+	return offs
+}
+
+// negOffset is -ts as the kernel takes an offset: whole seconds (negative) and a
+// nanosecond part in [0, 1e9).
+func negOffset(ts unix.Timespec) specs.LinuxTimeOffset {
+	if ts.Nsec == 0 {
+		return specs.LinuxTimeOffset{Secs: -ts.Sec}
+	}
+	return specs.LinuxTimeOffset{Secs: -ts.Sec - 1, Nanosecs: uint32(1_000_000_000 - ts.Nsec)}
 }
 
 // bindDevices gives a user-namespace VE its device nodes as bind mounts of nodes vectl makes

@@ -254,3 +254,18 @@ func TestValidateCgroupParent(t *testing.T) {
 		t.Errorf("default path %s", got)
 	}
 }
+
+func TestNegOffset(t *testing.T) {
+	for _, c := range []struct {
+		ts   unix.Timespec
+		want specs.LinuxTimeOffset
+	}{
+		{unix.Timespec{Sec: 100}, specs.LinuxTimeOffset{Secs: -100}},
+		{unix.Timespec{Sec: 100, Nsec: 250_000_000}, specs.LinuxTimeOffset{Secs: -101, Nanosecs: 750_000_000}},
+		{unix.Timespec{Sec: 0, Nsec: 1}, specs.LinuxTimeOffset{Secs: -1, Nanosecs: 999_999_999}},
+	} {
+		if got := negOffset(c.ts); got != c.want {
+			t.Errorf("negOffset(%+v) = %+v, want %+v", c.ts, got, c.want)
+		}
+	}
+}

@@ -68,6 +68,8 @@ func TestCheckpointRestore(t *testing.T) {
 	pid := e.out(id, "sh", "-c", counterScript)
 	eventually(t, 5*time.Second, "the counter", func() bool { return e.exec(id, "cat", "/tmp/counter").code == 0 })
 
+	up1 := e.veUptime(id)
+	dumped := time.Now()
 	r := e.must("chkpnt", id)
 	if !strings.Contains(r.stdout, "checkpointed") {
 		t.Fatalf("chkpnt said %q", r.stdout)
@@ -88,8 +90,14 @@ func TestCheckpointRestore(t *testing.T) {
 	if !fileExists(filepath.Join(dump, "vectl-dump.json")) {
 		t.Fatalf("no dump in %s", dump)
 	}
+	time.Sleep(time.Second)
 	e.must("restore", id)
 	e.wantStatus(id, "exist mounted running")
+	// The VE's clocks go on from the dump (criu's time namespace): its uptime neither went
+	// back nor counted the time it was down.
+	if up2 := e.veUptime(id); up2 < up1 || up2 > up1+age(dumped)-1 {
+		t.Errorf("uptime %.2f s before the checkpoint, %.2f s after a restore %.2f s later", up1, up2, age(dumped))
+	}
 	if fileExists(dump) {
 		t.Errorf("dump %s left after the restore", dump)
 	}
@@ -116,11 +124,11 @@ func TestCheckpointRestore(t *testing.T) {
 	e.expect(32, "restore", id, "--dumpfile", dump)
 
 	// An in-VE reboot restarts the restored VE (its monitor is the init's parent).
-	init1 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat")
+	init1 := e.initStart(id)
 	e.exec(id, "reboot")
 	eventually(t, 20*time.Second, "the reboot", func() bool {
-		r := e.exec(id, "cut", "-d ", "-f22", "/proc/1/stat")
-		return r.code == 0 && strings.TrimSpace(r.stdout) != init1
+		n := e.initStartNow(id)
+		return n != 0 && n != init1 && e.exec(id, "true").code == 0
 	})
 	e.must("stop", id, "--timeout", "10")
 	// The leave-running dump is stale now (the VE ran on): refused with 17 unless --force.

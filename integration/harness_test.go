@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -445,4 +446,28 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// initStart is the start time (clock ticks after the host's boot) of a VE's current init,
+// as libcontainer's state has it: inside, /proc/1/stat counts from the VE's own boot (its
+// time namespace), the same for every boot.
+func (e *env) initStart(id string) int64 {
+	e.t.Helper()
+	n := e.initStartNow(id)
+	if n == 0 {
+		e.t.Fatalf("VE %s has no init (no libcontainer state)", id)
+	}
+	return n
+}
+
+// initStartNow is initStart, or 0 while the VE has no init (between two boots).
+func (e *env) initStartNow(id string) int64 {
+	var st struct {
+		Start int64 `json:"init_process_start"`
+	}
+	data, err := os.ReadFile(filepath.Join(e.run, "lc", id, "state.json"))
+	if err != nil || json.Unmarshal(data, &st) != nil {
+		return 0
+	}
+	return st.Start
 }

@@ -142,13 +142,13 @@ func TestResourceMemoryOOM(t *testing.T) {
 	if got := cgroupValue(t, "memory", id, "memory.memsw.limit_in_bytes"); got != 128<<20 {
 		t.Fatalf("memory+swap limit %d (swap 0)", got)
 	}
-	init1 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat")
+	init1 := e.initStart(id)
 	hog := []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=160M", "count=1"}
 	if r := e.exec(id, hog...); r.code != 137 {
 		t.Fatalf("the hog was not OOM-killed:\n%s", r)
 	}
 	// Only the hog died: the VE's init and its console process still run.
-	if init2 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat"); init2 != init1 {
+	if init2 := e.initStart(id); init2 != init1 {
 		t.Fatal("the VE's init was killed")
 	}
 	e.wantStatus(id, "exist mounted running")

@@ -160,10 +160,10 @@ func TestBusyboxRun(t *testing.T) {
 		t.Fatalf("container env = %q, want vectl", got)
 	}
 
-	init1 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat")
+	init1 := e.initStart(id)
 	e.must("restart", id, "--fast", "--wait")
 	e.wantStatus(id, "exist mounted running")
-	if init2 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat"); init2 == init1 {
+	if init2 := e.initStart(id); init2 == init1 {
 		t.Fatal("restart did not start a new init")
 	}
 
@@ -287,11 +287,11 @@ func TestForeground(t *testing.T) {
 		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
 	})
 	// An in-VE reboot restarts it; the foreground vectl keeps running.
-	init1 := e.out(id, "cut", "-d ", "-f22", "/proc/1/stat")
+	init1 := e.initStart(id)
 	e.exec(id, "reboot")
 	eventually(t, 20*time.Second, "the reboot", func() bool {
-		r := e.exec(id, "cut", "-d ", "-f22", "/proc/1/stat")
-		return r.code == 0 && strings.TrimSpace(r.stdout) != init1
+		n := e.initStartNow(id)
+		return n != 0 && n != init1 && e.exec(id, "true").code == 0
 	})
 	// SIGTERM (systemctl stop) shuts it down through its init and exits 0.
 	fg.Process.Signal(syscall.SIGTERM)

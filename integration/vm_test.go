@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,16 +156,6 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	e.wantStatus(id, "exist unmounted down")
 	e.wantNoTrace(id)
-}
-
-// initStart is the start time (clock ticks after the host's boot) of a VE's current init.
-func (e *env) initStart(id string) int64 {
-	e.t.Helper()
-	n, err := strconv.ParseInt(e.out(id, "cut", "-d ", "-f22", "/proc/1/stat"), 10, 64)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return n
 }
 
 // TestBootOnboot: vectl boot starts exactly the VEs marked onboot, higher bootorder first,

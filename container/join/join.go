@@ -166,9 +166,10 @@ func joinable(cfg *configs.Config) bool {
 		return false
 	}
 	// A user namespace is joined first (setns takes them in that order), after which the
-	// joiner becomes the VE's root with setresuid(0).
+	// joiner becomes the VE's root with setresuid(0). A time namespace is joined at once:
+	// the joiner is single-threaded, as the kernel requires.
 	for _, ns := range cfg.Namespaces {
-		if _, ok := nsCloneFlags[ns.Type]; !ok || ns.Type == configs.NEWTIME {
+		if _, ok := nsCloneFlags[ns.Type]; !ok {
 			return false
 		}
 	}

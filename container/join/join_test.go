@@ -37,13 +37,13 @@ func TestNewSpec(t *testing.T) {
 	st.ID, st.InitProcessPid, st.InitProcessStartTime = "101", 42, 7
 	st.Config.Capabilities = &configs.Capabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps}
 	st.Config.Namespaces = configs.Namespaces{{Type: configs.NEWPID}, {Type: configs.NEWNS},
-		{Type: configs.NEWNET, Path: "/run/vectl/netns/101"}}
+		{Type: configs.NEWNET, Path: "/run/vectl/netns/101"}, {Type: configs.NEWTIME}}
 	st.Config.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Soft: 1024, Hard: 4096}}
 	s, err := newSpec(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.nsflags != unix.CLONE_NEWPID|unix.CLONE_NEWNS|unix.CLONE_NEWNET {
+	if s.nsflags != unix.CLONE_NEWPID|unix.CLONE_NEWNS|unix.CLONE_NEWNET|unix.CLONE_NEWTIME {
 		t.Errorf("nsflags = %#x", s.nsflags)
 	}
 	if s.caps != [4]uint64{0xa84435fb, 0xa84435fb, 0, 0xa84435fb} {
@@ -57,7 +57,7 @@ func TestNewSpec(t *testing.T) {
 	for name, change := range map[string]func(c *configs.Config){
 		"ambient caps":  func(c *configs.Config) { c.Capabilities.Ambient = []string{"CAP_KILL"} },
 		"no_new_privs":  func(c *configs.Config) { c.NoNewPrivileges = true },
-		"time ns":       func(c *configs.Config) { c.Namespaces = append(c.Namespaces, configs.Namespace{Type: configs.NEWTIME}) },
+		"unknown ns":    func(c *configs.Config) { c.Namespaces = append(c.Namespaces, configs.Namespace{Type: "NEWFOO"}) },
 		"no capability": func(c *configs.Config) { c.Capabilities = nil },
 	} {
 		st2 := *st
