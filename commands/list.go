@@ -36,6 +36,14 @@ func dash(s string) string {
 	return s
 }
 
+// meminfoMode is a VE's --meminfo as vzctl names it.
+func meminfoMode(c *container.Config) string {
+	if c.Meminfo == "none" {
+		return "none"
+	}
+	return "privvmpages:1"
+}
+
 func cfgString(f func(*container.Config) string) func(row) string {
 	return func(e row) string {
 		if e.Config == nil {
@@ -92,6 +100,7 @@ var listFields = func() []listField {
 			}},
 		{name: "ostemplate", header: "OSTEMPLATE", text: cfgString(func(c *container.Config) string { return c.OSTemplate })},
 		{name: "layout", header: "LAYOUT", text: cfgString(func(c *container.Config) string { return c.Layout })},
+		{name: "meminfo", header: "MEMINFO", text: cfgString(meminfoMode)},
 		{name: "uidmap", header: "UIDMAP", text: cfgString(func(c *container.Config) string { return c.UserNS.String() }),
 			value: func(e row) any {
 				if e.Config == nil || e.Config.UserNS == nil {

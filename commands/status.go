@@ -100,6 +100,9 @@ type veJSON struct {
 	UserNS *container.IDMap `json:"userns"`
 	// Nesting: the VE may run containers of its own.
 	Nesting bool `json:"nesting"`
+	// Meminfo: "none" (the host's /proc/meminfo and the rest inside) or "privvmpages:1"
+	// (the VE's own views).
+	Meminfo string `json:"meminfo"`
 }
 
 func statusJSON(e container.Entry) veJSON {
@@ -126,6 +129,7 @@ func statusJSON(e container.Entry) veJSON {
 		v.Name, v.Hostname, v.Description = c.Name, c.Hostname, c.Description
 		v.OSTemplate, v.Layout = c.OSTemplate, c.Layout
 		v.UserNS, v.Nesting = c.UserNS, c.Nesting
+		v.Meminfo = meminfoMode(c)
 	}
 	return v
 }

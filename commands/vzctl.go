@@ -805,7 +805,7 @@ var vzctlSetLongs = func() []longOpt {
 		"setmode", "diskspace", "diskinodes", "netif_add", "netif_del", "name", "ioprio",
 		"iolimit", "iopslimit", "description", "bootorder", "ram", "swap", "stop-timeout",
 		"numproc", "numfile", "physpages", "swappages", "userns", "nesting", "disabled", "capability",
-		"devices", "devnodes", "features", "userpasswd"}
+		"meminfo", "devices", "devnodes", "features", "userpasswd"}
 	withArg = append(withArg, resources.UBCNames...)
 	out := []longOpt{{"save", false, ""}, {"force", false, ""}}
 	for _, n := range withArg {

@@ -18,6 +18,9 @@ import (
 func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) (monitor.Ending, error) {
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
+	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Meminfo != "none" {
+		o.Views = m.viewsSpec(id)
+	}
 	if o.Resume == nil {
 		data, _ := os.ReadFile(m.runFile(id, runIDFile))
 		o.RunID = string(data)
@@ -42,7 +45,11 @@ func (v monitored) Create() (*libcontainer.Container, *libcontainer.Process, fun
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return v.m.newContainer(v.id, s)
+	cfg, err := v.m.store.LoadConfig(v.id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return v.m.newContainer(v.id, s, cfg.Meminfo != "none")
 }
 
 func (v monitored) RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {

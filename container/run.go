@@ -22,6 +22,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/container/layout"
 )
@@ -52,6 +53,47 @@ func (m *Manager) loadCgroupDir(id string) string {
 		return filepath.Join("/sys/fs/cgroup", m.cgroupPath(id))
 	}
 	return filepath.Join("/sys/fs/cgroup/devices", m.cgroupPath(id))
+}
+
+// viewsDir holds a VE's /proc and /sys views (package idle, views.h).
+const viewsDir = "views"
+
+// viewsSpec is what the monitor's relay renders a VE's views from (idle.Relay.Views): their
+// directory, the VE's memory, cpu and cpuset cgroup directories and its load average file.
+func (m *Manager) viewsSpec(id string) string {
+	dirs := []string{m.runFile(id, viewsDir)}
+	for _, ctl := range []string{"memory", "cpu", "cpuset"} {
+		if cgroups.IsCgroup2UnifiedMode() {
+			dirs = append(dirs, filepath.Join("/sys/fs/cgroup", m.cgroupPath(id)))
+		} else {
+			dirs = append(dirs, filepath.Join("/sys/fs/cgroup", ctl, m.cgroupPath(id)))
+		}
+	}
+	return strings.Join(append(dirs, m.runFile(id, loadavgFile)), "\n")
+}
+
+// The files a VE's views cover, and the view (a file in viewsDir) each shows.
+var viewMounts = []struct{ view, dest string }{
+	{"meminfo", "/proc/meminfo"}, {"cpuinfo", "/proc/cpuinfo"},
+	{"cpus", "/sys/devices/system/cpu/online"}, {"cpus", "/sys/devices/system/cpu/possible"},
+	{"cpus", "/sys/devices/system/cpu/present"}, {"loadavg", "/proc/loadavg"},
+}
+
+// bindViews renders a VE's views once and bind-mounts them over the files they cover; its
+// monitor's relay renders them again whenever something opens one.
+func (m *Manager) bindViews(id string, cfg *configs.Config) error {
+	dir := m.runFile(id, viewsDir)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	if err := idle.RenderViews(m.viewsSpec(id)); err != nil {
+		return err
+	}
+	for _, v := range viewMounts {
+		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: filepath.Join(dir, v.view), Destination: v.dest,
+			Device: "bind", Flags: unix.MS_BIND})
+	}
+	return nil
 }
 
 // LoadAvg is a running VE's load average over 1, 5 and 15 minutes, as its monitor keeps it
@@ -158,7 +200,8 @@ func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
 // newContainer creates the libcontainer container of a VE from its OCI spec (no process yet)
 // and returns its init process. The returned function releases the process's files once
 // the init runs.
-func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Container, *libcontainer.Process, func(), error) {
+// With views (a monitored VE) the VE's /proc and /sys views are mounted (bindViews).
+func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontainer.Container, *libcontainer.Process, func(), error) {
 	// A user-namespace VE's spec names its pinned user namespace and that namespace's map.
 	// specconv, given a path, would start two processes in the namespace to read the map
 	// back (a few milliseconds per start); it gets the map alone, and the path is put back.
@@ -203,6 +246,11 @@ func (m *Manager) newContainer(id string, s *specs.Spec) (*libcontainer.Containe
 	}
 	if cfg.Namespaces.Contains(configs.NEWUSER) {
 		if err := m.bindDevices(id, cfg); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if views {
+		if err := m.bindViews(id, cfg); err != nil {
 			return nil, nil, nil, err
 		}
 	}

@@ -36,7 +36,7 @@ func (m *Manager) RunScript(ctx context.Context, ref string, script, stdout, std
 		}
 		s.Process.Args = []string{shell, "-s"}
 		s.Process.Terminal = false
-		c, p, done, err := m.newContainer(id, s)
+		c, p, done, err := m.newContainer(id, s, false)
 		if err != nil {
 			return 0, err
 		}

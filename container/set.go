@@ -40,6 +40,9 @@ type SetOptions struct {
 	UserNS *bool
 	// Nesting lets a user-namespace VE run containers of its own, from its next start.
 	Nesting *bool
+	// Meminfo is vzctl's --meminfo: "none" turns the VE's /proc views off from its next
+	// start, "privvmpages:1" (vzctl's default) on.
+	Meminfo *string
 
 	Hostname      *string
 	IPAdd         []string // ADDR[/PREFIX]
@@ -198,6 +201,17 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		}
 		cfg.Nesting = *o.Nesting
 		ch.stored = append(ch.stored, "nesting")
+	}
+	if o.Meminfo != nil {
+		switch *o.Meminfo {
+		case "none":
+			cfg.Meminfo = "none"
+		case "privvmpages:1", "default":
+			cfg.Meminfo = ""
+		default:
+			return nil, fmt.Errorf("%w: meminfo %q: use none (the host's /proc/meminfo) or privvmpages:1 (the VE's own, the default)", ErrInvalidValue, *o.Meminfo)
+		}
+		ch.stored = append(ch.stored, "meminfo")
 	}
 	if o.OnBoot != nil {
 		cfg.OnBoot = *o.OnBoot

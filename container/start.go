@@ -312,7 +312,7 @@ func (m *Manager) runDetached(id string) error {
 		return err
 	}
 	defer log.Close()
-	c, p, done, err := m.newContainer(id, s)
+	c, p, done, err := m.newContainer(id, s, false)
 	if err != nil {
 		return err
 	}

@@ -3,10 +3,12 @@
 package integration
 
 import (
+	"encoding/json"
 	"math"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,3 +108,160 @@ func hostUptime(t *testing.T) float64 {
 }
 
 func age(since time.Time) float64 { return time.Since(since).Seconds() }
+
+// freeB is the "Mem:" or "Swap:" line of free -b inside a VE: total, used, free.
+func (e *env) freeB(id, row string) (total, used int64) {
+	e.t.Helper()
+	out := e.out(id, "free", "-b")
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == row+":" {
+			total, _ = strconv.ParseInt(f[1], 10, 64)
+			used, _ = strconv.ParseInt(f[2], 10, 64)
+			return total, used
+		}
+	}
+	e.t.Fatalf("free -b in VE %s has no %s line:\n%s", id, row, out)
+	return 0, 0
+}
+
+// TestProcViews (issue 19): inside a VE, free, top, lscpu, getconf and /proc/loadavg show
+// the VE's own memory, swap, CPUs and load, rendered by its monitor whenever they are
+// opened; a limit changed with set shows at once; SIGKILL of the monitor leaves the files
+// readable with the VE's last values, and another VE's views alone.
+func TestProcViews(t *testing.T) {
+	e := newEnv(t)
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importDebian(), "--ram", "256M", "--swap", "512M", "--cpus", "1")
+	e.must("start", id, "--wait", "--timeout", "90")
+	other := uniqueID(t)
+	e.must("create", other, "--ostemplate", e.importBusybox(), "--ram", "128M")
+	e.must("start", other, "--wait", "--timeout", "60")
+
+	if total, _ := e.freeB(id, "Mem"); total != 256<<20 {
+		t.Errorf("free -b total memory %d, want %d", total, 256<<20)
+	}
+	if total, _ := e.freeB(id, "Swap"); total != 512<<20 {
+		t.Errorf("free -b total swap %d, want %d", total, 512<<20)
+	}
+	// 100 MiB held by a process shows as used while it lives.
+	_, used0 := e.freeB(id, "Mem")
+	r := e.exec(id, "sh", "-c", `a=$(head -c 104857600 /dev/zero | tr '\0' x); free -b; echo ${#a}`)
+	var used1 int64
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "Mem:" {
+			used1, _ = strconv.ParseInt(f[2], 10, 64)
+		}
+	}
+	if d := used1 - used0; d < 90<<20 || d > 250<<20 {
+		t.Errorf("used went from %d to %d with 100 MiB held (a shell string of 100 MiB):\n%s", used0, used1, r)
+	}
+	for name, cmd := range map[string][]string{
+		"processors in /proc/cpuinfo":    {"grep", "-c", "^processor", "/proc/cpuinfo"},
+		"getconf _NPROCESSORS_ONLN":      {"getconf", "_NPROCESSORS_ONLN"},
+		"getconf _NPROCESSORS_CONF":      {"getconf", "_NPROCESSORS_CONF"},
+		"lscpu CPU(s)":                   {"sh", "-c", "lscpu | sed -n 's/^CPU(s): *//p'"},
+		"/sys/devices/system/cpu/online": {"sh", "-c", "cat /sys/devices/system/cpu/online | tr - x"},
+	} {
+		want := "1"
+		if strings.HasPrefix(name, "/sys") {
+			want = "0"
+		}
+		if got := e.out(id, cmd...); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	if top := e.out(id, "sh", "-c", "top -bn1 | grep -i 'mem'"); !strings.Contains(top, "256.0 total") || !strings.Contains(top, "512.0 total") {
+		t.Errorf("top's header does not show the VE's memory and swap:\n%s", top)
+	}
+	if n := e.out(other, "grep", "-c", "^processor", "/proc/cpuinfo"); n != strconv.Itoa(hostCPUs(t)) {
+		t.Errorf("a VE without a CPU limit sees %s processors, the host has %d", n, hostCPUs(t))
+	}
+
+	// A new limit shows at the next read.
+	e.must("set", id, "--ram", "512M")
+	if total, _ := e.freeB(id, "Mem"); total != 512<<20 {
+		t.Errorf("free -b total memory %d right after set --ram 512M", total)
+	}
+
+	// Two busy loops raise this VE's load average, not the other's.
+	e.out(id, "sh", "-c", "for i in 1 2; do sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $! >>/tmp/busy; done")
+	time.Sleep(11 * time.Second)
+	load := func(ve string) float64 {
+		f := strings.Fields(e.out(ve, "cat", "/proc/loadavg"))
+		if len(f) != 5 {
+			t.Fatalf("/proc/loadavg of VE %s: %q", ve, f)
+		}
+		l, _ := strconv.ParseFloat(f[0], 64)
+		return l
+	}
+	// (Two 5 s samples of 2 running threads make a 1-minute average of about 0.3.)
+	if l, o := load(id), load(other); l < 0.25 || o > l/2 {
+		t.Errorf("load average %.2f in the VE with two busy loops, %.2f in the other", l, o)
+	}
+	e.out(id, "sh", "-c", "kill $(cat /tmp/busy)")
+
+	// SIGKILL of the monitor: the views stay readable, with the VE's values.
+	pids := monitorPids(e, id)
+	if len(pids) != 1 {
+		t.Fatalf("monitor processes of VE %s: %v", id, pids)
+	}
+	loop := e.cmd("exec", id, "sh", "-c", `i=0; while [ $i -lt 300 ]; do grep -q '^MemTotal: *524288 kB' /proc/meminfo || { echo "read $i failed"; exit 1; }; i=$((i+1)); done`)
+	var out strings.Builder
+	loop.Stdout, loop.Stderr = &out, &out
+	if err := loop.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := loop.Wait(); err != nil {
+		t.Errorf("reading /proc/meminfo while the monitor was killed: %v\n%s", err, out.String())
+	}
+	if total, _ := e.freeB(id, "Mem"); total != 512<<20 {
+		t.Errorf("free -b total memory %d after the monitor was killed", total)
+	}
+	// (busybox's free asks sysinfo(2), which no view covers: the other VE is read directly.)
+	if got := e.out(other, "sed", "-n", "s/^MemTotal: *//p", "/proc/meminfo"); got != "131072 kB" {
+		t.Errorf("the other VE's MemTotal: %q", got)
+	}
+	e.must("stop", id, "--fast")
+
+	// --meminfo none (vzctl's): the host's files inside, from the next start.
+	if r := e.expect(21, "set", id, "--meminfo", "pages:1000"); !strings.Contains(r.stderr, "meminfo") {
+		t.Errorf("set --meminfo pages:1000: %s", r)
+	}
+	if got := strings.TrimSpace(e.must("list", "-a", "-H", "-o", "meminfo", id).stdout); got != "privvmpages:1" {
+		t.Errorf("list -o meminfo: %q", got)
+	}
+	e.must("set", id, "--meminfo", "none", "--save")
+	var st struct {
+		Meminfo string `json:"meminfo"`
+	}
+	if err := json.Unmarshal([]byte(e.must("status", id, "--json").stdout), &st); err != nil || st.Meminfo != "none" {
+		t.Errorf("status --json meminfo %q (%v), want none", st.Meminfo, err)
+	}
+	e.must("start", id, "--wait", "--timeout", "90")
+	host, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostTotal := strings.Fields(strings.SplitN(string(host), "\n", 2)[0])[1] + " kB"
+	if got := e.out(id, "sed", "-n", "s/^MemTotal: *//p", "/proc/meminfo"); got != hostTotal {
+		t.Errorf("MemTotal with --meminfo none: %q, the host's %q", got, hostTotal)
+	}
+	e.must("stop", id, "--fast")
+	e.must("stop", other)
+	e.wantNoTrace(id)
+	e.wantNoTrace(other)
+}
+
+// hostCPUs is the number of CPUs the host has online.
+func hostCPUs(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\nprocessor") + map[bool]int{true: 1}[strings.HasPrefix(string(data), "processor")]
+}

@@ -21,6 +21,7 @@
 
 #include "idle.h"
 #include "proto.h"
+#include "views.h"
 #include "wire.h"
 
 #define MAXCLIENTS IDLE_MAX_CLIENTS
@@ -333,6 +334,8 @@ void vectl_relay(struct vectl_relay *r)
 	for (int i = 0; i < r->nclients; i++)
 		set_nonblock(r->clients[i], 1);
 	int sampling = r->load_tasks && r->load_out;
+	struct views views;
+	int watching = r->views && vectl_views_open(&views, r->views, 1) == 0;
 	long next = now_ms();
 	for (;;) {
 		int timeout = -1;
@@ -346,7 +349,7 @@ void vectl_relay(struct vectl_relay *r)
 			}
 			timeout = (int)(next - t);
 		}
-		struct pollfd fds[4 + MAXCLIENTS];
+		struct pollfd fds[5 + MAXCLIENTS];
 		int n = 0;
 		fds[n++] = (struct pollfd){.fd = r->stopfd, .events = POLLIN};
 		fds[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
@@ -354,6 +357,9 @@ void vectl_relay(struct vectl_relay *r)
 		fds[n++] = (struct pollfd){.fd = r->term_in, .events = POLLIN};
 		for (int i = 0; i < r->nclients; i++)
 			fds[n++] = (struct pollfd){.fd = r->clients[i], .events = POLLIN};
+		int nc = n; // the clients end here
+		if (watching)
+			fds[n++] = (struct pollfd){.fd = views.fan, .events = POLLIN};
 		if (poll(fds, n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -386,7 +392,9 @@ void vectl_relay(struct vectl_relay *r)
 			else if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
 				r->term_in = -1;
 		}
-		for (int i = 4; i < n; i++) {
+		if (watching && fds[nc].revents)
+			vectl_views_event(&views);
+		for (int i = 4; i < nc; i++) {
 			if (!fds[i].revents)
 				continue;
 			int c = fds[i].fd;
@@ -403,6 +411,8 @@ void vectl_relay(struct vectl_relay *r)
 		if (fds[0].revents)
 			break;
 	}
+	if (r->views)
+		vectl_views_close(&views);
 	// The last console output, then the clients go back to blocking mode for whoever
 	// takes them over.
 	if (r->pty >= 0) {
@@ -421,7 +431,7 @@ void vectl_relay(struct vectl_relay *r)
 // The decoded hand-over message (proto.go); its strings point into the message, decoded
 // on the stack (no page of its own).
 struct handover {
-	const char *veid, *runid, *logpath, *load_tasks, *load_out;
+	const char *veid, *runid, *logpath, *load_tasks, *load_out, *views;
 	pid_t init;
 	int pty, lfd, logfd;
 	long logmax;
@@ -503,6 +513,9 @@ void vectl_idle(int argc, char **argv, char **envp)
 		case IDLE_ATTR_LOADOUT:
 			h.load_out = str;
 			break;
+		case IDLE_ATTR_VIEWS:
+			h.views = str;
+			break;
 		default:
 			vectl_idle_fail("unknown attribute in the hand-over");
 		}
@@ -527,6 +540,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 	r.stopfd = pidfd;
 	r.load_tasks = h.load_tasks;
 	r.load_out = h.load_out;
+	r.views = h.views;
 	int status = 0;
 	vectl_relay(&r);
 	while (waitpid(h.init, &status, 0) < 0 && errno == EINTR)

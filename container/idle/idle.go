@@ -13,6 +13,7 @@ package idle
 #cgo CFLAGS: -Wall -O2 -I${SRCDIR}/../wire
 #include <stdlib.h>
 #include "idle.h"
+#include "views.h"
 extern void vectl_idle(int argc, char **argv, char **envp);
 void __attribute__((constructor)) vectl_idle_init(int argc, char **argv, char **envp) {
 	vectl_idle(argc, argv, envp);
@@ -21,7 +22,9 @@ void __attribute__((constructor)) vectl_idle_init(int argc, char **argv, char **
 import "C"
 
 import (
+	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 )
 
@@ -50,6 +53,18 @@ func LogWrite(p []byte) {
 // LogFD is the console log's current descriptor (a rotation replaces it), or -1.
 func LogFD() int { return int(C.vectl_log_fd()) }
 
+// RenderViews writes a VE's views once (see Relay.Views), before any relay watches them.
+func RenderViews(spec string) error {
+	cs := C.CString(spec)
+	defer C.free(unsafe.Pointer(cs))
+	var v C.struct_views
+	if C.vectl_views_open(&v, cs, 0) < 0 {
+		return fmt.Errorf("the VE's /proc views in %s: cannot write them", strings.SplitN(spec, "\n", 2)[0])
+	}
+	C.vectl_views_close(&v)
+	return nil
+}
+
 // LogClose closes the console log.
 func LogClose() { C.vectl_log_close() }
 
@@ -62,6 +77,10 @@ type Relay struct {
 	TermOut int
 	Stop    int // Run returns once this turns readable
 	Load    Load
+	// Views is the VE's /proc and /sys views, "DIR\nMEMCG\nCPUCG\nCPUSETCG\nLOADAVG"
+	// (views.h): the files meminfo, cpuinfo, cpus and loadavg in DIR are rendered from the
+	// VE's cgroups and load average file whenever something opens them. Empty: none.
+	Views string
 }
 
 // Run relays the console (C's vectl_relay, on a thread of its own) until r.Stop turns
@@ -83,6 +102,10 @@ func (r *Relay) Run() {
 		c.load_tasks, c.load_out = C.CString(r.Load.Tasks), C.CString(r.Load.Out)
 		defer C.free(unsafe.Pointer(c.load_tasks))
 		defer C.free(unsafe.Pointer(c.load_out))
+	}
+	if r.Views != "" {
+		c.views = C.CString(r.Views)
+		defer C.free(unsafe.Pointer(c.views))
 	}
 	C.vectl_relay(&c)
 	r.Clients = r.Clients[:0]

@@ -42,7 +42,8 @@ const (
 	AttrInitStatus = 12 // u32: the init's wait status (Resume)
 	AttrLoadTasks  = 13 // string: the VE's cgroup directory, sampled for its load average (Handover)
 	AttrLoadOut    = 14 // string: the file the load average is written to (Handover)
-	attrMaxValue   = 15
+	AttrViews      = 15 // string: the VE's /proc and /sys views, as Relay.Views (Handover)
+	attrMaxValue   = 16
 )
 
 // Handover is what the idle loop needs to relay the console and watch the init.
@@ -60,6 +61,8 @@ type Handover struct {
 	ResumeArgv []string
 	// Load, when set, has the loop keep the VE's load average (see Load).
 	Load Load
+	// Views, when set, has the loop keep the VE's /proc and /sys views (see Relay.Views).
+	Views string
 }
 
 // Load is where the relay samples a VE's load and writes its load average: every 5 s it
@@ -103,6 +106,9 @@ func (h *Handover) Hex() (string, error) {
 	if h.Load.Tasks != "" && h.Load.Out != "" {
 		e.String(AttrLoadTasks, h.Load.Tasks)
 		e.String(AttrLoadOut, h.Load.Out)
+	}
+	if h.Views != "" {
+		e.String(AttrViews, h.Views)
 	}
 	return e.Hex(), nil
 }
@@ -177,6 +183,8 @@ func decode(msg string) (*decoded, error) {
 			d.h.Load.Tasks, err = a.String()
 		case AttrLoadOut:
 			d.h.Load.Out, err = a.String()
+		case AttrViews:
+			d.h.Views, err = a.String()
 		default:
 			err = fmt.Errorf("attribute %d is unknown", a.Type)
 		}
@@ -231,6 +239,7 @@ func header() string {
 		{Name: "IDLE_ATTR_LOGMAX", Value: AttrLogMax}, {Name: "IDLE_ATTR_CLIENTFD", Value: AttrClientFD},
 		{Name: "IDLE_ATTR_RESUMEARG", Value: AttrResumeArg}, {Name: "IDLE_ATTR_INITSTATUS", Value: AttrInitStatus},
 		{Name: "IDLE_ATTR_LOADTASKS", Value: AttrLoadTasks}, {Name: "IDLE_ATTR_LOADOUT", Value: AttrLoadOut},
+		{Name: "IDLE_ATTR_VIEWS", Value: AttrViews},
 		{Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag})
 }

@@ -77,6 +77,8 @@ type Options struct {
 	Gate func() bool
 	// Load is where the console relay keeps the VE's load average (idle.Load).
 	Load idle.Load
+	// Views are the VE's /proc and /sys views the relay keeps (idle.Relay.Views); "" for none.
+	Views string
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -177,13 +179,13 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 			pid, _ := p.Pid()
 			log.Printf("VE %s booted (init pid %d)", id, pid)
 			if idleMode {
-				err := execIdle(id, pid, pty, lfd, log, clients, o.Self, runID, o.Load)
+				err := execIdle(id, pid, pty, lfd, log, clients, o.Self, runID, o.Load, o.Views)
 				// Only a failed exec returns; keep monitoring in this process.
 				log.Printf("idle loop: %v", err)
 				idleMode = false
 			}
 			var stopped bool
-			ws, stopped, clients = relayUntilExit(ve, p, pty, lfd, clients, term, o.Signals, log, o.Load)
+			ws, stopped, clients = relayUntilExit(ve, p, pty, lfd, clients, term, o.Signals, log, o.Load, o.Views)
 			closePty(pty) // a reboot brings a new console
 			if stopped {
 				return EndShutdown, nil
@@ -220,9 +222,9 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 // execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
 // pty, the console socket, the log and connected clients are handed over as open file
 // descriptors, named in the hand-over message. It returns only if the exec failed.
-func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, self []string, runID string, load idle.Load) error {
+func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, self []string, runID string, load idle.Load, views string) error {
 	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: lfd,
-		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: self, Load: load}
+		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: self, Load: load, Views: views}
 	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return err
@@ -241,14 +243,14 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 // thread of its own) while waitInit waits for the init, and returns the init's status,
 // whether it was stopped, and the console clients still connected.
 func relayUntilExit(ve VE, p *libcontainer.Process, pty *os.File, lfd int, clients []int, term int,
-	sigs <-chan os.Signal, log *Log, load idle.Load) (syscall.WaitStatus, bool, []int) {
+	sigs <-chan os.Signal, log *Log, load idle.Load, views string) (syscall.WaitStatus, bool, []int) {
 	stopR, stopW, err := os.Pipe()
 	if err != nil {
 		log.Printf("console relay: %v", err)
 		ws, stopped := waitInit(ve, p, sigs, log)
 		return ws, stopped, clients
 	}
-	r := &idle.Relay{Pty: int(pty.Fd()), Listen: lfd, Clients: clients, TermIn: term, TermOut: term, Stop: int(stopR.Fd()), Load: load}
+	r := &idle.Relay{Pty: int(pty.Fd()), Listen: lfd, Clients: clients, TermIn: term, TermOut: term, Stop: int(stopR.Fd()), Load: load, Views: views}
 	done := make(chan struct{})
 	go func() {
 		r.Run()

@@ -96,6 +96,11 @@ type Config struct {
 	// is delegated in every hierarchy and its controllers are mounted writable (Incus's
 	// security.nesting). Off, only the name=systemd hierarchy is.
 	Nesting bool `json:"nesting,omitempty"`
+
+	// Meminfo is vzctl's --meminfo: "none" shows the host's /proc/meminfo, cpuinfo,
+	// loadavg and CPU lists inside the VE; empty (vzctl's default, privvmpages:1) the VE's
+	// own views of them, rendered by its monitor from its limits and usage.
+	Meminfo string `json:"meminfo,omitempty"`
 }
 
 // IDMap is a VE's range of host ids.

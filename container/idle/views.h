@@ -1,0 +1,33 @@
+// Per-VE views of /proc/meminfo, /proc/cpuinfo, /proc/loadavg and
+// /sys/devices/system/cpu/{online,possible,present}: files in the VE's run directory, bind-mounted over those paths inside the VE,
+// and rendered from the VE's cgroups by the relay whenever something opens one (a fanotify
+// open-permission event holds the open until the file is rewritten). Without a relay (its
+// monitor killed) the files keep their last content: reads never fail.
+#ifndef VECTL_VIEWS_H
+#define VECTL_VIEWS_H
+
+#include <sys/types.h>
+
+enum { VIEW_MEMINFO, VIEW_CPUINFO, VIEW_CPUS, VIEW_LOADAVG, NVIEWS };
+
+struct views {
+	char dir[1024];    // where the files are
+	char mem[1024];    // the VE's memory cgroup directory
+	char cpu[1024];    // its cpu controller's (cpu.max or cpu.cfs_quota_us)
+	char cpuset[1024]; // its cpuset's
+	char load[1024];   // the load average file its relay keeps (idle.Load.Out)
+	int fd[NVIEWS];
+	dev_t dev[NVIEWS];
+	ino_t ino[NVIEWS];
+	int fan; // the fanotify group, -1 when not watching
+};
+
+// vectl_views_open takes the spec "DIR\nMEMCG\nCPUCG\nCPUSETCG\nLOADAVG", makes and renders the files
+// and, when watch is set, watches their opens (v->fan). It returns -1 when the views
+// cannot be kept live (v->fan stays -1; rendered files are kept).
+int vectl_views_open(struct views *v, const char *spec, int watch);
+// vectl_views_event renders the files being opened and lets the opens go on.
+void vectl_views_event(struct views *v);
+void vectl_views_close(struct views *v);
+
+#endif
