@@ -61,7 +61,7 @@ func TestCheckpointRestore(t *testing.T) {
 	e := newEnv(t)
 	tmpl := e.importBusybox()
 	id := uniqueID(t)
-	e.must("create", id, "--ostemplate", tmpl, "--userns", "no")
+	e.must("create", id, "--ostemplate", tmpl, "--userns", "no", "--ram", "128M")
 	e.expect(31, "chkpnt", id)
 	e.expect(17, "restore", id) // no dump
 	e.must("start", id, "--wait", "--timeout", "60")
@@ -97,6 +97,10 @@ func TestCheckpointRestore(t *testing.T) {
 	// back nor counted the time it was down.
 	if up2 := e.veUptime(id); up2 < up1 || up2 > up1+age(dumped)-1 {
 		t.Errorf("uptime %.2f s before the checkpoint, %.2f s after a restore %.2f s later", up1, up2, age(dumped))
+	}
+	// Its /proc views are back, kept by the new monitor.
+	if got := e.out(id, "sed", "-n", "s/^MemTotal: *//p", "/proc/meminfo"); got != "131072 kB" {
+		t.Errorf("MemTotal after the restore: %q, want the VE's 131072 kB", got)
 	}
 	if fileExists(dump) {
 		t.Errorf("dump %s left after the restore", dump)

@@ -33,8 +33,8 @@ both='TestLifecycle|TestBusyboxRun|TestForeground|TestNoMonitor|TestFreezeThaw|T
 'TestResourceMemoryOOM|TestResourceForkBomb|TestResourceStats|TestResourceImageDisk|'\
 'TestNetworkTeardownLeavesNothing|'\
 'TestSystemdUnit|TestBootOnboot|TestCgroupV2Delegation|TestCgroupManagerConfigFile|'\
-'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes|TestUserNSNested'
-default_run_fs="^($both|TestNetworkRoutedAddresses|TestNetworkLiveSet)\$"
+'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes|TestUserNSNested|TestProcViews'
+default_run_fs="^($both|TestNetworkRoutedAddresses|TestNetworkLiveSet|TestTimeNamespace)\$"
 default_run_systemd="^($both|TestDistroMatrix|TestDebian13)\$"
 default_skip='^TestLifecycle$/^debian$'
 
