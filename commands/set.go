@@ -77,7 +77,7 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "stop-timeout", Usage: "`SECONDS` for a graceful stop"},
 			&cli.StringFlag{Name: "onboot", Usage: "`yes|no`: vectl boot starts the VE"},
 			&cli.StringFlag{Name: "nesting", Usage: "`yes|no`: a user-namespace VE may run containers of its own, from its next start"},
-			&cli.StringFlag{Name: "meminfo", Usage: "`none|privvmpages:1`: the host's /proc/meminfo, cpuinfo and loadavg inside the VE, or its own (the default), from its next start"},
+			&cli.StringFlag{Name: "meminfo", Usage: "`none|privvmpages:1`: the host's /proc/meminfo, cpuinfo, loadavg, stat, swaps and diskstats inside the VE, or its own (the default), from its next start"},
 			&cli.StringFlag{Name: "bootorder", Usage: "`N`: VEs with a higher bootorder start first"},
 			&cli.StringFlag{Name: "hostname", Usage: "host `NAME`"},
 			&cli.StringSliceFlag{Name: "ipadd", Usage: "add `ADDR[/PREFIX]`"},

@@ -59,10 +59,11 @@ func (m *Manager) loadCgroupDir(id string) string {
 const viewsDir = "views"
 
 // viewsSpec is what the monitor's relay renders a VE's views from (idle.Relay.Views): their
-// directory, the VE's memory, cpu and cpuset cgroup directories and its load average file.
+// directory, the VE's memory, cpu, cpuset, cpuacct and blkio cgroup directories and its load
+// average file.
 func (m *Manager) viewsSpec(id string) string {
 	dirs := []string{m.runFile(id, viewsDir)}
-	for _, ctl := range []string{"memory", "cpu", "cpuset"} {
+	for _, ctl := range []string{"memory", "cpu", "cpuset", "cpuacct", "blkio"} {
 		if cgroups.IsCgroup2UnifiedMode() {
 			dirs = append(dirs, filepath.Join("/sys/fs/cgroup", m.cgroupPath(id)))
 		} else {
@@ -77,6 +78,7 @@ var viewMounts = []struct{ view, dest string }{
 	{"meminfo", "/proc/meminfo"}, {"cpuinfo", "/proc/cpuinfo"},
 	{"cpus", "/sys/devices/system/cpu/online"}, {"cpus", "/sys/devices/system/cpu/possible"},
 	{"cpus", "/sys/devices/system/cpu/present"}, {"loadavg", "/proc/loadavg"},
+	{"stat", "/proc/stat"}, {"swaps", "/proc/swaps"}, {"diskstats", "/proc/diskstats"},
 }
 
 // bindViews renders a VE's views once and bind-mounts them over the files they cover; its

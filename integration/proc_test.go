@@ -170,6 +170,24 @@ func TestProcViews(t *testing.T) {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
 	}
+	// /proc/swaps has the VE's swap, /proc/stat its one CPU, /proc/diskstats only host
+	// devices, each line in the kernel's 20 fields; vmstat reads them all.
+	if swaps := strings.Fields(e.out(id, "tail", "-n", "1", "/proc/swaps")); len(swaps) != 5 || swaps[2] != "524288" {
+		t.Errorf("/proc/swaps: %q", swaps)
+	}
+	if got := e.out(id, "grep", "-c", "^cpu[0-9]", "/proc/stat"); got != "1" {
+		t.Errorf("CPUs in /proc/stat: %s", got)
+	}
+	hostDisks, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(e.out(id, "cat", "/proc/diskstats"), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && (len(f) != 20 || !strings.Contains(string(hostDisks), " "+f[2]+" ")) {
+			t.Errorf("/proc/diskstats line %q", line)
+		}
+	}
+	e.out(id, "vmstat", "1", "1")
 	if top := e.out(id, "sh", "-c", "top -bn1 | grep -i 'mem'"); !strings.Contains(top, "256.0 total") || !strings.Contains(top, "512.0 total") {
 		t.Errorf("top's header does not show the VE's memory and swap:\n%s", top)
 	}

@@ -77,9 +77,10 @@ type Relay struct {
 	TermOut int
 	Stop    int // Run returns once this turns readable
 	Load    Load
-	// Views is the VE's /proc and /sys views, "DIR\nMEMCG\nCPUCG\nCPUSETCG\nLOADAVG"
-	// (views.h): the files meminfo, cpuinfo, cpus and loadavg in DIR are rendered from the
-	// VE's cgroups and load average file whenever something opens them. Empty: none.
+	// Views is the VE's /proc and /sys views,
+	// "DIR\nMEMCG\nCPUCG\nCPUSETCG\nCPUACCTCG\nBLKIOCG\nLOADAVG" (views.h): the files meminfo,
+	// cpuinfo, cpus, loadavg, stat, swaps and diskstats in DIR are rendered from the VE's
+	// cgroups and load average file whenever something opens them. Empty: none.
 	Views string
 }
 

@@ -19,7 +19,8 @@ struct vectl_relay {
 	// The load average (idle.Load): the thread list sampled every 5 s and the file the
 	// averages go to; NULL for none.
 	const char *load_tasks, *load_out;
-	// The VE's /proc and /sys views (views.h): "DIR\nMEMCG\nCPUCG\nCPUSETCG\nLOADAVG", NULL for none.
+	// The VE's /proc and /sys views (views.h): "DIR\nMEMCG\nCPUCG\nCPUSETCG\nCPUACCTCG\nBLKIOCG\nLOADAVG",
+	// NULL for none.
 	const char *views;
 };
 

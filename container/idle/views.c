@@ -3,6 +3,7 @@
 // idle monitor's memory.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 
 #include "views.h"
 
-static const char *const view_names[NVIEWS] = {"meminfo", "cpuinfo", "cpus", "loadavg"};
+static const char *const view_names[NVIEWS] = {"meminfo", "cpuinfo", "cpus", "loadavg", "stat", "swaps", "diskstats"};
 
 #define INF (~0ULL)
 #define MAXCPUS 4096
@@ -155,18 +156,22 @@ static unsigned long long key_value(const char *text, const char *key)
 static unsigned long long min_u(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 static unsigned long long sub0(unsigned long long a, unsigned long long b) { return a > b ? a - b : 0; }
 
-// render_meminfo writes the host's /proc/meminfo with the memory and swap lines replaced by
-// the VE's, from its memory cgroup (v1 or v2).
-static void render_meminfo(const struct views *v, struct out *o)
+// The VE's memory figures in bytes, from its memory cgroup (v1 or v2) and the host's
+// /proc/meminfo text; ok is 0 when the cgroup cannot be read (not made yet, or gone).
+struct memfig {
+	int ok;
+	unsigned long long total, freem, avail, file, anon, shmem, mapped, aanon, ianon, afile, ifile, unevict,
+		srecl, sunrecl, swtotal, swfree;
+};
+
+static struct memfig mem_figures(const struct views *v, const char *host)
 {
-	char *host = slurp(NULL, "/proc/meminfo", NULL);
-	if (!host)
-		return;
+	struct memfig f = {0};
 	unsigned long long host_total = key_value(host, "MemTotal") * 1024, host_swap = key_value(host, "SwapTotal") * 1024;
 	int v2 = 0;
 	unsigned long long limit, usage, swlimit, swusage;
-	char *st;
-	if (access(v->mem, F_OK) == 0 && (st = slurp(v->mem, "memory.max", NULL)) != NULL) {
+	char *st = slurp(v->mem, "memory.max", NULL);
+	if (st) {
 		free(st);
 		v2 = 1;
 		limit = read_u(v->mem, "memory.max");
@@ -183,39 +188,58 @@ static void render_meminfo(const struct views *v, struct out *o)
 	}
 	st = slurp(v->mem, "memory.stat", NULL);
 	if (usage == INF || !st) {
-		// No memory cgroup to read (not made yet, or gone): the host's own figures.
-		out_str(o, host);
-		free(host);
 		free(st);
-		return;
+		return f;
 	}
 	if (swusage == INF)
 		swusage = 0;
 #define STAT(v1key, v2key) key_value(st, v2 ? v2key : v1key)
-	unsigned long long file = STAT("total_cache", "file"), anon = STAT("total_rss", "anon"),
-			   shmem = STAT("total_shmem", "shmem"), mapped = STAT("total_mapped_file", "file_mapped"),
-			   aanon = STAT("total_active_anon", "active_anon"), ianon = STAT("total_inactive_anon", "inactive_anon"),
-			   afile = STAT("total_active_file", "active_file"), ifile = STAT("total_inactive_file", "inactive_file"),
-			   unevict = STAT("total_unevictable", "unevictable"), srecl = v2 ? key_value(st, "slab_reclaimable") : 0,
-			   sunrecl = v2 ? key_value(st, "slab_unreclaimable") : 0;
+	f.file = STAT("total_cache", "file");
+	f.anon = STAT("total_rss", "anon");
+	f.shmem = STAT("total_shmem", "shmem");
+	f.mapped = STAT("total_mapped_file", "file_mapped");
+	f.aanon = STAT("total_active_anon", "active_anon");
+	f.ianon = STAT("total_inactive_anon", "inactive_anon");
+	f.afile = STAT("total_active_file", "active_file");
+	f.ifile = STAT("total_inactive_file", "inactive_file");
+	f.unevict = STAT("total_unevictable", "unevictable");
+	f.srecl = v2 ? key_value(st, "slab_reclaimable") : 0;
+	f.sunrecl = v2 ? key_value(st, "slab_unreclaimable") : 0;
 #undef STAT
 	free(st);
-	unsigned long long total = min_u(limit, host_total);
-	unsigned long long freem = sub0(total, usage);
-	unsigned long long avail = min_u(total, freem + afile + ifile + srecl);
-	unsigned long long swtotal = swlimit == INF ? host_swap : swlimit;
+	f.total = min_u(limit, host_total);
+	f.freem = sub0(f.total, usage);
+	f.avail = min_u(f.total, f.freem + f.afile + f.ifile + f.srecl);
+	f.swtotal = swlimit == INF ? host_swap : swlimit;
 	if (limit == INF)
-		swtotal = host_swap; // no memory limit: the host's swap is the VE's to use
-	unsigned long long swfree = sub0(swtotal, swusage);
+		f.swtotal = host_swap; // no memory limit: the host's swap is the VE's to use
+	f.swfree = sub0(f.swtotal, swusage);
+	f.ok = 1;
+	return f;
+}
+
+// render_meminfo writes the host's /proc/meminfo with the memory and swap lines replaced by
+// the VE's.
+static void render_meminfo(const struct views *v, struct out *o)
+{
+	char *host = slurp(NULL, "/proc/meminfo", NULL);
+	if (!host)
+		return;
+	struct memfig f = mem_figures(v, host);
+	if (!f.ok) {
+		out_str(o, host); // no memory cgroup to read: the host's own figures
+		free(host);
+		return;
+	}
 	struct {
 		const char *key;
 		unsigned long long val;
 	} set[] = {
-		{"MemTotal", total}, {"MemFree", freem}, {"MemAvailable", avail}, {"Buffers", 0}, {"Cached", file},
-		{"SwapCached", 0}, {"Active", aanon + afile}, {"Inactive", ianon + ifile}, {"Active(anon)", aanon},
-		{"Inactive(anon)", ianon}, {"Active(file)", afile}, {"Inactive(file)", ifile}, {"Unevictable", unevict},
-		{"SwapTotal", swtotal}, {"SwapFree", swfree}, {"AnonPages", anon}, {"Mapped", mapped}, {"Shmem", shmem},
-		{"Slab", srecl + sunrecl}, {"SReclaimable", srecl}, {"SUnreclaim", sunrecl},
+		{"MemTotal", f.total}, {"MemFree", f.freem}, {"MemAvailable", f.avail}, {"Buffers", 0}, {"Cached", f.file},
+		{"SwapCached", 0}, {"Active", f.aanon + f.afile}, {"Inactive", f.ianon + f.ifile}, {"Active(anon)", f.aanon},
+		{"Inactive(anon)", f.ianon}, {"Active(file)", f.afile}, {"Inactive(file)", f.ifile}, {"Unevictable", f.unevict},
+		{"SwapTotal", f.swtotal}, {"SwapFree", f.swfree}, {"AnonPages", f.anon}, {"Mapped", f.mapped}, {"Shmem", f.shmem},
+		{"Slab", f.srecl + f.sunrecl}, {"SReclaimable", f.srecl}, {"SUnreclaim", f.sunrecl},
 	};
 	for (const char *line = host; *line;) {
 		const char *nl = strchr(line, '\n');
@@ -240,6 +264,25 @@ static void render_meminfo(const struct views *v, struct out *o)
 		line += ll;
 	}
 	free(host);
+}
+
+// render_swaps writes /proc/swaps with one line for the VE's swap (--swap), as lxcfs does:
+// its devices are the host's business.
+static void render_swaps(const struct views *v, struct out *o)
+{
+	out_str(o, "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+	char *host = slurp(NULL, "/proc/meminfo", NULL);
+	if (!host)
+		return;
+	struct memfig f = mem_figures(v, host);
+	free(host);
+	if (!f.ok || f.swtotal == 0)
+		return;
+	out_str(o, "none                                    virtual\t\t");
+	out_u(o, f.swtotal / 1024, 0);
+	out_str(o, "\t\t");
+	out_u(o, (f.swtotal - f.swfree) / 1024, 0);
+	out_str(o, "\t\t0\n");
 }
 
 // parse_cpulist sets the bits of a CPU list ("0-3,8") in mask and returns how many.
@@ -363,6 +406,281 @@ static void render_cpus(const struct views *v, struct out *o)
 	out_str(o, "\n");
 }
 
+// parse_s reads a signed decimal.
+static long long parse_s(const char *p, const char **end)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	int neg = *p == '-';
+	if (neg)
+		p++;
+	unsigned long long n = parse_u(p, end);
+	return neg ? -(long long)n : (long long)n;
+}
+
+// first_pid is a process of the cgroup at dir or below it (a VE's systemd moves its
+// processes into child cgroups), or 0.
+static int first_pid(const char *dir, int depth)
+{
+	char *b = slurp(dir, "cgroup.procs", NULL);
+	int pid = b ? (int)parse_u(b, NULL) : 0;
+	free(b);
+	if (pid > 0 || depth >= 4)
+		return pid;
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	struct dirent *e;
+	while (pid == 0 && (e = readdir(d)) != NULL) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.')
+			continue;
+		char sub[2048];
+		size_t dl = strlen(dir), nl = strlen(e->d_name);
+		if (dl + nl + 2 > sizeof sub)
+			continue;
+		memcpy(sub, dir, dl);
+		sub[dl] = '/';
+		memcpy(sub + dl + 1, e->d_name, nl + 1);
+		pid = first_pid(sub, depth + 1);
+	}
+	closedir(d);
+	return pid;
+}
+
+// boot_offset is the boot-time clock offset of the VE's time namespace in whole seconds
+// (negative: the VE booted after the host), read from one of its processes; 0 without.
+static long long boot_offset(const struct views *v)
+{
+	int pid = first_pid(v->mem, 0);
+	if (pid <= 0)
+		return 0;
+	char path[64] = "/proc/", *p = path + 6;
+	char num[16];
+	int i = sizeof num;
+	do {
+		num[--i] = (char)('0' + pid % 10);
+		pid /= 10;
+	} while (pid);
+	memcpy(p, num + i, sizeof num - i);
+	memcpy(p + (sizeof num - i), "/timens_offsets", 16);
+	char *b = slurp(NULL, path, NULL);
+	long long off = 0;
+	for (const char *l = b; l && *l;) {
+		if (strncmp(l, "boottime ", 9) == 0 || strncmp(l, "7 ", 2) == 0) {
+			const char *e = l + (l[0] == '7' ? 1 : 8);
+			off = parse_s(e, &e);
+			long long ns = parse_s(e, NULL);
+			if (ns > 0)
+				off++; // -5.25 s is written as -6 and 750000000 ns: btime rounds up
+			break;
+		}
+		l = strchr(l, '\n');
+		if (l)
+			l++;
+	}
+	free(b);
+	return off;
+}
+
+// render_stat writes /proc/stat for the VE: its CPUs (numbered from 0) with the user and
+// system time of its cgroup shared among them and the rest of each host CPU's time idle,
+// its boot time, and the host's counters otherwise.
+static void render_stat(const struct views *v, struct out *o)
+{
+	char *host = slurp(NULL, "/proc/stat", NULL);
+	if (!host)
+		return;
+	unsigned char mask[MAXCPUS / 8];
+	int n = ve_cpus(v, mask);
+	// The cgroup's user and system time in clock ticks (USER_HZ, 100).
+	unsigned long long user = 0, sys = 0;
+	char *st = slurp(v->cpuacct, "cpu.stat", NULL);
+	if (st && strstr(st, "user_usec")) {
+		user = key_value(st, "user_usec") / 10000;
+		sys = key_value(st, "system_usec") / 10000;
+	} else {
+		free(st);
+		st = slurp(v->cpuacct, "cpuacct.stat", NULL);
+		if (st) {
+			user = key_value(st, "user");
+			sys = key_value(st, "system");
+		}
+	}
+	free(st);
+	// Each VE CPU's share, and the host CPU it stands for (the VE's first n).
+	unsigned long long cu = user / (unsigned long long)n, cs = sys / (unsigned long long)n;
+	unsigned long long idle_sum = 0;
+	struct out cpus = {0};
+	int k = 0;
+	for (const char *line = host; *line && k < n;) {
+		const char *nl = strchr(line, '\n');
+		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		if (ll > 3 && memcmp(line, "cpu", 3) == 0 && line[3] >= '0' && line[3] <= '9') {
+			const char *e;
+			unsigned long long cpu = parse_u(line + 3, &e), total = 0;
+			for (int f = 0; f < 8; f++) // user..steal: guest time is in user already
+				total += parse_u(e, &e);
+			if (cpu < MAXCPUS && (mask[cpu / 8] & (1 << (cpu % 8)))) {
+				unsigned long long idle = sub0(total, cu + cs);
+				idle_sum += idle;
+				out_str(&cpus, "cpu");
+				out_u(&cpus, (unsigned long long)k++, 0);
+				out_str(&cpus, " ");
+				out_u(&cpus, cu, 0);
+				out_str(&cpus, " 0 ");
+				out_u(&cpus, cs, 0);
+				out_str(&cpus, " ");
+				out_u(&cpus, idle, 0);
+				out_str(&cpus, " 0 0 0 0 0 0\n");
+			}
+		}
+		line += ll;
+	}
+	out_str(o, "cpu  ");
+	out_u(o, cu * (unsigned long long)k, 0);
+	out_str(o, " 0 ");
+	out_u(o, cs * (unsigned long long)k, 0);
+	out_str(o, " ");
+	out_u(o, idle_sum, 0);
+	out_str(o, " 0 0 0 0 0 0\n");
+	if (cpus.p)
+		out_mem(o, cpus.p, cpus.len);
+	free(cpus.p);
+	// The VE's running threads, as its load average file counts them ("L1 L5 L15 R/T").
+	unsigned long long running = 0;
+	char *la = slurp(NULL, v->load, NULL);
+	if (la) {
+		const char *p = la;
+		for (int f = 0; f < 3 && p; f++) {
+			p = strchr(p, ' ');
+			if (p)
+				p++;
+		}
+		if (p)
+			running = parse_u(p, NULL);
+		free(la);
+	}
+	for (const char *line = host; *line;) {
+		const char *nl = strchr(line, '\n');
+		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		if (ll > 3 && memcmp(line, "cpu", 3) == 0) {
+			// done above
+		} else if (ll > 6 && memcmp(line, "btime ", 6) == 0) {
+			out_str(o, "btime ");
+			out_u(o, (unsigned long long)((long long)parse_u(line + 6, NULL) - boot_offset(v)), 0);
+			out_str(o, "\n");
+		} else if (ll > 14 && memcmp(line, "procs_running ", 14) == 0) {
+			out_str(o, "procs_running ");
+			out_u(o, running ? running : 1, 0);
+			out_str(o, "\n");
+		} else if (ll > 14 && memcmp(line, "procs_blocked ", 14) == 0) {
+			out_str(o, "procs_blocked 0\n");
+		} else {
+			out_mem(o, line, ll);
+		}
+		line += ll;
+	}
+	free(host);
+}
+
+// io_of finds a device's VE counters: cgroup v2's io.stat ("MAJ:MIN rbytes=.. wbytes=..
+// rios=.. wios=..") or v1's blkio.throttle files ("MAJ:MIN Read N"). It returns 0 when the
+// VE has none for the device.
+static int io_of(const char *iostat, const char *bytes, const char *ios, const char *dev, unsigned long long *c)
+{
+	size_t dl = strlen(dev);
+	int found = 0;
+	memset(c, 0, 4 * sizeof *c); // rbytes, wbytes, rios, wios
+	if (iostat) {
+		for (const char *l = iostat; l && *l;) {
+			if (strncmp(l, dev, dl) == 0 && l[dl] == ' ') {
+				const char *keys[4] = {"rbytes=", "wbytes=", "rios=", "wios="};
+				const char *nl = strchr(l, '\n');
+				for (int i = 0; i < 4; i++) {
+					const char *k = strstr(l, keys[i]);
+					if (k && (!nl || k < nl))
+						c[i] = parse_u(k + strlen(keys[i]), NULL);
+				}
+				found = 1;
+			}
+			l = strchr(l, '\n');
+			if (l)
+				l++;
+		}
+		return found;
+	}
+	const char *files[2] = {bytes, ios};
+	for (int f = 0; f < 2; f++)
+		for (const char *l = files[f]; l && *l;) {
+			if (strncmp(l, dev, dl) == 0 && l[dl] == ' ') {
+				if (strncmp(l + dl + 1, "Read ", 5) == 0)
+					c[f * 2] = parse_u(l + dl + 6, NULL), found = 1;
+				else if (strncmp(l + dl + 1, "Write ", 6) == 0)
+					c[f * 2 + 1] = parse_u(l + dl + 7, NULL), found = 1;
+			}
+			l = strchr(l, '\n');
+			if (l)
+				l++;
+		}
+	return found;
+}
+
+// render_diskstats writes the host's /proc/diskstats lines of the devices the VE did I/O
+// on, with its own reads, writes and sectors (the rest 0), as lxcfs does.
+static void render_diskstats(const struct views *v, struct out *o)
+{
+	char *host = slurp(NULL, "/proc/diskstats", NULL);
+	if (!host)
+		return;
+	char *iostat = slurp(v->blkio, "io.stat", NULL);
+	char *bytes = iostat ? NULL : slurp(v->blkio, "blkio.throttle.io_service_bytes_recursive", NULL);
+	char *ios = iostat ? NULL : slurp(v->blkio, "blkio.throttle.io_serviced_recursive", NULL);
+	for (const char *line = host; *line;) {
+		const char *nl = strchr(line, '\n');
+		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		const char *e;
+		unsigned long long maj = parse_u(line, &e), min = parse_u(e, &e);
+		while (*e == ' ')
+			e++;
+		const char *name = e;
+		while (*e && *e != ' ' && *e != '\n')
+			e++;
+		char dev[48];
+		char *d = dev;
+		struct out tmp = {0};
+		out_u(&tmp, maj, 0);
+		out_str(&tmp, ":");
+		out_u(&tmp, min, 0);
+		if (!tmp.bad && tmp.len < sizeof dev) {
+			memcpy(d, tmp.p, tmp.len);
+			d[tmp.len] = 0;
+			unsigned long long c[4];
+			if (io_of(iostat, bytes, ios, dev, c) && (c[0] | c[1] | c[2] | c[3])) {
+				out_u(o, maj, 4);
+				out_str(o, " ");
+				out_u(o, min, 7);
+				out_str(o, " ");
+				out_mem(o, name, (size_t)(e - name));
+				out_str(o, " ");
+				out_u(o, c[2], 0);
+				out_str(o, " 0 ");
+				out_u(o, c[0] / 512, 0);
+				out_str(o, " 0 ");
+				out_u(o, c[3], 0);
+				out_str(o, " 0 ");
+				out_u(o, c[1] / 512, 0);
+				out_str(o, " 0 0 0 0 0 0 0 0 0 0\n");
+			}
+		}
+		free(tmp.p);
+		line += ll;
+	}
+	free(host);
+	free(iostat);
+	free(bytes);
+	free(ios);
+}
+
 // render_loadavg writes the load average the relay keeps from the VE's own threads
 // ("L1 L5 L15 RUNNING/THREADS") and, for the last pid field, 0: the VE's last pid is its
 // pid namespace's, which the host does not see.
@@ -394,6 +712,15 @@ static void render(const struct views *v, int i)
 		break;
 	case VIEW_LOADAVG:
 		render_loadavg(v, &o);
+		break;
+	case VIEW_STAT:
+		render_stat(v, &o);
+		break;
+	case VIEW_SWAPS:
+		render_swaps(v, &o);
+		break;
+	case VIEW_DISKSTATS:
+		render_diskstats(v, &o);
 		break;
 	}
 	if (!o.bad && o.len > 0 && v->fd[i] >= 0) {
@@ -436,6 +763,7 @@ int vectl_views_open(struct views *v, const char *spec, int watch)
 		return -1;
 	if (split_spec(&spec, v->dir, sizeof v->dir) < 0 || split_spec(&spec, v->mem, sizeof v->mem) < 0 ||
 	    split_spec(&spec, v->cpu, sizeof v->cpu) < 0 || split_spec(&spec, v->cpuset, sizeof v->cpuset) < 0 ||
+	    split_spec(&spec, v->cpuacct, sizeof v->cpuacct) < 0 || split_spec(&spec, v->blkio, sizeof v->blkio) < 0 ||
 	    split_spec(&spec, v->load, sizeof v->load) < 0)
 		return -1;
 	// The files are opened before they are watched: this process's own opens would

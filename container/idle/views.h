@@ -1,4 +1,4 @@
-// Per-VE views of /proc/meminfo, /proc/cpuinfo, /proc/loadavg and
+// Per-VE views of /proc/meminfo, cpuinfo, loadavg, stat, swaps and diskstats and of
 // /sys/devices/system/cpu/{online,possible,present}: files in the VE's run directory, bind-mounted over those paths inside the VE,
 // and rendered from the VE's cgroups by the relay whenever something opens one (a fanotify
 // open-permission event holds the open until the file is rewritten). Without a relay (its
@@ -8,13 +8,15 @@
 
 #include <sys/types.h>
 
-enum { VIEW_MEMINFO, VIEW_CPUINFO, VIEW_CPUS, VIEW_LOADAVG, NVIEWS };
+enum { VIEW_MEMINFO, VIEW_CPUINFO, VIEW_CPUS, VIEW_LOADAVG, VIEW_STAT, VIEW_SWAPS, VIEW_DISKSTATS, NVIEWS };
 
 struct views {
 	char dir[1024];    // where the files are
 	char mem[1024];    // the VE's memory cgroup directory
 	char cpu[1024];    // its cpu controller's (cpu.max or cpu.cfs_quota_us)
 	char cpuset[1024]; // its cpuset's
+	char cpuacct[1024]; // its CPU accounting's (cpu.stat or cpuacct.stat)
+	char blkio[1024];  // its block I/O accounting's (io.stat or blkio.throttle.*)
 	char load[1024];   // the load average file its relay keeps (idle.Load.Out)
 	int fd[NVIEWS];
 	dev_t dev[NVIEWS];
@@ -22,7 +24,7 @@ struct views {
 	int fan; // the fanotify group, -1 when not watching
 };
 
-// vectl_views_open takes the spec "DIR\nMEMCG\nCPUCG\nCPUSETCG\nLOADAVG", makes and renders the files
+// vectl_views_open takes the spec "DIR\nMEMCG\nCPUCG\nCPUSETCG\nCPUACCTCG\nBLKIOCG\nLOADAVG", makes and renders the files
 // and, when watch is set, watches their opens (v->fan). It returns -1 when the views
 // cannot be kept live (v->fan stays -1; rendered files are kept).
 int vectl_views_open(struct views *v, const char *spec, int watch);

@@ -22,11 +22,12 @@ func fakeCgroup(t *testing.T, files map[string]string) string {
 func renderViews(t *testing.T, mem, cpu, cpuset, load string) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := RenderViews(strings.Join([]string{dir, mem, cpu, cpuset, load}, "\n")); err != nil {
+	// (the CPU and I/O accounting files are in the cpu and memory directories here)
+	if err := RenderViews(strings.Join([]string{dir, mem, cpu, cpuset, cpu, mem, load}, "\n")); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
-	for _, v := range []string{"meminfo", "cpuinfo", "cpus", "loadavg"} {
+	for _, v := range []string{"meminfo", "cpuinfo", "cpus", "loadavg", "stat", "swaps", "diskstats"} {
 		data, err := os.ReadFile(filepath.Join(dir, v))
 		if err != nil {
 			t.Fatal(err)
@@ -56,7 +57,23 @@ func TestViewsCgroupV1(t *testing.T) {
 		"memory.memsw.usage_in_bytes": "110100480\n",
 		"memory.stat":                 "cache 1\nrss 2\ntotal_cache 4194304\ntotal_rss 100663296\ntotal_shmem 1048576\ntotal_active_file 2097152\ntotal_inactive_file 1048576\n",
 	})
-	cpu := fakeCgroup(t, map[string]string{"cpu.cfs_quota_us": "50000\n", "cpu.cfs_period_us": "100000\n"})
+	// The accounting files: CPU time in clock ticks, I/O on the host's first disk device.
+	hostDisk, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(hostDisk))
+	dev, devName := f[0]+":"+f[1], f[2]
+	if err := os.WriteFile(filepath.Join(mem, "blkio.throttle.io_service_bytes_recursive"),
+		[]byte(dev+" Read 1048576\n"+dev+" Write 2097152\n"+dev+" Total 3145728\nTotal 3145728\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mem, "blkio.throttle.io_serviced_recursive"),
+		[]byte(dev+" Read 10\n"+dev+" Write 20\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cpu := fakeCgroup(t, map[string]string{"cpu.cfs_quota_us": "50000\n", "cpu.cfs_period_us": "100000\n",
+		"cpuacct.stat": "user 500\nsystem 300\n"})
 	cpuset := fakeCgroup(t, map[string]string{"cpuset.cpus": "0-1\n"})
 	load := filepath.Join(t.TempDir(), "loadavg")
 	v := renderViews(t, mem, cpu, cpuset, load)
@@ -76,6 +93,24 @@ func TestViewsCgroupV1(t *testing.T) {
 	// A quota of half a CPU is one CPU.
 	if v["cpus"] != "0\n" || strings.Count(v["cpuinfo"], "processor\t:") != 1 || !strings.Contains(v["cpuinfo"], "processor\t: 0\n") {
 		t.Errorf("cpus %q, cpuinfo:\n%s", v["cpus"], v["cpuinfo"])
+	}
+	// /proc/stat: one CPU with the cgroup's time, the host's boot time (no process to read
+	// a time namespace from), the host's other lines.
+	stat := strings.Split(v["stat"], "\n")
+	if !strings.HasPrefix(stat[0], "cpu  500 0 300 ") || !strings.HasPrefix(stat[1], "cpu0 500 0 300 ") || strings.HasPrefix(stat[2], "cpu") {
+		t.Errorf("stat:\n%s", v["stat"])
+	}
+	hostStat, _ := os.ReadFile("/proc/stat")
+	for _, l := range strings.Split(string(hostStat), "\n") {
+		if strings.HasPrefix(l, "btime ") && !strings.Contains(v["stat"], "\n"+l+"\n") {
+			t.Errorf("stat without the host's %q:\n%s", l, v["stat"])
+		}
+	}
+	if !strings.HasSuffix(v["swaps"], "virtual\t\t524288\t\t1024\t\t0\n") || !strings.HasPrefix(v["swaps"], "Filename") {
+		t.Errorf("swaps:\n%s", v["swaps"])
+	}
+	if d := strings.Fields(v["diskstats"]); len(d) != 20 || d[2] != devName || d[3] != "10" || d[5] != "2048" || d[7] != "20" || d[9] != "4096" {
+		t.Errorf("diskstats %q", v["diskstats"])
 	}
 	if v["loadavg"] != "0.00 0.00 0.00 0/0 0\n" {
 		t.Errorf("loadavg before the first sample: %q", v["loadavg"])
