@@ -82,11 +82,18 @@ var viewMounts = []struct{ view, dest string }{
 }
 
 // bindViews renders a VE's views once and bind-mounts them over the files they cover; its
-// monitor's relay renders them again whenever something opens one.
+// monitor's relay renders them again whenever something opens one. They live on a small
+// tmpfs of the VE's own, mounted until its teardown, so that the VE's mountinfo shows them as
+// files of that tmpfs, not by their host path.
 func (m *Manager) bindViews(id string, cfg *configs.Config) error {
 	dir := m.runFile(id, viewsDir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
+	}
+	if !layout.Mounted(dir) {
+		if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0711,size=1m"); err != nil {
+			return fmt.Errorf("the VE's /proc views: %w", err)
+		}
 	}
 	if err := idle.RenderViews(m.viewsSpec(id)); err != nil {
 		return err

@@ -46,8 +46,10 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 	if err := idmap.Unpin(m.runFile(id, usernsFile)); err != nil {
 		errs = append(errs, err)
 	}
-	if err := unix.Unmount(m.runFile(id, devDir), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		errs = append(errs, err)
+	for _, d := range []string{devDir, viewsDir} {
+		if err := unix.Unmount(m.runFile(id, d), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, err)
+		}
 	}
 	if err := os.RemoveAll(m.runDir(id)); err != nil {
 		errs = append(errs, err)

@@ -188,6 +188,12 @@ func TestProcViews(t *testing.T) {
 		}
 	}
 	e.out(id, "vmstat", "1", "1")
+	// The VE's mountinfo shows the views as files of a tmpfs, not by their host path.
+	for _, line := range strings.Split(e.out(id, "cat", "/proc/self/mountinfo"), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == "/proc/meminfo" && f[3] != "/meminfo" {
+			t.Errorf("the view of /proc/meminfo is mounted from %s", f[3])
+		}
+	}
 	if top := e.out(id, "sh", "-c", "top -bn1 | grep -i 'mem'"); !strings.Contains(top, "256.0 total") || !strings.Contains(top, "512.0 total") {
 		t.Errorf("top's header does not show the VE's memory and swap:\n%s", top)
 	}

@@ -164,7 +164,7 @@ func (b *bench) benchRunToExit() error {
 // monitor reports the init running; runc run -d once the container's process runs), then its
 // stop on the kill path.
 func (b *bench) benchStartStop() error {
-	idm, idn, idp := b.id("start"), b.id("startnm"), b.id("startpriv")
+	idm, idn, idp, idv := b.id("start"), b.id("startnm"), b.id("startpriv"), b.id("startnoviews")
 	for _, id := range []string{idm, idn} {
 		if err := b.create(id, busyboxName); err != nil {
 			return err
@@ -174,7 +174,14 @@ func (b *bench) benchStartStop() error {
 	if err := b.create(idp, busyboxName, "--userns", "no"); err != nil {
 		return err
 	}
-	defer b.destroy(idm, idn, idp)
+	// And one without /proc views (--meminfo none), for their cost at start.
+	if err := b.create(idv, busyboxName); err != nil {
+		return err
+	}
+	if _, err := b.v.do("set", idv, "--meminfo", "none", "--save"); err != nil {
+		return err
+	}
+	defer b.destroy(idm, idn, idp, idv)
 	vectl := func(id, suffix string, startArgs ...string) *variant {
 		return &variant{name: "vectl start " + strings.Join(startArgs, " "), vectl: true, pass: func(p int, rec recorder) error {
 			d, err := b.v.timed(append([]string{"start", id}, startArgs...)...)
@@ -189,7 +196,7 @@ func (b *bench) benchStartStop() error {
 			return nil
 		}}
 	}
-	vs := []*variant{vectl(idm, ""), vectl(idn, "-nm", "--no-monitor"), vectl(idp, "-priv")}
+	vs := []*variant{vectl(idm, ""), vectl(idn, "-nm", "--no-monitor"), vectl(idp, "-priv"), vectl(idv, "-noviews")}
 	vs = append(vs, b.ociVariants("start", func(r *ociRuntime, cid string) func(int, recorder) error {
 		bundle, err := b.bundle(cid, b.busyboxFS, []string{"/sbin/init"})
 		return func(p int, rec recorder) error {
@@ -240,6 +247,9 @@ func (b *bench) benchStartStop() error {
 	b.compare(cmp{group: "start", name: "start busybox VE, own user namespace vs privileged", key: "start/vectl",
 		command: "vectl start", peerKey: "start/vectl-priv", peer: "vectl start of a --userns no VE",
 		target: ratioMax(1.1).as("userns start")})
+	b.compare(cmp{group: "start", name: "start busybox VE, /proc views vs --meminfo none", key: "start/vectl",
+		command: "vectl start", peerKey: "start/vectl-noviews", peer: "vectl start of a --meminfo none VE",
+		target: deltaMax(3, "ms").as("views at start")})
 	b.compare(cmp{group: "start", name: "start busybox VE until its init runs, no monitor", key: "start/vectl-nm",
 		command: "vectl start --no-monitor", peerKey: "start/runc", peer: "runc run -d"})
 	stopPeers := b.peerList(" delete -f")
@@ -401,7 +411,55 @@ func (b *bench) benchExec() error {
 		note: "peers: update --memory --memory-swap; LXC: the memory limit alone"},
 		"ram", ramPeers, b.crunTargets("set --ram", map[string]*Target{"runc": valueMax(10, "ms").as("set --ram")}))
 
+	if err := b.benchViews(id); err != nil {
+		return err
+	}
 	return b.benchCPU(id)
+}
+
+// benchViews: what a VE's /proc views cost. A read of /proc/meminfo inside (vectl exec of
+// busybox's cat, so the view's render is the difference) against the same read in a VE
+// with --meminfo none (the kernel's own file), and the idle monitor's PSS with its views
+// rendered against a monitor without views. (lxcfs, the peer, is not measured
+// here yet.)
+func (b *bench) benchViews(id string) error {
+	idv := b.id("execnoviews")
+	if err := b.create(idv, busyboxName); err != nil {
+		return err
+	}
+	defer b.destroy(idv)
+	if _, err := b.v.do("set", idv, "--meminfo", "none", "--save"); err != nil {
+		return err
+	}
+	if _, err := b.v.do("start", idv, "--wait"); err != nil {
+		return err
+	}
+	read := func(ve, key string) *variant {
+		return &variant{name: "cat /proc/meminfo in " + key, vectl: true, pass: func(p int, rec recorder) error {
+			d, err := b.v.timed("exec", ve, "cat", "/proc/meminfo", "/proc/stat", "/proc/cpuinfo")
+			if err == nil {
+				rec("procread/"+key, d)
+			}
+			return err
+		}}
+	}
+	b.interleave(b.passes(30), read(id, "vectl"), read(idv, "vectl-noviews"))
+	b.compare(cmp{group: "exec", name: "read /proc/meminfo, stat and cpuinfo in a VE: its views vs the kernel's files",
+		key: "procread/vectl", command: "vectl exec ID cat ...", peerKey: "procread/vectl-noviews",
+		peer: "the same in a --meminfo none VE", note: "each open of a view waits for its monitor to render it"})
+	for _, v := range []struct{ ve, key string }{{id, "monpss/vectl-views"}, {idv, "monpss/vectl-noviews"}} {
+		pss, err := b.monitorPss(v.ve)
+		if err != nil {
+			b.failed = true
+			b.note("monitor memory: %v", err)
+			return nil
+		}
+		b.record(v.key, pss)
+	}
+	b.compare(cmp{group: "exec", name: "PSS an idle monitor adds for its /proc views (rendered)", key: "monpss/vectl-views",
+		command: "vectl __monitor-idle", peerKey: "monpss/vectl-noviews", peer: "monitor of a --meminfo none VE", unit: "MiB",
+		target: deltaMax(0.5, "MiB").as("views PSS"), note: "one VE: with more, the pages of the code are shared and count less"})
+	return nil
 }
 
 // benchCPU runs the same busybox awk loop inside the VE (through vectl exec) and on the host
