@@ -18,8 +18,10 @@ import (
 func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) (monitor.Ending, error) {
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
+	// The views are mounted (Create) exactly when the relay keeps them.
+	views := false
 	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Meminfo != "none" {
-		o.Views = m.viewsSpec(id)
+		o.Views, views = m.viewsSpec(id), true
 	}
 	if o.Resume == nil {
 		data, _ := os.ReadFile(m.runFile(id, runIDFile))
@@ -28,13 +30,14 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 			return monitor.EndFailed, o.Report(err)
 		}
 	}
-	return monitor.Run(ctx, monitored{m: m, id: id}, o)
+	return monitor.Run(ctx, monitored{m: m, id: id, views: views}, o)
 }
 
 // monitored is a VE as its monitor drives it.
 type monitored struct {
-	m  *Manager
-	id string
+	m     *Manager
+	id    string
+	views bool // its /proc views are mounted and kept
 }
 
 func (v monitored) ID() string { return v.id }
@@ -45,11 +48,7 @@ func (v monitored) Create() (*libcontainer.Container, *libcontainer.Process, fun
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cfg, err := v.m.store.LoadConfig(v.id)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return v.m.newContainer(v.id, s, cfg.Meminfo != "none")
+	return v.m.newContainer(v.id, s, v.views)
 }
 
 func (v monitored) RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {

@@ -96,32 +96,46 @@ func TestTimeNamespace(t *testing.T) {
 	}
 }
 
-// hostUptime is the host's /proc/uptime.
-func hostUptime(t *testing.T) float64 {
+// hostFile is a file of the host's (/proc/uptime, /proc/cpuinfo, ...).
+func hostFile(t *testing.T, path string) string {
 	t.Helper()
-	data, err := os.ReadFile("/proc/uptime")
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, _ := strconv.ParseFloat(strings.Fields(string(data))[0], 64)
+	return string(data)
+}
+
+// hostUptime is the host's /proc/uptime.
+func hostUptime(t *testing.T) float64 {
+	t.Helper()
+	up, _ := strconv.ParseFloat(strings.Fields(hostFile(t, "/proc/uptime"))[0], 64)
 	return up
 }
 
 func age(since time.Time) float64 { return time.Since(since).Seconds() }
 
-// freeB is the "Mem:" or "Swap:" line of free -b inside a VE: total, used, free.
-func (e *env) freeB(id, row string) (total, used int64) {
-	e.t.Helper()
-	out := e.out(id, "free", "-b")
+// freeRow is the total and used of free's "Mem:" or "Swap:" line in out.
+func freeRow(out, row string) (total, used int64, ok bool) {
 	for _, line := range strings.Split(out, "\n") {
 		if f := strings.Fields(line); len(f) >= 3 && f[0] == row+":" {
 			total, _ = strconv.ParseInt(f[1], 10, 64)
 			used, _ = strconv.ParseInt(f[2], 10, 64)
-			return total, used
+			return total, used, true
 		}
 	}
-	e.t.Fatalf("free -b in VE %s has no %s line:\n%s", id, row, out)
-	return 0, 0
+	return 0, 0, false
+}
+
+// freeB is the "Mem:" or "Swap:" line of free -b inside a VE: total and used.
+func (e *env) freeB(id, row string) (total, used int64) {
+	e.t.Helper()
+	out := e.out(id, "free", "-b")
+	total, used, ok := freeRow(out, row)
+	if !ok {
+		e.t.Fatalf("free -b in VE %s has no %s line:\n%s", id, row, out)
+	}
+	return total, used
 }
 
 // TestProcViews (issue 19): inside a VE, free, top, lscpu, getconf and /proc/loadavg show
@@ -146,12 +160,7 @@ func TestProcViews(t *testing.T) {
 	// 100 MiB held by a process shows as used while it lives.
 	_, used0 := e.freeB(id, "Mem")
 	r := e.exec(id, "sh", "-c", `a=$(head -c 104857600 /dev/zero | tr '\0' x); free -b; echo ${#a}`)
-	var used1 int64
-	for _, line := range strings.Split(r.stdout, "\n") {
-		if f := strings.Fields(line); len(f) >= 3 && f[0] == "Mem:" {
-			used1, _ = strconv.ParseInt(f[2], 10, 64)
-		}
-	}
+	_, used1, _ := freeRow(r.stdout, "Mem")
 	if d := used1 - used0; d < 90<<20 || d > 250<<20 {
 		t.Errorf("used went from %d to %d with 100 MiB held (a shell string of 100 MiB):\n%s", used0, used1, r)
 	}
@@ -178,12 +187,9 @@ func TestProcViews(t *testing.T) {
 	if got := e.out(id, "grep", "-c", "^cpu[0-9]", "/proc/stat"); got != "1" {
 		t.Errorf("CPUs in /proc/stat: %s", got)
 	}
-	hostDisks, err := os.ReadFile("/proc/diskstats")
-	if err != nil {
-		t.Fatal(err)
-	}
+	hostDisks := hostFile(t, "/proc/diskstats")
 	for _, line := range strings.Split(e.out(id, "cat", "/proc/diskstats"), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && (len(f) != 20 || !strings.Contains(string(hostDisks), " "+f[2]+" ")) {
+		if f := strings.Fields(line); len(f) > 0 && (len(f) != 20 || !strings.Contains(hostDisks, " "+f[2]+" ")) {
 			t.Errorf("/proc/diskstats line %q", line)
 		}
 	}
@@ -266,11 +272,7 @@ func TestProcViews(t *testing.T) {
 		t.Errorf("status --json meminfo %q (%v), want none", st.Meminfo, err)
 	}
 	e.must("start", id, "--wait", "--timeout", "90")
-	host, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostTotal := strings.Fields(strings.SplitN(string(host), "\n", 2)[0])[1] + " kB"
+	hostTotal := strings.Fields(hostFile(t, "/proc/meminfo"))[1] + " kB" // MemTotal comes first
 	if got := e.out(id, "sed", "-n", "s/^MemTotal: *//p", "/proc/meminfo"); got != hostTotal {
 		t.Errorf("MemTotal with --meminfo none: %q, the host's %q", got, hostTotal)
 	}
@@ -283,9 +285,5 @@ func TestProcViews(t *testing.T) {
 // hostCPUs is the number of CPUs the host has online.
 func hostCPUs(t *testing.T) int {
 	t.Helper()
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(data), "\nprocessor") + map[bool]int{true: 1}[strings.HasPrefix(string(data), "processor")]
+	return strings.Count("\n"+hostFile(t, "/proc/cpuinfo"), "\nprocessor")
 }

@@ -156,6 +156,13 @@ static unsigned long long key_value(const char *text, const char *key)
 static unsigned long long min_u(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 static unsigned long long sub0(unsigned long long a, unsigned long long b) { return a > b ? a - b : 0; }
 
+// line_len is the length of the line at line, its newline included.
+static size_t line_len(const char *line)
+{
+	const char *nl = strchr(line, '\n');
+	return nl ? (size_t)(nl - line + 1) : strlen(line);
+}
+
 // The VE's memory figures in bytes, from its memory cgroup (v1 or v2) and the host's
 // /proc/meminfo text; ok is 0 when the cgroup cannot be read (not made yet, or gone).
 struct memfig {
@@ -242,8 +249,7 @@ static void render_meminfo(const struct views *v, struct out *o)
 		{"Slab", f.srecl + f.sunrecl}, {"SReclaimable", f.srecl}, {"SUnreclaim", f.sunrecl},
 	};
 	for (const char *line = host; *line;) {
-		const char *nl = strchr(line, '\n');
-		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		size_t ll = line_len(line);
 		const char *colon = memchr(line, ':', ll);
 		int done = 0;
 		for (size_t i = 0; colon && i < sizeof set / sizeof set[0]; i++) {
@@ -357,8 +363,7 @@ static void render_cpuinfo(const struct views *v, struct out *o)
 		return;
 	int keep = 1;
 	for (const char *line = host; *line;) {
-		const char *nl = strchr(line, '\n');
-		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		size_t ll = line_len(line);
 		const char *colon = memchr(line, ':', ll);
 		size_t kl = 0;
 		if (colon) {
@@ -454,16 +459,12 @@ static long long boot_offset(const struct views *v)
 	int pid = first_pid(v->mem, 0);
 	if (pid <= 0)
 		return 0;
-	char path[64] = "/proc/", *p = path + 6;
-	char num[16];
-	int i = sizeof num;
-	do {
-		num[--i] = (char)('0' + pid % 10);
-		pid /= 10;
-	} while (pid);
-	memcpy(p, num + i, sizeof num - i);
-	memcpy(p + (sizeof num - i), "/timens_offsets", 16);
-	char *b = slurp(NULL, path, NULL);
+	struct out path = {0};
+	out_str(&path, "/proc/");
+	out_u(&path, (unsigned long long)pid, 0);
+	out_mem(&path, "/timens_offsets", 16); // with its NUL
+	char *b = path.bad ? NULL : slurp(NULL, path.p, NULL);
+	free(path.p);
 	long long off = 0;
 	for (const char *l = b; l && *l;) {
 		if (strncmp(l, "boottime ", 9) == 0 || strncmp(l, "7 ", 2) == 0) {
@@ -513,8 +514,7 @@ static void render_stat(const struct views *v, struct out *o)
 	struct out cpus = {0};
 	int k = 0;
 	for (const char *line = host; *line && k < n;) {
-		const char *nl = strchr(line, '\n');
-		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		size_t ll = line_len(line);
 		if (ll > 3 && memcmp(line, "cpu", 3) == 0 && line[3] >= '0' && line[3] <= '9') {
 			const char *e;
 			unsigned long long cpu = parse_u(line + 3, &e), total = 0;
@@ -561,8 +561,7 @@ static void render_stat(const struct views *v, struct out *o)
 		free(la);
 	}
 	for (const char *line = host; *line;) {
-		const char *nl = strchr(line, '\n');
-		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		size_t ll = line_len(line);
 		if (ll > 3 && memcmp(line, "cpu", 3) == 0) {
 			// done above
 		} else if (ll > 6 && memcmp(line, "btime ", 6) == 0) {
@@ -636,8 +635,7 @@ static void render_diskstats(const struct views *v, struct out *o)
 	char *bytes = iostat ? NULL : slurp(v->blkio, "blkio.throttle.io_service_bytes_recursive", NULL);
 	char *ios = iostat ? NULL : slurp(v->blkio, "blkio.throttle.io_serviced_recursive", NULL);
 	for (const char *line = host; *line;) {
-		const char *nl = strchr(line, '\n');
-		size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+		size_t ll = line_len(line);
 		const char *e;
 		unsigned long long maj = parse_u(line, &e), min = parse_u(e, &e);
 		while (*e == ' ')
@@ -697,32 +695,15 @@ static void render_loadavg(const struct views *v, struct out *o)
 	free(b);
 }
 
+// The renderer of each view, in the order of the VIEW_ constants.
+static void (*const renderers[NVIEWS])(const struct views *, struct out *) = {
+	render_meminfo, render_cpuinfo, render_cpus, render_loadavg, render_stat, render_swaps, render_diskstats,
+};
+
 static void render(const struct views *v, int i)
 {
 	struct out o = {0};
-	switch (i) {
-	case VIEW_MEMINFO:
-		render_meminfo(v, &o);
-		break;
-	case VIEW_CPUINFO:
-		render_cpuinfo(v, &o);
-		break;
-	case VIEW_CPUS:
-		render_cpus(v, &o);
-		break;
-	case VIEW_LOADAVG:
-		render_loadavg(v, &o);
-		break;
-	case VIEW_STAT:
-		render_stat(v, &o);
-		break;
-	case VIEW_SWAPS:
-		render_swaps(v, &o);
-		break;
-	case VIEW_DISKSTATS:
-		render_diskstats(v, &o);
-		break;
-	}
+	renderers[i](v, &o);
 	if (!o.bad && o.len > 0 && v->fd[i] >= 0) {
 		// Rewritten in place: the VE's bind mount holds this inode.
 		size_t done = 0;
@@ -750,6 +731,21 @@ static int split_spec(const char **spec, char *dst, size_t size)
 	memcpy(dst, *spec, n);
 	dst[n] = 0;
 	*spec += n + (nl ? 1 : 0);
+	return 0;
+}
+
+// watch_opens has every open of the files wait for vectl_views_event (v->fan).
+static int watch_opens(struct views *v)
+{
+	v->fan = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_CLOEXEC | O_LARGEFILE);
+	if (v->fan < 0)
+		return -1;
+	for (int i = 0; i < NVIEWS; i++)
+		if (fanotify_mark(v->fan, FAN_MARK_ADD, FAN_OPEN_PERM, v->fd[i], NULL) < 0) {
+			close(v->fan);
+			v->fan = -1;
+			return -1;
+		}
 	return 0;
 }
 
@@ -783,20 +779,13 @@ int vectl_views_open(struct views *v, const char *spec, int watch)
 		fstat(v->fd[i], &sb);
 		v->dev[i] = sb.st_dev;
 		v->ino[i] = sb.st_ino;
-		render(v, i);
 	}
-	if (!watch)
-		return 0;
-	v->fan = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_CLOEXEC | O_LARGEFILE);
-	if (v->fan < 0)
-		return -1; // the files stay as rendered now
+	if (watch && watch_opens(v) == 0)
+		return 0; // every open renders its file from now on
+	// Not watched: rendered once, they stay as they are.
 	for (int i = 0; i < NVIEWS; i++)
-		if (fanotify_mark(v->fan, FAN_MARK_ADD, FAN_OPEN_PERM, v->fd[i], NULL) < 0) {
-			close(v->fan);
-			v->fan = -1;
-			return -1;
-		}
-	return 0;
+		render(v, i);
+	return watch ? -1 : 0;
 }
 
 void vectl_views_event(struct views *v)

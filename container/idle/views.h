@@ -24,9 +24,10 @@ struct views {
 	int fan; // the fanotify group, -1 when not watching
 };
 
-// vectl_views_open takes the spec "DIR\nMEMCG\nCPUCG\nCPUSETCG\nCPUACCTCG\nBLKIOCG\nLOADAVG", makes and renders the files
-// and, when watch is set, watches their opens (v->fan). It returns -1 when the views
-// cannot be kept live (v->fan stays -1; rendered files are kept).
+// vectl_views_open takes the spec "DIR\nMEMCG\nCPUCG\nCPUSETCG\nCPUACCTCG\nBLKIOCG\nLOADAVG"
+// and makes the files; when watch is set it watches their opens (v->fan), and each open
+// renders its file. Unwatched files are rendered at once. It returns -1 when the views
+// cannot be kept live (v->fan stays -1; the files are rendered and kept).
 int vectl_views_open(struct views *v, const char *spec, int watch);
 // vectl_views_event renders the files being opened and lets the opens go on.
 void vectl_views_event(struct views *v);
