@@ -611,7 +611,10 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 		return nil, err
 	}
 	var script strings.Builder
-	script.WriteString("#!/bin/sh\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
+	// bash, not dash: libcontainer reads the started criu's /proc/PID/fd/0-2 at once, and
+	// dash moves a descriptor by closing it first (a moment without fd 2, and a restore that
+	// failed with "readlink /proc/PID/fd/2: no such file or directory"); bash uses dup2.
+	script.WriteString("#!/bin/bash\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
 	// What fails before criu runs (and criu's own stderr) is kept next to its log.
 	fmt.Fprintf(&script, "exec 2>>%s\n", filepath.Join(dir, restoreWrapLog))
 	procs, _ := filepath.Glob("/sys/fs/cgroup/*" + m.cgroupPath(id) + "/cgroup.procs")
