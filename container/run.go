@@ -25,6 +25,7 @@ import (
 	"github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/container/layout"
+	"github.com/vectl/vectl/container/nsjoin"
 )
 
 // Volatile per-VE paths under RunDir; a host reboot clears them, which means "stopped".
@@ -81,11 +82,20 @@ var viewMounts = []struct{ view, dest string }{
 	{"stat", "/proc/stat"}, {"swaps", "/proc/swaps"}, {"diskstats", "/proc/diskstats"},
 }
 
-// bindViews renders a VE's views once and bind-mounts them over the files they cover; its
-// monitor's relay renders them again whenever something opens one. They live on a small
+// viewsInVE is where libcontainer binds a VE's views directory for the init wrapper, which
+// binds each file over the one it shows and removes this directory (on the VE's /dev tmpfs)
+// before the VE's init runs.
+const viewsInVE = "/dev/.vectl-views"
+
+// bindViews renders a VE's views once and has them bind-mounted over the files they cover;
+// its monitor's relay renders them again whenever something opens one. They live on a small
 // tmpfs of the VE's own, mounted until its teardown, so that the VE's mountinfo shows them as
-// files of that tmpfs, not by their host path.
-func (m *Manager) bindViews(id string, cfg *configs.Config) error {
+// files of that tmpfs, not by their host path. With wrapped (an init started through the
+// init wrapper) libcontainer makes one bind, of the directory, and the wrapper the files'
+// (w): libcontainer's checks cost about a millisecond per mount. CRIU is then told that the
+// files' binds are external through the VE's own CRIU configuration (the container's config
+// does not list them); otherwise libcontainer binds each file and lists them itself.
+func (m *Manager) bindViews(id string, cfg *configs.Config, wrapped bool, w *nsjoin.InitWrap) error {
 	dir := m.runFile(id, viewsDir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
@@ -98,10 +108,26 @@ func (m *Manager) bindViews(id string, cfg *configs.Config) error {
 	if err := idle.RenderViews(m.viewsSpec(id)); err != nil {
 		return err
 	}
-	for _, v := range viewMounts {
-		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: filepath.Join(dir, v.view), Destination: v.dest,
-			Device: "bind", Flags: unix.MS_BIND})
+	if !wrapped {
+		for _, v := range viewMounts {
+			cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: filepath.Join(dir, v.view), Destination: v.dest,
+				Device: "bind", Flags: unix.MS_BIND})
+		}
+		return nil
 	}
+	conf := criuConf
+	for _, v := range viewMounts {
+		w.Binds = append(w.Binds, [2]string{viewsInVE + "/" + v.view, v.dest})
+		conf += "ext-mount-map " + v.dest + ":" + v.dest + "\n"
+	}
+	w.Detach = viewsInVE
+	cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: dir, Destination: viewsInVE, Device: "bind", Flags: unix.MS_BIND})
+	path := m.runFile(id, criuConfFile)
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
+	cfg.Labels = append(cfg.Labels, "org.criu.config="+path)
 	return nil
 }
 
@@ -234,10 +260,12 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 		cfg.Namespaces = append(cfg.Namespaces, configs.Namespace{Type: configs.NEWTIME})
 		cfg.TimeOffsets = bootClockOffsets()
 	}
+	restoreDir, err := os.ReadFile(m.runFile(id, restoreFile))
+	restoring := err == nil
 	if usernsPath != "" {
 		// A restore: criu itself runs in the pinned user namespace (criuInUserNS), which the
 		// container must not name (criu would be asked to join it, and cannot join its own).
-		if dir, err := os.ReadFile(m.runFile(id, restoreFile)); err == nil {
+		if dir := restoreDir; restoring {
 			usernsPath = ""
 			cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
 			cfg.Labels = append(cfg.Labels, "org.criu.config="+filepath.Join(string(dir), criuConfFile))
@@ -258,14 +286,17 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 			return nil, nil, nil, err
 		}
 	}
-	if views {
-		if err := m.bindViews(id, cfg); err != nil {
-			return nil, nil, nil, err
-		}
-	}
 	sc, err := m.joiner.TakeSeccomp(id, cfg)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	var wrap nsjoin.InitWrap
+	if views {
+		// A booting init that goes through the wrapper gets its views from it; a restore's
+		// container lists them as the dump has them.
+		if err := m.bindViews(id, cfg, sc != nil && !restoring, &wrap); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	c, err := libcontainer.Create(m.lcRoot(), id, cfg)
 	if err != nil {
@@ -274,7 +305,7 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 	p := initProcess(s, c)
 	done := func() {}
 	if sc != nil {
-		if done, err = m.joiner.WrapInit(id, p, sc); err != nil {
+		if done, err = m.joiner.WrapInit(id, p, sc, wrap); err != nil {
 			c.Destroy()
 			return nil, nil, nil, err
 		}

@@ -84,9 +84,10 @@ func (j *Joiner) readRecord(id string, cfgSc *configs.Seccomp) (*Seccomp, error)
 }
 
 // WrapInit makes libcontainer start the VE's init through the init wrapper (package nsjoin),
-// which loads sc and drops CAP_SYS_ADMIN, the one capability it gets beyond the VE's. The
-// returned function closes the wrapper's files once the init runs.
-func (j *Joiner) WrapInit(id string, p *libcontainer.Process, sc *Seccomp) (func(), error) {
+// which makes the bind mounts of w (Binds, Detach), loads sc and drops CAP_SYS_ADMIN, the
+// one capability it gets beyond the VE's. The returned function closes the wrapper's files
+// once the init runs.
+func (j *Joiner) WrapInit(id string, p *libcontainer.Process, sc *Seccomp, w nsjoin.InitWrap) (func(), error) {
 	bpf, err := os.Open(sc.path)
 	if err != nil {
 		return nil, err
@@ -100,8 +101,8 @@ func (j *Joiner) WrapInit(id string, p *libcontainer.Process, sc *Seccomp) (func
 	}
 	c := p.Capabilities
 	// ExtraFiles start at 3 in the init.
-	w := nsjoin.InitWrap{BPFFD: 3 + len(p.ExtraFiles), ExeFD: 4 + len(p.ExtraFiles), BPFFlags: uint32(sc.flags),
-		Caps: [4]uint64{capMask(c.Effective), capMask(c.Permitted), capMask(c.Inheritable), capMask(c.Bounding)}}
+	w.BPFFD, w.ExeFD, w.BPFFlags = 3+len(p.ExtraFiles), 4+len(p.ExtraFiles), uint32(sc.flags)
+	w.Caps = [4]uint64{capMask(c.Effective), capMask(c.Permitted), capMask(c.Inheritable), capMask(c.Bounding)}
 	p.ExtraFiles = append(p.ExtraFiles, bpf, exe)
 	p.Args = append([]string{"/proc/self/fd/" + strconv.Itoa(w.ExeFD), nsjoin.InitWrapArg, w.Hex(), "--"}, p.Args...)
 	withAdmin := func(caps []string) []string {

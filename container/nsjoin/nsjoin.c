@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -360,7 +361,7 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	// While vectl's code runs with CAP_SYS_ADMIN, nothing may ptrace it or open its exe (the
 	// final execve resets the flag).
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	static char msg[1024];
+	static char msg[2048];
 	long n = wire_unhex(argv[2], msg, sizeof msg);
 	errno = EPROTO;
 	if (n < 0)
@@ -371,6 +372,9 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	uint32_t version = 0, bpfflags = 0;
 	uint64_t caps[4] = {0};
 	int have_caps = 0;
+	const char *binds[2 * 16];
+	int nbinds = 0;
+	const char *detach = NULL;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
 		switch (a.type) {
@@ -393,6 +397,21 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 				have_caps = 1;
 			}
 			break;
+		case NSJ_ATTR_BIND: {
+			// "SOURCE\0TARGET\0"
+			const char *src = wire_str(&a);
+			size_t l = src ? strlen(src) : 0;
+			if (!src || l + 2 >= a.len || nbinds == 16)
+				fail("the init wrapper's message has a malformed bind");
+			binds[2 * nbinds] = src;
+			binds[2 * nbinds + 1] = src + l + 1;
+			nbinds++;
+			break;
+		}
+		case NSJ_ATTR_DETACH:
+			if (!(detach = wire_str(&a)))
+				fail("the init wrapper's message has a malformed directory");
+			break;
 		default:
 			fail("the init wrapper's message has an unknown attribute");
 		}
@@ -401,6 +420,16 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 		fail("the init wrapper's message is malformed");
 	struct sock_fprog prog = read_program(bpffd);
 	close(exefd);
+	// The VE's /proc views: libcontainer bound their directory (detach) into the VE; each
+	// file goes over the one it shows, then the directory goes.
+	for (int i = 0; i < nbinds; i++)
+		if (mount(binds[2 * i], binds[2 * i + 1], NULL, MS_BIND, NULL) < 0) {
+			char what[256];
+			snprintf(what, sizeof what, "bind %s over %s", binds[2 * i], binds[2 * i + 1]);
+			fail(what);
+		}
+	if (detach && (umount2(detach, MNT_DETACH) < 0 || rmdir(detach) < 0))
+		fail("remove the views' directory");
 	int last_cap = cap_last_cap();
 	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, bpfflags, &prog) < 0)
 		fail("load the seccomp filter");

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/vectl/vectl/container/wire"
 )
@@ -37,7 +38,9 @@ const (
 	AttrArg      = 9  // string: the command, then its arguments (repeated, in order)
 	AttrBPFFD    = 10 // u32: the init wrapper's descriptor of the seccomp program
 	AttrExeFD    = 11 // u32: the init wrapper's descriptor of its own sealed binary
-	attrMaxValue = 12 // one past the last; the C side sizes its checks by it
+	AttrBind     = 12 // 2 strings, "SOURCE\0TARGET\0": a bind mount the init wrapper makes (repeated)
+	AttrDetach   = 13 // string: a directory the init wrapper unmounts and removes after its binds
+	attrMaxValue = 14 // one past the last; the C side sizes its checks by it
 )
 
 // InitWrap is the init wrapper's message (InitWrapArg): libcontainer executes the wrapper
@@ -50,6 +53,12 @@ type InitWrap struct {
 	// Caps are the VE's capability sets to drop to: effective, permitted, inheritable,
 	// bounding.
 	Caps [4]uint64
+	// Binds are bind mounts {source, target} (paths in the VE) the wrapper makes before it
+	// executes the init, in order; then it unmounts and removes Detach (their sources' mount
+	// point), when set. One mount(2) each: libcontainer spends about a millisecond on each
+	// bind it makes, with its checks.
+	Binds  [][2]string
+	Detach string
 }
 
 // Hex encodes the init wrapper's message.
@@ -64,6 +73,12 @@ func (w *InitWrap) Hex() string {
 		caps = binary.NativeEndian.AppendUint64(caps, c)
 	}
 	e.Raw(AttrCaps, caps)
+	for _, b := range w.Binds {
+		e.String(AttrBind, b[0]+"\x00"+b[1])
+	}
+	if w.Detach != "" {
+		e.String(AttrDetach, w.Detach)
+	}
 	return e.Hex()
 }
 
@@ -91,6 +106,16 @@ func ParseInitWrap(msg string) (*InitWrap, error) {
 			for i := range w.Caps {
 				w.Caps[i] = binary.NativeEndian.Uint64(a.Payload[8*i:])
 			}
+		case a.Type == AttrBind:
+			var s string
+			s, err = a.String()
+			src, dst, ok := strings.Cut(s, "\x00")
+			if err == nil && (!ok || src == "" || dst == "" || strings.Contains(dst, "\x00")) {
+				err = fmt.Errorf("bind %q is not SOURCE NUL TARGET", s)
+			}
+			w.Binds = append(w.Binds, [2]string{src, dst})
+		case a.Type == AttrDetach:
+			w.Detach, err = a.String()
 		default:
 			err = fmt.Errorf("attribute %d with %d bytes is unknown", a.Type, len(a.Payload))
 		}
@@ -226,6 +251,7 @@ func header() string {
 		{Name: "NSJ_ATTR_SESSION", Value: AttrSession}, {Name: "NSJ_ATTR_CWD", Value: AttrCwd},
 		{Name: "NSJ_ATTR_TTY", Value: AttrTTY}, {Name: "NSJ_ATTR_RLIMIT", Value: AttrRlimit},
 		{Name: "NSJ_ATTR_ARG", Value: AttrArg}, {Name: "NSJ_ATTR_BPFFD", Value: AttrBPFFD},
-		{Name: "NSJ_ATTR_EXEFD", Value: AttrExeFD}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
+		{Name: "NSJ_ATTR_EXEFD", Value: AttrExeFD}, {Name: "NSJ_ATTR_BIND", Value: AttrBind},
+		{Name: "NSJ_ATTR_DETACH", Value: AttrDetach}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"NSJ_ARG": Arg, "NSJ_INITWRAP_ARG": InitWrapArg})
 }

@@ -16,7 +16,9 @@
 #define NSJ_ATTR_ARG 9
 #define NSJ_ATTR_BPFFD 10
 #define NSJ_ATTR_EXEFD 11
-#define NSJ_ATTR_MAX 12
+#define NSJ_ATTR_BIND 12
+#define NSJ_ATTR_DETACH 13
+#define NSJ_ATTR_MAX 14
 #define NSJ_ARG "__nsjoin"
 #define NSJ_INITWRAP_ARG "__initwrap"
 #endif

@@ -64,15 +64,26 @@ func TestRequestRefusals(t *testing.T) {
 
 // TestInitWrapRoundTrip: the init wrapper's message survives encoding and decoding.
 func TestInitWrapRoundTrip(t *testing.T) {
-	w := InitWrap{BPFFD: 5, ExeFD: 6, BPFFlags: 0x8, Caps: [4]uint64{0xa80425fb, 0xa80425fb, 0, 0xa80425fb | 1<<21}}
-	got, err := ParseInitWrap(w.Hex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if *got != w {
-		t.Errorf("round trip: got %+v, want %+v", *got, w)
+	for _, w := range []InitWrap{
+		{BPFFD: 5, ExeFD: 6, BPFFlags: 0x8, Caps: [4]uint64{0xa80425fb, 0xa80425fb, 0, 0xa80425fb | 1<<21}},
+		{BPFFD: 5, ExeFD: 6, Binds: [][2]string{{"/dev/.v/meminfo", "/proc/meminfo"}, {"/dev/.v/cpus", "/sys/devices/system/cpu/online"}},
+			Detach: "/dev/.v"},
+	} {
+		got, err := ParseInitWrap(w.Hex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*got, w) {
+			t.Errorf("round trip: got %+v, want %+v", *got, w)
+		}
 	}
 	if _, err := ParseInitWrap("08000100"); err == nil {
 		t.Error("a truncated message decoded")
+	}
+	var e wire.Encoder
+	e.U32(AttrVersion, ProtoVersion)
+	e.String(AttrBind, "/proc/meminfo")
+	if _, err := ParseInitWrap(e.Hex()); err == nil {
+		t.Error("a bind without a target decoded")
 	}
 }
