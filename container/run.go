@@ -82,20 +82,12 @@ var viewMounts = []struct{ view, dest string }{
 	{"stat", "/proc/stat"}, {"swaps", "/proc/swaps"}, {"diskstats", "/proc/diskstats"},
 }
 
-// viewsInVE is where libcontainer binds a VE's views directory for the init wrapper, which
-// binds each file over the one it shows and removes this directory (on the VE's /dev tmpfs)
-// before the VE's init runs.
-const viewsInVE = "/dev/.vectl-views"
-
 // bindViews renders a VE's views once and has them bind-mounted over the files they cover;
 // its monitor's relay renders them again whenever something opens one. They live on a small
 // tmpfs of the VE's own, mounted until its teardown, so that the VE's mountinfo shows them as
-// files of that tmpfs, not by their host path. With wrapped (an init started through the
-// init wrapper) libcontainer makes one bind, of the directory, and the wrapper the files'
-// (w): libcontainer's checks cost about a millisecond per mount. CRIU is then told that the
-// files' binds are external through the VE's own CRIU configuration (the container's config
-// does not list them); otherwise libcontainer binds each file and lists them itself.
-func (m *Manager) bindViews(id string, cfg *configs.Config, wrapped bool, w *nsjoin.InitWrap) error {
+// files of that tmpfs, not by their host path. With wb the init wrapper binds them
+// (wrapperBinds), otherwise libcontainer does.
+func (m *Manager) bindViews(id string, cfg *configs.Config, wb *wrapperBinds) error {
 	dir := m.runFile(id, viewsDir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
@@ -108,22 +100,51 @@ func (m *Manager) bindViews(id string, cfg *configs.Config, wrapped bool, w *nsj
 	if err := idle.RenderViews(m.viewsSpec(id)); err != nil {
 		return err
 	}
-	if !wrapped {
-		for _, v := range viewMounts {
-			cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: filepath.Join(dir, v.view), Destination: v.dest,
+	var files [][2]string
+	for _, v := range viewMounts {
+		files = append(files, [2]string{v.view, v.dest})
+	}
+	wb.add(cfg, dir, "/dev/.vectl-views", files)
+	return nil
+}
+
+// wrapperBinds are bind mounts of files that the init wrapper makes instead of libcontainer
+// (nil: libcontainer makes them). libcontainer spends about a millisecond on each bind, with
+// its checks; the wrapper one mount(2). libcontainer binds each source directory at a hidden
+// path in the VE's /dev; the wrapper binds the files from there over their targets and
+// removes the hidden binds before the VE's init runs. A dump must be told that the files'
+// binds are external, which libcontainer would have done for its own: the VE's own CRIU
+// configuration says so (ext-mount-map, written by writeConf). A restore's container is made
+// without wrapperBinds: it lists every bind itself, as the dump has them.
+type wrapperBinds struct {
+	w    nsjoin.InitWrap
+	conf string
+}
+
+// add binds the files of host directory dir (name, target in the VE) through inVE.
+func (wb *wrapperBinds) add(cfg *configs.Config, dir, inVE string, files [][2]string) {
+	if wb == nil {
+		for _, f := range files {
+			cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: filepath.Join(dir, f[0]), Destination: f[1],
 				Device: "bind", Flags: unix.MS_BIND})
 		}
+		return
+	}
+	cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: dir, Destination: inVE, Device: "bind", Flags: unix.MS_BIND})
+	for _, f := range files {
+		wb.w.Binds = append(wb.w.Binds, [2]string{inVE + "/" + f[0], f[1]})
+		wb.conf += "ext-mount-map " + f[1] + ":" + f[1] + "\n"
+	}
+	wb.w.Detach = append(wb.w.Detach, inVE)
+}
+
+// writeConf writes the VE's CRIU configuration (criuConf and the wrapper's binds) to its
+// run directory and names it in cfg.
+func (wb *wrapperBinds) writeConf(cfg *configs.Config, path string) error {
+	if wb == nil || wb.conf == "" {
 		return nil
 	}
-	conf := criuConf
-	for _, v := range viewMounts {
-		w.Binds = append(w.Binds, [2]string{viewsInVE + "/" + v.view, v.dest})
-		conf += "ext-mount-map " + v.dest + ":" + v.dest + "\n"
-	}
-	w.Detach = viewsInVE
-	cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: dir, Destination: viewsInVE, Device: "bind", Flags: unix.MS_BIND})
-	path := m.runFile(id, criuConfFile)
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(criuConf+wb.conf), 0o644); err != nil {
 		return err
 	}
 	cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
@@ -281,22 +302,26 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 	if err := os.MkdirAll(m.lcRoot(), 0o700); err != nil {
 		return nil, nil, nil, err
 	}
-	if cfg.Namespaces.Contains(configs.NEWUSER) {
-		if err := m.bindDevices(id, cfg); err != nil {
-			return nil, nil, nil, err
-		}
-	}
 	sc, err := m.joiner.TakeSeccomp(id, cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var wrap nsjoin.InitWrap
-	if views {
-		// A booting init that goes through the wrapper gets its views from it; a restore's
-		// container lists them as the dump has them.
-		if err := m.bindViews(id, cfg, sc != nil && !restoring, &wrap); err != nil {
+	var wb *wrapperBinds
+	if sc != nil && !restoring {
+		wb = &wrapperBinds{}
+	}
+	if cfg.Namespaces.Contains(configs.NEWUSER) {
+		if err := m.bindDevices(id, cfg, wb); err != nil {
 			return nil, nil, nil, err
 		}
+	}
+	if views {
+		if err := m.bindViews(id, cfg, wb); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if err := wb.writeConf(cfg, m.runFile(id, criuConfFile)); err != nil {
+		return nil, nil, nil, err
 	}
 	c, err := libcontainer.Create(m.lcRoot(), id, cfg)
 	if err != nil {
@@ -305,7 +330,11 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 	p := initProcess(s, c)
 	done := func() {}
 	if sc != nil {
-		if done, err = m.joiner.WrapInit(id, p, sc, wrap); err != nil {
+		var w nsjoin.InitWrap
+		if wb != nil {
+			w = wb.w
+		}
+		if done, err = m.joiner.WrapInit(id, p, sc, w); err != nil {
 			c.Destroy()
 			return nil, nil, nil, err
 		}
@@ -349,8 +378,9 @@ func negOffset(ts unix.Timespec) specs.LinuxTimeOffset {
 // would bind the host's own nodes, whose owner (host root) is nobody inside, so their host
 // permissions rule (a host with a 0620 /dev/null breaks every VE's /dev/null). The VE's
 // mountinfo then shows them as files of a tmpfs, not as host paths. The tmpfs is detached
-// once the container runs (unmountDevices); the binds keep it.
-func (m *Manager) bindDevices(id string, cfg *configs.Config) error {
+// once the container runs (unmountDevices); the binds keep it. With wb the init wrapper binds
+// all but /dev/null, which libcontainer itself uses before the wrapper runs.
+func (m *Manager) bindDevices(id string, cfg *configs.Config, wb *wrapperBinds) error {
 	dir := m.runFile(id, devDir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
@@ -361,6 +391,7 @@ func (m *Manager) bindDevices(id string, cfg *configs.Config) error {
 		}
 	}
 	var keep []*devices.Device
+	var nodes [][2]string
 	for _, d := range cfg.Devices {
 		if d.Path == "" || d.Type != devices.CharDevice || filepath.Dir(d.Path) != "/dev" {
 			keep = append(keep, d)
@@ -377,10 +408,17 @@ func (m *Manager) bindDevices(id string, cfg *configs.Config) error {
 				return err
 			}
 		}
-		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: src, Destination: d.Path, Device: "bind",
-			Flags: unix.MS_BIND}) // more flags would cost a remount each
+		if d.Path == "/dev/null" || wb == nil {
+			cfg.Mounts = append(cfg.Mounts, &configs.Mount{Source: src, Destination: d.Path, Device: "bind",
+				Flags: unix.MS_BIND}) // more flags would cost a remount each
+		} else {
+			nodes = append(nodes, [2]string{filepath.Base(d.Path), d.Path})
+		}
 	}
 	cfg.Devices = keep
+	if len(nodes) > 0 {
+		wb.add(cfg, dir, "/dev/.vectl-dev", nodes)
+	}
 	return nil
 }
 

@@ -374,7 +374,8 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	int have_caps = 0;
 	const char *binds[2 * 16];
 	int nbinds = 0;
-	const char *detach = NULL;
+	const char *detach[4];
+	int ndetach = 0;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
 		switch (a.type) {
@@ -409,7 +410,7 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 			break;
 		}
 		case NSJ_ATTR_DETACH:
-			if (!(detach = wire_str(&a)))
+			if (ndetach == 4 || !(detach[ndetach++] = wire_str(&a)))
 				fail("the init wrapper's message has a malformed directory");
 			break;
 		default:
@@ -420,16 +421,27 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 		fail("the init wrapper's message is malformed");
 	struct sock_fprog prog = read_program(bpffd);
 	close(exefd);
-	// The VE's /proc views: libcontainer bound their directory (detach) into the VE; each
-	// file goes over the one it shows, then the directory goes.
-	for (int i = 0; i < nbinds; i++)
-		if (mount(binds[2 * i], binds[2 * i + 1], NULL, MS_BIND, NULL) < 0) {
+	// Files libcontainer bound into the VE by their directories (detach), as the VE's /proc
+	// views and device nodes: each goes over its target, then the directories go.
+	for (int i = 0; i < nbinds; i++) {
+		const char *src = binds[2 * i], *dst = binds[2 * i + 1];
+		char what[256];
+		snprintf(what, sizeof what, "bind %s over %s", src, dst);
+		if (mount(src, dst, NULL, MS_BIND, NULL) == 0)
+			continue;
+		int fd; // a missing target (in /dev) is made, an empty file
+		if (errno != ENOENT || (fd = open(dst, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+			fail(what);
+		close(fd);
+		if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+			fail(what);
+	}
+	for (int i = 0; i < ndetach; i++)
+		if (umount2(detach[i], MNT_DETACH) < 0 || rmdir(detach[i]) < 0) {
 			char what[256];
-			snprintf(what, sizeof what, "bind %s over %s", binds[2 * i], binds[2 * i + 1]);
+			snprintf(what, sizeof what, "remove %s", detach[i]);
 			fail(what);
 		}
-	if (detach && (umount2(detach, MNT_DETACH) < 0 || rmdir(detach) < 0))
-		fail("remove the views' directory");
 	int last_cap = cap_last_cap();
 	if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, bpfflags, &prog) < 0)
 		fail("load the seccomp filter");

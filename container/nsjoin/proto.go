@@ -39,7 +39,7 @@ const (
 	AttrBPFFD    = 10 // u32: the init wrapper's descriptor of the seccomp program
 	AttrExeFD    = 11 // u32: the init wrapper's descriptor of its own sealed binary
 	AttrBind     = 12 // 2 strings, "SOURCE\0TARGET\0": a bind mount the init wrapper makes (repeated)
-	AttrDetach   = 13 // string: a directory the init wrapper unmounts and removes after its binds
+	AttrDetach   = 13 // string: a directory the init wrapper unmounts and removes after its binds (repeated)
 	attrMaxValue = 14 // one past the last; the C side sizes its checks by it
 )
 
@@ -54,11 +54,10 @@ type InitWrap struct {
 	// bounding.
 	Caps [4]uint64
 	// Binds are bind mounts {source, target} (paths in the VE) the wrapper makes before it
-	// executes the init, in order; then it unmounts and removes Detach (their sources' mount
-	// point), when set. One mount(2) each: libcontainer spends about a millisecond on each
-	// bind it makes, with its checks.
+	// executes the init, in order, creating a missing target as an empty file; then it
+	// unmounts and removes the directories of Detach (their sources' mount points).
 	Binds  [][2]string
-	Detach string
+	Detach []string
 }
 
 // Hex encodes the init wrapper's message.
@@ -76,8 +75,8 @@ func (w *InitWrap) Hex() string {
 	for _, b := range w.Binds {
 		e.String(AttrBind, b[0]+"\x00"+b[1])
 	}
-	if w.Detach != "" {
-		e.String(AttrDetach, w.Detach)
+	for _, d := range w.Detach {
+		e.String(AttrDetach, d)
 	}
 	return e.Hex()
 }
@@ -115,7 +114,9 @@ func ParseInitWrap(msg string) (*InitWrap, error) {
 			}
 			w.Binds = append(w.Binds, [2]string{src, dst})
 		case a.Type == AttrDetach:
-			w.Detach, err = a.String()
+			var s string
+			s, err = a.String()
+			w.Detach = append(w.Detach, s)
 		default:
 			err = fmt.Errorf("attribute %d with %d bytes is unknown", a.Type, len(a.Payload))
 		}

@@ -67,7 +67,7 @@ func TestInitWrapRoundTrip(t *testing.T) {
 	for _, w := range []InitWrap{
 		{BPFFD: 5, ExeFD: 6, BPFFlags: 0x8, Caps: [4]uint64{0xa80425fb, 0xa80425fb, 0, 0xa80425fb | 1<<21}},
 		{BPFFD: 5, ExeFD: 6, Binds: [][2]string{{"/dev/.v/meminfo", "/proc/meminfo"}, {"/dev/.v/cpus", "/sys/devices/system/cpu/online"}},
-			Detach: "/dev/.v"},
+			Detach: []string{"/dev/.v", "/dev/.d"}},
 	} {
 		got, err := ParseInitWrap(w.Hex())
 		if err != nil {
