@@ -1,31 +1,60 @@
 package idmap
 
 /*
-#include <string.h>
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-// The holder of a new user namespace (Pin) does nothing but wait for its stdin to close,
-// so it runs from an ELF constructor, before the Go runtime starts: a start pays for an
-// exec, not for a second Go runtime.
-static const char vectl_hold_arg[] = "__userns-hold";
-
-void __attribute__((constructor)) vectl_userns_hold(int argc, char **argv, char **envp) {
-	(void)envp;
-	if (argc != 2 || strcmp(argv[1], vectl_hold_arg) != 0)
-		return;
-	char b;
-	while (read(0, &b, 1) > 0)
-		;
-	_exit(0);
+// vectl_hold forks the holder of new namespaces (flags: CLONE_NEW*) for Pin: a copy of the
+// calling thread that runs nothing but the loop below, with every signal blocked, until the
+// pipe it reads (rfd; wfd is the parent's end) reaches EOF, which it does when the parent
+// closes its end or dies. No exec and no second Go runtime: the child never returns to Go,
+// and makes only raw system calls.
+static int vectl_hold(int flags, int rfd, int wfd)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	long pid = syscall(SYS_clone, (long)flags | SIGCHLD, 0L, 0L, 0L, 0L);
+	if (pid == 0) {
+		syscall(SYS_close, wfd);
+		if (rfd > 3)
+			syscall(SYS_close_range, 3, rfd - 1, 0);
+		syscall(SYS_close_range, rfd + 1, ~0U, 0);
+		char b;
+		while (syscall(SYS_read, rfd, &b, 1) > 0)
+			;
+		syscall(SYS_exit_group, 0);
+	}
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return (int)pid;
 }
-
-static const char *hold_arg(void) { return vectl_hold_arg; }
 */
 import "C"
 
-// HoldArg is the argv[1] of the short-lived process whose namespaces Pin keeps; the C
-// constructor above handles it.
-const HoldArg = "__userns-hold"
+import (
+	"fmt"
 
-// cHoldArg is the C side's spelling of HoldArg, for the test that they agree.
-func cHoldArg() string { return C.GoString(C.hold_arg()) }
+	"golang.org/x/sys/unix"
+)
+
+// hold starts the holder of new namespaces of flags (CLONE_NEW*) and returns its pid and the
+// descriptor whose closing ends it.
+func hold(flags int) (pid int, end int, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return 0, -1, err
+	}
+	r, errno := C.vectl_hold(C.int(flags), C.int(p[0]), C.int(p[1]))
+	unix.Close(p[0])
+	if r < 0 {
+		unix.Close(p[1])
+		return 0, -1, fmt.Errorf("clone: %w", errno)
+	}
+	return int(r), p[1], nil
+}

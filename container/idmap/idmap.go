@@ -14,12 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -192,29 +190,13 @@ func pin(userns, netns string, insideUID, uid, insideGID, gid uint32) (err error
 			return err
 		}
 	}
-	cmd := exec.Command("/proc/self/exe", HoldArg)
-	cmd.Args[0] = "vectl"
-	in, err := cmd.StdinPipe()
+	pid, end, err := hold(flags)
 	if err != nil {
-		return err
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  uintptr(flags),
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: int(insideUID), HostID: int(uid), Size: Size}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: int(insideGID), HostID: int(gid), Size: Size}},
-		// setgroups stays allowed: the VE's root needs it, and the map is written by host root.
-		GidMappingsEnableSetgroups: true,
-		Pdeathsig:                  unix.SIGKILL,
-	}
-	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("create the VE's user namespace: %w", err)
 	}
 	defer func() {
-		in.Close() // the holder exits; it is reaped meanwhile (or by init once vectl exits)
-		if err != nil {
-			cmd.Process.Kill()
-		}
-		go cmd.Wait()
+		unix.Close(end) // the holder exits
+		go unix.Wait4(pid, nil, 0, nil)
 	}()
 	defer func() {
 		if err != nil {
@@ -223,13 +205,23 @@ func pin(userns, netns string, insideUID, uid, insideGID, gid uint32) (err error
 			}
 		}
 	}()
+	// setgroups stays allowed: the VE's root needs it, and the maps are written by host root.
+	for _, m := range []struct {
+		file        string
+		inside, out uint32
+	}{{"uid_map", insideUID, uid}, {"gid_map", insideGID, gid}} {
+		line := fmt.Sprintf("%d %d %d\n", m.inside, m.out, Size)
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, m.file), []byte(line), 0); err != nil {
+			return fmt.Errorf("create the VE's user namespace: %w", err)
+		}
+	}
 	for _, p := range pins {
 		f, err := os.OpenFile(p.file, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 		if err != nil {
 			return fmt.Errorf("pin the VE's %s namespace: %w", p.ns, err)
 		}
 		f.Close()
-		src := fmt.Sprintf("/proc/%d/ns/%s", cmd.Process.Pid, p.ns)
+		src := fmt.Sprintf("/proc/%d/ns/%s", pid, p.ns)
 		if err := unix.Mount(src, p.file, "none", unix.MS_BIND, ""); err != nil {
 			os.Remove(p.file)
 			return fmt.Errorf("pin the VE's %s namespace on %s: %w", p.ns, p.file, err)

@@ -94,12 +94,6 @@ func TestShift(t *testing.T) {
 	}
 }
 
-func TestHoldArgAgrees(t *testing.T) {
-	if got := cHoldArg(); got != HoldArg {
-		t.Fatalf("C holder argument %q, Go %q", got, HoldArg)
-	}
-}
-
 func TestAllocateNested(t *testing.T) {
 	dir := t.TempDir()
 	m := filepath.Join(dir, "uid_map")
