@@ -18,7 +18,7 @@ import (
 var resourceUsage = map[string]string{
 	"cpuunits":   "CPU weight (8-500000, default 1000): CPU time is shared in proportion",
 	"cpulimit":   "CPU limit in percent of one CPU (100 = one CPU, 0 = none)",
-	"cpus":       "CPU limit in CPUs (or unlimited)",
+	"cpus":       "CPUs: that much CPU time and, without --cpumask, that many CPUs to run on (or unlimited)",
 	"cpumask":    "CPUs the VE may run on (0-1,3 or all)",
 	"nodemask":   "NUMA memory nodes the VE may use (0,1 or all)",
 	"ram":        "memory limit (K, M, G, T; unlimited)",

@@ -56,10 +56,39 @@ func (m *Manager) applyResources(cfg *Config, r *specs.LinuxResources, old *reso
 		}
 		io = d
 	}
-	if err := cfg.Resources.Apply(r, resources.ReadHost(), io); err != nil {
+	h := resources.ReadHost()
+	if err := cfg.Resources.Apply(r, h, io); err != nil {
 		return err
 	}
+	if l := cfg.Resources; l.CPUs != nil && *l.CPUs > 0 && int(*l.CPUs) < h.CPUs && (l.CPUMask == "" || l.CPUMask == "all") {
+		r.CPU.Cpus = resources.FormatList(m.pickCPUs(cfg.ID, int(*l.CPUs), h.CPUs))
+	}
 	return nil
+}
+
+// pickCPUs chooses the CPUs of a VE given --cpus n (fewer than the host's cpus) and no
+// --cpumask: n of them, as Incus does for limits.cpu, so that what the kernel tells the VE's
+// programs (sched_getaffinity: nproc, nproc --all, the JVM, make -j) agrees with its views.
+// A VE whose cgroup already has n CPUs keeps them (a live set of another limit, or of the
+// same, moves nothing); otherwise it gets those the fewest other VEs are pinned to, read
+// from the cpuset.cpus of its sibling cgroups (resources.PickCPUs).
+func (m *Manager) pickCPUs(id string, n, cpus int) []int {
+	own := m.cgroupFile(id, "cpuset", "cpuset.cpus")
+	if l, err := resources.ParseList(readTrim(own), cpus); err == nil && len(l) == n {
+		return l
+	}
+	var pinned [][]int
+	dir := filepath.Dir(filepath.Dir(own))
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == filepath.Base(filepath.Dir(own)) {
+			continue
+		}
+		if l, err := resources.ParseList(readTrim(filepath.Join(dir, e.Name(), "cpuset.cpus")), cpus); err == nil && len(l) < cpus {
+			pinned = append(pinned, l)
+		}
+	}
+	return resources.PickCPUs(n, cpus, pinned, id)
 }
 
 // setLive applies a VE's limits to its running cgroup at once. It writes the cgroup files

@@ -169,6 +169,8 @@ func TestProcViews(t *testing.T) {
 		"getconf _NPROCESSORS_ONLN":      {"getconf", "_NPROCESSORS_ONLN"},
 		"getconf _NPROCESSORS_CONF":      {"getconf", "_NPROCESSORS_CONF"},
 		"lscpu CPU(s)":                   {"sh", "-c", "lscpu | sed -n 's/^CPU(s): *//p'"},
+		"nproc":                          {"nproc"},
+		"nproc --all":                    {"nproc", "--all"},
 		"/sys/devices/system/cpu/online": {"sh", "-c", "cat /sys/devices/system/cpu/online | tr - x"},
 	} {
 		want := "1"

@@ -3,6 +3,7 @@ package resources
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"slices"
 	"sort"
@@ -281,6 +282,15 @@ func parseMask(v string, n int) (string, error) {
 	if v == "" || v == "all" {
 		return "all", nil
 	}
+	ids, err := ParseList(v, n)
+	if err != nil {
+		return "", err
+	}
+	return FormatList(ids), nil
+}
+
+// ParseList reads a cpuset list ("0-1,3") of ids below n into sorted ids.
+func ParseList(v string, n int) ([]int, error) {
 	seen := map[int]bool{}
 	for _, part := range strings.Split(v, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
@@ -291,10 +301,10 @@ func parseMask(v string, n int) (string, error) {
 			b, err2 = strconv.Atoi(hi)
 		}
 		if err1 != nil || err2 != nil || a < 0 || b < a {
-			return "", fmt.Errorf("not a list like 0-1,3")
+			return nil, fmt.Errorf("not a list like 0-1,3")
 		}
 		if b >= n {
-			return "", fmt.Errorf("%d does not exist", b)
+			return nil, fmt.Errorf("%d does not exist", b)
 		}
 		for i := a; i <= b; i++ {
 			seen[i] = true
@@ -305,6 +315,11 @@ func parseMask(v string, n int) (string, error) {
 		ids = append(ids, i)
 	}
 	sort.Ints(ids)
+	return ids, nil
+}
+
+// FormatList writes sorted ids as a cpuset list ("0-1,3").
+func FormatList(ids []int) string {
 	var out []string
 	for i := 0; i < len(ids); {
 		j := i
@@ -318,7 +333,35 @@ func parseMask(v string, n int) (string, error) {
 		}
 		i = j + 1
 	}
-	return strings.Join(out, ","), nil
+	return strings.Join(out, ",")
+}
+
+// PickCPUs chooses n of a host's cpus CPUs for a VE given --cpus n without --cpumask: those
+// the fewest other VEs are pinned to (pinned: their CPU lists), ties taken in turn from a
+// place that seed (the VE's id) decides, so that VEs started on an idle host spread out.
+func PickCPUs(n, cpus int, pinned [][]int, seed string) []int {
+	if n >= cpus {
+		return nil
+	}
+	count := make([]int, cpus)
+	for _, l := range pinned {
+		for _, c := range l {
+			if c < cpus {
+				count[c]++
+			}
+		}
+	}
+	h := fnv.New32a()
+	h.Write([]byte(seed))
+	start := int(h.Sum32() % uint32(cpus))
+	order := make([]int, cpus)
+	for i := range order {
+		order[i] = (start + i) % cpus
+	}
+	sort.SliceStable(order, func(i, j int) bool { return count[order[i]] < count[order[j]] })
+	picked := slices.Clone(order[:n])
+	sort.Ints(picked)
+	return picked
 }
 
 // ParseLimits parses resource parameters as vzctl's command line writes them (name without

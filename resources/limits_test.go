@@ -3,6 +3,7 @@ package resources
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -204,5 +205,40 @@ func TestParseUBC(t *testing.T) {
 	l.Merge(o)
 	if len(l.UBC) != 2 || l.Format("numpty") != "64:64" {
 		t.Errorf("Merge lost a beancounter: %v", l.UBC)
+	}
+}
+
+// TestPickCPUs: --cpus n without a mask takes the n CPUs the fewest other VEs are pinned to,
+// spreads VEs started on an idle host, and gives no list when n covers the host.
+func TestPickCPUs(t *testing.T) {
+	if got := PickCPUs(1, 2, [][]int{{0}, {0}, {1}}, "101"); !slices.Equal(got, []int{1}) {
+		t.Errorf("one CPU beside two VEs on CPU 0 and one on CPU 1: %v, want [1]", got)
+	}
+	if got := PickCPUs(2, 4, [][]int{{0, 1}, {2}, {1}}, "101"); len(got) != 2 || !slices.Contains(got, 3) || slices.Contains(got, 1) {
+		t.Errorf("two CPUs of four beside VEs on 0-1, 2 and 1: %v, want 3 and one of 0 and 2", got)
+	}
+	if got := PickCPUs(2, 2, nil, "101"); got != nil {
+		t.Errorf("--cpus 2 on two CPUs: %v, want none", got)
+	}
+	// On an idle host the ids spread the VEs: not all on one CPU.
+	seen := map[int]bool{}
+	var pinned [][]int
+	for id := 100; id < 104; id++ {
+		got := PickCPUs(1, 2, pinned, strconv.Itoa(id))
+		pinned = append(pinned, got)
+		seen[got[0]] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("four VEs with --cpus 1 on two CPUs all went to %v", pinned)
+	}
+}
+
+func TestListRoundTrip(t *testing.T) {
+	ids, err := ParseList("3,0-1,1", 4)
+	if err != nil || !slices.Equal(ids, []int{0, 1, 3}) || FormatList(ids) != "0-1,3" {
+		t.Errorf("ParseList(3,0-1,1) = %v, %v; FormatList %q", ids, err, FormatList(ids))
+	}
+	if _, err := ParseList("4", 4); err == nil {
+		t.Error("CPU 4 of 4 parsed")
 	}
 }
