@@ -37,7 +37,7 @@ DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
 	iputils-ping iputils-arping python3-minimal python3-scapy iptables rsync openssh-client \
 	openssh-server libvirt-clients gpg gpg-agent gpgv gpgconf
 DEB_VM    := qemu-system-x86
-DEB_BENCH := runc crun lxc systemd-container iperf3 gnuplot-nox
+DEB_BENCH := runc crun lxc lxcfs systemd-container iperf3 gnuplot-nox
 DEB_ALL   := $(DEB_BUILD) $(DEB_CRIU) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
 PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:libseccomp=libseccomp-dev \
 	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt curl=curl \
@@ -46,7 +46,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	umount=mount losetup=mount ping=iputils-ping arping=iputils-arping python3=python3-minimal \
 	py:scapy=python3-scapy qemu-system-x86_64=qemu-system-x86 runc=runc crun=crun \
 	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc lxc-cgroup=lxc \
-	systemd-nspawn=systemd-container iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
+	systemd-nspawn=systemd-container lxcfs=lxcfs iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
 	rsync=rsync virsh=libvirt-clients gpg=gpg gpgv=gpgv gpgconf=gpgconf via:gpg:gpg-agent=gpg-agent gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
 	cat=coreutils chmod=coreutils chroot=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
 	dd=coreutils du=coreutils head=coreutils md5sum=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \

@@ -420,8 +420,7 @@ func (b *bench) benchExec() error {
 // benchViews: what a VE's /proc views cost. A read of /proc/meminfo inside (vectl exec of
 // busybox's cat, so the view's render is the difference) against the same read in a VE
 // with --meminfo none (the kernel's own file), and the idle monitor's PSS with its views
-// rendered against a monitor without views. (lxcfs, the peer, is not measured
-// here yet.)
+// rendered against a monitor without views; then lxcfs, the peer (benchLxcfs).
 func (b *bench) benchViews(id string) error {
 	idv := b.id("execnoviews")
 	if err := b.create(idv, busyboxName); err != nil {
@@ -459,6 +458,9 @@ func (b *bench) benchViews(id string) error {
 	b.compare(cmp{group: "exec", name: "PSS an idle monitor adds for its /proc views (rendered)", key: "monpss/vectl-views",
 		command: "vectl __monitor-idle", peerKey: "monpss/vectl-noviews", peer: "monitor of a --meminfo none VE", unit: "MiB",
 		target: deltaMax(0.5, "MiB").as("views PSS"), note: "one VE: with more, the pages of the code are shared and count less"})
+	if err := b.benchLxcfs(); err != nil {
+		b.note("lxcfs: not measured: %v", err)
+	}
 	return nil
 }
 
