@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -531,8 +530,7 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 		// The container keeps its labels: later dumps must read vectl's dump configuration,
 		// not the one of this restore (which goes with its dump).
 		cfg := c.Config()
-		cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
-		cfg.Labels = append(cfg.Labels, "org.criu.config="+m.criuConfPath())
+		setCriuConf(&cfg, m.criuConfPath())
 		err = c.Set(cfg)
 	}
 	meta, merr := readDumpMeta(dir)

@@ -74,8 +74,8 @@ func (m *Manager) viewsSpec(id string) string {
 	return strings.Join(append(dirs, m.runFile(id, loadavgFile)), "\n")
 }
 
-// The files a VE's views cover, and the view (a file in viewsDir) each shows.
-var viewMounts = []struct{ view, dest string }{
+// The view (a file in viewsDir) each file a VE's views cover shows: {view, file}.
+var viewMounts = [][2]string{
 	{"meminfo", "/proc/meminfo"}, {"cpuinfo", "/proc/cpuinfo"},
 	{"cpus", "/sys/devices/system/cpu/online"}, {"cpus", "/sys/devices/system/cpu/possible"},
 	{"cpus", "/sys/devices/system/cpu/present"}, {"loadavg", "/proc/loadavg"},
@@ -100,11 +100,7 @@ func (m *Manager) bindViews(id string, cfg *configs.Config, wb *wrapperBinds) er
 	if err := idle.RenderViews(m.viewsSpec(id)); err != nil {
 		return err
 	}
-	var files [][2]string
-	for _, v := range viewMounts {
-		files = append(files, [2]string{v.view, v.dest})
-	}
-	wb.add(cfg, dir, "/dev/.vectl-views", files)
+	wb.add(cfg, dir, "/dev/.vectl-views", viewMounts)
 	return nil
 }
 
@@ -147,9 +143,15 @@ func (wb *wrapperBinds) writeConf(cfg *configs.Config, path string) error {
 	if err := os.WriteFile(path, []byte(criuConf+wb.conf), 0o644); err != nil {
 		return err
 	}
+	setCriuConf(cfg, path)
+	return nil
+}
+
+// setCriuConf names the CRIU configuration file of a container's dumps and restores (the
+// label libcontainer hands to CRIU), in place of the one it names.
+func setCriuConf(cfg *configs.Config, path string) {
 	cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
 	cfg.Labels = append(cfg.Labels, "org.criu.config="+path)
-	return nil
 }
 
 // LoadAvg is a running VE's load average over 1, 5 and 15 minutes, as its monitor keeps it
@@ -286,10 +288,9 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 	if usernsPath != "" {
 		// A restore: criu itself runs in the pinned user namespace (criuInUserNS), which the
 		// container must not name (criu would be asked to join it, and cannot join its own).
-		if dir := restoreDir; restoring {
+		if restoring {
 			usernsPath = ""
-			cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
-			cfg.Labels = append(cfg.Labels, "org.criu.config="+filepath.Join(string(dir), criuConfFile))
+			setCriuConf(cfg, filepath.Join(string(restoreDir), criuConfFile))
 		}
 	}
 	if usernsPath != "" {
