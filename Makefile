@@ -223,7 +223,8 @@ deps:
 # (vDSO); 4.1.1 (Debian 13) cannot dump a TCP or UDP socket on Linux >= 6.16 (it asks every
 # socket for SO_PASSCRED, which the kernel now refuses; fixed in 4.2); and 4.2.1 cannot
 # restore a file bind mount in a nested mount namespace (systemd's PrivateTmp= and the like
-# make them), fixed by container/criupatch. So `make criu` builds criu $(CRIU_VERSION) from
+# make them), nor serve lazy pages (post-copy) without CAP_SYS_RESOURCE, both fixed by
+# container/criupatch. So `make criu` builds criu $(CRIU_VERSION) from
 # Debian's source (the orig tarball of the testing suite, checked against its sha256) with
 # those patches, natively against this Debian's libraries (DEB_CRIU), and installs the binary
 # as $(CRIU_DIR)/criu, which vectl uses; nothing else on the host changes. The build (about a

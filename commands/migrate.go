@@ -35,6 +35,17 @@ on. Without --online a running VE is stopped, synced and started on the destinat
 stopped VE is copied and stays stopped. Then the VE is removed from this node (--keep-src:
 kept here, stopped).
 
+--lazy (with --online; post-copy, privileged VEs): the VE is restored on the destination
+before its memory has moved. The source keeps the VE's tasks frozen and serves their pages
+(CRIU's page server, on 127.0.0.1, relayed over the ssh connection); the destination's
+lazy-pages daemon hands each page to the VE as it touches it and fetches the rest at once,
+as fast as the link allows. The frozen time does not grow with the VE's memory. The
+trade-off is QEMU's post-copy one: until the last page has moved the VE needs both nodes,
+and losing the source or the link then loses it (if the pages stop moving while the source
+is up, the VE goes on here and its copy there is removed). Plain --online keeps the source
+intact until the destination has everything. A VE in its own user namespace cannot be
+migrated with --lazy (its restored tasks may not make a userfaultfd): exit 8.
+
 Each phase's time is printed as it ends, and the time the VE ran nowhere ("frozen");
 --json prints them as numbers (milliseconds; frozen_ms, total_ms). Any failure before the
 destination runs the VE removes what was made there and brings the VE back here (restored
@@ -57,6 +68,7 @@ EXIT STATUS (vzmigrate's):
 			&cli.BoolFlag{Name: "online", Aliases: []string{"live"}, Usage: "live migration: checkpoint here, restore there (CRIU)"},
 			&cli.StringFlag{Name: "ssh", Usage: "extra ssh `OPTIONS` (split at spaces), e.g. \"-p 2222 -i KEY\""},
 			&cli.StringFlag{Name: "remote-vectl", Value: "vectl", Usage: "the destination's vectl `COMMAND`, with its global options"},
+			&cli.BoolFlag{Name: "lazy", Usage: "with --online: post-copy, the memory follows after the restore (see above)"},
 			&cli.BoolFlag{Name: "keep-src", Usage: "keep the VE here (stopped) after the migration"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"check-only"}, Usage: "only run the preflight checks"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
@@ -79,7 +91,7 @@ EXIT STATUS (vzmigrate's):
 				progress = nil
 			}
 			rep, err := m.Migrate(c.Context, id, container.MigrateOptions{Host: host, SSH: strings.Fields(c.String("ssh")),
-				RemoteVectl: c.String("remote-vectl"), Online: c.Bool("online"), KeepSrc: c.Bool("keep-src"),
+				RemoteVectl: c.String("remote-vectl"), Online: c.Bool("online"), Lazy: c.Bool("lazy"), KeepSrc: c.Bool("keep-src"),
 				DryRun: c.Bool("dry-run"), Self: selfArgs(c), MonitorArgs: monitorArgs(c), Progress: progress})
 			if err != nil {
 				return err
@@ -90,6 +102,9 @@ EXIT STATUS (vzmigrate's):
 			switch {
 			case rep.DryRun:
 				fmt.Fprintf(c.App.Writer, "VE %s can be migrated to %s\n", rep.ID, host)
+			case rep.Lazy:
+				fmt.Fprintf(c.App.Writer, "VE %s migrated to %s online (lazy): frozen %d ms, memory %d ms after, total %d ms\n",
+					rep.ID, host, rep.FrozenMs, rep.PagesMs, rep.TotalMs)
 			case rep.Online:
 				fmt.Fprintf(c.App.Writer, "VE %s migrated to %s online: frozen %d ms, total %d ms\n", rep.ID, host, rep.FrozenMs, rep.TotalMs)
 			default:
@@ -105,7 +120,7 @@ func migrateInCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "migrate-in",
 		Hidden: true,
-		Usage:  "internal: the destination's side of vectl migrate (prepare, commit, abort)",
+		Usage:  "internal: the destination's side of vectl migrate (prepare, commit, pages, abort)",
 		Subcommands: []*cli.Command{
 			{
 				Name: "prepare", ArgsUsage: "ID",
@@ -142,6 +157,19 @@ func migrateInCommand() *cli.Command {
 					}
 					fmt.Fprintln(c.App.Writer, "committed")
 					return nil
+				},
+			},
+			{
+				// The destination's lazy-pages daemon, its page-server connection on stdin
+				// and stdout (migrate --lazy).
+				Name: "pages", ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+					id, m, err := veManager(c)
+					if err != nil {
+						return err
+					}
+					return m.ServeLazyPages(c.Context, id, os.Stdin, os.Stdout)
 				},
 			},
 			{

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -51,6 +52,9 @@ type DumpMeta struct {
 	Private string `json:"private,omitempty"`
 	// IPs are the VE's configured addresses: a restore needs the same.
 	IPs []string `json:"ips"`
+	// Lazy: the memory is not in the dump; a lazy-pages daemon fetches it from the source
+	// (migrate --lazy).
+	Lazy bool `json:"lazy,omitempty"`
 	// BootID is the VE's boot id, which a restore keeps.
 	BootID string `json:"boot_id"`
 	// Cgroups maps the pid (inside the VE) of each process not in the VE's top cgroup to its
@@ -68,6 +72,23 @@ type CheckpointOptions struct {
 	// keepFrozen dumps a VE its caller froze (a snapshot's final pass) as it is: CRIU finds
 	// the cgroup frozen and leaves it so.
 	keepFrozen bool
+	// lazy dumps all but the memory and serves the pages from here (post-copy): see lazyDump.
+	lazy *lazyDump
+}
+
+// lazyDump is a dump for post-copy migration (criu dump --lazy-pages): CRIU writes every
+// image but the memory's, then keeps the VE's tasks frozen and serves their pages on
+// 127.0.0.1:port until a lazy-pages daemon (on the destination) has taken them all; then it
+// kills them. ready runs once the images are complete in the dump directory (the tasks still
+// frozen here): it moves them and restores the VE there, whose first connection to the port
+// takes the pages. When ready fails, or the pages stop moving, CRIU resumes the tasks here.
+type lazyDump struct {
+	port  int
+	ready func(dir string) error
+	// restored is set by ready once the destination runs the VE: from then on a failed
+	// transfer loses the VE (it runs there without all its memory), and it must not go on
+	// here too.
+	restored bool
 }
 
 // RestoreOptions control Restore.
@@ -175,8 +196,34 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 		if m.frozen(id) && !o.keepFrozen {
 			m.thaw(id) // CRIU freezes the cgroup itself and expects it thawed
 		}
-		err = c.Checkpoint(&libcontainer.CriuOpts{ImagesDirectory: tmp, LeaveRunning: o.LeaveRunning,
-			TcpEstablished: true, FileLocks: true, LinkRemap: true, ManageCgroupsMode: "soft", StatusFd: -1})
+		opts := &libcontainer.CriuOpts{ImagesDirectory: tmp, LeaveRunning: o.LeaveRunning,
+			TcpEstablished: true, FileLocks: true, LinkRemap: true, ManageCgroupsMode: "soft", StatusFd: -1}
+		if o.lazy != nil {
+			err = m.lazyCheckpoint(c, opts, o.lazy, func() error {
+				// The images are complete: what a restore needs besides them goes in now.
+				meta := DumpMeta{ID: id, Created: time.Now().UTC(), Kernel: kernelRelease(), CriuVersion: tool.Version,
+					IPs: cfg.IPs, BootID: bootID, Cgroups: placed, Lazy: true}
+				if err := os.WriteFile(filepath.Join(tmp, "cpuinfo.img"), tool.CPUInfo, 0o600); err != nil {
+					return err
+				}
+				if err := writeDumpMeta(tmp, &meta); err != nil {
+					return err
+				}
+				os.RemoveAll(dir)
+				if err := os.Rename(tmp, dir); err != nil {
+					return err
+				}
+				return o.lazy.ready(dir)
+			})
+			if err == nil {
+				// The VE runs on the destination with all its memory; the tasks here are gone.
+				os.Remove(m.runFile(id, stoppingFile))
+				return errors.Join(m.teardown(id, false), os.RemoveAll(dir))
+			}
+			os.Rename(dir, tmp) // the log goes to DIR.failed below
+		} else {
+			err = c.Checkpoint(opts)
+		}
 	}
 	if err != nil {
 		os.Remove(m.runFile(id, stoppingFile))
@@ -302,6 +349,13 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 		// The attempt mounted the root and made mount points in it: the private area is as
 		// the dump needs it, and the next restore must not call the dump stale for that.
 		return errors.Join(err, m.redigest(id, dir))
+	}
+	if meta, err := readDumpMeta(dir); err == nil && meta.Lazy {
+		// The lazy-pages daemon still works in dir: migrate-in pages removes it after.
+		if err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
 	}
 	if err := m.dropDump(id, dir); err != nil {
 		return fmt.Errorf("VE restored; remove its dump: %w", err)
@@ -513,8 +567,13 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	ignored := []os.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE}
 	signal.Notify(make(chan os.Signal, 8), ignored...)
 	defer signal.Ignore(ignored...)
+	// A lazy dump's memory comes from the lazy-pages daemon migrate-in pages runs in dir.
+	lazy := false
+	if meta, err := readDumpMeta(dir); err == nil {
+		lazy = meta.Lazy
+	}
 	if err := c.Restore(p, &libcontainer.CriuOpts{ImagesDirectory: dir, TcpEstablished: true, FileLocks: true,
-		ManageCgroupsMode: cgMode, StatusFd: -1}); err != nil {
+		ManageCgroupsMode: cgMode, StatusFd: -1, LazyPages: lazy}); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
 		if wrap, _ := os.ReadFile(filepath.Join(dir, restoreWrapLog)); len(log) == 0 && len(wrap) > 0 {
 			return fmt.Errorf("criu: %v (%s)", err, lastLine(wrap, nil))
@@ -745,4 +804,59 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// lazyCheckpoint runs a lazy dump (see lazyDump) and calls ready once CRIU's page server
+// listens. It returns when CRIU ends: nil once every page moved, else an error and, unless
+// the destination already ran the VE, the VE runs on here.
+func (m *Manager) lazyCheckpoint(c *libcontainer.Container, opts *libcontainer.CriuOpts, l *lazyDump, ready func() error) error {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	r := os.NewFile(uintptr(p[0]), "criu-status")
+	defer r.Close()
+	opts.LazyPages, opts.StatusFd = true, p[1]
+	// criu listens on this port, on 127.0.0.1 only (address in vectl's criu configuration).
+	opts.PageServer = libcontainer.CriuPageServerInfo{Address: "127.0.0.1", Port: int32(l.port)}
+	done := make(chan error, 1)
+	go func() { done <- c.Checkpoint(opts) }()
+	status := make(chan bool, 1)
+	go func() {
+		var b [1]byte
+		n, _ := r.Read(b[:])
+		status <- n == 1
+	}()
+	select {
+	case ok := <-status:
+		if !ok {
+			return <-done
+		}
+	case err := <-done:
+		// libcontainer writes the status fd (and closes it) only once criu is ready.
+		fds := []unix.PollFd{{Fd: int32(p[0]), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 0); n == 0 {
+			unix.Close(p[1])
+		}
+		if err == nil {
+			err = errors.New("criu ended before its page server listened")
+		}
+		return err
+	}
+	rerr := ready()
+	if rerr != nil {
+		// The page server may wait for its one connection still: one that closes at once
+		// ends the transfer, and CRIU resumes the tasks.
+		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", l.port), time.Second); err == nil {
+			conn.Close()
+		}
+	}
+	err := <-done
+	switch {
+	case rerr != nil:
+		return rerr
+	case err != nil && l.restored:
+		return fmt.Errorf("%w: the pages stopped moving after the VE ran on the destination (%v): its memory there is incomplete, and it is lost", ErrCheckpoint, err)
+	}
+	return err
 }

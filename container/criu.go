@@ -97,7 +97,9 @@ func (m *Manager) criu() (*criuTool, error) {
 // CRIU finds the path of an inotify watch it cannot open by its file handle (as on an
 // overlayfs root) by scanning directories for the inode: besides its default ones, the
 // time zones, which systemd watches through /etc/localtime (and, after a restore, directly).
-const criuConf = "irmap-scan-path /usr/share/zoneinfo\n"
+// criuConf is the base of vectl's CRIU configuration. address: the page server of a lazy
+// dump (migrate --lazy) listens on the loopback only (over RPC criu takes only its port).
+const criuConf = "irmap-scan-path /usr/share/zoneinfo\naddress 127.0.0.1\n"
 
 func (m *Manager) criuConfPath() string { return filepath.Join(m.opts.RunDir, "criu.conf") }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,12 @@ type MigrateOptions struct {
 	RemoteVectl string   // command line of vectl on the destination, with its global flags
 	Online      bool     // checkpoint and restore instead of stop and start
 	KeepSrc     bool     // keep the source VE (stopped, its dump dropped) after success
-	DryRun      bool     // preflight only
+	// Lazy (with Online): post-copy. The VE is restored on the destination without its
+	// memory, which follows page by page (CRIU's lazy pages): the frozen time does not grow
+	// with the VE's memory. Until the last page has moved the VE lives on both nodes: losing
+	// the source or the link then loses it.
+	Lazy   bool
+	DryRun bool // preflight only
 	// Self runs this binary with the same global options (argv without a command): the
 	// guard and the source's own monitor are started from it.
 	Self []string
@@ -113,6 +119,10 @@ type MigrateReport struct {
 	// was not running).
 	FrozenMs int64 `json:"frozen_ms"`
 	TotalMs  int64 `json:"total_ms"`
+	// Lazy: the memory moved after the restore (post-copy); PagesMs is how long that took
+	// after the VE ran on the destination.
+	Lazy    bool  `json:"lazy,omitempty"`
+	PagesMs int64 `json:"pages_ms,omitempty"`
 }
 
 // migrateJournal is what the guard needs to undo a migration its vectl did not finish.
@@ -279,6 +289,12 @@ func (g *migration) run(ctx context.Context) (err error) {
 		return withCode(MigrateConfig, err)
 	}
 	req.Layers = len(g.layers) > 0
+	if g.o.Lazy && !g.o.Online {
+		return migrateErr(MigrateUsage, "--lazy is a kind of online migration: pass --online too")
+	}
+	if g.o.Lazy && g.j.Online && cfg.UserNS != nil {
+		return migrateErr(MigrateStopSource, "--lazy: VE %s runs in its own user namespace, where the kernel lets no restored task make a userfaultfd (that needs CAP_SYS_PTRACE in the host's namespace): migrate it with --online alone, or make it privileged (set --userns no --save)", id)
+	}
 	if g.j.Online {
 		tool, err := m.criu()
 		if err != nil {
@@ -306,6 +322,9 @@ func (g *migration) run(ctx context.Context) (err error) {
 	}
 	if req.Layers && g.dest.Layers == "" {
 		return migrateErr(MigrateConfig, "the VE has snapshots or builds on a clone's layers, and the destination's vectl does not take layers: update it")
+	}
+	if g.o.Lazy && g.j.Online && !g.dest.LazyPages {
+		return migrateErr(MigrateCriuVer, "the destination's vectl does not take lazy migrations: update it, or migrate with --online alone")
 	}
 	if g.o.DryRun {
 		return nil
@@ -357,6 +376,18 @@ func (g *migration) run(ctx context.Context) (err error) {
 	if err := g.syncPrivate(ctx); err != nil {
 		return err
 	}
+	if g.j.Online && g.o.Lazy {
+		g.phase("dump")
+		g.frozen = time.Now()
+		g.j.Dump = m.DumpDir(id)
+		g.saveJournal()
+		if err := g.lazy(ctx, commitWait, dumpTo); err != nil {
+			return err
+		}
+		commitWait = nil
+		g.phase("cleanup")
+		return g.cleanupSource()
+	}
 	if g.j.Online {
 		g.phase("dump")
 		g.frozen = time.Now()
@@ -401,6 +432,92 @@ func (g *migration) run(ctx context.Context) (err error) {
 	}
 	g.phase("cleanup")
 	return g.cleanupSource()
+}
+
+// lazy is the frozen part of a post-copy migration: a lazy dump here; from the moment its
+// page server listens, the final copy of the private area, the dump (without the memory)
+// to the destination and its restore there, while migrate-in pages there relays its
+// lazy-pages daemon to the page server here over ssh; then the wait for the last page.
+func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error), dumpTo *io.PipeWriter) error {
+	m, id := g.m, g.j.ID
+	port, err := freePort()
+	if err != nil {
+		return withCode(MigrateStopSource, err)
+	}
+	var pagesWait func() ([]byte, error)
+	var conn net.Conn
+	var restored time.Time
+	lz := &lazyDump{port: port}
+	lz.ready = func(dir string) error {
+		if conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err != nil {
+			return withCode(MigrateStopSource, fmt.Errorf("connect to criu's page server: %w", err))
+		}
+		// ssh gets the socket itself as stdin and stdout: no copying here, and its end
+		// (the last page moved) leaves conn the one reference to close.
+		f, err := conn.(*net.TCPConn).File()
+		if err != nil {
+			return withCode(MigrateStopSource, err)
+		}
+		pagesWait, err = g.r.startVectlIO(ctx, f, f, "migrate-in", "pages", id)
+		f.Close()
+		if err != nil {
+			return withCode(MigrateConnect, err)
+		}
+		g.phase("transfer")
+		if err := g.syncPrivate(ctx); err != nil {
+			return err
+		}
+		g.phase("restore")
+		go func() { dumpTo.CloseWithError(sendDump(dir, dumpTo)) }()
+		if _, err := commitWait(); err != nil {
+			return withCode(MigrateStartDest, err)
+		}
+		lz.restored, restored = true, time.Now()
+		g.report.FrozenMs = restored.Sub(g.frozen).Milliseconds()
+		g.phase("pages")
+		_, err = pagesWait()
+		// CRIU's page server ends its session once this side of the connection closes.
+		conn.Close()
+		if err != nil {
+			return withCode(MigrateCopy, fmt.Errorf("move the memory: %w", err))
+		}
+		return nil
+	}
+	err = m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, lazy: lz})
+	if conn != nil {
+		conn.Close()
+		if pagesWait != nil {
+			pagesWait()
+		}
+	}
+	g.report.Lazy = true
+	if !restored.IsZero() {
+		g.report.PagesMs = time.Since(restored).Milliseconds()
+	}
+	if err == nil {
+		return nil
+	}
+	if lz.restored {
+		// The destination runs the VE without all of its memory, while CRIU resumed the
+		// intact one here: the copy there goes.
+		g.j.Phase = "restore-lost"
+		g.r.vectl(context.Background(), nil, "stop", id, "--fast")
+		if _, derr := g.r.vectl(context.Background(), nil, "destroy", id); derr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the VE's incomplete copy on %s (vectl destroy %s there): %w", g.j.Host, id, derr))
+		}
+		return withCode(MigrateCopy, err)
+	}
+	return withCode(MigrateStopSource, err)
+}
+
+// freePort is a TCP port of the loopback that nothing listens on now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // syncPrivate copies the VE's private area to the destination (rsync: hard links, ACLs,
@@ -684,7 +801,7 @@ func (r *remote) close() {
 }
 
 func (r *remote) ssh(ctx context.Context, stdin io.Reader, command string) ([]byte, error) {
-	wait, err := r.start(ctx, stdin, command)
+	wait, err := r.start(ctx, stdin, nil, command)
 	if err != nil {
 		return nil, err
 	}
@@ -692,11 +809,14 @@ func (r *remote) ssh(ctx context.Context, stdin io.Reader, command string) ([]by
 }
 
 // start starts command on the destination; wait returns its output once it ended.
-func (r *remote) start(ctx context.Context, stdin io.Reader, command string) (wait func() ([]byte, error), _ error) {
+func (r *remote) start(ctx context.Context, stdin io.Reader, stdout io.Writer, command string) (wait func() ([]byte, error), _ error) {
 	cmd := exec.CommandContext(ctx, "ssh", append(append(append([]string{}, r.opts...), r.host, "--"), command)...)
 	var out, errb bytes.Buffer
 	cmd.Stdin = stdin
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -732,11 +852,17 @@ func (r *remote) vectl(ctx context.Context, stdin io.Reader, args ...string) ([]
 
 // startVectl starts the destination's vectl with args; wait returns as vectl does.
 func (r *remote) startVectl(ctx context.Context, stdin io.Reader, args ...string) (wait func() ([]byte, error), _ error) {
+	return r.startVectlIO(ctx, stdin, nil, args...)
+}
+
+// startVectlIO is startVectl with the remote vectl's output going to stdout (nil: kept for
+// wait).
+func (r *remote) startVectlIO(ctx context.Context, stdin io.Reader, stdout io.Writer, args ...string) (wait func() ([]byte, error), _ error) {
 	q := make([]string, len(args))
 	for i, a := range args {
 		q[i] = shellQuote(a)
 	}
-	w, err := r.start(ctx, stdin, r.command+" "+strings.Join(q, " "))
+	w, err := r.start(ctx, stdin, stdout, r.command+" "+strings.Join(q, " "))
 	if err != nil {
 		return nil, err
 	}

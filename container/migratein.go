@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/template"
 )
@@ -50,6 +52,8 @@ type migrateReply struct {
 	NeedTemplate bool   `json:"need_template"`
 	// Layers is where the VE's layers go (this node's ROOT/layers).
 	Layers string `json:"layers,omitempty"`
+	// LazyPages: this vectl serves migrate --lazy (migrate-in pages).
+	LazyPages bool `json:"lazy_pages,omitempty"`
 }
 
 func (m *Manager) incomingDir(id string) string { return filepath.Join(m.opts.Root, "incoming", id) }
@@ -111,7 +115,7 @@ func (m *Manager) PrepareMigration(ctx context.Context, id string, in io.Reader)
 		return nil, withCode(MigrateIPInUse, err)
 	}
 	reply := migrateReply{Version: MigrateProtocol, Private: m.store.PrivateDir(id), Dump: m.DumpDir(id),
-		Incoming: m.incomingDir(id), Layers: m.layers().Dir}
+		Incoming: m.incomingDir(id), Layers: m.layers().Dir, LazyPages: true}
 	if info, err := m.templates.Get(req.Template); errors.Is(err, template.ErrNotFound) {
 		reply.NeedTemplate = true
 	} else if err != nil {
@@ -220,6 +224,8 @@ func (m *Manager) CommitMigration(ctx context.Context, id, restoreDir string, du
 			err = fmt.Errorf("the dump goes to %s only", m.DumpDir(id))
 		} else if err = receiveDump(restoreDir, dump); err != nil {
 			err = withCode(MigrateCopy, err)
+		} else if meta, merr := readDumpMeta(restoreDir); merr == nil && meta.Lazy {
+			err = awaitLazyPages(restoreDir)
 		}
 	}
 	if err == nil {
@@ -342,4 +348,96 @@ func (m *Manager) abortMigration(id string, timeout time.Duration) error {
 	errs = append(errs, m.collectLayersLocked(id))
 	l.Unlock()
 	return errors.Join(errs...)
+}
+
+// The files of a lazy dump's directory on the destination: lazyReceived says the dump is
+// all there (migrate-in pages waits for it), lazySocket is the lazy-pages daemon's (the
+// restore waits for it).
+const (
+	lazyReceived = ".received"
+	lazySocket   = "lazy-pages.socket"
+	lazyLog      = "lazy-pages.log"
+	lazyWait     = 60 * time.Second
+)
+
+// awaitLazyPages marks a lazy dump received and waits until migrate-in pages has started its
+// lazy-pages daemon there.
+func awaitLazyPages(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, lazyReceived), nil, 0o600); err != nil {
+		return err
+	}
+	if !waitFor(filepath.Join(dir, lazySocket), lazyWait) {
+		return migrateErr(MigrateStartDest, "no lazy-pages daemon in %s after %s (migrate-in pages did not start it; see %s)",
+			dir, lazyWait, filepath.Join(dir, lazyLog))
+	}
+	return nil
+}
+
+func waitFor(path string, timeout time.Duration) bool {
+	for end := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		} else if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// ServeLazyPages runs on the destination of migrate --lazy: once the VE's dump is here, it
+// starts CRIU's lazy-pages daemon in the dump's directory, which hands the restored VE its
+// memory page by page as it touches it and fetches the rest in the background. The
+// daemon's page-server connection is in and out, which the source relays to its CRIU's
+// page server (over the migration's ssh connection). It returns when every page moved, and
+// then removes the dump.
+func (m *Manager) ServeLazyPages(ctx context.Context, id string, in io.Reader, out io.Writer) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	dir := m.DumpDir(id)
+	tool, err := m.criu()
+	if err != nil {
+		return err
+	}
+	if !waitFor(filepath.Join(dir, lazyReceived), lazyWait) {
+		return fmt.Errorf("migrate-in pages %s: no dump arrived in %s within %s", id, dir, lazyWait)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "page-server")
+	defer mine.Close()
+	cmd := exec.Command(tool.Path, "lazy-pages", "--page-server", "--ps-socket", "3", "-D", dir, "-o", lazyLog, "-v4")
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return err
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	srcGone := make(chan struct{})
+	go func() {
+		io.Copy(mine, in)
+		unix.Shutdown(fds[0], unix.SHUT_WR)
+		close(srcGone)
+	}()
+	go io.Copy(out, mine)
+	select {
+	case err = <-ended:
+	case <-srcGone:
+		// The source ended the transfer: a daemon that has not ended with it never will.
+		select {
+		case err = <-ended:
+		case <-time.After(2 * time.Second):
+			cmd.Process.Kill()
+			err = errors.Join(errors.New("the source ended the transfer"), <-ended)
+		}
+	}
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, lazyLog))
+		return fmt.Errorf("migrate-in pages %s: criu lazy-pages: %s (log in %s)", id, criuReason(log, err.Error()), filepath.Join(dir, lazyLog))
+	}
+	return os.RemoveAll(dir)
 }

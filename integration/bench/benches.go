@@ -1306,6 +1306,77 @@ func (b *bench) benchMigrate() error {
 		target: valueMax(600, "ms").as("migrate frozen")})
 	b.compare(cmp{group: "migrate", name: "whole online migration between two local nodes", key: "migrate-total/vectl",
 		command: "vectl migrate ID HOST --online"})
+	return b.benchMigrateLazy(nodes, ssh)
+}
+
+// benchMigrateLazy: post-copy migration (--online --lazy) of a privileged busybox VE whose
+// process holds 1 GiB of anonymous memory it wrote (integration/testdata/memhog.c), back and
+// forth between the same two nodes: the frozen time (target 800 ms) and how long the memory
+// took after the VE ran on the destination.
+func (b *bench) benchMigrateLazy(nodes [2]*vectlEnv, ssh string) error {
+	hog := filepath.Join(b.work, "memhog")
+	if out, err := b.sh("gcc", "-static", "-O2", "-o", hog, "integration/testdata/memhog.c"); err != nil {
+		return fmt.Errorf("build memhog: %v: %s", err, out)
+	}
+	id := b.id("lazy")
+	if err := b.create(id, busyboxName, "--userns", "no", "--ram", "2G", "--ipadd", "10.195.1.31"); err != nil {
+		return err
+	}
+	defer b.destroy(id)
+	if _, err := b.v.do("start", id, "--wait", "--timeout", "60"); err != nil {
+		return err
+	}
+	f, err := os.Open(hog)
+	if err != nil {
+		return err
+	}
+	cp := command(b.v.argv("exec", id, "sh", "-c", "cat > /memhog && chmod 755 /memhog && (/memhog 1024 /tmp/memhog.state </dev/null >/dev/null 2>&1 &)"))
+	cp.Stdin = f
+	out, err := cp.CombinedOutput()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("start memhog in %s: %v: %s", id, err, out)
+	}
+	for i := 0; ; i++ {
+		if out, _ := b.v.do("exec", id, "cat", "/tmp/memhog.state"); strings.HasPrefix(out, "ready") {
+			break
+		}
+		if i == 600 {
+			return errors.New("memhog: no 1 GiB ready after 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	at := 0
+	defer func() {
+		if at == 1 { // bring it home, for b.destroy
+			nodes[1].do("migrate", id, "root@127.0.0.1", "--ssh", ssh, "--remote-vectl", strings.Join(b.v.argv(), " "))
+		}
+	}()
+	v := &variant{name: "vectl migrate --online --lazy (busybox, 1 GiB)", vectl: true, pass: func(p int, rec recorder) error {
+		from, to := nodes[at], nodes[1-at]
+		out, err := b.stdout(from.argv("migrate", id, "root@127.0.0.1", "--online", "--lazy", "--json", "--ssh", ssh,
+			"--remote-vectl", strings.Join(to.argv(), " "))...)
+		if err != nil {
+			return err
+		}
+		at = 1 - at
+		var rep struct {
+			FrozenMs int64 `json:"frozen_ms"`
+			PagesMs  int64 `json:"pages_ms"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			return fmt.Errorf("migrate --json: %w", err)
+		}
+		rec("migrate-lazy-frozen/vectl", time.Duration(rep.FrozenMs)*time.Millisecond)
+		rec("migrate-lazy-pages/vectl", time.Duration(rep.PagesMs)*time.Millisecond)
+		return nil
+	}}
+	b.interleave(b.costly(6), v)
+	b.compare(cmp{group: "migrate", name: "frozen time of a lazy migration (busybox VE, 1 GiB of touched memory)",
+		key: "migrate-lazy-frozen/vectl", command: "vectl migrate ID HOST --online --lazy (frozen_ms)",
+		target: valueMax(800, "ms").as("migrate --lazy frozen")})
+	b.compare(cmp{group: "migrate", name: "memory of that VE moved after it ran on the destination", key: "migrate-lazy-pages/vectl",
+		command: "vectl migrate ID HOST --online --lazy (pages_ms)"})
 	return nil
 }
 
