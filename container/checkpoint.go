@@ -220,6 +220,13 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 				os.Remove(m.runFile(id, stoppingFile))
 				return errors.Join(m.teardown(id, false), os.RemoveAll(dir))
 			}
+			var me *MigrateError
+			if errors.As(err, &me) {
+				// The migration failed (not CRIU), which resumed the VE here.
+				os.Remove(m.runFile(id, stoppingFile))
+				os.RemoveAll(dir)
+				return err
+			}
 			os.Rename(dir, tmp) // the log goes to DIR.failed below
 		} else {
 			err = c.Checkpoint(opts)

@@ -136,6 +136,8 @@ type migrateJournal struct {
 	WasRunning  bool     `json:"was_running"`
 	MonitorArgs []string `json:"monitor_args"`
 	Dump        string   `json:"dump,omitempty"`
+	// LazyPort is the port of the lazy dump's page server (migrate --lazy).
+	LazyPort int `json:"lazy_port,omitempty"`
 	// Phase is the phase under way: preflight, copy, dump, stop, transfer, restore, start,
 	// cleanup; "done" once the migration finished or was undone.
 	Phase string `json:"phase"`
@@ -444,11 +446,22 @@ func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error),
 	if err != nil {
 		return withCode(MigrateStopSource, err)
 	}
+	g.j.LazyPort = port
+	g.saveJournal()
 	var pagesWait func() ([]byte, error)
 	var conn net.Conn
 	var restored time.Time
 	lz := &lazyDump{port: port}
-	lz.ready = func(dir string) error {
+	lz.ready = func(dir string) (err error) {
+		defer func() {
+			if err != nil && conn != nil {
+				// Shut down, the socket is the pages session's too: CRIU's page server sees
+				// its connection end early, fails the transfer and resumes the VE here, and
+				// the session ends.
+				conn.(*net.TCPConn).CloseRead()
+				conn.(*net.TCPConn).CloseWrite()
+			}
+		}()
 		if conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err != nil {
 			return withCode(MigrateStopSource, fmt.Errorf("connect to criu's page server: %w", err))
 		}
@@ -499,15 +512,78 @@ func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error),
 	}
 	if lz.restored {
 		// The destination runs the VE without all of its memory, while CRIU resumed the
-		// intact one here: the copy there goes.
-		g.j.Phase = "restore-lost"
-		g.r.vectl(context.Background(), nil, "stop", id, "--fast")
-		if _, derr := g.r.vectl(context.Background(), nil, "destroy", id); derr != nil {
-			err = errors.Join(err, fmt.Errorf("remove the VE's incomplete copy on %s (vectl destroy %s there): %w", g.j.Host, id, derr))
-		}
+		// intact one here: the rollback removes the copy there.
 		return withCode(MigrateCopy, err)
 	}
 	return withCode(MigrateStopSource, err)
+}
+
+// rollbackLazy undoes or finishes a lazy migration that failed after its dump began. Until
+// the destination runs the VE, its copy there goes first (which also ends migrate-in pages
+// there, and so the page server's connection here): CRIU then resumes the VE here. Once the
+// destination runs it, it depends on whether every page moved: then the migration is
+// finished, else the incomplete copy there goes and the VE runs on here.
+func (g *migration) rollbackLazy(ctx context.Context) (finished bool, _ error) {
+	if g.j.Phase != "pages" {
+		out, err := g.r.vectl(ctx, nil, "migrate-in", "abort", g.j.ID)
+		if err == nil && strings.TrimSpace(string(out)) == "committed" {
+			g.j.Phase = "pages" // it runs there
+		} else {
+			var errs []error
+			if err != nil {
+				errs = append(errs, fmt.Errorf("remove the VE's copy on %s (vectl migrate-in abort %s there): %w", g.j.Host, g.j.ID, err))
+			}
+			g.settleLazy()
+			if err := g.m.resumeSource(ctx, g.j); err != nil {
+				errs = append(errs, err)
+			}
+			return false, errors.Join(errs...)
+		}
+	}
+	if !g.settleLazy() {
+		// Every page moved, and CRIU ended the VE here.
+		g.j.Phase = "cleanup"
+		return true, g.cleanupSource()
+	}
+	g.r.vectl(ctx, nil, "stop", g.j.ID, "--fast")
+	if _, err := g.r.vectl(ctx, nil, "destroy", g.j.ID); err != nil {
+		return false, fmt.Errorf("remove the VE's incomplete copy on %s (vectl destroy %s there): %w", g.j.Host, g.j.ID, err)
+	}
+	return false, nil
+}
+
+// settleLazy waits, in the rollback of a lazy migration, until no criu holds the VE's tasks
+// here any more: it either resumed them (the transfer failed: the VE runs here) or killed
+// them (every page moved: the VE runs there). Before the destination runs the VE, a
+// connection to the page server that closes at once ends a transfer that waits for its
+// first one. It says whether the VE runs here.
+func (g *migration) settleLazy() bool {
+	traced := func() bool {
+		pid, ok := readPidFile(g.m.runFile(g.j.ID, initPidFile))
+		if !ok {
+			return false
+		}
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+				return strings.TrimSpace(v) != "0"
+			}
+		}
+		return false
+	}
+	for end := time.Now().Add(10 * time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		refused := true
+		if g.j.Phase != "pages" {
+			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", g.j.LazyPort), time.Second); err == nil {
+				c.Close()
+				refused = false
+			}
+		}
+		if refused && !traced() {
+			break
+		}
+	}
+	return g.m.populated(g.j.ID)
 }
 
 // freePort is a TCP port of the loopback that nothing listens on now.
@@ -571,6 +647,9 @@ func (g *migration) rollback(ctx context.Context) (finished bool, _ error) {
 		return false, nil
 	case "cleanup":
 		return true, g.cleanupSource()
+	}
+	if g.j.LazyPort != 0 && g.j.Phase != "preflight" && g.j.Phase != "copy" {
+		return g.rollbackLazy(ctx)
 	}
 	out, err := g.r.vectl(ctx, nil, "migrate-in", "abort", g.j.ID)
 	if err == nil && strings.TrimSpace(string(out)) == "committed" {

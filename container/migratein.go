@@ -398,8 +398,14 @@ func (m *Manager) ServeLazyPages(ctx context.Context, id string, in io.Reader, o
 	if err != nil {
 		return err
 	}
-	if !waitFor(filepath.Join(dir, lazyReceived), lazyWait) {
-		return fmt.Errorf("migrate-in pages %s: no dump arrived in %s within %s", id, dir, lazyWait)
+	for end := time.Now().Add(lazyWait); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, lazyReceived)); err == nil {
+			break
+		}
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) || time.Now().After(end) {
+			// The commit failed, or an abort removed the dump.
+			return fmt.Errorf("migrate-in pages %s: no dump arrived in %s", id, dir)
+		}
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -666,6 +666,48 @@ func TestMigrateLazy(t *testing.T) {
 		to.out(id, "kill", pid)
 		from, to = to, from
 	}
+	// Faults, with 16 MiB: vectl migrate killed as each phase after the dump begins, and a
+	// destination whose restore fails. The VE ends on exactly one node (killed while the
+	// memory moves, the transfer may finish without it, and the guard then completes the
+	// migration), the other holds nothing, and its memory is intact where it runs.
+	pid := e.out(id, "sh", "-c", "/memhog 16 /tmp/memhog.state </dev/null >/dev/null 2>&1 & echo $!")
+	eventually(t, 60*time.Second, "memhog 16 ready", func() bool {
+		return e.exec(id, "grep", "-qx", "ready 16", "/tmp/memhog.state").code == 0
+	})
+	at, other := e, n
+	checkHog := func(what string) {
+		t.Helper()
+		if st := other.vectl("status", id); strings.Contains(st.stdout, "running") {
+			at, other = other, at
+		}
+		at.wantStatus(id, "exist mounted running")
+		other.wantStatus(id, "deleted unmounted down")
+		at.out(id, "sh", "-c", "rm -f /tmp/memhog.state && kill -USR1 "+pid)
+		eventually(t, 30*time.Second, "memhog's check "+what, func() bool {
+			return at.exec(id, "test", "-e", "/tmp/memhog.state").code == 0
+		})
+		if got := at.out(id, "cat", "/tmp/memhog.state"); got != "ok 16" {
+			t.Fatalf("memhog's memory %s: %q", what, got)
+		}
+	}
+	for _, phase := range []string{"transfer", "restore", "pages"} {
+		r := at.migrate(other, s, id, []string{"VECTL_MIGRATE_FAULT=" + phase}, "--online", "--lazy")
+		if r.code != 128+9 {
+			t.Fatalf("migrate --lazy killed at %s: want death by SIGKILL, got %s", phase, r)
+		}
+		at.waitGuard(id)
+		checkHog("after a lazy migration killed at " + phase)
+	}
+	r = at.migrate(other, s, id, nil, "--online", "--lazy", "--remote-vectl", "env VECTL_MIGRATE_FAULT=restore "+other.remoteVectl())
+	if r.code != 7 {
+		t.Fatalf("a failing lazy restore on the destination: want exit 7, got %s", r)
+	}
+	checkHog("after a failed lazy restore on the destination")
+	if at != e {
+		if r := at.migrate(e, s, id, nil, "--online", "--lazy"); r.code != 0 {
+			t.Fatalf("lazy migration home after the faults: %s", r)
+		}
+	}
 	// A VE in its own user namespace is refused (its restored tasks could not make a
 	// userfaultfd) and keeps running.
 	uid := uniqueID(t)
