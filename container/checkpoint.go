@@ -575,12 +575,9 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	signal.Notify(make(chan os.Signal, 8), ignored...)
 	defer signal.Ignore(ignored...)
 	// A lazy dump's memory comes from the lazy-pages daemon migrate-in pages runs in dir.
-	lazy := false
-	if meta, err := readDumpMeta(dir); err == nil {
-		lazy = meta.Lazy
-	}
+	meta, merr := readDumpMeta(dir)
 	if err := c.Restore(p, &libcontainer.CriuOpts{ImagesDirectory: dir, TcpEstablished: true, FileLocks: true,
-		ManageCgroupsMode: cgMode, StatusFd: -1, LazyPages: lazy}); err != nil {
+		ManageCgroupsMode: cgMode, StatusFd: -1, LazyPages: merr == nil && meta.Lazy}); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
 		if wrap, _ := os.ReadFile(filepath.Join(dir, restoreWrapLog)); len(log) == 0 && len(wrap) > 0 {
 			return fmt.Errorf("criu: %v (%s)", err, lastLine(wrap, nil))
@@ -599,7 +596,6 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 		setCriuConf(&cfg, m.criuConfPath())
 		err = c.Set(cfg)
 	}
-	meta, merr := readDumpMeta(dir)
 	if err == nil && merr == nil && meta.BootID != "" {
 		err = m.setBootID(pid, uid, gid, meta.BootID)
 	}
