@@ -117,7 +117,7 @@ func completionSpec(app *cli.App, prog string) (compSpec, error) {
 			sp.globals = append(sp.globals, compOpt{long: o.name, short: short, value: o.hasArg})
 		}
 		sp.globals = append(sp.globals, compOpt{short: "1"})
-		for _, f := range vzFields {
+		for _, f := range vzFields() {
 			sp.fields = append(sp.fields, f.name)
 		}
 		return sp, nil
@@ -417,7 +417,7 @@ func writePersonalityMan(w io.Writer, prog string) error {
 		b.WriteString(".SH NAME\nvzlist \\- vectl's vzlist personality: vzlist 4.11's listing of vectl VEs\n")
 		b.WriteString(".SH SYNOPSIS\n.nf\n" + roff(vzlistUsage) + ".fi\n")
 		b.WriteString(".SH FIELDS\n.nf\n")
-		for _, f := range vzFields {
+		for _, f := range vzFields() {
 			fmt.Fprintf(&b, "%-15s %s\n", f.name, f.hdr)
 		}
 		b.WriteString(".fi\n")

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -63,7 +64,7 @@ func textValue(text func(row) string) func(row) any {
 }
 
 // listFields are the known fields, in the order list -j emits them without -o.
-var listFields = func() []listField {
+var listFields = sync.OnceValue(func() []listField {
 	fs := []listField{
 		{name: "ctid", header: "CTID", right: true,
 			text:  func(e row) string { return e.Status.ID },
@@ -138,7 +139,7 @@ var listFields = func() []listField {
 		}
 	}
 	return fs
-}()
+})
 
 // usageField is a live counter; "-" when the VE does not have it (stopped, not an image).
 func usageField(name, header string, get func(*container.Stats) (int64, bool)) listField {
@@ -175,13 +176,13 @@ func lookupField(name string) (listField, error) {
 	if a, ok := fieldAliases[name]; ok {
 		name = a
 	}
-	for _, f := range listFields {
+	for _, f := range listFields() {
 		if f.name == name {
 			return f, nil
 		}
 	}
-	names := make([]string, len(listFields))
-	for i, f := range listFields {
+	names := make([]string, len(listFields()))
+	for i, f := range listFields() {
 		names[i] = f.name
 	}
 	return listField{}, fmt.Errorf("%w: unknown field %q: use one of %s", container.ErrInvalidValue, name, strings.Join(names, ","))
@@ -229,7 +230,7 @@ func runList(c *cli.Context) error {
 		fields = strings.Split(o, ",")
 	} else if c.Bool("json") {
 		fields = nil
-		for _, f := range listFields {
+		for _, f := range listFields() {
 			fields = append(fields, f.name)
 		}
 	}

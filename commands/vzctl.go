@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vectl/vectl/container"
 	"github.com/vectl/vectl/resources"
@@ -156,7 +157,7 @@ func vzctlOptions(cmd string) []longOpt {
 	case "restore", "resume":
 		return vzctlRestoreLongs
 	case "set":
-		return vzctlSetLongs
+		return vzctlSetLongs()
 	case "enter":
 		return []longOpt{{"exec", true, ""}}
 	case "snapshot":
@@ -799,7 +800,7 @@ func (r *vzctlRun) restore() int {
 }
 
 // vzctlSetLongs are vzctl set's options that the personality takes.
-var vzctlSetLongs = func() []longOpt {
+var vzctlSetLongs = sync.OnceValue(func() []longOpt {
 	withArg := []string{"applyconfig", "ipadd", "ip", "ipdel", "hostname", "nameserver",
 		"searchdomain", "cpuunits", "cpuweight", "cpulimit", "cpus", "cpumask", "nodemask", "onboot",
 		"setmode", "diskspace", "diskinodes", "netif_add", "netif_del", "name", "ioprio",
@@ -812,10 +813,10 @@ var vzctlSetLongs = func() []longOpt {
 		out = append(out, longOpt{n, true, ""})
 	}
 	return out
-}()
+})
 
 func (r *vzctlRun) set(st container.Entry) int {
-	opts, code := r.options(vzctlSetLongs)
+	opts, code := r.options(vzctlSetLongs())
 	if code != 0 {
 		return code
 	}
@@ -830,7 +831,7 @@ func (r *vzctlRun) set(st container.Entry) int {
 		switch name {
 		case "userpasswd":
 			user, pass, ok := strings.Cut(o.arg, ":")
-			if !ok || !userNameRE.MatchString(user) || strings.ContainsAny(pass, "\n\x00") {
+			if !ok || !userNameRE().MatchString(user) || strings.ContainsAny(pass, "\n\x00") {
 				return r.fail(vzInvalidValue, "Bad parameter for --userpasswd: use USER:PASSWORD (USER as useradd takes it)")
 			}
 			passwords = append(passwords, [2]string{user, pass})
@@ -920,7 +921,7 @@ const (
 )
 
 // userNameRE is what useradd takes as a user name.
-var userNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,30}\$?$`)
+var userNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,30}\$?$`) })
 
 // setPasswordScript runs in the VE as sh -c SCRIPT vzctl USER with the password on its
 // standard input (never in an argv that ps shows): it adds the user when it does not exist
@@ -1104,7 +1105,7 @@ func streamsOf(s Streams) (container.ExecOptions, error) {
 // vzConfKeyOptions maps a key of a VE's vzctl config onto the option of vzctl set that
 // takes it in; the keys missing here (VE_ROOT, VE_PRIVATE, VE_LAYOUT, OSTEMPLATE, NETIF,
 // DISKINODES) cannot change through the file.
-var vzConfKeyOptions = func() map[string]string {
+var vzConfKeyOptions = sync.OnceValue(func() map[string]string {
 	m := map[string]string{"ONBOOT": "onboot", "BOOTORDER": "bootorder", "PHYSPAGES": "physpages",
 		"SWAPPAGES": "swappages", "NUMPROC": "numproc", "NUMFILE": "numfile", "DISKSPACE": "diskspace",
 		"CPUUNITS": "cpuunits", "CPULIMIT": "cpulimit", "CPUS": "cpus", "CPUMASK": "cpumask",
@@ -1118,7 +1119,7 @@ var vzConfKeyOptions = func() map[string]string {
 		m[strings.ToUpper(n)] = n
 	}
 	return m
-}()
+})
 
 // vzConfIntake takes in what a client changed in the VE's vzctl config since vectl wrote
 // it (vzctl set --save with the new values) and reports what it cannot take in; the file is
@@ -1132,7 +1133,7 @@ func vzConfIntake(m *container.Manager, s Streams, id string, quiet bool) (int, 
 	}
 	args := []string{"--save"}
 	for _, kv := range changes {
-		opt, ok := vzConfKeyOptions[kv.Key]
+		opt, ok := vzConfKeyOptions()[kv.Key]
 		switch {
 		case !ok:
 			fmt.Fprintf(s.Err, "Warning: %s: %s=%q was changed outside vectl and cannot be taken in; it is rewritten from the VE's config\n", path, kv.Key, kv.Value)

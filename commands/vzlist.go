@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vectl/vectl/container"
 	"github.com/vectl/vectl/resources"
@@ -422,7 +423,7 @@ func ptrOr[T any](p *T, none T) T {
 }
 
 // vzFields is vzlist 4.11's field table, in its order (list -L and the JSON output follow it).
-var vzFields = func() []vzField {
+var vzFields = sync.OnceValue(func() []vzField {
 	ctid := vzField{name: "ctid", hdr: "CTID", width: 10,
 		text: func(v *vzVE, _ int) string { return v.Status.ID },
 		json: func(v *vzVE, _ int) string {
@@ -579,7 +580,7 @@ var vzFields = func() []vzField {
 		},
 	)
 	return fs
-}()
+})
 
 // onOffJSON is vzlist's JSON of features and capabilities: {"name": true, ...}.
 func onOffJSON(m map[string]bool) string {
@@ -612,7 +613,7 @@ func vzLoad(v *vzVE) *[3]float64 {
 }
 
 func vzFieldIndex(name string) int {
-	for i, f := range vzFields {
+	for i, f := range vzFields() {
 		if f.name == name {
 			return i
 		}
@@ -677,7 +678,7 @@ func VzlistMain(args []string, s Streams) int {
 		case "H":
 			o.header = false
 		case "L":
-			for _, f := range vzFields {
+			for _, f := range vzFields() {
 				fmt.Fprintf(s.Out, "%-15s %-15s\n", f.name, f.hdr)
 			}
 			return 0
@@ -732,7 +733,7 @@ func VzlistMain(args []string, s Streams) int {
 				fmt.Fprintf(s.Err, "Unknown field: %s\n", name)
 				return 1
 			}
-			if o.json && vzFields[i].index != 0 {
+			if o.json && vzFields()[i].index != 0 {
 				fmt.Fprintf(s.Err, "Field `%s' is not available in JSON output\n", name)
 				return 1
 			}
@@ -823,15 +824,15 @@ func runVzlist(ctx context.Context, m *container.Manager, o vzlistOptions, s Str
 	}
 	fields := o.fields
 	if o.json && fields == nil {
-		for i, f := range vzFields {
+		for i, f := range vzFields() {
 			if f.index == 0 {
 				fields = append(fields, i)
 			}
 		}
 	}
-	needUsage := vzFields[o.sortField].usage
+	needUsage := vzFields()[o.sortField].usage
 	for _, i := range fields {
-		needUsage = needUsage || vzFields[i].usage
+		needUsage = needUsage || vzFields()[i].usage
 	}
 	if needUsage {
 		var ids []string
@@ -860,7 +861,7 @@ func runVzlist(ctx context.Context, m *container.Manager, o vzlistOptions, s Str
 		v.hide = !vzMatch(o.hostPat, c.Hostname) || !vzMatch(o.namePat, c.Name) || !vzMatch(o.descPat, c.Description)
 	}
 	sort.SliceStable(ves, func(i, j int) bool { return cmpID(ves[i], ves[j]) < 0 })
-	if f := vzFields[o.sortField]; o.sortField != 0 && f.cmp != nil {
+	if f := vzFields()[o.sortField]; o.sortField != 0 && f.cmp != nil {
 		sort.SliceStable(ves, func(i, j int) bool { return f.cmp(ves[i], ves[j], f.index) < 0 })
 	}
 	if o.sortRev {
@@ -875,7 +876,7 @@ func runVzlist(ctx context.Context, m *container.Manager, o vzlistOptions, s Str
 		if o.header {
 			cells := make([]string, len(fields))
 			for k, i := range fields {
-				cells[k] = pad(vzFields[i].hdr, vzFields[i].width)
+				cells[k] = pad(vzFields()[i].hdr, vzFields()[i].width)
 			}
 			b.WriteString(strings.TrimRight(strings.Join(cells, " "), " \t") + "\n")
 		}
@@ -896,7 +897,7 @@ func runVzlist(ctx context.Context, m *container.Manager, o vzlistOptions, s Str
 func vzlistLine(v *vzVE, fields []int, trim bool) string {
 	cells := make([]string, len(fields))
 	for k, i := range fields {
-		f := vzFields[i]
+		f := vzFields()[i]
 		t := f.text(v, f.index)
 		last := k == len(fields)-1
 		cut := trim && !last && f.trim
@@ -928,7 +929,7 @@ func writeVzlistJSON(b *strings.Builder, ves []*vzVE, fields []int, stopped bool
 			if k > 0 {
 				b.WriteString(",")
 			}
-			f := vzFields[i]
+			f := vzFields()[i]
 			fmt.Fprintf(b, "\n    %q: %s", f.name, f.json(v, f.index))
 		}
 		b.WriteString("\n  }")

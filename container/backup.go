@@ -700,7 +700,7 @@ func readBackup(file, stage string) (*backupManifest, error) {
 		}
 	}
 	for _, l := range append(append([]layout.Layer(nil), man.Layers...), man.SnapshotLayers...) {
-		if !got["layer-"+l.ID+".tar"] || !uuidRE.MatchString(l.ID) {
+		if !got["layer-"+l.ID+".tar"] || !uuidRE().MatchString(l.ID) {
 			return bad("layer %q has no part", l.ID)
 		}
 	}

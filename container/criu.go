@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,7 +150,7 @@ func (m *Manager) findCriu() (criuTool, error) {
 		return criuTool{}, err
 	}
 	t.NoInetSockets = !inetSocketsDumpable(t.Version)
-	t.NestedMounts = path == DefaultCriu && vectlBuild.MatchString(readTrim(filepath.Join(filepath.Dir(path), "VERSION")))
+	t.NestedMounts = path == DefaultCriu && vectlBuild().MatchString(readTrim(filepath.Join(filepath.Dir(path), "VERSION")))
 	if t.CPUInfo, err = cpuInfoImage(path); err != nil {
 		return criuTool{}, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
@@ -162,9 +161,9 @@ func (m *Manager) findCriu() (criuTool, error) {
 }
 
 // vectlBuild is the VERSION of the criu make criu builds: VERSION-PATCHES (a digest).
-var vectlBuild = regexp.MustCompile(`^\d+\.\d+(\.\d+)?-[0-9a-f]{12}$`)
+var vectlBuild = lazyRegexp(`^\d+\.\d+(\.\d+)?-[0-9a-f]{12}$`)
 
-var versionRE = regexp.MustCompile(`Version: (\d+)\.(\d+)(?:\.(\d+))?`)
+var versionRE = lazyRegexp(`Version: (\d+)\.(\d+)(?:\.(\d+))?`)
 
 // criuVersion runs criu --version and returns the version as criu's RPC does (40101).
 func criuVersion(path string) (int, error) {
@@ -172,7 +171,7 @@ func criuVersion(path string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s --version: %s: %s", ErrCheckpoint, path, lastLine(out, err), howToGetCriu)
 	}
-	mm := versionRE.FindSubmatch(out)
+	mm := versionRE().FindSubmatch(out)
 	if mm == nil {
 		return 0, fmt.Errorf("%w: %s --version prints no version: %s", ErrCheckpoint, path, howToGetCriu)
 	}
@@ -253,7 +252,7 @@ func criuReason(log []byte, fallback string) string {
 			s = s[j+3:]
 		}
 		s = strings.TrimSpace(s)
-		if criuNoise.MatchString(s) {
+		if criuNoise().MatchString(s) {
 			continue
 		}
 		return s
@@ -263,7 +262,7 @@ func criuReason(log []byte, fallback string) string {
 
 // criuNoise matches criu log errors that are consequences or harmless: criu's own rlimit
 // without CAP_SYS_RESOURCE, a helper's exit status, the final verdict.
-var criuNoise = regexp.MustCompile(`^(rlimit: Can't setup RLIMIT_NOFILE for self|exited, status=|Dumping FAILED|Restoring FAILED|Failed to restore)`)
+var criuNoise = lazyRegexp(`^(rlimit: Can't setup RLIMIT_NOFILE for self|exited, status=|Dumping FAILED|Restoring FAILED|Failed to restore)`)
 
 func lastLine(out []byte, err error) string {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")

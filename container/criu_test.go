@@ -24,7 +24,7 @@ func TestCriuReasonSkipsNoise(t *testing.T) {
 
 func TestVersionRE(t *testing.T) {
 	for out, want := range map[string]string{"Version: 4.1.1\n": "4.1.1", "Version: 4.2\nGitID: v4.2\n": "4.2"} {
-		m := versionRE.FindStringSubmatch(out)
+		m := versionRE().FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("%q: no version", out)
 		}

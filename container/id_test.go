@@ -24,13 +24,21 @@ func TestValidateID(t *testing.T) {
 	}
 }
 
-// idSyntax and numeric are hand-written for speed; they must agree with the documented
+// idSyntax, numeric, hostLabel and cgroupName are hand-written for speed; they must agree with the documented
 // expressions on every string, checked here on all short strings over a small alphabet and
 // on random longer ones.
 func TestIDSyntaxMatchesExpression(t *testing.T) {
 	idRE := regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 	numRE := regexp.MustCompile(`^[0-9]+$`)
+	labelRE := regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	cgroupRE := regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 	check := func(s string) {
+		if got, want := hostLabel(s), labelRE.MatchString(s); got != want {
+			t.Errorf("hostLabel(%q) = %v, expression says %v", s, got, want)
+		}
+		if got, want := cgroupName(s), cgroupRE.MatchString(s); got != want {
+			t.Errorf("cgroupName(%q) = %v, expression says %v", s, got, want)
+		}
 		if got, want := idSyntax(s), idRE.MatchString(s); got != want {
 			t.Errorf("idSyntax(%q) = %v, expression says %v", s, got, want)
 		}
@@ -57,8 +65,10 @@ func TestIDSyntaxMatchesExpression(t *testing.T) {
 		}
 		check(string(b))
 	}
-	check(strings.Repeat("a", 63))
-	check(strings.Repeat("a", 64))
+	for _, n := range []int{62, 63, 64, 65} {
+		check(strings.Repeat("a", n))
+		check("A" + strings.Repeat("-", n-2) + "0")
+	}
 }
 
 func TestValidateIDErrorNamesValueAndForm(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -92,7 +91,7 @@ type SnapshotInfo struct {
 	Size    int64 `json:"size"` // bytes of its own layer
 }
 
-var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+var uuidRE = lazyRegexp(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // NewUUID returns a new random snapshot UUID.
 func NewUUID() string { return newUUID() }
@@ -100,7 +99,7 @@ func NewUUID() string { return newUUID() }
 // NormalizeUUID accepts a snapshot id as vzctl prints it ({uuid}) or bare.
 func NormalizeUUID(s string) (string, error) {
 	u := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}"))
-	if !uuidRE.MatchString(u) {
+	if !uuidRE().MatchString(u) {
 		return "", fmt.Errorf("%w: snapshot id %q: use a UUID such as 2f9a52ad-4b17-4c3e-9a5d-0e2f1c3b4a5d (braces allowed)", ErrInvalidValue, s)
 	}
 	return u, nil

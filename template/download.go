@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -325,7 +324,7 @@ func listLXC(ctx context.Context, c *http.Client, base *url.URL) ([]Offer, bool,
 }
 
 // archiveLink matches the archives in a directory listing.
-var archiveLink = regexp.MustCompile(`href="([^"/?#]+)\.(tar\.(?:gz|xz|zst))"`)
+var archiveLink = lazyRegexp(`href="([^"/?#]+)\.(tar\.(?:gz|xz|zst))"`)
 
 func listOpenVZ(ctx context.Context, c *http.Client, base *url.URL) ([]Offer, error) {
 	data, err := fetchSmall(ctx, c, base.String())
@@ -333,7 +332,7 @@ func listOpenVZ(ctx context.Context, c *http.Client, base *url.URL) ([]Offer, er
 		return nil, fmt.Errorf("%s: no simplestreams or LXC index, and no directory listing: %w", base, err)
 	}
 	var offers []Offer
-	for _, m := range archiveLink.FindAllStringSubmatch(string(data), -1) {
+	for _, m := range archiveLink().FindAllStringSubmatch(string(data), -1) {
 		name, err := url.PathUnescape(m[1])
 		if err != nil || ValidateName(name) != nil {
 			continue

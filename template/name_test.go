@@ -2,6 +2,8 @@ package template
 
 import (
 	"errors"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -43,6 +45,39 @@ func TestValidateName(t *testing.T) {
 				t.Errorf("ValidateName(%q) = %q, want it to say the expected form", tt.name, err)
 			}
 		}
+	}
+}
+
+// validName is a loop for speed; it must agree with the documented expression on every
+// string: all short strings over a small alphabet, random longer ones and the length limits.
+func TestValidNameMatchesExpression(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+	check := func(s string) {
+		if got, want := validName(s), re.MatchString(s); got != want {
+			t.Errorf("validName(%q) = %v, expression says %v", s, got, want)
+		}
+	}
+	alphabet := "aZ0._+-/ \x00\xff"
+	var walk func(prefix string, n int)
+	walk = func(prefix string, n int) {
+		check(prefix)
+		if n > 0 {
+			for i := 0; i < len(alphabet); i++ {
+				walk(prefix+alphabet[i:i+1], n-1)
+			}
+		}
+	}
+	walk("", 3)
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, r.IntN(140))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		check(string(b))
+	}
+	for _, n := range []int{127, 128, 129} {
+		check(strings.Repeat("a", n))
 	}
 }
 
