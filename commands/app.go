@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,7 +55,7 @@ func Main(args []string, s Streams) int {
 // runApp runs vectl's own command line and returns the exit status and the one-line error
 // message to print ("" when none).
 func runApp(args []string, s Streams) (int, string) {
-	app := NewApp(s)
+	app := appFor(s, args)
 	streamline(app, args)
 	args, err := reorderArgs(app, args)
 	if err == nil {
@@ -72,8 +73,7 @@ func runApp(args []string, s Streams) (int, string) {
 // describe (VECTL_ROOT, VECTL_RUN_DIR, ...): the personalities have no global flags of
 // vectl's own, so they share vectl's settings through the environment.
 func withManager(s Streams, fn func(context.Context, *container.Manager) error) error {
-	app := NewApp(s)
-	app.Commands = nil
+	app := newApp(s, nil)
 	app.Action = func(c *cli.Context) error {
 		m, err := manager(c)
 		if err != nil {
@@ -88,7 +88,133 @@ func withManager(s Streams, fn func(context.Context, *container.Manager) error) 
 
 // NewApp builds a fresh app for every run: urfave/cli/v2 mutates flag values while parsing,
 // so reusing one between runs (as tests do) would leak state.
-func NewApp(s Streams) *cli.App {
+func NewApp(s Streams) *cli.App { return newApp(s, allCommands()) }
+
+// appFor builds the app for one run with args: with only the command that args name, unless
+// they ask for help, name no command or name one that reads the whole app. Building every
+// command with its flags and help text cost each run about half a millisecond, and every
+// start runs vectl twice (the command and the VE's monitor).
+func appFor(s Streams, args []string) *cli.App {
+	globals := globalFlags()
+	i := 1
+	for i < len(args) && isFlag(args[i]) {
+		if takesValue(globals, args[i]) {
+			i++
+		}
+		i++
+	}
+	if i < len(args) && !slices.ContainsFunc(args, helpArg) {
+		for _, e := range commandTable() {
+			if slices.Contains(e.names, args[i]) && !e.wholeApp {
+				return newApp(s, e.make(), globals...)
+			}
+		}
+	}
+	return newApp(s, allCommands(), globals...)
+}
+
+func helpArg(a string) bool {
+	return a == "help" || a == "h" || a == "-h" || a == "--help" || strings.HasPrefix(a, "--generate")
+}
+
+// commandEntry is one or a few of vectl's commands with every name they answer to (checked by
+// a unit test), so that a run can build only the one it runs.
+type commandEntry struct {
+	names    []string
+	make     func() []*cli.Command
+	wholeApp bool // reads the other commands (completion scripts)
+}
+
+// commandTable is vectl's commands in the order of its help. (A function rather than a
+// variable: man builds the whole app, which would make the variable refer to itself.)
+func commandTable() []commandEntry {
+	return []commandEntry{
+		{[]string{"create"}, one(createCommand), false},
+		{[]string{"destroy", "delete"}, one(destroyCommand), false},
+		{[]string{"mount"}, one(mountCommand), false},
+		{[]string{"umount"}, one(umountCommand), false},
+		{[]string{"status"}, one(statusCommand), false},
+		{[]string{"list", "ls"}, one(listCommand), false},
+		{[]string{"set"}, one(setCommand), false},
+		{[]string{"start"}, one(startCommand), false},
+		{[]string{"stop"}, one(stopCommand), false},
+		{[]string{"restart"}, one(restartCommand), false},
+		{[]string{"exec"}, one(execCommand), false},
+		{[]string{"enter"}, one(enterCommand), false},
+		{[]string{"console"}, one(consoleCommand), false},
+		{[]string{"chkpnt", "suspend"}, one(chkpntCommand), false},
+		{[]string{"restore", "resume"}, one(restoreCommand), false},
+		{[]string{"migrate"}, one(migrateCommand), false},
+		{[]string{"freeze"}, func() []*cli.Command {
+			return []*cli.Command{freezeCommand("freeze", "freeze every process of a running VE (no dump)", true)}
+		}, false},
+		{[]string{"thaw"}, func() []*cli.Command { return []*cli.Command{freezeCommand("thaw", "thaw a frozen VE", false)} }, false},
+		{[]string{"stats"}, one(statsCommand), false},
+		{[]string{"ubc"}, one(ubcCommand), false},
+		{[]string{"boot"}, one(bootCommand), false},
+		{[]string{"host"}, one(hostCommand), false},
+		{[]string{"unit"}, one(unitCommand), false},
+		{[]string{"template"}, one(templateCommand), false},
+		{[]string{"exit-codes"}, one(exitCodesCommand), false},
+		{[]string{"completion"}, one(completionCommand), true},
+		{[]string{"man"}, one(manCommand), false},
+		{[]string{"__monitor"}, one(monitorCommand), false},
+		{[]string{"migrate-in"}, one(migrateInCommand), false},
+		{[]string{"migrate-guard"}, one(migrateGuardCommand), false},
+		{[]string{"snapshot", "snapshot-list", "snapshot-switch", "snapshot-delete", "snapshot-mount", "snapshot-umount", "clone"},
+			snapshotCommands, false},
+		{[]string{"backup", "backup-restore"}, backupCommands, false},
+	}
+}
+
+func one(make func() *cli.Command) func() []*cli.Command {
+	return func() []*cli.Command { return []*cli.Command{make()} }
+}
+
+// allCommands builds every command, in the order of vectl --help.
+func allCommands() []*cli.Command {
+	var out []*cli.Command
+	for _, e := range commandTable() {
+		out = append(out, e.make()...)
+	}
+	return out
+}
+
+// globalFlags are vectl's global options.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "root", Value: container.DefaultRoot, EnvVars: []string{"VECTL_ROOT"},
+			Usage: "persistent state directory"},
+		&cli.StringFlag{Name: "template-dir", EnvVars: []string{"VECTL_TEMPLATE_DIR"},
+			Usage: "OS template cache (default: ROOT/templates)"},
+		&cli.StringFlag{Name: "run-dir", Value: container.DefaultRunDir, EnvVars: []string{"VECTL_RUN_DIR"},
+			Usage: "volatile state directory (cleared by a host reboot)"},
+		&cli.StringFlag{Name: "log-dir", Value: container.DefaultLogDir, EnvVars: []string{"VECTL_LOG_DIR"},
+			Usage: "console log directory"},
+		&cli.StringFlag{Name: "network-config", Value: "/etc/vectl/network.json", EnvVars: []string{"VECTL_NETWORK_CONFIG"},
+			Usage: "the node's network configuration: VE address pools, bridges, proxy ARP/NDP uplinks"},
+		&cli.StringFlag{Name: "cni-path", EnvVars: []string{"VECTL_CNI_PATH"},
+			Usage: "use the host's CNI plugins in `DIR` instead of the ones built into vectl"},
+		&cli.StringFlag{Name: "firewall-table", Value: "vectl", EnvVars: []string{"VECTL_FIREWALL_TABLE"},
+			Usage: "name of vectl's own nftables tables"},
+		&cli.StringFlag{Name: "profile-dir", Value: "/etc/vectl/profiles", EnvVars: []string{"VECTL_PROFILE_DIR"},
+			Usage: "resource profiles (NAME.json) for create --config and set --applyconfig"},
+		&cli.StringFlag{Name: "cgroup-manager", EnvVars: []string{"VECTL_CGROUP_MANAGER"},
+			Usage: "cgroup driver: fs (default) or systemd (where systemd is PID 1); also cgroup_manager in " + nodeConfigPath},
+		&cli.StringFlag{Name: "cgroup-parent", Value: container.DefaultCgroupParent, EnvVars: []string{"VECTL_CGROUP_PARENT"},
+			Usage: "absolute cgroup `PATH` the VEs live under (with the systemd driver one name, the slice NAME.slice); two vectl instances on one host need different ones"},
+		&cli.StringFlag{Name: "vz-conf-dir", Value: container.DefaultVZConfDir, EnvVars: []string{"VECTL_VZ_CONF_DIR"},
+			Usage: "where vzctl's view of the VEs' configs is kept (`DIR`/vz.conf, DIR/conf/ID.conf) for vzctl's clients; none: not kept"},
+		&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
+			Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
+	}
+}
+
+// newApp is the app with cmds and the global flags (built anew when not given).
+func newApp(s Streams, cmds []*cli.Command, globals ...cli.Flag) *cli.App {
+	if globals == nil {
+		globals = globalFlags()
+	}
 	app := &cli.App{
 		Name:                   "vectl",
 		Usage:                  "OpenVZ-style Virtual Environments on a stock Linux kernel",
@@ -105,66 +231,9 @@ func NewApp(s Streams) *cli.App {
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageErrorf("%v", err)
 		},
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "root", Value: container.DefaultRoot, EnvVars: []string{"VECTL_ROOT"},
-				Usage: "persistent state directory"},
-			&cli.StringFlag{Name: "template-dir", EnvVars: []string{"VECTL_TEMPLATE_DIR"},
-				Usage: "OS template cache (default: ROOT/templates)"},
-			&cli.StringFlag{Name: "run-dir", Value: container.DefaultRunDir, EnvVars: []string{"VECTL_RUN_DIR"},
-				Usage: "volatile state directory (cleared by a host reboot)"},
-			&cli.StringFlag{Name: "log-dir", Value: container.DefaultLogDir, EnvVars: []string{"VECTL_LOG_DIR"},
-				Usage: "console log directory"},
-			&cli.StringFlag{Name: "network-config", Value: "/etc/vectl/network.json", EnvVars: []string{"VECTL_NETWORK_CONFIG"},
-				Usage: "the node's network configuration: VE address pools, bridges, proxy ARP/NDP uplinks"},
-			&cli.StringFlag{Name: "cni-path", EnvVars: []string{"VECTL_CNI_PATH"},
-				Usage: "use the host's CNI plugins in `DIR` instead of the ones built into vectl"},
-			&cli.StringFlag{Name: "firewall-table", Value: "vectl", EnvVars: []string{"VECTL_FIREWALL_TABLE"},
-				Usage: "name of vectl's own nftables tables"},
-			&cli.StringFlag{Name: "profile-dir", Value: "/etc/vectl/profiles", EnvVars: []string{"VECTL_PROFILE_DIR"},
-				Usage: "resource profiles (NAME.json) for create --config and set --applyconfig"},
-			&cli.StringFlag{Name: "cgroup-manager", EnvVars: []string{"VECTL_CGROUP_MANAGER"},
-				Usage: "cgroup driver: fs (default) or systemd (where systemd is PID 1); also cgroup_manager in " + nodeConfigPath},
-			&cli.StringFlag{Name: "cgroup-parent", Value: container.DefaultCgroupParent, EnvVars: []string{"VECTL_CGROUP_PARENT"},
-				Usage: "absolute cgroup `PATH` the VEs live under (with the systemd driver one name, the slice NAME.slice); two vectl instances on one host need different ones"},
-			&cli.StringFlag{Name: "vz-conf-dir", Value: container.DefaultVZConfDir, EnvVars: []string{"VECTL_VZ_CONF_DIR"},
-				Usage: "where vzctl's view of the VEs' configs is kept (`DIR`/vz.conf, DIR/conf/ID.conf) for vzctl's clients; none: not kept"},
-			&cli.StringFlag{Name: "lock-timeout", Value: container.DefaultLockTimeout.String(), EnvVars: []string{"VECTL_LOCK_TIMEOUT"},
-				Usage: "how long to wait for a VE held by another vectl (seconds or a duration like 500ms); exit 9 after it"},
-		},
-		Commands: []*cli.Command{
-			createCommand(),
-			destroyCommand(),
-			mountCommand(),
-			umountCommand(),
-			statusCommand(),
-			listCommand(),
-			setCommand(),
-			startCommand(),
-			stopCommand(),
-			restartCommand(),
-			execCommand(),
-			enterCommand(),
-			consoleCommand(),
-			chkpntCommand(),
-			restoreCommand(),
-			migrateCommand(),
-			freezeCommand("freeze", "freeze every process of a running VE (no dump)", true),
-			freezeCommand("thaw", "thaw a frozen VE", false),
-			statsCommand(),
-			ubcCommand(),
-			bootCommand(),
-			hostCommand(),
-			unitCommand(),
-			templateCommand(),
-			exitCodesCommand(),
-			completionCommand(),
-			manCommand(),
-			monitorCommand(),
-			migrateInCommand(),
-			migrateGuardCommand(),
-		},
+		Flags:    globals,
+		Commands: cmds,
 	}
-	app.Commands = append(append(app.Commands, snapshotCommands()...), backupCommands()...)
 	for _, c := range app.Commands {
 		prepare(c)
 	}

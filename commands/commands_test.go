@@ -56,6 +56,65 @@ func fakeVE(t *testing.T, root string, c store.Config) {
 	}
 }
 
+// The command table must list every name its commands answer to: a run that names a command
+// builds only that entry, so a missing alias would be an unknown command.
+func TestCommandTableNames(t *testing.T) {
+	seen := map[string]bool{}
+	for _, e := range commandTable() {
+		var got []string
+		for _, c := range e.make() {
+			got = append(got, c.Names()...)
+		}
+		if !reflect.DeepEqual(got, e.names) {
+			t.Errorf("command table entry %v builds commands named %v", e.names, got)
+		}
+		for _, n := range got {
+			if seen[n] {
+				t.Errorf("name %q in two entries", n)
+			}
+			seen[n] = true
+		}
+	}
+}
+
+func TestAppForBuildsTheNamedCommand(t *testing.T) {
+	names := func(app *cli.App) []string {
+		var out []string
+		for _, c := range app.Commands {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	all := len(NewApp(Streams{}).Commands)
+	tests := []struct {
+		args []string
+		want []string // nil: the whole app
+	}{
+		{[]string{"vectl", "create", "101", "--ostemplate", "t"}, []string{"create"}},
+		{[]string{"vectl", "--root", "/x", "--lock-timeout", "1s", "ls", "-a"}, []string{"list"}},
+		{[]string{"vectl", "--root=/x", "suspend", "101"}, []string{"chkpnt"}},
+		{[]string{"vectl", "clone", "101", "102"}, []string{"snapshot", "snapshot-list", "snapshot-switch",
+			"snapshot-delete", "snapshot-mount", "snapshot-umount", "clone"}},
+		{[]string{"vectl", "create", "--help"}, nil},
+		{[]string{"vectl", "help", "create"}, nil},
+		{[]string{"vectl", "template", "help", "import"}, nil},
+		{[]string{"vectl", "completion", "bash"}, nil},
+		{[]string{"vectl", "--version"}, nil},
+		{[]string{"vectl", "no-such-command"}, nil},
+		{[]string{"vectl"}, nil},
+	}
+	for _, tt := range tests {
+		got := names(appFor(Streams{}, tt.args))
+		if tt.want == nil {
+			if len(got) != all {
+				t.Errorf("appFor(%q) has %d commands, want all %d", tt.args, len(got), all)
+			}
+		} else if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("appFor(%q) has commands %v, want %v", tt.args, got, tt.want)
+		}
+	}
+}
+
 func TestReorderArgs(t *testing.T) {
 	app := NewApp(Streams{})
 	tests := []struct {
