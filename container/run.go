@@ -242,6 +242,18 @@ func (m *Manager) numproc(id string) int {
 	return n
 }
 
+// warmJSON builds encoding/json's per-type tables of the OCI spec and (with container) of
+// libcontainer's config, as their first encoding or decoding in a process would: about 2 ms
+// of CPU each in a fresh process here. A start runs it in a goroutine while it waits for the
+// kernel (namespaces, mounts), the monitor while it waits for the go-ahead, so that writing
+// and reading the spec on the critical path costs 0.5 ms each instead of 2.5.
+func warmJSON(container bool) {
+	json.Marshal(specs.Spec{}) // the tables are per type, so empty values build them all
+	if container {
+		json.Marshal(configs.Config{})
+	}
+}
+
 // loadSpec reads the OCI spec that start generated for a VE.
 func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
 	data, err := os.ReadFile(m.ociPath(id))

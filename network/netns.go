@@ -78,10 +78,9 @@ func setUpNetns() error {
 	for _, f := range []string{"all", "default"} {
 		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/accept_dad", []byte("0"), 0)
 	}
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
+	// A new namespace's loopback is always interface 1 (LOOPBACK_IFINDEX): set it up by
+	// index, without a netlink round trip to look it up by name first.
+	err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}})
 	if err != nil {
 		return fmt.Errorf("loopback up: %w", err)
 	}

@@ -24,7 +24,19 @@ func IsTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
 // either the old content or the new one, never a mix: it writes a temporary file in the same
 // directory, fsyncs it, renames it over path and fsyncs the directory. The temporary file is
 // removed when any step fails.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+// ReplaceFile replaces path with data as WriteFileAtomic does for readers (they see the old
+// content or the new one), but does not wait for the disk: for files that are made anew
+// before anything reads them after a crash, such as the OCI spec every start generates. The
+// two fsyncs cost a start 1 to 10 ms on this machine's disk.
+func ReplaceFile(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, false)
+}
+
+func writeFile(path string, data []byte, perm os.FileMode, durable bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -46,14 +58,19 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Chmod(perm); err != nil {
 		return err
 	}
-	if err = f.Sync(); err != nil {
-		return err
+	if durable {
+		if err = f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err = f.Close(); err != nil {
 		return err
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return SyncDir(dir)
 }

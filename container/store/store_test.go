@@ -186,19 +186,39 @@ func TestWriteFileAtomicSimulatedCrash(t *testing.T) {
 }
 
 func TestWriteFileAtomicFailureLeavesNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "target")
-	if err := os.Mkdir(target, 0o700); err != nil {
-		t.Fatal(err)
+	for name, write := range map[string]func(string, []byte, os.FileMode) error{
+		"WriteFileAtomic": WriteFileAtomic, "ReplaceFile": ReplaceFile,
+	} {
+		dir := t.TempDir()
+		target := filepath.Join(dir, "target")
+		if err := os.Mkdir(target, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(target, "x"), nil, 0o600) // a non-empty dir cannot be renamed over
+		if err := write(target, []byte("data"), 0o600); err == nil {
+			t.Fatalf("%s: rename over a non-empty directory succeeded", name)
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if IsTemp(e.Name()) {
+				t.Fatalf("%s: temporary file %s left behind", name, e.Name())
+			}
+		}
 	}
-	os.WriteFile(filepath.Join(target, "x"), nil, 0o600) // a non-empty dir cannot be renamed over
-	if err := WriteFileAtomic(target, []byte("data"), 0o600); err == nil {
-		t.Fatal("rename over a non-empty directory succeeded")
-	}
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if IsTemp(e.Name()) {
-			t.Fatalf("temporary file %s left behind", e.Name())
+}
+
+func TestReplaceFileReplaces(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spec.json")
+	for _, data := range []string{"first", "second, longer"} {
+		if err := ReplaceFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != data {
+			t.Fatalf("after ReplaceFile(%q): %q, %v", data, got, err)
+		}
+		if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+			t.Fatalf("mode %v, want 0600", st.Mode().Perm())
 		}
 	}
 }
