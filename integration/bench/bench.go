@@ -169,6 +169,7 @@ func (b *bench) runAll() error {
 		return err
 	}
 	b.setupPeers()
+	b.settleBinaries()
 	if b.opts.load {
 		if err := b.startLoad(); err != nil {
 			return err
