@@ -106,7 +106,7 @@ func appFor(s Streams, args []string) *cli.App {
 	if i < len(args) && !slices.ContainsFunc(args, helpArg) {
 		for _, e := range commandTable() {
 			if slices.Contains(e.names, args[i]) && !e.wholeApp {
-				return newApp(s, e.make(), globals...)
+				return newApp(s, e.build(), globals...)
 			}
 		}
 	}
@@ -121,7 +121,7 @@ func helpArg(a string) bool {
 // a unit test), so that a run can build only the one it runs.
 type commandEntry struct {
 	names    []string
-	make     func() []*cli.Command
+	build    func() []*cli.Command
 	wholeApp bool // reads the other commands (completion scripts)
 }
 
@@ -167,15 +167,15 @@ func commandTable() []commandEntry {
 	}
 }
 
-func one(make func() *cli.Command) func() []*cli.Command {
-	return func() []*cli.Command { return []*cli.Command{make()} }
+func one(build func() *cli.Command) func() []*cli.Command {
+	return func() []*cli.Command { return []*cli.Command{build()} }
 }
 
 // allCommands builds every command, in the order of vectl --help.
 func allCommands() []*cli.Command {
 	var out []*cli.Command
 	for _, e := range commandTable() {
-		out = append(out, e.make()...)
+		out = append(out, e.build()...)
 	}
 	return out
 }

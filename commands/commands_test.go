@@ -62,7 +62,7 @@ func TestCommandTableNames(t *testing.T) {
 	seen := map[string]bool{}
 	for _, e := range commandTable() {
 		var got []string
-		for _, c := range e.make() {
+		for _, c := range e.build() {
 			got = append(got, c.Names()...)
 		}
 		if !reflect.DeepEqual(got, e.names) {
