@@ -16,7 +16,11 @@ import (
 // "__monitor" command, or start --foreground. The console log and socket, the run id and the
 // monitor's pid file are this package's; o says how the monitor was started.
 func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) (monitor.Ending, error) {
-	go warmJSON(true)
+	if o.Resume == nil {
+		// A boot follows (see warmJSON); a monitor resumed from its idle loop mostly tears
+		// down, which needs neither table.
+		go warmJSON(true)
+	}
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
 	// The views are mounted (Create) exactly when the relay keeps them.
