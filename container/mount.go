@@ -85,7 +85,7 @@ func (m *Manager) mountRoot(cfg *Config) error {
 	a.Userns = m.runFile(cfg.ID, usernsFile)
 	if _, err := os.Stat(a.Userns); err != nil {
 		a.Userns = filepath.Join(m.opts.RunDir, "mount-userns-"+cfg.ID)
-		if err := idmap.Pin(a.Userns, "", u.UID, u.GID); err != nil {
+		if err := idmap.Pin(a.Userns, u.UID, u.GID); err != nil {
 			return err
 		}
 		defer idmap.Unpin(a.Userns)

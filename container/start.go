@@ -177,22 +177,27 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	// A user-namespace VE's network namespace belongs to its user namespace (so that its root
 	// manages its own interfaces, routes and firewall); both are pinned before its root is
 	// mounted through that user namespace.
+	var holder *idmap.Holder
 	if u := cfg.UserNS; u != nil {
 		if err := m.reachRoots(u.UID); err != nil {
 			return nil, "", err
 		}
-		if err := idmap.Pin(m.runFile(id, usernsFile), m.netnsPath(id), u.UID, u.GID); err != nil {
+		if holder, err = idmap.Hold(m.runFile(id, usernsFile), u.UID, u.GID); err != nil {
 			return nil, "", err
 		}
+		defer holder.Close()
 	}
-	// The network namespace is made ready (loopback up: the kernel takes 1 to 4 ms here) while
-	// the root is mounted and looked at; nothing below needs it before the network is attached.
+	// The network namespace is made (the kernel takes 1 to 4 ms here) and made ready (loopback
+	// up) while the root is mounted and looked at; nothing below needs it before the network
+	// is attached. A user-namespace VE's belongs to its user namespace: its holder makes it.
 	netns := make(chan error, 1)
 	go func() {
-		if cfg.UserNS != nil {
-			netns <- network.SetUpNetns(m.netnsPath(id))
-		} else {
+		if holder == nil {
 			netns <- network.PinNetns(m.netnsPath(id))
+		} else if err := holder.PinNet(m.netnsPath(id)); err != nil {
+			netns <- err
+		} else {
+			netns <- network.SetUpNetns(m.netnsPath(id))
 		}
 	}()
 	initType, err := m.prepareRoot(ctx, cfg)

@@ -164,45 +164,57 @@ func Allocate(pool string, used, unmapped []Range) (uint32, error) {
 	return 0, fmt.Errorf("%w in root's ranges in %s: each VE needs %d ids; add a range for root there", ErrNoRange, pool, Size)
 }
 
-// Pin creates a user namespace mapping 0-65535 to uid..uid+65535 and gid..gid+65535, and
-// (unless netns is "") a network namespace owned by it, and keeps them by bind-mounting them
-// on the files userns and netns (which must not exist). On error nothing is left.
-func Pin(userns, netns string, uid, gid uint32) error {
-	return pin(userns, netns, 0, uid, 0, gid)
+// Pin creates a user namespace mapping 0-65535 to uid..uid+65535 and gid..gid+65535 and keeps
+// it by bind-mounting it on the file userns (which must not exist). On error nothing is left.
+func Pin(userns string, uid, gid uint32) error {
+	h, err := Hold(userns, uid, gid)
+	if err != nil {
+		return err
+	}
+	h.Close()
+	return nil
 }
 
 // PinMap pins on userns a user namespace in which the host ids fromUID.. and fromGID..
 // (Size of each) are toUID.. and toGID..: an idmapped mount through it shows files owned by
 // fromUID+N as owned by toUID+N (a layer of one VE's range seen by a VE of another).
 func PinMap(userns string, fromUID, toUID, fromGID, toGID uint32) error {
-	return pin(userns, "", fromUID, toUID, fromGID, toGID)
+	h, err := hold(userns, fromUID, toUID, fromGID, toGID)
+	if err != nil {
+		return err
+	}
+	h.Close()
+	return nil
 }
 
-func pin(userns, netns string, insideUID, uid, insideGID, gid uint32) (err error) {
-	pins := []struct{ file, ns string }{{userns, "user"}}
-	flags := unix.CLONE_NEWUSER
-	if netns != "" {
-		pins = append(pins, struct{ file, ns string }{netns, "net"})
-		flags |= unix.CLONE_NEWNET
+// Holder keeps a user namespace that Hold pinned alive for more: PinNet gives it a network
+// namespace. Close lets it go (the pins stay).
+type Holder struct {
+	pid  int
+	end  int    // the socket that asks the holder for a network namespace; closing it ends it
+	reap func() // waits for the holder's end and frees its stack
+}
+
+// Hold is Pin that keeps the namespace's holder for PinNet: a network namespace is made
+// apart from the user namespace, so that its creation (a few milliseconds of the kernel's)
+// can run beside other work once the user namespace exists.
+func Hold(userns string, uid, gid uint32) (*Holder, error) {
+	return hold(userns, 0, uid, 0, gid)
+}
+
+func hold(userns string, insideUID, uid, insideGID, gid uint32) (h *Holder, err error) {
+	if err := os.MkdirAll(filepath.Dir(userns), 0o755); err != nil {
+		return nil, err
 	}
-	for _, p := range pins {
-		if err := os.MkdirAll(filepath.Dir(p.file), 0o755); err != nil {
-			return err
-		}
-	}
-	pid, end, err := hold(flags)
+	pid, end, reap, err := holdNS(unix.CLONE_NEWUSER)
 	if err != nil {
-		return fmt.Errorf("create the VE's user namespace: %w", err)
+		return nil, fmt.Errorf("create the VE's user namespace: %w", err)
 	}
-	defer func() {
-		unix.Close(end) // the holder exits
-		go unix.Wait4(pid, nil, 0, nil)
-	}()
+	h = &Holder{pid: pid, end: end, reap: reap}
 	defer func() {
 		if err != nil {
-			for _, p := range pins {
-				Unpin(p.file)
-			}
+			h.Close()
+			h = nil
 		}
 	}()
 	// setgroups stays allowed: the VE's root needs it, and the maps are written by host root.
@@ -212,22 +224,50 @@ func pin(userns, netns string, insideUID, uid, insideGID, gid uint32) (err error
 	}{{"uid_map", insideUID, uid}, {"gid_map", insideGID, gid}} {
 		line := fmt.Sprintf("%d %d %d\n", m.inside, m.out, Size)
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, m.file), []byte(line), 0); err != nil {
-			return fmt.Errorf("create the VE's user namespace: %w", err)
+			return nil, fmt.Errorf("create the VE's user namespace: %w", err)
 		}
 	}
-	for _, p := range pins {
-		f, err := os.OpenFile(p.file, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
-		if err != nil {
-			return fmt.Errorf("pin the VE's %s namespace: %w", p.ns, err)
-		}
-		f.Close()
-		src := fmt.Sprintf("/proc/%d/ns/%s", pid, p.ns)
-		if err := unix.Mount(src, p.file, "none", unix.MS_BIND, ""); err != nil {
-			os.Remove(p.file)
-			return fmt.Errorf("pin the VE's %s namespace on %s: %w", p.ns, p.file, err)
-		}
+	if err := h.pin(userns, "user"); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// PinNet creates a network namespace owned by the held user namespace and pins it on the file
+// netns (which must not exist). On error nothing is left.
+func (h *Holder) PinNet(netns string) error {
+	if err := os.MkdirAll(filepath.Dir(netns), 0o755); err != nil {
+		return err
+	}
+	if err := netRequest(h.end); err != nil {
+		return fmt.Errorf("create the VE's network namespace: %w", err)
+	}
+	return h.pin(netns, "net")
+}
+
+// pin bind-mounts the holder's namespace ns ("user", "net") on file.
+func (h *Holder) pin(file, ns string) error {
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("pin the VE's %s namespace: %w", ns, err)
+	}
+	f.Close()
+	src := fmt.Sprintf("/proc/%d/ns/%s", h.pid, ns)
+	if err := unix.Mount(src, file, "none", unix.MS_BIND, ""); err != nil {
+		os.Remove(file)
+		return fmt.Errorf("pin the VE's %s namespace on %s: %w", ns, file, err)
 	}
 	return nil
+}
+
+// Close ends the holder; the namespaces live on through their pins.
+func (h *Holder) Close() {
+	if h == nil || h.end < 0 {
+		return
+	}
+	unix.Close(h.end) // the holder exits
+	h.end = -1
+	go h.reap()
 }
 
 // Unpin releases a namespace pinned on path; a missing one is not an error.
