@@ -198,7 +198,10 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 		}
 		opts := &libcontainer.CriuOpts{ImagesDirectory: tmp, LeaveRunning: o.LeaveRunning,
 			TcpEstablished: true, FileLocks: true, LinkRemap: true, ManageCgroupsMode: "soft", StatusFd: -1}
-		if o.lazy != nil {
+		if tool.NftLock {
+			err = nftLock(c.Config())
+		}
+		if err == nil && o.lazy != nil {
 			err = m.lazyCheckpoint(c, opts, o.lazy, func() error {
 				// The images are complete: what a restore needs besides them goes in now.
 				meta := DumpMeta{ID: id, Created: time.Now().UTC(), Kernel: kernelRelease(), CriuVersion: tool.Version,
@@ -228,7 +231,7 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 				return err
 			}
 			os.Rename(dir, tmp) // the log goes to DIR.failed below
-		} else {
+		} else if err == nil {
 			err = c.Checkpoint(opts)
 		}
 	}

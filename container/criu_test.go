@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
 func TestCriuReasonSkipsNoise(t *testing.T) {
@@ -113,6 +115,63 @@ func TestCeilSeconds(t *testing.T) {
 	for ns, want := range map[int64]int64{0: 0, 1: 1, 1e9: 1, 1e9 + 1: 2, -1: 0, -1e9: -1, -1_500_000_000: -1} {
 		if got := ceilSeconds(ns); got != want {
 			t.Errorf("ceilSeconds(%d) = %d, want %d", ns, got, want)
+		}
+	}
+}
+
+// TestNftLock: the line goes into the configuration the container names, once, and a
+// configuration that already chooses a lock method keeps it.
+func TestNftLock(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "criu.conf")
+	if err := os.WriteFile(conf, []byte(criuConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := configs.Config{Labels: []string{"bundle=/x", "org.criu.config=" + conf}}
+	for range 2 {
+		if err := nftLock(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if data, _ := os.ReadFile(conf); string(data) != criuConf+nftLockLine {
+		t.Fatalf("criu.conf:\n%s", data)
+	}
+	own := "network-lock iptables\n"
+	if err := os.WriteFile(conf, []byte(own), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := nftLock(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(conf); string(data) != own {
+		t.Fatalf("a chosen method was changed:\n%s", data)
+	}
+	if err := nftLock(configs.Config{}); err != nil {
+		t.Fatalf("no configuration named: %v", err)
+	}
+}
+
+// TestCriuKdatDir: one directory per boot, root's alone; those of other boots go; a boot id
+// that is not a name is refused.
+func TestCriuKdatDir(t *testing.T) {
+	m := &Manager{opts: Options{RunDir: t.TempDir()}}
+	old, err := m.criuKdatDir("5a0c6f4e-1111-2222-3333-444455556666")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := m.criuKdatDir("0f1e2d3c-aaaa-bbbb-cccc-ddddeeeeffff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("%s: %v %v", dir, fi, err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Fatalf("the directory of another boot is still there: %v", err)
+	}
+	for _, bad := range []string{"", "..", "a/b"} {
+		if _, err := m.criuKdatDir(bad); err == nil {
+			t.Errorf("boot id %q accepted", bad)
 		}
 	}
 }
