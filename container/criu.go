@@ -204,12 +204,7 @@ func (m *Manager) criuKdatDir(bootID string) (string, error) {
 // CRIU configuration the VE's container names (whose settings override the RPC's); a
 // restore takes the method from the dump's inventory.
 func nftLock(cfg configs.Config) error {
-	path := ""
-	for _, l := range cfg.Labels {
-		if p, ok := strings.CutPrefix(l, "org.criu.config="); ok {
-			path = p
-		}
-	}
+	path := criuConfOf(cfg)
 	if path == "" {
 		return nil
 	}

@@ -150,8 +150,22 @@ func (wb *wrapperBinds) writeConf(cfg *configs.Config, path string) error {
 // setCriuConf names the CRIU configuration file of a container's dumps and restores (the
 // label libcontainer hands to CRIU), in place of the one it names.
 func setCriuConf(cfg *configs.Config, path string) {
-	cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, "org.criu.config=") })
-	cfg.Labels = append(cfg.Labels, "org.criu.config="+path)
+	cfg.Labels = slices.DeleteFunc(cfg.Labels, func(l string) bool { return strings.HasPrefix(l, criuConfLabel) })
+	cfg.Labels = append(cfg.Labels, criuConfLabel+path)
+}
+
+// criuConfLabel prefixes the label that names a container's CRIU configuration file.
+const criuConfLabel = "org.criu.config="
+
+// criuConfOf is the CRIU configuration file a container names ("" for none).
+func criuConfOf(cfg configs.Config) string {
+	path := ""
+	for _, l := range cfg.Labels {
+		if p, ok := strings.CutPrefix(l, criuConfLabel); ok {
+			path = p
+		}
+	}
+	return path
 }
 
 // LoadAvg is a running VE's load average over 1, 5 and 15 minutes, as its monitor keeps it

@@ -175,8 +175,8 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 		return nil, "", err
 	}
 	// A user-namespace VE's network namespace belongs to its user namespace (so that its root
-	// manages its own interfaces, routes and firewall); both are pinned before its root is
-	// mounted through that user namespace.
+	// manages its own interfaces, routes and firewall); the user namespace is pinned before
+	// the root is mounted through it, the network namespace beside that mount (below).
 	var holder *idmap.Holder
 	if u := cfg.UserNS; u != nil {
 		if err := m.reachRoots(u.UID); err != nil {
