@@ -269,13 +269,16 @@ func manager(c *cli.Context) (*container.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	nc, err := readNodeConfig(nodeConfigPath)
+	if err != nil {
+		return nil, err
+	}
 	cgm := c.String("cgroup-manager")
 	if cgm == "" {
-		nc, err := readNodeConfig(nodeConfigPath)
-		if err != nil {
-			return nil, err
-		}
 		cgm = nc.CgroupManager
+	}
+	if nc.CriuLogLevel < 0 || nc.CriuLogLevel > 4 {
+		return nil, fmt.Errorf("%s: %w: criu_log_level %d: use 1 (errors) to 4 (debug), or leave it out for 2", nodeConfigPath, container.ErrInvalidValue, nc.CriuLogLevel)
 	}
 	if cgm != "" && cgm != container.CgroupFS && cgm != container.CgroupSystemd {
 		return nil, fmt.Errorf("%w: cgroup manager %q: use fs or systemd", container.ErrInvalidValue, cgm)
@@ -303,6 +306,7 @@ func manager(c *cli.Context) (*container.Manager, error) {
 		FirewallTable: c.String("firewall-table"),
 		ProfileDir:    c.String("profile-dir"),
 		VZConfDir:     vzConfDir,
+		CriuLogLevel:  nc.CriuLogLevel,
 		Warn: func(msg string) {
 			fmt.Fprintf(c.App.ErrWriter, "%s: warning: %s\n", c.App.Name, msg)
 		},
@@ -319,6 +323,8 @@ type nodeConfig struct {
 	UserNS string `json:"userns"`
 	// StopMode is what boot --stop does to running VEs: "stop" (default) or "suspend".
 	StopMode string `json:"stop_mode"`
+	// CriuLogLevel is the level of CRIU's logs (container.Options.CriuLogLevel).
+	CriuLogLevel int `json:"criu_log_level"`
 }
 
 // readNodeConfig reads the node's settings; a missing file means the defaults.

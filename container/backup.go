@@ -286,8 +286,9 @@ func (m *Manager) backup(ctx context.Context, id string, o *BackupOptions) (rep 
 		var inFreeze func() error
 		dumpDir := filepath.Join(stage, "dump")
 		if _, cerr := m.criu(); cerr == nil && o.Mode == "suspend" && (cfg.Layout == LayoutOverlay || cfg.UserNS == nil) {
+			prepared := m.prepareDump(id)
 			inFreeze = func() error {
-				if err := m.checkpoint(ctx, id, CheckpointOptions{Dir: dumpDir, LeaveRunning: true, keepFrozen: true}); err != nil {
+				if err := m.checkpoint(ctx, id, CheckpointOptions{Dir: dumpDir, LeaveRunning: true, keepFrozen: true, prepared: prepared}); err != nil {
 					m.opts.Warn(fmt.Sprintf("backup %s: its memory was not dumped, the backup holds files and config: %v", id, err))
 					os.RemoveAll(dumpDir)
 					return nil
@@ -614,7 +615,7 @@ func (m *Manager) unpackDump(ctx context.Context, id, part string, r *revert.Rev
 		return err
 	}
 	meta.LeaveRunning = false
-	if err := writeDumpMeta(dir, meta); err != nil {
+	if err := writeDumpMeta(dir, meta, true); err != nil {
 		return err
 	}
 	data, _ := json.Marshal(map[string]string{"dir": dir})

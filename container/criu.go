@@ -98,21 +98,36 @@ func (m *Manager) criu() (*criuTool, error) {
 	return &criuUsed, nil
 }
 
-// criuConf is CRIU's configuration for vectl's dumps; every VE's spec names the file
-// (criuConfPath), which libcontainer hands to CRIU (whose settings override the RPC's).
-// CRIU finds the path of an inotify watch it cannot open by its file handle (as on an
-// overlayfs root) by scanning directories for the inode: besides its default ones, the
-// time zones, which systemd watches through /etc/localtime (and, after a restore, directly).
-// criuConf is the base of vectl's CRIU configuration. address: the page server of a lazy
-// dump (migrate --lazy) listens on the loopback only (over RPC criu takes only its port).
+// criuConf is the base of vectl's CRIU configurations: the shared one every VE's spec names
+// (criuConfPath) and the VE's own (in its run directory) that its container names instead,
+// which libcontainer hands to CRIU (whose settings override the RPC's). dumpConf completes
+// the VE's before each dump. CRIU finds the path of an inotify watch it cannot open by its
+// file handle (as on an overlayfs root) by scanning directories for the inode: besides its
+// default ones, the time zones, which systemd watches through /etc/localtime (and, after a
+// restore, directly); a VE's own file names the very files instead. address: the page
+// server of a lazy dump (migrate --lazy) listens on the loopback only (over RPC criu takes
+// only its port).
 const criuConf = "irmap-scan-path /usr/share/zoneinfo\naddress 127.0.0.1\n"
+
+// criuVerbosity is the line of vectl's CRIU configurations that sets CRIU's log level
+// (Options.CriuLogLevel; 2, CRIU's own default, errors and warnings, if unset). libcontainer
+// asks for debug (4): some 6500 lines for a Debian VE's dump, 15 ms of its frozen time here.
+// The file's level wins with container/criupatch/rpc-conf-verbosity.patch.
+func (m *Manager) criuVerbosity() string { return fmt.Sprintf("verbosity=%d\n", m.criuLogLevel()) }
+
+func (m *Manager) criuLogLevel() int {
+	if m.opts.CriuLogLevel == 0 {
+		return 2
+	}
+	return m.opts.CriuLogLevel
+}
 
 func (m *Manager) criuConfPath() string { return filepath.Join(m.opts.RunDir, "criu.conf") }
 
 // writeCriuConf writes the shared CRIU configuration (criuConfPath), with nftLock's line when
 // the criu in use locks networks with nftables.
 func (m *Manager) writeCriuConf(nft bool) error {
-	conf := criuConf
+	conf := criuConf + m.criuVerbosity()
 	if nft {
 		conf += nftLockLine
 	}
@@ -198,26 +213,76 @@ func (m *Manager) criuKdatDir(bootID string) (string, error) {
 	return dir, nil
 }
 
-// nftLock has CRIU lock a VE's network for a dump with nftables (one netlink transaction
-// inside criu) instead of its default, iptables-restore for IPv4 and IPv6, to lock and again
-// to unlock: four programs, some 30 ms of the VE's frozen time here. The line goes into the
-// CRIU configuration the VE's container names (whose settings override the RPC's); a
-// restore takes the method from the dump's inventory.
-func nftLock(cfg configs.Config) error {
+// dumpConf completes the CRIU configuration that a VE's container names, if it is the VE's
+// own, for a dump (the shared one is complete, and one that is gone, a restore's in its
+// dump, is left so):
+//
+//   - network-lock nftables, when nft (the criu in use can): CRIU locks the VE's network
+//     with one netlink transaction of its own instead of its default, iptables-restore for
+//     IPv4 and IPv6, to lock and again to unlock: four programs, some 30 ms of the VE's
+//     frozen time here. A method the file names already stays.
+//   - irmap-scan-path for each of scan (VE paths, one per line, in place of the others):
+//     CRIU looks at these first for the inodes of inotify watches (see criuConf).
+//   - the log level (criuVerbosity), in place of the one there.
+func (m *Manager) dumpConf(cfg configs.Config, nft bool, scan []string) error {
 	path := criuConfOf(cfg)
-	if path == "" {
+	if path == "" || path == m.criuConfPath() {
 		return nil
 	}
 	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "network-lock ") {
-			return nil
+	var b strings.Builder
+	lock := ""
+	if nft {
+		lock = nftLockLine
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		line += "\n"
+		switch {
+		case strings.HasPrefix(line, "network-lock "):
+			lock = line
+		case line != "\n" && !strings.HasPrefix(line, "irmap-scan-path ") && !strings.HasPrefix(line, "verbosity="):
+			b.WriteString(line)
 		}
 	}
-	return store.WriteFileAtomic(path, append(data, []byte(nftLockLine)...), 0o644)
+	for _, p := range scan {
+		b.WriteString("irmap-scan-path " + p + "\n")
+	}
+	b.WriteString(m.criuVerbosity())
+	b.WriteString(lock)
+	if b.String() == string(data) {
+		return nil
+	}
+	// No fsync: the file is the running VE's, in the run directory, and the VE may be
+	// frozen already (an fsync can wait for a commit of other files' data here).
+	return store.ReplaceFile(path, []byte(b.String()), 0o644)
+}
+
+// localtimeScan lists where the inodes of a running VE's inotify watches on its time zone
+// are (see dumpConf): systemd watches /etc/localtime, and after a restore the zone file it
+// points to, which root is the VE's root seen from here (/proc/PID/root). The VE's own
+// link is used only when it is a plain path: it goes into CRIU's configuration.
+func localtimeScan(root string) []string {
+	scan := []string{"/etc/localtime"}
+	target, err := os.Readlink(filepath.Join(root, "etc/localtime"))
+	if err != nil {
+		return scan
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join("/etc", target)
+	}
+	target = filepath.Clean(target)
+	if len(target) > 256 || strings.ContainsFunc(target, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._+-", r))
+	}) {
+		return scan
+	}
+	return append(scan, target)
 }
 
 const nftLockLine = "network-lock nftables\n"

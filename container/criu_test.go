@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -119,35 +120,90 @@ func TestCeilSeconds(t *testing.T) {
 	}
 }
 
-// TestNftLock: the line goes into the configuration the container names, once, and a
-// configuration that already chooses a lock method keeps it.
-func TestNftLock(t *testing.T) {
+// TestDumpConf: a VE's own configuration gets the nftables lock once (a method it names
+// stays), the scan paths and the log level in place of the last dump's; the shared one, a
+// file that is gone or none named: nothing to do.
+func TestDumpConf(t *testing.T) {
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "criu.conf")
-	if err := os.WriteFile(conf, []byte(criuConf), 0o644); err != nil {
+	m := &Manager{opts: Options{RunDir: dir}}
+	conf := filepath.Join(dir, "ve-criu.conf")
+	base := criuConf + m.criuVerbosity() + "ext-mount-map /dev/null:/dev/null\n"
+	if err := os.WriteFile(conf, []byte(base), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := configs.Config{Labels: []string{"bundle=/x", "org.criu.config=" + conf}}
 	for range 2 {
-		if err := nftLock(cfg); err != nil {
+		if err := m.dumpConf(cfg, true, []string{"/etc/localtime", "/usr/share/zoneinfo/Etc/UTC"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if data, _ := os.ReadFile(conf); string(data) != criuConf+nftLockLine {
+	kept := "address 127.0.0.1\next-mount-map /dev/null:/dev/null\n"
+	want := kept + "irmap-scan-path /etc/localtime\nirmap-scan-path /usr/share/zoneinfo/Etc/UTC\nverbosity=2\n" + nftLockLine
+	if data, _ := os.ReadFile(conf); string(data) != want {
 		t.Fatalf("criu.conf:\n%s", data)
 	}
-	own := "network-lock iptables\n"
+	m.opts.CriuLogLevel = 4
+	if err := m.dumpConf(cfg, true, []string{"/etc/localtime"}); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(conf); string(data) != kept+"irmap-scan-path /etc/localtime\nverbosity=4\n"+nftLockLine {
+		t.Fatalf("criu.conf after a second dump:\n%s", data)
+	}
+	own := "network-lock iptables"
 	if err := os.WriteFile(conf, []byte(own), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := nftLock(cfg); err != nil {
+	if err := m.dumpConf(cfg, true, nil); err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := os.ReadFile(conf); string(data) != own {
+	if data, _ := os.ReadFile(conf); string(data) != "verbosity=4\n"+own+"\n" {
 		t.Fatalf("a chosen method was changed:\n%s", data)
 	}
-	if err := nftLock(configs.Config{}); err != nil {
-		t.Fatalf("no configuration named: %v", err)
+	shared := []byte(criuConf)
+	if err := os.WriteFile(m.criuConfPath(), shared, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []configs.Config{{Labels: []string{"org.criu.config=" + m.criuConfPath()}},
+		{Labels: []string{"org.criu.config=" + filepath.Join(dir, "gone")}}, {}} {
+		if err := m.dumpConf(cfg, true, []string{"/etc/localtime"}); err != nil {
+			t.Fatalf("%v: %v", cfg.Labels, err)
+		}
+	}
+	if data, _ := os.ReadFile(m.criuConfPath()); string(data) != string(shared) {
+		t.Fatalf("the shared configuration was changed:\n%s", data)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gone")); !os.IsNotExist(err) {
+		t.Fatalf("a configuration that was gone is back: %v", err)
+	}
+}
+
+// TestLocaltimeScan: the VE's zone file joins /etc/localtime when its link is a plain path
+// (relative links resolved from /etc); anything that could change CRIU's configuration is
+// left out.
+func TestLocaltimeScan(t *testing.T) {
+	for _, c := range []struct{ link, want string }{
+		{"/usr/share/zoneinfo/Etc/UTC", "/usr/share/zoneinfo/Etc/UTC"},
+		{"../usr/share/zoneinfo/America/Port-au-Prince", "/usr/share/zoneinfo/America/Port-au-Prince"},
+		{"/usr/share/zoneinfo/Etc/GMT+3", "/usr/share/zoneinfo/Etc/GMT+3"},
+		{"/x\naction-script /tmp/evil", ""},
+		{"/usr/share/zone info/x", ""},
+		{"/a\"b", ""},
+		{"", ""},
+	} {
+		root := t.TempDir()
+		os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+		if c.link != "" {
+			if err := os.Symlink(c.link, filepath.Join(root, "etc/localtime")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := []string{"/etc/localtime"}
+		if c.want != "" {
+			want = append(want, c.want)
+		}
+		if got := localtimeScan(root); !slices.Equal(got, want) {
+			t.Errorf("link %q: %q, want %q", c.link, got, want)
+		}
 	}
 }
 

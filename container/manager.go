@@ -64,6 +64,9 @@ type Options struct {
 	// VZConfDir is where vzctl's view of the VEs' configs is written (DefaultVZConfDir;
 	// "" for none): vz.conf and conf/ID.conf.
 	VZConfDir string
+	// CriuLogLevel is the level of CRIU's logs of dumps and restores: 1 errors, 2 and
+	// warnings (0: 2, CRIU's own default), 3 and information, 4 and debug messages.
+	CriuLogLevel int
 	// Warn reports a problem that does not fail the operation (nil: dropped).
 	Warn func(string)
 }

@@ -370,6 +370,10 @@ func (g *migration) run(ctx context.Context) (err error) {
 		}()
 	}
 	g.phase("copy")
+	var prepared preparedDump
+	if g.j.Online {
+		prepared = m.prepareDump(id) // while the private area is copied
+	}
 	if g.dest.NeedTemplate {
 		if err := g.r.rsync(ctx, []string{m.templates.ArchivePath(info)}, g.dest.Incoming+"/"); err != nil {
 			return withCode(MigrateCopy, fmt.Errorf("copy template %s: %w", info.Name, err))
@@ -383,7 +387,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 		g.frozen = time.Now()
 		g.j.Dump = m.DumpDir(id)
 		g.saveJournal()
-		if err := g.lazy(ctx, commitWait, dumpTo); err != nil {
+		if err := g.lazy(ctx, commitWait, dumpTo, prepared); err != nil {
 			return err
 		}
 		commitWait = nil
@@ -395,7 +399,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 		g.frozen = time.Now()
 		g.j.Dump = m.DumpDir(id)
 		g.saveJournal()
-		if err := m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump}); err != nil {
+		if err := m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, prepared: prepared}); err != nil {
 			return withCode(MigrateStopSource, err)
 		}
 	} else if g.j.WasRunning {
@@ -440,7 +444,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 // page server listens, the final copy of the private area, the dump (without the memory)
 // to the destination and its restore there, while migrate-in pages there relays its
 // lazy-pages daemon to the page server here over ssh; then the wait for the last page.
-func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error), dumpTo *io.PipeWriter) error {
+func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error), dumpTo *io.PipeWriter, prepared preparedDump) error {
 	m, id := g.m, g.j.ID
 	port, err := freePort()
 	if err != nil {
@@ -496,7 +500,7 @@ func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error),
 		}
 		return nil
 	}
-	err = m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, lazy: lz})
+	err = m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, lazy: lz, prepared: prepared})
 	if conn != nil {
 		conn.Close()
 		if pagesWait != nil {

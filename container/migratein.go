@@ -413,7 +413,7 @@ func (m *Manager) ServeLazyPages(ctx context.Context, id string, in io.Reader, o
 	}
 	mine, theirs := os.NewFile(uintptr(fds[0]), "page-server"), os.NewFile(uintptr(fds[1]), "page-server")
 	defer mine.Close()
-	cmd := exec.Command(tool.Path, "lazy-pages", "--page-server", "--ps-socket", "3", "-D", dir, "-o", lazyLog, "-v4")
+	cmd := exec.Command(tool.Path, "lazy-pages", "--page-server", "--ps-socket", "3", "-D", dir, "-o", lazyLog, fmt.Sprintf("-v%d", m.criuLogLevel()))
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
 	err = cmd.Start()

@@ -110,7 +110,7 @@ func (m *Manager) bindViews(id string, cfg *configs.Config, wb *wrapperBinds) er
 // path in the VE's /dev; the wrapper binds the files from there over their targets and
 // removes the hidden binds before the VE's init runs. A dump must be told that the files'
 // binds are external, which libcontainer would have done for its own: the VE's own CRIU
-// configuration says so (ext-mount-map, written by writeConf). A restore's container is made
+// configuration says so (ext-mount-map, written by writeVECriuConf). A restore's container is made
 // without wrapperBinds: it lists every bind itself, as the dump has them.
 type wrapperBinds struct {
 	w    nsjoin.InitWrap
@@ -134,13 +134,15 @@ func (wb *wrapperBinds) add(cfg *configs.Config, dir, inVE string, files [][2]st
 	wb.w.Detach = append(wb.w.Detach, inVE)
 }
 
-// writeConf writes the VE's CRIU configuration (criuConf and the wrapper's binds) to its
-// run directory and names it in cfg.
-func (wb *wrapperBinds) writeConf(cfg *configs.Config, path string) error {
-	if wb == nil || wb.conf == "" {
-		return nil
+// writeVECriuConf writes the VE's own CRIU configuration (criuConf, the log level and the
+// wrapper's binds, if any) to path in its run directory and names it in cfg, so that its
+// dumps can be told more about it (dumpConf).
+func (m *Manager) writeVECriuConf(cfg *configs.Config, wb *wrapperBinds, path string) error {
+	conf := criuConf + m.criuVerbosity()
+	if wb != nil {
+		conf += wb.conf
 	}
-	if err := os.WriteFile(path, []byte(criuConf+wb.conf), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
 	setCriuConf(cfg, path)
@@ -347,8 +349,11 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 			return nil, nil, nil, err
 		}
 	}
-	if err := wb.writeConf(cfg, m.runFile(id, criuConfFile)); err != nil {
-		return nil, nil, nil, err
+	if criuConfOf(*cfg) == m.criuConfPath() {
+		// Not a user-namespace VE's restore, whose configuration is in its dump.
+		if err := m.writeVECriuConf(cfg, wb, m.runFile(id, criuConfFile)); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	c, err := libcontainer.Create(m.lcRoot(), id, cfg)
 	if err != nil {

@@ -301,8 +301,8 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 }
 
 // copyUpper copies a running VE's upper directory to dst: one rsync pass while it runs, a
-// second one (what changed meanwhile, nanosecond times compared) while it is frozen, then
-// inFreeze (if any) before it is thawed. It returns how long the VE was frozen.
+// second one (what changed meanwhile, nanosecond times compared) while it is frozen, with
+// inFreeze (if any) beside it before the VE is thawed. It returns how long the VE was frozen.
 func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running bool, inFreeze func() error) (time.Duration, error) {
 	rsync := func() error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
@@ -321,13 +321,16 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running 
 		return 0, err
 	}
 	return m.whileFrozen(id, func() error {
-		if err := rsync(); err != nil {
-			return err
+		if inFreeze == nil {
+			return rsync()
 		}
-		if inFreeze != nil {
-			return inFreeze()
-		}
-		return nil
+		// The final pass and inFreeze (a dump) at once: neither changes what the other
+		// reads while the VE is frozen (a dump that leaves the VE running links nothing
+		// into its files, see checkpoint).
+		done := make(chan error, 1)
+		go func() { done <- rsync() }()
+		err := inFreeze()
+		return errors.Join(<-done, err)
 	})
 }
 
@@ -464,8 +467,9 @@ func (m *Manager) snapshot(ctx context.Context, id string, o SnapshotOptions) (s
 		if _, cerr := m.criu(); cerr == nil {
 			// The memory in the same frozen moment as the files. A VE CRIU cannot dump
 			// still gets its files' snapshot, with a warning.
+			prepared := m.prepareDump(id)
 			inFreeze = func() error {
-				err := m.checkpoint(ctx, id, CheckpointOptions{Dir: dumpDir, LeaveRunning: true, keepFrozen: true})
+				err := m.checkpoint(ctx, id, CheckpointOptions{Dir: dumpDir, LeaveRunning: true, keepFrozen: true, prepared: prepared})
 				if err != nil {
 					m.opts.Warn(fmt.Sprintf("snapshot %s: its memory was not dumped, the snapshot holds files and config: %v", id, err))
 					os.RemoveAll(dumpDir)
