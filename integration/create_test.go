@@ -27,6 +27,12 @@ func (e *env) statusLine(id string) string {
 func (e *env) wantStatus(id, want string) {
 	e.t.Helper()
 	if got := e.statusLine(id); got != "VEID "+id+" "+want {
+		// The VE's logs (its monitor's last words land in the console log) say why.
+		logs, _ := filepath.Glob(filepath.Join(e.log, id+".*"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			e.t.Logf("%s (the end):\n%s", l, b[max(0, len(b)-4000):])
+		}
 		e.t.Fatalf("status %s = %q, want %q", id, got, "VEID "+id+" "+want)
 	}
 }
