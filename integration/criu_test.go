@@ -433,3 +433,41 @@ func otherCriu(t *testing.T) string {
 	}
 	return other
 }
+
+// TestCriuLogLevel: criu logs a dump at its own default level (errors and warnings: no
+// progress lines), at debug with {"criu_log_level": 4} in the node's settings; a level out
+// of range is refused (exit 21) naming the file, and nothing runs.
+func TestCriuLogLevel(t *testing.T) {
+	e := newEnv(t)
+	setNode := nodeConfig(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl, "--userns", "no")
+	e.must("start", id, "--wait", "--timeout", "60")
+	log := filepath.Join(e.root, "dump", id, "dump.log")
+	dumpLog := func() string {
+		t.Helper()
+		e.must("chkpnt", id, "--leave-running")
+		data, err := os.ReadFile(log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	const done = "Dumping finished successfully" // an information line (level 3)
+	setNode("")
+	if got := dumpLog(); strings.Contains(got, done) || strings.Count(got, "\n") > 100 {
+		t.Fatalf("a dump at the default level logged progress (%d lines):\n%.2000s", strings.Count(got, "\n"), got)
+	}
+	setNode(`{"criu_log_level": 4}`)
+	if got := dumpLog(); !strings.Contains(got, done) {
+		t.Fatalf("a dump at level 4 did not log its progress:\n%.2000s", got)
+	}
+	setNode(`{"criu_log_level": 7}`)
+	r := e.expect(21, "chkpnt", id, "--leave-running")
+	if !strings.Contains(r.stderr, nodeConfigPath) || !strings.Contains(r.stderr, "criu_log_level") {
+		t.Fatalf("a level out of range: %s", r)
+	}
+	setNode("")
+	e.wantStatus(id, "exist mounted running")
+}

@@ -539,35 +539,7 @@ func TestUserNSDefaults(t *testing.T) {
 	os.WriteFile(filepath.Join(profiles, "priv.json"), []byte(`{"userns": "no", "ram": "256M"}`), 0o644)
 	os.WriteFile(filepath.Join(profiles, "small.json"), []byte(`{"ram": "256M"}`), 0o644)
 	os.WriteFile(filepath.Join(profiles, "bad.json"), []byte(`{"userns": "maybe"}`), 0o644)
-	const conf = "/etc/vectl/vectl.json"
-	old, readErr := os.ReadFile(conf)
-	if readErr != nil && !os.IsNotExist(readErr) {
-		t.Fatal(readErr)
-	}
-	_, dirErr := os.Stat(filepath.Dir(conf))
-	t.Cleanup(func() {
-		if readErr == nil {
-			os.WriteFile(conf, old, 0o644)
-			return
-		}
-		os.Remove(conf)
-		if os.IsNotExist(dirErr) {
-			os.Remove(filepath.Dir(conf))
-		}
-	})
-	setNode := func(body string) {
-		t.Helper()
-		if body == "" {
-			os.Remove(conf)
-			return
-		}
-		if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setNode := nodeConfig(t)
 	create := func(want bool, args ...string) {
 		t.Helper()
 		id := uniqueID(t)
@@ -587,7 +559,7 @@ func TestUserNSDefaults(t *testing.T) {
 	create(false, "--config", "small")
 	create(true, "--userns", "yes")
 	setNode(`{"userns": "maybe"}`)
-	if r := e.vectl("create", uniqueID(t), "--ostemplate", tmpl); r.code != 21 || !strings.Contains(r.stderr, conf) {
+	if r := e.vectl("create", uniqueID(t), "--ostemplate", tmpl); r.code != 21 || !strings.Contains(r.stderr, nodeConfigPath) {
 		t.Fatalf("a bad node default:\n%s", r)
 	}
 	setNode("")
@@ -596,5 +568,42 @@ func TestUserNSDefaults(t *testing.T) {
 	}
 	if out := e.must("list", "-a", "-H", "-o", "ctid").stdout; strings.TrimSpace(out) != "" {
 		t.Fatalf("refused creates left VEs: %q", out)
+	}
+}
+
+// nodeConfigPath holds vectl's node settings.
+const nodeConfigPath = "/etc/vectl/vectl.json"
+
+// nodeConfig returns a function that sets the node's settings to body (nodeConfigPath; ""
+// removes the file); they are as before when the test ends.
+func nodeConfig(t *testing.T) func(body string) {
+	conf := nodeConfigPath
+	old, readErr := os.ReadFile(conf)
+	if readErr != nil && !os.IsNotExist(readErr) {
+		t.Fatal(readErr)
+	}
+	_, dirErr := os.Stat(filepath.Dir(conf))
+	t.Cleanup(func() {
+		if readErr == nil {
+			os.WriteFile(conf, old, 0o644)
+			return
+		}
+		os.Remove(conf)
+		if os.IsNotExist(dirErr) {
+			os.Remove(filepath.Dir(conf))
+		}
+	})
+	return func(body string) {
+		t.Helper()
+		if body == "" {
+			os.Remove(conf)
+			return
+		}
+		if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
