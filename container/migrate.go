@@ -410,12 +410,19 @@ func (g *migration) run(ctx context.Context) (err error) {
 		}
 	}
 	g.phase("transfer")
-	if err := g.syncPrivate(ctx); err != nil {
+	// Online, the dump goes to the destination while the final pass runs (the two share the
+	// connection); the stream's last entry, which lets the commit go on, waits for the pass.
+	synced := make(chan error, 1)
+	if g.j.Online {
+		go func() { dumpTo.CloseWithError(sendDump(g.j.Dump, dumpTo, synced)) }()
+	}
+	err = g.syncPrivate(ctx)
+	synced <- err
+	if err != nil {
 		return err
 	}
 	if g.j.Online {
 		g.phase("restore")
-		go func() { dumpTo.CloseWithError(sendDump(g.j.Dump, dumpTo)) }()
 		_, err := commitWait()
 		commitWait = nil
 		if err != nil {
@@ -485,7 +492,7 @@ func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error),
 			return err
 		}
 		g.phase("restore")
-		go func() { dumpTo.CloseWithError(sendDump(dir, dumpTo)) }()
+		go func() { dumpTo.CloseWithError(sendDump(dir, dumpTo, nil)) }()
 		if _, err := commitWait(); err != nil {
 			return withCode(MigrateStartDest, err)
 		}
@@ -764,7 +771,9 @@ func (m *Manager) GuardMigration(ctx context.Context, id string, stdin io.Reader
 }
 
 // sendDump writes the files of a dump directory to w as a tar stream (receiveDump reads it).
-func sendDump(dir string, w io.Writer) error {
+// The entry that ends the stream waits for ready, if given, and is not written when ready
+// gives an error (receiveDump then refuses the stream).
+func sendDump(dir string, w io.Writer, ready <-chan error) error {
 	tw := tar.NewWriter(w)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -790,6 +799,11 @@ func sendDump(dir string, w io.Writer) error {
 		}
 		f.Close()
 		if err != nil {
+			return err
+		}
+	}
+	if ready != nil {
+		if err := <-ready; err != nil {
 			return err
 		}
 	}
