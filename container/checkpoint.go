@@ -464,7 +464,6 @@ func (m *Manager) redigest(id, dir string) error {
 	return writeDumpMeta(dir, meta, true)
 }
 
-// writeDumpMeta writes the metadata of the dump in dir.
 // writeDumpMeta writes the metadata of the dump in dir, made durable when sync. A dump taken
 // in a snapshot's or backup's frozen moment is not: the fsync would be frozen time (and can
 // wait for the commit of the gigabyte the copy before it wrote), and criu does not sync the
