@@ -511,6 +511,14 @@ func TestMigrateFaults(t *testing.T) {
 	s := startSSHD(t)
 	n.importDebian()
 	id, _, c := e.debianEcho()
+	// movedOver checks that the VE left e and runs on n with its connection.
+	movedOver := func(what string) {
+		t.Helper()
+		e.wantLeft(id)
+		n.wantStatus(id, "exist mounted running")
+		time.Sleep(300 * time.Millisecond)
+		c.check(t, what)
+	}
 	for _, phase := range []string{"copy", "dump", "transfer", "restore"} {
 		r := e.migrate(n, s, id, []string{"VECTL_MIGRATE_FAULT=" + phase}, "--online")
 		if r.code != 128+9 {
@@ -521,10 +529,7 @@ func TestMigrateFaults(t *testing.T) {
 			// The whole dump was on its way when the restore phase began: the destination
 			// may have taken the VE over, and then the guard finished the migration. Either
 			// way the VE runs on exactly one node.
-			e.wantLeft(id)
-			n.wantStatus(id, "exist mounted running")
-			time.Sleep(300 * time.Millisecond)
-			c.check(t, "after a migration killed at restore, finished by its guard")
+			movedOver("after a migration killed at restore, finished by its guard")
 			if r := n.migrate(e, s, id, nil, "--online"); r.code != 0 {
 				t.Fatalf("migration back: %s", r)
 			}
@@ -548,10 +553,7 @@ func TestMigrateFaults(t *testing.T) {
 		t.Fatalf("migrate killed at cleanup: want death by SIGKILL, got %s", r)
 	}
 	e.waitGuard(id)
-	e.wantLeft(id)
-	n.wantStatus(id, "exist mounted running")
-	time.Sleep(300 * time.Millisecond)
-	c.check(t, "after a migration whose vectl died in its cleanup")
+	movedOver("after a migration whose vectl died in its cleanup")
 	// And back, normally.
 	if r := n.migrate(e, s, id, nil, "--online"); r.code != 0 {
 		t.Fatalf("migration after the faults: %s", r)
