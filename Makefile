@@ -53,7 +53,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
 	sha256sum=coreutils nproc=coreutils sleep=coreutils sort=coreutils stat=coreutils tail=coreutils tr=coreutils \
 	bash=bash sh=dash find=findutils grep=grep sed=sed tar=tar flock=util-linux \
-	nsenter=util-linux ldd=libc-bin dpkg-query=dpkg dpkg-deb=dpkg criu=make-criu via:tar:xz=xz-utils \
+	nsenter=util-linux unshare=util-linux ldd=libc-bin dpkg-query=dpkg dpkg-deb=dpkg criu=make-criu via:tar:xz=xz-utils \
 	lib:criu-bsd=libbsd-dev lib:criu-cap=libcap-dev lib:criu-net=libnet1-dev \
 	lib:criu-nftables=libnftables-dev lib:criu-nl=libnl-3-dev lib:criu-protobuf-c=libprotobuf-c-dev \
 	lib:criu-protobuf=libprotobuf-dev lib:criu-uuid=uuid-dev via:make:protoc-c=protobuf-c-compiler \

@@ -152,7 +152,10 @@ func (a *accounting) openPerf() error {
 	return nil
 }
 
-// tracepointID reads a tracepoint's id from tracefs.
+// tracepointID reads a tracepoint's id from tracefs. A host where tracefs is not mounted (a
+// fresh machine often has neither /sys/kernel/tracing nor debugfs mounted) gets its own
+// tracefs mounted for the one read, in a private mount namespace of a short-lived helper, so
+// no mount of the host's changes (unshare --mount makes its mounts private).
 func tracepointID(name string) (uint64, error) {
 	var errs []error
 	for _, d := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
@@ -163,7 +166,15 @@ func tracepointID(name string) (uint64, error) {
 		}
 		return strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
 	}
-	return 0, fmt.Errorf("tracepoint %s: %w", name, errors.Join(errs...))
+	out, err := exec.Command("unshare", "--mount", "sh", "-ec",
+		`mount -t tracefs tracefs /sys/kernel/tracing && cat "/sys/kernel/tracing/events/$1/id"`, "sh", name).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return 0, fmt.Errorf("tracepoint %s: %w", name, errors.Join(append(errs, fmt.Errorf("a private tracefs: %w", err))...))
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
 }
 
 // onlineCPUs lists the CPUs in /sys/devices/system/cpu/online.
