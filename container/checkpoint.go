@@ -77,6 +77,10 @@ type CheckpointOptions struct {
 	lazy *lazyDump
 	// prepared is the VE's container made ready before the frozen moment (prepareDump).
 	prepared preparedDump
+	// dumped, when the VE stops, is called with the dump directory once the dump is
+	// complete there, before the VE is torn down here: an online migration sends the dump
+	// and makes its final copy of the private area while the teardown runs.
+	dumped func(dir string)
 }
 
 // preparedDump waits for the container prepareDump loads.
@@ -129,6 +133,10 @@ type RestoreOptions struct {
 	Force bool
 	// MonitorArgs runs this binary's monitor (StartOptions.MonitorArgs).
 	MonitorArgs []string
+	// cpuChecked: this CPU was checked against the dumped one already (a migration's
+	// preflight ran criu cpuinfo check on the source's cpuinfo image), so the restore does
+	// not run criu once more for it while the VE is frozen.
+	cpuChecked bool
 }
 
 // DumpDir is the default dump directory of a VE.
@@ -296,11 +304,14 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 			return fmt.Errorf("%w: %v (the VE is down; its dump is in %s)", ErrCheckpoint, err, tmp)
 		}
 	}
+	// The dump is completed before the teardown (whose network detach takes most of its
+	// time): the VE's tasks are gone, and nothing of the teardown touches the private area,
+	// so the digest is the same before and after it.
 	meta := DumpMeta{ID: id, Created: time.Now().UTC(), Kernel: kernelRelease(), CriuVersion: tool.Version,
 		LeaveRunning: o.LeaveRunning, IPs: cfg.IPs, BootID: bootID, Cgroups: placed, ByBoot: o.byBoot}
 	var errs []error
 	if !o.LeaveRunning {
-		if err := m.teardown(id, false); err != nil {
+		if err := m.killAll(id, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		if meta.Private, err = m.privateDigest(id); err != nil {
@@ -321,6 +332,14 @@ func (m *Manager) checkpoint(ctx context.Context, id string, o CheckpointOptions
 	}
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if !o.LeaveRunning {
+		if len(errs) == 0 && o.dumped != nil {
+			o.dumped(dir)
+		}
+		if err := m.teardown(id, false); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -361,7 +380,7 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 	if err != nil {
 		return err
 	}
-	if err := m.restorable(id, dir, o.Force); err != nil {
+	if err := m.restorable(id, dir, o.Force, o.cpuChecked); err != nil {
 		return err
 	}
 	m.warmCgroupAttach()
@@ -528,7 +547,7 @@ func systemdUnit(pid int) string {
 
 // restorable checks a dump before anything is changed: it is there, was made on this kernel
 // for this VE on a compatible CPU, and the private area is as the dump left it.
-func (m *Manager) restorable(id, dir string, force bool) error {
+func (m *Manager) restorable(id, dir string, force, cpuChecked bool) error {
 	meta, err := readDumpMeta(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%w: no dump in %s", ErrRestore, dir)
@@ -542,10 +561,12 @@ func (m *Manager) restorable(id, dir string, force bool) error {
 		return fmt.Errorf("%w: the dump was made on kernel %s, this host runs %s: start the VE afresh (vectl start --skip-restore)",
 			ErrRestore, meta.Kernel, k)
 	}
-	tool, _ := m.criu()
-	if out, err := exec.Command(tool.Path, "cpuinfo", "check", "-D", dir).CombinedOutput(); err != nil {
-		return fmt.Errorf("%w: this CPU lacks features the dumped processes may use (criu cpuinfo check: %s)",
-			ErrRestore, lastLine(out, err))
+	if !cpuChecked {
+		tool, _ := m.criu()
+		if out, err := exec.Command(tool.Path, "cpuinfo", "check", "-D", dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("%w: this CPU lacks features the dumped processes may use (criu cpuinfo check: %s)",
+				ErrRestore, lastLine(out, err))
+		}
 	}
 	if force {
 		return nil

@@ -213,9 +213,12 @@ func (g *migration) saveJournal() {
 	if !g.guarded {
 		return
 	}
+	// Replaced atomically for the guard and other vectl commands, never synced: the journal
+	// lives in the run directory, which no reboot keeps, and the phases of the frozen time
+	// are written while the destination fills the disk with the final pass.
 	data, _ := json.Marshal(g.j)
 	if os.MkdirAll(g.m.migrateDir(), 0o700) == nil {
-		store.WriteFileAtomic(g.m.journalPath(g.j.ID), data, 0o600)
+		store.ReplaceFile(g.m.journalPath(g.j.ID), data, 0o600)
 	}
 }
 
@@ -394,12 +397,27 @@ func (g *migration) run(ctx context.Context) (err error) {
 		g.phase("cleanup")
 		return g.cleanupSource()
 	}
+	// Online, once the dump is complete the VE's teardown here, the dump's way to the
+	// destination and the final pass run side by side (the last two share the connection);
+	// the stream's last entry, which lets the commit there go on (with the VE's addresses),
+	// waits for the other two.
+	synced := make(chan error, 1)
+	var final chan error
 	if g.j.Online {
 		g.phase("dump")
 		g.frozen = time.Now()
 		g.j.Dump = m.DumpDir(id)
 		g.saveJournal()
-		if err := m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, prepared: prepared}); err != nil {
+		err := m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, prepared: prepared, dumped: func(dir string) {
+			go func() { dumpTo.CloseWithError(sendDump(dir, dumpTo, synced)) }()
+			final = make(chan error, 1)
+			go func() { final <- g.syncPrivate(ctx) }()
+		}})
+		if err != nil {
+			if final != nil {
+				<-final
+			}
+			synced <- err
 			return withCode(MigrateStopSource, err)
 		}
 	} else if g.j.WasRunning {
@@ -410,13 +428,11 @@ func (g *migration) run(ctx context.Context) (err error) {
 		}
 	}
 	g.phase("transfer")
-	// Online, the dump goes to the destination while the final pass runs (the two share the
-	// connection); the stream's last entry, which lets the commit go on, waits for the pass.
-	synced := make(chan error, 1)
-	if g.j.Online {
-		go func() { dumpTo.CloseWithError(sendDump(g.j.Dump, dumpTo, synced)) }()
+	if final != nil {
+		err = <-final
+	} else {
+		err = g.syncPrivate(ctx)
 	}
-	err = g.syncPrivate(ctx)
 	synced <- err
 	if err != nil {
 		return err

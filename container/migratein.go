@@ -248,7 +248,7 @@ func (m *Manager) CommitMigration(ctx context.Context, id, restoreDir string, du
 	}
 	switch {
 	case restoreDir != "":
-		err = m.restore(ctx, id, l, RestoreOptions{Dir: restoreDir, Force: true, MonitorArgs: monitorArgs})
+		err = m.restore(ctx, id, l, RestoreOptions{Dir: restoreDir, Force: true, MonitorArgs: monitorArgs, cpuChecked: true})
 	case start:
 		l.Unlock()
 		err = m.Start(ctx, id, StartOptions{MonitorArgs: monitorArgs})
