@@ -1,6 +1,7 @@
 package container
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -390,11 +391,11 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 	}
 	// The VE's addresses come up before CRIU has put its TCP sockets back: until then the
 	// network namespace drops what comes in, or a peer's retransmission would be answered
-	// with a reset.
+	// with a reset. The monitor opens it once the restore is done (restoreDump); a failed
+	// restore's teardown removes the namespace.
 	cfg, _, err := m.prepare(ctx, id, false, false)
-	unlock := func() error { return nil }
 	if err == nil {
-		unlock, err = network.LockNetns(m.netnsPath(id))
+		err = network.LockNetns(m.netnsPath(id))
 	}
 	if err == nil {
 		err = os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600)
@@ -408,9 +409,6 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 			}
 			return nil
 		})
-	}
-	if uerr := unlock(); err == nil {
-		err = uerr
 	}
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
@@ -562,10 +560,15 @@ func (m *Manager) restorable(id, dir string, force, cpuChecked bool) error {
 			ErrRestore, meta.Kernel, k)
 	}
 	if !cpuChecked {
+		// A dump made on this CPU carries this boot's image of it (criuTool.CPUInfo): only
+		// another one is worth a criu run.
 		tool, _ := m.criu()
-		if out, err := exec.Command(tool.Path, "cpuinfo", "check", "-D", dir).CombinedOutput(); err != nil {
-			return fmt.Errorf("%w: this CPU lacks features the dumped processes may use (criu cpuinfo check: %s)",
-				ErrRestore, lastLine(out, err))
+		img, _ := os.ReadFile(filepath.Join(dir, "cpuinfo.img"))
+		if len(tool.CPUInfo) == 0 || !bytes.Equal(img, tool.CPUInfo) {
+			if out, err := exec.Command(tool.Path, "cpuinfo", "check", "-D", dir).CombinedOutput(); err != nil {
+				return fmt.Errorf("%w: this CPU lacks features the dumped processes may use (criu cpuinfo check: %s)",
+					ErrRestore, lastLine(out, err))
+			}
 		}
 	}
 	if force {
@@ -674,6 +677,11 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	}
 	if err == nil && merr == nil && cgMode == "ignore" {
 		err = m.placeTasks(id, meta.Cgroups, uid, gid)
+	}
+	if err == nil {
+		// The restoring vectl locked the network (restore); the lock's table goes once the
+		// monitor has reported the VE restored (monitored.Settle).
+		err = network.OpenNetns(m.netnsPath(id))
 	}
 	if err == nil {
 		err = writePidFile(m.runFile(id, initPidFile), pid)

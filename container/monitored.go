@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
+	"github.com/vectl/vectl/network"
 )
 
 // RunMonitor runs the monitor of VE id (package monitor) in this process: the hidden
@@ -35,14 +37,15 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 			return monitor.EndFailed, o.Report(err)
 		}
 	}
-	return monitor.Run(ctx, monitored{m: m, id: id, views: views}, o)
+	return monitor.Run(ctx, monitored{m: m, id: id, views: views, restored: new(bool)}, o)
 }
 
 // monitored is a VE as its monitor drives it.
 type monitored struct {
-	m     *Manager
-	id    string
-	views bool // its /proc views are mounted and kept
+	m        *Manager
+	id       string
+	views    bool  // its /proc views are mounted and kept
+	restored *bool // the last boot was a restore (Settle)
 }
 
 func (v monitored) ID() string { return v.id }
@@ -58,9 +61,22 @@ func (v monitored) Create() (*libcontainer.Container, *libcontainer.Process, fun
 
 func (v monitored) RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
 	if dir, err := os.ReadFile(v.m.runFile(v.id, restoreFile)); err == nil {
+		*v.restored = true
 		return v.m.restoreDump(v.id, string(dir), c, p, gate)
 	}
 	return v.m.runInit(v.id, c, p, gate)
+}
+
+// Settle removes the restore's network lock (network.RemoveNetnsLock: a deletion waits for
+// an RCU grace period) after the boot was reported, so that the restoring vectl does not
+// wait for it.
+func (v monitored) Settle() {
+	if *v.restored {
+		*v.restored = false
+		if err := network.RemoveNetnsLock(v.m.netnsPath(v.id)); err != nil {
+			v.m.opts.Warn(fmt.Sprintf("VE %s: %v", v.id, err))
+		}
+	}
 }
 
 func (v monitored) Lock() (*store.Lock, error) { return v.m.store.LockVE(v.id, 10*time.Minute) }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vectl/vectl/network"
 )
 
 // criuBin is CRIU as make criu (part of make deps) installs it.
@@ -470,4 +472,62 @@ func TestCriuLogLevel(t *testing.T) {
 	}
 	setNode("")
 	e.wantStatus(id, "exist mounted running")
+}
+
+// TestRestoreNetworkLock: a restore keeps the VE's network namespace closed to the outside
+// until CRIU has put the VE's sockets back (network.LockNetns: a table whose input chain
+// drops what does not come over loopback), the monitor opens it once restored (OpenNetns)
+// and removes the table after reporting (RemoveNetnsLock), so a restored VE's firewall holds
+// nothing of vectl's.
+func TestRestoreNetworkLock(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	ip := testIP("4")
+	e.must("create", id, "--ostemplate", tmpl, "--ipadd", ip)
+	e.must("start", id)
+	netns := filepath.Join(e.run, "netns", id)
+	tables := func() string {
+		out, err := exec.Command("nsenter", "--net="+netns, "nft", "list", "tables").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list tables in %s: %v\n%s", netns, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if !ping(ip) {
+		t.Fatalf("host cannot ping %s before the lock", ip)
+	}
+	if err := network.LockNetns(netns); err != nil {
+		t.Fatal(err)
+	}
+	if ping(ip) {
+		t.Errorf("host pings %s through the restore lock", ip)
+	}
+	if out := e.out(id, "ping", "-c", "1", "-W", "1", "127.0.0.1"); !strings.Contains(out, "1 packets received") {
+		t.Errorf("loopback inside the VE is closed by the lock: %s", out)
+	}
+	if err := network.OpenNetns(netns); err != nil {
+		t.Fatal(err)
+	}
+	if !ping(ip) {
+		t.Errorf("host cannot ping %s once the lock is open", ip)
+	}
+	if err := network.RemoveNetnsLock(netns); err != nil {
+		t.Fatal(err)
+	}
+	if got := tables(); got != "" {
+		t.Errorf("tables left by RemoveNetnsLock: %s", got)
+	}
+	if err := network.RemoveNetnsLock(netns); err != nil {
+		t.Errorf("a second RemoveNetnsLock: %v", err)
+	}
+	// The real thing: chkpnt and restore leave the VE reachable and its firewall empty.
+	e.must("chkpnt", id)
+	e.must("restore", id)
+	if !ping(ip) {
+		t.Errorf("host cannot ping %s after the restore", ip)
+	}
+	eventually(t, 5*time.Second, "the monitor to remove the restore lock", func() bool { return tables() == "" })
+	e.must("stop", id)
 }

@@ -47,6 +47,12 @@ type VE interface {
 	Stop(ctx context.Context) error
 }
 
+// Settler is a VE with work to do after a boot was reported (Settle), before the monitor
+// rests in the idle loop.
+type Settler interface {
+	Settle()
+}
+
 // Options control Run.
 type Options struct {
 	// LogPath is the VE's console log, SocketPath its console socket.
@@ -178,6 +184,9 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 			}
 			pid, _ := p.Pid()
 			log.Printf("VE %s booted (init pid %d)", id, pid)
+			if s, ok := ve.(Settler); ok {
+				s.Settle()
+			}
 			if idleMode {
 				err := execIdle(id, pid, pty, lfd, log, clients, o.Self, runID, o.Load, o.Views)
 				// Only a failed exec returns; keep monitoring in this process.
