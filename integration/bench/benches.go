@@ -1162,11 +1162,7 @@ func (b *bench) benchCheckpoint() error {
 	}
 	vectl := func(id, suffix string) *variant {
 		return &variant{name: "vectl chkpnt + restore" + suffix, vectl: true, pass: func(p int, rec recorder) error {
-			d1, err := b.v.timed("chkpnt", id)
-			if err != nil {
-				return err
-			}
-			d2, err := b.v.timed("restore", id)
+			d1, d2, err := b.chkpntRestore(id)
 			if err != nil {
 				return err
 			}
@@ -1222,6 +1218,82 @@ func (b *bench) benchCheckpoint() error {
 		command: "vectl chkpnt", peerKey: "chkpnt/runc", peer: "runc checkpoint"})
 	b.compare(cmp{group: "checkpoint", name: "restore of a busybox VE (set up, restore, running)", key: "restore/vectl",
 		command: "vectl restore", peerKey: "restore/runc", peer: "runc restore -d"})
+	return b.benchCheckpointDebian()
+}
+
+// chkpntRestore times vectl chkpnt and then vectl restore of a running VE.
+func (b *bench) chkpntRestore(id string) (chkpnt, restore time.Duration, err error) {
+	if chkpnt, err = b.v.timed("chkpnt", id); err != nil {
+		return 0, 0, err
+	}
+	restore, err = b.v.timed("restore", id)
+	return chkpnt, restore, err
+}
+
+// benchCheckpointDebian: checkpoint and restore of a booted Debian 12 systemd VE against runc
+// checkpoint and runc restore -d of a container running systemd from a copy of the same tree
+// (the debian group's peer), with the same criu and options.
+func (b *bench) benchCheckpointDebian() error {
+	id := b.id("ckptdeb")
+	defer b.destroy(id) // destroy tolerates a VE that was never made
+	if err := b.create(id, debianName); err != nil {
+		return err
+	}
+	if _, err := b.v.do("start", id, "--wait", "--timeout", "120"); err != nil {
+		return err
+	}
+	vs := []*variant{{name: "vectl chkpnt + restore (Debian)", vectl: true, pass: func(p int, rec recorder) error {
+		d1, d2, err := b.chkpntRestore(id)
+		if err == nil {
+			rec("ckptdeb/vectl", d1+d2)
+		}
+		return err
+	}}}
+	if r := b.runtime("runc"); r != nil {
+		cid := b.id("runc-ckptdeb")
+		bundle, err := b.bundle(cid, b.debianFS, []string{"/sbin/init"})
+		if err != nil {
+			return err
+		}
+		prepCgroup(cid)
+		defer dropCgroup(cid)
+		if _, err := b.runcBoot(r, cid, bundle); err != nil {
+			return err
+		}
+		defer b.sh(r.argv("delete", "-f", cid)...)
+		images := filepath.Join(b.work, "runc-ckptdeb")
+		failed := ""
+		vs = append(vs, &variant{name: "runc checkpoint + restore -d (Debian)", pass: func(p int, rec recorder) error {
+			if failed != "" {
+				return nil
+			}
+			os.RemoveAll(images)
+			d1, err := b.timed(r.argv("--criu", criuBin, "checkpoint", "--tcp-established", "--file-locks",
+				"--image-path", images, cid)...)
+			if err != nil {
+				failed = fmt.Sprintf("%v (criu: %s)", err, criuErrors(filepath.Join(images, "dump.log")))
+				return nil
+			}
+			prepCgroup(cid)
+			d2, err := b.timed(r.argv("--criu", criuBin, "restore", "-d", "--tcp-established", "--file-locks",
+				"--image-path", images, "-b", bundle, cid)...)
+			if err != nil {
+				failed = fmt.Sprintf("restore: %v (criu: %s)", err, criuErrors(filepath.Join(images, "restore.log")))
+				return nil
+			}
+			rec("ckptdeb/runc", d1+d2)
+			return nil
+		}})
+		defer func() {
+			if failed != "" {
+				b.note("checkpoint: runc could not checkpoint and restore the Debian systemd container: %s", failed)
+			}
+		}()
+	}
+	b.interleave(b.costly(10), vs...)
+	b.compare(cmp{group: "checkpoint", name: "checkpoint + restore of a running Debian 12 systemd VE", key: "ckptdeb/vectl",
+		command: "vectl chkpnt + vectl restore", peerKey: "ckptdeb/runc", peer: "runc checkpoint + runc restore -d",
+		target: ratioMax(1.0).as("chkpnt+restore Debian")})
 	return nil
 }
 
