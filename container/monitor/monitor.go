@@ -132,9 +132,6 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 	var clients []int
 	runID := o.RunID
 	if r := o.Resume; r != nil {
-		// execIdle turned transparent huge pages off for the loop; a VE booted again by
-		// this process must not inherit that.
-		unix.Prctl(unix.PR_SET_THP_DISABLE, 0, 0, 0, 0)
 		runID, lfd, clients = r.RunID, r.ListenFD, r.ClientFDs
 		// The idle loop handed them over without close-on-exec; no child may inherit them.
 		for _, fd := range append([]int{lfd}, clients...) {
@@ -248,15 +245,7 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 	}
 	// After the message, for ps (and nothing else): what the loop will run again.
 	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, self...), id)
-	// The loop touches a few pages of this 20 MB binary, but where the page cache holds it
-	// in 2 MiB folios (ext4 reads large folios), each such fault would map a whole folio
-	// (4.6 MiB resident instead of 1.3): with transparent huge pages off for this process
-	// (kept across the exec; Run turns them on again when the loop hands back) faults map
-	// at most the fault-around window.
-	unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)
-	err = unix.Exec("/proc/self/exe", argv, os.Environ())
-	unix.Prctl(unix.PR_SET_THP_DISABLE, 0, 0, 0, 0)
-	return err
+	return unix.Exec("/proc/self/exe", argv, os.Environ())
 }
 
 // relayUntilExit relays the VE's console in this process (package idle's relay, on a
