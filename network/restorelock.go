@@ -36,8 +36,8 @@ func LockNetns(path string) error {
 		return fmt.Errorf("lock the network of %s: %w", path, err)
 	}
 	defer closeNS()
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: restoreLockTable})
-	set := &nftables.Set{Table: t, Name: restoreLockSet, KeyType: nftables.TypeNFProto}
+	t, set := restoreLock()
+	c.AddTable(t)
 	if err := c.AddSet(set, nil); err != nil {
 		return fmt.Errorf("lock the network of %s: %w", path, err)
 	}
@@ -68,8 +68,7 @@ func OpenNetns(path string) error {
 		return fmt.Errorf("unlock the network of %s: %w", path, err)
 	}
 	defer closeNS()
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: restoreLockTable}
-	set := &nftables.Set{Table: t, Name: restoreLockSet, KeyType: nftables.TypeNFProto}
+	_, set := restoreLock()
 	if err := c.SetAddElements(set, []nftables.SetElement{{Key: []byte{unix.NFPROTO_IPV4}}, {Key: []byte{unix.NFPROTO_IPV6}}}); err != nil {
 		return fmt.Errorf("unlock the network of %s: %w", path, err)
 	}
@@ -87,11 +86,18 @@ func RemoveNetnsLock(path string) error {
 		return err
 	}
 	defer closeNS()
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: restoreLockTable})
+	t, _ := restoreLock()
+	c.DelTable(t)
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove the restore lock of %s: %w", path, err)
 	}
 	return nil
+}
+
+// restoreLock names the lock's table and its set "open".
+func restoreLock() (*nftables.Table, *nftables.Set) {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: restoreLockTable}
+	return t, &nftables.Set{Table: t, Name: restoreLockSet, KeyType: nftables.TypeNFProto}
 }
 
 // nsConn is an nftables connection into the network namespace at path.
