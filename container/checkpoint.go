@@ -758,14 +758,13 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	script.WriteString("#!/bin/bash\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
 	// What fails before criu runs (and criu's own stderr) is kept next to its log.
 	fmt.Fprintf(&script, "exec 2>>%s\n", filepath.Join(dir, restoreWrapLog))
-	procs, _ := filepath.Glob("/sys/fs/cgroup/*" + m.cgroupPath(id) + "/cgroup.procs")
-	procs = append(procs, "/sys/fs/cgroup"+m.cgroupPath(id)+"/cgroup.procs")
-	for _, f := range procs {
-		if _, err := os.Stat(f); err == nil {
-			// libcontainer applies the cgroups too; one that went away meanwhile is made again.
-			fmt.Fprintf(&script, "[ ! -e %[1]s ] || echo $$ > %[1]s || { echo \"vectl: join %[1]s failed\" >&2; exit 1; }\n", f)
-		}
-	}
+	// The cgroup namespace made below must be rooted at the VE's cgroups, where libcontainer
+	// puts this process (creating them) right after starting it: in every hierarchy, or a
+	// restored task is left with a namespace rooted at the monitor's cgroup there, which the
+	// next dump refuses ("/../../vectl/ID is not a suffix of /vectl/ID"). libcontainer sends
+	// its request only after that, so the wrapper waits for the request to be there on the
+	// socket criu is run with ("swrk FD"; read -t 0 tests for input without reading it).
+	script.WriteString("t=${EPOCHSECONDS}; until read -t 0 -u \"$2\"; do (( EPOCHSECONDS - t < 30 )) || { echo \"vectl: no request from libcontainer\" >&2; exit 1; }; done\n")
 	// criu run unprivileged leaves the time namespace to its caller: one whose clocks go
 	// on from the dumped VE's is made here (unshare writes its offsets before criu runs).
 	timens := ""

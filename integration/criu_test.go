@@ -221,6 +221,7 @@ func TestCheckpointUserNS(t *testing.T) {
 	}
 	n := e.readCounter(id)
 	eventually(t, 5*time.Second, "the counter to go on", func() bool { return e.readCounter(id) > n })
+	wantCgroupNSRoot(t, e, id)
 	if m := e.out(id, "cat", "/proc/self/uid_map"); !strings.HasPrefix(strings.Join(strings.Fields(m), " "), fmt.Sprintf("0 %d 65536", st.UserNS.UID)) {
 		t.Fatalf("uid_map after the restore: %q, want the VE's range %d", m, st.UserNS.UID)
 	}
@@ -271,6 +272,7 @@ func TestCheckpointUserNS(t *testing.T) {
 	if cg := e.out(deb, "sh", "-c", "grep -h -E '^0::|name=systemd' /proc/$(pidof systemd-journald)/cgroup"); !strings.Contains(cg, "systemd-journald.service") {
 		t.Errorf("journald is not in its service's cgroup after the restore: %q", cg)
 	}
+	wantCgroupNSRoot(t, e, deb)
 	// A restored VE is checkpointed again (systemd's inotify watches included).
 	e.must("chkpnt", deb)
 	e.must("restore", deb)
@@ -285,6 +287,16 @@ func TestCheckpointUserNS(t *testing.T) {
 	})
 	e.must("stop", deb)
 	e.wantNoTrace(deb)
+}
+
+// wantCgroupNSRoot checks that the VE's init sees its cgroups from a cgroup namespace rooted
+// at the VE's cgroup in every hierarchy (no "/.." in /proc/1/cgroup as seen inside): one
+// rooted elsewhere makes the next dump fail.
+func wantCgroupNSRoot(t *testing.T, e *env, id string) {
+	t.Helper()
+	if cg := e.out(id, "cat", "/proc/1/cgroup"); strings.Contains(cg, "/..") {
+		t.Errorf("the VE's init has a cgroup namespace rooted outside the VE's cgroup:\n%s", cg)
+	}
 }
 
 // echoService starts a line echo service on port 9000 in a Debian VE (perl-base is in every
