@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
@@ -37,4 +38,32 @@ func (m *Manager) warmCgroupAttach() {
 		defer unix.Close(fd)
 		_, _ = unix.Write(fd, []byte(strconv.Itoa(unix.Gettid())))
 	}()
+}
+
+// keepCgroupAttachWarm repeats warmCgroupAttach every few milliseconds, well within a grace
+// period, until the returned function is called: for an attach that follows a step of
+// unknown length (a user-namespace VE's restore moves systemd's services back into their
+// cgroups once criu is done, placeTasks, ~60 ms after libcontainer's own attach).
+func (m *Manager) keepCgroupAttachWarm() (stop func()) {
+	if m.opts.CgroupManager == CgroupSystemd || cgroups.IsCgroup2UnifiedMode() {
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(4 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			m.warmCgroupAttach()
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }

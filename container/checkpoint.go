@@ -420,15 +420,10 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 		// the dump needs it, and the next restore must not call the dump stale for that.
 		return errors.Join(err, m.redigest(id, dir))
 	}
-	if meta, err := readDumpMeta(dir); err == nil && meta.Lazy {
-		// The lazy-pages daemon still works in dir: migrate-in pages removes it after.
-		if err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	if err := m.dropDump(id, dir); err != nil {
-		return fmt.Errorf("VE restored; remove its dump: %w", err)
+	// The monitor removes the dump itself once it reported the restore, still holding the
+	// VE's lock (monitored.Settle).
+	if err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("VE restored; forget its dump: %w", err)
 	}
 	return nil
 }
@@ -652,6 +647,9 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	defer signal.Ignore(ignored...)
 	// A lazy dump's memory comes from the lazy-pages daemon migrate-in pages runs in dir.
 	meta, merr := readDumpMeta(dir)
+	if cgMode == "ignore" && merr == nil && len(meta.Cgroups) > 0 {
+		defer m.keepCgroupAttachWarm()()
+	}
 	if err := c.Restore(p, &libcontainer.CriuOpts{ImagesDirectory: dir, TcpEstablished: true, FileLocks: true,
 		ManageCgroupsMode: cgMode, StatusFd: -1, LazyPages: merr == nil && meta.Lazy}); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
@@ -756,6 +754,9 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	// dash moves a descriptor by closing it first (a moment without fd 2, and a restore that
 	// failed with "readlink /proc/PID/fd/2: no such file or directory"); bash uses dup2.
 	script.WriteString("#!/bin/bash\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
+	// libcontainer first asks criu for its version (go-criu, whose socket is not fd 3): no
+	// namespaces needed for that.
+	fmt.Fprintf(&script, "[ \"$2\" = 3 ] || exec %s \"$@\"\n", tool.Path)
 	// What fails before criu runs (and criu's own stderr) is kept next to its log.
 	fmt.Fprintf(&script, "exec 2>>%s\n", filepath.Join(dir, restoreWrapLog))
 	// The cgroup namespace made below must be rooted at the VE's cgroups, where libcontainer
