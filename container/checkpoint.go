@@ -664,11 +664,12 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 		err = m.delegateCgroup(id, uid, gid, cgroupsWritable(c.Config()))
 	}
 	if err == nil && cgMode == "ignore" {
-		// The container keeps its labels: later dumps must read vectl's dump configuration,
-		// not the one of this restore (which goes with its dump).
+		// The container keeps its labels: later dumps must read a configuration of the VE's
+		// own (dumpConf completes it), not the one of this restore (which goes with its dump).
 		cfg := c.Config()
-		setCriuConf(&cfg, m.criuConfPath())
-		err = c.Set(cfg)
+		if err = m.writeVECriuConf(&cfg, nil, m.runFile(id, criuConfFile)); err == nil {
+			err = c.Set(cfg)
+		}
 	}
 	if err == nil && merr == nil && meta.BootID != "" {
 		err = m.setBootID(pid, uid, gid, meta.BootID)

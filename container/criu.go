@@ -246,10 +246,12 @@ func (m *Manager) dumpConf(cfg configs.Config, nft bool, scan []string) error {
 		switch {
 		case strings.HasPrefix(line, "network-lock "):
 			lock = line
-		case line != "\n" && !strings.HasPrefix(line, "irmap-scan-path ") && !strings.HasPrefix(line, "verbosity="):
+		case line != "\n" && !strings.HasPrefix(line, "irmap-scan-path ") && !strings.HasPrefix(line, "verbosity=") &&
+			!strings.HasPrefix(line, "cgroup-yard "):
 			b.WriteString(line)
 		}
 	}
+	b.WriteString(m.cgroupYardLine())
 	for _, p := range scan {
 		b.WriteString("irmap-scan-path " + p + "\n")
 	}

@@ -2,9 +2,11 @@ package container
 
 import (
 	"encoding/binary"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -137,7 +139,7 @@ func TestDumpConf(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kept := "address 127.0.0.1\next-mount-map /dev/null:/dev/null\n"
+	kept := "address 127.0.0.1\next-mount-map /dev/null:/dev/null\n" + m.cgroupYardLine()
 	want := kept + "irmap-scan-path /etc/localtime\nirmap-scan-path /usr/share/zoneinfo/Etc/UTC\nverbosity=2\n" + nftLockLine
 	if data, _ := os.ReadFile(conf); string(data) != want {
 		t.Fatalf("criu.conf:\n%s", data)
@@ -156,7 +158,7 @@ func TestDumpConf(t *testing.T) {
 	if err := m.dumpConf(cfg, true, nil); err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := os.ReadFile(conf); string(data) != "verbosity=4\n"+own+"\n" {
+	if data, _ := os.ReadFile(conf); string(data) != m.cgroupYardLine()+"verbosity=4\n"+own+"\n" {
 		t.Fatalf("a chosen method was changed:\n%s", data)
 	}
 	shared := []byte(criuConf)
@@ -174,6 +176,35 @@ func TestDumpConf(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "gone")); !os.IsNotExist(err) {
 		t.Fatalf("a configuration that was gone is back: %v", err)
+	}
+}
+
+// TestYardLinks: each hierarchy of /proc/PID/cgroup is linked, by CRIU's name for it, to the
+// mount of its root (cgroup v1 with a combined and a named hierarchy and cgroup2 beside;
+// cgroup2 alone); a hierarchy mounted only below its root, or not at all, means no yard.
+func TestYardLinks(t *testing.T) {
+	hybrid := `25 30 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+28 25 0:25 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+29 25 0:26 / /sys/fs/cgroup/memory rw shared:9 - cgroup cgroup rw,memory
+40 30 0:26 / /srv/my\040mem rw - cgroup cgroup rw,memory`
+	cg := "3:memory:/a\n2:cpu,cpuacct:/a\n1:name=systemd:/a\n0::/a"
+	got, ok := yardLinks(cg, hybrid)
+	want := map[string]string{"memory": "/sys/fs/cgroup/memory", "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
+		"systemd": "/sys/fs/cgroup/systemd", "unified": "/sys/fs/cgroup/unified"}
+	if !ok || !maps.Equal(got, want) {
+		t.Fatalf("hybrid: %v %v", got, ok)
+	}
+	if got, ok := yardLinks("0::/x", "30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate"); !ok ||
+		!maps.Equal(got, map[string]string{"unified": "/sys/fs/cgroup"}) {
+		t.Fatalf("cgroup2: %v %v", got, ok)
+	}
+	if got, ok := yardLinks(cg+"\n4:pids:/a", hybrid); ok {
+		t.Fatalf("pids is not mounted, yet: %v", got)
+	}
+	if got, ok := yardLinks("5:memory:/a", strings.Replace(hybrid, "0:26 / /sys/fs/cgroup/memory", "0:26 /sub /sys/fs/cgroup/memory", 1)+"\n"); !ok || got["memory"] != "/srv/my mem" {
+		t.Fatalf("memory mounted at its root only at a path with a space: %v %v", got, ok)
 	}
 }
 

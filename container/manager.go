@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/vectl/vectl/container/join"
@@ -81,6 +82,11 @@ type Manager struct {
 	// migrating is the VE this process migrates (or undoes the migration of): its own
 	// stops, checkpoints and restores of it pass the migration's lock (see lock).
 	migrating string
+	// yard is the node's CRIU cgroup yard, once looked at (cgroupYard).
+	yard struct {
+		once sync.Once
+		dir  string
+	}
 }
 
 // New returns a Manager for opts, filling in defaults. It does not touch the disk.
