@@ -16,13 +16,17 @@ func templateCommand() *cli.Command {
 		Usage: "manage the OS template cache (list, import, build, download, verify, remove)",
 		Description: `OS templates are root filesystem archives named like OpenVZ's precreated caches:
 dist-version-arch[-variant], e.g. debian-12-x86_64-minimal. Each is unpacked once into the
-cache; overlay VEs share that tree read-only.`,
+cache; overlay VEs share that tree read-only. A downloaded template stays packed until the
+first VE is created from it.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:    "list",
 				Aliases: []string{"ls"},
 				Usage:   "list cached OS templates",
-				Description: `EXAMPLES:
+				Description: `INIT is - for a downloaded template no VE was created from yet: it is still packed
+("packed": true in --json), and the first create unpacks it and fills in what the tree says.
+
+EXAMPLES:
    vectl template list
    vectl template list --json
 
@@ -176,7 +180,9 @@ checked with gpgv too. An archive with neither a checksum nor a checked signatur
 refused unless --no-verify. A failed check caches nothing. An interrupted transfer resumes
 (HTTP range) when the command runs again; a download of a template another one is fetching
 waits for it. HTTP(S)_PROXY and NO_PROXY from the environment are used. Progress goes to
-stderr when it is a terminal; otherwise one line per download.
+stderr when it is a terminal; otherwise one line per download. The archive is cached as it
+came, checked but not unpacked: the first VE created from it (or a VE migrated or restored
+from a backup onto it) unpacks it, so a download costs what the transfer costs.
 
 EXAMPLES:
    vectl template download --list
@@ -240,8 +246,12 @@ EXIT STATUS:
 						fmt.Fprintf(c.App.Writer, "template %s is already in the cache (sha256 %s)\n", info.Name, info.SHA256)
 						return nil
 					}
-					fmt.Fprintf(c.App.Writer, "template %s downloaded from %s (%s in %v, sha256 %s, init %s)\n", info.Name,
-						info.Source, humanSize(info.Size), time.Since(start).Round(time.Millisecond), info.SHA256, dash(info.Init))
+					unpacked := "init " + dash(info.Init)
+					if info.Packed {
+						unpacked = "unpacked by the first create"
+					}
+					fmt.Fprintf(c.App.Writer, "template %s downloaded from %s (%s in %v, sha256 %s, %s)\n", info.Name,
+						info.Source, humanSize(info.Size), time.Since(start).Round(time.Millisecond), info.SHA256, unpacked)
 					return nil
 				},
 			},
@@ -253,6 +263,7 @@ EXIT STATUS:
 every entry of the archive against the unpacked tree that VEs share (type, permission bits,
 owner, content, symlink targets, hard links), and the tree for entries the archive does not
 have; device nodes, which import skips, are not expected. Prints one line per difference.
+Of a downloaded template not unpacked yet, only the archive is checked.
 
 EXAMPLES:
    vectl template verify debian-12-x86_64-minimal
@@ -288,7 +299,9 @@ EXIT STATUS:
 					if !v.OK() {
 						return fmt.Errorf("template %s: %w: %d differences listed above", v.Name, template.ErrModified, len(v.Differences))
 					}
-					if !c.Bool("json") {
+					if !c.Bool("json") && v.Packed {
+						fmt.Fprintf(c.App.Writer, "template %s: archive as downloaded (not unpacked yet)\n", v.Name)
+					} else if !c.Bool("json") {
 						fmt.Fprintf(c.App.Writer, "template %s: archive and %d entries as installed\n", v.Name, v.Entries)
 					}
 					return nil

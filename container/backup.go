@@ -723,7 +723,8 @@ func (m *Manager) restoreTemplate(ctx context.Context, man *backupManifest, stag
 			return fmt.Errorf("%w: template %s here (sha256 %.12s) is not the one the backup was made on (%.12s)",
 				template.ErrVerify, man.Template.Name, info.SHA256, man.Template.SHA256)
 		}
-		return nil
+		_, err = m.unpackedTemplate(ctx, man.Template.Name) // downloaded here, not used yet
+		return err
 	}
 	if !man.Template.Embedded {
 		return fmt.Errorf("%w: template %s (sha256 %.12s) is not on this node: import it, or back up with --with-template",

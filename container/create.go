@@ -85,6 +85,11 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ *Config, err e
 	defer r.Fail(&err)
 	r.Add(func() error { return m.removeVE(cfg.ID, vlock) })
 
+	// A downloaded template is unpacked by the first VE made from it (outside the global
+	// lock, which reserve took and released).
+	if _, err := m.unpackedTemplate(ctx, o.OSTemplate); err != nil {
+		return nil, fmt.Errorf("create %s: %w", cfg.ID, err)
+	}
 	if err := m.populate(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("create %s: %w", cfg.ID, err)
 	}

@@ -123,6 +123,8 @@ func (m *Manager) PrepareMigration(ctx context.Context, id string, in io.Reader)
 	} else if info.SHA256 != req.TemplateSHA256 {
 		return nil, migrateErr(MigrateConfig, "template %s differs on this node (sha256 %s, the source's %s): import the source's under another name",
 			req.Template, info.SHA256, req.TemplateSHA256)
+	} else if _, err := m.unpackedTemplate(ctx, req.Template); err != nil {
+		return nil, withCode(MigrateConfig, err) // downloaded here, not used yet
 	}
 	if cfg.UserNS != nil {
 		held, err := m.store.IDMaps()

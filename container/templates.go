@@ -52,6 +52,21 @@ func (m *Manager) VerifyTemplate(ctx context.Context, name string) (template.Ver
 	return m.templates.Verify(ctx, name)
 }
 
+// unpackedTemplate returns template name with its tree unpacked: a downloaded one is
+// unpacked by its first use (template.Store.Unpack), under the template's lock.
+func (m *Manager) unpackedTemplate(ctx context.Context, name string) (template.Info, error) {
+	info, err := m.templates.Get(name)
+	if err != nil || !info.Packed {
+		return info, err
+	}
+	l, err := m.lockTemplate(name)
+	if err != nil {
+		return info, err
+	}
+	defer l.Unlock()
+	return m.templates.Unpack(ctx, name)
+}
+
 // lockTemplate serialises operations on one template name. Template operations do not take
 // the global lock (a debootstrap build takes minutes and must not block creates); only
 // RemoveTemplate takes both, global first.

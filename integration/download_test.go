@@ -150,9 +150,21 @@ func TestTemplateDownload(t *testing.T) {
 			if r := e.must("template", "download", name, "--server", server); !strings.Contains(r.stdout, "already in the cache") {
 				t.Errorf("second download: %s", r)
 			}
-			e.must("template", "verify", name)
+			// A download only fetches and checks: the first create unpacks.
+			if got := templateInfo(t, e, name); !got.Packed || got.Init != "" {
+				t.Errorf("after the download: %+v, want packed with no init yet", got)
+			}
+			if r := e.must("template", "verify", name); !strings.Contains(r.stdout, "not unpacked yet") {
+				t.Errorf("verify of the packed template said: %s", r)
+			}
 			id := uniqueID(t)
 			e.must("create", id, "--ostemplate", name)
+			if got := templateInfo(t, e, name); got.Packed || got.Init == "" {
+				t.Errorf("after the first create: %+v, want unpacked with its init", got)
+			}
+			if r := e.must("template", "verify", name); !strings.Contains(r.stdout, "entries as installed") {
+				t.Errorf("verify of the unpacked template said: %s", r)
+			}
 			e.must("start", id, "--wait", "--timeout", "30")
 			if got := e.out(id, "echo", "up"); got != "up" {
 				t.Errorf("exec: %q", got)
@@ -264,4 +276,26 @@ func TestTemplateDownload(t *testing.T) {
 			t.Fatalf("concurrent downloads:\n%s\n%s", res[0], res[1])
 		}
 	})
+}
+
+// templateInfo is template name as template list --json shows it.
+func templateInfo(t *testing.T, e *env, name string) (info struct {
+	Name, Init string
+	Packed     bool
+}) {
+	t.Helper()
+	var list []struct {
+		Name, Init string
+		Packed     bool
+	}
+	if err := json.Unmarshal([]byte(e.must("template", "list", "--json").stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range list {
+		if i.Name == name {
+			return i
+		}
+	}
+	t.Fatalf("template %s is not in template list", name)
+	return info
 }

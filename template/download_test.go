@@ -129,8 +129,27 @@ func TestDownloadFormats(t *testing.T) {
 			if err != nil || !fetched {
 				t.Fatalf("Download: %v (fetched %v)", err, fetched)
 			}
-			if info.SHA256 != srv.sum || info.Source != srv.URL+tt.url || info.Init != "busybox" {
+			if info.SHA256 != srv.sum || info.Source != srv.URL+tt.url || !info.Packed || info.Init != "" ||
+				info.Distribution != "debian" || info.Version != "13" {
 				t.Errorf("info: %+v", info)
+			}
+			if _, err := os.Stat(s.LowerDir(info.Name)); !os.IsNotExist(err) {
+				t.Errorf("a download unpacked the template: %v", err)
+			}
+			if v, err := s.Verify(ctx, info.Name); err != nil || !v.OK() || !v.Packed {
+				t.Errorf("Verify of the packed template: %+v, %v", v, err)
+			}
+			if got, err := s.Get(info.Name); err != nil || !got.Packed {
+				t.Errorf("Get: %+v, %v", got, err)
+			}
+			if got, err := s.Unpack(ctx, info.Name); err != nil || got.Packed || got.Init != "busybox" || got.SHA256 != srv.sum {
+				t.Errorf("Unpack: %+v, %v", got, err)
+			}
+			if got, err := s.Get(info.Name); err != nil || got.Packed || got.Init != "busybox" {
+				t.Errorf("Get after Unpack: %+v, %v", got, err)
+			}
+			if v, err := s.Verify(ctx, info.Name); err != nil || !v.OK() || v.Packed || v.Entries == 0 {
+				t.Errorf("Verify of the unpacked template: %+v, %v", v, err)
 			}
 			if _, fetched, err := s.Download(ctx, "debian-13-x86_64", opts); err != nil || fetched {
 				t.Errorf("second Download: fetched %v, %v", fetched, err)
@@ -205,5 +224,49 @@ func TestDownloadNeedsAChecksum(t *testing.T) {
 	}
 	if _, _, err := ListServer(context.Background(), DownloadOptions{Server: "ftp://x"}); !errors.Is(err, ErrInvalidName) {
 		t.Errorf("ftp server: %v", err)
+	}
+}
+
+// TestUnpackFailsCleanly: a downloaded template whose archive changed in the cache (a crash
+// before the data reached the disk) fails its first use, with nothing left of the attempt,
+// and stays packed; it is removed as any.
+func TestUnpackFailsCleanly(t *testing.T) {
+	srv := newImageServer(t, tarball(t, rootfsEntries))
+	s := newTestStore(t)
+	ctx := context.Background()
+	info, _, err := s.Download(ctx, "debian-13-x86_64", DownloadOptions{Server: srv.URL + "/lxc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bytes after the archive's end: it unpacks, but is not the archive downloaded.
+	f, err := os.OpenFile(s.ArchivePath(info), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 512))
+	f.Close()
+	if _, err := s.Unpack(ctx, info.Name); !errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), "download it again") {
+		t.Fatalf("Unpack of an archive that changed: %v", err)
+	}
+	if err := os.Truncate(s.ArchivePath(info), info.Size/2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Unpack(ctx, info.Name); err == nil {
+		t.Fatal("a truncated archive unpacked")
+	}
+	if got, err := s.Get(info.Name); err != nil || !got.Packed {
+		t.Fatalf("after the failed unpack: %+v, %v", got, err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(s.Dir, ".tmp-*")); len(ents) != 0 {
+		t.Errorf("left: %v", ents)
+	}
+	if v, err := s.Verify(ctx, info.Name); err != nil || v.OK() {
+		t.Errorf("Verify of the damaged archive: %+v, %v", v, err)
+	}
+	if err := s.Remove(info.Name); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(s.Dir); len(ents) != 1 || ents[0].Name() != "downloads" {
+		t.Errorf("after Remove: %v", ents)
 	}
 }

@@ -48,6 +48,10 @@ type Info struct {
 	Version      string `json:"version"`
 	// Skipped says what the import left out of the archive (device nodes), one line each.
 	Skipped []string `json:"skipped,omitempty"`
+	// Packed says the archive is cached but not unpacked yet: a download only fetches and
+	// checks it, and the first VE created from it unpacks it (Unpack). Init is unknown, and
+	// Distribution and Version come from the name, until then.
+	Packed bool `json:"packed,omitempty"`
 }
 
 // Store is the template cache in directory Dir (normally /var/lib/vectl/templates).
@@ -102,7 +106,7 @@ func (s *Store) List() ([]Info, error) {
 }
 
 // Get returns the metadata of template name, or an error wrapping ErrNotFound unless both
-// its .json and its unpacked tree exist.
+// its .json and its unpacked tree (its archive, when Packed) exist.
 func (s *Store) Get(name string) (Info, error) {
 	if err := ValidateName(name); err != nil {
 		return Info{}, err
@@ -114,14 +118,20 @@ func (s *Store) Get(name string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("get template %s: %w", name, err)
 	}
-	if fi, err := os.Lstat(s.LowerDir(name)); err != nil || !fi.IsDir() {
-		return Info{}, fmt.Errorf("%w: %s (no unpacked tree)", ErrNotFound, name)
-	}
 	var info Info
 	if err := json.Unmarshal(data, &info); err != nil {
 		return Info{}, fmt.Errorf("get template %s: parse %s: %w", name, s.infoPath(name), err)
 	}
 	info.Name = name // the file name is authoritative
+	if info.Packed {
+		if _, err := os.Stat(s.ArchivePath(info)); err != nil {
+			return Info{}, fmt.Errorf("%w: %s (no archive)", ErrNotFound, name)
+		}
+		return info, nil
+	}
+	if fi, err := os.Lstat(s.LowerDir(name)); err != nil || !fi.IsDir() {
+		return Info{}, fmt.Errorf("%w: %s (no unpacked tree)", ErrNotFound, name)
+	}
 	if info.Distribution == "" {
 		// Installed before the field existed: the tree still says.
 		info.Distribution, info.Version = DetectOS(s.LowerDir(name), name)
@@ -290,27 +300,73 @@ func (s *Store) install(ctx context.Context, name string, a archive, source stri
 		Format:  a.format,
 		Source:  source,
 		Created: time.Now().UTC(),
-		Init:    DetectInit(tmp),
 	}
-	info.Distribution, info.Version = DetectOS(tmp, name)
+	data, err := s.describeTree(&info, tmp)
+	if err != nil {
+		return info, err
+	}
+	if err := s.placeArchive(&r, name, a); err != nil {
+		return info, err
+	}
+	return info, s.commitTree(&r, name, tmp, data)
+}
+
+// placeArchive renames archive a into place as template name's, registering its removal
+// with r.
+func (s *Store) placeArchive(r *revert.Reverter, name string, a archive) error {
+	final := s.archivePath(name, a.format)
+	if err := os.Rename(a.path, final); err != nil {
+		return err
+	}
+	r.Add(func() error { return removeIfExists(final) })
+	return nil
+}
+
+// describeTree fills in what the unpacked tree tmp says of info's template (Init,
+// Distribution, Version), returns the .json to record, and flushes the tree: one syncfs
+// instead of an fsync per file, as the tree must be durable before the .json makes it a
+// template.
+func (s *Store) describeTree(info *Info, tmp string) ([]byte, error) {
+	info.Init = DetectInit(tmp)
+	info.Distribution, info.Version = DetectOS(tmp, info.Name)
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return data, syncFS(s.Dir)
+}
+
+// commitTree renames the unpacked tree tmp into place as template name's and then writes its
+// .json (data), registering the tree's removal with r.
+func (s *Store) commitTree(r *revert.Reverter, name, tmp string, data []byte) error {
+	if err := os.Rename(tmp, s.LowerDir(name)); err != nil {
+		return err
+	}
+	r.Add(func() error { return removeTree(s.LowerDir(name)) })
+	if err := store.SyncDir(s.Dir); err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(s.infoPath(name), append(data, '\n'), 0o644)
+}
+
+// installPacked records archive a (a temporary file in Dir, consumed) as template name
+// without unpacking it (Info.Packed): rename it into place, then write the .json.
+func (s *Store) installPacked(name string, a archive, source string) (info Info, err error) {
+	var r revert.Reverter
+	defer r.Fail(&err)
+	r.Add(func() error { return removeIfExists(a.path) })
+	info = Info{Name: name, SHA256: a.sha256, Size: a.size, Format: a.format, Source: source,
+		Created: time.Now().UTC(), Packed: true}
+	if parts := strings.SplitN(name, "-", 3); len(parts) >= 2 {
+		info.Distribution, info.Version = parts[0], parts[1] // until the tree says (Unpack)
+	}
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return info, err
 	}
-	// One syncfs instead of an fsync per file: the tree must be durable before the .json
-	// makes it a template.
-	if err := syncFS(s.Dir); err != nil {
+	if err := s.placeArchive(&r, name, a); err != nil {
 		return info, err
 	}
-	final := s.archivePath(name, a.format)
-	if err := os.Rename(a.path, final); err != nil {
-		return info, err
-	}
-	r.Add(func() error { return removeIfExists(final) })
-	if err := os.Rename(tmp, s.LowerDir(name)); err != nil {
-		return info, err
-	}
-	r.Add(func() error { return removeTree(s.LowerDir(name)) })
 	if err := store.SyncDir(s.Dir); err != nil {
 		return info, err
 	}
@@ -320,19 +376,65 @@ func (s *Store) install(ctx context.Context, name string, a archive, source stri
 	return info, nil
 }
 
+// Unpack makes sure template name has its unpacked tree, unpacking a Packed one (as Import
+// does, its archive staying in the cache) and recording what the tree says (Init,
+// Distribution, Version, Skipped). The caller holds the template's lock.
+func (s *Store) Unpack(ctx context.Context, name string) (info Info, err error) {
+	if info, err = s.Get(name); err != nil || !info.Packed {
+		return info, err
+	}
+	var r revert.Reverter
+	defer r.Fail(&err)
+	tmp := filepath.Join(s.Dir, tmpName(name, 8))
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return info, err
+	}
+	r.Add(func() error { return removeTree(tmp) })
+	// The download did not fsync the archive: it is hashed again on the way.
+	h := sha256.New()
+	skipped, err := unpackFrom(ctx, s.ArchivePath(info), info.Format, h, tmp)
+	if err != nil {
+		return info, fmt.Errorf("unpack template %s: %w", name, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != info.SHA256 {
+		return info, fmt.Errorf("unpack template %s: %w: the archive's sha256 is %.12s, not the %.12s it was downloaded with: remove the template and download it again",
+			name, ErrVerify, sum, info.SHA256)
+	}
+	info.Packed, info.Skipped = false, skipped.Notes()
+	data, err := s.describeTree(&info, tmp)
+	if err != nil {
+		return info, err
+	}
+	return info, s.commitTree(&r, name, tmp, data)
+}
+
 // unpack extracts archive a into the existing directory dst.
 func unpack(ctx context.Context, a archive, dst string) (Skipped, error) {
-	f, err := os.Open(a.path)
+	return unpackFrom(ctx, a.path, a.format, nil, dst)
+}
+
+// unpackFrom extracts the archive file path (format) into the existing directory dst, and
+// feeds the whole file to h (when not nil).
+func unpackFrom(ctx context.Context, path, format string, h io.Writer, dst string) (Skipped, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return Skipped{}, err
 	}
 	defer f.Close()
-	tr, err := decompress(f, a.format)
+	var r io.Reader = f
+	if h != nil {
+		r = io.TeeReader(f, h)
+	}
+	tr, err := decompress(r, format)
 	if err != nil {
 		return Skipped{}, err
 	}
 	defer tr.Close()
-	return extract(ctx, tr, dst)
+	skipped, err := extract(ctx, tr, dst)
+	if err == nil && h != nil {
+		_, err = io.Copy(io.Discard, r) // what follows the archive's end
+	}
+	return skipped, err
 }
 
 // Remove deletes template name: its .json first, so that a crash part-way leaves no
