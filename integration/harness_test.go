@@ -49,6 +49,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "vectl binary %s: %v (run make first or set VECTL_BIN)\n", vectlBin, err)
 		os.Exit(1)
 	}
+	// A node's settings come from each test's flags. One inherited from the caller's shell
+	// (VECTL_CGROUP_PARENT=... of a hand-made node, say) would apply to the vectl commands a
+	// test runs itself but not to those a migration runs through ssh, whose sshd does not
+	// pass it: the VE's processes then sit in another cgroup than the one its node looks at.
+	for _, v := range inheritedNodeEnv {
+		if val, ok := os.LookupEnv(v); ok {
+			fmt.Fprintf(os.Stderr, "integration: ignoring %s=%s from the environment\n", v, val)
+			os.Unsetenv(v)
+		}
+	}
 	code := m.Run()
 	fixtureCleanup()
 	netCleanup()
@@ -58,6 +68,14 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// inheritedNodeEnv are the environment variables of vectl's node settings (and its criu and
+// fault injection), which TestMain drops. VECTL_CGROUP_MANAGER stays: the VM harness chooses
+// the driver with it.
+var inheritedNodeEnv = []string{"VECTL_ROOT", "VECTL_RUN_DIR", "VECTL_LOG_DIR", "VECTL_CGROUP_PARENT",
+	"VECTL_FIREWALL_TABLE", "VECTL_NETWORK_CONFIG", "VECTL_VZ_CONF_DIR", "VECTL_TEMPLATE_DIR",
+	"VECTL_PROFILE_DIR", "VECTL_CNI_PATH", "VECTL_LOCK_TIMEOUT", "VECTL_CRIU", "VECTL_TEMPLATE_SERVER",
+	"VECTL_MIGRATE_FAULT"}
 
 // requireTool fails the test when a host tool it needs is missing: a missing precondition is
 // a failure, never a silent skip.
