@@ -692,6 +692,12 @@ func (m *Manager) restoreDump(id, dir string, c *libcontainer.Container, p *libc
 	return err
 }
 
+// restoreSearchDirs are the directories that outlive a VE's run which criuInUserNS lets the
+// root of a user-namespace VE search; removeVE takes the grants back.
+func (m *Manager) restoreSearchDirs(id string) []string {
+	return []string{m.opts.RunDir, filepath.Dir(m.runDir(id)), m.lcRoot(), filepath.Dir(m.DumpDir(id))}
+}
+
 // criuInUserNS prepares the restore of a user-namespace VE by a criu that runs as the VE's
 // root inside its pinned user and network namespaces, in a mount, UTS and cgroup namespace
 // of its own made there (after joining the VE's cgroups), with the VE's host name set: the
@@ -717,8 +723,7 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{m.opts.RunDir, filepath.Dir(m.runDir(id)), m.runDir(id), m.lcRoot(),
-		filepath.Join(m.lcRoot(), id), filepath.Dir(dir)} {
+	for _, d := range append(m.restoreSearchDirs(id), m.runDir(id), filepath.Join(m.lcRoot(), id), filepath.Dir(dir)) {
 		if err := idmap.GrantSearch(d, u.UID, true); err != nil {
 			return nil, err
 		}

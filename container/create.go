@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -267,8 +268,8 @@ func (m *Manager) removeVE(id string, l *store.Lock) error {
 		errs = append(errs, err)
 	}
 	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.UserNS != nil {
-		for _, dir := range []string{m.opts.Root, m.store.RootDir("")} {
-			if err := idmap.GrantSearch(dir, cfg.UserNS.UID, false); err != nil {
+		for _, dir := range append([]string{m.opts.Root, m.store.RootDir("")}, m.restoreSearchDirs(id)...) {
+			if err := idmap.GrantSearch(dir, cfg.UserNS.UID, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}

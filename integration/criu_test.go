@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,6 +235,16 @@ func TestCheckpointUserNS(t *testing.T) {
 	}
 	e.must("stop", id, "--fast")
 	e.wantNoTrace(id)
+	// The restore let the VE's root search the run directory; destroy takes that back.
+	if !aclNames(t, e.run, st.UserNS.UID) {
+		t.Fatalf("no ACL entry for the VE's uid %d on %s after its restore", st.UserNS.UID, e.run)
+	}
+	e.must("destroy", id)
+	for _, d := range []string{e.run, filepath.Join(e.run, "ve"), filepath.Join(e.run, "lc"), filepath.Join(e.root, "dump")} {
+		if aclNames(t, d, st.UserNS.UID) {
+			t.Errorf("%s still grants the destroyed VE's uid %d", d, st.UserNS.UID)
+		}
+	}
 
 	deb := e.startVE(e.importDebian())
 	boot := e.out(deb, "cat", "/proc/sys/kernel/random/boot_id")
@@ -287,6 +298,25 @@ func TestCheckpointUserNS(t *testing.T) {
 	})
 	e.must("stop", deb)
 	e.wantNoTrace(deb)
+}
+
+// aclNames reports whether directory dir's access ACL has an entry for host uid uid.
+func aclNames(t *testing.T, dir string, uid uint32) bool {
+	t.Helper()
+	v := make([]byte, 4096)
+	n, err := syscall.Getxattr(dir, "system.posix_acl_access", v)
+	if err == syscall.ENODATA {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("ACL of %s: %v", dir, err)
+	}
+	for i := 4; i+8 <= n; i += 8 {
+		if binary.LittleEndian.Uint16(v[i:]) == 0x02 && binary.LittleEndian.Uint32(v[i+4:]) == uid {
+			return true
+		}
+	}
+	return false
 }
 
 // wantCgroupNSRoot checks that the VE's init sees its cgroups from a cgroup namespace rooted
