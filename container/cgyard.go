@@ -1,11 +1,12 @@
 package container
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // CRIU reads the VE's cgroups at a dump through a "yard": a directory with one entry per
@@ -27,7 +28,11 @@ const cgroupYardDir = "cgroup-yard"
 // then makes its own yard, as before).
 func (m *Manager) cgroupYard() string {
 	m.yard.once.Do(func() {
-		want, ok := yardLinks(readTrim("/proc/self/cgroup"), readTrim("/proc/self/mountinfo"))
+		mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+		if err != nil {
+			return
+		}
+		want, ok := yardLinks(readTrim("/proc/self/cgroup"), mounts)
 		if !ok {
 			return
 		}
@@ -61,46 +66,27 @@ func (m *Manager) cgroupYardLine() string {
 }
 
 // yardLinks maps each hierarchy of a /proc/PID/cgroup listing to the mount point of that
-// hierarchy's root in a /proc/PID/mountinfo listing, by CRIU's yard entry name. ok is false
-// when one has no such mount.
-func yardLinks(cgroupFile, mountinfo string) (map[string]string, bool) {
-	type mnt struct {
-		point string
-		v2    bool
-		opts  []string
-	}
-	var mounts []mnt
-	sc := bufio.NewScanner(strings.NewReader(mountinfo))
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT POINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
-		pre, post, found := strings.Cut(sc.Text(), " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !found || len(f) < 5 || len(g) < 3 || f[3] != "/" || (g[0] != "cgroup" && g[0] != "cgroup2") {
-			continue
-		}
-		mounts = append(mounts, mnt{point: unescapeMount(f[4]), v2: g[0] == "cgroup2", opts: strings.Split(g[2], ",")})
-	}
+// hierarchy's root among mounts, by CRIU's yard entry name. ok is false when one has no such
+// mount.
+func yardLinks(cgroupFile string, mounts []*mountinfo.Info) (map[string]string, bool) {
 	links := map[string]string{}
 	for _, l := range strings.Split(cgroupFile, "\n") {
 		parts := strings.SplitN(l, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
-		ctrls, name := parts[1], ""
-		if ctrls == "" {
-			name = "unified"
-		} else {
-			var names []string
-			for _, c := range strings.Split(ctrls, ",") {
-				names = append(names, strings.TrimPrefix(c, "name="))
-			}
-			name = strings.Join(names, ",")
+		ctrls, name := parts[1], "unified"
+		if ctrls != "" {
+			name = strings.ReplaceAll(ctrls, "name=", "")
 		}
 		point := ""
 		for _, mt := range mounts {
-			if ctrls == "" && mt.v2 || ctrls != "" && !mt.v2 && containsAll(mt.opts, strings.Split(ctrls, ",")) {
-				point = mt.point
+			if mt.Root != "/" {
+				continue
+			}
+			if ctrls == "" && mt.FSType == "cgroup2" || ctrls != "" && mt.FSType == "cgroup" &&
+				containsAll(strings.Split(mt.VFSOptions, ","), strings.Split(ctrls, ",")) {
+				point = mt.Mountpoint
 				break
 			}
 		}
@@ -119,13 +105,4 @@ func containsAll(set, items []string) bool {
 		}
 	}
 	return true
-}
-
-// unescapeMount undoes mountinfo's octal escapes of space, tab, newline and backslash.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }

@@ -700,9 +700,9 @@ func (m *Manager) restoreSearchDirs(id string) []string {
 
 // criuInUserNS prepares the restore of a user-namespace VE by a criu that runs as the VE's
 // root inside its pinned user and network namespaces, in a mount, UTS and cgroup namespace
-// of its own made there (after joining the VE's cgroups), with the VE's host name set: the
-// dump's inventory names the user and UTS namespaces as criu's own (adoptNamespaces), so the
-// restored tasks stay in them. libcontainer runs "criu" from PATH: a wrapper in the VE's run
+// of its own made there (once libcontainer has put it into the VE's cgroups), with the VE's
+// host name set: the dump's inventory names the user and UTS namespaces as criu's own
+// (adoptNamespaces), so the restored tasks stay in them. libcontainer runs "criu" from PATH: a wrapper in the VE's run
 // directory does this. criu, as the VE's root, runs unprivileged (--unprivileged), reads
 // the dump as its owner and reaches the VE's run and state directories through search-only
 // ACL entries. The returned function undoes what outlives the restore.

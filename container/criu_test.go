@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
@@ -190,20 +191,27 @@ func TestYardLinks(t *testing.T) {
 29 25 0:26 / /sys/fs/cgroup/memory rw shared:9 - cgroup cgroup rw,memory
 40 30 0:26 / /srv/my\040mem rw - cgroup cgroup rw,memory`
 	cg := "3:memory:/a\n2:cpu,cpuacct:/a\n1:name=systemd:/a\n0::/a"
-	got, ok := yardLinks(cg, hybrid)
+	mounts := func(text string) []*mountinfo.Info {
+		ms, err := mountinfo.GetMountsFromReader(strings.NewReader(text), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	got, ok := yardLinks(cg, mounts(hybrid))
 	want := map[string]string{"memory": "/sys/fs/cgroup/memory", "cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
 		"systemd": "/sys/fs/cgroup/systemd", "unified": "/sys/fs/cgroup/unified"}
 	if !ok || !maps.Equal(got, want) {
 		t.Fatalf("hybrid: %v %v", got, ok)
 	}
-	if got, ok := yardLinks("0::/x", "30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate"); !ok ||
+	if got, ok := yardLinks("0::/x", mounts("30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate")); !ok ||
 		!maps.Equal(got, map[string]string{"unified": "/sys/fs/cgroup"}) {
 		t.Fatalf("cgroup2: %v %v", got, ok)
 	}
-	if got, ok := yardLinks(cg+"\n4:pids:/a", hybrid); ok {
+	if got, ok := yardLinks(cg+"\n4:pids:/a", mounts(hybrid)); ok {
 		t.Fatalf("pids is not mounted, yet: %v", got)
 	}
-	if got, ok := yardLinks("5:memory:/a", strings.Replace(hybrid, "0:26 / /sys/fs/cgroup/memory", "0:26 /sub /sys/fs/cgroup/memory", 1)+"\n"); !ok || got["memory"] != "/srv/my mem" {
+	if got, ok := yardLinks("5:memory:/a", mounts(strings.Replace(hybrid, "0:26 / /sys/fs/cgroup/memory", "0:26 /sub /sys/fs/cgroup/memory", 1))); !ok || got["memory"] != "/srv/my mem" {
 		t.Fatalf("memory mounted at its root only at a path with a space: %v %v", got, ok)
 	}
 }
