@@ -420,10 +420,15 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 		// the dump needs it, and the next restore must not call the dump stale for that.
 		return errors.Join(err, m.redigest(id, dir))
 	}
-	// The monitor removes the dump itself once it reported the restore, still holding the
-	// VE's lock (monitored.Settle).
-	if err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("VE restored; forget its dump: %w", err)
+	if meta, err := readDumpMeta(dir); err == nil && meta.Lazy {
+		// The lazy-pages daemon still works in dir: migrate-in pages removes it after.
+		if err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if err := m.dropDump(id, dir); err != nil {
+		return fmt.Errorf("VE restored; remove its dump: %w", err)
 	}
 	return nil
 }

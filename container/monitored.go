@@ -37,15 +37,15 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 			return monitor.EndFailed, o.Report(err)
 		}
 	}
-	return monitor.Run(ctx, monitored{m: m, id: id, views: views, restored: new(string)}, o)
+	return monitor.Run(ctx, monitored{m: m, id: id, views: views, restored: new(bool)}, o)
 }
 
 // monitored is a VE as its monitor drives it.
 type monitored struct {
 	m        *Manager
 	id       string
-	views    bool    // its /proc views are mounted and kept
-	restored *string // the dump the last boot restored from (Settle)
+	views    bool  // its /proc views are mounted and kept
+	restored *bool // the last boot was a restore (Settle)
 }
 
 func (v monitored) ID() string { return v.id }
@@ -61,30 +61,29 @@ func (v monitored) Create() (*libcontainer.Container, *libcontainer.Process, fun
 
 func (v monitored) RunInit(c *libcontainer.Container, p *libcontainer.Process, gate func() bool) error {
 	if dir, err := os.ReadFile(v.m.runFile(v.id, restoreFile)); err == nil {
-		*v.restored = string(dir)
-		return v.m.restoreDump(v.id, string(dir), c, p, gate)
+		*v.restored = true
+		if err := v.m.restoreDump(v.id, string(dir), c, p, gate); err != nil {
+			return err
+		}
+		if v.views {
+			// Rendered at Create, before the restore made the VE's cgroups: the host's
+			// figures until the relay, which starts after Settle, renders them again.
+			// Not worth failing the restore over (the relay renders them anyway).
+			_ = idle.RenderViews(v.m.viewsSpec(v.id))
+		}
+		return nil
 	}
 	return v.m.runInit(v.id, c, p, gate)
 }
 
-// Settle finishes a restore after the boot was reported, so that the restoring vectl does
-// not wait for it: it removes the restore's network lock (network.RemoveNetnsLock: a
-// deletion waits for an RCU grace period) and the dump, which the restoring vectl no longer
-// points to (a lazy dump stays: migrate-in pages removes it once every page moved). The
-// monitor holds the VE's lock meanwhile (monitor.Run), so no new checkpoint writes there
-// before the old dump is gone.
+// Settle removes the restore's network lock (network.RemoveNetnsLock: a deletion waits for
+// an RCU grace period) after the boot was reported, so that the restoring vectl does not
+// wait for it.
 func (v monitored) Settle() {
-	dir := *v.restored
-	if dir == "" {
-		return
-	}
-	*v.restored = ""
-	if err := network.RemoveNetnsLock(v.m.netnsPath(v.id)); err != nil {
-		v.m.opts.Warn(fmt.Sprintf("VE %s: %v", v.id, err))
-	}
-	if meta, err := readDumpMeta(dir); err == nil && !meta.Lazy {
-		if err := os.RemoveAll(dir); err != nil {
-			v.m.opts.Warn(fmt.Sprintf("VE %s restored; remove its dump: %v", v.id, err))
+	if *v.restored {
+		*v.restored = false
+		if err := network.RemoveNetnsLock(v.m.netnsPath(v.id)); err != nil {
+			v.m.opts.Warn(fmt.Sprintf("VE %s: %v", v.id, err))
 		}
 	}
 }

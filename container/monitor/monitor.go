@@ -48,8 +48,7 @@ type VE interface {
 }
 
 // Settler is a VE with work to do after a boot was reported (Settle), before the monitor
-// rests in the idle loop. After the first boot, the monitor holds the VE's lock inherited
-// from the starting vectl (Options.Lock) until Settle returns.
+// rests in the idle loop.
 type Settler interface {
 	Settle()
 }
@@ -174,11 +173,7 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 			p, pty, err := bootConsole(ve, gate)
 			held.Unlock()
 			held = nil
-			var settling *os.File // the VE's lock, held until settled
 			if boot == 1 {
-				if _, ok := ve.(Settler); ok && err == nil {
-					settling, o.Lock = o.Lock, nil
-				}
 				// The starting vectl may have been killed meanwhile; the VE runs regardless.
 				o.Report(err)
 			}
@@ -191,9 +186,6 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 			log.Printf("VE %s booted (init pid %d)", id, pid)
 			if s, ok := ve.(Settler); ok {
 				s.Settle()
-			}
-			if settling != nil {
-				settling.Close()
 			}
 			if idleMode {
 				err := execIdle(id, pid, pty, lfd, log, clients, o.Self, runID, o.Load, o.Views)
