@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -473,8 +474,10 @@ func fetchResumable(ctx context.Context, opts DownloadOptions, o Offer, part str
 		if opts.Log != nil {
 			opts.Log("resuming %s at %d bytes", o.URL, have)
 		}
-	} else {
-		// A full answer (no range support, or the file changed): start over.
+	} else if have > 0 {
+		// A full answer (no range support, or the file changed): start over. Only then:
+		// truncating even an empty file makes ext4 flush it whole at close (auto_da_alloc),
+		// 35-45 ms for 100 MB on the critical path.
 		have = 0
 		h.Reset()
 		if err := f.Truncate(0); err != nil {
@@ -495,7 +498,7 @@ func fetchResumable(ctx context.Context, opts DownloadOptions, o Offer, part str
 	}
 	w := &progressWriter{done: have, total: total, report: opts.Progress}
 	w.tick()
-	if _, err := io.Copy(io.MultiWriter(f, h, w), resp.Body); err != nil {
+	if err := copyHashing(io.MultiWriter(f, w), resp.Body, h); err != nil {
 		return "", err
 	}
 	w.last = time.Time{}
@@ -503,6 +506,52 @@ func fetchResumable(ctx context.Context, opts DownloadOptions, o Offer, part str
 	// No fsync (60 ms for 100 MB here): the archive is checked against this sha256 again
 	// when it is unpacked (Store.Unpack), so one a crash left incomplete is refused then.
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// copyHashing copies src to dst a MiB at a time and feeds every chunk to h on another
+// goroutine, so that hashing (sha256: ~1.9 GB/s here) overlaps the transfer rather than
+// adding to it: io.Copy into a MultiWriter hashed 32 KiB at a time in line, 190 ms for
+// a 106 MB template against curl's 110; this takes 110. src's errors, io.ErrUnexpectedEOF
+// of a cut transfer included, are returned as they are; only io.EOF ends the copy.
+func copyHashing(dst io.Writer, src io.Reader, h hash.Hash) error {
+	const size, count = 1 << 20, 4
+	free := make(chan []byte, count)
+	for range count {
+		free <- make([]byte, size)
+	}
+	full := make(chan []byte, count)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range full {
+			h.Write(b)
+			free <- b[:size]
+		}
+	}()
+	var err error
+	for err == nil {
+		b := <-free
+		k := 0
+		for k < len(b) && err == nil {
+			var n int
+			n, err = src.Read(b[k:])
+			k += n
+		}
+		if k == 0 {
+			continue
+		}
+		if _, werr := dst.Write(b[:k]); werr != nil {
+			err = werr
+			break
+		}
+		full <- b[:k]
+	}
+	close(full)
+	<-hashed
+	if err == io.EOF {
+		return nil
+	}
+	return err
 }
 
 // progressWriter reports progress at most ten times a second.

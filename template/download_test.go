@@ -1,11 +1,13 @@
 package template
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 )
 
 func TestVectlName(t *testing.T) {
@@ -268,5 +271,31 @@ func TestUnpackFailsCleanly(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(s.Dir); len(ents) != 1 || ents[0].Name() != "downloads" {
 		t.Errorf("after Remove: %v", ents)
+	}
+}
+
+func TestCopyHashing(t *testing.T) {
+	data := make([]byte, 3<<20+12345) // several chunks and a short last one
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	want := sha256.Sum256(data)
+	var out bytes.Buffer
+	h := sha256.New()
+	if err := copyHashing(&out, iotest.HalfReader(bytes.NewReader(data)), h); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), data) || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Errorf("copied %d bytes, sha256 %x; want %d, %x", out.Len(), h.Sum(nil), len(data), want)
+	}
+	// A cut transfer keeps what arrived and says so.
+	out.Reset()
+	h.Reset()
+	src := io.MultiReader(bytes.NewReader(data[:1<<20+5]), iotest.ErrReader(io.ErrUnexpectedEOF))
+	if err := copyHashing(&out, src, h); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("cut copy: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if part := sha256.Sum256(data[:1<<20+5]); out.Len() != 1<<20+5 || !bytes.Equal(h.Sum(nil), part[:]) {
+		t.Errorf("cut copy wrote %d bytes (sha256 %x), want %d", out.Len(), h.Sum(nil), 1<<20+5)
 	}
 }
