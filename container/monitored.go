@@ -25,6 +25,7 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 	}
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
+	o.StopMark = m.runFile(id, stoppingFile)
 	// The views are mounted (Create) exactly when the relay keeps them.
 	views := false
 	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Meminfo != "none" {

@@ -431,13 +431,52 @@ void vectl_relay(struct vectl_relay *r)
 // The decoded hand-over message (proto.go); its strings point into the message, decoded
 // on the stack (no page of its own).
 struct handover {
-	const char *veid, *runid, *logpath, *load_tasks, *load_out, *views;
+	const char *veid, *runid, *logpath, *load_tasks, *load_out, *views, *stopmark;
 	pid_t init;
 	int pty, lfd, logfd;
 	long logmax;
 	const char *resume[256];
 	int nresume;
 };
+
+// vectl_stop_in_progress (idle.h): the start time in /proc/PID/stat, field 22, must match
+// the marker's, so that a recycled pid is not taken for the stop.
+int vectl_stop_in_progress(const char *path)
+{
+	char buf[512];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *end;
+	long pid = strtol(buf, &end, 10);
+	if (pid <= 0 || *end != ' ')
+		return 0;
+	unsigned long long start = strtoull(end + 1, NULL, 10);
+	char statpath[64];
+	snprintf(statpath, sizeof statpath, "/proc/%ld/stat", pid);
+	fd = open(statpath, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	// After the command: state (field 3) ... starttime (field 22), 20 fields on.
+	for (int field = 2; field < 22 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (!p)
+		return 0;
+	return strtoull(p + 1, NULL, 10) == start ? (int)pid : 0;
+}
 
 static void vectl_idle_fail(const char *why)
 {
@@ -516,6 +555,9 @@ void vectl_idle(int argc, char **argv, char **envp)
 		case IDLE_ATTR_VIEWS:
 			h.views = str;
 			break;
+		case IDLE_ATTR_STOPMARK:
+			h.stopmark = str;
+			break;
 		default:
 			vectl_idle_fail("unknown attribute in the hand-over");
 		}
@@ -545,11 +587,22 @@ void vectl_idle(int argc, char **argv, char **envp)
 	vectl_relay(&r);
 	while (waitpid(h.init, &status, 0) < 0 && errno == EINTR)
 		;
+	int stopper = h.stopmark ? vectl_stop_in_progress(h.stopmark) : 0;
+	if (stopper > 0) {
+		char line[160];
+		snprintf(line, sizeof line, "vectl: init ended (wait status %#x) during a stop (pid %d), which tears the VE down\n",
+			 (unsigned)status, stopper);
+		log_msg(line);
+	}
 	close(h.pty);
 	if (peer >= 0)
 		close(peer);
 	close(pidfd);
 	vectl_log_close();
+	// The stop kills this monitor and tears down; running the Go monitor again would only
+	// put a Go start (10 to 15 ms) on the stop's critical path before that kill.
+	if (stopper > 0)
+		_exit(0);
 
 	// The resume message: who we are, the init's status, the listener and the clients.
 	static char out[4096], hex[2 * sizeof out + 1];

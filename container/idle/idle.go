@@ -114,3 +114,11 @@ func (r *Relay) Run() {
 		r.Clients = append(r.Clients, int(c.clients[i]))
 	}
 }
+
+// stopInProgress is the idle loop's check of a stop marker (Handover.StopMark), for tests:
+// the pid it names when that process is alive, else 0.
+func stopInProgress(path string) int {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	return int(C.vectl_stop_in_progress(cpath))
+}

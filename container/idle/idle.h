@@ -38,4 +38,8 @@ void vectl_log_write(const char *buf, size_t n);
 int vectl_log_fd(void);
 void vectl_log_close(void);
 
+// vectl_stop_in_progress returns the pid a stop marker (idle.Handover.StopMark: "PID
+// STARTTIME") names if that process is alive, else 0.
+int vectl_stop_in_progress(const char *path);
+
 #endif

@@ -23,7 +23,8 @@ func TestProtoHeader(t *testing.T) {
 func TestMessagesRoundTrip(t *testing.T) {
 	h := Handover{VEID: "101", RunID: "r-1", InitPID: 4242, PtyFD: 7, ListenFD: 8, LogFD: 9,
 		LogPath: "/var/log/vectl/101.console", LogMax: 1 << 20, ClientFDs: []int{10, 11},
-		ResumeArgv: []string{"/proc/self/exe", "--root", "/var/lib/vectl", "__monitor"}}
+		ResumeArgv: []string{"/proc/self/exe", "--root", "/var/lib/vectl", "__monitor"},
+		Views:      "/run/vectl/ve/101/views", StopMark: "/run/vectl/ve/101/stopping"}
 	msg, err := h.Hex()
 	if err != nil {
 		t.Fatal(err)

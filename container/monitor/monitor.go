@@ -85,6 +85,9 @@ type Options struct {
 	Load idle.Load
 	// Views are the VE's /proc and /sys views the relay keeps (idle.Relay.Views); "" for none.
 	Views string
+	// StopMark is the file a stop writes before it ends the init (idle.Handover.StopMark):
+	// the idle loop leaves the teardown to a live stop instead of resuming this monitor.
+	StopMark string
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -188,7 +191,7 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 				s.Settle()
 			}
 			if idleMode {
-				err := execIdle(id, pid, pty, lfd, log, clients, o.Self, runID, o.Load, o.Views)
+				err := execIdle(id, pid, pty, lfd, log, clients, runID, o)
 				// Only a failed exec returns; keep monitoring in this process.
 				log.Printf("idle loop: %v", err)
 				idleMode = false
@@ -231,9 +234,10 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 // execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
 // pty, the console socket, the log and connected clients are handed over as open file
 // descriptors, named in the hand-over message. It returns only if the exec failed.
-func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, self []string, runID string, load idle.Load, views string) error {
+func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, runID string, o Options) error {
 	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: lfd,
-		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: self, Load: load, Views: views}
+		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: o.Self,
+		Load: o.Load, Views: o.Views, StopMark: o.StopMark}
 	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return err
@@ -244,7 +248,7 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 		return err
 	}
 	// After the message, for ps (and nothing else): what the loop will run again.
-	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, self...), id)
+	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, o.Self...), id)
 	return unix.Exec("/proc/self/exe", argv, os.Environ())
 }
 
