@@ -33,4 +33,9 @@ int vectl_views_open(struct views *v, const char *spec, int watch);
 void vectl_views_event(struct views *v);
 void vectl_views_close(struct views *v);
 
+// The process's command line as the kernel placed it (set by vectl_idle, which the ELF
+// constructor calls in every vectl process): the views' closer rewrites its own copy.
+extern int vectl_argc;
+extern char **vectl_argv;
+
 #endif
