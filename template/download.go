@@ -540,7 +540,7 @@ func copyHashing(dst io.Writer, src io.Reader, h hash.Hash) error {
 		if k == 0 {
 			continue
 		}
-		if _, werr := dst.Write(b[:k]); werr != nil {
+		if werr := writeChunked(dst, b[:k]); werr != nil {
 			err = werr
 			break
 		}
@@ -552,6 +552,23 @@ func copyHashing(dst io.Writer, src io.Reader, h hash.Hash) error {
 		return nil
 	}
 	return err
+}
+
+// writeChunk is the size of copyHashing's writes. A 1 MiB write makes the page cache ask
+// for 1 MiB folios, whose allocation compacts memory on a node whose memory is fragmented
+// (a busy one): the bench's download cost 270 to 420 ms of system time that way against
+// curl's 110 with its 16 KiB writes.
+const writeChunk = 64 << 10
+
+func writeChunked(w io.Writer, b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		if _, err := w.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // progressWriter reports progress at most ten times a second.
