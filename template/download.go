@@ -538,7 +538,7 @@ func copyHashing(dst io.Writer, src io.Reader, h hash.Hash) error {
 			k += n
 		}
 		if k == 0 {
-			continue
+			break // the reads above stop with k == 0 only on an error
 		}
 		if werr := writeChunked(dst, b[:k]); werr != nil {
 			err = werr
