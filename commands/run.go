@@ -136,16 +136,25 @@ EXIT STATUS:
 				}
 				return err
 			}
+			started := false
 			if err := m.Start(c.Context, id, container.StartOptions{
 				NoMonitor:   c.Bool("no-monitor"),
 				Wait:        c.Bool("wait"),
 				WaitTimeout: timeout,
 				MonitorArgs: monitorArgs(c),
 				Force:       c.Bool("force"),
+				// This process stays as the VE's monitor when its constructor forked.
+				Become: monitor.Forked(),
+				Started: func() {
+					started = true
+					fmt.Fprintf(c.App.Writer, "VE %s started\n", id)
+				},
 			}); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "VE %s started\n", id)
+			if !started {
+				fmt.Fprintf(c.App.Writer, "VE %s started\n", id)
+			}
 			return nil
 		},
 	}

@@ -34,6 +34,12 @@ type StartOptions struct {
 	MonitorArgs []string
 	// Force starts a VE set --disabled yes.
 	Force bool
+	// Become makes this process the VE's monitor instead of spawning one (a start forked
+	// by monitor's constructor, see monitor.Forked; not with Wait): once the init runs,
+	// Started is called, the process detaches from its caller (monitor.Detach) and stays as
+	// the monitor, so Start returns only if the boot failed or the monitor ended.
+	Become  bool
+	Started func()
 }
 
 // Start boots a VE: mount its root, pin a network namespace, write the OCI spec, and have a
@@ -53,6 +59,9 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	if err != nil {
 		l.Unlock()
 		return fmt.Errorf("start %s: %w", id, err)
+	}
+	if o.Become && !o.Wait && !o.NoMonitor && !cfg.NoMonitor {
+		return m.startAsMonitor(ctx, id, l, o)
 	}
 	// The monitor is started first and waits for the go-ahead: its runtime comes up (about
 	// 4 ms for a Go process of this size) while this vectl prepares the VE.
@@ -90,6 +99,62 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 		return m.waitBooted(ctx, id, initType, o.WaitTimeout)
 	}
 	return nil
+}
+
+// startAsMonitor is Start in a process that becomes the VE's monitor (StartOptions.Become):
+// the network is attached while the monitor's boot creates the container, as with a spawned
+// monitor, and the init is executed once both are done. l, the VE's lock, is released once
+// the boot is done, before the process detaches.
+func (m *Manager) startAsMonitor(ctx context.Context, id string, l *store.Lock, o StartOptions) error {
+	cfg, _, err := m.prepare(ctx, id, false, false)
+	if err != nil {
+		err = errors.Join(err, m.teardown(id, false))
+		l.Unlock()
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	attached := make(chan error, 1)
+	go func() {
+		if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
+			attached <- fmt.Errorf("network: %w", err)
+			return
+		}
+		attached <- nil
+	}()
+	var attachErr error
+	waited, booted := false, false
+	await := func() error {
+		if !waited {
+			attachErr, waited = <-attached, true
+		}
+		return attachErr
+	}
+	_, err = m.RunMonitor(ctx, id, monitor.Options{
+		Self: o.MonitorArgs,
+		Gate: func() bool { return await() == nil },
+		Booted: func(err error) {
+			if err != nil {
+				return
+			}
+			booted = true
+			l.Unlock()
+			if o.Started != nil {
+				o.Started()
+			}
+			if err := monitor.Detach(m.consoleLog(id)); err != nil {
+				m.opts.Warn(fmt.Sprintf("VE %s: %v", id, err))
+			}
+		},
+	})
+	if booted {
+		// The monitor ended: it could not rest in the idle loop and the VE has ended since.
+		return err
+	}
+	if aerr := await(); aerr != nil {
+		err = aerr // the boot was cancelled for it
+	}
+	err = errors.Join(err, m.teardown(id, false))
+	l.Unlock()
+	return fmt.Errorf("start %s: %w", id, err)
 }
 
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,

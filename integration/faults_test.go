@@ -3,8 +3,10 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,7 +42,10 @@ func (e *env) wantTruthfulStatus(id string) {
 	})
 }
 
-// killAfter starts vectl with args and SIGKILLs it after d (or lets it finish first).
+// killAfter starts vectl with args and SIGKILLs it after d (or lets it finish first). A
+// background start runs in a child of the process started (container/monitor's startfork.c:
+// the child becomes the VE's monitor); that child, which would otherwise finish the start on
+// its own, is killed too while the start has not returned, as when a whole start dies.
 func (e *env) killAfter(d time.Duration, args ...string) (killed bool) {
 	e.t.Helper()
 	c := e.cmd(args...)
@@ -48,6 +53,16 @@ func (e *env) killAfter(d time.Duration, args ...string) (killed bool) {
 		e.t.Fatal(err)
 	}
 	time.Sleep(d)
+	pid := c.Process.Pid
+	self, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, k := range strings.Fields(string(kids)) {
+		if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); len(self) > 0 && string(cmd) == string(self) {
+			if n, err := strconv.Atoi(k); err == nil {
+				syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
+	}
 	c.Process.Signal(syscall.SIGKILL)
 	c.Wait()
 	ws, _ := c.ProcessState.Sys().(syscall.WaitStatus)

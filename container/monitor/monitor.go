@@ -3,7 +3,9 @@
 // console connects to), the boot loop (an in-VE reboot is a new boot, a poweroff or halt a
 // teardown), the hand-over to the C idle loop (package idle) between boots and the way back,
 // and the start-up handshake with the vectl that spawned it (the descriptors it inherits, the
-// go-ahead and the readiness report).
+// go-ahead and the readiness report). A plain "vectl start" spawns none: a C constructor
+// forks it before the Go runtime starts and the child becomes the monitor (startfork.c,
+// Forked, Detach).
 //
 // It does not know how a VE is built, locked or torn down: package container implements VE
 // for it. It must not import package container.

@@ -1,0 +1,170 @@
+// The fork that lets "vectl start" become its VE's monitor (see startfork.go).
+//
+// A VE's monitor must be the parent of the VE's init, which libcontainer starts as a child
+// of the process that creates the container, and the caller of "vectl start" waits for the
+// process it ran to exit. So the process it ran must not be the one that goes on: before the
+// Go runtime starts, the constructor forks. The parent waits, doing nothing else, for the
+// child's outcome and exits with it; the child runs vectl, and once the VE runs it reports
+// success through a pipe (vectl_start_detach) and stays as the monitor. Without the report
+// (any other outcome: an error, another kind of start, or a start that does not become the
+// monitor) the parent exits as the child did, so that the fork is invisible to the caller.
+// This saves the separate monitor process, a second Go runtime on every start.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "startfork.h"
+
+// The write end of the pipe to the waiting parent, in the child; -1 in any other process.
+int vectl_start_report_fd = -1;
+
+static pid_t start_child;
+
+// start_wants_fork says whether argv is a background start of vectl's own command line:
+// "start" as the command after the global options (each of which takes a value) and no
+// --foreground among the options. Under systemd (NOTIFY_SOCKET) no start forks: a
+// foreground monitor's notifications must come from the unit's main process. The guess
+// only has to be safe, not exact: the child decides whether it becomes the monitor, and
+// when it does not the fork is invisible.
+int vectl_start_wants_fork(int argc, char **argv, char **envp) {
+	if (argc < 3) {
+		return 0;
+	}
+	const char *base = strrchr(argv[0], '/');
+	base = base ? base + 1 : argv[0];
+	if (strcmp(base, "vzctl") == 0 || strcmp(base, "vzlist") == 0) {
+		return 0;
+	}
+	for (char **e = envp; e && *e; e++) {
+		if (strncmp(*e, "NOTIFY_SOCKET=", 14) == 0) {
+			return 0;
+		}
+	}
+	int i = 1;
+	while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0) {
+		i += strchr(argv[i], '=') ? 1 : 2;
+	}
+	if (i >= argc || strcmp(argv[i], "start") != 0) {
+		return 0;
+	}
+	for (i++; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || a[1] == '\0') {
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			return 0;
+		}
+		const char *name = a + (a[1] == '-' ? 2 : 1);
+		size_t n = strcspn(name, "=");
+		if (n == 0) {
+			continue;
+		}
+		if (strncmp(name, "foreground", n) == 0 || strncmp(name, "wait", n) == 0 ||
+		    strncmp(name, "no-monitor", n) == 0 || strncmp(name, "help", n) == 0) {
+			return 0;
+		}
+		// A cluster of short options (-Fx): F is --foreground, h --help.
+		if (a[1] != '-' && memchr(name, 'F', n) != NULL) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static void start_forward(int sig) {
+	if (start_child > 0) {
+		kill(start_child, sig);
+	}
+}
+
+void vectl_start_fork(int argc, char **argv, char **envp) {
+	if (!vectl_start_wants_fork(argc, argv, envp)) {
+		return;
+	}
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		return; // no fork: vectl spawns a monitor as without one
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		vectl_start_report_fd = p[1];
+		return;
+	}
+	close(p[1]);
+	start_child = pid;
+	// Signals sent to the command the caller ran (timeout(1), kill) reach the start.
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = start_forward;
+	sigemptyset(&sa.sa_mask);
+	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	for (size_t k = 0; k < sizeof(sigs) / sizeof(sigs[0]); k++) {
+		sigaction(sigs[k], &sa, NULL);
+	}
+	unsigned char code;
+	ssize_t n;
+	do {
+		n = read(p[0], &code, 1);
+	} while (n < 0 && errno == EINTR);
+	if (n == 1) {
+		_exit(code);
+	}
+	int ws;
+	while (waitpid(pid, &ws, 0) < 0) {
+		if (errno != EINTR) {
+			_exit(1);
+		}
+	}
+	if (WIFSIGNALED(ws)) {
+		// Die the same way, so that the caller sees what happened to the start.
+		int sig = WTERMSIG(ws);
+		signal(sig, SIG_DFL);
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, sig);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		kill(getpid(), sig);
+		_exit(128 + sig);
+	}
+	_exit(WEXITSTATUS(ws));
+}
+
+int vectl_start_detach(int logfd) {
+	if (vectl_start_report_fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (nul < 0 || dup2(nul, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || chdir("/") < 0) {
+		int e = errno;
+		if (nul >= 0) {
+			close(nul);
+		}
+		errno = e;
+		return -1;
+	}
+	close(nul);
+	setsid(); // fails only for a group leader, which the child of a fork is not
+	unsigned char ok = 0;
+	ssize_t n;
+	do {
+		n = write(vectl_start_report_fd, &ok, 1);
+	} while (n < 0 && errno == EINTR);
+	// A parent killed meanwhile (EPIPE) changes nothing: the VE runs and this is its monitor.
+	close(vectl_start_report_fd);
+	vectl_start_report_fd = -1;
+	return 0;
+}

@@ -1,0 +1,70 @@
+package monitor
+
+/*
+#cgo CFLAGS: -Wall -O2
+#include <stdlib.h>
+#include "startfork.h"
+void __attribute__((constructor)) vectl_start_fork_init(int argc, char **argv, char **envp) {
+	vectl_start_fork(argc, argv, envp);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"os/signal"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Forked reports whether this process is "vectl start" running under the C parent that a
+// constructor forked off before the Go runtime started (startfork.c): it may then become the
+// VE's monitor itself instead of spawning one, and Detach lets the caller go on.
+func Forked() bool { return C.vectl_start_report_fd >= 0 }
+
+// Detach ends this process's part as the command the caller ran, once the VE's init runs:
+// the monitor's signal dispositions (SIGHUP, SIGINT, SIGTERM and SIGPIPE ignored; they
+// survive the exec into the idle loop), standard input from /dev/null, output to the console
+// log at logPath (where a spawned monitor's goes), the root directory as working directory,
+// a session of its own, and the report to the waiting parent, which then exits 0.
+func Detach(logPath string) error {
+	if !Forked() {
+		return fmt.Errorf("detach: not a forked start")
+	}
+	log, err := AppendLog(logPath)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE)
+	if _, err := C.vectl_start_detach(C.int(log.Fd())); err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	return nil
+}
+
+// wantsFork is the constructor's guess, for tests: whether args (and env) would fork.
+func wantsFork(args, env []string) bool {
+	cargs := cStrings(args)
+	defer freeStrings(cargs)
+	cenv := cStrings(env)
+	defer freeStrings(cenv)
+	return C.vectl_start_wants_fork(C.int(len(args)), &cargs[0], &cenv[0]) != 0
+}
+
+func cStrings(s []string) []*C.char {
+	out := make([]*C.char, len(s)+1)
+	for i, v := range s {
+		out[i] = C.CString(v)
+	}
+	return out
+}
+
+func freeStrings(s []*C.char) {
+	for _, p := range s {
+		if p != nil {
+			C.free(unsafe.Pointer(p))
+		}
+	}
+}
