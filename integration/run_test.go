@@ -309,6 +309,115 @@ func TestForeground(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
+// startChild waits until the vectl start c has forked its worker (container/monitor's
+// startfork.c: a child with the same command line) and returns the child's pid.
+func startChild(t *testing.T, c *exec.Cmd) int {
+	t.Helper()
+	pid := c.Process.Pid
+	self, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	child := 0
+	eventually(t, 10*time.Second, "vectl start's forked child", func() bool {
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, k := range strings.Fields(string(kids)) {
+			if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); len(self) > 0 && bytes.Equal(cmd, self) {
+				child, _ = strconv.Atoi(k)
+				return true
+			}
+		}
+		return false
+	})
+	return child
+}
+
+// TestStartBecomesMonitor (issue 22): a background vectl start forks before its Go runtime
+// starts, and the child that runs the start stays as the VE's monitor, so no separate monitor
+// program runs. The fork is invisible to the caller: the command it ran prints the start's
+// output and exits with its status, or dies of the same signal, and its output reaches EOF
+// once it has exited (the monitor keeps none of the caller's descriptors). The monitor has a
+// session of its own, /dev/null as input, the console log as output, / as working directory.
+func TestStartBecomesMonitor(t *testing.T) {
+	e := newEnv(t)
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importBusybox())
+	hold := func() *os.File {
+		f, err := os.OpenFile(filepath.Join(e.root, "locks", id+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+
+	// Held, the VE's lock keeps the start waiting in its child; killed, the child's death
+	// is the start's.
+	lock := hold()
+	c := e.cmd("start", id)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(startChild(t, c), syscall.SIGKILL)
+	c.Wait()
+	if ws, _ := c.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("vectl start whose child was killed: %v, want killed by SIGKILL", c.ProcessState)
+	}
+	e.wantStatus(id, "exist unmounted down")
+
+	c = e.cmd("start", id)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	worker := startChild(t, c)
+	if pids := monitorPids(e, id); len(pids) != 0 {
+		t.Fatalf("monitor processes %v before the start has the VE's lock", pids)
+	}
+	lock.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || out.String() != "VE "+id+" started\n" {
+			t.Fatalf("vectl start: %v\nstdout %q\nstderr %q", err, out.String(), errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		c.Process.Kill()
+		t.Fatalf("vectl start did not return, or its output did not end, within 30 s (stdout %q)", out.String())
+	}
+	data, err := os.ReadFile(filepath.Join(e.run, "ve", id, "monitor.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(data)); len(f) == 0 || f[0] != strconv.Itoa(worker) {
+		t.Fatalf("monitor pid file %q, want the start's child %d", data, worker)
+	}
+	eventually(t, 10*time.Second, "the monitor to rest in its idle loop", func() bool {
+		return slices.Equal(monitorPids(e, id), []int{worker})
+	})
+	proc := fmt.Sprintf("/proc/%d/", worker)
+	for fd, want := range map[string]string{"0": "/dev/null", "1": filepath.Join(e.log, id+".console"),
+		"2": filepath.Join(e.log, id+".console"), "cwd": "/"} {
+		link := proc + "fd/" + fd
+		if fd == "cwd" {
+			link = proc + "cwd"
+		}
+		if got, _ := os.Readlink(link); got != want {
+			t.Errorf("monitor's %s is %q, want %q", fd, got, want)
+		}
+	}
+	stat, _ := os.ReadFile(proc + "stat")
+	// Fields after the command's closing parenthesis: state ppid pgrp session.
+	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(worker) {
+		t.Errorf("monitor's session is %v, want its own (%d)", f[3:4], worker)
+	}
+	e.wantStatus(id, "exist mounted running")
+	e.out(id, "true")
+	e.must("stop", "--fast", id)
+	e.wantNoTrace(id)
+}
+
 func TestNoMonitor(t *testing.T) {
 	e := newEnv(t)
 	tmpl := e.importBusybox()
