@@ -367,6 +367,14 @@ func TestStartBecomesMonitor(t *testing.T) {
 	c = e.cmd("start", id)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
+	// What the caller leaves open (here a file as descriptor 3) stays the caller's.
+	inherited := filepath.Join(e.dir, "inherited")
+	f, err := os.Create(inherited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c.ExtraFiles = []*os.File{f}
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -405,6 +413,12 @@ func TestStartBecomesMonitor(t *testing.T) {
 		}
 		if got, _ := os.Readlink(link); got != want {
 			t.Errorf("monitor's %s is %q, want %q", fd, got, want)
+		}
+	}
+	fds, _ := os.ReadDir(proc + "fd")
+	for _, fd := range fds {
+		if target, _ := os.Readlink(proc + "fd/" + fd.Name()); target == inherited {
+			t.Errorf("the monitor keeps the caller's descriptor %s (%s)", fd.Name(), target)
 		}
 	}
 	stat, _ := os.ReadFile(proc + "stat")

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 #include "startfork.h"
@@ -99,7 +100,14 @@ void vectl_start_fork(int argc, char **argv, char **envp) {
 		return;
 	}
 	if (pid == 0) {
+		// The child may live on as the monitor for as long as the VE runs: it must not keep
+		// what the caller left open (a script's lock, the other end of a pipe), which a
+		// spawned monitor never inherited. The start itself uses none of it.
 		close(p[0]);
+		if (p[1] > 3) {
+			close_range(3, p[1] - 1, 0);
+		}
+		close_range(p[1] + 1, ~0U, 0);
 		vectl_start_report_fd = p[1];
 		return;
 	}
