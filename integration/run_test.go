@@ -430,6 +430,27 @@ func TestStartBecomesMonitor(t *testing.T) {
 	e.out(id, "true")
 	e.must("stop", "--fast", id)
 	e.wantNoTrace(id)
+
+	// Started with standard input, output and error closed, as some init scripts do.
+	c = e.cmd("start", id)
+	c.Args = append([]string{"sh", "-c", `exec "$0" "$@" <&- >&- 2>&-`}, c.Args...)
+	c.Path, err = exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(30*time.Second, func() { c.Process.Kill() })
+	out2, err := c.CombinedOutput()
+	if !timer.Stop() {
+		t.Fatalf("vectl start with its standard descriptors closed did not return within 30 s")
+	}
+	if err != nil {
+		t.Fatalf("vectl start with its standard descriptors closed: %v\n%s", err, out2)
+	}
+	e.wantStatus(id, "exist mounted running")
+	e.out(id, "true")
+	e.consoleAnswers(id, "closed")
+	e.must("stop", "--fast", id)
+	e.wantNoTrace(id)
 }
 
 func TestNoMonitor(t *testing.T) {

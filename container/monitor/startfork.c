@@ -89,6 +89,18 @@ void vectl_start_fork(int argc, char **argv, char **envp) {
 	if (!vectl_start_wants_fork(argc, argv, envp)) {
 		return;
 	}
+	// Standard input, output and error must be open (/dev/null where the caller closed
+	// them), so that neither the pipe nor anything the monitor keeps gets one of their
+	// numbers, which Detach replaces.
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+			int nul = open("/dev/null", O_RDWR);
+			if (nul >= 0 && nul != fd) {
+				dup2(nul, fd);
+				close(nul);
+			}
+		}
+	}
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		return; // no fork: vectl spawns a monitor as without one
