@@ -263,12 +263,16 @@ func (m *Manager) numproc(id string) int {
 // of CPU each in a fresh process here. A start runs it in a goroutine while it waits for the
 // kernel (namespaces, mounts), the monitor while it waits for the go-ahead, so that writing
 // and reading the spec on the critical path costs 0.5 ms each instead of 2.5.
+// A start that becomes the monitor asks twice (Start, then RunMonitor); each table is built
+// once.
 func warmJSON(container bool) {
-	json.Marshal(specs.Spec{}) // the tables are per type, so empty values build them all
+	warmSpec.Do(func() { json.Marshal(specs.Spec{}) }) // per type: empty values build them all
 	if container {
-		json.Marshal(configs.Config{})
+		warmConfig.Do(func() { json.Marshal(configs.Config{}) })
 	}
 }
+
+var warmSpec, warmConfig sync.Once
 
 // loadSpec reads the OCI spec that start generated for a VE.
 func (m *Manager) loadSpec(id string) (*specs.Spec, error) {

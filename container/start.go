@@ -47,7 +47,7 @@ type StartOptions struct {
 // directly with NoMonitor). Every step registers its undo; a failure undoes what was done.
 func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	m.warmCgroupAttach()
-	go warmJSON(false)
+	go warmJSON(o.Become) // the monitor's container config too, when this process becomes it
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return err

@@ -167,24 +167,30 @@ int vectl_start_detach(int logfd) {
 		errno = EBADF;
 		return -1;
 	}
-	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (nul < 0 || dup2(nul, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || chdir("/") < 0) {
-		int e = errno;
-		if (nul >= 0) {
-			close(nul);
-		}
-		errno = e;
-		return -1;
+	// Whatever fails here, the parent gets its report: the VE runs and this is its monitor.
+	int err = 0;
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (logfd < 0) {
+		logfd = nul;
 	}
-	close(nul);
+	if (nul < 0 || dup2(nul, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || chdir("/") < 0) {
+		err = errno;
+	}
+	if (nul >= 0) {
+		close(nul);
+	}
 	setsid(); // fails only for a group leader, which the child of a fork is not
 	unsigned char ok = 0;
 	ssize_t n;
 	do {
 		n = write(vectl_start_report_fd, &ok, 1);
 	} while (n < 0 && errno == EINTR);
-	// A parent killed meanwhile (EPIPE) changes nothing: the VE runs and this is its monitor.
+	// A parent killed meanwhile (EPIPE) changes nothing either.
 	close(vectl_start_report_fd);
 	vectl_start_report_fd = -1;
+	if (err != 0) {
+		errno = err;
+		return -1;
+	}
 	return 0;
 }

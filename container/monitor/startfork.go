@@ -26,22 +26,24 @@ func Forked() bool { return C.vectl_start_report_fd >= 0 }
 // Detach ends this process's part as the command the caller ran, once the VE's init runs:
 // the monitor's signal dispositions (SIGHUP, SIGINT, SIGTERM and SIGPIPE ignored; they
 // survive the exec into the idle loop), standard input from /dev/null, output to the console
-// log at logPath (where a spawned monitor's goes), the root directory as working directory,
-// a session of its own, and the report to the waiting parent, which then exits 0.
+// log at logPath (where a spawned monitor's goes; /dev/null if it cannot be opened), the root
+// directory as working directory, a session of its own, and the report to the waiting
+// parent, which then exits 0. The report is made even when something before it failed.
 func Detach(logPath string) error {
 	if !Forked() {
 		return fmt.Errorf("detach: not a forked start")
 	}
-	log, err := AppendLog(logPath)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
 	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGPIPE)
-	if _, err := C.vectl_start_detach(C.int(log.Fd())); err != nil {
-		return fmt.Errorf("detach: %w", err)
+	logFD := -1
+	log, err := AppendLog(logPath)
+	if err == nil {
+		defer log.Close()
+		logFD = int(log.Fd())
 	}
-	return nil
+	if _, derr := C.vectl_start_detach(C.int(logFD)); derr != nil && err == nil {
+		err = fmt.Errorf("detach: %w", derr)
+	}
+	return err
 }
 
 // wantsFork is the constructor's guess, for tests: whether args (and env) would fork.
