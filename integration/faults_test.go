@@ -42,9 +42,24 @@ func (e *env) wantTruthfulStatus(id string) {
 	})
 }
 
+// forkedChild returns the child that a background vectl start (pid) forked to run the start
+// (container/monitor's startfork.c: the same command line; it becomes the VE's monitor), or
+// 0 while there is none.
+func forkedChild(pid int) int {
+	self, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, k := range strings.Fields(string(kids)) {
+		if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); len(self) > 0 && string(cmd) == string(self) {
+			if n, err := strconv.Atoi(k); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 // killAfter starts vectl with args and SIGKILLs it after d (or lets it finish first). A
-// background start runs in a child of the process started (container/monitor's startfork.c:
-// the child becomes the VE's monitor); that child, which would otherwise finish the start on
+// background start's forked child (forkedChild), which would otherwise finish the start on
 // its own, is killed too while the start has not returned, as when a whole start dies.
 func (e *env) killAfter(d time.Duration, args ...string) (killed bool) {
 	e.t.Helper()
@@ -53,15 +68,8 @@ func (e *env) killAfter(d time.Duration, args ...string) (killed bool) {
 		e.t.Fatal(err)
 	}
 	time.Sleep(d)
-	pid := c.Process.Pid
-	self, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for _, k := range strings.Fields(string(kids)) {
-		if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); len(self) > 0 && string(cmd) == string(self) {
-			if n, err := strconv.Atoi(k); err == nil {
-				syscall.Kill(n, syscall.SIGKILL)
-			}
-		}
+	if child := forkedChild(c.Process.Pid); child != 0 {
+		syscall.Kill(child, syscall.SIGKILL)
 	}
 	c.Process.Signal(syscall.SIGKILL)
 	c.Wait()

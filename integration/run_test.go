@@ -309,22 +309,14 @@ func TestForeground(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
-// startChild waits until the vectl start c has forked its worker (container/monitor's
-// startfork.c: a child with the same command line) and returns the child's pid.
+// startChild waits until the vectl start c has forked its worker (forkedChild) and returns
+// the child's pid.
 func startChild(t *testing.T, c *exec.Cmd) int {
 	t.Helper()
-	pid := c.Process.Pid
-	self, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	child := 0
 	eventually(t, 10*time.Second, "vectl start's forked child", func() bool {
-		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		for _, k := range strings.Fields(string(kids)) {
-			if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); len(self) > 0 && bytes.Equal(cmd, self) {
-				child, _ = strconv.Atoi(k)
-				return true
-			}
-		}
-		return false
+		child = forkedChild(c.Process.Pid)
+		return child != 0
 	})
 	return child
 }
