@@ -632,8 +632,10 @@ func TestMigrateSnapshots(t *testing.T) {
 // TestMigrateLazy: post-copy (migrate --online --lazy) of a privileged busybox VE whose
 // process holds 16 MiB, then 1 GiB, of anonymous memory in a known pattern: it runs on at
 // once on the destination, every word of its memory arrives intact (the process checks them
-// all), the frozen time with 1 GiB stays within 1.5x of that with 16 MiB, and neither node
-// keeps a dump, a lazy-pages daemon or the VE's source copy.
+// all), the frozen time with 1 GiB stays within 1.5x of that with 16 MiB (the better of two
+// migrations each: the restore's share of the frozen time varies by 100 ms on this machine,
+// more than the memory's does), and neither node keeps a dump, a lazy-pages daemon or the
+// VE's source copy.
 func TestMigrateLazy(t *testing.T) {
 	e := newEnv(t)
 	e.withNetwork()
@@ -661,7 +663,7 @@ func TestMigrateLazy(t *testing.T) {
 	}
 	frozen := map[int]int64{}
 	from, to := e, n
-	for _, mib := range []int{16, 1024} {
+	for _, mib := range []int{16, 1024, 16, 1024} {
 		m := strconv.Itoa(mib)
 		pid := from.out(id, "sh", "-c", "/memhog "+m+" /tmp/memhog.state </dev/null >/dev/null 2>&1 & echo $!")
 		eventually(t, 60*time.Second, "memhog "+m+" ready", func() bool {
@@ -672,6 +674,10 @@ func TestMigrateLazy(t *testing.T) {
 			t.Fatalf("lazy migration with %s MiB: %s", m, r)
 		}
 		var rep struct {
+			Phases []struct {
+				Name string `json:"name"`
+				Ms   int64  `json:"ms"`
+			} `json:"phases"`
 			Lazy     bool  `json:"lazy"`
 			FrozenMs int64 `json:"frozen_ms"`
 			PagesMs  int64 `json:"pages_ms"`
@@ -680,8 +686,10 @@ func TestMigrateLazy(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || !rep.Lazy || rep.FrozenMs <= 0 || rep.TotalMs < rep.FrozenMs {
 			t.Fatalf("migrate --lazy --json: %v\n%s", err, r.stdout)
 		}
-		t.Logf("lazy migration, %s MiB: frozen %d ms, memory moved %d ms after, total %d ms", m, rep.FrozenMs, rep.PagesMs, rep.TotalMs)
-		frozen[mib] = rep.FrozenMs
+		t.Logf("lazy migration, %s MiB: frozen %d ms, memory moved %d ms after, total %d ms; phases %v", m, rep.FrozenMs, rep.PagesMs, rep.TotalMs, rep.Phases)
+		if f, ok := frozen[mib]; !ok || rep.FrozenMs < f {
+			frozen[mib] = rep.FrozenMs
+		}
 		from.wantLeft(id)
 		to.wantStatus(id, "exist mounted running")
 		to.out(id, "kill", "-USR1", pid)
@@ -752,6 +760,6 @@ func TestMigrateLazy(t *testing.T) {
 	e.wantStatus(uid, "exist mounted running")
 	n.wantStatus(uid, "deleted unmounted down")
 	if frozen[1024]*2 > frozen[16]*3 {
-		t.Fatalf("frozen time with 1 GiB %d ms, with 16 MiB %d ms: more than 1.5x", frozen[1024], frozen[16])
+		t.Fatalf("frozen time with 1 GiB %d ms, with 16 MiB %d ms (the better of two each): more than 1.5x", frozen[1024], frozen[16])
 	}
 }
