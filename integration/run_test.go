@@ -143,15 +143,17 @@ func TestBusyboxRun(t *testing.T) {
 		t.Fatalf("piped exec:\n%s", r)
 	}
 	// A signal sent to vectl reaches the command.
-	c := e.cmd("exec", id, "sleep", "100")
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	c.Process.Signal(syscall.SIGTERM)
-	c.Wait()
-	if code := c.ProcessState.ExitCode(); code != 143 {
-		t.Fatalf("exec sleep killed by forwarded SIGTERM: exit %d, want 143", code)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGALRM} {
+		c := e.cmd("exec", id, "sleep", "100")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		c.Process.Signal(sig)
+		c.Wait()
+		if code := c.ProcessState.ExitCode(); code != 128+int(sig) {
+			t.Fatalf("exec sleep killed by forwarded %v: exit %d, want %d", sig, code, 128+int(sig))
+		}
 	}
 	if got := e.out(id, "hostname"); got != "h"+id {
 		t.Fatalf("hostname = %q", got)
