@@ -96,11 +96,7 @@ func (m *Manager) shutdown(ctx context.Context, id string, cfg *Config, timeout 
 	if halt {
 		go m.ExecOutput(ctx, id, "/sbin/halt")
 	} else {
-		c, err := libcontainer.Load(m.lcRoot(), id)
-		if err != nil {
-			return err
-		}
-		if err := c.Signal(sig); err != nil {
+		if err := m.signalInit(id, sig); err != nil {
 			return err
 		}
 	}
