@@ -64,9 +64,24 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 
 all: bin/vectl
 
-bin/vectl: plugins FORCE
+bin/vectl: plugins $(IDLE_HELPER) FORCE
 	CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
 	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
+
+# The idle loop as a program of its own (container/idle/helper), embedded in bin/vectl by
+# package idle: a resting monitor executes it instead of vectl, so that it maps this small
+# binary's pages and not the 20 MB one's. Static, like vectl, from the same C sources the
+# Go monitor links; a file with its sha256 names the directory it is extracted to. Without
+# it (a plain go build), a monitor rests in vectl's own binary as before.
+IDLE_HELPER  := container/idle/bin/vectl-idle
+IDLE_SOURCES := container/idle/idle.c container/idle/views.c container/idle/helper/main.c \
+	$(wildcard container/idle/*.h) container/wire/wire.h
+$(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES)
+	$(CC) -static -Os -s -Wall -Werror -pthread -I container/wire -o $(IDLE_HELPER).tmp \
+		container/idle/idle.c container/idle/views.c container/idle/helper/main.c
+	sha256sum < $(IDLE_HELPER).tmp | cut -c1-64 > $(IDLE_HELPER).sha256.tmp
+	mv $(IDLE_HELPER).sha256.tmp $(IDLE_HELPER).sha256
+	mv $(IDLE_HELPER).tmp $(IDLE_HELPER)
 
 # The upstream CNI plugins, pinned by network/cnitools/go.mod and embedded in bin/vectl by
 # network/cniplugins: zstd blobs, VERSION, and a MANIFEST ("name sha256 size" of each plugin)

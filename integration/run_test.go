@@ -56,6 +56,12 @@ func eventually(t testing.TB, timeout time.Duration, what string, f func() bool)
 
 // wantNoTrace checks that a stopped VE left nothing behind on the host: no cgroup, no
 // pinned netns, no libcontainer state, no run directory, no mounts and no monitor.
+// fileText is path's content, "" when it cannot be read.
+func fileText(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
+}
+
 func (e *env) wantNoTrace(id string) {
 	e.t.Helper()
 	for _, ctl := range []string{"devices", "memory", "pids", "cpu", "freezer", "systemd"} {
@@ -415,6 +421,20 @@ func TestStartBecomesMonitor(t *testing.T) {
 			t.Errorf("the monitor keeps the caller's descriptor %s (%s)", fd.Name(), target)
 		}
 	}
+	// It rests in the idle loop's own small program, extracted into the run directory, and
+	// keeps a descriptor of vectl's binary to come back through.
+	if exe, _ := os.Readlink(proc + "exe"); filepath.Base(exe) != "vectl-idle" || !strings.HasPrefix(exe, e.run+"/idle-") {
+		t.Errorf("the resting monitor runs %q, want %s/idle-*/vectl-idle", exe, e.run)
+	}
+	self := false
+	bin, _ := filepath.EvalSymlinks(vectlBin)
+	for _, fd := range fds {
+		target, _ := os.Readlink(proc + "fd/" + fd.Name())
+		self = self || target == bin
+	}
+	if !self {
+		t.Errorf("the resting monitor holds no descriptor of %s to resume the Go monitor through", vectlBin)
+	}
 	stat, _ := os.ReadFile(proc + "stat")
 	// Fields after the command's closing parenthesis: state ppid pgrp session.
 	if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 4 || f[3] != strconv.Itoa(worker) {
@@ -422,6 +442,20 @@ func TestStartBecomesMonitor(t *testing.T) {
 	}
 	e.wantStatus(id, "exist mounted running")
 	e.out(id, "true")
+	// The loop resumes the Go monitor when the init ends: a reboot inside starts the VE again
+	// (and the monitor rests once more), a poweroff inside ends it with nothing left.
+	e.out(id, "reboot")
+	eventually(t, 20*time.Second, "the in-VE reboot", func() bool {
+		r := e.vectl("exec", id, "cat", "/proc/1/stat")
+		return r.code == 0 && strings.Fields(r.stdout)[0] == "1" && slices.Equal(monitorPids(e, id), []int{worker}) &&
+			strings.Contains(fileText(filepath.Join(e.log, id+".console")), "in-VE reboot")
+	})
+	e.out(id, "poweroff")
+	eventually(t, 20*time.Second, "the in-VE poweroff", func() bool {
+		return strings.Contains(e.vectl("status", id).stdout, "unmounted down")
+	})
+	e.wantNoTrace(id)
+	e.must("start", id)
 	e.must("stop", "--fast", id)
 	e.wantNoTrace(id)
 

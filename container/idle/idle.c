@@ -433,7 +433,7 @@ void vectl_relay(struct vectl_relay *r)
 struct handover {
 	const char *veid, *runid, *logpath, *load_tasks, *load_out, *views, *stopmark;
 	pid_t init;
-	int pty, lfd, logfd;
+	int pty, lfd, logfd, exefd;
 	long logmax;
 	const char *resume[256];
 	int nresume;
@@ -510,7 +510,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 	size_t off = 0;
 	int more;
 	uint32_t version = 0;
-	h.pty = h.lfd = h.logfd = -1;
+	h.pty = h.lfd = h.logfd = h.exefd = -1;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		const char *str = wire_str(&a);
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
@@ -563,6 +563,9 @@ void vectl_idle(int argc, char **argv, char **envp)
 		case IDLE_ATTR_STOPMARK:
 			h.stopmark = str;
 			break;
+		case IDLE_ATTR_EXEFD:
+			h.exefd = (int)u;
+			break;
 		default:
 			vectl_idle_fail("unknown attribute in the hand-over");
 		}
@@ -574,6 +577,9 @@ void vectl_idle(int argc, char **argv, char **envp)
 		vectl_idle_fail("malformed hand-over");
 	fcntl(h.logfd, F_SETFD, FD_CLOEXEC);
 	fcntl(h.pty, F_SETFD, FD_CLOEXEC);
+	// execveat opens an ELF binary before it closes the close-on-exec descriptors.
+	if (h.exefd >= 0)
+		fcntl(h.exefd, F_SETFD, FD_CLOEXEC);
 	// Hold the console's slave side open: a guest may close /dev/console between writes
 	// (systemd does), and a master whose slaves are all closed reads EIO; we would stop
 	// draining it and the guest would block on a full console.
@@ -629,6 +635,9 @@ void vectl_idle(int argc, char **argv, char **envp)
 	h.resume[h.nresume + 1] = hex;
 	h.resume[h.nresume + 2] = h.veid;
 	h.resume[h.nresume + 3] = NULL;
-	execve("/proc/self/exe", (char **)h.resume, envp);
+	if (h.exefd >= 0)
+		syscall(SYS_execveat, h.exefd, "", (char **)h.resume, envp, AT_EMPTY_PATH);
+	else
+		execve("/proc/self/exe", (char **)h.resume, envp);
 	_exit(127);
 }

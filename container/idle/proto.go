@@ -44,7 +44,8 @@ const (
 	AttrLoadOut    = 14 // string: the file the load average is written to (Handover)
 	AttrViews      = 15 // string: the VE's /proc and /sys views, as Relay.Views (Handover)
 	AttrStopMark   = 16 // string: Handover.StopMark (Handover)
-	attrMaxValue   = 17
+	AttrExeFD      = 17 // u32: Handover.ExeFD (Handover)
+	attrMaxValue   = 18
 )
 
 // Handover is what the idle loop needs to relay the console and watch the init.
@@ -69,6 +70,10 @@ type Handover struct {
 	// VE down: the loop exits instead of running the Go monitor again only to be killed by
 	// it (a Go start of 10 to 15 ms on the stop's critical path).
 	StopMark string
+	// ExeFD, when above 2, is a descriptor (O_PATH) of vectl's binary: a loop running as the
+	// program of its own (Helper) resumes the Go monitor through it. Otherwise the loop runs
+	// in vectl's binary and resumes through /proc/self/exe.
+	ExeFD int
 }
 
 // Load is where the relay samples a VE's load and writes its load average: every 5 s it
@@ -119,6 +124,9 @@ func (h *Handover) Hex() (string, error) {
 	if h.StopMark != "" {
 		e.String(AttrStopMark, h.StopMark)
 	}
+	if h.ExeFD > 2 {
+		e.U32(AttrExeFD, uint32(h.ExeFD))
+	}
 	return e.Hex(), nil
 }
 
@@ -162,7 +170,7 @@ func decode(msg string) (*decoded, error) {
 			d.h.VEID, err = a.String()
 		case AttrRunID:
 			d.h.RunID, err = a.String()
-		case AttrInitPID, AttrPtyFD, AttrListenFD, AttrLogFD, AttrClientFD, AttrInitStatus:
+		case AttrInitPID, AttrPtyFD, AttrListenFD, AttrLogFD, AttrClientFD, AttrInitStatus, AttrExeFD:
 			if u, err = a.U32(); err == nil {
 				switch a.Type {
 				case AttrInitPID:
@@ -177,6 +185,8 @@ func decode(msg string) (*decoded, error) {
 					d.h.ClientFDs = append(d.h.ClientFDs, int(u))
 				case AttrInitStatus:
 					d.status = u
+				case AttrExeFD:
+					d.h.ExeFD = int(u)
 				}
 			}
 		case AttrLogPath:
@@ -251,6 +261,6 @@ func header() string {
 		{Name: "IDLE_ATTR_RESUMEARG", Value: AttrResumeArg}, {Name: "IDLE_ATTR_INITSTATUS", Value: AttrInitStatus},
 		{Name: "IDLE_ATTR_LOADTASKS", Value: AttrLoadTasks}, {Name: "IDLE_ATTR_LOADOUT", Value: AttrLoadOut},
 		{Name: "IDLE_ATTR_VIEWS", Value: AttrViews}, {Name: "IDLE_ATTR_STOPMARK", Value: AttrStopMark},
-		{Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
+		{Name: "IDLE_ATTR_EXEFD", Value: AttrExeFD}, {Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag})
 }

@@ -20,7 +20,8 @@
 #define IDLE_ATTR_LOADOUT 14
 #define IDLE_ATTR_VIEWS 15
 #define IDLE_ATTR_STOPMARK 16
-#define IDLE_ATTR_MAX 17
+#define IDLE_ATTR_EXEFD 17
+#define IDLE_ATTR_MAX 18
 #define IDLE_ARG "__monitor-idle"
 #define IDLE_RESUME_FLAG "--resume"
 #endif

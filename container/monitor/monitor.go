@@ -90,6 +90,10 @@ type Options struct {
 	// StopMark is the file a stop writes before it ends the init (idle.Handover.StopMark):
 	// the idle loop leaves the teardown to a live stop instead of resuming this monitor.
 	StopMark string
+	// IdleExe, when set, returns the idle loop as a program of its own (idle.HelperPath),
+	// which the monitor executes instead of this binary to rest; "" or an error: this
+	// binary. It is asked only once the VE runs (after the first boot's report).
+	IdleExe func() (string, error)
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -245,13 +249,33 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 			return err
 		}
 	}
-	msg, err := h.Hex()
-	if err != nil {
-		return err
+	run := func(exe string) error {
+		msg, err := h.Hex()
+		if err != nil {
+			return err
+		}
+		// After the message, for ps (and nothing else): what the loop will run again.
+		argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, o.Self...), id)
+		return unix.Exec(exe, argv, os.Environ())
 	}
-	// After the message, for ps (and nothing else): what the loop will run again.
-	argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, o.Self...), id)
-	return unix.Exec("/proc/self/exe", argv, os.Environ())
+	if o.IdleExe != nil {
+		path, err := o.IdleExe()
+		if err != nil {
+			log.Printf("idle loop: %v; it runs in vectl's binary", err)
+		}
+		// The loop as a program of its own resumes this monitor through an O_PATH
+		// descriptor of this binary (not close-on-exec here; the loop makes it so).
+		if path != "" {
+			if fd, err := unix.Open("/proc/self/exe", unix.O_PATH, 0); err == nil {
+				h.ExeFD = fd
+				err := run(path)
+				log.Printf("idle loop: %s: %v; it runs in vectl's binary", path, err)
+				unix.Close(fd)
+				h.ExeFD = 0
+			}
+		}
+	}
+	return run("/proc/self/exe")
 }
 
 // relayUntilExit relays the VE's console in this process (package idle's relay, on a
