@@ -64,10 +64,6 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 
 all: bin/vectl
 
-bin/vectl: plugins $(IDLE_HELPER) FORCE
-	CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
-	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
-
 # The idle loop as a program of its own (container/idle/helper), embedded in bin/vectl by
 # package idle: a resting monitor executes it instead of vectl, so that it maps this small
 # binary's pages and not the 20 MB one's. Static, like vectl, from the same C sources the
@@ -82,6 +78,10 @@ $(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES)
 	sha256sum < $(IDLE_HELPER).tmp | cut -c1-64 > $(IDLE_HELPER).sha256.tmp
 	mv $(IDLE_HELPER).sha256.tmp $(IDLE_HELPER).sha256
 	mv $(IDLE_HELPER).tmp $(IDLE_HELPER)
+
+bin/vectl: plugins $(IDLE_HELPER) FORCE
+	CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
+	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
 
 # The upstream CNI plugins, pinned by network/cnitools/go.mod and embedded in bin/vectl by
 # network/cniplugins: zstd blobs, VERSION, and a MANIFEST ("name sha256 size" of each plugin)
@@ -214,6 +214,7 @@ install: bin/vectl man
 clean:
 	rm -rf bin
 	rm -f $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
+	rm -f $(IDLE_HELPER) $(IDLE_HELPER).sha256
 
 # Installs every package of the lists above on a Debian 12 machine (as root), and the Go
 # modules; nothing when they are there. No service starts during the install: lxc's would
