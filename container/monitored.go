@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -26,7 +27,7 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
 	o.StopMark = m.runFile(id, stoppingFile)
-	o.IdleExe = func() (string, error) { return idle.HelperPath(m.opts.RunDir) }
+	o.IdleExe = func() (string, error) { return idle.HelperPath(filepath.Join(m.opts.Root, "idle-bin")) }
 	// The views are mounted (Create) exactly when the relay keeps them.
 	views := false
 	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Meminfo != "none" {

@@ -421,10 +421,10 @@ func TestStartBecomesMonitor(t *testing.T) {
 			t.Errorf("the monitor keeps the caller's descriptor %s (%s)", fd.Name(), target)
 		}
 	}
-	// It rests in the idle loop's own small program, extracted into the run directory, and
-	// keeps a descriptor of vectl's binary to come back through.
-	if exe, _ := os.Readlink(proc + "exe"); filepath.Base(exe) != "vectl-idle" || !strings.HasPrefix(exe, e.run+"/idle-") {
-		t.Errorf("the resting monitor runs %q, want %s/idle-*/vectl-idle", exe, e.run)
+	// It rests in the idle loop's own small program, extracted under vectl's root, and keeps
+	// a descriptor of vectl's binary to come back through.
+	if exe, _ := os.Readlink(proc + "exe"); filepath.Base(exe) != "vectl-idle" || !strings.HasPrefix(exe, e.root+"/idle-bin/") {
+		t.Errorf("the resting monitor runs %q, want %s/idle-bin/*/vectl-idle", exe, e.root)
 	}
 	self := false
 	bin, _ := filepath.EvalSymlinks(vectlBin)

@@ -24,10 +24,10 @@ var helperFS embed.FS
 const helperName = "vectl-idle"
 
 // HelperPath returns the path of the idle-loop program in dir (a directory only root can
-// write, such as vectl's run directory), extracting it there first if it is not there yet:
-// dir/idle-SUM/vectl-idle, SUM the start of its sha256, written under a temporary name and
-// renamed, so that the path never names a partial file. It returns "" and no error when
-// this binary was built without the program.
+// write, on a file system that allows executing: not /run, which Debian mounts noexec),
+// extracting it there first if it is not there yet: dir/SUM/vectl-idle, SUM the start of
+// its sha256, written under a temporary name and renamed, so that the path never names a
+// partial file. It returns "" and no error when this binary was built without the program.
 func HelperPath(dir string) (string, error) {
 	text, err := fs.ReadFile(helperFS, "bin/"+helperName+".sha256")
 	if err != nil {
@@ -41,7 +41,7 @@ func HelperPath(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("idle helper: %w", err)
 	}
-	path := filepath.Join(dir, "idle-"+sum[:12], helperName)
+	path := filepath.Join(dir, sum[:12], helperName)
 	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == fi.Size() {
 		return path, nil
 	}
