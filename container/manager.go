@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/store"
@@ -86,6 +88,14 @@ type Manager struct {
 	yard struct {
 		once sync.Once
 		dir  string
+	}
+	// spec is the OCI spec this process's start just wrote (prepare), which the boot that
+	// follows in the same process (a start that becomes the monitor, a foreground start)
+	// takes instead of reading the file back (loadSpec).
+	spec struct {
+		sync.Mutex
+		id string
+		s  *specs.Spec
 	}
 }
 

@@ -274,17 +274,28 @@ func warmJSON(container bool) {
 
 var warmSpec, warmConfig sync.Once
 
-// loadSpec reads the OCI spec that start generated for a VE.
+// loadSpec reads the OCI spec that start generated for a VE, or takes it from the start
+// that wrote it in this process (once: a reboot reads the file).
 func (m *Manager) loadSpec(id string) (*specs.Spec, error) {
+	m.spec.Lock()
+	s := m.spec.s
+	if m.spec.id != id {
+		s = nil
+	}
+	m.spec.id, m.spec.s = "", nil
+	m.spec.Unlock()
+	if s != nil {
+		return s, nil
+	}
 	data, err := os.ReadFile(m.ociPath(id))
 	if err != nil {
 		return nil, err
 	}
-	var s specs.Spec
-	if err := json.Unmarshal(data, &s); err != nil {
+	s = new(specs.Spec)
+	if err := json.Unmarshal(data, s); err != nil {
 		return nil, fmt.Errorf("%s: %w", m.ociPath(id), err)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // newContainer creates the libcontainer container of a VE from its OCI spec (no process yet)

@@ -306,6 +306,9 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	if err := store.ReplaceFile(m.ociPath(id), append(data, '\n'), 0o600); err != nil {
 		return nil, "", err
 	}
+	m.spec.Lock()
+	m.spec.id, m.spec.s = id, spec
+	m.spec.Unlock()
 	return cfg, initType, nil
 }
 
