@@ -102,7 +102,7 @@ EXIT STATUS:
 				if err := m.DropDump(id); err != nil {
 					return err
 				}
-			} else if e, err := m.Status(id); err == nil && e.Status.Suspended {
+			} else if m.RestoresAtStart(id) {
 				// As vzctl: a start of a checkpointed VE restores it.
 				if c.Bool("foreground") || c.Bool("no-monitor") {
 					return fmt.Errorf("start %s: %w: the VE is suspended: restore it (vectl restore), or start it afresh with --skip-restore",

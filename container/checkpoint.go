@@ -363,6 +363,15 @@ func (m *Manager) Restore(ctx context.Context, ref string, o RestoreOptions) err
 // Suspended reports whether a VE is down with a dump to restore.
 func (m *Manager) Suspended(id string) bool { return m.dumpOf(id) != "" }
 
+// RestoresAtStart reports whether a start of ref restores it instead of booting it, as
+// vzctl's start of a checkpointed VE does: it exists, is down, and has a dump. It is what
+// Status says (Status.Suspended) without reading mountinfo and the VE's config, which a
+// start does not need for it.
+func (m *Manager) RestoresAtStart(ref string) bool {
+	id, err := m.resolve(ref)
+	return err == nil && m.store.Exists(id) && !m.populated(id) && m.Suspended(id)
+}
+
 func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o RestoreOptions) error {
 	defer l.Unlock()
 	if _, err := m.criu(); err != nil {
