@@ -729,7 +729,18 @@ func TestFwBridged(t *testing.T) {
 	l.sniff(l.b, "dhcp4", "udp sport 67 udp dport 68")
 	l.sniff(l.b, "dhcp6", "udp sport 547 udp dport 546")
 	// poisoned reports whether the host now sends ip's traffic to A.
-	poisoned := func(l *fwBridgeLab, ip string) bool { return l.neighMAC(l.host, ip) == fwAMAC }
+	// The host takes a forged ARP or NA packet asynchronously: look for up to half a second
+	// (a check right after sending missed a poisoning that happened, once in a make check).
+	poisoned := func(l *fwBridgeLab, ip string) bool {
+		for end := time.Now().Add(500 * time.Millisecond); ; time.Sleep(25 * time.Millisecond) {
+			if l.neighMAC(l.host, ip) == fwAMAC {
+				return true
+			}
+			if time.Now().After(end) {
+				return false
+			}
+		}
+	}
 
 	attacks := []fwAttack{
 		{"MAC spoofing", "ether saddr", func(l *fwBridgeLab) bool {
