@@ -112,14 +112,30 @@ func monitorPids(e *env, id string) []int {
 		// Go monitors run "vectl ... __monitor ID", idle ones
 		// "vectl __monitor-idle MSG -- /proc/self/exe ... __monitor ID", and a Go monitor that
 		// the idle loop executed again after the init exited
-		// "/proc/self/exe ... __monitor --resume MSG ID".
+		// "/proc/self/exe ... __monitor --resume MSG ID". A start's forked child that became
+		// the monitor keeps "vectl ... start ID" until it executes the idle loop, a moment
+		// after the start returned; it has detached into a session of its own by then, which
+		// the waiting start (whose child it is) never does.
 		args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
 		if len(args) > 2 && strings.Contains(string(cmd), e.root) && slices.Contains(args, id) &&
-			(slices.Contains(args, "__monitor") || slices.Contains(args, "__monitor-idle")) {
+			(slices.Contains(args, "__monitor") || slices.Contains(args, "__monitor-idle") ||
+				slices.Contains(args, "start") && sessionLeader(pid)) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// sessionLeader reports whether pid leads its own session.
+func sessionLeader(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(stat, ')')
+	if err != nil || i < 0 {
+		return false
+	}
+	// After the command's closing parenthesis: state ppid pgrp session.
+	f := strings.Fields(string(stat[i+1:]))
+	return len(f) >= 4 && f[3] == strconv.Itoa(pid)
 }
 
 func TestBusyboxRun(t *testing.T) {
@@ -402,7 +418,8 @@ func TestStartBecomesMonitor(t *testing.T) {
 		t.Fatalf("monitor pid file %q, want the start's child %d", data, worker)
 	}
 	eventually(t, 10*time.Second, "the monitor to rest in its idle loop", func() bool {
-		return slices.Equal(monitorPids(e, id), []int{worker})
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", worker))
+		return slices.Equal(monitorPids(e, id), []int{worker}) && strings.Contains(string(cmd), "\x00__monitor-idle\x00")
 	})
 	proc := fmt.Sprintf("/proc/%d/", worker)
 	for fd, want := range map[string]string{"0": "/dev/null", "1": filepath.Join(e.log, id+".console"),
