@@ -5,8 +5,9 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-# Static binary: cgo is required by libcontainer's nsenter; glibc and Debian's libseccomp.a
-# are linked in; netgo/osusergo keep glibc's NSS (which cannot be static) out. Not PIE: a
+# Static binary: cgo is required by libcontainer's nsenter; musl (see "The C library" below)
+# and Debian's libseccomp.a are linked in; netgo/osusergo keep the C library's user and host
+# lookups out. Not PIE: a
 # static-pie binary relocates ~1 MiB of Go's pointer tables at every exec, which would more
 # than double the memory of each VE's idle monitor (container/idle).
 TAGS    := seccomp netgo osusergo urfave_cli_no_docs
@@ -30,7 +31,7 @@ GOEXP   := nogreenteagc
 # and via:make: rows are what that build links and runs); Debian's
 # Essential packages (coreutils, util-linux, ...) are on every Debian system. integration/deps_test.go (part of `make test`) checks the table both ways against
 # every program the repository runs, and that each program on PATH comes from its package.
-DEB_BUILD := gcc libc6-dev libseccomp-dev pkgconf make git zstd mawk apt curl xz-utils
+DEB_BUILD := gcc libc6-dev musl-tools libseccomp-dev pkgconf make git zstd mawk apt curl xz-utils
 DEB_CRIU  := libbsd-dev libcap-dev libnet1-dev libnftables-dev libnl-3-dev \
 	libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler uuid-dev
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
@@ -39,8 +40,8 @@ DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
 DEB_VM    := qemu-system-x86
 DEB_BENCH := runc crun lxc lxcfs systemd-container iperf3 gnuplot-nox
 DEB_ALL   := $(DEB_BUILD) $(DEB_CRIU) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
-PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:libseccomp=libseccomp-dev \
-	lib:pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt curl=curl \
+PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev musl-gcc=musl-tools lib:musl=musl-tools lib:libseccomp=libseccomp-dev \
+	lib:pkg-config=pkgconf pkg-config=pkgconf make=make git=git zstd=zstd awk=mawk apt-get=apt curl=curl \
 	busybox=busybox-static debootstrap=debootstrap mke2fs=e2fsprogs mkfs.ext4=e2fsprogs \
 	resize2fs=e2fsprogs e2fsck=e2fsprogs debugfs=e2fsprogs ip=iproute2 nft=nftables tmux=tmux \
 	umount=mount losetup=mount ping=iputils-ping arping=iputils-arping python3=python3-minimal \
@@ -64,6 +65,32 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev lib:lib
 
 all: bin/vectl
 
+# The C library. bin/vectl and the idle loop's program link musl (Debian's musl-tools), not
+# glibc: a static glibc program probes the CPU's features and caches when it starts
+# (init_cpu_features, init_cacheinfo: several dozen cpuid instructions, each a VM exit on a
+# virtual machine), about 0.5 ms of CPU per process on the development VM, and a start runs
+# four such processes (the command, libcontainer's init, the init wrapper, the idle loop), an
+# exec two. musl probes nothing. musl-gcc sees only musl's own headers: the kernel's (linux/,
+# asm/, asm-generic/) and libseccomp's come from a directory of links, and Debian's
+# libseccomp.a through a pkg-config file of its own (container/nsjoin/libccompat.c supplies
+# the one glibc symbol it refers to). A plain `go build` still links glibc and works the same.
+MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+MUSL      := $(CURDIR)/bin/musl
+MUSL_CC   := musl-gcc
+MUSL_PC   := $(MUSL)/lib/pkgconfig/libseccomp.pc
+MUSL_ENV  := CC=$(MUSL_CC) PKG_CONFIG_PATH=$(MUSL)/lib/pkgconfig CGO_CFLAGS='-O2 -g -idirafter $(MUSL)/include'
+$(MUSL_PC): Makefile
+	@command -v $(MUSL_CC) >/dev/null || { echo "$(MUSL_CC) not found: run make deps (Debian package musl-tools)" >&2; exit 1; }
+	rm -rf $(MUSL) && mkdir -p $(MUSL)/include $(MUSL)/lib/pkgconfig
+	ln -s /usr/include/linux /usr/include/asm-generic /usr/include/seccomp.h /usr/include/seccomp-syscalls.h $(MUSL)/include/
+	ln -s /usr/include/$(MULTIARCH)/asm $(MUSL)/include/asm
+	ln -s /usr/lib/$(MULTIARCH)/libseccomp.a $(MUSL)/lib/
+	printf '%s\n' 'libdir=$(MUSL)/lib' 'includedir=$(MUSL)/include' 'Name: libseccomp' \
+		"Description: Debian's libseccomp.a for vectl's musl link" \
+		"Version: $$(pkg-config --modversion libseccomp)" 'Cflags: -I$${includedir}' \
+		'Libs: -L$${libdir} -lseccomp' > $@.tmp
+	mv $@.tmp $@
+
 # The idle loop as a program of its own (container/idle/helper), embedded in bin/vectl by
 # package idle: a resting monitor executes it instead of vectl, so that it maps this small
 # binary's pages and not the 20 MB one's. Static, like vectl, from the same C sources the
@@ -72,15 +99,15 @@ all: bin/vectl
 IDLE_HELPER  := container/idle/bin/vectl-idle
 IDLE_SOURCES := container/idle/idle.c container/idle/views.c container/idle/helper/main.c \
 	$(wildcard container/idle/*.h) container/wire/wire.h
-$(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES)
-	$(CC) -static -Os -s -Wall -Werror -pthread -I container/wire -o $(IDLE_HELPER).tmp \
+$(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES) $(MUSL_PC)
+	$(MUSL_CC) -static -Os -s -Wall -Werror -pthread -I container/wire -idirafter $(MUSL)/include -o $(IDLE_HELPER).tmp \
 		container/idle/idle.c container/idle/views.c container/idle/helper/main.c
 	sha256sum < $(IDLE_HELPER).tmp | cut -c1-64 > $(IDLE_HELPER).sha256.tmp
 	mv $(IDLE_HELPER).sha256.tmp $(IDLE_HELPER).sha256
 	mv $(IDLE_HELPER).tmp $(IDLE_HELPER)
 
-bin/vectl: plugins $(IDLE_HELPER) FORCE
-	CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
+bin/vectl: plugins $(IDLE_HELPER) $(MUSL_PC) FORCE
+	$(MUSL_ENV) CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
 	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
 
 # The upstream CNI plugins, pinned by network/cnitools/go.mod and embedded in bin/vectl by

@@ -13,9 +13,11 @@ package idle
 #cgo CFLAGS: -Wall -O2 -I${SRCDIR}/../wire
 #include <stdlib.h>
 #include "idle.h"
+#include "mainargs.h"
 #include "views.h"
 extern void vectl_idle(int argc, char **argv, char **envp);
 void __attribute__((constructor)) vectl_idle_init(int argc, char **argv, char **envp) {
+	vectl_main_args(&argc, &argv, &envp);
 	vectl_idle(argc, argv, envp);
 }
 */

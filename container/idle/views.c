@@ -11,6 +11,7 @@
 #include <sys/fanotify.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -868,10 +869,10 @@ static void close_fan_elsewhere(struct views *v)
 			unsigned int from = 0;
 			for (int i = 0; i < n; i++) {
 				if ((unsigned int)keep[i] > from)
-					close_range(from, (unsigned int)keep[i] - 1, 0);
+					syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0);
 				from = (unsigned int)keep[i] + 1;
 			}
-			close_range(from, ~0U, 0);
+			syscall(SYS_close_range, from, ~0U, 0);
 			char b;
 			while (read(sync[0], &b, 1) < 0 && errno == EINTR)
 				;

@@ -16,8 +16,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <linux/close_range.h>
 #include <unistd.h>
 
 #include "startfork.h"
@@ -117,9 +117,9 @@ void vectl_start_fork(int argc, char **argv, char **envp) {
 		// spawned monitor never inherited. The start itself uses none of it.
 		close(p[0]);
 		if (p[1] > 3) {
-			close_range(3, p[1] - 1, 0);
+			syscall(SYS_close_range, 3, p[1] - 1, 0);
 		}
-		close_range(p[1] + 1, ~0U, 0);
+		syscall(SYS_close_range, p[1] + 1, ~0U, 0);
 		vectl_start_report_fd = p[1];
 		return;
 	}

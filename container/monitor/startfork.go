@@ -1,10 +1,12 @@
 package monitor
 
 /*
-#cgo CFLAGS: -Wall -O2
+#cgo CFLAGS: -Wall -O2 -I${SRCDIR}/../wire
 #include <stdlib.h>
+#include "mainargs.h"
 #include "startfork.h"
 void __attribute__((constructor)) vectl_start_fork_init(int argc, char **argv, char **envp) {
+	vectl_main_args(&argc, &argv, &envp);
 	vectl_start_fork(argc, argv, envp);
 }
 */

@@ -13,9 +13,11 @@ package nsjoin
 
 /*
 #cgo CFLAGS: -Wall -O2 -I${SRCDIR}/../wire
+#include "mainargs.h"
 extern void vectl_nsjoin(int argc, char **argv, char **envp);
 extern void vectl_initwrap(int argc, char **argv, char **envp);
 void __attribute__((constructor)) vectl_nsjoin_init(int argc, char **argv, char **envp) {
+	vectl_main_args(&argc, &argv, &envp);
 	vectl_nsjoin(argc, argv, envp);
 	vectl_initwrap(argc, argv, envp);
 }
