@@ -26,7 +26,7 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	if err := nestedLeaf(); err != nil {
 		return err
 	}
-	if err := c.Start(p); err != nil {
+	if err := startOneProc(c, p); err != nil {
 		return err
 	}
 	pid, err := p.Pid()
@@ -282,4 +282,19 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// startOneProc is c.Start with GOMAXPROCS=1 in the environment of libcontainer's init. The
+// init's first act is runtime.GOMAXPROCS(1), a stop-the-world of its fresh runtime, and
+// libcontainer passes it this process's GOMAXPROCS variable: started with 1, the runtime
+// makes one P and the call returns at once. The variable is set only while Start runs (a
+// CNI plugin spawned meanwhile also sees it, and runs single-threaded as well); an
+// administrator's own GOMAXPROCS is left alone.
+func startOneProc(c *libcontainer.Container, p *libcontainer.Process) error {
+	if _, ok := os.LookupEnv("GOMAXPROCS"); ok {
+		return c.Start(p)
+	}
+	os.Setenv("GOMAXPROCS", "1")
+	defer os.Unsetenv("GOMAXPROCS")
+	return c.Start(p)
 }
