@@ -108,3 +108,19 @@ func TestCheckResultsAgainstPeer(t *testing.T) {
 		t.Errorf("vectl alone grew by 20%%: exit %d\n%s", code, out.String())
 	}
 }
+
+// TestCPULimit: a ratio target holds the CPU ratio to its own limit, or to CPULimit where
+// the wall-time limit reflects a peer's sleep (stop against runc's delete -f).
+func TestCPULimit(t *testing.T) {
+	for _, tc := range []struct {
+		target *Target
+		want   string
+	}{{ratioMax(0.5), "MISS"}, {ratioMax(0.5).cpu(1.0), "PASS"}, {ratioMax(1.0).cpu(0.8), "MISS"}} {
+		b := &bench{samples: map[string][]float64{"v": {10}, "p": {100}},
+			costs: map[string][]cost{"v": {{CPU: 9}}, "p": {{CPU: 10}}}}
+		b.compare(cmp{group: "g", name: "row", key: "v", peerKey: "p", peer: "peer", target: tc.target})
+		if len(b.rows) != 1 || b.rows[0].CPUStatus != tc.want {
+			t.Errorf("target %+v: rows %+v, want CPU %s", tc.target, b.rows, tc.want)
+		}
+	}
+}

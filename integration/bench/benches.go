@@ -259,7 +259,7 @@ func (b *bench) benchStartStop() error {
 		stopPeers = append(stopPeers, [2]string{"lxc", "lxc-stop -k"})
 	}
 	b.peerRows(cmp{group: "start", name: "stop busybox VE, kill path", command: "vectl stop --fast"},
-		"stop", stopPeers, b.crunTargets("stop", map[string]*Target{"runc": ratioMax(0.5).as("stop --fast")}))
+		"stop", stopPeers, b.crunTargets("stop", map[string]*Target{"runc": ratioMax(0.5).cpu(1.0).as("stop --fast")}))
 	b.compare(cmp{group: "start", name: "stop busybox VE, kill path, no monitor", key: "stop/vectl-nm",
 		command: "vectl stop --fast", peerKey: "stop/runc", peer: "runc delete -f"})
 	return nil

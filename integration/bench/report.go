@@ -173,6 +173,9 @@ func (r Row) markdownRow() string {
 		if r.Target.Kind == "ratio<=" || r.Target.Kind == "ratio>=" {
 			target += " " + r.Peer
 		}
+		if r.Target.CPULimit != 0 {
+			target += " (CPU time ≤ " + ratioText(r.Target.CPULimit) + ")"
+		}
 		result = "**" + r.Status + "**"
 	}
 	name := r.Name
