@@ -26,14 +26,18 @@ static inline void vectl_main_args(int *argc, char ***argv, char ***envp)
 	*envp = env;
 	if (env == NULL || env[-1] != NULL)
 		return;
-	char **p = env - 2; // argv[argc-1], or argc itself when there are no arguments
-	long n = 0;
-	while ((uintptr_t)*p > 0xffff && n < 1 << 20) {
+	// Walk down from argv's last pointer: argc is the first slot whose value is the number
+	// of pointers passed. Arguments are pointers into the stack, far above any count the
+	// kernel allows (ARG_MAX), so neither can pass for the other, and the walk never goes
+	// below argc.
+	char **p = env - 2;
+	uintptr_t n = 0;
+	while ((uintptr_t)*p != n) {
+		if ((uintptr_t)*p < (uintptr_t)1 << 24 || n >= (uintptr_t)1 << 24)
+			return;
 		p--;
 		n++;
 	}
-	if ((long)(uintptr_t)*p != n)
-		return;
 	*argc = (int)n;
 	*argv = p + 1;
 #endif
