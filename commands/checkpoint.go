@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vectl/vectl/container"
+	"github.com/vectl/vectl/container/monitor"
 )
 
 func chkpntCommand() *cli.Command {
@@ -91,14 +92,34 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
-			if err := m.Restore(c.Context, id, container.RestoreOptions{Dir: c.String("dumpfile"),
-				Force: c.Bool("force"), MonitorArgs: monitorArgs(c)}); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.Writer, "VE %s restored\n", id)
-			return nil
+			return restoreVE(c, m, id, container.RestoreOptions{Dir: c.String("dumpfile"), Force: c.Bool("force")})
 		},
 	}
+}
+
+// restoreVE restores VE id and says so. This process stays as the VE's monitor when its
+// constructor forked (monitor.Forked): it then reports the outcome once the VE runs and its
+// dump is removed, and detaches.
+func restoreVE(c *cli.Context, m *container.Manager, id string, o container.RestoreOptions) error {
+	o.MonitorArgs, o.Become = monitorArgs(c), monitor.Forked()
+	reported := false
+	o.Started = func(err error) int {
+		reported = true
+		if err != nil {
+			code, msg := exitStatus(fmt.Errorf("restore %s: %w", id, err))
+			fmt.Fprintf(c.App.ErrWriter, "vectl: %s\n", msg)
+			return code
+		}
+		fmt.Fprintf(c.App.Writer, "VE %s restored\n", id)
+		return 0
+	}
+	if err := m.Restore(c.Context, id, o); err != nil {
+		return err
+	}
+	if !reported {
+		fmt.Fprintf(c.App.Writer, "VE %s restored\n", id)
+	}
+	return nil
 }
 
 func freezeThaw(c *cli.Context, m *container.Manager, id string, on bool) error {

@@ -108,11 +108,7 @@ EXIT STATUS:
 					return fmt.Errorf("start %s: %w: the VE is suspended: restore it (vectl restore), or start it afresh with --skip-restore",
 						id, container.ErrRestore)
 				}
-				if err := m.Restore(c.Context, id, container.RestoreOptions{MonitorArgs: monitorArgs(c)}); err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.Writer, "VE %s restored\n", id)
-				return nil
+				return restoreVE(c, m, id, container.RestoreOptions{})
 			}
 			if c.Bool("foreground") {
 				in, err := fileOf(c.App.Reader, "stdin")

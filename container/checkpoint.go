@@ -134,6 +134,12 @@ type RestoreOptions struct {
 	Force bool
 	// MonitorArgs runs this binary's monitor (StartOptions.MonitorArgs).
 	MonitorArgs []string
+	// Become makes this process the VE's monitor instead of spawning one, as
+	// StartOptions.Become does for a start (a restore forked by monitor's constructor): once
+	// the VE runs and its dump is removed, Started is called with what the removal returned
+	// and the process detaches, reporting the exit status Started returns to its caller.
+	Become  bool
+	Started func(error) int
 	// cpuChecked: this CPU was checked against the dumped one already (a migration's
 	// preflight ran criu cpuinfo check on the source's cpuinfo image), so the restore does
 	// not run criu once more for it while the VE is frozen.
@@ -394,21 +400,14 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 		return err
 	}
 	m.warmCgroupAttach()
+	if o.Become && monitor.Forked() {
+		return m.restoreAsMonitor(ctx, id, dir, l, o)
+	}
 	mon, err := monitor.Spawn(o.MonitorArgs, id, l.File(), m.consoleLog(id))
 	if err != nil {
 		return err
 	}
-	// The VE's addresses come up before CRIU has put its TCP sockets back: until then the
-	// network namespace drops what comes in, or a peer's retransmission would be answered
-	// with a reset. The monitor opens it once the restore is done (restoreDump); a failed
-	// restore's teardown removes the namespace.
-	cfg, _, err := m.prepare(ctx, id, false, false)
-	if err == nil {
-		err = network.LockNetns(m.netnsPath(id))
-	}
-	if err == nil {
-		err = os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600)
-	}
+	cfg, err := m.prepareRestore(ctx, id, dir)
 	if err != nil {
 		mon.Cancel()
 	} else {
@@ -420,17 +419,46 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 		})
 	}
 	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
-		err = fmt.Errorf("%w: %s (the dump in %s is kept; the VE is down)", ErrRestore, criuReason(log, err.Error()), dir)
-		if terr := m.teardown(id, false); terr != nil {
-			return errors.Join(err, terr)
-		}
-		// The attempt mounted the root and made mount points in it: the private area is as
-		// the dump needs it, and the next restore must not call the dump stale for that.
-		return errors.Join(err, m.redigest(id, dir))
+		return m.restoreFailed(id, dir, err)
 	}
+	return m.restored(id, dir)
+}
+
+// prepareRestore is what a restore does under the VE's lock before its monitor restores the
+// dump: a start's preparation, the network namespace locked, and the note that tells the
+// monitor which dump to restore instead of booting.
+func (m *Manager) prepareRestore(ctx context.Context, id, dir string) (*Config, error) {
+	// The VE's addresses come up before CRIU has put its TCP sockets back: until then the
+	// network namespace drops what comes in, or a peer's retransmission would be answered
+	// with a reset. The monitor opens it once the restore is done (restoreDump); a failed
+	// restore's teardown removes the namespace.
+	cfg, _, err := m.prepare(ctx, id, false, false)
+	if err == nil {
+		err = network.LockNetns(m.netnsPath(id))
+	}
+	if err == nil {
+		err = os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600)
+	}
+	return cfg, err
+}
+
+// restoreFailed tears down a restore that failed with err and returns the error to report,
+// with CRIU's reason when its log has one. The dump is kept.
+func (m *Manager) restoreFailed(id, dir string, err error) error {
+	log, _ := os.ReadFile(filepath.Join(dir, restoreLog))
+	err = fmt.Errorf("%w: %s (the dump in %s is kept; the VE is down)", ErrRestore, criuReason(log, err.Error()), dir)
+	if terr := m.teardown(id, false); terr != nil {
+		return errors.Join(err, terr)
+	}
+	// The attempt mounted the root and made mount points in it: the private area is as
+	// the dump needs it, and the next restore must not call the dump stale for that.
+	return errors.Join(err, m.redigest(id, dir))
+}
+
+// restored finishes a restore once the VE runs again: its dump is removed (a lazy one is
+// left to migrate-in pages, whose lazy-pages daemon still works in it).
+func (m *Manager) restored(id, dir string) error {
 	if meta, err := readDumpMeta(dir); err == nil && meta.Lazy {
-		// The lazy-pages daemon still works in dir: migrate-in pages removes it after.
 		if err := os.Remove(filepath.Join(m.store.VEDir(id), dumpPointerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -440,6 +468,29 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 		return fmt.Errorf("VE restored; remove its dump: %w", err)
 	}
 	return nil
+}
+
+// restoreAsMonitor is restore in a process that becomes the VE's monitor
+// (RestoreOptions.Become), as startAsMonitor is for a start: the network is attached while
+// the monitor creates the container, the dump is restored once both are done, and l is
+// released once the dump is removed, before the process detaches.
+func (m *Manager) restoreAsMonitor(ctx context.Context, id, dir string, l *store.Lock, o RestoreOptions) error {
+	cfg, err := m.prepareRestore(ctx, id, dir)
+	if err != nil {
+		return m.restoreFailed(id, dir, err)
+	}
+	booted, err := m.runAsMonitor(ctx, id, cfg, l, o.MonitorArgs, func() int {
+		rerr := m.restored(id, dir)
+		if o.Started != nil {
+			return o.Started(rerr)
+		}
+		return 0
+	})
+	if booted {
+		// The monitor ended: it could not rest in the idle loop and the VE has ended since.
+		return err
+	}
+	return m.restoreFailed(id, dir, err)
 }
 
 // dropDump removes a VE's dump and the note that the VE is suspended with it.

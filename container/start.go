@@ -112,6 +112,56 @@ func (m *Manager) startAsMonitor(ctx context.Context, id string, l *store.Lock, 
 		l.Unlock()
 		return fmt.Errorf("start %s: %w", id, err)
 	}
+	booted, err := m.runAsMonitor(ctx, id, cfg, l, o.MonitorArgs, func() int {
+		if o.Started != nil {
+			o.Started()
+		}
+		return 0
+	})
+	if booted {
+		// The monitor ended: it could not rest in the idle loop and the VE has ended since.
+		return err
+	}
+	err = errors.Join(err, m.teardown(id, false))
+	l.Unlock()
+	return fmt.Errorf("start %s: %w", id, err)
+}
+
+// runAsMonitor runs this process as VE id's monitor, in a start or restore that becomes it:
+// the network (cfg's) is attached while the monitor creates the container, and the init is
+// run (or the dump restored) once both are done. Once the VE runs, ready is called, still
+// under l, the VE's lock; then l is released and the process detaches from its caller,
+// reporting the exit status ready returned. booted says whether that happened: then err is
+// the monitor's end, else why the VE did not come up (the caller tears it down).
+func (m *Manager) runAsMonitor(ctx context.Context, id string, cfg *Config, l *store.Lock, self []string, ready func() int) (booted bool, err error) {
+	await := m.attachLater(ctx, cfg, id)
+	_, err = m.RunMonitor(ctx, id, monitor.Options{
+		Self: self,
+		Gate: func() bool { return await() == nil },
+		Booted: func(err error) {
+			if err != nil {
+				return
+			}
+			booted = true
+			status := ready()
+			l.Unlock()
+			if err := monitor.Detach(m.consoleLog(id), status); err != nil {
+				m.opts.Warn(fmt.Sprintf("VE %s: %v", id, err))
+			}
+		},
+	})
+	if booted {
+		return true, err
+	}
+	if aerr := await(); aerr != nil {
+		err = aerr // the boot was cancelled for it
+	}
+	return false, err
+}
+
+// attachLater attaches a VE's network on a goroutine of its own, while the monitor creates
+// the container; the returned function waits for it (once) and says how it went.
+func (m *Manager) attachLater(ctx context.Context, cfg *Config, id string) func() error {
 	attached := make(chan error, 1)
 	go func() {
 		if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
@@ -120,41 +170,14 @@ func (m *Manager) startAsMonitor(ctx context.Context, id string, l *store.Lock, 
 		}
 		attached <- nil
 	}()
-	var attachErr error
-	waited, booted := false, false
-	await := func() error {
+	var err error
+	waited := false
+	return func() error {
 		if !waited {
-			attachErr, waited = <-attached, true
+			err, waited = <-attached, true
 		}
-		return attachErr
-	}
-	_, err = m.RunMonitor(ctx, id, monitor.Options{
-		Self: o.MonitorArgs,
-		Gate: func() bool { return await() == nil },
-		Booted: func(err error) {
-			if err != nil {
-				return
-			}
-			booted = true
-			l.Unlock()
-			if o.Started != nil {
-				o.Started()
-			}
-			if err := monitor.Detach(m.consoleLog(id)); err != nil {
-				m.opts.Warn(fmt.Sprintf("VE %s: %v", id, err))
-			}
-		},
-	})
-	if booted {
-		// The monitor ended: it could not rest in the idle loop and the VE has ended since.
 		return err
 	}
-	if aerr := await(); aerr != nil {
-		err = aerr // the boot was cancelled for it
-	}
-	err = errors.Join(err, m.teardown(id, false))
-	l.Unlock()
-	return fmt.Errorf("start %s: %w", id, err)
 }
 
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,

@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vectl/vectl/network"
 )
@@ -572,4 +575,134 @@ func TestRestoreNetworkLock(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the monitor to remove the restore lock", func() bool { return tables() == "" })
 	e.must("stop", id)
+}
+
+// TestRestoreBecomesMonitor (issue 22): a background vectl restore forks before its Go
+// runtime starts, as a start does, and the child that restores stays as the VE's monitor: no
+// monitor program is spawned. The caller sees "restored" and status 0 once the VE runs and
+// its dump is gone; a dump that cannot be removed makes the command fail with the reason
+// while the restored VE runs on under the same monitor. The VE has its own user namespace, so
+// criu runs through the restore wrapper: the VE keeps its uptime, host
+// name and cgroup namespace rooted at its own cgroups.
+func TestRestoreBecomesMonitor(t *testing.T) {
+	e := newEnv(t)
+	id := uniqueID(t)
+	tmpl := e.importBusybox()
+	e.must("create", id, "--ostemplate", tmpl, "--hostname", "rbm.example")
+	e.must("start", id, "--wait", "--timeout", "60")
+	dump := filepath.Join(e.root, "dump", id)
+	restore := func(id string) (worker int, out, errb string, err error) {
+		// The VE's lock, held, keeps the restore waiting in its child until it is found.
+		lock, err := os.OpenFile(filepath.Join(e.root, "locks", id+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lock.Close()
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		c := e.cmd("restore", id)
+		var o, eb strings.Builder
+		c.Stdout, c.Stderr = &o, &eb
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		worker = startChild(t, c)
+		lock.Close()
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		select {
+		case err = <-done:
+		case <-time.After(60 * time.Second):
+			c.Process.Kill()
+			t.Fatalf("vectl restore did not return within 60 s (stdout %q)", o.String())
+		}
+		return worker, o.String(), eb.String(), err
+	}
+	rests := func(id string, worker int) {
+		t.Helper()
+		eventually(t, 10*time.Second, "the restoring process to rest as the monitor", func() bool {
+			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", worker))
+			return slices.Equal(monitorPids(e, id), []int{worker}) && strings.Contains(string(cmd), "\x00__monitor-idle\x00")
+		})
+		data, _ := os.ReadFile(filepath.Join(e.run, "ve", id, "monitor.pid"))
+		if f := strings.Fields(string(data)); len(f) == 0 || f[0] != strconv.Itoa(worker) {
+			t.Fatalf("monitor pid file %q, want the restore's child %d", data, worker)
+		}
+	}
+
+	up := e.veUptime(id)
+	e.must("chkpnt", id)
+	time.Sleep(3 * time.Second) // not counted by the VE's clocks
+	worker, out, errb, err := restore(id)
+	if err != nil || out != "VE "+id+" restored\n" {
+		t.Fatalf("vectl restore: %v\nstdout %q\nstderr %q", err, out, errb)
+	}
+	rests(id, worker)
+	e.wantStatus(id, "exist mounted running")
+	if _, err := os.Stat(dump); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the dump is still there after the restore returned: %v", err)
+	}
+	if got := e.veUptime(id); got < up || got > up+2.5 {
+		t.Errorf("uptime %.2f after the restore, %.2f before the dump: the VE's clocks did not go on", got, up)
+	}
+	if h := strings.TrimSpace(e.out(id, "hostname")); h != "rbm.example" {
+		t.Errorf("host name after the restore %q, want rbm.example", h)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(e.out(id, "cat", "/proc/1/cgroup")), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) != 3 || f[2] != "/" {
+			t.Errorf("the restored init's cgroup %q: the cgroup namespace is not rooted at the VE's cgroups", l)
+		}
+	}
+	e.out(id, "true")
+
+	// A dump that cannot be removed: restored, but the command fails and says why. (A VE
+	// without a user namespace: the restore of one with its own chowns its dump first.)
+	priv := uniqueID(t)
+	e.must("create", priv, "--ostemplate", tmpl, "--userns", "no")
+	e.must("start", priv, "--wait", "--timeout", "60")
+	e.must("chkpnt", priv)
+	stuck := filepath.Join(e.root, "dump", priv, "keep")
+	if err := os.WriteFile(stuck, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setImmutable(t, stuck, true)
+	defer func() {
+		setImmutable(t, stuck, false)
+		os.RemoveAll(filepath.Dir(stuck))
+	}()
+	worker, out, errb, err = restore(priv)
+	if err == nil || !strings.Contains(errb, "remove its dump") || strings.Count(errb, "\n") != 1 {
+		t.Fatalf("restore whose dump cannot be removed: %v, want a failure naming the dump\nstdout %q\nstderr %q", err, out, errb)
+	}
+	rests(priv, worker)
+	e.wantStatus(priv, "exist mounted running")
+	e.out(priv, "true")
+}
+
+// setImmutable sets or clears a file's immutable attribute (chattr +i), which keeps even root
+// from removing it.
+func setImmutable(t *testing.T, path string, on bool) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		if !on {
+			return
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Fatalf("FS_IOC_GETFLAGS %s: %v", path, err)
+	}
+	const immutable = 0x10 // FS_IMMUTABLE_FL (linux/fs.h)
+	if on {
+		flags |= immutable
+	} else {
+		flags &^= immutable
+	}
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags)); err != nil {
+		t.Fatalf("FS_IOC_SETFLAGS %s: %v", path, err)
+	}
 }

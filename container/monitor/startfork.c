@@ -1,14 +1,16 @@
-// The fork that lets "vectl start" become its VE's monitor (see startfork.go).
+// The fork that lets "vectl start" and "vectl restore" become their VE's monitor (see
+// startfork.go).
 //
 // A VE's monitor must be the parent of the VE's init, which libcontainer starts as a child
 // of the process that creates the container, and the caller of "vectl start" waits for the
 // process it ran to exit. So the process it ran must not be the one that goes on: before the
 // Go runtime starts, the constructor forks. The parent waits, doing nothing else, for the
 // child's outcome and exits with it; the child runs vectl, and once the VE runs it reports
-// success through a pipe (vectl_start_detach) and stays as the monitor. Without the report
-// (any other outcome: an error, another kind of start, or a start that does not become the
-// monitor) the parent exits as the child did, so that the fork is invisible to the caller.
-// This saves the separate monitor process, a second Go runtime on every start.
+// the command's exit status through a pipe (vectl_start_detach) and stays as the monitor.
+// Without the report (any other outcome: an error, another kind of start, or a start that
+// does not become the monitor) the parent exits as the child did, so that the fork is
+// invisible to the caller. This saves the separate monitor process, a second Go runtime on
+// every start and restore.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,9 +29,9 @@ int vectl_start_report_fd = -1;
 
 static pid_t start_child;
 
-// start_wants_fork says whether argv is a background start of vectl's own command line:
-// "start" as the command after the global options (each of which takes a value) and no
-// --foreground among the options. Under systemd (NOTIFY_SOCKET) no start forks: a
+// start_wants_fork says whether argv is a background start or a restore of vectl's own
+// command line: "start", "restore" or "resume" as the command after the global options (each
+// of which takes a value) and no --foreground among the options. Under systemd (NOTIFY_SOCKET) no start forks: a
 // foreground monitor's notifications must come from the unit's main process. The guess
 // only has to be safe, not exact: the child decides whether it becomes the monitor, and
 // when it does not the fork is invisible.
@@ -51,7 +53,8 @@ int vectl_start_wants_fork(int argc, char **argv, char **envp) {
 	while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0) {
 		i += strchr(argv[i], '=') ? 1 : 2;
 	}
-	if (i >= argc || strcmp(argv[i], "start") != 0) {
+	if (i >= argc || (strcmp(argv[i], "start") != 0 && strcmp(argv[i], "restore") != 0 &&
+	                  strcmp(argv[i], "resume") != 0)) {
 		return 0;
 	}
 	for (i++; i < argc; i++) {
@@ -162,12 +165,14 @@ void vectl_start_fork(int argc, char **argv, char **envp) {
 	_exit(WEXITSTATUS(ws));
 }
 
-int vectl_start_detach(int logfd) {
+int vectl_start_detach(int logfd, unsigned char status) {
 	if (vectl_start_report_fd < 0) {
 		errno = EBADF;
 		return -1;
 	}
 	// Whatever fails here, the parent gets its report: the VE runs and this is its monitor.
+	// status is the exit status the parent exits with (0 unless the command failed after
+	// the VE came up, as a restore whose dump could not be removed).
 	int err = 0;
 	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (logfd < 0) {
@@ -180,10 +185,9 @@ int vectl_start_detach(int logfd) {
 		close(nul);
 	}
 	setsid(); // fails only for a group leader, which the child of a fork is not
-	unsigned char ok = 0;
 	ssize_t n;
 	do {
-		n = write(vectl_start_report_fd, &ok, 1);
+		n = write(vectl_start_report_fd, &status, 1);
 	} while (n < 0 && errno == EINTR);
 	// A parent killed meanwhile (EPIPE) changes nothing either.
 	close(vectl_start_report_fd);

@@ -20,9 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Forked reports whether this process is "vectl start" running under the C parent that a
-// constructor forked off before the Go runtime started (startfork.c): it may then become the
-// VE's monitor itself instead of spawning one, and Detach lets the caller go on.
+// Forked reports whether this process is "vectl start" or "vectl restore" running under the
+// C parent that a constructor forked off before the Go runtime started (startfork.c): it may
+// then become the VE's monitor itself instead of spawning one, and Detach lets the caller go
+// on.
 func Forked() bool { return C.vectl_start_report_fd >= 0 }
 
 // Detach ends this process's part as the command the caller ran, once the VE's init runs:
@@ -30,8 +31,9 @@ func Forked() bool { return C.vectl_start_report_fd >= 0 }
 // survive the exec into the idle loop), standard input from /dev/null, output to the console
 // log at logPath (where a spawned monitor's goes; /dev/null if it cannot be opened), the root
 // directory as working directory, a session of its own, and the report to the waiting
-// parent, which then exits 0. The report is made even when something before it failed.
-func Detach(logPath string) error {
+// parent, which then exits with status (0 unless the command failed after the VE came up).
+// The report is made even when something before it failed.
+func Detach(logPath string, status int) error {
 	if !Forked() {
 		return fmt.Errorf("detach: not a forked start")
 	}
@@ -42,7 +44,7 @@ func Detach(logPath string) error {
 		defer log.Close()
 		logFD = int(log.Fd())
 	}
-	if _, derr := C.vectl_start_detach(C.int(logFD)); derr != nil && err == nil {
+	if _, derr := C.vectl_start_detach(C.int(logFD), C.uchar(status)); derr != nil && err == nil {
 		err = fmt.Errorf("detach: %w", derr)
 	}
 	return err

@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// TestStartWantsFork: the constructor forks a background vectl start only (issue 22): a
-// foreground start (systemd's notifications must come from the unit's main process), --wait,
-// --no-monitor, help, another command or personality, and anything under NOTIFY_SOCKET run
-// unforked.
+// TestStartWantsFork: the constructor forks a background vectl start or a restore only
+// (issue 22): a foreground start (systemd's notifications must come from the unit's main
+// process), --wait, --no-monitor, help, another command or personality, and anything under
+// NOTIFY_SOCKET run unforked.
 func TestStartWantsFork(t *testing.T) {
 	for _, tc := range []struct {
 		line string
@@ -31,6 +31,10 @@ func TestStartWantsFork(t *testing.T) {
 		{"vectl start --help", "", false},
 		{"vectl start -- 101", "", false},
 		{"vectl start 101", "NOTIFY_SOCKET=/run/systemd/notify", false},
+		{"vectl restore 101", "", true},
+		{"vectl --root /x resume 101 --dumpfile /d", "", true},
+		{"vectl restore 101 --help", "", false},
+		{"vzctl restore 101", "", false},
 		{"vectl stop 101", "", false},
 		{"vectl --root start stop 101", "", false},
 		{"vectl start", "", false},
