@@ -23,6 +23,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/vectl/vectl/container/criuwrap"
 	"github.com/vectl/vectl/container/idmap"
 	"github.com/vectl/vectl/container/monitor"
 	"github.com/vectl/vectl/container/store"
@@ -816,52 +817,32 @@ func (m *Manager) criuInUserNS(id, dir string) (func(), error) {
 	if err := chown(int(u.UID), int(u.GID)); err != nil {
 		return nil, err
 	}
-	wrapDir := m.runFile(id, "criu-bin")
-	if err := os.MkdirAll(wrapDir, 0o711); err != nil {
-		return nil, err
-	}
-	var script strings.Builder
-	// bash, not dash: libcontainer reads the started criu's /proc/PID/fd/0-2 at once, and
-	// dash moves a descriptor by closing it first (a moment without fd 2, and a restore that
-	// failed with "readlink /proc/PID/fd/2: no such file or directory"); bash uses dup2.
-	script.WriteString("#!/bin/bash\n# vectl: criu inside the namespaces of VE " + id + " (restore)\n")
-	// libcontainer first asks criu for its version (go-criu, whose socket is not fd 3): no
-	// namespaces needed for that.
-	fmt.Fprintf(&script, "[ \"$2\" = 3 ] || exec %s \"$@\"\n", tool.Path)
-	// What fails before criu runs (and criu's own stderr) is kept next to its log.
-	fmt.Fprintf(&script, "exec 2>>%s\n", filepath.Join(dir, restoreWrapLog))
-	// The cgroup namespace made below must be rooted at the VE's cgroups, where libcontainer
-	// puts this process (creating them) right after starting it: in every hierarchy, or a
-	// restored task is left with a namespace rooted at the monitor's cgroup there, which the
-	// next dump refuses ("/../../vectl/ID is not a suffix of /vectl/ID"). libcontainer sends
-	// its request only after that, so the wrapper waits for the request to be there on the
-	// socket criu is run with ("swrk FD"; read -t 0 tests for input without reading it).
-	script.WriteString("t=${EPOCHSECONDS}; until read -t 0 -u \"$2\"; do (( EPOCHSECONDS - t < 30 )) || { echo \"vectl: no request from libcontainer\" >&2; exit 1; }; done\n")
-	// criu run unprivileged leaves the time namespace to its caller: one whose clocks go
-	// on from the dumped VE's is made here (unshare writes its offsets before criu runs).
-	timens := ""
+	// criu inside the VE's namespaces: see package criuwrap.
+	wrap := criuwrap.Params{Criu: tool.Path, Log: filepath.Join(dir, restoreWrapLog),
+		UserNS: m.runFile(id, usernsFile), NetNS: m.netnsPath(id), Hostname: hostname}
 	if mono, boot, ok, err := dumpedClocks(dir); err != nil {
 		return nil, err
 	} else if ok {
-		mo, err := clockOffset(unix.CLOCK_MONOTONIC, mono)
-		if err != nil {
+		if wrap.Mono, err = clockOffset(unix.CLOCK_MONOTONIC, mono); err != nil {
 			return nil, err
 		}
-		bo, err := clockOffset(unix.CLOCK_BOOTTIME, boot)
-		if err != nil {
+		if wrap.Boot, err = clockOffset(unix.CLOCK_BOOTTIME, boot); err != nil {
 			return nil, err
 		}
-		timens = fmt.Sprintf(" --time --monotonic=%d --boottime=%d", mo, bo)
+		wrap.TimeNS = true
 	}
-	fmt.Fprintf(&script, "exec nsenter --user=%s --net=%s -- unshare --mount --uts --cgroup%s -- sh -c 'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n",
-		m.runFile(id, usernsFile), m.netnsPath(id), timens, shellQuote(hostname), tool.Path)
-	if err := os.WriteFile(filepath.Join(wrapDir, "criu"), []byte(script.String()), 0o755); err != nil {
+	wrapDir := m.runFile(id, "criu-bin")
+	params, err := criuwrap.Install(wrapDir, wrap)
+	if err != nil {
+		os.RemoveAll(wrapDir)
 		return nil, err
 	}
 	path := os.Getenv("PATH")
 	os.Setenv("PATH", wrapDir+":"+path)
+	os.Setenv(criuwrap.Env, params)
 	return func() {
 		os.Setenv("PATH", path)
+		os.Unsetenv(criuwrap.Env)
 		os.RemoveAll(wrapDir)
 		chown(0, 0) // a dump kept after a failure stays host root's
 	}, nil

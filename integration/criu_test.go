@@ -582,8 +582,8 @@ func TestRestoreNetworkLock(t *testing.T) {
 // monitor program is spawned. The caller sees "restored" and status 0 once the VE runs and
 // its dump is gone; a dump that cannot be removed makes the command fail with the reason
 // while the restored VE runs on under the same monitor. The VE has its own user namespace, so
-// criu runs through the restore wrapper: the VE keeps its uptime, host
-// name and cgroup namespace rooted at its own cgroups.
+// criu runs through the restore wrapper (package criuwrap): the VE keeps its uptime, host name
+// and a cgroup namespace rooted at its own cgroups.
 func TestRestoreBecomesMonitor(t *testing.T) {
 	e := newEnv(t)
 	id := uniqueID(t)
