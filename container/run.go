@@ -492,7 +492,10 @@ func initProcess(s *specs.Spec, c *libcontainer.Container) *libcontainer.Process
 // killAll kills every process in a VE's cgroup and waits until it is empty. A frozen cgroup
 // is thawed first: on cgroup v1 SIGKILL does not act on frozen tasks. Each pid is opened as
 // a pidfd and checked to still be in the VE's cgroup before it is signalled, so a recycled
-// pid of an unrelated process is never hit.
+// pid of an unrelated process is never hit. The wait is on those pidfds, which are readable
+// once their process has exited, and not a sleep: on a busy node a fixed pause between two
+// reads of the cgroup was most of a stop's time. The cgroup is read again after each wait
+// (something may have forked meanwhile).
 func (m *Manager) killAll(id string, timeout time.Duration) error {
 	if m.frozen(id) {
 		m.thaw(id)
@@ -511,28 +514,82 @@ func (m *Manager) killAll(id string, timeout time.Duration) error {
 		if len(pids) == 0 {
 			return nil
 		}
+		var fds []int
 		for _, pid := range pids {
-			m.killInCgroup(pid, id)
+			if fd := m.killInCgroup(pid, id); fd >= 0 {
+				fds = append(fds, fd)
+			}
 		}
-		if time.Now().After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 {
+			closeAll(fds)
 			return fmt.Errorf("processes %v of VE %s survive SIGKILL", pids, id)
 		}
-		time.Sleep(5 * time.Millisecond)
+		if len(fds) == 0 {
+			// Nothing to wait on (the tasks were gone or elsewhere by the time they were
+			// opened): a short pause before the cgroup is read again.
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		waitPidfds(fds, min(left, 100*time.Millisecond))
+		closeAll(fds)
 	}
 }
 
-func (m *Manager) killInCgroup(pid int, id string) {
+// killInCgroup sends SIGKILL to pid if it is in VE id's cgroup, and returns its pidfd (-1
+// when it was not signalled); the caller closes it.
+func (m *Manager) killInCgroup(pid int, id string) int {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return
+		return -1
 	}
-	defer unix.Close(fd)
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil || !bytes.Contains(data, []byte(":"+m.cgroupPath(id)+"\n")) &&
 		!bytes.Contains(data, []byte(":"+m.cgroupPath(id)+"/")) {
-		return
+		unix.Close(fd)
+		return -1
 	}
-	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// waitPidfds waits until every process of fds has exited (each pidfd is readable), or for
+// timeout.
+func waitPidfds(fds []int, timeout time.Duration) {
+	pfds := make([]unix.PollFd, len(fds))
+	for i, fd := range fds {
+		pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	}
+	deadline := time.Now().Add(timeout)
+	for len(pfds) > 0 {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms <= 0 {
+			return
+		}
+		n, err := unix.Poll(pfds, ms)
+		if err != nil && err != unix.EINTR {
+			return
+		}
+		if n <= 0 {
+			continue
+		}
+		rest := pfds[:0]
+		for _, p := range pfds {
+			if p.Revents == 0 {
+				rest = append(rest, p)
+			}
+		}
+		pfds = rest
+	}
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 func (m *Manager) thaw(id string) {
@@ -629,21 +686,19 @@ func (m *Manager) signalInit(id string, sig unix.Signal) error {
 	return unix.PidfdSendSignal(fd, sig, nil, 0)
 }
 
-// waitExited waits until the process pid with the given start time is a zombie or gone.
+// waitExited waits until the process pid with the given start time is a zombie or gone, on
+// its pidfd (readable once it has exited).
 func waitExited(pid int, start uint64, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return
-		}
-		i := bytes.LastIndexByte(data, ')')
-		f := strings.Fields(string(data[i+1:]))
-		if i < 0 || len(f) < 20 || f[0] == "Z" || f[0] == "X" || f[19] != strconv.FormatUint(start, 10) {
-			return
-		}
-		time.Sleep(2 * time.Millisecond)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone
 	}
+	defer unix.Close(fd)
+	// The pidfd pins the process: its start time tells whether it is the one meant.
+	if st, err := join.StartTime(pid); err != nil || st != start {
+		return
+	}
+	waitPidfds([]int{fd}, timeout)
 }
 
 // writePidFile records pid and its start time.
