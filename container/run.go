@@ -517,7 +517,11 @@ func (m *Manager) killAll(id string, timeout time.Duration) error {
 		var fds []int
 		for _, pid := range pids {
 			if fd := m.killInCgroup(pid, id); fd >= 0 {
-				fds = append(fds, fd)
+				if len(fds) < maxKillWait {
+					fds = append(fds, fd)
+				} else {
+					unix.Close(fd) // killed; the next read of the cgroup sees whether it went
+				}
 			}
 		}
 		left := time.Until(deadline)
@@ -527,14 +531,18 @@ func (m *Manager) killAll(id string, timeout time.Duration) error {
 		}
 		if len(fds) == 0 {
 			// Nothing to wait on (the tasks were gone or elsewhere by the time they were
-			// opened): a short pause before the cgroup is read again.
-			time.Sleep(time.Millisecond)
+			// opened): a pause before the cgroup is read again.
+			time.Sleep(5 * time.Millisecond)
 			continue
 		}
 		waitPidfds(fds, min(left, 100*time.Millisecond))
 		closeAll(fds)
 	}
 }
+
+// maxKillWait bounds the pidfds killAll keeps open at once (a fork bomb's thousands of
+// processes would otherwise hold as many descriptors); the rest are killed all the same.
+const maxKillWait = 256
 
 // killInCgroup sends SIGKILL to pid if it is in VE id's cgroup, and returns its pidfd (-1
 // when it was not signalled); the caller closes it.
