@@ -81,6 +81,5 @@ func killPid(pid int) {
 	if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) != nil {
 		return
 	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	_, _ = unix.Poll(fds, 2000)
+	waitPidfds([]int{fd}, 2*time.Second)
 }
