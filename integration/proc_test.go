@@ -4,6 +4,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // veUptime is the first field of /proc/uptime inside a VE: seconds since its boot.
@@ -294,4 +297,146 @@ func TestProcViews(t *testing.T) {
 func hostCPUs(t *testing.T) int {
 	t.Helper()
 	return strings.Count("\n"+hostFile(t, "/proc/cpuinfo"), "\nprocessor")
+}
+
+// childrenNamed lists this process's children (a subreaper's, orphans included) whose
+// name (/proc/PID/stat's comm) is comm, zombies among them.
+func childrenNamed(comm string) []int {
+	var pids []int
+	for _, pid := range hostPids() {
+		st := fileText(fmt.Sprintf("/proc/%d/stat", pid))
+		i, j := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if i < 0 || j < i || st[i+1:j] != comm {
+			continue
+		}
+		if f := strings.Fields(st[j+1:]); len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// pipeHolders lists the processes other than this one with a descriptor of the pipe w.
+func pipeHolders(w *os.File) []int {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		return nil
+	}
+	want := "pipe:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	var pids []int
+	for _, pid := range hostPids() {
+		if pid == os.Getpid() {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); l == want {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// TestViewsCloser (issue 22): at a VE's end its monitor hands the views' fanotify group and
+// files to a closer, its own program executed again as "vectl-views-closer __views-closer
+// ...", whose close waits out the kernel's grace period off the monitor's path. This test
+// is a child subreaper, so the closer (an orphan) becomes its child: one closer per end of
+// the VE, from the foreground Go monitor and from the resting monitor (vectl-idle); it
+// keeps nothing but the pipe, the group and the view files (not the caller's output, which
+// reaches EOF when vectl exits) and exits 0 on its own.
+func TestViewsCloser(t *testing.T) {
+	e := newEnv(t)
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importBusybox())
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+		for { // whatever became this process's child (the monitor below, closers)
+			if pid, _ := unix.Wait4(-1, nil, unix.WNOHANG, nil); pid <= 0 {
+				break
+			}
+		}
+	}()
+	// closerDone checks the one closer this process adopted and waits for its exit.
+	closerDone := func(what string, out *os.File) {
+		t.Helper()
+		pids := childrenNamed("vectl-views-clo")
+		if len(pids) != 1 {
+			t.Fatalf("%s: want one views closer adopted by the test, got %v", what, pids)
+		}
+		pid := pids[0]
+		cmd := fileText(fmt.Sprintf("/proc/%d/cmdline", pid)) // "" once it has exited
+		if cmd != "" && !strings.HasPrefix(cmd, "vectl-views-closer\x00__views-closer\x00") {
+			t.Errorf("%s: closer %d runs %q", what, pid, cmd)
+		}
+		if out != nil {
+			if h := pipeHolders(out); len(h) > 0 {
+				t.Errorf("%s: the caller's output is still held by %v after vectl exited", what, h)
+			}
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if !strings.HasPrefix(l, "pipe:") && l != "anon_inode:[fanotify]" && !strings.Contains(l, "/views/") &&
+				!strings.HasPrefix(l, "/") {
+				t.Errorf("%s: closer %d keeps fd %s -> %s", what, pid, fd.Name(), l)
+			}
+		}
+		var ws unix.WaitStatus
+		done := make(chan error, 1)
+		go func() {
+			_, err := unix.Wait4(pid, &ws, 0, nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+				t.Errorf("%s: closer %d: %v, status %v", what, pid, err, ws)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: closer %d still runs after 10 s", what, pid)
+		}
+	}
+
+	// A foreground run: the Go monitor spawns the closer.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fg := e.cmd("start", "--foreground", id)
+	fg.Stdout, fg.Stderr = w, w
+	if err := fg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer fg.Process.Kill()
+	eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
+		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
+	})
+	fg.Process.Signal(syscall.SIGTERM) // as systemctl stop does: shut down through the init
+	if err := fg.Wait(); err != nil {
+		t.Fatalf("foreground vectl: %v", err)
+	}
+	closerDone("foreground run", w)
+	w.Close()
+	e.wantNoTrace(id)
+
+	// A background start ended from inside (poweroff): the resting monitor (vectl-idle,
+	// adopted by this process when the start's command exited) sees its init exit and
+	// spawns the closer before it tears the VE down. (vectl stop would race it: the stop's
+	// teardown kills the monitor, which may not have got to its views yet.)
+	e.must("start", id)
+	eventually(t, 20*time.Second, "the VE to run", func() bool {
+		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
+	})
+	e.exec(id, "poweroff")
+	eventually(t, 30*time.Second, "the VE to power off", func() bool {
+		return e.statusLine(id) == "VEID "+id+" exist unmounted down" && len(monitorPids(e, id)) == 0
+	})
+	closerDone("background start, poweroff inside", nil)
+	e.wantNoTrace(id)
 }

@@ -99,16 +99,23 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// monitorPids finds this env's monitor processes for a VE by their command line.
-func monitorPids(e *env, id string) []int {
+// hostPids lists the processes /proc shows now.
+func hostPids() []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, en := range ents {
-		pid, err := strconv.Atoi(en.Name())
-		if err != nil {
-			continue
+		if pid, err := strconv.Atoi(en.Name()); err == nil {
+			pids = append(pids, pid)
 		}
-		cmd, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+	}
+	return pids
+}
+
+// monitorPids finds this env's monitor processes for a VE by their command line.
+func monitorPids(e *env, id string) []int {
+	var pids []int
+	for _, pid := range hostPids() {
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		// Go monitors run "vectl ... __monitor ID", idle ones
 		// "vectl __monitor-idle MSG -- /proc/self/exe ... __monitor ID", and a Go monitor that
 		// the idle loop executed again after the init exited

@@ -486,13 +486,10 @@ static void vectl_idle_fail(const char *why)
 	_exit(1);
 }
 
-int vectl_argc;
-char **vectl_argv;
-
 void vectl_idle(int argc, char **argv, char **envp)
 {
-	vectl_argc = argc;
-	vectl_argv = argv;
+	if (argc >= 2 && strcmp(argv[1], IDLE_CLOSER_ARG) == 0)
+		vectl_views_closer(argc, argv);
 	// argv[3] on only show ps what the loop will run again ("-- RESUME... ID").
 	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;

@@ -24,6 +24,9 @@ const (
 	MaxClients = 16
 	// ResumeFlag is the monitor's flag that takes the Resume message.
 	ResumeFlag = "--resume"
+	// CloserArg is the argv[1] that makes the binary (vectl's or vectl-idle) the views'
+	// closer: "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]" (views.c).
+	CloserArg = "__views-closer"
 )
 
 // Attribute types of both messages.
@@ -262,5 +265,5 @@ func header() string {
 		{Name: "IDLE_ATTR_LOADTASKS", Value: AttrLoadTasks}, {Name: "IDLE_ATTR_LOADOUT", Value: AttrLoadOut},
 		{Name: "IDLE_ATTR_VIEWS", Value: AttrViews}, {Name: "IDLE_ATTR_STOPMARK", Value: AttrStopMark},
 		{Name: "IDLE_ATTR_EXEFD", Value: AttrExeFD}, {Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
-	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag})
+	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag, "IDLE_CLOSER_ARG": CloserArg})
 }

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "proto.h"
 #include "views.h"
 
 static const char *const view_names[NVIEWS] = {"meminfo", "cpuinfo", "cpus", "loadavg", "stat", "swaps", "diskstats"};
@@ -816,30 +818,21 @@ void vectl_views_event(struct views *v)
 }
 
 // close_fan_elsewhere closes the fanotify group v->fan, handing the last references to it
-// and to the watched files to a throwaway grandchild, which closes them and exits. Closing a
-// fanotify group waits for an SRCU grace period (fsnotify_destroy_group: 15 to 20 ms here),
-// and so does unmounting the views' tmpfs while its files are watched: both sat on the
-// critical path of every VE's end (a foreground run's exit, the monitor's exit that vectl
-// stop waits for). The grandchild waits for this process to have closed its copy (EOF on a
-// pipe), so that its own close is the last; with it holding the files, the teardown's
-// unmount only detaches the mount. The grandchild (an orphan, reaped by init) keeps nothing
-// else and takes no signal; only async-signal-safe calls follow the forks.
-// closer_title makes the closer's command line (/proc/PID/cmdline reads the process's own
-// argument memory, a private copy after fork) and name say what it is: it no longer carries
-// the monitor's "__monitor ... ID", so nothing takes it for the VE's monitor.
-static void closer_title(void)
-{
-	static const char title[] = "vectl-views-closer";
-	if (vectl_argc > 0 && vectl_argv) {
-		char *start = vectl_argv[0], *end = vectl_argv[vectl_argc - 1];
-		end += strlen(end);
-		memset(start, 0, (size_t)(end - start));
-		if ((size_t)(end - start) >= sizeof title)
-			memcpy(start, title, sizeof title);
-	}
-	prctl(PR_SET_NAME, title);
-}
-
+// and to the watched files to a throwaway process, the closer, which closes them and exits.
+// Closing a fanotify group waits for an SRCU grace period (fsnotify_destroy_group: 15 to
+// 20 ms here), and so does unmounting the views' tmpfs while its files are watched: both sat
+// on the critical path of every VE's end (a foreground run's exit, the monitor's exit that
+// vectl stop waits for). Holding the view files, the closer also keeps the views' tmpfs alive
+// past the teardown's lazy unmount, which then only detaches the mount.
+//
+// The closer is this process's own program executed again (posix_spawn: a vfork, no copy of
+// the address space) as "vectl-views-closer __views-closer SYNC FAN VIEW...", with only those
+// descriptors kept (vectl_views_closer). A fork of the Go monitor copied the page tables of
+// its whole heap, and the monitor then paid a copy-on-write fault for every page it wrote
+// while the copy lived: 0.6 ms of CPU at the end of each foreground run. The exec also gives
+// the closer a command line of its own, so nothing takes it for the VE's monitor. It waits
+// for this process to have closed its copy of the group (EOF on the pipe SYNC), so that its
+// own close is the last and pays the wait, and it takes no signal.
 static void close_fan_elsewhere(struct views *v)
 {
 	int sync[2];
@@ -848,46 +841,100 @@ static void close_fan_elsewhere(struct views *v)
 		return;
 	}
 	int keep[NVIEWS + 2], n = 0;
-	keep[n++] = v->fan;
 	keep[n++] = sync[0];
+	keep[n++] = v->fan;
 	for (int i = 0; i < NVIEWS; i++)
 		if (v->fd[i] >= 0)
 			keep[n++] = v->fd[i];
+	char num[NVIEWS + 2][12];
+	char *argv[NVIEWS + 5];
+	int argc = 0;
+	argv[argc++] = "vectl-views-closer";
+	argv[argc++] = IDLE_CLOSER_ARG;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	int err = posix_spawn_file_actions_init(&fa);
+	if (err == 0 && (err = posix_spawnattr_init(&at)) != 0)
+		posix_spawn_file_actions_destroy(&fa);
+	if (err == 0) {
+		for (int i = 0; i < n && err == 0; i++) {
+			// Each number as text; dup2 onto itself clears close-on-exec.
+			char tmp[12], *d = num[i];
+			int len = 0;
+			for (unsigned int x = (unsigned int)keep[i]; len == 0 || x > 0; x /= 10)
+				tmp[len++] = (char)('0' + x % 10);
+			while (len > 0)
+				*d++ = tmp[--len];
+			*d = '\0';
+			argv[argc++] = num[i];
+			err = posix_spawn_file_actions_adddup2(&fa, keep[i], keep[i]);
+		}
+		argv[argc] = NULL;
+		sigset_t all;
+		sigfillset(&all);
+		if (err == 0)
+			err = posix_spawnattr_setsigmask(&at, &all);
+		if (err == 0)
+			err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+		pid_t pid = -1;
+		char *envp[] = {NULL};
+		if (err == 0)
+			err = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
+		posix_spawn_file_actions_destroy(&fa);
+		posix_spawnattr_destroy(&at);
+		close(sync[0]);
+		close(v->fan); // the closer's copy is the last (when it did not start: this one)
+		close(sync[1]);
+		if (err == 0)
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		return;
+	}
+	close(sync[0]);
+	close(v->fan);
+	close(sync[1]);
+}
+
+void vectl_views_closer(int argc, char **argv)
+{
+	int keep[NVIEWS + 2], n = 0;
+	for (int i = 2; i < argc && n < NVIEWS + 2; i++) {
+		char *end;
+		long fd = strtol(argv[i], &end, 10);
+		if (*end != '\0' || fd < 0 || fd > 1 << 20)
+			_exit(2);
+		keep[n++] = (int)fd;
+	}
+	if (n < 2)
+		_exit(2);
+	int sync = keep[0], fan = keep[1];
+	prctl(PR_SET_NAME, "vectl-views-clo");
+	// Nothing else the monitor had open (its standard output, which a caller may read to
+	// EOF; the console) stays open here.
 	for (int i = 1; i < n; i++) // a few descriptors: insertion sort
 		for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
 			int t = keep[j];
 			keep[j] = keep[j - 1];
 			keep[j - 1] = t;
 		}
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (fork() == 0) {
-			closer_title();
-			unsigned int from = 0;
-			for (int i = 0; i < n; i++) {
-				if ((unsigned int)keep[i] > from)
-					syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0);
-				from = (unsigned int)keep[i] + 1;
-			}
-			syscall(SYS_close_range, from, ~0U, 0);
-			char b;
-			while (read(sync[0], &b, 1) < 0 && errno == EINTR)
-				;
-			close(v->fan); // opens waiting for an answer go ahead
-			_exit(0);
-		}
-		_exit(0);
+	unsigned int from = 0;
+	for (int i = 0; i < n; i++) {
+		if ((unsigned int)keep[i] > from)
+			syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0);
+		from = (unsigned int)keep[i] + 1;
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	close(sync[0]);
-	close(v->fan); // the grandchild's copy is the last (when the fork failed: this one)
-	close(sync[1]);
+	syscall(SYS_close_range, from, ~0U, 0);
+	// The monitor waits for this process: its child carries on, an orphan for init to reap.
+	// When the fork fails this process does the child's work (the monitor has closed its
+	// copies before it waits, so the wait ends).
+	pid_t pid = fork();
 	if (pid > 0)
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		_exit(0);
+	char b;
+	while (read(sync, &b, 1) < 0 && errno == EINTR)
+		;
+	close(fan);
+	_exit(0);
 }
 
 void vectl_views_close(struct views *v)

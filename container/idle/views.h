@@ -33,9 +33,8 @@ int vectl_views_open(struct views *v, const char *spec, int watch);
 void vectl_views_event(struct views *v);
 void vectl_views_close(struct views *v);
 
-// The process's command line as the kernel placed it (set by vectl_idle, which the ELF
-// constructor calls in every vectl process): the views' closer rewrites its own copy.
-extern int vectl_argc;
-extern char **vectl_argv;
+// vectl_views_closer is the views' closer (close_fan_elsewhere in views.c), run as
+// "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]"; it does not return.
+__attribute__((noreturn)) void vectl_views_closer(int argc, char **argv);
 
 #endif
