@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/containernetworking/cni/libcni"
@@ -52,6 +53,7 @@ type Network struct {
 	cache    *libcni.CNIConfig                 // reads libcni's cache (no plugin is run)
 	plugins  func() (*libcni.CNIConfig, error) // runs plugins: found on first use
 	fw       *Firewall
+	cacheDir string
 	stateDir string
 	hostDir  string
 }
@@ -84,6 +86,7 @@ func New(o Options) *Network {
 			return libcni.NewCNIConfigWithCacheDir(dirs, o.CacheDir, nil), nil
 		}),
 		fw:       NewFirewall(o.Table, -1),
+		cacheDir: o.CacheDir,
 		stateDir: o.StateDir,
 		hostDir:  cmp.Or(o.HostStateDir, DefaultHostStateDir),
 	}
@@ -445,6 +448,42 @@ func (n *Network) Detach(ctx context.Context, id, netns string) error {
 			}
 		}
 		errs = append(errs, n.del(ctx, att, netns))
+	}
+	errs = append(errs, n.dropUnreadable(id))
+	return errors.Join(errs...)
+}
+
+// dropUnreadable removes the libcni cache files of container id that libcni cannot read
+// back: libcni writes one with os.WriteFile (create and truncate, then write), so a vectl
+// killed in between leaves it empty or cut short, and GetCachedAttachments skips such a
+// file without a word: it would stay for good, and Detach would not see it. Its ADD had
+// completed; the interfaces it made go with the VE's network namespace, and vectl's own
+// firewall port and proxy entries, added after it, were not. The caller holds the VE's lock,
+// so no start of id is writing one now. Files are matched as libcni matches them ("-ID-" in
+// the name).
+func (n *Network) dropUnreadable(id string) error {
+	dir := filepath.Join(n.cacheDir, "results")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("cni cache: %w", err)
+	}
+	part := "-" + id + "-"
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if pos := strings.Index(name, part); pos <= 0 || pos+len(part) >= len(name) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if data, err := os.ReadFile(path); err != nil || json.Valid(data) {
+			continue // a record (Detach has deleted it, or it is another VE's), or gone
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("cni cache: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
