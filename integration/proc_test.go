@@ -387,6 +387,8 @@ func TestViewsCloser(t *testing.T) {
 			}
 		}
 		var ws unix.WaitStatus
+		since := time.Now()
+		defer func() { t.Logf("%s: the closer exited %v after it was found", what, time.Since(since).Round(time.Millisecond)) }()
 		done := make(chan error, 1)
 		go func() {
 			_, err := unix.Wait4(pid, &ws, 0, nil)
@@ -434,9 +436,11 @@ func TestViewsCloser(t *testing.T) {
 		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
 	})
 	e.exec(id, "poweroff")
+	began := time.Now()
 	eventually(t, 30*time.Second, "the VE to power off", func() bool {
 		return e.statusLine(id) == "VEID "+id+" exist unmounted down" && len(monitorPids(e, id)) == 0
 	})
+	t.Logf("the VE powered off in %v", time.Since(began).Round(time.Millisecond))
 	closerDone("background start, poweroff inside", nil)
 	e.wantNoTrace(id)
 }
