@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
@@ -833,6 +834,43 @@ void vectl_views_event(struct views *v)
 // the closer a command line of its own, so nothing takes it for the VE's monitor. It waits
 // for this process to have closed its copy of the group (EOF on the pipe SYNC), so that its
 // own close is the last and pays the wait, and it takes no signal.
+// spawn_closer starts the closer with the n descriptors of keep (the pipe's read end, the
+// group, the view files) and returns its pid, or -1.
+static pid_t spawn_closer(const int *keep, int n)
+{
+	char num[NVIEWS + 2][12];
+	char *argv[NVIEWS + 5] = {"vectl-views-closer", IDLE_CLOSER_ARG};
+	int argc = 2;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	if (posix_spawn_file_actions_init(&fa) != 0)
+		return -1;
+	if (posix_spawnattr_init(&at) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return -1;
+	}
+	int err = 0;
+	for (int i = 0; i < n && err == 0; i++) {
+		snprintf(num[i], sizeof num[i], "%d", keep[i]);
+		argv[argc++] = num[i];
+		err = posix_spawn_file_actions_adddup2(&fa, keep[i], keep[i]); // clears close-on-exec
+	}
+	argv[argc] = NULL;
+	sigset_t all;
+	sigfillset(&all);
+	if (err == 0)
+		err = posix_spawnattr_setsigmask(&at, &all);
+	if (err == 0)
+		err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+	pid_t pid = -1;
+	char *envp[] = {NULL};
+	if (err == 0)
+		err = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	return err == 0 ? pid : -1;
+}
+
 static void close_fan_elsewhere(struct views *v)
 {
 	int sync[2];
@@ -846,53 +884,13 @@ static void close_fan_elsewhere(struct views *v)
 	for (int i = 0; i < NVIEWS; i++)
 		if (v->fd[i] >= 0)
 			keep[n++] = v->fd[i];
-	char num[NVIEWS + 2][12];
-	char *argv[NVIEWS + 5];
-	int argc = 0;
-	argv[argc++] = "vectl-views-closer";
-	argv[argc++] = IDLE_CLOSER_ARG;
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	int err = posix_spawn_file_actions_init(&fa);
-	if (err == 0 && (err = posix_spawnattr_init(&at)) != 0)
-		posix_spawn_file_actions_destroy(&fa);
-	if (err == 0) {
-		for (int i = 0; i < n && err == 0; i++) {
-			// Each number as text; dup2 onto itself clears close-on-exec.
-			char tmp[12], *d = num[i];
-			int len = 0;
-			for (unsigned int x = (unsigned int)keep[i]; len == 0 || x > 0; x /= 10)
-				tmp[len++] = (char)('0' + x % 10);
-			while (len > 0)
-				*d++ = tmp[--len];
-			*d = '\0';
-			argv[argc++] = num[i];
-			err = posix_spawn_file_actions_adddup2(&fa, keep[i], keep[i]);
-		}
-		argv[argc] = NULL;
-		sigset_t all;
-		sigfillset(&all);
-		if (err == 0)
-			err = posix_spawnattr_setsigmask(&at, &all);
-		if (err == 0)
-			err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-		pid_t pid = -1;
-		char *envp[] = {NULL};
-		if (err == 0)
-			err = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
-		posix_spawn_file_actions_destroy(&fa);
-		posix_spawnattr_destroy(&at);
-		close(sync[0]);
-		close(v->fan); // the closer's copy is the last (when it did not start: this one)
-		close(sync[1]);
-		if (err == 0)
-			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-				;
-		return;
-	}
+	pid_t pid = spawn_closer(keep, n);
 	close(sync[0]);
-	close(v->fan);
+	close(v->fan); // the closer's copy is the last (when it did not start: this one)
 	close(sync[1]);
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
 }
 
 void vectl_views_closer(int argc, char **argv)
