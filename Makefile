@@ -36,7 +36,7 @@ DEB_CRIU  := libbsd-dev libcap-dev libnet1-dev libnftables-dev libnl-3-dev \
 	libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler uuid-dev
 DEB_TEST  := busybox-static debootstrap e2fsprogs iproute2 nftables tmux mount \
 	iputils-ping iputils-arping python3-minimal python3-scapy iptables rsync openssh-client \
-	openssh-server libvirt-clients gpg gpg-agent gpgv gpgconf
+	openssh-server libvirt-clients gpg gpg-agent gpgv gpgconf strace
 DEB_VM    := qemu-system-x86
 DEB_BENCH := runc crun lxc lxcfs systemd-container iperf3 gnuplot-nox
 DEB_ALL   := $(DEB_BUILD) $(DEB_CRIU) $(DEB_TEST) $(DEB_VM) $(DEB_BENCH)
@@ -48,7 +48,7 @@ PROVIDES  := go=toolchain gofmt=toolchain cgo:gcc=gcc lib:libc=libc6-dev musl-gc
 	py:scapy=python3-scapy qemu-system-x86_64=qemu-system-x86 runc=runc crun=crun \
 	lxc-start=lxc lxc-stop=lxc lxc-attach=lxc lxc-execute=lxc lxc-copy=lxc lxc-info=lxc lxc-cgroup=lxc \
 	systemd-nspawn=systemd-container lxcfs=lxcfs iperf3=iperf3 gnuplot=gnuplot-nox via:lxc-copy:rsync=rsync \
-	rsync=rsync virsh=libvirt-clients gpg=gpg gpgv=gpgv gpgconf=gpgconf via:gpg:gpg-agent=gpg-agent gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server \
+	rsync=rsync virsh=libvirt-clients gpg=gpg gpgv=gpgv gpgconf=gpgconf via:gpg:gpg-agent=gpg-agent gcc=gcc ssh=openssh-client ssh-keygen=openssh-client sshd=openssh-server strace=strace \
 	cat=coreutils chmod=coreutils chroot=coreutils cp=coreutils cut=coreutils date=coreutils dirname=coreutils \
 	dd=coreutils du=coreutils head=coreutils md5sum=coreutils id=coreutils install=coreutils ln=coreutils ls=coreutils \
 	mkdir=coreutils mktemp=coreutils mv=coreutils pwd=coreutils realpath=coreutils rm=coreutils \
@@ -72,7 +72,7 @@ all: bin/vectl
 # four such processes (the command, libcontainer's init, the init wrapper, the idle loop), an
 # exec two. musl probes nothing. musl-gcc sees only musl's own headers: the kernel's (linux/,
 # asm/, asm-generic/) and libseccomp's come from a directory of links, and Debian's
-# libseccomp.a through a pkg-config file of its own (container/nsjoin/libccompat.c supplies
+# libseccomp.a through a pkg-config file of its own (container/libccompat/libccompat.c supplies
 # the one glibc symbol it refers to). A plain `go build` still links glibc and works the same.
 MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 MUSL      := $(CURDIR)/bin/musl
@@ -102,11 +102,27 @@ IDLE_SOURCES := container/idle/idle.c container/idle/views.c container/idle/help
 $(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES) $(MUSL_PC)
 	$(MUSL_CC) -static -Os -s -Wall -Werror -pthread -I container/wire -idirafter $(MUSL)/include -o $(IDLE_HELPER).tmp \
 		container/idle/idle.c container/idle/views.c container/idle/helper/main.c
-	sha256sum < $(IDLE_HELPER).tmp | cut -c1-64 > $(IDLE_HELPER).sha256.tmp
+	echo "$$(sha256sum < $(IDLE_HELPER).tmp | cut -c1-64) $$(stat -c %s $(IDLE_HELPER).tmp)" > $(IDLE_HELPER).sha256.tmp
 	mv $(IDLE_HELPER).sha256.tmp $(IDLE_HELPER).sha256
 	mv $(IDLE_HELPER).tmp $(IDLE_HELPER)
 
-bin/vectl: plugins $(IDLE_HELPER) $(MUSL_PC) FORCE
+# libcontainer's init as a program of its own (container/lcinit/helper), embedded in bin/vectl
+# compressed by package lcinit: a VE's first process executes it in place of vectl's binary,
+# so that its Go runtime initialises libcontainer's packages only (see container/lcinit).
+# Built like bin/vectl at every make (go's cache keeps it quick); the embedded files are
+# replaced only when the program changed, so that bin/vectl's inputs stay the same otherwise.
+LCINIT_HELPER := container/lcinit/bin/vectl-init
+.PHONY: lcinit
+lcinit: $(MUSL_PC)
+	$(MUSL_ENV) CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '-s -w -linkmode external -extldflags -static' -o bin/vectl-init ./container/lcinit/helper
+	@ldd bin/vectl-init 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "bin/vectl-init is not static:"; ldd bin/vectl-init; exit 1; }
+	@sum="$$(sha256sum < bin/vectl-init | cut -c1-64) $$(stat -c %s bin/vectl-init)"; \
+	if [ "$$sum" != "$$(cat $(LCINIT_HELPER).sha256 2>/dev/null)" ] || [ ! -s $(LCINIT_HELPER).zst ]; then \
+		zstd -19 -q -f bin/vectl-init -o $(LCINIT_HELPER).zst.tmp && mv $(LCINIT_HELPER).zst.tmp $(LCINIT_HELPER).zst && \
+		echo "$$sum" > $(LCINIT_HELPER).sha256; \
+	fi
+
+bin/vectl: plugins lcinit $(IDLE_HELPER) $(MUSL_PC) FORCE
 	$(MUSL_ENV) CGO_ENABLED=1 GOEXPERIMENT=$(GOEXP) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $@ .
 	@ldd $@ 2>&1 | grep -qE 'statically linked|not a dynamic executable' || { echo "$@ is not static:"; ldd $@; exit 1; }
 
@@ -241,7 +257,7 @@ install: bin/vectl man
 clean:
 	rm -rf bin
 	rm -f $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
-	rm -f $(IDLE_HELPER) $(IDLE_HELPER).sha256
+	rm -f $(IDLE_HELPER) $(IDLE_HELPER).sha256 $(LCINIT_HELPER).zst $(LCINIT_HELPER).sha256
 
 # Installs every package of the lists above on a Debian 12 machine (as root), and the Go
 # modules; nothing when they are there. No service starts during the install: lxc's would

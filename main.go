@@ -25,6 +25,10 @@ import (
 
 	// vectl exec's namespace joiner also runs from a C constructor (see its doc).
 	_ "github.com/vectl/vectl/container/nsjoin"
+	// What Debian's libseccomp.a (libcontainer's seccomp) needs from a C library under musl.
+	_ "github.com/vectl/vectl/container/libccompat"
+	// Sends libcontainer's init to its own small program (see its doc).
+	_ "github.com/vectl/vectl/container/lcinit"
 )
 
 func init() {

@@ -14,6 +14,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/lcinit"
 )
 
 // runInit starts a VE's init in two steps so that each boot gets its own boot id: Start
@@ -26,7 +28,11 @@ func (m *Manager) runInit(id string, c *libcontainer.Container, p *libcontainer.
 	if err := nestedLeaf(); err != nil {
 		return err
 	}
-	if err := startOneProc(c, p); err != nil {
+	initExe, err := lcinit.Path(filepath.Join(m.opts.Root, "init-bin"))
+	if err != nil {
+		return fmt.Errorf("libcontainer's init program: %w", err)
+	}
+	if err := lcinit.Use(initExe, func() error { return startOneProc(c, p) }); err != nil {
 		return err
 	}
 	pid, err := p.Pid()

@@ -389,7 +389,9 @@ func TestViewsCloser(t *testing.T) {
 		}
 		var ws unix.WaitStatus
 		since := time.Now()
-		defer func() { t.Logf("%s: the closer exited %v after it was found", what, time.Since(since).Round(time.Millisecond)) }()
+		defer func() {
+			t.Logf("%s: the closer exited %v after it was found", what, time.Since(since).Round(time.Millisecond))
+		}()
 		done := make(chan error, 1)
 		go func() {
 			_, err := unix.Wait4(pid, &ws, 0, nil)

@@ -1,15 +1,10 @@
 package idle
 
 import (
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
+
+	"github.com/vectl/vectl/container/helperbin"
 )
 
 // helperFS holds the idle loop as a program of its own, vectl-idle (helper/main.c, built by
@@ -23,55 +18,13 @@ var helperFS embed.FS
 
 const helperName = "vectl-idle"
 
-// HelperPath returns the path of the idle-loop program in dir (a directory only root can
-// write, on a file system that allows executing: not /run, which Debian mounts noexec),
-// extracting it there first if it is not there yet: dir/SUM/vectl-idle, SUM the start of
-// its sha256, written under a temporary name and renamed, so that the path never names a
-// partial file. It returns "" and no error when this binary was built without the program.
+// HelperPath returns the path of the idle-loop program in dir, extracting it there first
+// if it is not there yet (helperbin.Extract). It returns "" and no error when this binary was
+// built without the program.
 func HelperPath(dir string) (string, error) {
-	text, err := fs.ReadFile(helperFS, "bin/"+helperName+".sha256")
+	sub, err := fs.Sub(helperFS, "bin")
 	if err != nil {
-		return "", nil
+		return "", err
 	}
-	sum := strings.TrimSpace(string(text))
-	if len(sum) != sha256.Size*2 {
-		return "", fmt.Errorf("idle helper: bad sha256 %q", sum)
-	}
-	fi, err := fs.Stat(helperFS, "bin/"+helperName)
-	if err != nil {
-		return "", fmt.Errorf("idle helper: %w", err)
-	}
-	path := filepath.Join(dir, sum[:12], helperName)
-	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == fi.Size() {
-		return path, nil
-	}
-	data, err := fs.ReadFile(helperFS, "bin/"+helperName)
-	if err != nil {
-		return "", fmt.Errorf("idle helper: %w", err)
-	}
-	if got := sha256.Sum256(data); hex.EncodeToString(got[:]) != sum {
-		return "", errors.New("idle helper: the embedded program does not match its sha256 (rebuild vectl with make)")
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", fmt.Errorf("idle helper: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+helperName+"-*")
-	if err != nil {
-		return "", fmt.Errorf("idle helper: %w", err)
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o700)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return "", fmt.Errorf("idle helper: %w", err)
-	}
-	return path, nil
+	return helperbin.Extract(sub, helperName, dir)
 }

@@ -6,7 +6,8 @@
 // to vectl console clients, and when the VE's init (its child) exits it executes the Go
 // monitor again with the init's wait status. An idle monitor therefore costs the few pages
 // the loop touches instead of a Go runtime's several MiB. The package must be linked into
-// vectl (main imports it). It must not import other vectl packages but container/wire.
+// vectl (main imports it). It must not import other vectl packages but container/wire and
+// container/helperbin.
 package idle
 
 /*
