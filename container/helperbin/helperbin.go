@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,36 +21,38 @@ import (
 // zstSuffix names a program embedded compressed with zstd.
 const zstSuffix = ".zst"
 
-// Extract returns the path of the program name embedded in fsys, in dir (a directory only
-// root can write, on a file system that allows executing: not /run, which Debian mounts
-// noexec), writing it there first if it is not there yet. fsys holds the program as name
-// or, compressed with zstd, as name.zst, and name.sha256: "SHA256 SIZE" of the program
-// itself. The path is dir/SUM/name, SUM the start of the sha256, written under a temporary
-// name and renamed, so that it never names a partial file; a file of the program's size
-// found there is taken as it is. Extract returns "" and no error when fsys holds no such
-// program (a plain go build leaves it out).
+// Extract returns the path of the program embedded in fsys at name (a slash-separated path,
+// such as "bin/vectl-idle"), in dir (a directory only root can write, on a file system that
+// allows executing: not /run, which Debian mounts noexec), writing it there first if it is
+// not there yet. fsys holds the program as name or, compressed with zstd, as name.zst, and
+// name.sha256: "SHA256 SIZE" of the program itself. The path is dir/SUM/BASE, SUM the start
+// of the sha256 and BASE the last element of name, written under a temporary name and
+// renamed, so that it never names a partial file; a file of the program's size found there
+// is taken as it is. Extract returns "" and no error when fsys holds no such program (a
+// plain go build leaves it out).
 func Extract(fsys fs.FS, name, dir string) (string, error) {
 	text, err := fs.ReadFile(fsys, name+".sha256")
 	if err != nil {
 		return "", nil
 	}
+	base := pathpkg.Base(name)
 	sum, size, err := parseSum(string(text))
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
+		return "", fmt.Errorf("%s: %w", base, err)
 	}
-	path := filepath.Join(dir, sum[:12], name)
+	path := filepath.Join(dir, sum[:12], base)
 	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == size {
 		return path, nil
 	}
 	data, err := read(fsys, name)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
+		return "", fmt.Errorf("%s: %w", base, err)
 	}
 	if got := sha256.Sum256(data); hex.EncodeToString(got[:]) != sum || int64(len(data)) != size {
-		return "", fmt.Errorf("%s: the embedded program does not match its sha256 (rebuild vectl with make)", name)
+		return "", fmt.Errorf("%s: the embedded program does not match its sha256 (rebuild vectl with make)", base)
 	}
 	if err := write(path, data); err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
+		return "", fmt.Errorf("%s: %w", base, err)
 	}
 	return path, nil
 }

@@ -2,7 +2,6 @@ package idle
 
 import (
 	"embed"
-	"io/fs"
 
 	"github.com/vectl/vectl/container/helperbin"
 )
@@ -22,9 +21,5 @@ const helperName = "vectl-idle"
 // if it is not there yet (helperbin.Extract). It returns "" and no error when this binary was
 // built without the program.
 func HelperPath(dir string) (string, error) {
-	sub, err := fs.Sub(helperFS, "bin")
-	if err != nil {
-		return "", err
-	}
-	return helperbin.Extract(sub, helperName, dir)
+	return helperbin.Extract(helperFS, "bin/"+helperName, dir)
 }

@@ -38,7 +38,6 @@ import "C"
 
 import (
 	"embed"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -57,11 +56,7 @@ var helperFS embed.FS
 // Path returns the path of vectl-init in dir, extracting it there first if it is not there
 // yet (helperbin.Extract), or "" when this binary was built without it.
 func Path(dir string) (string, error) {
-	sub, err := fs.Sub(helperFS, "bin")
-	if err != nil {
-		return "", err
-	}
-	return helperbin.Extract(sub, Name, dir)
+	return helperbin.Extract(helperFS, "bin/"+Name, dir)
 }
 
 // Use runs start with path (Path's result) as this process's argv[0], which libcontainer
