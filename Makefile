@@ -167,9 +167,9 @@ lint:
 	@bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./commands/... | \
 		grep -E 'opencontainers/runc/libcontainer|containernetworking/cni/libcni|vishvananda/netlink' || true); \
 		if [ -n "$$bad" ]; then echo "commands/ must not import: $$bad"; exit 1; fi
-	@# The leaf packages under container/ (idmap, layout, revert, store, wire, helperbin, libccompat) own
+	@# The leaf packages under container/ (idmap, layout, revert, store, wire, helperbin, libccompat, prefault) own
 	@# one concern each: they import neither the VE domain nor the runtime, the network or each other's users.
-	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/idmap ./container/layout ./container/revert ./container/store ./container/wire ./container/helperbin ./container/libccompat | \
+	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/idmap ./container/layout ./container/revert ./container/store ./container/wire ./container/helperbin ./container/libccompat ./container/prefault | \
 		grep -E 'vectl/container( |$$)|opencontainers/runc/libcontainer|containernetworking|vishvananda/netlink|vectl/network' || true); \
 		if [ -n "$$bad" ]; then echo "a leaf package under container/ imports what it must not: $$bad"; exit 1; fi
 	@# The monitor (supervisor, console) and join (exec into a running VE) are driven by the VE

@@ -20,11 +20,14 @@ import (
 
 	// What Debian's libseccomp.a needs from a C library under musl.
 	_ "github.com/vectl/vectl/container/libccompat"
+	"github.com/vectl/vectl/container/prefault"
 )
 
 func init() {
 	// As in runc: after nsenter's constructor, before main.
 	if len(os.Args) > 1 && os.Args[1] == "init" {
+		// libcontainer's init allocates about 1 MiB more from here on (2026-12-05).
+		prefault.Heap(1 << 20)
 		libcontainer.Init() // does not return
 	}
 }
