@@ -28,6 +28,7 @@ func init() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		// libcontainer's init allocates about 1 MiB more from here on (2026-12-05).
 		prefault.Heap(1 << 20)
+		slowSysmon()
 		libcontainer.Init() // does not return
 	}
 }
