@@ -4,8 +4,8 @@
 // A page fault is a trap into the kernel and, on a virtual machine with shadow page tables
 // (the PVM machine of 2026-12-05), out to the hypervisor: a VE's start took about 1,350 of
 // them, some 500 in the vectl process's heap. madvise(MADV_POPULATE_WRITE) (Linux 5.14)
-// makes the same pages present in one call, at about a tenth of a fault's cost per page (a
-// C probe here: 2.8 us per touched page, 0.2 us per populated one).
+// makes the same pages present in one call, at less than a tenth of a fault's cost per page
+// (a C probe here: 11 to 12 us per touched page, 0.7 to 0.9 us per populated one).
 //
 // The Go heap grows upward from its start (the runtime's page allocator hands out the lowest
 // free pages first), so the pages just above a new large allocation are the ones the next
