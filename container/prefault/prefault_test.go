@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -77,8 +76,7 @@ func mappingEnd(p uintptr) (uintptr, error) {
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		var lo, hi uintptr
-		r, _, _ := strings.Cut(strings.Fields(s.Text())[0], " ")
-		if _, err := fmt.Sscanf(r, "%x-%x", &lo, &hi); err == nil && lo <= p && p < hi {
+		if _, err := fmt.Sscanf(s.Text(), "%x-%x", &lo, &hi); err == nil && lo <= p && p < hi {
 			return hi, nil
 		}
 	}

@@ -22,12 +22,7 @@ const sysmonSlack = "1000000"
 // Writing another thread's timerslack_ns needs CAP_SYS_NICE in its user namespace, which
 // the init has until libcontainer drops its capabilities; without it nothing changes.
 func slowSysmon() {
-	d, err := os.Open("/proc/self/task")
-	if err != nil {
-		return
-	}
-	tids, err := d.Readdirnames(-1)
-	d.Close()
+	tids, err := threadIDs()
 	if err != nil {
 		return
 	}
@@ -44,4 +39,14 @@ func slowSysmon() {
 			}
 		}
 	}
+}
+
+// threadIDs lists this process's threads (their ids in /proc's pid namespace).
+func threadIDs() ([]string, error) {
+	d, err := os.Open("/proc/self/task")
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
 }

@@ -64,12 +64,7 @@ func TestSlowSysmon(t *testing.T) {
 // slacks is every thread's timer slack in ns (as text), by thread id.
 func slacks(t *testing.T) map[string]string {
 	t.Helper()
-	d, err := os.Open("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	tids, err := d.Readdirnames(-1)
+	tids, err := threadIDs()
 	if err != nil {
 		t.Fatal(err)
 	}
