@@ -433,7 +433,7 @@ func (m *Manager) prepareRestore(ctx context.Context, id, dir string) (*Config, 
 	// network namespace drops what comes in, or a peer's retransmission would be answered
 	// with a reset. The monitor opens it once the restore is done (restoreDump); a failed
 	// restore's teardown removes the namespace.
-	cfg, _, err := m.prepare(ctx, id, false, false)
+	cfg, _, _, err := m.prepare(ctx, id, false, false)
 	if err == nil {
 		err = network.LockNetns(m.netnsPath(id))
 	}
@@ -480,7 +480,7 @@ func (m *Manager) restoreAsMonitor(ctx context.Context, id, dir string, l *store
 	if err != nil {
 		return m.restoreFailed(id, dir, err)
 	}
-	booted, err := m.runAsMonitor(ctx, id, cfg, l, o.MonitorArgs, func() int {
+	booted, err := m.runAsMonitor(ctx, id, m.attachLater(ctx, cfg, id), l, o.MonitorArgs, func() int {
 		rerr := m.restored(id, dir)
 		if o.Started != nil {
 			return o.Started(rerr)

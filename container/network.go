@@ -141,6 +141,13 @@ func (m *Manager) attachNetwork(ctx context.Context, cfg *Config, root string) e
 	if len(cfg.IPs) == 0 && len(cfg.NetIfs) == 0 {
 		return nil
 	}
+	return m.attachCNI(ctx, cfg)
+}
+
+// attachCNI is attachNetwork's part in the VE's network namespace and on the host: its
+// interfaces and addresses (CNI ADD), after the attachments of VEs that died without a
+// teardown are removed.
+func (m *Manager) attachCNI(ctx context.Context, cfg *Config) error {
 	n, err := m.net()
 	if err != nil {
 		return err

@@ -72,22 +72,20 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 			return fmt.Errorf("start %s: %w", id, err)
 		}
 	}
-	// With a monitor the network is attached while the monitor creates the container; the
-	// init is executed once both are done.
-	cfg, initType, err := m.prepare(ctx, id, o.NoMonitor, mon == nil)
+	// The network is attached from when its namespace is ready (prepare); with a monitor the
+	// init is executed once that and the container's creation are done, without one the
+	// container is created once the network is attached.
+	_, initType, attached, err := m.prepare(ctx, id, o.NoMonitor, true)
 	switch {
 	case err != nil && mon != nil:
 		mon.Cancel()
 	case err != nil:
 	case mon == nil:
-		err = m.runDetached(id)
+		if err = attached(); err == nil {
+			err = m.runDetached(id)
+		}
 	default:
-		err = mon.Boot(func() error {
-			if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
-				return fmt.Errorf("network: %w", err)
-			}
-			return nil
-		})
+		err = mon.Boot(attached)
 	}
 	if err != nil {
 		err = errors.Join(err, m.teardown(id, false))
@@ -102,17 +100,17 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 }
 
 // startAsMonitor is Start in a process that becomes the VE's monitor (StartOptions.Become):
-// the network is attached while the monitor's boot creates the container, as with a spawned
-// monitor, and the init is executed once both are done. l, the VE's lock, is released once
-// the boot is done, before the process detaches.
+// the network is attached while the root is mounted and the monitor's boot creates the
+// container, as with a spawned monitor, and the init is executed once both are done. l, the
+// VE's lock, is released once the boot is done, before the process detaches.
 func (m *Manager) startAsMonitor(ctx context.Context, id string, l *store.Lock, o StartOptions) error {
-	cfg, _, err := m.prepare(ctx, id, false, false)
+	_, _, attached, err := m.prepare(ctx, id, false, true)
 	if err != nil {
 		err = errors.Join(err, m.teardown(id, false))
 		l.Unlock()
 		return fmt.Errorf("start %s: %w", id, err)
 	}
-	booted, err := m.runAsMonitor(ctx, id, cfg, l, o.MonitorArgs, func() int {
+	booted, err := m.runAsMonitor(ctx, id, attached, l, o.MonitorArgs, func() int {
 		if o.Started != nil {
 			o.Started()
 		}
@@ -128,13 +126,13 @@ func (m *Manager) startAsMonitor(ctx context.Context, id string, l *store.Lock, 
 }
 
 // runAsMonitor runs this process as VE id's monitor, in a start or restore that becomes it:
-// the network (cfg's) is attached while the monitor creates the container, and the init is
-// run (or the dump restored) once both are done. Once the VE runs, ready is called, still
-// under l, the VE's lock; then l is released and the process detaches from its caller,
-// reporting the exit status ready returned. booted says whether that happened: then err is
-// the monitor's end, else why the VE did not come up (the caller tears it down).
-func (m *Manager) runAsMonitor(ctx context.Context, id string, cfg *Config, l *store.Lock, self []string, ready func() int) (booted bool, err error) {
-	await := m.attachLater(ctx, cfg, id)
+// the network is attached while the monitor creates the container (await waits for that and
+// says how it went), and the init is run (or the dump restored) once both are done. Once the
+// VE runs, ready is called, still under l, the VE's lock; then l is released and the process
+// detaches from its caller, reporting the exit status ready returned. booted says whether
+// that happened: then err is the monitor's end, else why the VE did not come up (the caller
+// tears it down).
+func (m *Manager) runAsMonitor(ctx context.Context, id string, await func() error, l *store.Lock, self []string, ready func() int) (booted bool, err error) {
 	_, err = m.RunMonitor(ctx, id, monitor.Options{
 		Self: self,
 		Gate: func() bool { return await() == nil },
@@ -160,21 +158,23 @@ func (m *Manager) runAsMonitor(ctx context.Context, id string, cfg *Config, l *s
 }
 
 // attachLater attaches a VE's network on a goroutine of its own, while the monitor creates
-// the container; the returned function waits for it (once) and says how it went.
+// the container; the returned function waits for it (awaitAttach).
 func (m *Manager) attachLater(ctx context.Context, cfg *Config, id string) func() error {
 	attached := make(chan error, 1)
-	go func() {
-		if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
-			attached <- fmt.Errorf("network: %w", err)
-			return
-		}
-		attached <- nil
-	}()
+	go func() { attached <- m.attachNetwork(ctx, cfg, m.store.RootDir(id)) }()
+	return awaitAttach(attached)
+}
+
+// awaitAttach returns the function that waits for a network attachment's result on c (once;
+// nil c: none runs) and says how it went.
+func awaitAttach(c <-chan error) func() error {
 	var err error
-	waited := false
+	waited := c == nil
 	return func() error {
 		if !waited {
-			err, waited = <-attached, true
+			if err, waited = <-c, true; err != nil {
+				err = fmt.Errorf("network: %w", err)
+			}
 		}
 		return err
 	}
@@ -200,7 +200,10 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	} else if cfg.Disabled && !force {
 		return monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
 	}
-	_, initType, err := m.prepare(ctx, id, false, true)
+	_, initType, attached, err := m.prepare(ctx, id, false, true)
+	if err == nil {
+		err = attached()
+	}
 	if err != nil {
 		return monitor.EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
 	}
@@ -241,26 +244,30 @@ func (m *Manager) startable(id string) (*Config, error) {
 }
 
 // prepare does the part of a start that happens under the VE's lock in the starting vectl:
-// clean up a previous crashed run, mount, pin the network namespace, attach the network
-// (with withNetwork; else the caller does it before the init runs) and write the spec.
-// The caller has checked startable and tears down on error.
-func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork bool) (*Config, string, error) {
-	cfg, err := m.store.LoadConfig(id)
+// clean up a previous crashed run, mount, pin the network namespace and write the spec.
+// With attach it also writes the guest's network files and attaches the network (CNI ADD)
+// on a goroutine from when the namespace is ready, while the root is mounted; attached waits
+// for that and says how it went (at once when none runs): the caller calls it before the VE's
+// init runs. Without attach the caller attaches the network itself (a restore, whose
+// namespace is locked first) or not at all. The caller has checked startable and tears down
+// on error; no attachment is under way then.
+func (m *Manager) prepare(ctx context.Context, id string, noMonitor, attach bool) (cfg *Config, initType string, attached func() error, err error) {
+	cfg, err = m.store.LoadConfig(id)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if m.leftovers(id) {
 		if err := m.teardown(id, true); err != nil {
-			return nil, "", fmt.Errorf("clean up the previous run: %w", err)
+			return nil, "", nil, fmt.Errorf("clean up the previous run: %w", err)
 		}
 	}
 	// The run directory comes first: whatever a start killed after this point leaves behind,
 	// the next stop, start or destroy sees it and tears it down (the mount included).
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if err := os.WriteFile(m.runFile(id, runIDFile), []byte(newRunID()), 0o600); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	// A user-namespace VE's network namespace belongs to its user namespace (so that its root
 	// manages its own interfaces, routes and firewall); the user namespace is pinned before
@@ -268,42 +275,60 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	var holder *idmap.Holder
 	if u := cfg.UserNS; u != nil {
 		if err := m.reachRoots(u.UID); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		if holder, err = idmap.Hold(m.runFile(id, usernsFile), u.UID, u.GID); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		defer holder.Close()
 	}
 	// The network namespace is made (the kernel takes 1 to 4 ms here) and made ready (loopback
-	// up) while the root is mounted and looked at; nothing below needs it before the network
-	// is attached. A user-namespace VE's belongs to its user namespace: its holder makes it.
+	// up) while the root is mounted and looked at; nothing below needs it. A user-namespace
+	// VE's belongs to its user namespace: its holder makes it. The CNI plugins then attach
+	// the network in it (two programs, each a Go runtime: 15 to 20 ms here) while the root is
+	// mounted and, with a monitor, the container is created.
 	netns := make(chan error, 1)
-	go func() {
-		if holder == nil {
-			netns <- network.PinNetns(m.netnsPath(id))
-		} else if err := holder.PinNet(m.netnsPath(id)); err != nil {
-			netns <- err
-		} else {
-			netns <- network.SetUpNetns(m.netnsPath(id))
+	var cni chan error
+	if attach && (len(cfg.IPs) > 0 || len(cfg.NetIfs) > 0) {
+		cni = make(chan error, 1)
+	}
+	await := awaitAttach(cni)
+	defer func() {
+		if err != nil {
+			await() // no plugin is still running when the caller tears down
 		}
 	}()
-	initType, err := m.prepareRoot(ctx, cfg)
+	go func() {
+		var err error
+		if holder == nil {
+			err = network.PinNetns(m.netnsPath(id))
+		} else if err = holder.PinNet(m.netnsPath(id)); err == nil {
+			err = network.SetUpNetns(m.netnsPath(id))
+		}
+		netns <- err
+		if cni != nil {
+			if err == nil {
+				err = m.attachCNI(ctx, cfg)
+			}
+			cni <- err
+		}
+	}()
+	initType, err = m.prepareRoot(ctx, cfg)
 	if nerr := <-netns; err == nil {
 		err = nerr
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	root := m.store.RootDir(id)
-	if withNetwork {
-		if err := m.attachNetwork(ctx, cfg, root); err != nil {
-			return nil, "", fmt.Errorf("network: %w", err)
+	if attach {
+		if err := m.writeGuestNet(cfg, root); err != nil {
+			return nil, "", nil, err
 		}
 	}
 	hostname, err := guestHostname(cfg, id, root, m.templates.LowerDir(cfg.OSTemplate))
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	spec, err := buildSpec(specOptions{
 		cfg: cfg, rootfs: root, netns: m.netnsPath(id), hostname: hostname, userns: m.usernsPath(cfg),
@@ -313,10 +338,10 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 		cgroup:   m.specCgroupsPath(id), cgroupV1: m.cgroupPath(id), criuConf: m.criuConfPath(),
 	})
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if err := m.applyResources(cfg, spec.Linux.Resources, nil); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if nf := cfg.Resources.NumFile; nf != nil {
 		rl := &spec.Process.Rlimits[0]
@@ -324,15 +349,15 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, withNetwork
 	}
 	data, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if err := store.ReplaceFile(m.ociPath(id), append(data, '\n'), 0o600); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	m.spec.Lock()
 	m.spec.id, m.spec.s = id, spec
 	m.spec.Unlock()
-	return cfg, initType, nil
+	return cfg, initType, await, nil
 }
 
 // prepareRoot mounts a VE's root, gives a clone its own identity at its first start, and

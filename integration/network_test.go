@@ -560,6 +560,38 @@ func TestNetworkAttachFailsAtStart(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
+// TestNetworkStartFailsWhileAttaching (issue 22): the network is attached from when the VE's
+// namespace is ready, while the root is mounted; a start that fails there (no /sbin/init,
+// found while the CNI plugins run) leaves no interface, route or state, with a monitor that
+// is the start, a spawned one (--wait) and none.
+func TestNetworkStartFailsWhileAttaching(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	tmpl := e.importNoInit()
+	vethsBefore := hostVeths()
+	for _, flags := range [][]string{nil, {"--no-monitor"}, {"--wait"}} {
+		id, ip4, ip6 := uniqueID(t), testIP("4"), testIP("6")
+		e.must("create", id, "--ostemplate", tmpl, "--ipadd", ip4, "--ipadd", ip6)
+		r := e.expect(47, append([]string{"start", id}, flags...)...)
+		if !strings.Contains(r.stderr, "/sbin/init") {
+			t.Errorf("start %v: message does not name /sbin/init: %q", flags, r.stderr)
+		}
+		e.wantStatus(id, "exist unmounted down")
+		e.wantNoTrace(id)
+		for _, ip := range []string{ip4, ip6} {
+			if r := hostRoutesTo(ip); r != "" {
+				t.Errorf("start %v: route to %s left: %s", flags, ip, r)
+			}
+		}
+		e.must("destroy", id)
+	}
+	for v := range hostVeths() {
+		if !vethsBefore[v] {
+			t.Errorf("veth %s left on the host", v)
+		}
+	}
+}
+
 // TestNetworkBridgedRouterFlag (issue 23): --netif_add ...,router=yes reaches the VE's port
 // filter: its chain lets router advertisements, redirects and DHCP server messages through,
 // another VE's chain on the same bridge drops them, and the flag is stored with the VE.

@@ -211,9 +211,9 @@ func TestBusyboxRun(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
-func TestStartWithoutInit(t *testing.T) {
-	e := newEnv(t)
-	// A template with a shell but no /sbin/init.
+// importNoInit imports a template without /sbin/init into the env and returns its name.
+func (e *env) importNoInit() string {
+	e.t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, h := range []*tar.Header{
@@ -230,8 +230,13 @@ func TestStartWithoutInit(t *testing.T) {
 	file := filepath.Join(e.dir, "noinit-1-x86_64.tar")
 	os.WriteFile(file, buf.Bytes(), 0o644)
 	e.must("template", "import", file)
+	return "noinit-1-x86_64"
+}
+
+func TestStartWithoutInit(t *testing.T) {
+	e := newEnv(t)
 	id := uniqueID(t)
-	e.must("create", id, "--ostemplate", "noinit-1-x86_64")
+	e.must("create", id, "--ostemplate", e.importNoInit())
 	r := e.expect(47, "start", id)
 	if !strings.Contains(r.stderr, "/sbin/init") {
 		t.Fatalf("message does not name /sbin/init: %q", r.stderr)
