@@ -447,7 +447,8 @@ func (n *Network) Detach(ctx context.Context, id, netns string) error {
 				errs = append(errs, n.fw.RemoveBridgePort(host))
 			}
 		}
-		errs = append(errs, n.del(ctx, att, netns))
+		unlinked := unlink(netns, att.IfName)
+		errs = append(errs, n.del(ctx, att, netns), unlinked())
 	}
 	errs = append(errs, n.dropUnreadable(id))
 	return errors.Join(errs...)
