@@ -408,16 +408,11 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 	if err != nil {
 		return err
 	}
-	cfg, err := m.prepareRestore(ctx, id, dir)
+	attached, err := m.prepareRestore(ctx, id, dir)
 	if err != nil {
 		mon.Cancel()
 	} else {
-		err = mon.Boot(func() error {
-			if err := m.attachNetwork(ctx, cfg, m.store.RootDir(id)); err != nil {
-				return fmt.Errorf("network: %w", err)
-			}
-			return nil
-		})
+		err = mon.Boot(attached)
 	}
 	if err != nil {
 		return m.restoreFailed(id, dir, err)
@@ -426,21 +421,23 @@ func (m *Manager) restore(ctx context.Context, id string, l *store.Lock, o Resto
 }
 
 // prepareRestore is what a restore does under the VE's lock before its monitor restores the
-// dump: a start's preparation, the network namespace locked, and the note that tells the
-// monitor which dump to restore instead of booting.
-func (m *Manager) prepareRestore(ctx context.Context, id, dir string) (*Config, error) {
+// dump: a start's preparation, its network namespace locked before the network is attached,
+// and the note that tells the monitor which dump to restore instead of booting. attached
+// waits for the attachment (prepare).
+func (m *Manager) prepareRestore(ctx context.Context, id, dir string) (attached func() error, err error) {
 	// The VE's addresses come up before CRIU has put its TCP sockets back: until then the
 	// network namespace drops what comes in, or a peer's retransmission would be answered
 	// with a reset. The monitor opens it once the restore is done (restoreDump); a failed
 	// restore's teardown removes the namespace.
-	cfg, _, _, err := m.prepare(ctx, id, false, false)
-	if err == nil {
-		err = network.LockNetns(m.netnsPath(id))
+	_, _, attached, err = m.prepare(ctx, id, false, netLocked)
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		err = os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600)
+	if err := os.WriteFile(m.runFile(id, restoreFile), []byte(dir), 0o600); err != nil {
+		attached() // no plugin is still running when the caller tears down
+		return nil, err
 	}
-	return cfg, err
+	return attached, nil
 }
 
 // restoreFailed tears down a restore that failed with err and returns the error to report,
@@ -476,11 +473,11 @@ func (m *Manager) restored(id, dir string) error {
 // the monitor creates the container, the dump is restored once both are done, and l is
 // released once the dump is removed, before the process detaches.
 func (m *Manager) restoreAsMonitor(ctx context.Context, id, dir string, l *store.Lock, o RestoreOptions) error {
-	cfg, err := m.prepareRestore(ctx, id, dir)
+	attached, err := m.prepareRestore(ctx, id, dir)
 	if err != nil {
 		return m.restoreFailed(id, dir, err)
 	}
-	booted, err := m.runAsMonitor(ctx, id, m.attachLater(ctx, cfg, id), l, o.MonitorArgs, func() int {
+	booted, err := m.runAsMonitor(ctx, id, attached, l, o.MonitorArgs, func() int {
 		rerr := m.restored(id, dir)
 		if o.Started != nil {
 			return o.Started(rerr)

@@ -132,21 +132,9 @@ func (m *Manager) checkIPsFree(id string, ips []netip.Prefix) error {
 	return nil
 }
 
-// attachNetwork gives a starting VE its addresses and interfaces and writes its host name
-// and DNS settings into its root, before its init runs.
-func (m *Manager) attachNetwork(ctx context.Context, cfg *Config, root string) error {
-	if err := m.writeGuestNet(cfg, root); err != nil {
-		return err
-	}
-	if len(cfg.IPs) == 0 && len(cfg.NetIfs) == 0 {
-		return nil
-	}
-	return m.attachCNI(ctx, cfg)
-}
-
-// attachCNI is attachNetwork's part in the VE's network namespace and on the host: its
-// interfaces and addresses (CNI ADD), after the attachments of VEs that died without a
-// teardown are removed.
+// attachCNI gives a starting VE its addresses and interfaces (CNI ADD) in its network
+// namespace and on the host, after the attachments of VEs that died without a teardown are
+// removed; prepare runs it (and writeGuestNet) before the VE's init runs.
 func (m *Manager) attachCNI(ctx context.Context, cfg *Config) error {
 	n, err := m.net()
 	if err != nil {
@@ -163,7 +151,7 @@ func (m *Manager) attachCNI(ctx context.Context, cfg *Config) error {
 	return n.Attach(ctx, m.veNet(cfg, ips))
 }
 
-// detachNetwork undoes attachNetwork; the VE's network namespace must still be pinned.
+// detachNetwork undoes attachCNI; the VE's network namespace must still be pinned.
 func (m *Manager) detachNetwork(ctx context.Context, id string) error {
 	if _, err := os.Stat(filepath.Join(m.opts.RunDir, "cni")); errors.Is(err, os.ErrNotExist) {
 		return nil // nothing was ever attached on this host since boot

@@ -23,7 +23,7 @@ func (m *Manager) RunScript(ctx context.Context, ref string, script, stdout, std
 		return 0, fmt.Errorf("runscript %s: %w", id, err)
 	}
 	code, err := func() (int, error) {
-		if _, _, _, err := m.prepare(ctx, id, true, false); err != nil {
+		if _, _, _, err := m.prepare(ctx, id, true, netNone); err != nil {
 			return 0, err
 		}
 		s, err := m.loadSpec(id)

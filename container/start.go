@@ -75,7 +75,7 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 	// The network is attached from when its namespace is ready (prepare); with a monitor the
 	// init is executed once that and the container's creation are done, without one the
 	// container is created once the network is attached.
-	_, initType, attached, err := m.prepare(ctx, id, o.NoMonitor, true)
+	_, initType, attached, err := m.prepare(ctx, id, o.NoMonitor, netAttach)
 	switch {
 	case err != nil && mon != nil:
 		mon.Cancel()
@@ -104,7 +104,7 @@ func (m *Manager) Start(ctx context.Context, ref string, o StartOptions) error {
 // container, as with a spawned monitor, and the init is executed once both are done. l, the
 // VE's lock, is released once the boot is done, before the process detaches.
 func (m *Manager) startAsMonitor(ctx context.Context, id string, l *store.Lock, o StartOptions) error {
-	_, _, attached, err := m.prepare(ctx, id, false, true)
+	_, _, attached, err := m.prepare(ctx, id, false, netAttach)
 	if err != nil {
 		err = errors.Join(err, m.teardown(id, false))
 		l.Unlock()
@@ -157,14 +157,6 @@ func (m *Manager) runAsMonitor(ctx context.Context, id string, await func() erro
 	return false, err
 }
 
-// attachLater attaches a VE's network on a goroutine of its own, while the monitor creates
-// the container; the returned function waits for it (awaitAttach).
-func (m *Manager) attachLater(ctx context.Context, cfg *Config, id string) func() error {
-	attached := make(chan error, 1)
-	go func() { attached <- m.attachNetwork(ctx, cfg, m.store.RootDir(id)) }()
-	return awaitAttach(attached)
-}
-
 // awaitAttach returns the function that waits for a network attachment's result on c (once;
 // nil c: none runs) and says how it went.
 func awaitAttach(c <-chan error) func() error {
@@ -200,7 +192,7 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	} else if cfg.Disabled && !force {
 		return monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
 	}
-	_, initType, attached, err := m.prepare(ctx, id, false, true)
+	_, initType, attached, err := m.prepare(ctx, id, false, netAttach)
 	if err == nil {
 		err = attached()
 	}
@@ -243,15 +235,23 @@ func (m *Manager) startable(id string) (*Config, error) {
 	return cfg, nil
 }
 
+// netPrep says what prepare does with a VE's network besides its namespace.
+type netPrep int
+
+const (
+	netNone   netPrep = iota // nothing: the VE runs without its addresses (runscript)
+	netAttach                // the guest's network files and the attachment (CNI ADD)
+	netLocked                // the same, the namespace locked first (network.LockNetns): a restore
+)
+
 // prepare does the part of a start that happens under the VE's lock in the starting vectl:
 // clean up a previous crashed run, mount, pin the network namespace and write the spec.
-// With attach it also writes the guest's network files and attaches the network (CNI ADD)
+// Unless net is netNone it also writes the guest's network files and attaches the network
 // on a goroutine from when the namespace is ready, while the root is mounted; attached waits
 // for that and says how it went (at once when none runs): the caller calls it before the VE's
-// init runs. Without attach the caller attaches the network itself (a restore, whose
-// namespace is locked first) or not at all. The caller has checked startable and tears down
-// on error; no attachment is under way then.
-func (m *Manager) prepare(ctx context.Context, id string, noMonitor, attach bool) (cfg *Config, initType string, attached func() error, err error) {
+// init runs (or its dump is restored). The caller has checked startable and tears down on
+// error; no attachment is under way then.
+func (m *Manager) prepare(ctx context.Context, id string, noMonitor bool, net netPrep) (cfg *Config, initType string, attached func() error, err error) {
 	cfg, err = m.store.LoadConfig(id)
 	if err != nil {
 		return nil, "", nil, err
@@ -289,7 +289,7 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, attach bool
 	// mounted and, with a monitor, the container is created.
 	netns := make(chan error, 1)
 	var cni chan error
-	if attach && (len(cfg.IPs) > 0 || len(cfg.NetIfs) > 0) {
+	if net != netNone && (len(cfg.IPs) > 0 || len(cfg.NetIfs) > 0) {
 		cni = make(chan error, 1)
 	}
 	await := awaitAttach(cni)
@@ -304,6 +304,9 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, attach bool
 			err = network.PinNetns(m.netnsPath(id))
 		} else if err = holder.PinNet(m.netnsPath(id)); err == nil {
 			err = network.SetUpNetns(m.netnsPath(id))
+		}
+		if err == nil && net == netLocked {
+			err = network.LockNetns(m.netnsPath(id))
 		}
 		netns <- err
 		if cni != nil {
@@ -321,7 +324,7 @@ func (m *Manager) prepare(ctx context.Context, id string, noMonitor, attach bool
 		return nil, "", nil, err
 	}
 	root := m.store.RootDir(id)
-	if attach {
+	if net != netNone {
 		if err := m.writeGuestNet(cfg, root); err != nil {
 			return nil, "", nil, err
 		}
