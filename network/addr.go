@@ -40,19 +40,16 @@ func inNetns(path string) (*netlink.Handle, error) {
 // which now pass while CNI DEL runs the VE's plugin and its IPAM plugin (two programs, about
 // as long); the plugin finds the interface gone, which DEL tolerates (ptp and bridge delete it
 // otherwise, after their IPAM plugin's DEL, and a stop waited for both in turn). Nothing is
-// done when the namespace or the interface is gone already.
-func unlink(netnsPath, ifname string) func() error {
+// done when the interface is gone already.
+// look is a handle in that namespace, which unlink uses to find the interface and to watch
+// it go; the deletion has a socket of its own.
+func unlink(look *netlink.Handle, netnsPath, ifname string) func() error {
 	none := func() error { return nil }
-	look, err := inNetns(netnsPath)
-	if err != nil {
-		return none
-	}
-	defer look.Close()
 	l, err := look.LinkByName(ifname)
 	if err != nil {
 		return none
 	}
-	h, err := inNetns(netnsPath) // a socket of its own: the deletion holds it until done
+	h, err := inNetns(netnsPath) // the deletion holds its socket until it is done
 	if err != nil {
 		return none
 	}
@@ -102,6 +99,11 @@ func hostPeer(netnsPath, ifname string) (string, error) {
 		return "", err
 	}
 	defer h.Close()
+	return hostPeerIn(h, ifname)
+}
+
+// hostPeerIn is hostPeer through a handle in the VE's namespace.
+func hostPeerIn(h *netlink.Handle, ifname string) (string, error) {
 	l, err := h.LinkByName(ifname)
 	if err != nil {
 		return "", fmt.Errorf("%s in the VE: %w", ifname, err)

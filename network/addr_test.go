@@ -13,7 +13,7 @@ import (
 
 // TestUnlink: the VE's end of a veth is gone from its namespace when unlink returns (what
 // lets CNI DEL's plugin find it gone), and both ends are once the returned function has
-// waited; a missing interface or namespace is nothing to do.
+// waited; a missing interface is nothing to do.
 func TestUnlink(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("making a network namespace and a veth pair needs root (run as root: make check)")
@@ -47,7 +47,7 @@ func TestUnlink(t *testing.T) {
 		t.Fatalf("the VE's end before unlink: %v", err)
 	}
 
-	wait := unlink(path, "eth0")
+	wait := unlink(h, path, "eth0")
 	if _, err := h.LinkByName("eth0"); !errors.As(err, &netlink.LinkNotFoundError{}) {
 		t.Errorf("the VE's end is still found when unlink returned: %v", err)
 	}
@@ -61,10 +61,7 @@ func TestUnlink(t *testing.T) {
 		t.Errorf("a second wait: %v", err)
 	}
 
-	if err := unlink(path, "eth0")(); err != nil {
+	if err := unlink(h, path, "eth0")(); err != nil {
 		t.Errorf("unlink of a missing interface: %v", err)
-	}
-	if err := unlink(filepath.Join(t.TempDir(), "none"), "eth0")(); err != nil {
-		t.Errorf("unlink in a missing namespace: %v", err)
 	}
 }

@@ -436,18 +436,27 @@ func (n *Network) Detach(ctx context.Context, id, netns string) error {
 		return fmt.Errorf("cni cache: %w", err)
 	}
 	var errs []error
-	if live, err := Addrs(netns); err == nil {
-		errs = append(errs, n.proxyAll(allPrefixes(live), false))
+	// One handle in the VE's namespace for its addresses, the host ends and the deletions
+	// (none when the namespace is gone: DEL does what is left).
+	look, lerr := inNetns(netns)
+	if lerr == nil {
+		defer look.Close()
+		if _, live, err := addrsIn(look); err == nil {
+			errs = append(errs, n.proxyAll(allPrefixes(live), false))
+		}
 	}
 	for _, att := range atts {
-		if host, err := hostPeer(netns, att.IfName); err == nil {
-			if att.Network == venetNetwork {
-				errs = append(errs, n.fw.RemoveRoutedPort(host))
-			} else {
-				errs = append(errs, n.fw.RemoveBridgePort(host))
+		unlinked := func() error { return nil }
+		if lerr == nil {
+			if host, err := hostPeerIn(look, att.IfName); err == nil {
+				if att.Network == venetNetwork {
+					errs = append(errs, n.fw.RemoveRoutedPort(host))
+				} else {
+					errs = append(errs, n.fw.RemoveBridgePort(host))
+				}
 			}
+			unlinked = unlink(look, netns, att.IfName)
 		}
-		unlinked := unlink(netns, att.IfName)
 		errs = append(errs, n.del(ctx, att, netns), unlinked())
 	}
 	errs = append(errs, n.dropUnreadable(id))
