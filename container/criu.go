@@ -401,6 +401,23 @@ func lastLine(out []byte, err error) string {
 	return err.Error()
 }
 
+// cmdError is a command's failure told by the last line it printed; it unwraps to the
+// command's own error (its exit status).
+type cmdError struct {
+	msg string
+	err error
+}
+
+func (e *cmdError) Error() string { return e.msg }
+func (e *cmdError) Unwrap() error { return e.err }
+
+// rsyncVanished reports whether err is rsync's exit status 24: some source files vanished
+// while it copied (removed by the running VE); everything else was copied.
+func rsyncVanished(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() == 24
+}
+
 // inetSocketsDumpable reports whether criu (version v) can dump inet sockets here. Linux
 // 6.16 made getsockopt(SO_PASSCRED) fail with EOPNOTSUPP on anything but unix, netlink
 // and bluetooth sockets; criu up to 4.1.1 asks every socket for it and fails the dump

@@ -382,7 +382,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 			return withCode(MigrateCopy, fmt.Errorf("copy template %s: %w", info.Name, err))
 		}
 	}
-	if err := g.syncPrivate(ctx); err != nil {
+	if err := g.syncPrivate(ctx, g.j.WasRunning); err != nil {
 		return err
 	}
 	if g.j.Online && g.o.Lazy {
@@ -411,7 +411,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 		err := m.Checkpoint(ctx, id, CheckpointOptions{Dir: g.j.Dump, prepared: prepared, dumped: func(dir string) {
 			go func() { dumpTo.CloseWithError(sendDump(dir, dumpTo, synced)) }()
 			final = make(chan error, 1)
-			go func() { final <- g.syncPrivate(ctx) }()
+			go func() { final <- g.syncPrivate(ctx, false) }()
 		}})
 		if err != nil {
 			if final != nil {
@@ -431,7 +431,7 @@ func (g *migration) run(ctx context.Context) (err error) {
 	if final != nil {
 		err = <-final
 	} else {
-		err = g.syncPrivate(ctx)
+		err = g.syncPrivate(ctx, false)
 	}
 	synced <- err
 	if err != nil {
@@ -504,7 +504,7 @@ func (g *migration) lazy(ctx context.Context, commitWait func() ([]byte, error),
 			return withCode(MigrateConnect, err)
 		}
 		g.phase("transfer")
-		if err := g.syncPrivate(ctx); err != nil {
+		if err := g.syncPrivate(ctx, false); err != nil {
 			return err
 		}
 		g.phase("restore")
@@ -624,10 +624,12 @@ func freePort() (int, error) {
 }
 
 // syncPrivate copies the VE's private area to the destination (rsync: hard links, ACLs,
-// extended attributes (overlayfs' own included), numeric ids, holes).
-func (g *migration) syncPrivate(ctx context.Context) error {
+// extended attributes (overlayfs' own included), numeric ids, holes). live: the VE runs
+// meanwhile, so files it removes while they are copied are no failure (rsync's exit 24);
+// the pass made with the VE stopped or frozen copies what is there then.
+func (g *migration) syncPrivate(ctx context.Context, live bool) error {
 	src := g.m.store.PrivateDir(g.j.ID) + "/"
-	if err := g.r.rsync(ctx, []string{src}, g.dest.Private+"/", "--delete"); err != nil {
+	if err := g.r.rsync(ctx, []string{src}, g.dest.Private+"/", "--delete"); err != nil && !(live && rsyncVanished(err)) {
 		return withCode(MigrateCopy, fmt.Errorf("copy the private area: %w", err))
 	}
 	if g.layersCopied {
@@ -1006,7 +1008,7 @@ func (r *remote) rsync(ctx context.Context, srcs []string, dst string, extra ...
 	args = append(append(args, srcs...), r.host+":"+dst)
 	out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("rsync: %s", lastLine(out, err))
+		return &cmdError{"rsync: " + lastLine(out, err), err}
 	}
 	return nil
 }

@@ -307,9 +307,8 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running 
 	rsync := func() error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
-		// 24: files vanished while copying (the VE runs): the frozen pass takes what is left.
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.ExitCode() == 24 {
+		// Files vanished while copying (the VE runs): the frozen pass takes what is left.
+		if rsyncVanished(err) {
 			return nil
 		}
 		if err != nil {

@@ -265,6 +265,10 @@ func dialEcho(t testing.TB, ip string) *echoClient {
 	return startEcho(c, c, func() { c.SetDeadline(time.Now().Add(60 * time.Second)) })
 }
 
+// churnScript makes and removes 300 files in the VE's /tmp/churn over and over, in the
+// background, and prints its pid.
+const churnScript = `mkdir -p /tmp/churn && (while :; do i=0; while [ $i -lt 300 ]; do : > /tmp/churn/$i; i=$((i+1)); done; rm -rf /tmp/churn/*; done) </dev/null >/dev/null 2>&1 & echo $!`
+
 // TestMigrateBusybox (issue 17): a busybox VE moves offline (stopped, and running) and
 // online between two nodes; online, its in-memory counter goes on with the same pid; the
 // template goes along to a node without it; the source keeps nothing (or, with --keep-src,
@@ -303,9 +307,12 @@ func TestMigrateBusybox(t *testing.T) {
 		t.Fatalf("the template did not come along:\n%s", r)
 	}
 
-	// Back, then online with a counter in memory.
+	// Back, then online with a counter in memory, and files made and removed as fast as the
+	// VE can while its private area is copied (the copy made while it runs meets files that
+	// vanish; the one made frozen or stopped copies what is there then).
 	n.must("start", id, "--wait", "--timeout", "60")
 	pid := n.out(id, "sh", "-c", counterScript)
+	n.out(id, "sh", "-c", churnScript)
 	eventually(t, 5*time.Second, "the counter", func() bool { return n.exec(id, "cat", "/tmp/counter").code == 0 })
 	if r := n.migrate(e, s, id, nil, "--online"); r.code != 0 {
 		t.Fatalf("online migration back: %s", r)

@@ -1,0 +1,50 @@
+package container
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vectl/vectl/container/store"
+)
+
+// TestSyncPrivateVanished: a pass made while the VE runs accepts rsync's exit 24 (files the VE
+// removed while they were copied); a pass made with the VE stopped or frozen does not, and no
+// pass accepts any other failure. rsync here is a stand-in on PATH that ends as told.
+func TestSyncPrivateVanished(t *testing.T) {
+	bin := t.TempDir()
+	script := "#!/bin/sh\necho \"rsync warning: some files vanished before they could be transferred (code $FAKE_RSYNC_EXIT)\" >&2\nexit $FAKE_RSYNC_EXIT\n"
+	if err := os.WriteFile(filepath.Join(bin, "rsync"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	g := &migration{
+		m:            &Manager{store: store.New(t.TempDir())},
+		j:            migrateJournal{ID: "101"},
+		r:            &remote{host: "root@127.0.0.1"},
+		dest:         migrateReply{Private: "/nowhere"},
+		layersCopied: true,
+	}
+	for _, c := range []struct {
+		exit string
+		live bool
+		ok   bool
+	}{
+		{"0", false, true},
+		{"24", true, true},
+		{"24", false, false},
+		{"23", true, false},
+		{"12", true, false},
+	} {
+		t.Setenv("FAKE_RSYNC_EXIT", c.exit)
+		err := g.syncPrivate(context.Background(), c.live)
+		if (err == nil) != c.ok {
+			t.Fatalf("rsync exit %s, live %v: got %v, want ok=%v", c.exit, c.live, err, c.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "copy the private area: rsync: ") || !strings.Contains(err.Error(), "(code "+c.exit+")")) {
+			t.Fatalf("rsync exit %s: the error does not tell rsync's last line: %v", c.exit, err)
+		}
+	}
+}
