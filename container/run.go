@@ -676,22 +676,22 @@ func (m *Manager) readLCState(id string) (*lcState, error) {
 	return &st, nil
 }
 
-// signalInit sends sig to the VE's init, through a pidfd checked against the start time in
-// its libcontainer state, so that a recycled pid is never hit.
-func (m *Manager) signalInit(id string, sig unix.Signal) error {
+// openInit opens a pidfd of the VE's init, checked against the start time in its
+// libcontainer state, so that a recycled pid is never hit.
+func (m *Manager) openInit(id string) (pid, fd int, err error) {
 	st, err := m.readLCState(id)
 	if err != nil {
-		return err
+		return 0, -1, err
 	}
-	fd, err := unix.PidfdOpen(st.Pid, 0)
+	fd, err = unix.PidfdOpen(st.Pid, 0)
 	if err != nil {
-		return fmt.Errorf("%s: %w", id, ErrNotRunning)
+		return 0, -1, fmt.Errorf("%s: %w", id, ErrNotRunning)
 	}
-	defer unix.Close(fd)
 	if start, err := join.StartTime(st.Pid); err != nil || start != st.Start {
-		return fmt.Errorf("%s: %w", id, ErrNotRunning)
+		unix.Close(fd)
+		return 0, -1, fmt.Errorf("%s: %w", id, ErrNotRunning)
 	}
-	return unix.PidfdSendSignal(fd, sig, nil, 0)
+	return st.Pid, fd, nil
 }
 
 // waitExited waits until the process pid with the given start time is a zombie or gone, on

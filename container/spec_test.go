@@ -269,3 +269,30 @@ func TestNegOffset(t *testing.T) {
 		}
 	}
 }
+
+func TestSignalTaken(t *testing.T) {
+	// systemd early in its boot: SIGRTMIN+3 (37) blocked for its signalfd, none caught.
+	systemd := "Name:\tsystemd\nSigQ:\t0/63880\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n" +
+		"SigBlk:\t7fe3c0fe28014a03\nSigIgn:\t0000000000001000\nSigCgt:\t00000000000004ec\n"
+	// A shell as the init: SIGUSR2 (12) neither caught nor blocked; SIGTERM (15) ignored.
+	shell := "Name:\tsh\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000004000\nSigCgt:\t0000000000010002\n"
+	for _, c := range []struct {
+		status string
+		sig    unix.Signal
+		want   bool
+	}{
+		{systemd, 37, true},
+		{systemd, unix.SIGUSR2, true}, // 12: blocked too
+		{systemd, unix.SIGALRM, false},
+		{systemd, unix.SIGPIPE, false}, // 13: ignored
+		{shell, unix.SIGUSR2, false},
+		{shell, unix.SIGTERM, false},
+		{shell, unix.SIGINT, true}, // 2: caught
+		{shell, unix.SIGCHLD, true},
+		{"", unix.SIGUSR2, false},
+	} {
+		if got := signalTaken(c.status, c.sig); got != c.want {
+			t.Errorf("signalTaken(%q, %d) = %v, want %v", c.status, c.sig, got, c.want)
+		}
+	}
+}

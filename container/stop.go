@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
 
 	"github.com/vectl/vectl/template"
 )
@@ -93,14 +95,27 @@ func (m *Manager) shutdown(ctx context.Context, id string, cfg *Config, timeout 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var req *shutdownSignal
+	// runit ignores a shutdown request during its stage 1 (/etc/runit/1, the first second
+	// or so of its boot), and being asked again is harmless to it (runit-init 0 marks
+	// /etc/runit/stopit and sends SIGCONT): it is asked every second. Other inits halt at
+	// once when asked a second time while they shut down (sysvinit's halt in runlevel 0).
+	haltAgain := halt && initType == "runit"
+	haltAt := time.Now()
 	if halt {
 		go m.ExecOutput(ctx, id, "/sbin/halt")
 	} else {
-		if err := m.signalInit(id, sig); err != nil {
+		pid, fd, err := m.openInit(id)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		req = &shutdownSignal{pid: pid, fd: fd, sig: sig}
+		if err := req.send(); err != nil {
 			return err
 		}
 	}
-	for m.populated(id) {
+	for i := 1; m.populated(id); i++ {
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -109,8 +124,80 @@ func (m *Manager) shutdown(ctx context.Context, id string, cfg *Config, timeout 
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
+		if req != nil && i%4 == 0 {
+			req.again()
+		}
+		if haltAgain && time.Since(haltAt) >= time.Second {
+			haltAt = time.Now()
+			go m.ExecOutput(ctx, id, "/sbin/halt")
+		}
 	}
 	return nil
+}
+
+// shutdownSignal is a shutdown request sent to a VE's init as a signal, sent again when the
+// first cannot have reached the VE's init program: the kernel drops a signal that the init
+// of a pid namespace neither catches nor blocks (it has no default actions), and one sent
+// before the init executed the VE's program went to libcontainer's init (a Go program,
+// which ignores it). A start returns before that exec, and an init sets up its signals
+// some milliseconds after it: a stop right after a start, or one that waited for an in-VE
+// reboot, used to wait out its whole timeout and kill the VE.
+type shutdownSignal struct {
+	pid, fd int // the init, and a pidfd of it (what the signal goes through)
+	sig     unix.Signal
+	exe     [2]uint64 // the device and inode of the init's program when last sent
+	taken   bool      // the init caught or blocked sig when it was last sent
+}
+
+// send sends the signal and notes what the init ran and whether it took the signal.
+func (s *shutdownSignal) send() error {
+	s.exe, s.taken = initProgram(s.pid), takesSignal(s.pid, s.sig)
+	return unix.PidfdSendSignal(s.fd, s.sig, nil, 0)
+}
+
+// again sends the signal once more if the last one may have been lost (the init did not
+// take it, or has executed another program since) and the init takes it now.
+func (s *shutdownSignal) again() {
+	if s.taken && initProgram(s.pid) == s.exe {
+		return
+	}
+	if takesSignal(s.pid, s.sig) {
+		_ = s.send()
+	}
+}
+
+// initProgram is the device and inode of the program process pid runs (zero when gone).
+func initProgram(pid int) [2]uint64 {
+	var st unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st) != nil {
+		return [2]uint64{}
+	}
+	return [2]uint64{st.Dev, st.Ino}
+}
+
+// takesSignal reports whether process pid catches or blocks sig (a blocked signal waits
+// for the signalfd or handler that systemd and others set up) and does not ignore it.
+func takesSignal(pid int, sig unix.Signal) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	return signalTaken(string(data), sig)
+}
+
+// signalTaken reads sig's bit in the SigBlk, SigIgn and SigCgt masks of a /proc/PID/status.
+func signalTaken(status string, sig unix.Signal) bool {
+	mask := func(name string) uint64 {
+		i := strings.Index(status, "\n"+name+":")
+		if i < 0 {
+			return 0
+		}
+		v, _, _ := strings.Cut(strings.TrimSpace(status[i+len(name)+2:]), "\n")
+		n, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		return n
+	}
+	bit := uint64(1) << (uint(sig) - 1)
+	return mask("SigIgn")&bit == 0 && (mask("SigBlk")|mask("SigCgt"))&bit != 0
 }
 
 // Restart stops a VE (gracefully unless o.Fast) and starts it again.

@@ -305,6 +305,19 @@ func TestDebianSystemd(t *testing.T) {
 		t.Fatalf("systemd did not shut down by itself; console log:\n%s", tail)
 	}
 	e.wantNoTrace(id)
+
+	// A stop right after a start: start returns before the VE's init program runs and
+	// before systemd sets up its signals; the shutdown request still reaches systemd, which
+	// halts the VE, rather than the stop waiting out its timeout and killing it.
+	for i := 0; i < 3; i++ {
+		e.must("start", id)
+		start := time.Now()
+		r := e.vectl("stop", id, "--timeout", "20")
+		if d := time.Since(start); r.code != 0 || strings.Contains(r.stderr, "killing") || d > 15*time.Second {
+			t.Fatalf("stop %d right after the start took %v: %s", i+1, d, r)
+		}
+	}
+	e.wantNoTrace(id)
 }
 
 func TestForeground(t *testing.T) {
