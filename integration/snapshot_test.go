@@ -251,7 +251,8 @@ func TestSnapshotRunning(t *testing.T) {
 	e.must("exec", id, "sh", "-c", "dd if=/dev/urandom of=/root/bulk bs=1M count=64 status=none")
 	e.must("exec", id, "sh", "-c", `setsid sh -c 'echo $$ > /root/writer.pid; i=0; while :; do i=$((i+1)); printf "line %08d %s\n" $i abcdefghijklmnopqrstuvwxyz >> /root/log; sleep 0.01; done' </dev/null >/dev/null 2>&1 &`)
 	time.Sleep(2 * time.Second)
-	s := e.snapshot(id, "--name", "live")
+	taken := e.must("snapshot", id, "--name", "live")
+	s := strings.TrimSpace(taken.stdout)
 	time.Sleep(500 * time.Millisecond)
 	now := e.must("exec", id, "cat", "/root/log").stdout
 
@@ -311,7 +312,7 @@ func TestSnapshotRunning(t *testing.T) {
 	// With criu the snapshot holds the memory too: switching back resumes the writer where
 	// the snapshot left it, same process, the next line number, no gap and no torn line.
 	if !snaps[0].Dump {
-		t.Fatalf("criu is installed (make criu), but the running VE's snapshot has no memory dump: %+v", snaps[0])
+		t.Fatalf("criu is installed (make criu), but the running VE's snapshot has no memory dump: %+v\n%s", snaps[0], taken.stderr)
 	}
 	pid := strings.TrimSpace(e.must("exec", id, "cat", "/root/writer.pid").stdout)
 	noDump := e.snapshot(id, "--skip-suspend")
