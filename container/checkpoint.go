@@ -885,13 +885,23 @@ func (m *Manager) taskCgroups(id string) map[int]string {
 
 // pidInside is process pid's pid in its innermost pid namespace (0 if it is gone).
 func pidInside(pid int) int {
-	for _, l := range strings.Split(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
-		if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
-			n, _ := strconv.Atoi(f[len(f)-1])
-			return n
+	f := strings.Fields(statusField(readTrim(fmt.Sprintf("/proc/%d/status", pid)), "NSpid"))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[len(f)-1])
+	return n
+}
+
+// statusField is the value of the field name (NSpid, TracerPid, SigBlk, ...) in the text of
+// a /proc/PID/status, "" when it has none.
+func statusField(status, name string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, name+":"); ok {
+			return strings.TrimSpace(v)
 		}
 	}
-	return 0
+	return ""
 }
 
 // placeTasks moves the restored processes of a VE back into their cgroups below the VE's

@@ -591,12 +591,8 @@ func (g *migration) settleLazy() bool {
 			return false
 		}
 		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		for _, l := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
-				return strings.TrimSpace(v) != "0"
-			}
-		}
-		return false
+		v := statusField(string(data), "TracerPid")
+		return v != "" && v != "0"
 	}
 	for end := time.Now().Add(10 * time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		refused := true

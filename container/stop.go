@@ -188,12 +188,7 @@ func takesSignal(pid int, sig unix.Signal) bool {
 // signalTaken reads sig's bit in the SigBlk, SigIgn and SigCgt masks of a /proc/PID/status.
 func signalTaken(status string, sig unix.Signal) bool {
 	mask := func(name string) uint64 {
-		i := strings.Index(status, "\n"+name+":")
-		if i < 0 {
-			return 0
-		}
-		v, _, _ := strings.Cut(strings.TrimSpace(status[i+len(name)+2:]), "\n")
-		n, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		n, _ := strconv.ParseUint(statusField(status, name), 16, 64)
 		return n
 	}
 	bit := uint64(1) << (uint(sig) - 1)
