@@ -294,8 +294,8 @@ func newUUID() string {
 // init's first act is runtime.GOMAXPROCS(1), a stop-the-world of its fresh runtime, and
 // libcontainer passes it this process's GOMAXPROCS variable: started with 1, the runtime
 // makes one P and the call returns at once. The variable is set only while Start runs (a
-// CNI plugin spawned meanwhile also sees it, and runs single-threaded as well); an
-// administrator's own GOMAXPROCS is left alone.
+// CNI plugin spawned meanwhile sees it too, as the network package gives every plugin it
+// runs anyway); an administrator's own GOMAXPROCS is left alone.
 func startOneProc(c *libcontainer.Container, p *libcontainer.Process) error {
 	if _, ok := os.LookupEnv("GOMAXPROCS"); ok {
 		return c.Start(p)

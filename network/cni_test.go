@@ -1,11 +1,51 @@
 package network
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
+
+// TestPluginEnv: a CNI plugin runs with GOMAXPROCS=1 in its environment, and with the
+// administrator's own GOMAXPROCS when vectl has one. The plugin is a shell script that
+// records its GOMAXPROCS and answers ADD with an empty result.
+func TestPluginEnv(t *testing.T) {
+	dir := t.TempDir()
+	seen := filepath.Join(dir, "seen")
+	script := "#!/bin/sh\necho \"${GOMAXPROCS-unset} $CNI_COMMAND\" >> " + seen + "\n" +
+		"echo '{\"cniVersion\":\"1.0.0\"}'\n"
+	if err := os.WriteFile(filepath.Join(dir, "fake"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := []byte(`{"cniVersion":"1.0.0","name":"vectl-test","plugins":[{"type":"fake"}]}`)
+	ve := VE{ID: "101", NetNS: "/run/netns/none"}
+	for _, admin := range []string{"", "3"} {
+		t.Setenv("GOMAXPROCS", admin) // restored after the test
+		if admin == "" {
+			os.Unsetenv("GOMAXPROCS")
+		}
+		os.Remove(seen)
+		n := New(Options{Config: &Config{}, CacheDir: filepath.Join(dir, "cache"),
+			PluginDirs: func() ([]string, error) { return []string{dir}, nil }})
+		if err := n.add(context.Background(), conf, ve, "eth0", nil); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(seen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "1 ADD"
+		if admin != "" {
+			want = admin + " ADD"
+		}
+		if strings.TrimSpace(string(got)) != want {
+			t.Errorf("administrator's GOMAXPROCS %q: the plugin saw %q, want %q", admin, got, want)
+		}
+	}
+}
 
 // TestDropUnreadable: Detach's clean-up of the libcni cache removes the VE's records that a
 // killed vectl left empty or cut short (libcni skips them when it lists attachments), and
