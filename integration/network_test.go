@@ -141,6 +141,30 @@ func TestNetworkRoutedAddresses(t *testing.T) {
 	if r := e.out(id, "ip", "route", "get", "192.0.2.77"); !strings.Contains(r, "via "+testGW4) {
 		t.Fatalf("route inside the VE: %s", r)
 	}
+	if r := e.out(id, "ip", "-6", "route", "get", "2001:db8::77"); !strings.Contains(r, "via "+testGW6) {
+		t.Fatalf("IPv6 route inside the VE: %s", r)
+	}
+	// The IPv6 address was added without duplicate address detection (vectl's, not ptp's:
+	// ptp would have waited for it to leave the tentative state), and eth0 keeps it when
+	// the link goes down, as ptp's IPv6 configuration does.
+	if a := e.out(id, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"); !strings.Contains(a, a6+"/128") ||
+		strings.Contains(a, "tentative") || !strings.Contains(a, "nodad") {
+		t.Fatalf("IPv6 address of eth0 in the VE: %s", a)
+	}
+	if k := e.out(id, "cat", "/proc/sys/net/ipv6/conf/eth0/keep_addr_on_down"); k != "1" {
+		t.Fatalf("keep_addr_on_down of eth0 = %q, want 1", k)
+	}
+	// The host's end: the IPv6 gateway, not tentative either.
+	route, err := exec.Command("ip", "-6", "route", "show", a6).Output()
+	f := strings.Fields(string(route))
+	if err != nil || len(f) < 3 || f[1] != "dev" {
+		t.Fatalf("host route to %s: %q %v", a6, route, err)
+	}
+	host := f[2]
+	if out, err := exec.Command("ip", "-6", "addr", "show", "dev", host).Output(); err != nil ||
+		!strings.Contains(string(out), testGW6+"/128") || strings.Contains(string(out), "tentative") {
+		t.Fatalf("host end %q of the VE's veth: %s %v", host, out, err)
+	}
 }
 
 func TestNetworkRoutedIsolation(t *testing.T) {

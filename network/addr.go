@@ -203,7 +203,7 @@ func (n *Network) addRouted(netnsPath, host string, as []netip.Prefix) error {
 		return err
 	}
 	for _, a := range as {
-		if err := n.addRoutedIn(h, hh, eth, hl, a); err != nil {
+		if err := n.addRoutedIn(netnsPath, h, hh, eth, hl, a); err != nil {
 			return err
 		}
 	}
@@ -211,12 +211,19 @@ func (n *Network) addRouted(netnsPath, host string, as []netip.Prefix) error {
 }
 
 // addRoutedIn is addRouted with netlink handles in the VE (h) and on the host (hh), the VE's
-// eth0 and the host's veth at hand.
-func (n *Network) addRoutedIn(h, hh *netlink.Handle, eth, hl netlink.Link, a netip.Prefix) error {
+// eth0 and the host's veth at hand; netnsPath is the VE's pinned network namespace.
+func (n *Network) addRoutedIn(netnsPath string, h, hh *netlink.Handle, eth, hl netlink.Link, a netip.Prefix) error {
 	host := hl.Attrs().Name
 	if !hasFamily(h, eth, a.Addr().Is4()) {
 		// The first address of a family on a running VE: give eth0 that family's gateway
-		// and default route, as ptp does at ADD time.
+		// and default route, as ptp does at ADD time, and for IPv6 keep its addresses when
+		// the link goes down, as ptp does for the interfaces it gives IPv6 (IPv4 addresses
+		// are always kept).
+		if a.Addr().Is6() {
+			if err := keepAddrOnDown(netnsPath, eth.Attrs().Name); err != nil {
+				return err
+			}
+		}
 		p, _ := n.cfg.PoolOf(a.Addr())
 		gw := netip.PrefixFrom(p.Gateway, hostBits(p.Gateway))
 		if err := hh.AddrReplace(hl, &netlink.Addr{IPNet: ipNet(gw), Flags: addrFlags(p.Gateway)}); err != nil {
@@ -239,6 +246,18 @@ func (n *Network) addRoutedIn(h, hh *netlink.Handle, eth, hl netlink.Link, a net
 	}
 	if err := hh.RouteReplace(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipNet(one), Scope: netlink.SCOPE_LINK}); err != nil {
 		return fmt.Errorf("host route to %s: %w", a.Addr(), err)
+	}
+	return nil
+}
+
+// keepAddrOnDown sets net.ipv6.conf.IFNAME.keep_addr_on_down in the network namespace
+// pinned at netnsPath.
+func keepAddrOnDown(netnsPath, ifname string) error {
+	err := doInNetns(netnsPath, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/keep_addr_on_down", []byte("1"), 0)
+	})
+	if err != nil {
+		return fmt.Errorf("keep the IPv6 addresses of %s when it goes down: %w", ifname, err)
 	}
 	return nil
 }
@@ -355,7 +374,7 @@ func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 		if err != nil {
 			return fmt.Errorf("host side of %s: %w", venetIfName, err)
 		}
-		if err := n.addRoutedIn(h, hh, eth, hl, a); err != nil {
+		if err := n.addRoutedIn(ve.NetNS, h, hh, eth, hl, a); err != nil {
 			return err
 		}
 		return n.proxyAll([]netip.Prefix{a}, true)

@@ -139,19 +139,29 @@ func (n *Network) split(addrs []netip.Prefix) (routed []netip.Prefix, bridged ma
 	return routed, bridged, nil
 }
 
-// primaries picks the first address of each family: the ones ptp configures. ptp takes one
-// address per family; the others are added with netlink.
+// primaries picks the addresses ptp configures: the first IPv4 address, or the first IPv6
+// address of a VE without IPv4. ptp takes one address per family, but with an IPv6 address
+// its IPAM step waits for the address to leave the "tentative" state, in steps of 50 ms: DAD
+// is off in the VE, yet the kernel clears the flag from a work queue on the CPU the plugin
+// runs on, so the plugin's first look, right after it added the address, finds it still
+// tentative in about one start in four (more on a busy node) and sleeps 50 ms. vectl adds
+// the other addresses with netlink (addRouted): an IPv6 address with IFA_F_NODAD is never
+// tentative, and the first of its family brings its gateway and default route with it.
 func primaries(addrs []netip.Prefix) (prim, extra []netip.Prefix) {
-	var have4, have6 bool
-	for _, a := range addrs {
-		switch {
-		case a.Addr().Is4() && !have4:
-			have4 = true
+	first := -1
+	for i, a := range addrs {
+		if a.Addr().Is4() {
+			first = i
+			break
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	for i, a := range addrs {
+		if i == first {
 			prim = append(prim, a)
-		case a.Addr().Is6() && !have6:
-			have6 = true
-			prim = append(prim, a)
-		default:
+		} else {
 			extra = append(extra, a)
 		}
 	}

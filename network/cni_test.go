@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,5 +90,29 @@ func TestDropUnreadable(t *testing.T) {
 	// No cache directory yet: nothing to do.
 	if err := New(Options{Config: &Config{}, CacheDir: filepath.Join(dir, "none")}).dropUnreadable("101"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPrimaries: ptp configures the first IPv4 address, or the first IPv6 address of a VE
+// without IPv4; every other address, in the order given, is vectl's to add.
+func TestPrimaries(t *testing.T) {
+	pp := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, c := range []struct{ in, prim, extra []netip.Prefix }{
+		{pp("10.0.0.2/16", "fd00::2/64"), pp("10.0.0.2/16"), pp("fd00::2/64")},
+		{pp("fd00::2/64", "10.0.0.2/16", "10.0.0.3/16"), pp("10.0.0.2/16"), pp("fd00::2/64", "10.0.0.3/16")},
+		{pp("fd00::2/64", "fd00::3/64"), pp("fd00::2/64"), pp("fd00::3/64")},
+		{pp("10.0.0.2/16"), pp("10.0.0.2/16"), nil},
+		{nil, nil, nil},
+	} {
+		prim, extra := primaries(c.in)
+		if !slices.Equal(prim, c.prim) || !slices.Equal(extra, c.extra) {
+			t.Errorf("primaries(%v) = %v, %v; want %v, %v", c.in, prim, extra, c.prim, c.extra)
+		}
 	}
 }

@@ -52,21 +52,29 @@ func PinNetns(path string) error {
 // SetUpNetns prepares a network namespace pinned on path by someone else (a user-namespace
 // VE's, which its user namespace owns) as PinNetns prepares its own.
 func SetUpNetns(path string) error {
+	if err := doInNetns(path, setUpNetns); err != nil {
+		return fmt.Errorf("set up netns %s: %w", path, err)
+	}
+	return nil
+}
+
+// doInNetns runs f on a thread that has entered the network namespace pinned at path (for
+// what netlink handles cannot do: the sysctls under /proc/sys/net are the calling thread's
+// namespace's). The thread is never unlocked: the Go runtime discards it when f returns.
+func doInNetns(path string, f func() error) error {
 	ns, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("set up netns: %w", err)
+		return err
 	}
 	defer unix.Close(ns)
 	errc := make(chan error, 1)
 	go func() {
-		// This thread enters the namespace and never leaves it: it is not unlocked, so the Go
-		// runtime discards it when the goroutine returns.
 		runtime.LockOSThread()
 		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("set up netns %s: %w", path, err)
+			errc <- err
 			return
 		}
-		errc <- setUpNetns()
+		errc <- f()
 	}()
 	return <-errc
 }
