@@ -14,12 +14,7 @@ import (
 // removed while they were copied); a pass made with the VE stopped or frozen does not, and no
 // pass accepts any other failure. rsync here is a stand-in on PATH that ends as told.
 func TestSyncPrivateVanished(t *testing.T) {
-	bin := t.TempDir()
-	script := "#!/bin/sh\necho \"rsync warning: some files vanished before they could be transferred (code $FAKE_RSYNC_EXIT)\" >&2\nexit $FAKE_RSYNC_EXIT\n"
-	if err := os.WriteFile(filepath.Join(bin, "rsync"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	fakeRsync(t)
 	g := &migration{
 		m:            &Manager{store: store.New(t.TempDir())},
 		j:            migrateJournal{ID: "101"},
@@ -44,6 +39,37 @@ func TestSyncPrivateVanished(t *testing.T) {
 			t.Fatalf("rsync exit %s, live %v: got %v, want ok=%v", c.exit, c.live, err, c.ok)
 		}
 		if err != nil && (!strings.Contains(err.Error(), "copy the private area: rsync: ") || !strings.Contains(err.Error(), "(code "+c.exit+")")) {
+			t.Fatalf("rsync exit %s: the error does not tell rsync's last line: %v", c.exit, err)
+		}
+	}
+}
+
+// fakeRsync puts an rsync on PATH that says some files vanished and exits with
+// $FAKE_RSYNC_EXIT.
+func fakeRsync(t *testing.T) {
+	bin := t.TempDir()
+	script := "#!/bin/sh\necho \"rsync warning: some files vanished before they could be transferred (code $FAKE_RSYNC_EXIT)\" >&2\nexit $FAKE_RSYNC_EXIT\n"
+	if err := os.WriteFile(filepath.Join(bin, "rsync"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+}
+
+// TestCopyUpperVanished: a snapshot's copy of a stopped VE (its one pass, not beside a
+// running VE) fails when rsync says files vanished, as the frozen pass of a running VE's does.
+func TestCopyUpperVanished(t *testing.T) {
+	fakeRsync(t)
+	m := &Manager{store: store.New(t.TempDir())}
+	for _, c := range []struct {
+		exit string
+		ok   bool
+	}{{"0", true}, {"24", false}, {"23", false}} {
+		t.Setenv("FAKE_RSYNC_EXIT", c.exit)
+		_, err := m.copyUpper(context.Background(), "101", "/nowhere/upper", "/nowhere/copy", false, nil)
+		if (err == nil) != c.ok {
+			t.Fatalf("rsync exit %s: got %v, want ok=%v", c.exit, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "(code "+c.exit+")") {
 			t.Fatalf("rsync exit %s: the error does not tell rsync's last line: %v", c.exit, err)
 		}
 	}

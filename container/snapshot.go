@@ -304,11 +304,13 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 // second one (what changed meanwhile, nanosecond times compared) while it is frozen, with
 // inFreeze (if any) beside it before the VE is thawed. It returns how long the VE was frozen.
 func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running bool, inFreeze func() error) (time.Duration, error) {
-	rsync := func() error {
+	// live: the pass runs beside the VE, whose files may vanish while rsync copies them (its
+	// exit status 24), which the frozen pass then takes as they are. A pass with the VE frozen
+	// or stopped must copy everything it listed.
+	rsync := func(live bool) error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
-		// Files vanished while copying (the VE runs): the frozen pass takes what is left.
-		if rsyncVanished(err) {
+		if live && rsyncVanished(err) {
 			return nil
 		}
 		if err != nil {
@@ -316,18 +318,18 @@ func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running 
 		}
 		return nil
 	}
-	if err := rsync(); err != nil || !running {
+	if err := rsync(running); err != nil || !running {
 		return 0, err
 	}
 	return m.whileFrozen(id, func() error {
 		if inFreeze == nil {
-			return rsync()
+			return rsync(false)
 		}
 		// The final pass and inFreeze (a dump) at once: neither changes what the other
 		// reads while the VE is frozen (a dump that leaves the VE running links nothing
 		// into its files, see checkpoint).
 		done := make(chan error, 1)
-		go func() { done <- rsync() }()
+		go func() { done <- rsync(false) }()
 		err := inFreeze()
 		return errors.Join(<-done, err)
 	})
