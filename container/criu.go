@@ -402,20 +402,53 @@ func lastLine(out []byte, err error) string {
 }
 
 // cmdError is a command's failure told by the last line it printed; it unwraps to the
-// command's own error (its exit status).
+// command's own error (its exit status) and keeps all it printed.
 type cmdError struct {
 	msg string
 	err error
+	out []byte
 }
 
 func (e *cmdError) Error() string { return e.msg }
 func (e *cmdError) Unwrap() error { return e.err }
 
-// rsyncVanished reports whether err is rsync's exit status 24: some source files vanished
-// while it copied (removed by the running VE); everything else was copied.
+// rsyncVanished reports whether err, an rsync run's failure, comes only from source files
+// that vanished while rsync copied them (removed by the running VE): its exit status 24
+// ("some files vanished"), or 23 ("some files/attrs were not transferred") when every error
+// it printed (a *cmdError keeps them) is the sender finding a file gone while it read the
+// file's ACL or extended attributes (-A, -X), as a file removed between rsync's listing and
+// that read gives. Everything else was copied.
 func rsyncVanished(err error) bool {
 	var ee *exec.ExitError
-	return errors.As(err, &ee) && ee.ExitCode() == 24
+	if !errors.As(err, &ee) {
+		return false
+	}
+	var ce *cmdError
+	switch {
+	case ee.ExitCode() == 24:
+		return true
+	case ee.ExitCode() == 23 && errors.As(err, &ce):
+		return onlyVanishedAttrs(ce.out)
+	}
+	return false
+}
+
+// onlyVanishedAttrs reports whether rsync's output holds errors and each is the sender's
+// read of an ACL or of extended attributes failing with ENOENT.
+func onlyVanishedAttrs(out []byte) bool {
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if !strings.HasPrefix(l, "rsync: ") {
+			continue // warnings, "file has vanished", the summary ("rsync error: ...")
+		}
+		attrs := strings.Contains(l, " get_acl: ") || strings.Contains(l, "xattr")
+		if !strings.HasPrefix(l, "rsync: [sender] ") || !attrs || !strings.HasSuffix(l, ": No such file or directory (2)") {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // inetSocketsDumpable reports whether criu (version v) can dump inet sockets here. Linux

@@ -621,7 +621,7 @@ func freePort() (int, error) {
 
 // syncPrivate copies the VE's private area to the destination (rsync: hard links, ACLs,
 // extended attributes (overlayfs' own included), numeric ids, holes). live: the VE runs
-// meanwhile, so files it removes while they are copied are no failure (rsync's exit 24);
+// meanwhile, so files it removes while they are copied are no failure (rsyncVanished);
 // the pass made with the VE stopped or frozen copies what is there then.
 func (g *migration) syncPrivate(ctx context.Context, live bool) error {
 	src := g.m.store.PrivateDir(g.j.ID) + "/"
@@ -1004,7 +1004,7 @@ func (r *remote) rsync(ctx context.Context, srcs []string, dst string, extra ...
 	args = append(append(args, srcs...), r.host+":"+dst)
 	out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
 	if err != nil {
-		return &cmdError{"rsync: " + lastLine(out, err), err}
+		return &cmdError{"rsync: " + lastLine(out, err), err, out}
 	}
 	return nil
 }

@@ -22,18 +22,34 @@ func TestSyncPrivateVanished(t *testing.T) {
 		dest:         migrateReply{Private: "/nowhere"},
 		layersCopied: true,
 	}
+	const (
+		acl    = `rsync: [sender] get_acl: sys_acl_get_file(tmp/f8, ACL_TYPE_ACCESS): No such file or directory (2)`
+		xattr  = `rsync: [sender] get_xattr_names: llistxattr("/p/tmp/f9",1024) failed: No such file or directory (2)`
+		denied = `rsync: [sender] send_files failed to open "/p/etc/shadow": Permission denied (13)`
+		recv   = `rsync: [receiver] get_acl: sys_acl_get_file(tmp/f8, ACL_TYPE_ACCESS): No such file or directory (2)`
+		gone   = `rsync: [sender] change_dir "/p" failed: No such file or directory (2)`
+	)
 	for _, c := range []struct {
 		exit string
+		errs string // the errors rsync printed before its summary
 		live bool
 		ok   bool
 	}{
-		{"0", false, true},
-		{"24", true, true},
-		{"24", false, false},
-		{"23", true, false},
-		{"12", true, false},
+		{"0", "", false, true},
+		{"24", "", true, true},
+		{"24", "", false, false},
+		{"23", "", true, false},
+		{"12", "", true, false},
+		// 23 from files that vanished while rsync read their ACL or extended attributes.
+		{"23", acl + "\n" + xattr, true, true},
+		{"23", acl, false, false},
+		// 23 from anything else fails at once.
+		{"23", acl + "\n" + denied, true, false},
+		{"23", recv, true, false},
+		{"23", gone, true, false},
 	} {
 		t.Setenv("FAKE_RSYNC_EXIT", c.exit)
+		t.Setenv("FAKE_RSYNC_ERRS", c.errs)
 		err := g.syncPrivate(context.Background(), c.live)
 		if (err == nil) != c.ok {
 			t.Fatalf("rsync exit %s, live %v: got %v, want ok=%v", c.exit, c.live, err, c.ok)
@@ -44,11 +60,12 @@ func TestSyncPrivateVanished(t *testing.T) {
 	}
 }
 
-// fakeRsync puts an rsync on PATH that says some files vanished and exits with
-// $FAKE_RSYNC_EXIT.
+// fakeRsync puts an rsync on PATH that prints $FAKE_RSYNC_ERRS (lines), then says some
+// files vanished and exits with $FAKE_RSYNC_EXIT.
 func fakeRsync(t *testing.T) {
 	bin := t.TempDir()
-	script := "#!/bin/sh\necho \"rsync warning: some files vanished before they could be transferred (code $FAKE_RSYNC_EXIT)\" >&2\nexit $FAKE_RSYNC_EXIT\n"
+	script := "#!/bin/sh\n[ -z \"$FAKE_RSYNC_ERRS\" ] || printf '%s\\n' \"$FAKE_RSYNC_ERRS\" >&2\n" +
+		"echo \"rsync warning: some files vanished before they could be transferred (code $FAKE_RSYNC_EXIT)\" >&2\nexit $FAKE_RSYNC_EXIT\n"
 	if err := os.WriteFile(filepath.Join(bin, "rsync"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

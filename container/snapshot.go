@@ -304,19 +304,20 @@ func (m *Manager) newLayer(ctx context.Context, cfg *Config, running bool, snap 
 // second one (what changed meanwhile, nanosecond times compared) while it is frozen, with
 // inFreeze (if any) beside it before the VE is thawed. It returns how long the VE was frozen.
 func (m *Manager) copyUpper(ctx context.Context, id, upper, dst string, running bool, inFreeze func() error) (time.Duration, error) {
-	// live: the pass runs beside the VE, whose files may vanish while rsync copies them (its
-	// exit status 24), which the frozen pass then takes as they are. A pass with the VE frozen
+	// live: the pass runs beside the VE, whose files may vanish while rsync copies them
+	// (rsyncVanished), which the frozen pass then takes as they are. A pass with the VE frozen
 	// or stopped must copy everything it listed.
 	rsync := func(live bool) error {
 		args := []string{"-aHAXS", "--numeric-ids", "--delete", "--modify-window=-1", upper + "/", dst + "/"}
 		out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		err = &cmdError{fmt.Sprintf("rsync %s: %s", upper, lastLine(out, err)), err, out}
 		if live && rsyncVanished(err) {
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("rsync %s: %s", upper, lastLine(out, err))
-		}
-		return nil
+		return err
 	}
 	if err := rsync(running); err != nil || !running {
 		return 0, err
