@@ -706,3 +706,40 @@ func setImmutable(t *testing.T, path string, on bool) {
 		t.Fatalf("FS_IOC_SETFLAGS %s: %v", path, err)
 	}
 }
+
+// TestCheckpointDualStack: a busybox VE with an IPv4 and an IPv6 address (ptp gives it the
+// IPv4 one, vectl the IPv6 one) has both again after a checkpoint and restore, and the
+// restored VE reaches the host's gateways in both families.
+func TestCheckpointDualStack(t *testing.T) {
+	e := newEnv(t)
+	e.withNetwork()
+	tmpl := e.importBusybox()
+	a4, a6 := testIP("4"), testIP("6")
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl, "--ipadd", a4, "--ipadd", a6)
+	e.must("start", id, "--wait", "--timeout", "60")
+	both := func(when string) {
+		t.Helper()
+		for _, a := range []string{a4, a6} {
+			if !ping(a) {
+				t.Fatalf("%s: the host cannot ping %s", when, a)
+			}
+		}
+		e.out(id, "ping", "-c", "1", "-W", "2", testGW4)
+		e.out(id, "ping", "-6", "-c", "1", "-W", "2", testGW6)
+		if a := e.out(id, "ip", "-6", "addr", "show", "dev", "eth0"); !strings.Contains(a, a6+"/128") || strings.Contains(a, "tentative") {
+			t.Fatalf("%s: IPv6 addresses of eth0: %s", when, a)
+		}
+	}
+	both("started")
+	e.must("chkpnt", id)
+	e.wantStatus(id, "exist unmounted down suspended")
+	if ping(a4) || ping(a6) {
+		t.Fatalf("the VE's addresses answer while it is checkpointed")
+	}
+	e.must("restore", id)
+	e.wantStatus(id, "exist mounted running")
+	both("restored")
+	e.must("stop", id)
+	e.wantNoTrace(id)
+}
