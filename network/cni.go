@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -148,24 +149,11 @@ func (n *Network) split(addrs []netip.Prefix) (routed []netip.Prefix, bridged ma
 // the other addresses with netlink (addRouted): an IPv6 address with IFA_F_NODAD is never
 // tentative, and the first of its family brings its gateway and default route with it.
 func primaries(addrs []netip.Prefix) (prim, extra []netip.Prefix) {
-	first := -1
-	for i, a := range addrs {
-		if a.Addr().Is4() {
-			first = i
-			break
-		}
-		if first < 0 {
-			first = i
-		}
+	if len(addrs) == 0 {
+		return nil, nil
 	}
-	for i, a := range addrs {
-		if i == first {
-			prim = append(prim, a)
-		} else {
-			extra = append(extra, a)
-		}
-	}
-	return prim, extra
+	i := max(slices.IndexFunc(addrs, func(a netip.Prefix) bool { return a.Addr().Is4() }), 0)
+	return addrs[i : i+1 : i+1], append(slices.Clip(addrs[:i]), addrs[i+1:]...)
 }
 
 type ipamAddress struct {
