@@ -97,11 +97,11 @@ $(MUSL_PC): Makefile
 # Go monitor links; a file with its sha256 names the directory it is extracted to. Without
 # it (a plain go build), a monitor rests in vectl's own binary as before.
 IDLE_HELPER  := container/idle/bin/vectl-idle
-IDLE_SOURCES := container/idle/idle.c container/idle/views.c container/idle/helper/main.c \
+IDLE_SOURCES := container/idle/idle.c container/idle/views.c container/idle/layout.c container/idle/helper/main.c \
 	$(wildcard container/idle/*.h) container/wire/wire.h
 $(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES) $(MUSL_PC)
 	$(MUSL_CC) -static -Os -s -Wall -Werror -pthread -I container/wire -idirafter $(MUSL)/include -o $(IDLE_HELPER).tmp \
-		container/idle/idle.c container/idle/views.c container/idle/helper/main.c
+		container/idle/idle.c container/idle/views.c container/idle/layout.c container/idle/helper/main.c
 	echo "$$(sha256sum < $(IDLE_HELPER).tmp | cut -c1-64) $$(stat -c %s $(IDLE_HELPER).tmp)" > $(IDLE_HELPER).sha256.tmp
 	mv $(IDLE_HELPER).sha256.tmp $(IDLE_HELPER).sha256
 	mv $(IDLE_HELPER).tmp $(IDLE_HELPER)

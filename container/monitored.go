@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/vectl/vectl/container/idle"
+	"github.com/vectl/vectl/container/lcinit"
 	"github.com/vectl/vectl/container/monitor"
+	"github.com/vectl/vectl/container/pagecache"
 	"github.com/vectl/vectl/container/store"
 	"github.com/vectl/vectl/network"
+	"github.com/vectl/vectl/network/cniplugins"
 )
 
 // RunMonitor runs the monitor of VE id (package monitor) in this process: the hidden
@@ -28,6 +32,7 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
 	o.StopMark = m.runFile(id, stoppingFile)
 	o.IdleExe = func() (string, error) { return idle.HelperPath(filepath.Join(m.opts.Root, "idle-bin")) }
+	o.LayOut = m.layOutPrograms
 	// The views are mounted (Create) exactly when the relay keeps them.
 	views := false
 	if cfg, err := m.store.LoadConfig(id); err == nil && cfg.Meminfo != "none" {
@@ -109,3 +114,29 @@ func (v monitored) Reset() error    { return v.m.destroyContainer(v.id) }
 func (v monitored) Teardown() error { return v.m.teardown(v.id, false) }
 
 func (v monitored) Stop(ctx context.Context) error { return v.m.Stop(ctx, v.id, StopOptions{}) }
+
+// layOutPrograms has the layout helper of the idle loop's program helper lay out vectl's
+// binary, libcontainer's init program and the CNI plugins in the page cache in 2 MiB folios
+// (package idle, layout.c) when this process maps its own binary mostly through small ones,
+// at most once a minute (the modification time of RunDir/layout).
+func (m *Manager) layOutPrograms(helper string) {
+	if !pagecache.Scattered() || !pagecache.Due(filepath.Join(m.opts.RunDir, "layout"), time.Minute) {
+		return
+	}
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil || strings.HasSuffix(self, " (deleted)") {
+		return
+	}
+	files := []string{self}
+	if p, err := lcinit.Path(filepath.Join(m.opts.Root, "init-bin")); err == nil && p != "" {
+		files = append(files, p)
+	}
+	if dir := cniplugins.Extracted(filepath.Join(m.opts.Root, "cni-bin")); dir != "" && m.opts.CNIPath == "" {
+		for _, name := range cniplugins.Names() {
+			files = append(files, filepath.Join(dir, name))
+		}
+	}
+	if err := idle.LayOut(helper, files); err != nil {
+		fmt.Fprintf(os.Stderr, "vectl: laying out programs in the page cache: %v\n", err)
+	}
+}

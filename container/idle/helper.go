@@ -2,6 +2,7 @@ package idle
 
 import (
 	"embed"
+	"os/exec"
 
 	"github.com/vectl/vectl/container/helperbin"
 )
@@ -22,4 +23,13 @@ const helperName = "vectl-idle"
 // built without the program.
 func HelperPath(dir string) (string, error) {
 	return helperbin.Extract(helperFS, "bin/"+helperName, dir)
+}
+
+// LayOut runs the layout helper of the idle-loop program helper (HelperPath) on files: it
+// returns once the helper has detached; the helper lays the files out in the page cache in
+// 2 MiB folios in the background (layout.c).
+func LayOut(helper string, files []string) error {
+	cmd := exec.Command(helper, append([]string{LayoutArg}, files...)...)
+	cmd.Args[0] = "vectl-layout"
+	return cmd.Run()
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "idle.h"
+#include "layout.h"
 #include "proto.h"
 #include "views.h"
 #include "wire.h"
@@ -490,6 +491,8 @@ void vectl_idle(int argc, char **argv, char **envp)
 {
 	if (argc >= 2 && strcmp(argv[1], IDLE_CLOSER_ARG) == 0)
 		vectl_views_closer(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], IDLE_LAYOUT_ARG) == 0)
+		vectl_layout_main(argc, argv);
 	// argv[3] on only show ps what the loop will run again ("-- RESUME... ID").
 	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;

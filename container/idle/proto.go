@@ -27,6 +27,9 @@ const (
 	// CloserArg is the argv[1] that makes the binary (vectl's or vectl-idle) the views'
 	// closer: "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]" (views.c).
 	CloserArg = "__views-closer"
+	// LayoutArg is the argv[1] that makes the binary the layout helper: "vectl-layout
+	// __layout FILE..." (layout.c, LayOut).
+	LayoutArg = "__layout"
 )
 
 // Attribute types of both messages.
@@ -265,5 +268,6 @@ func header() string {
 		{Name: "IDLE_ATTR_LOADTASKS", Value: AttrLoadTasks}, {Name: "IDLE_ATTR_LOADOUT", Value: AttrLoadOut},
 		{Name: "IDLE_ATTR_VIEWS", Value: AttrViews}, {Name: "IDLE_ATTR_STOPMARK", Value: AttrStopMark},
 		{Name: "IDLE_ATTR_EXEFD", Value: AttrExeFD}, {Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
-	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag, "IDLE_CLOSER_ARG": CloserArg})
+	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag, "IDLE_CLOSER_ARG": CloserArg,
+		"IDLE_LAYOUT_ARG": LayoutArg})
 }

@@ -24,5 +24,6 @@
 #define IDLE_ATTR_MAX 18
 #define IDLE_ARG "__monitor-idle"
 #define IDLE_CLOSER_ARG "__views-closer"
+#define IDLE_LAYOUT_ARG "__layout"
 #define IDLE_RESUME_FLAG "--resume"
 #endif

@@ -94,6 +94,9 @@ type Options struct {
 	// which the monitor executes instead of this binary to rest; "" or an error: this
 	// binary. It is asked only once the VE runs (after the first boot's report).
 	IdleExe func() (string, error)
+	// LayOut, when set, is called with the idle loop's program (IdleExe) before the monitor
+	// executes it: it may start that program's layout helper (idle.LayOut).
+	LayOut func(helper string)
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -244,6 +247,17 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: lfd,
 		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: o.Self,
 		Load: o.Load, Views: o.Views, StopMark: o.StopMark}
+	var path string
+	if o.IdleExe != nil {
+		var err error
+		if path, err = o.IdleExe(); err != nil {
+			log.Printf("idle loop: %v; it runs in vectl's binary", err)
+		}
+		// Before the hand-over's descriptors are made inheritable below.
+		if path != "" && o.LayOut != nil {
+			o.LayOut(path)
+		}
+	}
 	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return err
@@ -258,21 +272,15 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 		argv := append(append([]string{"vectl", idle.Arg, msg, "--"}, o.Self...), id)
 		return unix.Exec(exe, argv, os.Environ())
 	}
-	if o.IdleExe != nil {
-		path, err := o.IdleExe()
-		if err != nil {
-			log.Printf("idle loop: %v; it runs in vectl's binary", err)
-		}
-		// The loop as a program of its own resumes this monitor through an O_PATH
-		// descriptor of this binary (not close-on-exec here; the loop makes it so).
-		if path != "" {
-			if fd, err := unix.Open("/proc/self/exe", unix.O_PATH, 0); err == nil {
-				h.ExeFD = fd
-				err := run(path)
-				log.Printf("idle loop: %s: %v; it runs in vectl's binary", path, err)
-				unix.Close(fd)
-				h.ExeFD = 0
-			}
+	// The loop as a program of its own resumes this monitor through an O_PATH descriptor
+	// of this binary (not close-on-exec here; the loop makes it so).
+	if path != "" {
+		if fd, err := unix.Open("/proc/self/exe", unix.O_PATH, 0); err == nil {
+			h.ExeFD = fd
+			err := run(path)
+			log.Printf("idle loop: %s: %v; it runs in vectl's binary", path, err)
+			unix.Close(fd)
+			h.ExeFD = 0
 		}
 	}
 	return run("/proc/self/exe")

@@ -82,6 +82,24 @@ func Dir(base string) (string, error) {
 	return dirFrom(embeddedFS(), base)
 }
 
+// Extracted returns the directory Dir would return when the plugins are already there, and
+// extracts nothing: "" when they are not (or this binary has none).
+func Extracted(base string) string {
+	return extractedFrom(embeddedFS(), base)
+}
+
+func extractedFrom(fsys fs.FS, base string) string {
+	s, err := load(fsys)
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Join(base, s.dirName())
+	if s.usable(dir) != nil {
+		return ""
+	}
+	return dir
+}
+
 // Verify re-hashes every plugin in dir, a directory returned by Dir, against the embedded
 // MANIFEST, and reports every difference.
 func Verify(dir string) error {

@@ -167,6 +167,33 @@ func TestDirReusesExtracted(t *testing.T) {
 	}
 }
 
+func TestExtracted(t *testing.T) {
+	fsys := fakeFS(fakePlugins())
+	base := filepath.Join(t.TempDir(), "cni-bin")
+	if got := extractedFrom(fsys, base); got != "" {
+		t.Fatalf("before any extraction: %q, want \"\"", got)
+	}
+	if _, err := os.Stat(base); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("extractedFrom made %s (%v): it must extract nothing", base, err)
+	}
+	dir, err := dirFrom(fsys, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := extractedFrom(fsys, base); got != dir {
+		t.Fatalf("after the extraction: %q, want %s", got, dir)
+	}
+	if err := os.Truncate(filepath.Join(dir, "static"), 100); err != nil {
+		t.Fatal(err)
+	}
+	if got := extractedFrom(fsys, base); got != "" {
+		t.Errorf("with a damaged plugin: %q, want \"\"", got)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "static")); err != nil || fi.Size() != 100 {
+		t.Errorf("the damaged plugin was touched (%v): extractedFrom must extract nothing", err)
+	}
+}
+
 func statAll(t *testing.T, dir string) map[string]fs.FileInfo {
 	t.Helper()
 	infos := map[string]fs.FileInfo{}

@@ -1,0 +1,63 @@
+// Package pagecache decides when vectl's programs are laid out again in the page cache in
+// 2 MiB folios; the layout itself is the idle loop program's layout helper (package idle,
+// layout.c, which says why it pays).
+package pagecache
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Scattered reports whether this process maps less than half of the file-backed memory it
+// has resident through 2 MiB page-table entries (/proc/self/smaps_rollup: FilePmdMapped
+// against Rss less Anonymous): the program it runs sits in the page cache in small folios.
+// A vectl process maps no other file of note. False when the file cannot be read.
+func Scattered() bool {
+	data, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		return false
+	}
+	return scattered(data)
+}
+
+func scattered(rollup []byte) bool {
+	rss, anon, pmd := field(rollup, "Rss:"), field(rollup, "Anonymous:"), field(rollup, "FilePmdMapped:")
+	if rss < 0 || anon < 0 || pmd < 0 {
+		return false
+	}
+	return pmd*2 < rss-anon
+}
+
+// field returns the kB figure of a smaps_rollup line, or -1.
+func field(rollup []byte, name string) int64 {
+	for line := range bytes.Lines(rollup) {
+		if rest, ok := bytes.CutPrefix(line, []byte(name)); ok {
+			n, err := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte(" kB"))), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
+}
+
+// Due reports whether a layout may start now: stamp is missing or was last marked more than
+// every ago. It then marks stamp (its modification time) as of now. A node where the layout
+// cannot succeed (pages kept mapped by busy commands, no large folios) tries once per every.
+func Due(stamp string, every time.Duration) bool {
+	now := time.Now()
+	if st, err := os.Stat(stamp); err == nil && now.Sub(st.ModTime()) < every {
+		return false
+	}
+	if err := os.Chtimes(stamp, now, now); err != nil {
+		f, err := os.OpenFile(stamp, os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			return false
+		}
+		f.Close()
+	}
+	return true
+}

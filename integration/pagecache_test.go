@@ -1,0 +1,122 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rollupKB returns the kB figures of /proc/PID/smaps_rollup by name.
+func rollupKB(t *testing.T, pid int) map[string]int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(rest, "kB")), 10, 64); ok && err == nil {
+			out[name] = n
+		}
+	}
+	return out
+}
+
+// TestLayOutOnStart: a VE's monitor that finds vectl's binary in the page cache in small
+// folios (here a copy made with cp, which leaves it so, as an execution faulting a program in
+// does) has the idle loop program's layout helper read it again in 2 MiB folios, once
+// a minute at most (RUN/layout). Seen from a vectl exec run from that binary: before the
+// start it maps none of its binary through 2 MiB page-table entries, after it most.
+func TestLayOutOnStart(t *testing.T) {
+	if thp, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); bytes.Contains(thp, []byte("[never]")) {
+		t.Skip("transparent huge pages are off on this host: no 2 MiB folios to lay out")
+	}
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl)
+
+	bin := filepath.Join(e.dir, "vectl")
+	if out, err := exec.Command("cp", vectlBin, bin).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	f, err := os.Open(bin)
+	if err == nil {
+		err = f.Sync() // written back: the layout need not wait for that
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mapped runs vectl exec from bin and returns, once it waits for its program, the kB of
+	// its binary it maps through 2 MiB entries and the file-backed kB it has resident.
+	mapped := func() (int64, int64) {
+		t.Helper()
+		c := exec.Command(bin, e.args("exec", id, "sleep", "2")...)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Wait()
+		time.Sleep(time.Second)
+		r := rollupKB(t, c.Process.Pid)
+		return r["FilePmdMapped"], r["Rss"] - r["Anonymous"]
+	}
+
+	e.must("start", id) // vectlBin's own monitor may lay vectlBin out and mark RUN/layout
+	stamp := filepath.Join(e.run, "layout")
+	os.Remove(stamp)
+	if pmd, file := mapped(); pmd != 0 {
+		t.Fatalf("before: vectl exec from a copy written 4 KiB at a time maps %d of %d kB through 2 MiB entries, want 0", pmd, file)
+	}
+	e.must("stop", "--fast", id)
+	if out, err := exec.Command(bin, e.args("start", id)...).CombinedOutput(); err != nil {
+		t.Fatalf("start from the copy: %v\n%s", err, out)
+	}
+	// The helper starts (it waits 200 ms before its work) and ends; nothing runs from bin
+	// meanwhile: pages a process maps stay as they are.
+	for _, running := range []bool{true, false} {
+		deadline := time.Now().Add(20 * time.Second)
+		for layoutRunning(t, bin) != running {
+			if time.Now().After(deadline) {
+				t.Fatalf("20 s after the start the layout helper of %s is running: %v, want %v", bin, !running, running)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, err := os.Stat(stamp); err != nil {
+		t.Fatalf("the monitor did not mark %s: %v", stamp, err)
+	}
+	pmd, file := mapped()
+	if pmd*2 >= file {
+		t.Logf("after the start: %d of %d kB through 2 MiB entries", pmd, file)
+		return
+	}
+	t.Fatalf("after the start: vectl exec maps %d of %d kB of its binary through 2 MiB entries, want at least half "+
+		"(a file system without large folios, as ext4 before Linux 6.16, cannot have it)", pmd, file)
+}
+
+// layoutRunning reports whether a layout helper (vectl-layout __layout ...) of bin runs.
+func layoutRunning(t *testing.T, bin string) bool {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		cmdline, _ := os.ReadFile(p) // a process gone meanwhile reads empty
+		argv := strings.Split(string(cmdline), "\x00")
+		if len(argv) > 2 && argv[1] == "__layout" && argv[2] == bin {
+			return true
+		}
+	}
+	return false
+}
