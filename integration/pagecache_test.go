@@ -31,35 +31,51 @@ func rollupKB(t *testing.T, pid int) map[string]int64 {
 	return out
 }
 
-// TestLayOutOnStart: a VE's monitor that finds vectl's binary in the page cache in small
-// folios (here a copy made with cp, which leaves it so, as an execution faulting a program in
-// does) has the idle loop program's layout helper read it again in 2 MiB folios, once
-// a minute at most (RUN/layout). Seen from a vectl exec run from that binary: before the
-// start it maps none of its binary through 2 MiB page-table entries, after it most.
+// TestLayOutOnStart: a VE's monitor, background or foreground, that finds vectl's binary in
+// the page cache in small folios (here a copy made with cp, which leaves it so, as an
+// execution faulting a program in does) has the idle loop program's layout helper read it
+// again in 2 MiB folios, once a minute at most (RUN/layout). Seen from a vectl exec run from
+// that binary: before the start it maps none of its binary through 2 MiB page-table entries,
+// after it most.
 func TestLayOutOnStart(t *testing.T) {
 	if thp, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); bytes.Contains(thp, []byte("[never]")) {
 		t.Skip("transparent huge pages are off on this host: no 2 MiB folios to lay out")
 	}
 	e := newEnv(t)
 	tmpl := e.importBusybox()
-	id := uniqueID(t)
+	id, run := uniqueID(t), uniqueID(t)
 	e.must("create", id, "--ostemplate", tmpl)
-
-	bin := filepath.Join(e.dir, "vectl")
-	if out, err := exec.Command("cp", vectlBin, bin).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v\n%s", err, out)
-	}
-	f, err := os.Open(bin)
-	if err == nil {
-		err = f.Sync() // written back: the layout need not wait for that
-		f.Close()
-	}
-	if err != nil {
+	e.must("create", run, "--ostemplate", tmpl)
+	e.must("mount", run)
+	initPath := filepath.Join(e.root, "root", run, "sbin", "init")
+	os.Remove(initPath)
+	if err := os.WriteFile(initPath, []byte("#!/bin/true\n"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	e.must("umount", run)
+	e.must("start", id) // vectlBin's own monitor may lay vectlBin out and mark RUN/layout
+	stamp := filepath.Join(e.run, "layout")
+
+	// copy makes a fresh copy of vectl with cp, written back.
+	copy := func(name string) string {
+		t.Helper()
+		bin := filepath.Join(e.dir, name)
+		if out, err := exec.Command("cp", vectlBin, bin).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v\n%s", err, out)
+		}
+		f, err := os.Open(bin)
+		if err == nil {
+			err = f.Sync() // the layout need not wait for a write-back
+			f.Close()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bin
 	}
 	// mapped runs vectl exec from bin and returns, once it waits for its program, the kB of
 	// its binary it maps through 2 MiB entries and the file-backed kB it has resident.
-	mapped := func() (int64, int64) {
+	mapped := func(bin string) (int64, int64) {
 		t.Helper()
 		c := exec.Command(bin, e.args("exec", id, "sleep", "2")...)
 		if err := c.Start(); err != nil {
@@ -70,38 +86,47 @@ func TestLayOutOnStart(t *testing.T) {
 		r := rollupKB(t, c.Process.Pid)
 		return r["FilePmdMapped"], r["Rss"] - r["Anonymous"]
 	}
-
-	e.must("start", id) // vectlBin's own monitor may lay vectlBin out and mark RUN/layout
-	stamp := filepath.Join(e.run, "layout")
-	os.Remove(stamp)
-	if pmd, file := mapped(); pmd != 0 {
-		t.Fatalf("before: vectl exec from a copy written 4 KiB at a time maps %d of %d kB through 2 MiB entries, want 0", pmd, file)
-	}
-	e.must("stop", "--fast", id)
-	if out, err := exec.Command(bin, e.args("start", id)...).CombinedOutput(); err != nil {
-		t.Fatalf("start from the copy: %v\n%s", err, out)
-	}
-	// The helper starts (it waits 200 ms before its work) and ends; nothing runs from bin
-	// meanwhile: pages a process maps stay as they are.
-	for _, running := range []bool{true, false} {
-		deadline := time.Now().Add(20 * time.Second)
-		for layoutRunning(t, bin) != running {
-			if time.Now().After(deadline) {
-				t.Fatalf("20 s after the start the layout helper of %s is running: %v, want %v", bin, !running, running)
-			}
-			time.Sleep(20 * time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"start", []string{"start", id}},
+		{"start --foreground", []string{"start", "--foreground", run}}, // init #!/bin/true: exit 2
+	} {
+		bin := copy("vectl-" + strings.ReplaceAll(tc.name, " ", ""))
+		os.Remove(stamp)
+		if pmd, file := mapped(bin); pmd != 0 {
+			t.Fatalf("%s: before, vectl exec from a copy made with cp maps %d of %d kB through 2 MiB entries, want 0",
+				tc.name, pmd, file)
 		}
+		if tc.args[1] != "--foreground" {
+			e.must("stop", "--fast", id)
+		}
+		out, err := exec.Command(bin, e.args(tc.args...)...).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == 2 && tc.args[1] == "--foreground") {
+			t.Fatalf("%s from the copy: %v\n%s", tc.name, err, out)
+		}
+		// The helper starts (it waits 200 ms before its work) and ends; nothing runs from
+		// bin meanwhile: pages a process maps stay as they are.
+		for _, running := range []bool{true, false} {
+			deadline := time.Now().Add(20 * time.Second)
+			for layoutRunning(t, bin) != running {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: 20 s on, the layout helper of %s is running: %v, want %v", tc.name, bin, !running, running)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		if _, err := os.Stat(stamp); err != nil {
+			t.Fatalf("%s: the monitor did not mark %s: %v", tc.name, stamp, err)
+		}
+		pmd, file := mapped(bin)
+		if pmd*2 < file {
+			t.Fatalf("%s: after, vectl exec maps %d of %d kB of its binary through 2 MiB entries, want at least half "+
+				"(a file system without large folios, as ext4 before Linux 6.16, cannot have it)", tc.name, pmd, file)
+		}
+		t.Logf("%s: after, %d of %d kB through 2 MiB entries", tc.name, pmd, file)
 	}
-	if _, err := os.Stat(stamp); err != nil {
-		t.Fatalf("the monitor did not mark %s: %v", stamp, err)
-	}
-	pmd, file := mapped()
-	if pmd*2 >= file {
-		t.Logf("after the start: %d of %d kB through 2 MiB entries", pmd, file)
-		return
-	}
-	t.Fatalf("after the start: vectl exec maps %d of %d kB of its binary through 2 MiB entries, want at least half "+
-		"(a file system without large folios, as ext4 before Linux 6.16, cannot have it)", pmd, file)
 }
 
 // layoutRunning reports whether a layout helper (vectl-layout __layout ...) of bin runs.

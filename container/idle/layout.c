@@ -15,14 +15,14 @@
 // small program, started by a monitor that found its own binary mapped mostly without 2 MiB
 // entries (package pagecache). It detaches (a fork whose parent exits at once, a session of
 // its own), lowers its priority, waits for the commands that asked to have exited, and for
-// each file: maps it aligned to 2 MiB and touches one byte per 2 MiB; when every whole
-// 2 MiB of the file then came in as one mapping it is already laid out (a part not cached
-// came in laid out, as that mapping is advised as below); otherwise it writes back the
-// file's dirty pages (a program just installed or extracted), drops its pages from the page
-// cache and reads the file again through a mapping advised with MADV_HUGEPAGE, which has
-// the kernel's read-ahead allocate 2 MiB folios (where the file system supports large
-// folios, as ext4 and xfs do on Linux 6.x). Pages some process still maps stay as they
-// were; a later monitor will ask again.
+// each file: maps it aligned to 2 MiB through a mapping advised with MADV_HUGEPAGE, which
+// has the kernel's read-ahead allocate 2 MiB folios (where the file system supports large
+// folios, as ext4 and xfs do on Linux 6.x), and for each whole 2 MiB block of it touches
+// one byte: when the block then comes in through one 2 MiB entry it is laid out; otherwise
+// it writes back the file's dirty pages (a program just installed or extracted), drops the
+// block's pages from the page cache and reads them again through that mapping, and checks
+// again. A page some process maps cannot be dropped: the block is tried again 50 ms later,
+// 20 times at most; a later monitor will ask again.
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -80,6 +80,17 @@ static char *map_aligned(int fd, size_t len, char **res, size_t *reslen)
 	return m;
 }
 
+// block_laid_out reports whether the 2 MiB block at b, of which this process maps nothing
+// now, comes in through one 2 MiB entry when touched; it leaves the block unmapped again.
+static int block_laid_out(char *b)
+{
+	long before = pmd_mapped();
+	(void)*(volatile char *)b;
+	long after = pmd_mapped();
+	madvise(b, HUGE, MADV_DONTNEED); // drops this mapping's entries, not the page cache's pages
+	return before >= 0 && after - before >= (long)HUGE;
+}
+
 int vectl_layout_file(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -91,52 +102,49 @@ int vectl_layout_file(const char *path)
 		return -1;
 	}
 	size_t whole = (size_t)st.st_size & ~(HUGE - 1);
-	if (whole == 0) {
-		close(fd);
-		return 0;
-	}
 	size_t len = ((size_t)st.st_size + PAGE - 1) & ~(PAGE - 1);
 	char *res;
 	size_t reslen;
-	// Already laid out? One touch per whole 2 MiB maps each through one entry if its folio
-	// is 2 MiB (this process maps no other file that large: its own program is small). A
-	// part not in the page cache comes in laid out through this mapping's advice.
-	char *m = map_aligned(fd, len, &res, &reslen);
+	char *m = whole ? map_aligned(fd, len, &res, &reslen) : NULL;
 	if (!m) {
 		close(fd);
-		return -1;
+		return whole ? -1 : 0;
 	}
+	// The advice has a part not in the page cache come in laid out when touched.
 	if (madvise(m, len, MADV_HUGEPAGE) < 0) { // no transparent huge pages: nothing to gain
 		munmap(res, reslen);
 		close(fd);
 		return -1;
 	}
-	long before = pmd_mapped();
-	for (size_t off = 0; off < whole; off += HUGE)
-		(void)*(volatile char *)(m + off);
-	long after = pmd_mapped();
-	munmap(res, reslen);
-	if (before >= 0 && after - before >= (long)whole) {
-		close(fd);
-		return 0;
+	// Block by block: a page some process maps stays in the page cache, and the block it is
+	// in can only be read again in small folios around it. Commands come and go, so a block
+	// that could not be dropped is tried again a little later, 20 times at most.
+	int synced = 0, again = 0, ret = 0;
+	for (size_t off = 0; off < whole; off += HUGE) {
+		for (int try = 0; !block_laid_out(m + off); try++) {
+			if (try == 20) {
+				ret = -1;
+				break;
+			}
+			if (try > 0) {
+				struct timespec ts = {0, 50 * 1000 * 1000};
+				nanosleep(&ts, NULL);
+			}
+			// Dirty pages (a program just installed or extracted) stay cached.
+			if (!synced) {
+				fdatasync(fd);
+				synced = 1;
+			}
+			posix_fadvise(fd, (off_t)off, HUGE, POSIX_FADV_DONTNEED);
+			if (madvise(m + off, HUGE, MADV_POPULATE_READ) < 0) // before Linux 5.14
+				(void)*(volatile char *)(m + off);
+			madvise(m + off, HUGE, MADV_DONTNEED);
+			again = 1;
+		}
 	}
-	// Dirty pages (a file just written: an installed or extracted program) stay cached.
-	fdatasync(fd);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-	m = map_aligned(fd, len, &res, &reslen);
-	if (!m) {
-		close(fd);
-		return -1;
-	}
-	int ret = 1;
-	if (madvise(m, len, MADV_HUGEPAGE) < 0)
-		ret = -1;
-	else if (madvise(m, len, MADV_POPULATE_READ) < 0) // before Linux 5.14: touch each page
-		for (size_t off = 0; off < len; off += PAGE)
-			(void)*(volatile char *)(m + off);
 	munmap(res, reslen);
 	close(fd);
-	return ret;
+	return ret < 0 ? -1 : again;
 }
 
 void vectl_layout_main(int argc, char **argv)

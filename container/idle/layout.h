@@ -6,8 +6,9 @@
 // idle.LayOut); it does not return.
 __attribute__((noreturn)) void vectl_layout_main(int argc, char **argv);
 
-// vectl_layout_file lays out one file (see layout.c). It returns 1 when the file was read
-// again, 0 when it already was in 2 MiB folios or is too small to hold one, -1 on an error.
+// vectl_layout_file lays out one file (see layout.c). It returns 1 when some of it was read
+// again, 0 when it already was in 2 MiB folios or is too small to hold one, -1 when a block
+// could not be laid out or on an error.
 int vectl_layout_file(const char *path);
 
 #endif

@@ -95,7 +95,8 @@ type Options struct {
 	// binary. It is asked only once the VE runs (after the first boot's report).
 	IdleExe func() (string, error)
 	// LayOut, when set, is called with the idle loop's program (IdleExe) before the monitor
-	// executes it: it may start that program's layout helper (idle.LayOut).
+	// executes it, or once the first boot runs when it relays in this process: it may start
+	// that program's layout helper (idle.LayOut).
 	LayOut func(helper string)
 }
 
@@ -204,6 +205,12 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 				// Only a failed exec returns; keep monitoring in this process.
 				log.Printf("idle loop: %v", err)
 				idleMode = false
+			} else if boot == 1 && o.LayOut != nil && o.IdleExe != nil {
+				// A foreground monitor (a unit's, a run to exit) keeps what it maps of this
+				// binary as it is while it lives; the helper lays out the rest.
+				if path, err := o.IdleExe(); err == nil && path != "" {
+					o.LayOut(path)
+				}
 			}
 			var stopped bool
 			ws, stopped, clients = relayUntilExit(ve, p, pty, lfd, clients, term, o.Signals, log, o.Load, o.Views)
