@@ -119,13 +119,13 @@ func (v monitored) Stop(ctx context.Context) error { return v.m.Stop(ctx, v.id, 
 // binary, libcontainer's init program and the CNI plugins in the page cache in 2 MiB folios
 // (package idle, layout.c) when this process maps its own binary mostly through small ones,
 // at most once a minute (the modification time of RunDir/layout).
-func (m *Manager) layOutPrograms(helper string) {
+func (m *Manager) layOutPrograms(helper string) error {
 	if !pagecache.Scattered() || !pagecache.Due(filepath.Join(m.opts.RunDir, "layout"), time.Minute) {
-		return
+		return nil
 	}
 	self, err := os.Readlink("/proc/self/exe")
 	if err != nil || strings.HasSuffix(self, " (deleted)") {
-		return
+		return err // a binary replaced since this process started is not worth it
 	}
 	files := []string{self}
 	if p, err := lcinit.Path(filepath.Join(m.opts.Root, "init-bin")); err == nil && p != "" {
@@ -136,7 +136,5 @@ func (m *Manager) layOutPrograms(helper string) {
 			files = append(files, filepath.Join(dir, name))
 		}
 	}
-	if err := idle.LayOut(helper, files); err != nil {
-		fmt.Fprintf(os.Stderr, "vectl: laying out programs in the page cache: %v\n", err)
-	}
+	return idle.LayOut(helper, files)
 }

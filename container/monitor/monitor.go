@@ -96,8 +96,8 @@ type Options struct {
 	IdleExe func() (string, error)
 	// LayOut, when set, is called with the idle loop's program (IdleExe) before the monitor
 	// executes it, or once the first boot runs when it relays in this process: it may start
-	// that program's layout helper (idle.LayOut).
-	LayOut func(helper string)
+	// that program's layout helper (idle.LayOut). Its error goes to the console log only.
+	LayOut func(helper string) error
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -209,7 +209,9 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 				// A foreground monitor (a unit's, a run to exit) keeps what it maps of this
 				// binary as it is while it lives; the helper lays out the rest.
 				if path, err := o.IdleExe(); err == nil && path != "" {
-					o.LayOut(path)
+					if err := o.LayOut(path); err != nil {
+						log.Printf("page cache layout: %v", err)
+					}
 				}
 			}
 			var stopped bool
@@ -262,7 +264,9 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 		}
 		// Before the hand-over's descriptors are made inheritable below.
 		if path != "" && o.LayOut != nil {
-			o.LayOut(path)
+			if err := o.LayOut(path); err != nil {
+				log.Printf("page cache layout: %v", err)
+			}
 		}
 	}
 	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
