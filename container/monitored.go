@@ -117,15 +117,20 @@ func (v monitored) Stop(ctx context.Context) error { return v.m.Stop(ctx, v.id, 
 
 // layOutPrograms has the layout helper of the idle loop's program helper lay out vectl's
 // binary, libcontainer's init program and the CNI plugins in the page cache in 2 MiB folios
-// (package idle, layout.c) when this process maps its own binary mostly through small ones,
-// at most once a minute (the modification time of RunDir/layout).
+// (package idle, layout.c) when this process maps its own binary mostly through small ones
+// and its file system keeps large folios, at most once a minute (the modification time of
+// RunDir/layout).
 func (m *Manager) layOutPrograms(helper string) error {
-	if !pagecache.Scattered() || !pagecache.Due(filepath.Join(m.opts.RunDir, "layout"), time.Minute) {
+	if !pagecache.Scattered() {
 		return nil
 	}
 	self, err := os.Readlink("/proc/self/exe")
 	if err != nil || strings.HasSuffix(self, " (deleted)") {
 		return err // a binary replaced since this process started is not worth it
+	}
+	// Without large folios each try would read the programs again for nothing.
+	if !pagecache.LargeFolios(self) || !pagecache.Due(filepath.Join(m.opts.RunDir, "layout"), time.Minute) {
+		return nil
 	}
 	files := []string{self}
 	if p, err := lcinit.Path(filepath.Join(m.opts.Root, "init-bin")); err == nil && p != "" {

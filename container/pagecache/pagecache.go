@@ -5,9 +5,12 @@ package pagecache
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Scattered reports whether this process maps less than half of the file-backed memory it
@@ -60,4 +63,30 @@ func Due(stamp string, every time.Duration) bool {
 		f.Close()
 	}
 	return true
+}
+
+// LargeFolios reports whether the file system holding path keeps files in large page-cache
+// folios, without which there is nothing to lay out: ext4 from Linux 6.16 and xfs from
+// 5.18 do; other file systems are not counted on.
+func LargeFolios(path string) bool {
+	var fs unix.Statfs_t
+	var un unix.Utsname
+	if unix.Statfs(path, &fs) != nil || unix.Uname(&un) != nil {
+		return false
+	}
+	return largeFolios(int64(fs.Type), unix.ByteSliceToString(un.Release[:]))
+}
+
+func largeFolios(fsType int64, release string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	switch fsType {
+	case unix.EXT4_SUPER_MAGIC:
+		return major > 6 || major == 6 && minor >= 16
+	case unix.XFS_SUPER_MAGIC:
+		return major > 5 || major == 5 && minor >= 18
+	}
+	return false
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func rollup(rss, anon, pmd string) []byte {
@@ -73,5 +75,32 @@ func TestDue(t *testing.T) {
 	}
 	if Due(filepath.Join(t.TempDir(), "missing", "layout"), time.Minute) {
 		t.Error("Due with a stamp that cannot be made = true, want false")
+	}
+}
+
+// TestLargeFolios: ext4 from 6.16 and xfs from 5.18, nothing else.
+func TestLargeFolios(t *testing.T) {
+	for _, tc := range []struct {
+		fs      int64
+		release string
+		want    bool
+	}{
+		{unix.EXT4_SUPER_MAGIC, "6.18.44-fc-v1272", true},
+		{unix.EXT4_SUPER_MAGIC, "6.16.0", true},
+		{unix.EXT4_SUPER_MAGIC, "7.0.1", true},
+		{unix.EXT4_SUPER_MAGIC, "6.15.9", false},
+		{unix.EXT4_SUPER_MAGIC, "6.1.0-50-amd64", false},
+		{unix.XFS_SUPER_MAGIC, "5.18.0", true},
+		{unix.XFS_SUPER_MAGIC, "5.15.0-91-generic", false},
+		{unix.TMPFS_MAGIC, "6.18.0", false},
+		{unix.BTRFS_SUPER_MAGIC, "6.18.0", false},
+		{unix.EXT4_SUPER_MAGIC, "unknown", false},
+	} {
+		if got := largeFolios(tc.fs, tc.release); got != tc.want {
+			t.Errorf("largeFolios(%#x, %q) = %v, want %v", tc.fs, tc.release, got, tc.want)
+		}
+	}
+	if LargeFolios(filepath.Join(t.TempDir(), "missing")) {
+		t.Error("LargeFolios of a missing path = true, want false")
 	}
 }
