@@ -205,13 +205,11 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 				// Only a failed exec returns; keep monitoring in this process.
 				log.Printf("idle loop: %v", err)
 				idleMode = false
-			} else if boot == 1 && o.LayOut != nil && o.IdleExe != nil {
+			} else if boot == 1 && o.IdleExe != nil {
 				// A foreground monitor (a unit's, a run to exit) keeps what it maps of this
 				// binary as it is while it lives; the helper lays out the rest.
-				if path, err := o.IdleExe(); err == nil && path != "" {
-					if err := o.LayOut(path); err != nil {
-						log.Printf("page cache layout: %v", err)
-					}
+				if path, err := o.IdleExe(); err == nil {
+					layOut(o, path, log)
 				}
 			}
 			var stopped bool
@@ -262,12 +260,7 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 		if path, err = o.IdleExe(); err != nil {
 			log.Printf("idle loop: %v; it runs in vectl's binary", err)
 		}
-		// Before the hand-over's descriptors are made inheritable below.
-		if path != "" && o.LayOut != nil {
-			if err := o.LayOut(path); err != nil {
-				log.Printf("page cache layout: %v", err)
-			}
-		}
+		layOut(o, path, log) // before the hand-over's descriptors are made inheritable below
 	}
 	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -295,6 +288,17 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 		}
 	}
 	return run("/proc/self/exe")
+}
+
+// layOut asks o.LayOut to lay out this binary's programs with the idle loop's program at
+// path (none: nothing to ask); its error goes to the console log.
+func layOut(o Options, path string, log *Log) {
+	if path == "" || o.LayOut == nil {
+		return
+	}
+	if err := o.LayOut(path); err != nil {
+		log.Printf("page cache layout: %v", err)
+	}
 }
 
 // relayUntilExit relays the VE's console in this process (package idle's relay, on a
