@@ -1,8 +1,8 @@
 // Laying out vectl's programs in the page cache in 2 MiB folios.
 //
 // How a program's file sits in the page cache decides what each process that runs it pays
-// to map it. A file faulted in by execution, copied with cp or read with read(2) sits in
-// small folios (4 to 64 KiB), and each page fault maps one fault-around window of them; a
+// to map it. A file faulted in by an execution or written by cp sits in small folios (4 to
+// 64 KiB), and each page fault maps one fault-around window of them; a
 // file read through a mapping the process advised with MADV_HUGEPAGE sits in 2 MiB folios,
 // and a fault maps the whole 2 MiB with one page-table entry (the kernel does this for any
 // 2 MiB folio of a file whose mapping is suitably aligned, as an executable's segments
