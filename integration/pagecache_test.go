@@ -34,8 +34,8 @@ func rollupKB(t *testing.T, pid int) map[string]int64 {
 }
 
 // TestLayOutOnStart: a VE's monitor, background or foreground, that finds vectl's binary in
-// the page cache in small folios (here a copy made with cp, which leaves it so, as an
-// execution faulting a program in does) has the idle loop program's layout helper read it
+// the page cache in small folios (here a copy written 4 KiB at a time, as an execution
+// faulting a program in leaves it too) has the idle loop program's layout helper read it
 // again in 2 MiB folios, once a minute at most (RUN/layout). Seen from a vectl exec run from
 // that binary: before the start it maps none of its binary through 2 MiB page-table entries,
 // after it most.
@@ -61,20 +61,17 @@ func TestLayOutOnStart(t *testing.T) {
 	e.must("start", id) // vectlBin's own monitor may lay vectlBin out and mark RUN/layout
 	stamp := filepath.Join(e.run, "layout")
 
-	// copy makes a fresh copy of vectl with cp, written back.
+	// copy makes a fresh copy of vectl written 4 KiB at a time and written back (cp may
+	// copy in the kernel, whose folio sizes are its own).
 	copy := func(name string) string {
 		t.Helper()
 		bin := filepath.Join(e.dir, name)
-		if out, err := exec.Command("cp", vectlBin, bin).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v\n%s", err, out)
-		}
-		f, err := os.Open(bin)
+		out, err := exec.Command("dd", "if="+vectlBin, "of="+bin, "bs=4k", "conv=fsync", "status=none").CombinedOutput()
 		if err == nil {
-			err = f.Sync() // the layout need not wait for a write-back
-			f.Close()
+			err = os.Chmod(bin, 0o755)
 		}
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("dd: %v\n%s", err, out)
 		}
 		return bin
 	}
@@ -101,7 +98,7 @@ func TestLayOutOnStart(t *testing.T) {
 		bin := copy("vectl-" + strings.ReplaceAll(tc.name, " ", ""))
 		os.Remove(stamp)
 		if pmd, file := mapped(bin); pmd != 0 {
-			t.Fatalf("%s: before, vectl exec from a copy made with cp maps %d of %d kB through 2 MiB entries, want 0",
+			t.Fatalf("%s: before, vectl exec from a copy written 4 KiB at a time maps %d of %d kB through 2 MiB entries, want 0",
 				tc.name, pmd, file)
 		}
 		if tc.args[1] != "--foreground" {
