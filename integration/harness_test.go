@@ -466,6 +466,19 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
+// setInit replaces the /sbin/init of the stopped VE id with a script (it may be a symlink
+// to busybox, which must stay as it is).
+func (e *env) setInit(id, script string) {
+	e.t.Helper()
+	e.must("mount", id)
+	initPath := filepath.Join(e.root, "root", id, "sbin", "init")
+	os.Remove(initPath)
+	if err := os.WriteFile(initPath, []byte(script), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	e.must("umount", id)
+}
+
 // initStart is the start time (clock ticks after the host's boot) of a VE's current init,
 // as libcontainer's state has it: inside, /proc/1/stat counts from the VE's own boot (its
 // time namespace), the same for every boot.

@@ -72,13 +72,7 @@ func TestInitProgram(t *testing.T) {
 		func() {
 			id := uniqueID(t)
 			e.must("create", id, "--ostemplate", tmpl, "--userns", userns)
-			e.must("mount", id)
-			initPath := filepath.Join(e.root, "root", id, "sbin", "init")
-			os.Remove(initPath)
-			if err := os.WriteFile(initPath, []byte("#!/bin/sh\necho $$ > /init-ran\n"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			e.must("umount", id)
+			e.setInit(id, "#!/bin/sh\necho $$ > /init-ran\n")
 			ran := func() string {
 				t.Helper()
 				e.must("mount", id)

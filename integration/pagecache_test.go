@@ -51,13 +51,7 @@ func TestLayOutOnStart(t *testing.T) {
 	id, run := uniqueID(t), uniqueID(t)
 	e.must("create", id, "--ostemplate", tmpl)
 	e.must("create", run, "--ostemplate", tmpl)
-	e.must("mount", run)
-	initPath := filepath.Join(e.root, "root", run, "sbin", "init")
-	os.Remove(initPath)
-	if err := os.WriteFile(initPath, []byte("#!/bin/true\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e.must("umount", run)
+	e.setInit(run, "#!/bin/true\n")
 	e.must("start", id) // vectlBin's own monitor may lay vectlBin out and mark RUN/layout
 	stamp := filepath.Join(e.run, "layout")
 
