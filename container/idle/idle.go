@@ -125,3 +125,12 @@ func stopInProgress(path string) int {
 	defer C.free(unsafe.Pointer(cpath))
 	return int(C.vectl_stop_in_progress(cpath))
 }
+
+// srcuExpedited is the idle loop's choice of how to close the views' fanotify group
+// (vectl_srcu_expedited: in place when dir, /sys/kernel, says SRCU grace periods are
+// expedited), for tests.
+func srcuExpedited(dir string) bool {
+	cdir := C.CString(dir)
+	defer C.free(unsafe.Pointer(cdir))
+	return C.vectl_srcu_expedited(cdir) != 0
+}

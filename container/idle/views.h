@@ -31,7 +31,11 @@ struct views {
 int vectl_views_open(struct views *v, const char *spec, int watch);
 // vectl_views_event renders the files being opened and lets the opens go on.
 void vectl_views_event(struct views *v);
+// vectl_views_close stops watching and closes the files. The fanotify group is closed in
+// place when the kernel's SRCU grace periods are expedited (vectl_srcu_expedited), else by
+// the closer.
 void vectl_views_close(struct views *v);
+int vectl_srcu_expedited(const char *dir);
 
 // vectl_views_closer is the views' closer (close_fan_elsewhere in views.c), run as
 // "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]"; it does not return.

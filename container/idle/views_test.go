@@ -156,3 +156,28 @@ func TestViewsCgroupV2(t *testing.T) {
 		t.Errorf("meminfo without a cgroup:\n%s", v["meminfo"])
 	}
 }
+
+// TestSRCUExpedited: the views' fanotify group is closed in place only where the kernel
+// expedites SRCU grace periods (rcu_expedited 1, rcu_normal 0); anything else, a missing
+// or unreadable file among it, keeps the closer.
+func TestSRCUExpedited(t *testing.T) {
+	for _, c := range []struct {
+		files map[string]string
+		want  bool
+	}{
+		{map[string]string{"rcu_expedited": "1\n", "rcu_normal": "0\n"}, true},
+		{map[string]string{"rcu_expedited": "0\n", "rcu_normal": "0\n"}, false},
+		{map[string]string{"rcu_expedited": "1\n", "rcu_normal": "1\n"}, false},
+		{map[string]string{"rcu_expedited": "1\n"}, false},
+		{map[string]string{"rcu_normal": "0\n"}, false},
+		{map[string]string{"rcu_expedited": "x\n", "rcu_normal": "0\n"}, false},
+		{map[string]string{}, false},
+	} {
+		if got := srcuExpedited(fakeCgroup(t, c.files)); got != c.want {
+			t.Errorf("%v: in place %v, want %v", c.files, got, c.want)
+		}
+	}
+	if got := srcuExpedited(filepath.Join(t.TempDir(), "none")); got {
+		t.Error("a missing directory: in place, want the closer")
+	}
+}
