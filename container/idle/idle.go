@@ -126,9 +126,15 @@ func stopInProgress(path string) int {
 	return int(C.vectl_stop_in_progress(cpath))
 }
 
-// srcuExpedited is the idle loop's choice of how to close the views' fanotify group
-// (vectl_srcu_expedited: in place when dir, /sys/kernel, says SRCU grace periods are
-// expedited), for tests.
+// GracePeriodsExpedited tells whether this kernel expedites RCU and SRCU grace periods
+// (/sys/kernel/rcu_expedited 1, rcu_normal 0): a wait for one then takes a fraction of a
+// millisecond, and what vectl does to keep such waits off its critical paths (the views'
+// closer, the cgroup attach warm-up) costs more than it saves. The idle loop asks the same
+// (vectl_srcu_expedited) before it closes the views' fanotify group.
+func GracePeriodsExpedited() bool { return srcuExpedited("/sys/kernel") }
+
+// srcuExpedited is vectl_srcu_expedited with the directory of the two files (/sys/kernel;
+// another for tests).
 func srcuExpedited(dir string) bool {
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
