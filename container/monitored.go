@@ -119,9 +119,10 @@ func (v monitored) Stop(ctx context.Context) error { return v.m.Stop(ctx, v.id, 
 // binary, libcontainer's init program and the CNI plugins in the page cache in 2 MiB folios
 // (package idle, layout.c) when this process maps its own binary mostly through small ones
 // and its file system keeps large folios, at most once a minute (the modification time of
-// RunDir/layout).
+// RunDir/layout, looked at first: reading the memory map costs more).
 func (m *Manager) layOutPrograms(helper string) error {
-	if !pagecache.Scattered() {
+	stamp := filepath.Join(m.opts.RunDir, "layout")
+	if pagecache.Recent(stamp, time.Minute) || !pagecache.Scattered() {
 		return nil
 	}
 	self, err := os.Readlink("/proc/self/exe")
@@ -129,7 +130,7 @@ func (m *Manager) layOutPrograms(helper string) error {
 		return err // a binary replaced since this process started is not worth it
 	}
 	// Without large folios each try would read the programs again for nothing.
-	if !pagecache.LargeFolios(self) || !pagecache.Due(filepath.Join(m.opts.RunDir, "layout"), time.Minute) {
+	if !pagecache.LargeFolios(self) || !pagecache.Due(stamp, time.Minute) {
 		return nil
 	}
 	files := []string{self}

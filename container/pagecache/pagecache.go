@@ -51,10 +51,10 @@ func field(rollup []byte, name string) int64 {
 // every ago. It then marks stamp (its modification time) as of now. A node where the layout
 // cannot succeed (pages kept mapped by busy commands, no large folios) tries once per every.
 func Due(stamp string, every time.Duration) bool {
-	now := time.Now()
-	if st, err := os.Stat(stamp); err == nil && now.Sub(st.ModTime()) < every {
+	if Recent(stamp, every) {
 		return false
 	}
+	now := time.Now()
 	if err := os.Chtimes(stamp, now, now); err != nil {
 		f, err := os.OpenFile(stamp, os.O_WRONLY|os.O_CREATE, 0o600)
 		if err != nil {
@@ -63,6 +63,14 @@ func Due(stamp string, every time.Duration) bool {
 		f.Close()
 	}
 	return true
+}
+
+// Recent reports whether stamp was marked (by Due) less than every ago, without marking
+// it: one stat, asked before Scattered, which walks the process's whole memory map (0.1 to
+// 0.2 ms of a monitor's CPU here), so that starts in quick succession skip that walk.
+func Recent(stamp string, every time.Duration) bool {
+	st, err := os.Stat(stamp)
+	return err == nil && time.Since(st.ModTime()) < every
 }
 
 // LargeFolios reports whether the file system holding path keeps files in large page-cache

@@ -78,6 +78,34 @@ func TestDue(t *testing.T) {
 	}
 }
 
+// TestRecent: marked by Due within the interval, not before it was made nor after the
+// interval; Recent itself marks nothing.
+func TestRecent(t *testing.T) {
+	stamp := filepath.Join(t.TempDir(), "layout")
+	if Recent(stamp, time.Minute) {
+		t.Fatal("Recent before any Due = true, want false")
+	}
+	if _, err := os.Stat(stamp); err == nil {
+		t.Fatal("Recent made the stamp")
+	}
+	if !Due(stamp, time.Minute) {
+		t.Fatal("first Due = false, want true")
+	}
+	if !Recent(stamp, time.Minute) {
+		t.Fatal("Recent right after Due = false, want true")
+	}
+	old := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(stamp, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if Recent(stamp, time.Minute) {
+		t.Fatal("Recent after the interval = true, want false")
+	}
+	if st, err := os.Stat(stamp); err != nil || time.Since(st.ModTime()) < time.Minute {
+		t.Fatalf("Recent marked the stamp (%v)", err)
+	}
+}
+
 // TestLargeFolios: ext4 from 6.16 and xfs from 5.18, nothing else.
 func TestLargeFolios(t *testing.T) {
 	for _, tc := range []struct {
