@@ -412,3 +412,40 @@ func TestListEmptyAndFields(t *testing.T) {
 		t.Fatalf("unknown VE: exit %d", code)
 	}
 }
+
+// TestReadOnly: the commands that catch no signal are the reading ones (or none at all),
+// found after the global flags and their values; each is one of vectl's command names.
+func TestReadOnly(t *testing.T) {
+	globals := globalFlags()
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"vectl"}, true},
+		{[]string{"vectl", "--version"}, true},
+		{[]string{"vectl", "list", "-a"}, true},
+		{[]string{"vectl", "ls"}, true},
+		{[]string{"vectl", "--root", "/srv/vectl", "status", "101"}, true},
+		{[]string{"vectl", "--root", "list", "stop", "101"}, false}, // "list" is --root's value
+		{[]string{"vectl", "stop", "--fast", "101"}, false},
+		{[]string{"vectl", "set", "101", "--ram", "1G"}, false},
+		{[]string{"vectl", "template", "list"}, false}, // template also downloads and builds
+		{[]string{"vectl", "exec", "101", "ls"}, false},
+		{[]string{"vectl", "help", "stop"}, true},
+	} {
+		if got := readOnly(globals, c.args); got != c.want {
+			t.Errorf("readOnly(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
+	names := map[string]bool{"help": true, "h": true}
+	for _, e := range commandTable() {
+		for _, n := range e.names {
+			names[n] = true
+		}
+	}
+	for n := range readOnlyCommands {
+		if !names[n] {
+			t.Errorf("readOnlyCommands names %q, which is no command of vectl's", n)
+		}
+	}
+}

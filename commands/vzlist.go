@@ -745,7 +745,7 @@ func VzlistMain(args []string, s Streams) int {
 		return 1
 	}
 	var code int
-	err = withManager(s, func(ctx context.Context, m *container.Manager) error {
+	err = readingManager(s, func(ctx context.Context, m *container.Manager) error {
 		code = runVzlist(ctx, m, o, s)
 		return nil
 	})
