@@ -34,7 +34,7 @@ both='TestLifecycle|TestBusyboxRun|TestForeground|TestNoMonitor|TestFreezeThaw|T
 'TestNetworkTeardownLeavesNothing|'\
 'TestSystemdUnit|TestBootOnboot|TestCgroupV2Delegation|TestCgroupManagerConfigFile|'\
 'TestUserNSBusybox|TestUserNSDebianSystemd|TestUserNSEscapes|TestUserNSNested|TestProcViews'
-default_run_fs="^($both|TestNetworkRoutedAddresses|TestNetworkLiveSet|TestTimeNamespace)\$"
+default_run_fs="^($both|TestNetworkRoutedAddresses|TestNetworkLiveSet|TestTimeNamespace|TestViewsCloser)\$"
 default_run_systemd="^($both|TestDistroMatrix|TestDebian13)\$"
 default_skip='^TestLifecycle$/^debian$'
 
