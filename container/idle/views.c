@@ -822,10 +822,11 @@ void vectl_views_event(struct views *v)
 // and to the watched files to a throwaway process, the closer, which closes them and exits.
 // Closing a fanotify group waits for an SRCU grace period (fsnotify_destroy_group: 15 to
 // 20 ms on the machine of 2026-12-05, where grace periods were not expedited; see
-// vectl_srcu_expedited), and so does unmounting the views' tmpfs while its files are watched: both sat
-// on the critical path of every VE's end (a foreground run's exit, the monitor's exit that
-// vectl stop waits for). Holding the view files, the closer also keeps the views' tmpfs alive
-// past the teardown's lazy unmount, which then only detaches the mount.
+// vectl_srcu_expedited), and so does unmounting the views' tmpfs while its files are
+// watched: both sat on the critical path of every VE's end (a foreground run's exit, the
+// monitor's exit that vectl stop waits for). Holding the view files, the closer also keeps
+// the views' tmpfs alive past the teardown's lazy unmount, which then only detaches the
+// mount.
 //
 // The closer is this process's own program executed again (posix_spawn: a vfork, no copy of
 // the address space) as "vectl-views-closer __views-closer SYNC FAN VIEW...", with only those
