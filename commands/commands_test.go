@@ -431,6 +431,7 @@ func TestReadOnly(t *testing.T) {
 		{[]string{"vectl", "set", "101", "--ram", "1G"}, false},
 		{[]string{"vectl", "template", "list"}, false}, // template also downloads and builds
 		{[]string{"vectl", "exec", "101", "ls"}, false},
+		{[]string{"vectl", "stats", "--interval", "5s"}, false}, // it waits: interruptible, exit 130
 		{[]string{"vectl", "help", "stop"}, true},
 	} {
 		if got := readOnly(globals, c.args); got != c.want {

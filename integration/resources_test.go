@@ -3,11 +3,13 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -363,6 +365,32 @@ func TestResourceProfiles(t *testing.T) {
 	e.expect(92, "--profile-dir", dir, "set", id, "--applyconfig", "nosuch", "--save")
 	os.WriteFile(filepath.Join(dir, "broken.json"), []byte(`{"ram": "lots"}`), 0o644)
 	e.expect(21, "--profile-dir", dir, "set", id, "--applyconfig", "broken", "--save")
+}
+
+// TestStatsInterrupted: stats --interval waits, so it catches SIGINT and SIGTERM, and either
+// ends it with the documented status 130 and a one-line message rather than killing it. (The
+// commands that only read and return at once, list and status among them, catch neither.)
+func TestStatsInterrupted(t *testing.T) {
+	e := newEnv(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		c := e.cmd("stats", "--interval", "30s")
+		var errb bytes.Buffer
+		c.Stderr = &errb
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // well into the interval's wait
+		if err := c.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		c.Wait()
+		if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signaled() || ws.ExitStatus() != 130 {
+			t.Errorf("stats --interval after %v: %v (%s), want exit status 130", sig, c.ProcessState, errb.String())
+		}
+		if got := errb.String(); !strings.HasPrefix(got, "vectl: ") || strings.Count(got, "\n") != 1 {
+			t.Errorf("stats --interval after %v: stderr %q, want one line", sig, got)
+		}
+	}
 }
 
 func TestResourceStats(t *testing.T) {
