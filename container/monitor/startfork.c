@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cmdline.h"
 #include "startfork.h"
 
 // The write end of the pipe to the waiting parent, in the child; -1 in any other process.
@@ -39,8 +40,7 @@ int vectl_start_wants_fork(int argc, char **argv, char **envp) {
 	if (argc < 3) {
 		return 0;
 	}
-	const char *base = strrchr(argv[0], '/');
-	base = base ? base + 1 : argv[0];
+	const char *base = vectl_cmdline_base(argv[0]);
 	if (strcmp(base, "vzctl") == 0 || strcmp(base, "vzlist") == 0) {
 		return 0;
 	}
@@ -49,37 +49,15 @@ int vectl_start_wants_fork(int argc, char **argv, char **envp) {
 			return 0;
 		}
 	}
-	int i = 1;
-	while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0) {
-		i += strchr(argv[i], '=') ? 1 : 2;
-	}
+	int i = vectl_cmdline_command(argc, argv, 1);
 	if (i >= argc || (strcmp(argv[i], "start") != 0 && strcmp(argv[i], "restore") != 0 &&
 	                  strcmp(argv[i], "resume") != 0)) {
 		return 0;
 	}
-	for (i++; i < argc; i++) {
-		const char *a = argv[i];
-		if (a[0] != '-' || a[1] == '\0') {
-			continue;
-		}
-		if (strcmp(a, "--") == 0) {
-			return 0;
-		}
-		const char *name = a + (a[1] == '-' ? 2 : 1);
-		size_t n = strcspn(name, "=");
-		if (n == 0) {
-			continue;
-		}
-		if (strncmp(name, "foreground", n) == 0 || strncmp(name, "wait", n) == 0 ||
-		    strncmp(name, "no-monitor", n) == 0 || strncmp(name, "help", n) == 0) {
-			return 0;
-		}
-		// A cluster of short options (-Fx): F is --foreground, h --help.
-		if (a[1] != '-' && memchr(name, 'F', n) != NULL) {
-			return 0;
-		}
-	}
-	return 1;
+	// Not with --foreground (or -F in a cluster of short options), --wait, --no-monitor or
+	// --help (or -h).
+	static const char *const stay[] = {"foreground", "wait", "no-monitor", "help", NULL};
+	return !vectl_cmdline_any(argc, argv, i + 1, stay, "F");
 }
 
 static void start_forward(int sig) {
