@@ -10,6 +10,7 @@ package main
 
 import (
 	"os"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	// Both blank imports are mandatory: nsenter's cgo constructor joins the VE's namespaces
@@ -22,6 +23,7 @@ import (
 	// The monitor's idle loop runs from a C constructor of this package (see its doc).
 	_ "github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/join"
+	"github.com/vectl/vectl/container/prefault"
 
 	// vectl exec's namespace joiner also runs from a C constructor (see its doc).
 	_ "github.com/vectl/vectl/container/nsjoin"
@@ -44,5 +46,8 @@ func init() {
 }
 
 func main() {
+	// A process that outlives a command's usual few milliseconds (a foreground monitor, an
+	// exec of a long command) gives its heap's huge pages back (see package prefault).
+	prefault.SettleAfter(2 * time.Second)
 	os.Exit(commands.Main(os.Args, commands.Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}))
 }
