@@ -143,11 +143,22 @@ CNI_VERSION   = $(shell awk '$$1 == "github.com/containernetworking/plugins" { p
 .PHONY: plugins
 plugins: $(CNI_OUT)
 
-$(CNI_OUT) &: network/cnitools/go.mod network/cnitools/go.sum
+# Static like vectl and linked the same way, with musl and container/prefault's mmap wrapper
+# (thp.c, built on its own here: the plugins are upstream's programs), so that a plugin's Go
+# heap is in huge pages too; -linkmode external links the runtime's cgo part, which maps
+# memory through the C library. The plugins call no C otherwise (netgo, osusergo).
+THP_OBJ := bin/thp.o
+THP_SOURCES := container/prefault/thp.c container/prefault/thp.h container/wire/cmdline.h container/wire/mainargs.h
+$(THP_OBJ): $(THP_SOURCES)
+	@command -v $(MUSL_CC) >/dev/null || { echo "$(MUSL_CC) not found: run make deps (Debian package musl-tools)" >&2; exit 1; }
+	@mkdir -p bin
+	$(MUSL_CC) -O2 -Wall -Werror -I container/wire -c -o $@ container/prefault/thp.c
+
+$(CNI_OUT) &: network/cnitools/go.mod network/cnitools/go.sum $(THP_OBJ)
 	@test -n "$(CNI_VERSION)" || { echo "no containernetworking/plugins version in network/cnitools/go.mod"; exit 1; }
 	rm -rf bin/cni-plugins $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
-	cd network/cnitools && CGO_ENABLED=0 $(GO) build -trimpath \
-		-ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(CNI_VERSION)" \
+	cd network/cnitools && CC=$(MUSL_CC) CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo \
+		-ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(CNI_VERSION) -linkmode external -extldflags '$(EXTLDFLAGS) $(CURDIR)/$(THP_OBJ)'" \
 		-o $(CURDIR)/bin/cni-plugins/ tool
 	cd bin/cni-plugins && for p in $(CNI_PLUGINS); do \
 		sum=$$(sha256sum < $$p) && size=$$(stat -c %s $$p) && echo "$$p $${sum%% *} $$size" || exit 1; \

@@ -3,6 +3,7 @@ package cniplugins
 import (
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -430,6 +431,28 @@ func TestEmbeddedPlugins(t *testing.T) {
 	}
 	if err := Verify(dir); err != nil {
 		t.Fatal(err)
+	}
+	// Built like vectl (the Makefile's plugins rule): static, with container/prefault's mmap
+	// wrapper, whose constructor reads /proc/buddyinfo, for a heap in huge pages.
+	for _, name := range Names() {
+		path := filepath.Join(dir, name)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte("/proc/buddyinfo")) {
+			t.Errorf("%s: no mmap wrapper (container/prefault/thp.c) linked in", name)
+		}
+		f, err := elf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Errorf("%s: dynamically linked, want static", name)
+			}
+		}
+		f.Close()
 	}
 	// With no CNI_COMMAND in its environment a plugin prints its version to stderr and exits 0.
 	cmd := exec.Command(filepath.Join(dir, "ptp"))
