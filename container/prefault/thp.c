@@ -1,10 +1,11 @@
 // The Go heap in transparent huge pages (see thp.go).
 //
 // The Go runtime of a cgo program maps memory through the C library's mmap (runtime/cgo's
-// x_cgo_mmap), and vectl and vectl-init are linked with -Wl,--wrap=mmap: that call lands in
-// __wrap_mmap below, which maps as asked and, for the runtime's commits of heap (anonymous,
-// read-write, MAP_FIXED over its reservation, 4 MiB or more), advises MADV_HUGEPAGE. Only
-// references to the symbol mmap are wrapped: musl calls its own __mmap inside.
+// x_cgo_mmap), and vectl, vectl-init and the CNI plugins are linked with -Wl,--wrap=mmap
+// (the Makefile): that call lands in __wrap_mmap below, which maps as asked and, for the
+// runtime's commits of heap (anonymous, read-write, MAP_FIXED over its reservation, 2 MiB or
+// more; the runtime commits 4 MiB at a time), advises MADV_HUGEPAGE while advising is on.
+// Only references to the symbol mmap are wrapped: musl calls its own __mmap inside.
 
 #define _GNU_SOURCE
 #include <errno.h>
