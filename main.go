@@ -46,8 +46,8 @@ func init() {
 }
 
 func main() {
-	// A process that outlives a command's usual few milliseconds (a foreground monitor, an
-	// exec of a long command) gives its heap's huge pages back (see package prefault).
+	// A process that outlives a command's usual few milliseconds (an exec of a long command,
+	// stats --interval) stops advising huge pages for its heap (see package prefault).
 	prefault.SettleAfter(2 * time.Second)
 	os.Exit(commands.Main(os.Args, commands.Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}))
 }

@@ -1,5 +1,7 @@
-// Package prefault maps the part of the Go heap a short-lived process is about to use in one
-// system call, instead of one page fault per fresh page as the heap grows.
+// Package prefault makes a short-lived process's Go heap cheaper to grow: Heap maps the part
+// it is about to use in one system call, instead of one page fault per fresh page, and
+// thp.go puts the heap in transparent huge pages from the runtime's first commit (through
+// the runtime's mmap, see thp.c), one fault per 2 MiB.
 //
 // A page fault is a trap into the kernel and, on a virtual machine with shadow page tables
 // (the PVM machine of 2026-12-05), out to the hypervisor: a VE's start took about 1,350 of

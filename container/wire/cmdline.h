@@ -28,7 +28,7 @@ static inline int vectl_cmdline_command(int argc, char **argv, int valued)
 // vectl_cmdline_any: whether the command's arguments from argv[from] on have an option that
 // may be one of names (a NULL-terminated list of long names): one whose name, up to any "=",
 // begins one of them (so --fore and -h count for foreground and help), or a cluster of short
-// options holding the letter shorts names (-Fx; NULL for none). A "--" counts as a match:
+// options holding one of the letters in shorts (-Fx for "F"; NULL for none). A "--" counts as a match:
 // what follows it cannot be told apart from options.
 static inline int vectl_cmdline_any(int argc, char **argv, int from, const char *const *names, const char *shorts)
 {
