@@ -44,6 +44,11 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 		if err := writePidFile(m.runFile(id, monitorPIDFile), os.Getpid()); err != nil {
 			return monitor.EndFailed, o.Report(err)
 		}
+		if o.Signals != nil { // start --foreground: a stop lets it end by itself (Stop)
+			if err := os.WriteFile(m.runFile(id, foregroundFile), nil, 0o600); err != nil {
+				return monitor.EndFailed, o.Report(err)
+			}
+		}
 	}
 	return monitor.Run(ctx, monitored{m: m, id: id, views: views, restored: new(bool)}, o)
 }

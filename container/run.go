@@ -39,6 +39,7 @@ const (
 	runIDFile      = "run-id"      // identifies one start; a monitor only tears down its own run
 	stoppingFile   = "stopping"    // set by stop before it signals the init
 	monitorPIDFile = "monitor.pid" // "pid starttime" of the VE's monitor
+	foregroundFile = "foreground"  // present while the monitor is a foreground vectl (start --foreground)
 	consoleSock    = "console.sock"
 	initTypeFile   = "init"    // init system detected at start (systemd, busybox, ...)
 	seccompRecord  = "seccomp" // the compiled seccomp program the VE's processes run (package join)

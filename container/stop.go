@@ -31,13 +31,54 @@ type StopOptions struct {
 // busybox: SIGUSR2, sysvinit: halt), a wait of up to the stop timeout, then SIGKILL for
 // everything left in its cgroup, then teardown in reverse order of start. Stop on a VE that
 // is not running but has leftovers of a crashed run only finishes the teardown.
+//
+// A foreground monitor (start --foreground, a systemd unit's main process) is not killed: once
+// its init is gone and the VE's lock is free it finds its run over and exits 0, which its unit
+// takes for a clean stop (a SIGKILL would be a failure, and Restart=on-failure would start the
+// VE again). Stop waits for that, up to monitorEndWait, and kills it only if it has not ended.
 func (m *Manager) Stop(ctx context.Context, ref string, o StopOptions) error {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return err
 	}
-	defer l.Unlock()
-	return m.stop(ctx, id, o)
+	fd := m.foregroundMonitor(id)
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	err = m.stop(ctx, id, o)
+	l.Unlock()
+	m.sparedMonitor = 0
+	if fd >= 0 && err == nil { // after a failed stop the VE may run on, and its monitor with it
+		waitPidfds([]int{fd}, monitorEndWait)
+		if n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0); n == 0 {
+			// Still running: killed, as teardown kills any other monitor.
+			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			waitPidfds([]int{fd}, 2*time.Second)
+		}
+	}
+	return err
+}
+
+// monitorEndWait is how long Stop waits for a foreground monitor to end by itself.
+const monitorEndWait = 10 * time.Second
+
+// foregroundMonitor returns a pidfd of VE id's monitor when it is a live foreground vectl
+// (its run directory's foregroundFile) other than this process, else -1; teardown then
+// leaves it alone (m.sparedMonitor).
+func (m *Manager) foregroundMonitor(id string) int {
+	if _, err := os.Stat(m.runFile(id, foregroundFile)); err != nil {
+		return -1
+	}
+	pid, alive := readPidFile(m.runFile(id, monitorPIDFile))
+	if !alive || pid == os.Getpid() {
+		return -1
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1
+	}
+	m.sparedMonitor = pid
+	return fd
 }
 
 // stop is Stop with the VE's lock held.

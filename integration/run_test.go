@@ -358,6 +358,42 @@ func TestForeground(t *testing.T) {
 	e.wantNoTrace(id)
 }
 
+// TestForegroundStop: vectl stop (graceful or --fast) of a VE run by start --foreground
+// ends the foreground vectl with status 0, as a systemd unit's main process must for a clean
+// stop (a kill by SIGKILL is a failure, which Restart=on-failure answers by starting the VE
+// again), and leaves nothing behind.
+func TestForegroundStop(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", tmpl)
+	for _, mode := range [][]string{{"stop", id}, {"stop", "--fast", id}} {
+		fg := e.cmd("start", "--foreground", id)
+		var out bytes.Buffer
+		fg.Stdout, fg.Stderr = &out, &out
+		if err := fg.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- fg.Wait() }()
+		eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
+			return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
+		})
+		e.must(mode...)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%v: foreground vectl: %v, want exit 0\n%s", mode, err, out.String())
+			}
+		case <-time.After(30 * time.Second):
+			fg.Process.Kill()
+			t.Fatalf("%v: foreground vectl still running 30 s after the stop returned\n%s", mode, out.String())
+		}
+		e.wantStatus(id, "exist unmounted down")
+		e.wantNoTrace(id)
+	}
+}
+
 // startChild waits until the vectl start c has forked its worker (forkedChild) and returns
 // the child's pid.
 func startChild(t *testing.T, c *exec.Cmd) int {

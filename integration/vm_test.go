@@ -81,7 +81,8 @@ func (e *env) wantGlobalArgs(unit string) {
 
 // TestSystemdUnit runs a Debian VE as the service vectl unit prints: Type=notify (systemctl
 // start returns once the VE has booted), an in-VE reboot restarts the VE inside the same
-// service, and systemctl stop shuts it down through the VE's own systemd.
+// service, systemctl stop shuts it down through the VE's own systemd, and vectl stop of the
+// service's VE ends the service cleanly (no restart).
 func TestSystemdUnit(t *testing.T) {
 	requireSystemdHost(t)
 	e := newEnv(t)
@@ -153,6 +154,23 @@ func TestSystemdUnit(t *testing.T) {
 	if tail := string(after[len(before):]); !strings.Contains(tail, "Reached target shutdown.target") ||
 		!strings.Contains(tail, "Halting system.") {
 		t.Fatalf("the VE's systemd did not shut down by itself; console log:\n%s", tail)
+	}
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+
+	// vectl stop (as vzctl stop would) of the service's VE: the service's main process exits
+	// 0, so the service ends cleanly and Restart=on-failure does not start the VE again.
+	systemctl(t, false, "start", name)
+	e.must("stop", id)
+	eventually(t, 30*time.Second, "the service to end after vectl stop", func() bool {
+		return unitProp(t, name, "ActiveState") == "inactive"
+	})
+	if r := unitProp(t, name, "Result"); r != "success" {
+		t.Fatalf("%s ended with result %s after vectl stop\n%s", name, r, systemctl(t, true, "status", "--no-pager", name))
+	}
+	time.Sleep(3 * time.Second) // RestartSec=2: a restart would have begun
+	if st, n := unitProp(t, name, "ActiveState"), unitProp(t, name, "NRestarts"); st != "inactive" || n != "0" {
+		t.Fatalf("%s is %s (NRestarts=%s) after vectl stop: systemd started the VE again", name, st, n)
 	}
 	e.wantStatus(id, "exist unmounted down")
 	e.wantNoTrace(id)
