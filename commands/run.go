@@ -227,9 +227,14 @@ func restartCommand() *cli.Command {
 		Name:      "restart",
 		Usage:     "stop a VE (if running) and start it again",
 		ArgsUsage: "ID",
-		Description: `EXIT STATUS:
+		Description: `A VE run by vectl start --foreground (a systemd unit's) is started again by that
+foreground vectl, which stays its monitor, so that the VE stays in its unit; restart returns
+once the new boot is reported, and the start's options are that vectl's own.
+
+EXIT STATUS:
    as stop and start`,
-		Flags: append(stopFlags(), &cli.BoolFlag{Name: "wait", Usage: "return once the VE has booted"}),
+		Flags: append(stopFlags(), &cli.BoolFlag{Name: "wait", Usage: "return once the VE has booted"},
+			&cli.BoolFlag{Name: "force", Usage: "start it again even if it is disabled (--disabled yes)"}),
 		Action: func(c *cli.Context) error {
 			id, err := oneID(c)
 			if err != nil {
@@ -243,7 +248,7 @@ func restartCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := m.Restart(c.Context, id, o, container.StartOptions{Wait: c.Bool("wait"), MonitorArgs: monitorArgs(c)}); err != nil {
+			if err := m.Restart(c.Context, id, o, container.StartOptions{Wait: c.Bool("wait"), Force: c.Bool("force"), MonitorArgs: monitorArgs(c)}); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "VE %s restarted\n", id)

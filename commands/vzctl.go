@@ -310,6 +310,9 @@ func (r *vzctlRun) run(st container.Entry) int {
 		return r.stop(s)
 	case "restart":
 		r.say("Restarting container")
+		if s.Running && (st.Config == nil || !st.Config.Disabled) {
+			return r.restart()
+		}
 		if s.Running {
 			if code := r.stop(s); code != 0 {
 				return code
@@ -600,6 +603,31 @@ func (r *vzctlRun) stop(s container.Status) int {
 	}
 	r.say("Container was stopped")
 	r.say("Container is unmounted")
+	return 0
+}
+
+// restart is vzctl restart of a running VE: one vectl restart, so that a VE run by a
+// foreground vectl (a systemd unit's) is started again by that vectl and stays in its unit.
+// The messages are vzctl's for a stop and a start.
+func (r *vzctlRun) restart() int {
+	opts, code := r.options(vzctlStopLongs)
+	if code != 0 {
+		return code
+	}
+	args := []string{"restart", r.id}
+	for _, o := range opts {
+		if o.long == "fast" || o.long == "wait" || o.long == "force" {
+			args = append(args, "--"+o.long)
+		}
+	}
+	r.say("Stopping container ...")
+	if code := r.vectl(args...); code != 0 {
+		return code
+	}
+	r.say("Container was stopped")
+	r.say("Container is unmounted")
+	r.say("Starting container...")
+	r.say("Container start in progress...")
 	return 0
 }
 

@@ -122,15 +122,37 @@ func gnuTar(ctx context.Context, extract bool, archive, dir string, members ...s
 // copied with rsync, then again frozen; an image is copied frozen), or stopped for the time
 // of it and started again (stop). The archive appears under its final name only once
 // complete.
+//
+// A VE whose monitor is a foreground vectl (a systemd unit's) is started again by that vectl
+// after a backup in stop mode (a restart request, foreground.go), so that it stays in its unit.
 func (m *Manager) Backup(ctx context.Context, ref string, o BackupOptions) (rep *BackupReport, err error) {
 	var ve string
+	var fg *foreground
+	defer func() { fg.close() }()
 	err = m.locked(ref, "backup", func(id string) error {
 		ve = id
+		if o.Mode == "stop" {
+			if fg = m.foregroundMonitor(id); fg != nil {
+				if err := m.askRestart(id, fg); err != nil {
+					return err
+				}
+			}
+		}
 		rep, err = m.backup(ctx, id, &o)
 		return err
 	})
-	if rep != nil && rep.Stopped {
-		if serr := m.Start(ctx, ve, o.Start); serr != nil {
+	restarted := rep != nil && rep.Stopped
+	if fg != nil && !restarted {
+		os.Remove(m.restartFile(ve)) // the VE was not stopped: its monitor goes on
+	}
+	if restarted {
+		var serr error
+		if fg != nil {
+			serr = m.restartOrStart(ctx, ve, fg, o.Start)
+		} else {
+			serr = m.Start(ctx, ve, o.Start)
+		}
+		if serr != nil {
 			err = errors.Join(err, fmt.Errorf("backup %s: the VE stopped for it did not start again: %w", ve, serr))
 		}
 	}

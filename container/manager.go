@@ -84,9 +84,6 @@ type Manager struct {
 	// migrating is the VE this process migrates (or undoes the migration of): its own
 	// stops, checkpoints and restores of it pass the migration's lock (see lock).
 	migrating string
-	// sparedMonitor is the foreground monitor a Stop waits for instead of killing it
-	// (foregroundMonitor); teardown leaves it alone.
-	sparedMonitor int
 	// yard is the node's CRIU cgroup yard, once looked at (cgroupYard).
 	yard struct {
 		once sync.Once

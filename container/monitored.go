@@ -101,7 +101,17 @@ func (v monitored) Settle() {
 	}
 }
 
-func (v monitored) Lock() (*store.Lock, error) { return v.m.store.LockVE(v.id, 10*time.Minute) }
+// Lock waits for the VE's lock up to ten minutes, and on while a restart request for this
+// monitor (a foreground vectl) is pending: backup --mode stop holds the lock for the whole
+// backup.
+func (v monitored) Lock() (*store.Lock, error) {
+	for {
+		l, err := v.m.store.LockVE(v.id, 10*time.Minute)
+		if err == nil || !v.m.restartAsked(v.id) {
+			return l, err
+		}
+	}
+}
 
 // OwnsRun reports whether the VE's current run is still the one the monitor started with
 // and no live stop is taking care of it. A stop whose vectl died is abandoned: the monitor

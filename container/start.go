@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -175,10 +176,30 @@ func awaitAttach(c <-chan error) func() error {
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,
 // for systemd units: the console is on in's terminal when there is one, SIGTERM, SIGINT and
 // SIGHUP stop the VE gracefully and other signals are forwarded to its init.
+//
+// A restart request (restart, backup --mode stop; foreground.go) that ends the VE's run makes
+// it boot the VE again in this process, and the loop goes on.
 func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration, force bool) (monitor.Ending, error) {
+	restart := false
+	for {
+		reported := false
+		id, end, err := m.startForeground(ctx, ref, in, sigs, wait, force, restart, &reported)
+		if restart && !reported && m.restartAsked(id) { // the new boot failed before it was reported
+			m.restartDone(id, cmp.Or(err, errors.New("the VE ended before its boot was reported")))
+		}
+		if end != monitor.EndShutdown || err != nil || !m.restartAsked(id) {
+			return end, err
+		}
+		restart, ref = true, id
+	}
+}
+
+// startForeground is one run of StartForeground; restart: it answers a restart request
+// (once its boot is reported, which sets reported).
+func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration, force, restart bool, reported *bool) (string, monitor.Ending, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
-		return monitor.EndFailed, err
+		return "", monitor.EndFailed, err
 	}
 	unlock := func() {
 		if l != nil {
@@ -188,16 +209,16 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	}
 	defer unlock()
 	if cfg, err := m.startable(id); err != nil {
-		return monitor.EndFailed, fmt.Errorf("start %s: %w", id, err)
+		return id, monitor.EndFailed, fmt.Errorf("start %s: %w", id, err)
 	} else if cfg.Disabled && !force {
-		return monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
+		return id, monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
 	}
 	_, initType, attached, err := m.prepare(ctx, id, false, netAttach)
 	if err == nil {
 		err = attached()
 	}
 	if err != nil {
-		return monitor.EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
+		return id, monitor.EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
 	}
 	var term *os.File
 	if cur, err := console.ConsoleFromFile(in); err == nil && cur.SetRaw() == nil {
@@ -209,6 +230,10 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	// own readiness with wait > 0.
 	booted := func(err error) {
 		unlock()
+		*reported = true
+		if restart {
+			m.restartDone(id, err)
+		}
 		if err != nil {
 			return
 		}
@@ -219,7 +244,8 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 			monitor.Notify("READY=1\nSTATUS=VE " + id + " is up")
 		}()
 	}
-	return m.RunMonitor(ctx, id, monitor.Options{Terminal: term, Signals: sigs, Booted: booted})
+	end, err := m.RunMonitor(ctx, id, monitor.Options{Terminal: term, Signals: sigs, Booted: booted})
+	return id, end, err
 }
 
 // startable checks, before anything is changed, that a VE can be started, and returns its

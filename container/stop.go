@@ -32,53 +32,23 @@ type StopOptions struct {
 // everything left in its cgroup, then teardown in reverse order of start. Stop on a VE that
 // is not running but has leftovers of a crashed run only finishes the teardown.
 //
-// A foreground monitor (start --foreground, a systemd unit's main process) is not killed: once
-// its init is gone and the VE's lock is free it finds its run over and exits 0, which its unit
-// takes for a clean stop (a SIGKILL would be a failure, and Restart=on-failure would start the
-// VE again). Stop waits for that, up to monitorEndWait, and kills it only if it has not ended.
+// A foreground monitor (start --foreground, a systemd unit's main process) is not killed
+// (foreground.go): once its init is gone and the VE's lock is free it finds its run over and
+// exits 0, which its unit takes for a clean stop. Stop waits for that, up to monitorEndWait,
+// and kills it only if it has not ended.
 func (m *Manager) Stop(ctx context.Context, ref string, o StopOptions) error {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return err
 	}
-	fd := m.foregroundMonitor(id)
-	if fd >= 0 {
-		defer unix.Close(fd)
-	}
+	fg := m.foregroundMonitor(id)
+	defer fg.close()
 	err = m.stop(ctx, id, o)
 	l.Unlock()
-	m.sparedMonitor = 0
-	if fd >= 0 && err == nil { // after a failed stop the VE may run on, and its monitor with it
-		waitPidfds([]int{fd}, monitorEndWait)
-		if n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0); n == 0 {
-			// Still running: killed, as teardown kills any other monitor.
-			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-			waitPidfds([]int{fd}, 2*time.Second)
-		}
+	if err == nil { // after a failed stop the VE may run on, and its monitor with it
+		fg.awaitEnd()
 	}
 	return err
-}
-
-// monitorEndWait is how long Stop waits for a foreground monitor to end by itself.
-const monitorEndWait = 10 * time.Second
-
-// foregroundMonitor returns a pidfd of VE id's monitor when it is a live foreground vectl
-// (its run directory's foregroundFile) other than this process, else -1; teardown then
-// leaves it alone (m.sparedMonitor).
-func (m *Manager) foregroundMonitor(id string) int {
-	if _, err := os.Stat(m.runFile(id, foregroundFile)); err != nil {
-		return -1
-	}
-	pid, alive := readPidFile(m.runFile(id, monitorPIDFile))
-	if !alive || pid == os.Getpid() {
-		return -1
-	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return -1
-	}
-	m.sparedMonitor = pid
-	return fd
 }
 
 // stop is Stop with the VE's lock held.
@@ -236,12 +206,38 @@ func signalTaken(status string, sig unix.Signal) bool {
 	return mask("SigIgn")&bit == 0 && (mask("SigBlk")|mask("SigCgt"))&bit != 0
 }
 
-// Restart stops a VE (gracefully unless o.Fast) and starts it again.
+// Restart stops a VE (gracefully unless o.Fast) and starts it again. A VE whose monitor is
+// a foreground vectl (a systemd unit's) is started again by that vectl, so that it stays in
+// its unit: Restart asks it to (a restart request, foreground.go), stops the VE and waits
+// for the new boot's report; so's options are then that vectl's own.
 func (m *Manager) Restart(ctx context.Context, ref string, o StopOptions, so StartOptions) error {
-	if err := m.Stop(ctx, ref, o); err != nil && !errors.Is(err, ErrNotRunning) {
+	id, l, err := m.lock(ref)
+	if err != nil {
 		return err
 	}
-	return m.Start(ctx, ref, so)
+	fg := m.foregroundMonitor(id)
+	defer fg.close()
+	if fg != nil {
+		err := m.askRestart(id, fg)
+		if err == nil {
+			if err = m.stop(ctx, id, o); errors.Is(err, ErrNotRunning) {
+				err = nil
+			}
+		}
+		l.Unlock()
+		if err != nil {
+			os.Remove(m.restartFile(id))
+			return err
+		}
+		return m.restartOrStart(ctx, id, fg, so)
+	}
+	err = m.stop(ctx, id, o)
+	l.Unlock()
+	if err != nil && !errors.Is(err, ErrNotRunning) {
+		return err
+	}
+	fg.awaitEnd()
+	return m.Start(ctx, id, so)
 }
 
 // Freeze freezes every process of a running VE (vzctl chkpnt --suspend: no dump).

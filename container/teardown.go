@@ -18,8 +18,8 @@ import (
 // libcontainer's state and the cgroups, release the network namespace, stop a stale monitor,
 // unmount the root (unless keepRoot) and remove the run directory. Every step accepts
 // "already gone", so teardown finishes the job after any crash. A monitor that tears down
-// its own run (or a foreground vectl stopping its VE) is not killed, nor the foreground
-// monitor a Stop waits for (m.sparedMonitor).
+// its own run (or a foreground vectl stopping its VE) is not killed, nor any foreground
+// monitor: it ends by itself, with status 0 (foreground.go).
 func (m *Manager) teardown(id string, keepRoot bool) error {
 	var errs []error
 	if err := m.killAll(id, 10*time.Second); err != nil {
@@ -36,7 +36,7 @@ func (m *Manager) teardown(id string, keepRoot bool) error {
 	if err := network.UnpinNetns(m.netnsPath(id)); err != nil {
 		errs = append(errs, err)
 	}
-	if pid, alive := readPidFile(m.runFile(id, monitorPIDFile)); alive && pid != os.Getpid() && pid != m.sparedMonitor {
+	if pid, alive := readPidFile(m.runFile(id, monitorPIDFile)); alive && pid != os.Getpid() && !m.foregroundRun(id) {
 		killPid(pid)
 	}
 	if !keepRoot {

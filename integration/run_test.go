@@ -368,29 +368,123 @@ func TestForegroundStop(t *testing.T) {
 	id := uniqueID(t)
 	e.must("create", id, "--ostemplate", tmpl)
 	for _, mode := range [][]string{{"stop", id}, {"stop", "--fast", id}} {
-		fg := e.cmd("start", "--foreground", id)
-		var out bytes.Buffer
-		fg.Stdout, fg.Stderr = &out, &out
-		if err := fg.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- fg.Wait() }()
-		eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
-			return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
-		})
+		fg := e.startForeground(id)
 		e.must(mode...)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("%v: foreground vectl: %v, want exit 0\n%s", mode, err, out.String())
-			}
-		case <-time.After(30 * time.Second):
-			fg.Process.Kill()
-			t.Fatalf("%v: foreground vectl still running 30 s after the stop returned\n%s", mode, out.String())
-		}
+		fg.wantExit0(strings.Join(mode, " "))
 		e.wantStatus(id, "exist unmounted down")
 		e.wantNoTrace(id)
+	}
+}
+
+// TestForegroundRestart: a VE run by start --foreground (a systemd unit's main process) stays
+// in that process across vectl restart, vzctl restart and backup --mode stop: the foreground
+// vectl boots it again (a restart request) and the command returns once the VE runs again,
+// under the same monitor. A checkpoint ends it with status 0, as a stop does.
+func TestForegroundRestart(t *testing.T) {
+	e := newEnv(t)
+	id := uniqueID(t)
+	e.must("create", id, "--ostemplate", e.importBusybox())
+	fg := e.startForeground(id)
+	pid := strconv.Itoa(fg.cmd.Process.Pid)
+	monitor := func() string {
+		data, _ := os.ReadFile(filepath.Join(e.run, "ve", id, "monitor.pid"))
+		return strings.Fields(string(data) + " -")[0]
+	}
+	if monitor() != pid {
+		t.Fatalf("monitor.pid says %s, want the foreground vectl %s", monitor(), pid)
+	}
+	for _, op := range [][]string{
+		{"restart", id},
+		{"restart", "--fast", id},
+		{"vzctl", "restart", id},
+		{"backup", id, filepath.Join(e.dir, "fg.tar"), "--compress", "none", "--mode", "stop"},
+	} {
+		before := e.initStart(id)
+		if op[0] == "vzctl" {
+			// vzctl's messages for a stop and a start, as before.
+			want := "Restarting container\nStopping container ...\nContainer was stopped\n" +
+				"Container is unmounted\nStarting container...\nContainer start in progress...\n"
+			if r := e.vz(0, "vzctl", op[1:]...); r.stdout != want {
+				t.Errorf("vzctl restart printed %q, want %q", r.stdout, want)
+			}
+		} else {
+			e.must(op...)
+		}
+		fg.wantRunning(strings.Join(op, " "))
+		// Returned once the new boot was reported: the VE runs a new init under the same
+		// monitor, and no request is left.
+		if now := e.initStartNow(id); now == 0 || now == before {
+			t.Fatalf("%v: init start %d, was %d: want a new init", op, now, before)
+		}
+		if monitor() != pid {
+			t.Fatalf("%v: monitor.pid says %s, want the foreground vectl %s", op, monitor(), pid)
+		}
+		if _, err := os.Stat(filepath.Join(e.run, "ve", id+".restart")); !os.IsNotExist(err) {
+			t.Fatalf("%v: the restart request is left: %v", op, err)
+		}
+		eventually(t, 20*time.Second, "the restarted VE to boot", fg.booted)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "fg.tar")); err != nil {
+		t.Fatalf("backup --mode stop: %v", err)
+	}
+	// A checkpoint (dump, then kill) ends the run; the foreground vectl ends with 0, as at a
+	// stop, and the VE is restored in the background.
+	e.must("chkpnt", id)
+	fg.wantExit0("the checkpoint")
+	e.must("restore", id)
+	e.must("stop", id)
+	e.wantStatus(id, "exist unmounted down")
+	e.wantNoTrace(id)
+}
+
+// foregroundVE is a VE run by a vectl start --foreground of the test's.
+type foregroundVE struct {
+	e    *env
+	id   string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	done chan error
+}
+
+// startForeground runs vectl start --foreground ID until the VE has booted; the process is
+// killed at the test's end if still running.
+func (e *env) startForeground(id string) *foregroundVE {
+	e.t.Helper()
+	f := &foregroundVE{e: e, id: id, cmd: e.cmd("start", "--foreground", id), done: make(chan error, 1)}
+	f.cmd.Stdout, f.cmd.Stderr = &f.out, &f.out
+	if err := f.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { f.done <- f.cmd.Wait() }()
+	e.t.Cleanup(func() { f.cmd.Process.Kill() })
+	eventually(e.t, 20*time.Second, "the foreground VE to run", f.booted)
+	return f
+}
+
+func (f *foregroundVE) booted() bool {
+	return f.e.exec(f.id, "test", "-e", "/run/vectl-booted").code == 0
+}
+
+// wantExit0 waits up to 30 s for the foreground vectl to end, after what, with status 0.
+func (f *foregroundVE) wantExit0(what string) {
+	f.e.t.Helper()
+	select {
+	case err := <-f.done:
+		if err != nil {
+			f.e.t.Fatalf("foreground vectl after %s: %v, want exit 0\n%s", what, err, f.out.String())
+		}
+	case <-time.After(30 * time.Second):
+		f.e.t.Fatalf("foreground vectl still running 30 s after %s\n%s", what, f.out.String())
+	}
+}
+
+// wantRunning fails if the foreground vectl has ended, after what.
+func (f *foregroundVE) wantRunning(what string) {
+	f.e.t.Helper()
+	select {
+	case err := <-f.done:
+		f.e.t.Fatalf("%s: the foreground vectl ended (%v)\n%s", what, err, f.out.String())
+	default:
 	}
 }
 

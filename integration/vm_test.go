@@ -81,8 +81,9 @@ func (e *env) wantGlobalArgs(unit string) {
 
 // TestSystemdUnit runs a Debian VE as the service vectl unit prints: Type=notify (systemctl
 // start returns once the VE has booted), an in-VE reboot restarts the VE inside the same
-// service, systemctl stop shuts it down through the VE's own systemd, and vectl stop of the
-// service's VE ends the service cleanly (no restart).
+// service, systemctl stop shuts it down through the VE's own systemd, vectl restart of the
+// service's VE boots it again inside the service, and vectl stop of it ends the service
+// cleanly (no restart).
 func TestSystemdUnit(t *testing.T) {
 	requireSystemdHost(t)
 	e := newEnv(t)
@@ -158,9 +159,27 @@ func TestSystemdUnit(t *testing.T) {
 	e.wantStatus(id, "exist unmounted down")
 	e.wantNoTrace(id)
 
+	// vectl restart (as vzctl restart would) of the service's VE: the service's main process
+	// boots the VE again, so the VE stays in the service (same main process, no restart by
+	// systemd), with a new boot id.
+	systemctl(t, false, "start", name)
+	mainPID = unitProp(t, name, "MainPID")
+	boot1 = e.out(id, "cat", "/proc/sys/kernel/random/boot_id")
+	e.must("restart", id)
+	if b := e.out(id, "cat", "/proc/sys/kernel/random/boot_id"); b == boot1 {
+		t.Fatalf("the VE's boot id is the same after vectl restart")
+	}
+	eventually(t, 120*time.Second, "systemd to be running in the VE after vectl restart", func() bool {
+		return strings.TrimSpace(e.exec(id, "systemctl", "is-system-running", "--wait").stdout) == "running"
+	})
+	time.Sleep(3 * time.Second) // RestartSec=2: a restart by systemd would have begun
+	if st, pid, n := unitProp(t, name, "ActiveState"), unitProp(t, name, "MainPID"), unitProp(t, name, "NRestarts"); st != "active" || pid != mainPID || n != "0" {
+		t.Fatalf("%s after vectl restart: %s, MainPID %s (was %s), NRestarts=%s; want active, the same, 0\n%s",
+			name, st, pid, mainPID, n, systemctl(t, true, "status", "--no-pager", name))
+	}
+
 	// vectl stop (as vzctl stop would) of the service's VE: the service's main process exits
 	// 0, so the service ends cleanly and Restart=on-failure does not start the VE again.
-	systemctl(t, false, "start", name)
 	e.must("stop", id)
 	eventually(t, 30*time.Second, "the service to end after vectl stop", func() bool {
 		return unitProp(t, name, "ActiveState") == "inactive"
