@@ -38,6 +38,11 @@ func (m *Manager) foregroundMonitor(id string) *foreground {
 	if !alive || pid == os.Getpid() {
 		return nil
 	}
+	return openForeground(pid)
+}
+
+// openForeground returns process pid as a foreground monitor (nil: gone).
+func openForeground(pid int) *foreground {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil
@@ -105,27 +110,47 @@ func (m *Manager) askRestart(id string, f *foreground) error {
 	return store.ReplaceFile(m.restartFile(id), fmt.Appendf(nil, "%d %d %d %d\n", f.pid, mst, self, sst), 0o600)
 }
 
+// restartRequest reads VE id's restart request: the pids of the foreground vectl asked and
+// of the asking vectl, and whether each is still the process that was named.
+func (m *Manager) restartRequest(id string) (mon, req int, monAlive, reqAlive, ok bool) {
+	data, err := os.ReadFile(m.restartFile(id))
+	if err != nil {
+		return 0, 0, false, false, false
+	}
+	var mst, rst uint64
+	if _, err := fmt.Sscanf(string(data), "%d %d %d %d", &mon, &mst, &req, &rst); err != nil {
+		return 0, 0, false, false, false
+	}
+	same := func(pid int, st uint64) bool {
+		now, err := join.StartTime(pid)
+		return err == nil && now == st
+	}
+	return mon, req, same(mon, mst), same(req, rst), true
+}
+
 // restartAsked reports whether this process, a foreground monitor of VE id, has been asked
 // to boot the VE again by a vectl that still waits for it. A request whose requester is gone
 // is removed.
 func (m *Manager) restartAsked(id string) bool {
-	data, err := os.ReadFile(m.restartFile(id))
-	if err != nil {
+	mon, _, monAlive, reqAlive, ok := m.restartRequest(id)
+	if !ok || mon != os.Getpid() || !monAlive {
 		return false
 	}
-	var mon, req int
-	var mst, rst uint64
-	if _, err := fmt.Sscanf(string(data), "%d %d %d %d", &mon, &mst, &req, &rst); err != nil || mon != os.Getpid() {
-		return false
-	}
-	if now, err := join.StartTime(mon); err != nil || now != mst {
-		return false
-	}
-	if now, err := join.StartTime(req); err != nil || now != rst {
+	if !reqAlive {
 		os.Remove(m.restartFile(id))
-		return false
 	}
-	return true
+	return reqAlive
+}
+
+// restarting returns the foreground vectl, other than this process, that a live restart
+// request of VE id names (it and its requester alive): it is about to boot the VE, which no
+// one else may start meanwhile (startable).
+func (m *Manager) restarting(id string) int {
+	mon, _, monAlive, reqAlive, ok := m.restartRequest(id)
+	if !ok || !monAlive || !reqAlive || mon == os.Getpid() {
+		return 0
+	}
+	return mon
 }
 
 // restartDone is the monitor's answer to a restart request: the request goes once the new

@@ -68,7 +68,30 @@ func TestRestartAsked(t *testing.T) {
 		t.Fatal("a request whose requester has ended: asked, or left")
 	}
 
+	// Another live monitor's request from a live requester: a restart under way (which no
+	// one else may start meanwhile, startable); over once that monitor has ended.
+	sleep := exec.Command("sleep", "30")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sleep.Process.Kill()
+	sst, err := join.StartTime(sleep.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("%d %d %d %d\n", sleep.Process.Pid, sst, self, st)
+	if got := m.restarting(id); got != sleep.Process.Pid {
+		t.Fatalf("restarting = %d, want the live monitor %d", got, sleep.Process.Pid)
+	}
+	sleep.Process.Kill()
+	sleep.Wait()
+	if got := m.restarting(id); got != 0 {
+		t.Fatalf("restarting = %d after the monitor ended, want 0", got)
+	}
 	write("%d %d %d %d\n", self, st, self, st)
+	if got := m.restarting(id); got != 0 {
+		t.Fatalf("restarting = %d for this process's own request, want 0", got)
+	}
 	m.restartDone(id, errors.New("start 101: no\nmore"))
 	data, _ := os.ReadFile(m.restartFile(id))
 	if string(data) != "error: start 101: no; more\n" || m.restartAsked(id) {

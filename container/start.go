@@ -258,6 +258,9 @@ func (m *Manager) startable(id string) (*Config, error) {
 	if m.populated(id) {
 		return nil, ErrRunning
 	}
+	if pid := m.restarting(id); pid != 0 {
+		return nil, fmt.Errorf("%w: its foreground vectl (pid %d) is starting it again", ErrRunning, pid)
+	}
 	return cfg, nil
 }
 

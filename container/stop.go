@@ -215,6 +215,16 @@ func (m *Manager) Restart(ctx context.Context, ref string, o StopOptions, so Sta
 	if err != nil {
 		return err
 	}
+	if pid := m.restarting(id); pid != 0 {
+		// Another restart of it is under way: its answer is this one's.
+		l.Unlock()
+		fg := openForeground(pid)
+		if fg == nil {
+			return m.Start(ctx, id, so)
+		}
+		defer fg.close()
+		return m.restartOrStart(ctx, id, fg, so)
+	}
 	fg := m.foregroundMonitor(id)
 	defer fg.close()
 	if fg != nil {
