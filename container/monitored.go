@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -107,7 +108,7 @@ func (v monitored) Settle() {
 func (v monitored) Lock() (*store.Lock, error) {
 	for {
 		l, err := v.m.store.LockVE(v.id, 10*time.Minute)
-		if err == nil || !v.m.restartAsked(v.id) {
+		if err == nil || !errors.Is(err, store.ErrLocked) || !v.m.restartAsked(v.id) {
 			return l, err
 		}
 	}

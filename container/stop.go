@@ -246,7 +246,6 @@ func (m *Manager) Restart(ctx context.Context, ref string, o StopOptions, so Sta
 	if err != nil && !errors.Is(err, ErrNotRunning) {
 		return err
 	}
-	fg.awaitEnd()
 	return m.Start(ctx, id, so)
 }
 
