@@ -229,7 +229,8 @@ func restartCommand() *cli.Command {
 		ArgsUsage: "ID",
 		Description: `A VE run by vectl start --foreground (a systemd unit's) is started again by that
 foreground vectl, which stays its monitor, so that the VE stays in its unit; restart returns
-once the new boot is reported, and the start's options are that vectl's own.
+once the new boot is reported (with --wait, once it has completed), and the start's other
+options are that vectl's own.
 
 EXIT STATUS:
    as stop and start`,

@@ -168,10 +168,15 @@ func (m *Manager) restartDone(id string, err error) {
 // VE itself, in the background.
 var errUnanswered = errors.New("ended without starting it again")
 
-// restartOrStart waits for the answer to a restart request (awaitRestart) and, when the
-// foreground vectl ended without one, starts the VE in the background with o, saying so.
+// restartOrStart waits for the answer to a restart request (awaitRestart), and with o.Wait
+// for the VE's boot to complete; when the foreground vectl ended without an answer, it starts
+// the VE in the background with o, saying so.
 func (m *Manager) restartOrStart(ctx context.Context, id string, f *foreground, o StartOptions) error {
 	err := m.awaitRestart(id, f)
+	if err == nil && o.Wait {
+		initType, _ := os.ReadFile(m.runFile(id, initTypeFile))
+		return m.waitBooted(ctx, id, string(initType), o.WaitTimeout)
+	}
 	if !errors.Is(err, errUnanswered) {
 		return err
 	}

@@ -209,7 +209,8 @@ func signalTaken(status string, sig unix.Signal) bool {
 // Restart stops a VE (gracefully unless o.Fast) and starts it again. A VE whose monitor is
 // a foreground vectl (a systemd unit's) is started again by that vectl, so that it stays in
 // its unit: Restart asks it to (a restart request, foreground.go), stops the VE and waits
-// for the new boot's report; so's options are then that vectl's own.
+// for the new boot's report (and with so.Wait for the boot to complete); the start's other
+// options are then that vectl's own.
 func (m *Manager) Restart(ctx context.Context, ref string, o StopOptions, so StartOptions) error {
 	id, l, err := m.lock(ref)
 	if err != nil {

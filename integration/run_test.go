@@ -395,7 +395,7 @@ func TestForegroundRestart(t *testing.T) {
 	}
 	for _, op := range [][]string{
 		{"restart", id},
-		{"restart", "--fast", id},
+		{"restart", "--fast", "--wait", id},
 		{"vzctl", "restart", id},
 		{"backup", id, filepath.Join(e.dir, "fg.tar"), "--compress", "none", "--mode", "stop"},
 	} {
@@ -411,6 +411,9 @@ func TestForegroundRestart(t *testing.T) {
 			e.must(op...)
 		}
 		fg.wantRunning(strings.Join(op, " "))
+		if slices.Contains(op, "--wait") && !fg.booted() {
+			t.Fatalf("%v returned before the VE's boot completed", op)
+		}
 		// Returned once the new boot was reported: the VE runs a new init under the same
 		// monitor, and no request is left.
 		if now := e.initStartNow(id); now == 0 || now == before {
