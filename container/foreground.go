@@ -185,13 +185,14 @@ func (m *Manager) restartOrStart(ctx context.Context, id string, f *foreground, 
 }
 
 // awaitRestart waits, without the VE's lock, for the foreground monitor f of VE id to answer
-// the restart request: nil once the VE runs again under it.
+// the restart request: nil once the VE runs again under it. (A request gone while the VE does
+// not run was a failure another waiting restart took; the monitor then ends.)
 func (m *Manager) awaitRestart(id string, f *foreground) error {
 	deadline := time.Now().Add(restartWait)
 	for {
 		data, err := os.ReadFile(m.restartFile(id))
 		switch {
-		case errors.Is(err, os.ErrNotExist):
+		case errors.Is(err, os.ErrNotExist) && m.populated(id):
 			return nil
 		case err == nil && strings.HasPrefix(string(data), "error: "):
 			os.Remove(m.restartFile(id))
