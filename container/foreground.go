@@ -121,11 +121,7 @@ func (m *Manager) restartRequest(id string) (mon, req int, monAlive, reqAlive, o
 	if _, err := fmt.Sscanf(string(data), "%d %d %d %d", &mon, &mst, &req, &rst); err != nil {
 		return 0, 0, false, false, false
 	}
-	same := func(pid int, st uint64) bool {
-		now, err := join.StartTime(pid)
-		return err == nil && now == st
-	}
-	return mon, req, same(mon, mst), same(req, rst), true
+	return mon, req, sameProcess(mon, mst), sameProcess(req, rst), true
 }
 
 // restartAsked reports whether this process, a foreground monitor of VE id, has been asked

@@ -108,7 +108,7 @@ func (v monitored) Settle() {
 func (v monitored) Lock() (*store.Lock, error) {
 	for {
 		l, err := v.m.store.LockVE(v.id, 10*time.Minute)
-		if err == nil || !errors.Is(err, store.ErrLocked) || !v.m.restartAsked(v.id) {
+		if !errors.Is(err, store.ErrLocked) || !v.m.restartAsked(v.id) { // nil included
 			return l, err
 		}
 	}

@@ -730,8 +730,13 @@ func readPidFile(path string) (int, bool) {
 	if _, err := fmt.Sscanf(string(data), "%d %d", &pid, &st); err != nil {
 		return 0, false
 	}
+	return pid, sameProcess(pid, st)
+}
+
+// sameProcess reports whether pid is still the process that had start time st (join.StartTime).
+func sameProcess(pid int, st uint64) bool {
 	now, err := join.StartTime(pid)
-	return pid, err == nil && now == st
+	return err == nil && now == st
 }
 
 // noKeyrings reports whether the kernel's keyrings are out of reach here: vectl runs nested in
