@@ -180,6 +180,10 @@ func awaitAttach(c <-chan error) func() error {
 // A restart request (restart, backup --mode stop; foreground.go) that ends the VE's run makes
 // it boot the VE again in this process, and the loop goes on.
 func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration, force bool) (monitor.Ending, error) {
+	// As a background start does (Start): the grace period of the first cgroup attach and
+	// the JSON tables of the spec and the container's config, off the critical path.
+	m.warmCgroupAttach()
+	go warmJSON(true)
 	restart := false
 	for {
 		reported := false
