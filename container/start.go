@@ -218,22 +218,32 @@ func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, 
 		return id, monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
 	}
 	_, initType, attached, err := m.prepare(ctx, id, false, netAttach)
-	if err == nil {
-		err = attached()
-	}
 	if err != nil {
 		return id, monitor.EndFailed, fmt.Errorf("start %s: %w", id, errors.Join(err, m.teardown(id, false)))
+	}
+	// The network is attached while the container is created, as in a background start
+	// (runAsMonitor): the init runs once both are done.
+	var netErr error
+	gate := func() bool {
+		netErr = attached()
+		return netErr == nil
 	}
 	var term *os.File
 	if cur, err := console.ConsoleFromFile(in); err == nil && cur.SetRaw() == nil {
 		defer cur.Reset()
 		term = in
 	}
-	// The lock is held until the first boot is done, as a background start holds it until
-	// its monitor reports. Under systemd (Type=notify) READY=1 follows the boot, or the VE's
+	// The lock is held until the first boot is done (and, when it failed, the VE torn down),
+	// as a background start holds it until its monitor reports. Under systemd (Type=notify) READY=1 follows the boot, or the VE's
 	// own readiness with wait > 0.
 	booted := func(err error) {
-		unlock()
+		if err == nil {
+			unlock()
+		} else if aerr := attached(); aerr != nil {
+			// The monitor tears the VE down next, under the lock (released on return) and
+			// with no plugin still running; the boot was cancelled for the network's error.
+			err = aerr
+		}
 		*reported = true
 		if restart {
 			m.restartDone(id, err)
@@ -248,7 +258,10 @@ func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, 
 			monitor.Notify("READY=1\nSTATUS=VE " + id + " is up")
 		}()
 	}
-	end, err := m.RunMonitor(ctx, id, monitor.Options{Terminal: term, Signals: sigs, Booted: booted})
+	end, err := m.RunMonitor(ctx, id, monitor.Options{Terminal: term, Signals: sigs, Booted: booted, Gate: gate})
+	if netErr != nil {
+		return id, end, fmt.Errorf("start %s: %w", id, errors.Join(netErr, m.teardown(id, false)))
+	}
 	return id, end, err
 }
 

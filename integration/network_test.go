@@ -550,30 +550,39 @@ func TestNetworkProxyNeighbours(t *testing.T) {
 }
 
 // TestNetworkAttachFailsAtStart: the network is attached while the monitor creates the
-// container (the init waits to be executed); a failing attach cancels that boot and the start
-// leaves nothing behind.
+// container (the init waits to be executed), in a background start and in a foreground one
+// (since 2026-12-07); a failing attach cancels that boot and the start leaves nothing behind,
+// with the same message and exit code.
 func TestNetworkAttachFailsAtStart(t *testing.T) {
 	e := newEnv(t)
 	e.withNetwork()
 	id, ip := uniqueID(t), testIP("4")
 	e.must("create", id, "--ostemplate", e.importBusybox(), "--ipadd", ip)
 	vethsBefore := hostVeths()
-	// No CNI plugin where --cni-path points: the ADD fails.
-	r := e.vectl("--cni-path", t.TempDir(), "start", id)
-	if r.code == 0 || !strings.Contains(r.stderr, "network") {
-		t.Fatalf("start with a failing network attach:\n%s", r)
-	}
-	e.wantStatus(id, "exist unmounted down")
-	e.wantNoTrace(id)
-	if pids := monitorPids(e, id); len(pids) > 0 {
-		t.Errorf("monitor left running: %v", pids)
-	}
-	if r := hostRoutesTo(ip); r != "" {
-		t.Errorf("route to %s left: %s", ip, r)
-	}
-	for v := range hostVeths() {
-		if !vethsBefore[v] {
-			t.Errorf("veth %s left on the host", v)
+	code := -1
+	for _, start := range [][]string{{"start", id}, {"start", "--foreground", id}} {
+		// No CNI plugin where --cni-path points: the ADD fails.
+		r := e.vectl(append([]string{"--cni-path", t.TempDir()}, start...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, "network") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Fatalf("%v with a failing network attach: want one line naming the network\n%s", start, r)
+		}
+		if code == -1 {
+			code = r.code
+		} else if r.code != code {
+			t.Errorf("%v: exit code %d, the background start's %d", start, r.code, code)
+		}
+		e.wantStatus(id, "exist unmounted down")
+		e.wantNoTrace(id)
+		if pids := monitorPids(e, id); len(pids) > 0 {
+			t.Errorf("%v: monitor left running: %v", start, pids)
+		}
+		if r := hostRoutesTo(ip); r != "" {
+			t.Errorf("%v: route to %s left: %s", start, ip, r)
+		}
+		for v := range hostVeths() {
+			if !vethsBefore[v] {
+				t.Errorf("%v: veth %s left on the host", start, v)
+			}
 		}
 	}
 	e.must("start", id)
@@ -587,13 +596,13 @@ func TestNetworkAttachFailsAtStart(t *testing.T) {
 // TestNetworkStartFailsWhileAttaching (issue 22): the network is attached from when the VE's
 // namespace is ready, while the root is mounted; a start that fails there (no /sbin/init,
 // found while the CNI plugins run) leaves no interface, route or state, with a monitor that
-// is the start, a spawned one (--wait) and none.
+// is the start, a spawned one (--wait), none, and a foreground start.
 func TestNetworkStartFailsWhileAttaching(t *testing.T) {
 	e := newEnv(t)
 	e.withNetwork()
 	tmpl := e.importNoInit()
 	vethsBefore := hostVeths()
-	for _, flags := range [][]string{nil, {"--no-monitor"}, {"--wait"}} {
+	for _, flags := range [][]string{nil, {"--no-monitor"}, {"--wait"}, {"--foreground"}} {
 		id, ip4, ip6 := uniqueID(t), testIP("4"), testIP("6")
 		e.must("create", id, "--ostemplate", tmpl, "--ipadd", ip4, "--ipadd", ip6)
 		r := e.expect(47, append([]string{"start", id}, flags...)...)
