@@ -346,8 +346,9 @@ func pipeHolders(w *os.File) []int {
 }
 
 // TestViewsCloser (issue 22): at a VE's end its monitor hands the views' fanotify group and
-// files to a closer, its own program executed again as "vectl-views-closer __views-closer
-// ...", whose close waits out the kernel's grace period off the monitor's path. This test
+// files to a closer, "vectl-views-closer __views-closer ..." (the foreground Go monitor's own
+// program executed again; a copy of the resting monitor, which writes that command line over
+// its arguments), whose close waits out the kernel's grace period off the monitor's path. This test
 // is a child subreaper, so the closer (an orphan) becomes its child: one closer per end of
 // the VE, from the foreground Go monitor and from the resting monitor (vectl-idle); it
 // keeps nothing but the pipe, the group and the view files (not the caller's output, which

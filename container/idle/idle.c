@@ -496,6 +496,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 	// argv[3] on only show ps what the loop will run again ("-- RESUME... ID").
 	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;
+	vectl_views_small(argc, argv);
 	struct vectl_relay r = {.pty = -1, .lfd = -1, .term_in = -1, .term_out = -1, .stopfd = -1};
 	struct handover h = {0};
 	// On the stack, whose pages are touched anyway; argv stays as ps shows it.

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -818,6 +819,78 @@ void vectl_views_event(struct views *v)
 	}
 }
 
+// The idle loop's arguments, which a closer copied from it writes its command line over
+// (vectl_views_small); NULL in a Go process.
+static char *small_args;
+static size_t small_len;
+
+void vectl_views_small(int argc, char **argv)
+{
+	if (argc < 1)
+		return;
+	char *end = argv[argc - 1] + strlen(argv[argc - 1]) + 1;
+	for (int i = 1; i < argc; i++) // the kernel lays them out one after the other
+		if (argv[i] != argv[i - 1] + strlen(argv[i - 1]) + 1)
+			return;
+	small_args = argv[0];
+	small_len = (size_t)(end - argv[0]);
+}
+
+// closer_run is the closer's work on the n descriptors of keep (the pipe, the group, the
+// view files); it never returns. fork_first: this process is one the monitor waits for,
+// so a child of it does the work. args: the arguments to write the closer's command line
+// over (a copy of the idle loop), or NULL.
+__attribute__((noreturn)) static void closer_run(int *keep, int n, int fork_first, char *args, size_t len)
+{
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL); // no signal: it only closes and exits
+	int sync = keep[0], fan = keep[1];
+	prctl(PR_SET_NAME, "vectl-views-clo");
+	if (args) {
+		// As ps and the monitor's finders see the spawned closer: "vectl-views-closer
+		// __views-closer SYNC FAN VIEW...", the rest zeroed (the last byte stays 0).
+		memset(args, 0, len);
+		size_t at = 0;
+		char num[12];
+		for (int i = -2; i < n; i++) {
+			const char *w = i == -2 ? "vectl-views-closer" : i == -1 ? IDLE_CLOSER_ARG : num;
+			if (i >= 0)
+				snprintf(num, sizeof num, "%d", keep[i]);
+			size_t l = strlen(w) + 1;
+			if (at + l >= len)
+				break;
+			memcpy(args + at, w, l);
+			at += l;
+		}
+	}
+	// Nothing else the monitor had open (its standard output, which a caller may read to
+	// EOF; the console) stays open here.
+	for (int i = 1; i < n; i++) // a few descriptors: insertion sort
+		for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+			int t = keep[j];
+			keep[j] = keep[j - 1];
+			keep[j - 1] = t;
+		}
+	unsigned int from = 0;
+	for (int i = 0; i < n; i++) {
+		if ((unsigned int)keep[i] > from)
+			syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0);
+		from = (unsigned int)keep[i] + 1;
+	}
+	syscall(SYS_close_range, from, ~0U, 0);
+	// The monitor waits for a spawned closer: its child carries on, an orphan for init to
+	// reap. When the fork fails this process does the child's work (the monitor has closed
+	// its copies before it waits, so the wait ends).
+	if (fork_first && fork() > 0)
+		_exit(0);
+	char b;
+	while (read(sync, &b, 1) < 0 && errno == EINTR)
+		;
+	close(fan);
+	_exit(0);
+}
+
 // close_fan_elsewhere closes the fanotify group v->fan, handing the last references to it
 // and to the watched files to a throwaway process, the closer, which closes them and exits.
 // Closing a fanotify group waits for an SRCU grace period (fsnotify_destroy_group: 15 to
@@ -836,6 +909,11 @@ void vectl_views_event(struct views *v)
 // the closer a command line of its own, so nothing takes it for the VE's monitor. It waits
 // for this process to have closed its copy of the group (EOF on the pipe SYNC), so that its
 // own close is the last and pays the wait, and it takes no signal.
+//
+// The idle loop's own program (a resting monitor, vectl_views_small) maps a few pages, so
+// there the closer is a copy of it instead (clone with CLONE_PARENT: a fork whose parent
+// is the monitor's own, which reaps it as it would have reaped the orphan; no exec, no second
+// fork), which writes the same command line over its copy of the arguments (2026-12-07).
 // spawn_closer starts the closer with the n descriptors of keep (the pipe's read end, the
 // group, the view files) and returns its pid, or -1.
 static pid_t spawn_closer(const int *keep, int n)
@@ -886,7 +964,23 @@ static void close_fan_elsewhere(struct views *v)
 	for (int i = 0; i < NVIEWS; i++)
 		if (v->fd[i] >= 0)
 			keep[n++] = v->fd[i];
-	pid_t pid = spawn_closer(keep, n);
+	pid_t pid = -1;
+	if (small_args) {
+		sigset_t all, old;
+		sigfillset(&all);
+		sigprocmask(SIG_SETMASK, &all, &old); // the copy starts with every signal blocked
+		pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
+		if (pid == 0)
+			closer_run(keep, n, 0, small_args, small_len);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (pid > 0) { // not our child: nothing to wait for
+			close(sync[0]);
+			close(v->fan);
+			close(sync[1]);
+			return;
+		}
+	}
+	pid = spawn_closer(keep, n);
 	close(sync[0]);
 	close(v->fan); // the closer's copy is the last (when it did not start: this one)
 	close(sync[1]);
@@ -907,34 +1001,7 @@ void vectl_views_closer(int argc, char **argv)
 	}
 	if (n < 2)
 		_exit(2);
-	int sync = keep[0], fan = keep[1];
-	prctl(PR_SET_NAME, "vectl-views-clo");
-	// Nothing else the monitor had open (its standard output, which a caller may read to
-	// EOF; the console) stays open here.
-	for (int i = 1; i < n; i++) // a few descriptors: insertion sort
-		for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-			int t = keep[j];
-			keep[j] = keep[j - 1];
-			keep[j - 1] = t;
-		}
-	unsigned int from = 0;
-	for (int i = 0; i < n; i++) {
-		if ((unsigned int)keep[i] > from)
-			syscall(SYS_close_range, from, (unsigned int)keep[i] - 1, 0);
-		from = (unsigned int)keep[i] + 1;
-	}
-	syscall(SYS_close_range, from, ~0U, 0);
-	// The monitor waits for this process: its child carries on, an orphan for init to reap.
-	// When the fork fails this process does the child's work (the monitor has closed its
-	// copies before it waits, so the wait ends).
-	pid_t pid = fork();
-	if (pid > 0)
-		_exit(0);
-	char b;
-	while (read(sync, &b, 1) < 0 && errno == EINTR)
-		;
-	close(fan);
-	_exit(0);
+	closer_run(keep, n, 1, NULL, 0);
 }
 
 // vectl_srcu_expedited tells whether the kernel ends SRCU grace periods the expedited way:

@@ -37,6 +37,9 @@ void vectl_views_event(struct views *v);
 void vectl_views_close(struct views *v);
 int vectl_srcu_expedited(const char *dir);
 
+// vectl_views_small tells the views that this process is the idle loop's program, whose
+// arguments are argv: a closer is then a copy of it (close_fan_elsewhere in views.c).
+void vectl_views_small(int argc, char **argv);
 // vectl_views_closer is the views' closer (close_fan_elsewhere in views.c), run as
 // "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]"; it does not return.
 __attribute__((noreturn)) void vectl_views_closer(int argc, char **argv);
