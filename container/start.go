@@ -234,8 +234,8 @@ func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, 
 		term = in
 	}
 	// The lock is held until the first boot is done (and, when it failed, the VE torn down),
-	// as a background start holds it until its monitor reports. Under systemd (Type=notify) READY=1 follows the boot, or the VE's
-	// own readiness with wait > 0.
+	// as a background start holds it until its monitor reports. Under systemd (Type=notify)
+	// READY=1 follows the boot, or the VE's own readiness with wait > 0.
 	booted := func(err error) {
 		if err == nil {
 			unlock()
