@@ -170,8 +170,7 @@ var errUnanswered = errors.New("ended without starting it again")
 func (m *Manager) restartOrStart(ctx context.Context, id string, f *foreground, o StartOptions) error {
 	err := m.awaitRestart(id, f)
 	if err == nil && o.Wait {
-		initType, _ := os.ReadFile(m.runFile(id, initTypeFile))
-		return m.waitBooted(ctx, id, string(initType), o.WaitTimeout)
+		return m.waitBooted(ctx, id, readTrim(m.runFile(id, initTypeFile)), o.WaitTimeout)
 	}
 	if !errors.Is(err, errUnanswered) {
 		return err
