@@ -88,6 +88,8 @@ EXIT STATUS:
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"F"}, Usage: "run the monitor in the foreground until the VE ends"},
 			&cli.BoolFlag{Name: "skip-restore", Usage: "a suspended VE: drop its dump and boot it afresh"},
 			&cli.BoolFlag{Name: "force", Usage: "start a VE set --disabled yes"},
+			// The idle loop's hand-back to a foreground vectl (container/idle's Resume).
+			&cli.StringFlag{Name: "resume", Hidden: true},
 		},
 		Action: func(c *cli.Context) error {
 			// A start's process allocates about 1.5 MiB more from here on (2026-12-05).
@@ -100,9 +102,15 @@ EXIT STATUS:
 			if err != nil {
 				return err
 			}
+			if c.String("resume") != "" && !c.Bool("foreground") {
+				return usageErrorf("start: --resume is the idle loop's, with --foreground")
+			}
 			m, err := manager(c)
 			if err != nil {
 				return err
+			}
+			if c.String("resume") != "" {
+				return foreground(c, m, id, timeout)
 			}
 			if c.Bool("skip-restore") {
 				if err := m.DropDump(id); err != nil {
@@ -117,26 +125,7 @@ EXIT STATUS:
 				return restoreVE(c, m, id, container.RestoreOptions{})
 			}
 			if c.Bool("foreground") {
-				in, err := fileOf(c.App.Reader, "stdin")
-				if err != nil {
-					return err
-				}
-				sigs := make(chan os.Signal, 8)
-				signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2, unix.SIGQUIT)
-				defer signal.Stop(sigs)
-				var wait time.Duration
-				if c.Bool("wait") {
-					wait = timeout
-				}
-				end, err := m.StartForeground(c.Context, id, in, sigs, wait, c.Bool("force"))
-				switch end {
-				case monitor.EndShutdown:
-					return nil
-				case monitor.EndCrashed:
-					fmt.Fprintf(c.App.ErrWriter, "vectl: %v\n", err)
-					return statusError{2}
-				}
-				return err
+				return foreground(c, m, id, timeout)
 			}
 			started := false
 			if err := m.Start(c.Context, id, container.StartOptions{
@@ -160,6 +149,39 @@ EXIT STATUS:
 			return nil
 		},
 	}
+}
+
+// foreground runs start --foreground (or goes on with one the idle loop hands back): the
+// VE's monitor in this process, whose exit status says how the VE ended.
+func foreground(c *cli.Context, m *container.Manager, id string, timeout time.Duration) error {
+	in, err := fileOf(c.App.Reader, "stdin")
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, monitor.ForegroundSignals()...)
+	defer signal.Stop(sigs)
+	o := container.ForegroundOptions{In: in, Signals: sigs, Force: c.Bool("force"), Resume: c.String("resume"),
+		Self: append(selfArgs(c), "start", "--foreground"), Stop: append(selfArgs(c), "stop")}
+	if c.IsSet("timeout") {
+		o.Self = append(o.Self, "--timeout", c.String("timeout"))
+	}
+	if c.Bool("wait") {
+		o.Wait = timeout
+		o.Self = append(o.Self, "--wait")
+	}
+	if o.Force {
+		o.Self = append(o.Self, "--force")
+	}
+	end, err := m.StartForeground(c.Context, id, o)
+	switch end {
+	case monitor.EndShutdown:
+		return nil
+	case monitor.EndCrashed:
+		fmt.Fprintf(c.App.ErrWriter, "vectl: %v\n", err)
+		return statusError{2}
+	}
+	return err
 }
 
 func stopFlags() []cli.Flag {

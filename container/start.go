@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -173,21 +174,52 @@ func awaitAttach(c <-chan error) func() error {
 	}
 }
 
+// ForegroundOptions are those of StartForeground.
+type ForegroundOptions struct {
+	// In becomes the VE's console when it is a terminal.
+	In *os.File
+	// Signals delivers the signals of monitor.ForegroundSignals sent to this process.
+	Signals <-chan os.Signal
+	// Wait, when above 0, has READY=1 wait for the VE's boot to complete (waitBooted).
+	Wait  time.Duration
+	Force bool
+	// Self runs this foreground vectl again (this binary, its global options and "start
+	// --foreground" with its options; the idle loop adds --resume MESSAGE ID), Stop stops
+	// the VE (this binary, its global options and "stop"; the VE's id is added): with both,
+	// the monitor rests in the idle loop once the VE runs (monitor.Options.StopArgv).
+	Self, Stop []string
+	// Resume is the idle loop's hand-back (start --foreground --resume MESSAGE): this process
+	// goes on as the monitor it replaced.
+	Resume string
+}
+
 // StartForeground starts a VE and runs its monitor loop in this process until the VE ends,
-// for systemd units: the console is on in's terminal when there is one, SIGTERM, SIGINT and
-// SIGHUP stop the VE gracefully and other signals are forwarded to its init.
+// for systemd units: the console is on o.In's terminal when there is one, SIGTERM, SIGINT
+// and SIGHUP stop the VE gracefully and other signals are forwarded to its init. Without a
+// terminal the monitor rests in the idle loop (the same process) once the VE runs, as a
+// background one does, and comes back here through o.Resume.
 //
 // A restart request (restart, backup --mode stop; foreground.go) that ends the VE's run makes
 // it boot the VE again in this process, and the loop goes on.
-func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration, force bool) (monitor.Ending, error) {
-	// As a background start does (Start): the grace period of the first cgroup attach and
-	// the JSON tables of the spec and the container's config, off the critical path.
-	m.warmCgroupAttach()
-	go warmJSON(true)
+func (m *Manager) StartForeground(ctx context.Context, ref string, o ForegroundOptions) (monitor.Ending, error) {
+	if o.Resume == "" {
+		// As a background start does (Start): the grace period of the first cgroup attach
+		// and the JSON tables of the spec and the container's config, off the critical path.
+		m.warmCgroupAttach()
+		go warmJSON(true)
+	}
 	restart := false
 	for {
 		reported := false
-		id, end, err := m.startForeground(ctx, ref, in, sigs, wait, force, restart, &reported)
+		var id string
+		var end monitor.Ending
+		var err error
+		if o.Resume != "" {
+			id, end, err = m.resumeForeground(ctx, ref, o)
+			o.Resume = ""
+		} else {
+			id, end, err = m.startForeground(ctx, ref, o, restart, &reported)
+		}
 		if restart && !reported && m.restartAsked(id) { // the new boot failed before it was reported
 			m.restartDone(id, cmp.Or(err, errors.New("the VE ended before its boot was reported")))
 		}
@@ -198,9 +230,32 @@ func (m *Manager) StartForeground(ctx context.Context, ref string, in *os.File, 
 	}
 }
 
+// foregroundIdle fills in what a foreground monitor of VE id needs to rest in the idle loop.
+func (o ForegroundOptions) foregroundIdle(id string, mo *monitor.Options) {
+	if len(o.Self) > 0 && len(o.Stop) > 0 {
+		mo.Self, mo.StopArgv = o.Self, append(slices.Clip(o.Stop), id)
+	}
+}
+
+// resumeForeground goes on with the foreground monitor of VE id that the idle loop executed
+// again once the VE's init had exited.
+func (m *Manager) resumeForeground(ctx context.Context, id string, o ForegroundOptions) (string, monitor.Ending, error) {
+	of, r, err := monitor.ParseResume(o.Resume)
+	if err != nil {
+		return id, monitor.EndFailed, err
+	}
+	if of != id {
+		return id, monitor.EndFailed, fmt.Errorf("foreground vectl of VE %s resumed with the hand-back of VE %s", id, of)
+	}
+	mo := monitor.Options{Signals: o.Signals, Resume: r}
+	o.foregroundIdle(id, &mo)
+	end, err := m.RunMonitor(ctx, id, mo)
+	return id, end, err
+}
+
 // startForeground is one run of StartForeground; restart: it answers a restart request
 // (once its boot is reported, which sets reported).
-func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, sigs <-chan os.Signal, wait time.Duration, force, restart bool, reported *bool) (string, monitor.Ending, error) {
+func (m *Manager) startForeground(ctx context.Context, ref string, o ForegroundOptions, restart bool, reported *bool) (string, monitor.Ending, error) {
 	id, l, err := m.lock(ref)
 	if err != nil {
 		return "", monitor.EndFailed, err
@@ -214,7 +269,7 @@ func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, 
 	defer unlock()
 	if cfg, err := m.startable(id); err != nil {
 		return id, monitor.EndFailed, fmt.Errorf("start %s: %w", id, err)
-	} else if cfg.Disabled && !force {
+	} else if cfg.Disabled && !o.Force {
 		return id, monitor.EndFailed, fmt.Errorf("start %s: %w: use start --force, or set --disabled no --save", id, ErrDisabled)
 	}
 	_, initType, attached, err := m.prepare(ctx, id, false, netAttach)
@@ -229,13 +284,15 @@ func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, 
 		return netErr == nil
 	}
 	var term *os.File
-	if cur, err := console.ConsoleFromFile(in); err == nil && cur.SetRaw() == nil {
+	if cur, err := console.ConsoleFromFile(o.In); err == nil && cur.SetRaw() == nil {
 		defer cur.Reset()
-		term = in
+		term = o.In
 	}
 	// The lock is held until the first boot is done (and, when it failed, the VE torn down),
 	// as a background start holds it until its monitor reports. Under systemd (Type=notify)
-	// READY=1 follows the boot, or the VE's own readiness with wait > 0.
+	// READY=1 follows the boot, or the VE's own readiness with o.Wait > 0; the monitor may
+	// rest in the idle loop (rest) only once it has been sent.
+	rest := make(chan struct{})
 	booted := func(err error) {
 		if err == nil {
 			unlock()
@@ -252,13 +309,16 @@ func (m *Manager) startForeground(ctx context.Context, ref string, in *os.File, 
 			return
 		}
 		go func() {
-			if wait > 0 && m.waitBooted(ctx, id, initType, wait) != nil {
+			if o.Wait > 0 && m.waitBooted(ctx, id, initType, o.Wait) != nil {
 				return
 			}
 			monitor.Notify("READY=1\nSTATUS=VE " + id + " is up")
+			close(rest)
 		}()
 	}
-	end, err := m.RunMonitor(ctx, id, monitor.Options{Terminal: term, Signals: sigs, Booted: booted, Gate: gate})
+	mo := monitor.Options{Terminal: term, Signals: o.Signals, Booted: booted, Gate: gate, Rest: rest}
+	o.foregroundIdle(id, &mo)
+	end, err := m.RunMonitor(ctx, id, mo)
 	if netErr != nil {
 		return id, end, fmt.Errorf("start %s: %w", id, errors.Join(netErr, m.teardown(id, false)))
 	}

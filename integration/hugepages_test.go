@@ -5,12 +5,15 @@ package integration
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/console"
 )
 
 // hugePageAdvice returns, by start address, the mappings of process pid whose VmFlags have
@@ -85,7 +88,8 @@ func freeHugeBlocks(t *testing.T) int {
 // TestHeapHugePages (issue 22): a vectl command's Go heap is advised MADV_HUGEPAGE from the
 // runtime's first commit where the kernel has at least 64 free 2 MiB blocks (and not where it
 // has fewer), a command still running after two seconds withdraws the advice (MADV_NOHUGEPAGE),
-// and a foreground monitor, which lives as long as its VE, is never advised.
+// and a foreground monitor with a terminal, which lives as long as its VE as a Go program, is
+// never advised; one without (a systemd unit's) rests in the idle loop, which has no Go heap.
 func TestHeapHugePages(t *testing.T) {
 	e := newEnv(t)
 	tmpl := e.importBusybox()
@@ -120,18 +124,43 @@ func TestHeapHugePages(t *testing.T) {
 		t.Fatalf("vectl exec: %v", err)
 	}
 
-	f := e.cmd("start", "--foreground", fg)
-	if err := f.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
+	for _, terminal := range []bool{false, true} {
+		f := e.cmd("start", "--foreground", fg)
+		if terminal {
+			pty, slave, err := console.NewPty()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pty.Close()
+			in, err := os.OpenFile(slave, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			f.Stdin = in
+			go io.Copy(io.Discard, pty) // the VE's console, echoed to the terminal
+		}
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
+			return e.exec(fg, "test", "-e", "/run/vectl-booted").code == 0
+		})
+		if terminal {
+			time.Sleep(1500 * time.Millisecond) // past the hand-over of one without a terminal
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", f.Process.Pid))
+			if strings.TrimSpace(string(comm)) != "vectl" {
+				t.Errorf("foreground monitor with a terminal runs %q, want vectl (the Go monitor)", comm)
+			}
+		} else {
+			wantResting(t, f.Process.Pid)
+		}
+		if hg := advised(hugePageAdvice(t, f.Process.Pid)); len(hg) != 0 {
+			t.Errorf("foreground monitor (terminal %v): mappings advised MADV_HUGEPAGE at %v, want none", terminal, hg)
+		}
 		f.Process.Signal(syscall.SIGTERM)
-		f.Wait()
-	}()
-	eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
-		return e.exec(fg, "test", "-e", "/run/vectl-booted").code == 0
-	})
-	if hg := advised(hugePageAdvice(t, f.Process.Pid)); len(hg) != 0 {
-		t.Errorf("foreground monitor: mappings advised MADV_HUGEPAGE at %v, want none", hg)
+		if err := f.Wait(); err != nil {
+			t.Errorf("foreground vectl (terminal %v) after SIGTERM: %v", terminal, err)
+		}
 	}
 }

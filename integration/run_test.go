@@ -335,13 +335,17 @@ func TestForeground(t *testing.T) {
 	eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
 		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
 	})
-	// An in-VE reboot restarts it; the foreground vectl keeps running.
+	// Without a terminal it rests in the idle loop, as a background monitor does: the same
+	// process, a fraction of the Go monitor's memory.
+	wantResting(t, fg.Process.Pid)
+	// An in-VE reboot restarts it; the foreground vectl keeps running, and rests again.
 	init1 := e.initStart(id)
 	e.exec(id, "reboot")
 	eventually(t, 20*time.Second, "the reboot", func() bool {
 		n := e.initStartNow(id)
 		return n != 0 && n != init1 && e.exec(id, "true").code == 0
 	})
+	wantResting(t, fg.Process.Pid)
 	// SIGTERM (systemctl stop) shuts it down through its init and exits 0.
 	fg.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -356,6 +360,61 @@ func TestForeground(t *testing.T) {
 	}
 	e.wantStatus(id, "exist unmounted down")
 	e.wantNoTrace(id)
+
+	// Resting in the idle loop, it forwards other signals to the init (SIGUSR2: busybox's
+	// poweroff, exit 0) and ends with 2 when the init dies on its own.
+	for _, tc := range []struct {
+		what string
+		end  func(fg *foregroundVE)
+		code int
+	}{
+		{"SIGUSR2", func(fg *foregroundVE) { fg.cmd.Process.Signal(syscall.SIGUSR2) }, 0},
+		{"the init killed", func(fg *foregroundVE) { syscall.Kill(initPid(t, fg.cmd.Process.Pid), syscall.SIGKILL) }, 2},
+	} {
+		fg := e.startForeground(id)
+		tc.end(fg)
+		if code := fg.exitCode(tc.what); code != tc.code {
+			t.Fatalf("foreground vectl after %s: exit %d, want %d\n%s", tc.what, code, tc.code, fg.out.String())
+		}
+		e.wantStatus(id, "exist unmounted down")
+		e.wantNoTrace(id)
+	}
+}
+
+// wantResting waits until the foreground vectl pid rests in the idle loop (its program,
+// vectl-idle) and checks what it keeps resident: a background monitor's few pages, not the
+// Go monitor's several MiB (the bench's target for an idle monitor is 1.5 MiB PSS).
+func wantResting(t testing.TB, pid int) {
+	t.Helper()
+	eventually(t, 20*time.Second, "the foreground vectl to rest in the idle loop", func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return strings.TrimSpace(string(comm)) == "vectl-idle"
+	})
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+			if kb, _ := strconv.Atoi(f[1]); kb <= 0 || kb > 1536 {
+				t.Fatalf("the resting foreground vectl keeps %d KiB (PSS), want at most 1.5 MiB", kb)
+			}
+			return
+		}
+	}
+	t.Fatalf("no Pss in /proc/%d/smaps_rollup", pid)
+}
+
+// initPid is the VE's init: the one child of its monitor pid.
+func initPid(t testing.TB, monitor int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", monitor, monitor))
+	f := strings.Fields(string(data))
+	if err != nil || len(f) == 0 {
+		t.Fatalf("monitor %d has no child: %v", monitor, err)
+	}
+	pid, _ := strconv.Atoi(f[0])
+	return pid
 }
 
 // TestForegroundStop: vectl stop (graceful or --fast) of a VE run by start --foreground
@@ -426,6 +485,7 @@ func TestForegroundRestart(t *testing.T) {
 			t.Fatalf("%v: the restart request is left: %v", op, err)
 		}
 		eventually(t, 20*time.Second, "the restarted VE to boot", fg.booted)
+		wantResting(t, fg.cmd.Process.Pid)
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, "fg.tar")); err != nil {
 		t.Fatalf("backup --mode stop: %v", err)
@@ -461,7 +521,26 @@ func (e *env) startForeground(id string) *foregroundVE {
 	go func() { f.done <- f.cmd.Wait() }()
 	e.t.Cleanup(func() { f.cmd.Process.Kill() })
 	eventually(e.t, 20*time.Second, "the foreground VE to run", f.booted)
+	wantResting(e.t, f.cmd.Process.Pid)
 	return f
+}
+
+// exitCode waits up to 30 s for the foreground vectl to end, after what, and returns its exit
+// status.
+func (f *foregroundVE) exitCode(what string) int {
+	f.e.t.Helper()
+	select {
+	case err := <-f.done:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		} else if err != nil {
+			f.e.t.Fatalf("foreground vectl after %s: %v", what, err)
+		}
+		return 0
+	case <-time.After(30 * time.Second):
+		f.e.t.Fatalf("foreground vectl still running 30 s after %s\n%s", what, f.out.String())
+	}
+	return -1
 }
 
 func (f *foregroundVE) booted() bool {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +116,9 @@ func TestSystemdUnit(t *testing.T) {
 	if mainPID == "0" || mainPID == "" {
 		t.Fatalf("%s has no main process", name)
 	}
+	// The main process rests in the idle loop once READY=1 is sent (the same process).
+	pid, _ := strconv.Atoi(mainPID)
+	wantResting(t, pid)
 
 	// An in-VE reboot: the same service (same main process, no restart) runs the VE again
 	// with a new boot id.
@@ -137,6 +141,7 @@ func TestSystemdUnit(t *testing.T) {
 	if n := unitProp(t, name, "NRestarts"); n != "0" {
 		t.Fatalf("%s was restarted by systemd (NRestarts=%s): the reboot should stay inside vectl", name, n)
 	}
+	wantResting(t, pid) // so that systemctl stop reaches the idle loop
 
 	// systemctl stop: the VE's own systemd shuts it down (its console says so), then vectl
 	// tears everything down and the service ends cleanly.
@@ -164,6 +169,8 @@ func TestSystemdUnit(t *testing.T) {
 	// systemd), with a new boot id.
 	systemctl(t, false, "start", name)
 	mainPID = unitProp(t, name, "MainPID")
+	pid, _ = strconv.Atoi(mainPID)
+	wantResting(t, pid)
 	boot1 = e.out(id, "cat", "/proc/sys/kernel/random/boot_id")
 	e.must("restart", id)
 	if b := e.out(id, "cat", "/proc/sys/kernel/random/boot_id"); b == boot1 {
@@ -180,6 +187,7 @@ func TestSystemdUnit(t *testing.T) {
 
 	// vectl stop (as vzctl stop would) of the service's VE: the service's main process exits
 	// 0, so the service ends cleanly and Restart=on-failure does not start the VE again.
+	wantResting(t, pid)
 	e.must("stop", id)
 	eventually(t, 30*time.Second, "the service to end after vectl stop", func() bool {
 		return unitProp(t, name, "ActiveState") == "inactive"

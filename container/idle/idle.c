@@ -10,8 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -329,6 +333,8 @@ static void set_nonblock(int fd, int on)
 	fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
 }
 
+static void fg_signals(int sigfd);
+
 void vectl_relay(struct vectl_relay *r)
 {
 	static char buf[BUFSIZE] PAGE_ALIGNED;
@@ -350,7 +356,7 @@ void vectl_relay(struct vectl_relay *r)
 			}
 			timeout = (int)(next - t);
 		}
-		struct pollfd fds[5 + MAXCLIENTS];
+		struct pollfd fds[6 + MAXCLIENTS];
 		int n = 0;
 		fds[n++] = (struct pollfd){.fd = r->stopfd, .events = POLLIN};
 		fds[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
@@ -361,6 +367,9 @@ void vectl_relay(struct vectl_relay *r)
 		int nc = n; // the clients end here
 		if (watching)
 			fds[n++] = (struct pollfd){.fd = views.fan, .events = POLLIN};
+		int ns = n; // the signalfd, when there is one
+		if (r->sigfd >= 0)
+			fds[n++] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
 		if (poll(fds, n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -395,6 +404,8 @@ void vectl_relay(struct vectl_relay *r)
 		}
 		if (watching && fds[nc].revents)
 			vectl_views_event(&views);
+		if (r->sigfd >= 0 && fds[ns].revents)
+			fg_signals(r->sigfd);
 		for (int i = 4; i < nc; i++) {
 			if (!fds[i].revents)
 				continue;
@@ -439,6 +450,96 @@ struct handover {
 	const char *resume[256];
 	int nresume;
 };
+
+// A foreground vectl's loop (idle.Handover.StopArgv): its stop command, the signals that run
+// it and those forwarded to the init.
+#define FG_MAXSIGS 16
+static struct {
+	const char *stop[256];
+	int nstop;
+	int stopsig[FG_MAXSIGS], nstopsig;
+	int fwdsig[FG_MAXSIGS], nfwdsig;
+	pid_t init, stopper; // the init; the stop command, once run
+	int exefd;
+	char **envp;
+} fg = {.stopper = -1, .exefd = -1};
+
+static int in_list(const int *list, int n, int sig)
+{
+	for (int i = 0; i < n; i++)
+		if (list[i] == sig)
+			return 1;
+	return 0;
+}
+
+// fg_notify sends state to systemd's notification socket, as sd_notify does (the unit is
+// Type=notify and the loop is its main process).
+static void fg_notify(const char *state)
+{
+	const char *sock = NULL;
+	for (char **e = fg.envp; e && *e; e++)
+		if (strncmp(*e, "NOTIFY_SOCKET=", 14) == 0)
+			sock = *e + 14;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	size_t n = sock ? strlen(sock) : 0;
+	if (n == 0 || n >= sizeof sa.sun_path || (sock[0] != '/' && sock[0] != '@'))
+		return;
+	memcpy(sa.sun_path, sock, n);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0; // an abstract socket
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+	       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
+	close(fd);
+}
+
+// fg_stop runs the stop command once, with vectl's binary (through the descriptor the
+// resume uses), the process's standard descriptors only and no signal blocked.
+static void fg_stop(int sig)
+{
+	if (fg.stopper >= 0)
+		return;
+	// As the Go monitor words it (Go's names of the three; no strsignal: locale data).
+	const char *name = sig == SIGTERM ? "terminated" : sig == SIGINT ? "interrupt" : sig == SIGHUP ? "hangup" : "signal";
+	char line[96];
+	snprintf(line, sizeof line, "vectl: %s: stopping the VE\n", name);
+	log_msg(line);
+	fg_notify("STOPPING=1");
+	pid_t pid = fork();
+	if (pid == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+		if (fg.exefd >= 0)
+			syscall(SYS_execveat, fg.exefd, "", (char **)fg.stop, fg.envp, AT_EMPTY_PATH);
+		else
+			execve("/proc/self/exe", (char **)fg.stop, fg.envp);
+		_exit(127);
+	}
+	if (pid < 0) {
+		log_msg("vectl: cannot run the stop: fork failed\n");
+		return;
+	}
+	fg.stopper = pid;
+}
+
+// fg_signals handles what the foreground loop's signalfd holds: a stop signal runs the stop
+// (once), the others go to the init.
+static void fg_signals(int sigfd)
+{
+	struct signalfd_siginfo si;
+	while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		int sig = (int)si.ssi_signo;
+		if (in_list(fg.stopsig, fg.nstopsig, sig))
+			fg_stop(sig);
+		else if (in_list(fg.fwdsig, fg.nfwdsig, sig))
+			kill(fg.init, sig);
+	}
+}
 
 // vectl_stop_in_progress (idle.h): the start time in /proc/PID/stat, field 22, must match
 // the marker's, so that a recycled pid is not taken for the stop.
@@ -497,7 +598,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 	if (argc < 3 || strcmp(argv[1], IDLE_ARG) != 0)
 		return;
 	vectl_views_small(argc, argv);
-	struct vectl_relay r = {.pty = -1, .lfd = -1, .term_in = -1, .term_out = -1, .stopfd = -1};
+	struct vectl_relay r = {.pty = -1, .lfd = -1, .term_in = -1, .term_out = -1, .stopfd = -1, .sigfd = -1};
 	struct handover h = {0};
 	// On the stack, whose pages are touched anyway; argv stays as ps shows it.
 	size_t hexlen = strlen(argv[2]);
@@ -567,6 +668,18 @@ void vectl_idle(int argc, char **argv, char **envp)
 		case IDLE_ATTR_EXEFD:
 			h.exefd = (int)u;
 			break;
+		case IDLE_ATTR_STOPARG:
+			if (str && fg.nstop < 250)
+				fg.stop[fg.nstop++] = str;
+			break;
+		case IDLE_ATTR_STOPSIGNAL:
+			if (a.len == 4 && fg.nstopsig < FG_MAXSIGS)
+				fg.stopsig[fg.nstopsig++] = (int)u;
+			break;
+		case IDLE_ATTR_FORWARDSIG:
+			if (a.len == 4 && fg.nfwdsig < FG_MAXSIGS)
+				fg.fwdsig[fg.nfwdsig++] = (int)u;
+			break;
 		default:
 			vectl_idle_fail("unknown attribute in the hand-over");
 		}
@@ -588,6 +701,26 @@ void vectl_idle(int argc, char **argv, char **envp)
 	int pidfd = (int)syscall(SYS_pidfd_open, h.init, 0);
 	if (pidfd < 0)
 		vectl_idle_fail("cannot watch the init");
+	// A foreground vectl's loop takes its signals, blocked since before the exec (any that
+	// arrived meanwhile are pending), from a signalfd.
+	int sigfd = -1;
+	if (fg.nstop > 0) {
+		fg.stop[fg.nstop] = NULL;
+		fg.init = h.init;
+		fg.exefd = h.exefd;
+		fg.envp = envp;
+		sigset_t set;
+		sigemptyset(&set);
+		for (int i = 0; i < fg.nstopsig; i++)
+			sigaddset(&set, fg.stopsig[i]);
+		for (int i = 0; i < fg.nfwdsig; i++)
+			sigaddset(&set, fg.fwdsig[i]);
+		sigprocmask(SIG_BLOCK, &set, NULL);
+		signal(SIGPIPE, SIG_IGN); // a console client gone: EPIPE, not the unit's end
+		sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+		if (sigfd < 0)
+			vectl_idle_fail("cannot take the foreground vectl's signals");
+	}
 	// Relay until the init has exited (its pidfd turns readable), then reap it.
 	r.pty = h.pty;
 	r.lfd = h.lfd;
@@ -595,10 +728,23 @@ void vectl_idle(int argc, char **argv, char **envp)
 	r.load_tasks = h.load_tasks;
 	r.load_out = h.load_out;
 	r.views = h.views;
+	r.sigfd = sigfd;
 	int status = 0;
 	vectl_relay(&r);
 	while (waitpid(h.init, &status, 0) < 0 && errno == EINTR)
 		;
+	if (sigfd >= 0) {
+		// A stop asked for meanwhile still runs (the Go monitor then finds the run ended);
+		// the Go monitor takes the signals from here on, with the default dispositions.
+		fg_signals(sigfd);
+		close(sigfd);
+		if (fg.stopper > 0)
+			waitpid(fg.stopper, NULL, WNOHANG);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+	}
 	int stopper = h.stopmark ? vectl_stop_in_progress(h.stopmark) : 0;
 	if (stopper > 0) {
 		char line[160];

@@ -96,6 +96,7 @@ func (r *Relay) Run() {
 	var c C.struct_vectl_relay
 	c.pty, c.lfd, c.term_in, c.term_out, c.stopfd = C.int(r.Pty), C.int(r.Listen), C.int(r.TermIn),
 		C.int(r.TermOut), C.int(r.Stop)
+	c.sigfd = -1
 	for i, fd := range r.Clients {
 		if i < MaxClients {
 			c.clients[i] = C.int(fd)

@@ -22,6 +22,9 @@ struct vectl_relay {
 	// The VE's /proc and /sys views (views.h): "DIR\nMEMCG\nCPUCG\nCPUSETCG\nCPUACCTCG\nBLKIOCG\nLOADAVG",
 	// NULL for none.
 	const char *views;
+	// The foreground idle loop's signalfd (idle.Handover.StopArgv), read whenever it turns
+	// readable; -1 for none (a background loop, the Go monitor's relays).
+	int sigfd;
 };
 
 // vectl_relay copies the console's output to the log, the clients and the terminal, and

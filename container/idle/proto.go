@@ -51,7 +51,10 @@ const (
 	AttrViews      = 15 // string: the VE's /proc and /sys views, as Relay.Views (Handover)
 	AttrStopMark   = 16 // string: Handover.StopMark (Handover)
 	AttrExeFD      = 17 // u32: Handover.ExeFD (Handover)
-	attrMaxValue   = 18
+	AttrStopArg    = 18 // string: Handover.StopArgv (Handover, repeated)
+	AttrStopSignal = 19 // u32: Handover.StopSignals (Handover, repeated)
+	AttrForwardSig = 20 // u32: Handover.ForwardSignals (Handover, repeated)
+	attrMaxValue   = 21
 )
 
 // Handover is what the idle loop needs to relay the console and watch the init.
@@ -80,6 +83,17 @@ type Handover struct {
 	// program of its own (Helper) resumes the Go monitor through it. Otherwise the loop runs
 	// in vectl's binary and resumes through /proc/self/exe.
 	ExeFD int
+	// StopArgv, when set, makes the loop a foreground vectl's (start --foreground, a systemd
+	// unit's main process), which stays the VE's monitor in the loop: the signals of
+	// StopSignals, which the process has blocked, run StopArgv (vectl stop ID, through
+	// ExeFD as the resume does) once, the graceful stop the Go monitor would have made; those
+	// of ForwardSignals go to the init. The loop reads them from a signalfd, so that a signal
+	// that arrived during the hand-over, pending, is not lost; it resumes the Go monitor
+	// with them unblocked. StopMark is then not used: the Go monitor always resumes, since
+	// its exit status is the unit's and it may have a restart request to answer.
+	StopArgv       []string
+	StopSignals    []int
+	ForwardSignals []int
 }
 
 // Load is where the relay samples a VE's load and writes its load average: every 5 s it
@@ -133,6 +147,15 @@ func (h *Handover) Hex() (string, error) {
 	if h.ExeFD > 2 {
 		e.U32(AttrExeFD, uint32(h.ExeFD))
 	}
+	for _, a := range h.StopArgv {
+		e.String(AttrStopArg, a)
+	}
+	for _, s := range h.StopSignals {
+		e.U32(AttrStopSignal, uint32(s))
+	}
+	for _, s := range h.ForwardSignals {
+		e.U32(AttrForwardSig, uint32(s))
+	}
 	return e.Hex(), nil
 }
 
@@ -176,7 +199,8 @@ func decode(msg string) (*decoded, error) {
 			d.h.VEID, err = a.String()
 		case AttrRunID:
 			d.h.RunID, err = a.String()
-		case AttrInitPID, AttrPtyFD, AttrListenFD, AttrLogFD, AttrClientFD, AttrInitStatus, AttrExeFD:
+		case AttrInitPID, AttrPtyFD, AttrListenFD, AttrLogFD, AttrClientFD, AttrInitStatus, AttrExeFD,
+			AttrStopSignal, AttrForwardSig:
 			if u, err = a.U32(); err == nil {
 				switch a.Type {
 				case AttrInitPID:
@@ -193,6 +217,10 @@ func decode(msg string) (*decoded, error) {
 					d.status = u
 				case AttrExeFD:
 					d.h.ExeFD = int(u)
+				case AttrStopSignal:
+					d.h.StopSignals = append(d.h.StopSignals, int(u))
+				case AttrForwardSig:
+					d.h.ForwardSignals = append(d.h.ForwardSignals, int(u))
 				}
 			}
 		case AttrLogPath:
@@ -212,6 +240,10 @@ func decode(msg string) (*decoded, error) {
 			d.h.Views, err = a.String()
 		case AttrStopMark:
 			d.h.StopMark, err = a.String()
+		case AttrStopArg:
+			var s string
+			s, err = a.String()
+			d.h.StopArgv = append(d.h.StopArgv, s)
 		default:
 			err = fmt.Errorf("attribute %d is unknown", a.Type)
 		}
@@ -267,7 +299,9 @@ func header() string {
 		{Name: "IDLE_ATTR_RESUMEARG", Value: AttrResumeArg}, {Name: "IDLE_ATTR_INITSTATUS", Value: AttrInitStatus},
 		{Name: "IDLE_ATTR_LOADTASKS", Value: AttrLoadTasks}, {Name: "IDLE_ATTR_LOADOUT", Value: AttrLoadOut},
 		{Name: "IDLE_ATTR_VIEWS", Value: AttrViews}, {Name: "IDLE_ATTR_STOPMARK", Value: AttrStopMark},
-		{Name: "IDLE_ATTR_EXEFD", Value: AttrExeFD}, {Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
+		{Name: "IDLE_ATTR_EXEFD", Value: AttrExeFD}, {Name: "IDLE_ATTR_STOPARG", Value: AttrStopArg},
+		{Name: "IDLE_ATTR_STOPSIGNAL", Value: AttrStopSignal}, {Name: "IDLE_ATTR_FORWARDSIG", Value: AttrForwardSig},
+		{Name: "IDLE_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"IDLE_ARG": Arg, "IDLE_RESUME_FLAG": ResumeFlag, "IDLE_CLOSER_ARG": CloserArg,
 		"IDLE_LAYOUT_ARG": LayoutArg})
 }

@@ -21,7 +21,10 @@
 #define IDLE_ATTR_VIEWS 15
 #define IDLE_ATTR_STOPMARK 16
 #define IDLE_ATTR_EXEFD 17
-#define IDLE_ATTR_MAX 18
+#define IDLE_ATTR_STOPARG 18
+#define IDLE_ATTR_STOPSIGNAL 19
+#define IDLE_ATTR_FORWARDSIG 20
+#define IDLE_ATTR_MAX 21
 #define IDLE_ARG "__monitor-idle"
 #define IDLE_CLOSER_ARG "__views-closer"
 #define IDLE_LAYOUT_ARG "__layout"

@@ -24,7 +24,9 @@ func TestMessagesRoundTrip(t *testing.T) {
 	h := Handover{VEID: "101", RunID: "r-1", InitPID: 4242, PtyFD: 7, ListenFD: 8, LogFD: 9,
 		LogPath: "/var/log/vectl/101.console", LogMax: 1 << 20, ClientFDs: []int{10, 11},
 		ResumeArgv: []string{"/proc/self/exe", "--root", "/var/lib/vectl", "__monitor"},
-		Views:      "/run/vectl/ve/101/views", StopMark: "/run/vectl/ve/101/stopping"}
+		Views:      "/run/vectl/ve/101/views", StopMark: "/run/vectl/ve/101/stopping", ExeFD: 12,
+		StopArgv: []string{"/proc/self/exe", "--root", "/var/lib/vectl", "stop", "101"}, StopSignals: []int{15, 2, 1},
+		ForwardSignals: []int{10, 12, 3}}
 	msg, err := h.Hex()
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
@@ -98,6 +99,33 @@ type Options struct {
 	// executes it, or once the first boot runs when it relays in this process: it may start
 	// that program's layout helper (idle.LayOut). Its error goes to the console log only.
 	LayOut func(helper string) error
+	// StopArgv, with Self and Signals and without a Terminal, has a foreground monitor rest
+	// in the idle loop too, restDelay after Rest is closed (the first boot, once its
+	// readiness was reported: READY=1 must come from this process while it runs Go) or after
+	// a later boot: the loop runs StopArgv on a signal of StopSignals (the graceful stop that
+	// Stop makes here), forwards ForwardedSignals to the init, and resumes Self, which must
+	// then run this monitor again with the resume (a VE that lives less than restDelay, a run
+	// to exit, stays here).
+	StopArgv []string
+	Rest     <-chan struct{}
+}
+
+// restDelay is how long a foreground monitor relays in Go after its boot before it rests in
+// the idle loop.
+const restDelay = time.Second
+
+// restAfter returns the channel closed restDelay after ready is (nil ready: after the delay),
+// which a foreground monitor's relay rests at.
+func restAfter(ready <-chan struct{}) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		if ready != nil {
+			<-ready
+		}
+		time.Sleep(restDelay)
+		close(c)
+	}()
+	return c
 }
 
 // Resume is what the idle loop hands back to the Go monitor.
@@ -167,6 +195,7 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 		defer lf.Close()
 	}
 	idleMode := o.Self != nil && o.Terminal == nil && o.Signals == nil
+	fgIdle := o.Self != nil && o.Terminal == nil && o.Signals != nil && len(o.StopArgv) > 0
 	term := -1
 	if o.Terminal != nil {
 		term = int(o.Terminal.Fd())
@@ -201,19 +230,34 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 				s.Settle()
 			}
 			if idleMode {
-				err := execIdle(id, pid, pty, lfd, log, clients, runID, o)
+				err := execIdle(id, pid, pty, lfd, log, clients, runID, o, false)
 				// Only a failed exec returns; keep monitoring in this process.
 				log.Printf("idle loop: %v", err)
 				idleMode = false
 			} else if boot == 1 && o.IdleExe != nil {
 				// A foreground monitor (a unit's, a run to exit) keeps what it maps of this
-				// binary as it is while it lives; the helper lays out the rest.
+				// binary as it is while it lives in Go; the helper lays out the rest.
 				if path, err := o.IdleExe(); err == nil {
 					layOut(o, path, log)
 				}
 			}
-			var stopped bool
-			ws, stopped, clients = relayUntilExit(ve, p, pty, lfd, clients, term, o.Signals, log, o.Load, o.Views)
+			var rest <-chan struct{}
+			if fgIdle {
+				rest = restAfter(o.Rest)
+				if boot > 1 {
+					rest = restAfter(nil)
+				}
+			}
+			var stopped, handover bool
+			for {
+				ws, stopped, clients, handover = relayUntilExit(ve, p, pty, lfd, clients, term, o.Signals, rest, log, o.Load, o.Views)
+				if !handover {
+					break
+				}
+				err := execIdle(id, pid, pty, lfd, log, clients, runID, o, true)
+				log.Printf("idle loop: %v", err) // only a failed exec returns
+				rest, fgIdle = nil, false
+			}
 			closePty(pty) // a reboot brings a new console
 			if stopped {
 				return EndShutdown, nil
@@ -250,7 +294,10 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 // execIdle replaces the monitor with the idle loop (package idle) until the init exits. The
 // pty, the console socket, the log and connected clients are handed over as open file
 // descriptors, named in the hand-over message. It returns only if the exec failed.
-func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, runID string, o Options) error {
+//
+// A foreground monitor's (fg: Options.StopArgv) hands its signals over too (holdSignals) and
+// no stop marker: it resumes after every end of the init.
+func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int, runID string, o Options, fg bool) error {
 	h := idle.Handover{VEID: id, RunID: runID, InitPID: pid, PtyFD: int(pty.Fd()), ListenFD: lfd,
 		LogFD: idle.LogFD(), LogPath: log.path, LogMax: LogMax, ClientFDs: clients, ResumeArgv: o.Self,
 		Load: o.Load, Views: o.Views, StopMark: o.StopMark}
@@ -261,6 +308,15 @@ func execIdle(id string, pid int, pty *os.File, lfd int, log *Log, clients []int
 			log.Printf("idle loop: %v; it runs in vectl's binary", err)
 		}
 		layOut(o, path, log) // before the hand-over's descriptors are made inheritable below
+	}
+	if fg {
+		h.StopMark, h.StopArgv = "", o.StopArgv
+		h.StopSignals, h.ForwardSignals = signalInts(StopSignals), signalInts(ForwardedSignals)
+		release, err := holdSignals(o.Signals)
+		if err != nil {
+			return err
+		}
+		defer release() // the exec failed
 	}
 	for _, fd := range append([]int{h.PtyFD, h.ListenFD, h.LogFD}, clients...) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -304,13 +360,16 @@ func layOut(o Options, path string, log *Log) {
 // relayUntilExit relays the VE's console in this process (package idle's relay, on a
 // thread of its own) while waitInit waits for the init, and returns the init's status,
 // whether it was stopped, and the console clients still connected.
+//
+// When rest is closed first (and no stop is under way), it returns with the init still
+// running and handover set, the relay ended: the caller rests in the idle loop.
 func relayUntilExit(ve VE, p *libcontainer.Process, pty *os.File, lfd int, clients []int, term int,
-	sigs <-chan os.Signal, log *Log, load idle.Load, views string) (syscall.WaitStatus, bool, []int) {
+	sigs <-chan os.Signal, rest <-chan struct{}, log *Log, load idle.Load, views string) (ws syscall.WaitStatus, stopped bool, left []int, handover bool) {
 	stopR, stopW, err := os.Pipe()
 	if err != nil {
 		log.Printf("console relay: %v", err)
-		ws, stopped := waitInit(ve, p, sigs, log)
-		return ws, stopped, clients
+		ws, stopped, _ := waitInit(ve, p, sigs, nil, log)
+		return ws, stopped, clients, false
 	}
 	r := &idle.Relay{Pty: int(pty.Fd()), Listen: lfd, Clients: clients, TermIn: term, TermOut: term, Stop: int(stopR.Fd()), Load: load, Views: views}
 	done := make(chan struct{})
@@ -318,11 +377,11 @@ func relayUntilExit(ve VE, p *libcontainer.Process, pty *os.File, lfd int, clien
 		r.Run()
 		close(done)
 	}()
-	ws, stopped := waitInit(ve, p, sigs, log)
+	ws, stopped, handover = waitInit(ve, p, sigs, rest, log)
 	stopW.Close() // the relay drains the console and returns
 	<-done
 	stopR.Close()
-	return ws, stopped, r.Clients
+	return ws, stopped, r.Clients, handover
 }
 
 // finish tears down the monitor's own run after the VE ended by itself.
@@ -402,28 +461,49 @@ func bootConsole(ve VE, gate func() bool) (*libcontainer.Process, *os.File, erro
 // waitInit waits for the VE's init to end. In the foreground it also handles signals:
 // SIGTERM, SIGINT and SIGHUP stop the VE through Stop (stopped is then true), others are
 // forwarded to the init.
-func waitInit(ve VE, p *libcontainer.Process, sigs <-chan os.Signal, log *Log) (syscall.WaitStatus, bool) {
+// With rest (a foreground monitor), it watches the init through a pidfd and reaps it only
+// once it has exited, so that when rest is closed first, with no stop under way, it can
+// return with the init unreaped for the idle loop (handover).
+func waitInit(ve VE, p *libcontainer.Process, sigs <-chan os.Signal, rest <-chan struct{}, log *Log) (ws syscall.WaitStatus, stopped, handover bool) {
 	done := make(chan syscall.WaitStatus, 1)
-	go func() {
+	reap := func() {
 		ps, _ := p.Wait()
 		var ws syscall.WaitStatus
 		if ps != nil {
 			ws, _ = ps.Sys().(syscall.WaitStatus)
 		}
 		done <- ws
-	}()
+	}
+	var exited chan struct{}
+	if pid, err := p.Pid(); rest == nil || err != nil {
+		go reap()
+	} else {
+		exited = make(chan struct{})
+		go func() {
+			awaitExit(pid)
+			close(exited)
+		}()
+	}
 	stopping := false
 	stopDone := make(chan error, 1)
 	for {
 		select {
+		case <-exited:
+			exited = nil
+			go reap()
+		case <-rest:
+			if !stopping && exited != nil {
+				return 0, false, true
+			}
+			rest = nil
 		case ws := <-done:
 			if stopping {
 				if err := <-stopDone; err != nil {
 					log.Printf("stop: %v", err)
 				}
-				return ws, true
+				return ws, true, false
 			}
-			return ws, false
+			return ws, false, false
 		case sig := <-sigs:
 			switch sig {
 			case unix.SIGTERM, unix.SIGINT, unix.SIGHUP:
@@ -436,6 +516,21 @@ func waitInit(ve VE, p *libcontainer.Process, sigs <-chan os.Signal, log *Log) (
 			default:
 				p.Signal(sig)
 			}
+		}
+	}
+}
+
+// awaitExit returns once process pid (a child, not reaped) has exited, or cannot be watched.
+func awaitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+		if err != unix.EINTR {
+			return
 		}
 	}
 }

@@ -113,7 +113,7 @@ int vectl_thp_settle(void) {
 	return n;
 }
 
-int vectl_thp_stays(int argc, char **argv) {
+int vectl_thp_stays(int argc, char **argv, int tty) {
 	if (argc < 2) {
 		return 0;
 	}
@@ -129,7 +129,15 @@ int vectl_thp_stays(int argc, char **argv) {
 		return 0;
 	}
 	static const char *const foreground[] = {"foreground", NULL};
-	return vectl_cmdline_any(argc, argv, i + 1, foreground, "F");
+	if (!vectl_cmdline_any(argc, argv, i + 1, foreground, "F")) {
+		return 0;
+	}
+	// A foreground start without a terminal (a systemd unit's, a run to exit) executes the
+	// idle loop a second after its VE's boot, which drops the Go heap, or ends with the VE;
+	// with a terminal it relays it in Go for the VE's life. Resumed by the idle loop
+	// (--resume), it mostly tears down, or boots again in-VE and stays a second.
+	static const char *const resume[] = {"resume", NULL};
+	return strcmp(cmd, "start") != 0 || tty || vectl_cmdline_any(argc, argv, i + 1, resume, NULL);
 }
 
 // Decides before the Go runtime starts (its first heap commit comes before main): huge pages
@@ -140,7 +148,7 @@ __attribute__((constructor)) static void vectl_thp_init(int argc, char **argv, c
 		return;
 	}
 	vectl_main_args(&argc, &argv, &envp);
-	if (vectl_thp_stays(argc, argv)) {
+	if (vectl_thp_stays(argc, argv, isatty(0))) {
 		return;
 	}
 	char buf[4096];

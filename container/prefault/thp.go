@@ -26,8 +26,10 @@ import (
 // command, libcontainer's init, a CNI plugin, a background start's monitor before it executes
 // the idle loop) gives it back at its end, but the runtime cannot return what it never
 // touched inside a huge page. So a process that lives on as a Go program by design (a
-// foreground start, restore or resume, which stays as the VE's monitor; enter; console) is
-// never advised (vectl_thp_stays), and any other still running after SettleAfter's delay
+// foreground restore or resume, which stays as the VE's monitor, and a foreground start
+// with a terminal, or resumed from the idle loop; enter; console) is never advised
+// (vectl_thp_stays; a foreground start without a terminal rests in the idle loop once its
+// VE runs, as a background monitor does), and any other still running after SettleAfter's delay
 // (vectl exec of a long command, stats --interval) calls Settle: no more advice, the advised
 // ranges MADV_NOHUGEPAGE (khugepaged does not collapse them again), and the heap's free pages
 // returned; an exec session keeps about 3 MB more than unadvised (2026-12-06).
@@ -51,13 +53,17 @@ func freeBlocks(buddyinfo string) int {
 	return int(C.vectl_thp_free_blocks(cs))
 }
 
-func stays(args []string) bool {
+func stays(args []string, tty bool) bool {
 	cargs := make([]*C.char, len(args)+1)
 	for i, a := range args {
 		cargs[i] = C.CString(a)
 		defer C.free(unsafe.Pointer(cargs[i]))
 	}
-	return C.vectl_thp_stays(C.int(len(args)), &cargs[0]) != 0
+	t := 0
+	if tty {
+		t = 1
+	}
+	return C.vectl_thp_stays(C.int(len(args)), &cargs[0], C.int(t)) != 0
 }
 
 func note(p unsafe.Pointer, n uintptr, prot, flags int) bool {

@@ -11,8 +11,9 @@
 // vectl_thp_free_blocks counts the free 2 MiB blocks in the text of /proc/buddyinfo.
 int vectl_thp_free_blocks(const char *buddyinfo);
 // vectl_thp_stays says whether argv is a command whose process lives on as a Go program: a
-// foreground start, restore or resume (the VE's monitor), enter and console (a session).
-int vectl_thp_stays(int argc, char **argv);
+// foreground restore or resume (the VE's monitor), a foreground start with a terminal on its
+// input (tty) or resumed from the idle loop, enter and console (a session).
+int vectl_thp_stays(int argc, char **argv, int tty);
 // vectl_thp_note advises MADV_HUGEPAGE for a mapping the runtime just made when it is a commit
 // of heap and advising is on; it returns whether it did.
 int vectl_thp_note(void *p, size_t len, int prot, int flags);

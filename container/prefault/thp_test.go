@@ -34,37 +34,46 @@ Node 0, zone   Normal   4176   4592   4839   3857   3036   2110   1546    687   
 }
 
 // TestStays: no huge pages for the processes that live on as Go programs (a foreground
-// monitor, enter, console), whatever the options around the command.
+// restore or resume, a foreground start with a terminal or resumed from the idle loop,
+// enter, console), whatever the options around the command; a foreground start without a
+// terminal (a unit's) rests in the idle loop once its VE runs, and is advised.
 func TestStays(t *testing.T) {
 	for _, tc := range []struct {
 		line string
+		tty  bool
 		want bool
 	}{
-		{"vectl start 101", false},
-		{"vectl start --foreground 101", true},
-		{"vectl start 101 -F", true},
-		{"vectl --root /x --run-dir=/r start --foreground=true 101", true},
-		{"vectl start -xF 101", true},
-		{"vectl start 101 --fore", true},
-		{"vectl start 101 --wait", false},
-		{"vectl start 101 -- -F", true},
-		{"vectl restore 101 --foreground", true},
-		{"vectl resume 101 -F", true},
-		{"vectl enter 101", true},
-		{"vectl --root /x console 101", true},
-		{"vzctl --verbose enter 101", true},
-		{"vzctl --quiet exec 101 ls", false},
-		{"vectl exec 101 -- sleep -F", false},
-		{"vectl --root start stop 101", false},
-		{"vectl stop 101", false},
-		{"vectl list -a", false},
-		{"vectl init", false},
-		{"vectl-init init", false},
-		{"vectl", false},
-		{"vectl --version", false},
+		{"vectl start 101", false, false},
+		{"vectl start 101", true, false},
+		{"vectl start --foreground 101", false, false},
+		{"vectl start --foreground 101", true, true},
+		{"vectl start 101 -F", true, true},
+		{"vectl --root /x --run-dir=/r start --foreground=true 101", true, true},
+		{"vectl start -xF 101", true, true},
+		{"vectl start 101 --fore", true, true},
+		{"vectl start --foreground --wait --timeout 120 101", false, false},
+		{"vectl start --foreground --resume 0800 101", false, true},
+		{"vectl start -F --timeout 9 --res=0800 101", false, true},
+		{"vectl start --foreground 101 -- -F", false, true},
+		{"vectl start 101 --wait", true, false},
+		{"vectl start 101 -- -F", true, true},
+		{"vectl restore 101 --foreground", false, true},
+		{"vectl resume 101 -F", false, true},
+		{"vectl enter 101", false, true},
+		{"vectl --root /x console 101", false, true},
+		{"vzctl --verbose enter 101", false, true},
+		{"vzctl --quiet exec 101 ls", true, false},
+		{"vectl exec 101 -- sleep -F", true, false},
+		{"vectl --root start stop 101", false, false},
+		{"vectl stop 101", true, false},
+		{"vectl list -a", false, false},
+		{"vectl init", false, false},
+		{"vectl-init init", false, false},
+		{"vectl", false, false},
+		{"vectl --version", false, false},
 	} {
-		if got := stays(strings.Fields(tc.line)); got != tc.want {
-			t.Errorf("%q: stays %v, want %v", tc.line, got, tc.want)
+		if got := stays(strings.Fields(tc.line), tc.tty); got != tc.want {
+			t.Errorf("%q (terminal %v): stays %v, want %v", tc.line, tc.tty, got, tc.want)
 		}
 	}
 }
