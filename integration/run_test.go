@@ -379,6 +379,11 @@ func TestForeground(t *testing.T) {
 		e.wantStatus(id, "exist unmounted down")
 		e.wantNoTrace(id)
 	}
+	// The resting loop's views closer is an orphan (adopted by init), not a child left to
+	// this process, which does not reap children it does not know.
+	if pids := childrenNamed("vectl-views-clo"); len(pids) != 0 {
+		t.Errorf("views closers left as children of the foreground vectl's parent: %v", pids)
+	}
 }
 
 // wantResting waits until the foreground vectl pid rests in the idle loop (its program,

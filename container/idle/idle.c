@@ -709,6 +709,7 @@ void vectl_idle(int argc, char **argv, char **envp)
 		fg.init = h.init;
 		fg.exefd = h.exefd;
 		fg.envp = envp;
+		vectl_views_spawned();
 		sigset_t set;
 		sigemptyset(&set);
 		for (int i = 0; i < fg.nstopsig; i++)

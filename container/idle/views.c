@@ -836,6 +836,11 @@ void vectl_views_small(int argc, char **argv)
 	small_len = (size_t)(end - argv[0]);
 }
 
+void vectl_views_spawned(void)
+{
+	small_args = NULL;
+}
+
 // closer_run is the closer's work on the n descriptors of keep (the pipe, the group, the
 // view files); it never returns. fork_first: this process is one the monitor waits for,
 // so a child of it does the work. args: the arguments to write the closer's command line

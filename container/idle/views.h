@@ -40,6 +40,11 @@ int vectl_srcu_expedited(const char *dir);
 // vectl_views_small tells the views that this process is the idle loop's program, whose
 // arguments are argv: a closer is then a copy of it (close_fan_elsewhere in views.c).
 void vectl_views_small(int argc, char **argv);
+// vectl_views_spawned undoes vectl_views_small's choice of closer for a foreground vectl's
+// loop (idle.Handover.StopArgv): its parent is whatever started it, which need not reap
+// children it does not know (systemd does; a Go program does not), so its closer is spawned
+// and forks, an orphan, as the Go monitor's is.
+void vectl_views_spawned(void);
 // vectl_views_closer is the views' closer (close_fan_elsewhere in views.c), run as
 // "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]"; it does not return.
 __attribute__((noreturn)) void vectl_views_closer(int argc, char **argv);

@@ -461,6 +461,7 @@ func bootConsole(ve VE, gate func() bool) (*libcontainer.Process, *os.File, erro
 // waitInit waits for the VE's init to end. In the foreground it also handles signals:
 // SIGTERM, SIGINT and SIGHUP stop the VE through Stop (stopped is then true), others are
 // forwarded to the init.
+//
 // With rest (a foreground monitor), it watches the init through a pidfd and reaps it only
 // once it has exited, so that when rest is closed first, with no stop under way, it can
 // return with the init unreaped for the idle loop (handover).
