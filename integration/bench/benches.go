@@ -335,6 +335,16 @@ func (b *bench) benchExec() error {
 	b.compare(cmp{group: "exec", name: "resident memory of one idle monitor (PSS)", key: "monpss/vectl",
 		command: "vectl __monitor-idle", peerKey: "monpss/lxc", peer: "LXC monitor", unit: "MiB",
 		target: valueMax(1.5, "MiB").as("idle monitor PSS"), note: "runc and crun keep no process per container"})
+	// And of a systemd unit's monitor: start --foreground without a terminal, once it rests.
+	if pss, err := b.foregroundMonitorPss(); err != nil {
+		b.failed = true
+		b.note("foreground monitor memory: %v", err)
+	} else {
+		b.record("monpss/vectl-fg", pss)
+	}
+	b.compare(cmp{group: "exec", name: "resident memory of one idle foreground monitor (a systemd unit's, PSS)",
+		key: "monpss/vectl-fg", command: "vectl start --foreground", peerKey: "monpss/vectl", peer: "background monitor",
+		unit: "MiB", target: valueMax(1.5, "MiB").as("foreground monitor PSS")})
 
 	vs := []*variant{{name: "vectl exec", vectl: true, pass: func(p int, rec recorder) error {
 		d, err := b.v.timed("exec", id, "/bin/true")

@@ -114,6 +114,37 @@ func (b *bench) monitorPss(id string) (float64, error) {
 	return distOf(xs).Median, nil
 }
 
+// foregroundMonitorPss starts a busybox VE as a systemd unit does (start --foreground, no
+// terminal) and returns the PSS of its monitor, that process, once it rests in the idle loop.
+func (b *bench) foregroundMonitorPss() (float64, error) {
+	id := b.id("fgmon")
+	if err := b.create(id, busyboxName); err != nil {
+		return 0, err
+	}
+	defer b.destroy(id)
+	c := command(b.v.argv("start", "--foreground", id))
+	c.Stdout, c.Stderr = b.cmdLog, b.cmdLog
+	if err := c.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		b.v.do("stop", "--fast", id)
+		c.Wait()
+	}()
+	var mon int
+	if !waitFor(10*time.Second, 20*time.Millisecond, func() bool {
+		init := veInit(id)
+		mon = ppid(init)
+		return init != 0 && strings.HasPrefix(cmdline(mon), "vectl __monitor-idle ")
+	}) {
+		return 0, fmt.Errorf("VE %s: its foreground vectl did not rest in the idle loop (parent of its init: %q)", id, cmdline(mon))
+	}
+	if mon != c.Process.Pid {
+		return 0, fmt.Errorf("VE %s: its monitor is %d, not the foreground vectl %d", id, mon, c.Process.Pid)
+	}
+	return b.monitorPss(id)
+}
+
 // meminfo reads /proc/meminfo in KiB.
 func meminfo() map[string]float64 {
 	m := map[string]float64{}
