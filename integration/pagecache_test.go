@@ -17,7 +17,7 @@ import (
 )
 
 // rollupKB returns the kB figures of /proc/PID/smaps_rollup by name.
-func rollupKB(t *testing.T, pid int) map[string]int64 {
+func rollupKB(t testing.TB, pid int) map[string]int64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {

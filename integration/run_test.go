@@ -395,19 +395,9 @@ func wantResting(t testing.TB, pid int) {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		return strings.TrimSpace(string(comm)) == "vectl-idle"
 	})
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		t.Fatal(err)
+	if kb := rollupKB(t, pid)["Pss"]; kb <= 0 || kb > 1536 {
+		t.Fatalf("the resting foreground vectl keeps %d KiB (PSS), want at most 1.5 MiB", kb)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-			if kb, _ := strconv.Atoi(f[1]); kb <= 0 || kb > 1536 {
-				t.Fatalf("the resting foreground vectl keeps %d KiB (PSS), want at most 1.5 MiB", kb)
-			}
-			return
-		}
-	}
-	t.Fatalf("no Pss in /proc/%d/smaps_rollup", pid)
 }
 
 // initPid is the VE's init: the one child of its monitor pid.

@@ -79,10 +79,14 @@ var (
 // ForegroundSignals is StopSignals and ForwardedSignals, for signal.Notify.
 func ForegroundSignals() []os.Signal {
 	var out []os.Signal
-	for _, s := range append(append([]syscall.Signal(nil), StopSignals...), ForwardedSignals...) {
+	for _, s := range foregroundSignals() {
 		out = append(out, s)
 	}
 	return out
+}
+
+func foregroundSignals() []syscall.Signal {
+	return append(append([]syscall.Signal(nil), StopSignals...), ForwardedSignals...)
 }
 
 func signalInts(sigs []syscall.Signal) []int {
@@ -102,7 +106,7 @@ func signalInts(sigs []syscall.Signal) []int {
 // release it returns undoes that (when the exec failed): the pending signals then reach sigs.
 func holdSignals(sigs <-chan os.Signal) (release func(), err error) {
 	held := make([]C.int, 0, len(StopSignals)+len(ForwardedSignals))
-	for _, s := range signalInts(append(append([]syscall.Signal(nil), StopSignals...), ForwardedSignals...)) {
+	for _, s := range signalInts(foregroundSignals()) {
 		held = append(held, C.int(s))
 	}
 	runtime.LockOSThread()

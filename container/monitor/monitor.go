@@ -242,11 +242,10 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 				}
 			}
 			var rest <-chan struct{}
-			if fgIdle {
+			if fgIdle && boot == 1 {
 				rest = restAfter(o.Rest)
-				if boot > 1 {
-					rest = restAfter(nil)
-				}
+			} else if fgIdle {
+				rest = restAfter(nil)
 			}
 			var stopped, handover bool
 			for {

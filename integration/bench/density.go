@@ -131,13 +131,9 @@ func (b *bench) foregroundMonitorPss() (float64, error) {
 		b.v.do("stop", "--fast", id)
 		c.Wait()
 	}()
-	var mon int
-	if !waitFor(10*time.Second, 20*time.Millisecond, func() bool {
-		init := veInit(id)
-		mon = ppid(init)
-		return init != 0 && strings.HasPrefix(cmdline(mon), "vectl __monitor-idle ")
-	}) {
-		return 0, fmt.Errorf("VE %s: its foreground vectl did not rest in the idle loop (parent of its init: %q)", id, cmdline(mon))
+	mon, err := veMonitor(id) // it rests a second after its boot
+	if err != nil {
+		return 0, err
 	}
 	if mon != c.Process.Pid {
 		return 0, fmt.Errorf("VE %s: its monitor is %d, not the foreground vectl %d", id, mon, c.Process.Pid)
