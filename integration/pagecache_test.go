@@ -19,9 +19,18 @@ import (
 // rollupKB returns the kB figures of /proc/PID/smaps_rollup by name.
 func rollupKB(t testing.TB, pid int) map[string]int64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	out, err := readRollup(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// readRollup is rollupKB's reading, its error returned.
+func readRollup(pid int) (map[string]int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]int64{}
 	for _, line := range strings.Split(string(data), "\n") {
@@ -30,7 +39,7 @@ func rollupKB(t testing.TB, pid int) map[string]int64 {
 			out[name] = n
 		}
 	}
-	return out
+	return out, nil
 }
 
 // TestLayOutOnStart: a VE's monitor, background or foreground, that finds vectl's binary in
