@@ -137,6 +137,7 @@ type change struct {
 	live   []string // settings applied to a running VE at once
 	ipAdd  []netip.Prefix
 	ipDel  []netip.Prefix
+	ipMask [][2]netip.Prefix // an address the VE keeps, with another prefix length: old, new
 	nifAdd []store.NetIf
 	nifDel []string
 	userns *bool           // switch the VE's user namespace on or off
@@ -321,9 +322,14 @@ func (m *Manager) apply(cfg *Config, o SetOptions) (*change, error) {
 		return nil, err
 	}
 	for _, p := range add {
-		if !slices.ContainsFunc(cur, func(q netip.Prefix) bool { return q.Addr() == p.Addr() }) {
+		switch i := slices.IndexFunc(cur, func(q netip.Prefix) bool { return q.Addr() == p.Addr() }); {
+		case i < 0:
 			cur = append(cur, p)
 			ch.ipAdd = append(ch.ipAdd, p)
+		case cur[i].Bits() != p.Bits():
+			// An address the VE has, with another netmask: vzctl's way to change it.
+			ch.ipMask = append(ch.ipMask, [2]netip.Prefix{cur[i], p})
+			cur[i] = p
 		}
 	}
 	cfg.IPs = prefixStrings(cur)
@@ -539,7 +545,7 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change, r
 		}
 		r.Add(func() error { return m.setLive(old, cfg.Resources) })
 	}
-	if len(ch.ipAdd)+len(ch.ipDel)+len(ch.nifAdd)+len(ch.nifDel) == 0 {
+	if len(ch.ipAdd)+len(ch.ipDel)+len(ch.ipMask)+len(ch.nifAdd)+len(ch.nifDel) == 0 {
 		return nil
 	}
 	n := m.netFrom(ch.net)
@@ -574,6 +580,12 @@ func (m *Manager) applyLive(ctx context.Context, old, cfg *Config, ch *change, r
 			return fmt.Errorf("interface %s: %w", nif.Name, err)
 		}
 		r.Add(func() error { return n.DelNetIf(context.WithoutCancel(ctx), cfg.ID, ve.NetNS, nif.Name) })
+	}
+	for _, pair := range ch.ipMask {
+		if err := n.SetPrefix(ve, pair[0], pair[1]); err != nil {
+			return err
+		}
+		r.Add(func() error { return n.SetPrefix(oldVE, pair[1], pair[0]) })
 	}
 	for _, a := range ch.ipAdd {
 		if pool, _ := nc.PoolOf(a.Addr()); pool.Bridge != "" && slices.ContainsFunc(ch.nifAdd, func(x store.NetIf) bool {

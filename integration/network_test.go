@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,6 +291,22 @@ func TestNetworkBridgedSpoofing(t *testing.T) {
 		t.Errorf("NA spoofing poisoned the host: %s", out)
 	}
 
+	// vzctl's way to change an address's netmask (--ipadd of an address the VE has, with
+	// another prefix length): the bridged address stands in the VE with the new prefix only,
+	// stored, and still reaches the host.
+	e.must("set", b, "--ipadd", b4+"/23", "--ipadd", b6+"/80", "--save")
+	for _, want := range []struct{ flag, addr string }{{"-4", b4 + "/23"}, {"-6", b6 + "/80"}} {
+		got := e.out(b, "ip", "-o", want.flag, "addr", "show", "dev", "eth1", "scope", "global")
+		if n := strings.Count(got, " "+strings.Split(want.addr, "/")[0]+"/"); n != 1 || !strings.Contains(got, " "+want.addr+" ") {
+			t.Errorf("eth1 after --ipadd %s: %q", want.addr, got)
+		}
+	}
+	if ips := storedIPs(t, e, b); !slices.Equal(ips, []string{b4 + "/23", b6 + "/80"}) {
+		t.Errorf("stored addresses of B: %v", ips)
+	}
+	e.out(b, "ping", "-c", "1", "-W", "2", testBrGW4)
+	e.out(b, "ping", "-6", "-c", "1", "-W", "2", testBrGW6)
+
 	// MAC spoofing: A takes B's MAC.
 	before := sink.count(a4)
 	e.out(a, "sh", "-c", "ip link set eth1 address "+macB)
@@ -390,6 +407,16 @@ func TestNetworkLiveSet(t *testing.T) {
 	}
 	if got := e.must("list", "-H", "-o", "ip", id).stdout; strings.Fields(got)[0] != keep {
 		t.Fatalf("list -o ip = %q", got)
+	}
+	// vzctl's way to change an address's netmask: --ipadd of an address the VE has, with
+	// another prefix length. Stored; a routed address stays a host address in the VE and
+	// keeps answering.
+	e.must("set", id, "--ipadd", keep+"/28", "--save")
+	if ips := storedIPs(t, e, id); !slices.Contains(ips, keep+"/28") || len(ips) != 2 {
+		t.Fatalf("stored addresses after --ipadd %s/28: %v", keep, ips)
+	}
+	if !ping(keep) {
+		t.Fatalf("%s stopped answering when its netmask changed", keep)
 	}
 
 	// Host name and DNS, live and inside the VE's files.
@@ -702,4 +729,20 @@ func TestNetworkCutCacheRecord(t *testing.T) {
 	}
 	e.must("stop", b)
 	e.wantNoTrace(b)
+}
+
+// storedIPs reads the addresses stored in a VE's config.
+func storedIPs(t *testing.T, e *env, id string) []string {
+	t.Helper()
+	var cfg struct {
+		IPs []string `json:"ips"`
+	}
+	data, err := os.ReadFile(filepath.Join(e.root, "ve", id, "config.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &cfg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.IPs
 }

@@ -333,19 +333,11 @@ func (n *Network) AddAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 		if err := n.ensureHost(true); err != nil {
 			return err
 		}
-		nif, ok := netIfOn(ve.NetIfs, p.Bridge)
-		if !ok {
-			return fmt.Errorf("%w: address %s belongs to bridge %s but the VE has no interface on it (vectl set --netif_add)", ErrInvalid, a, p.Bridge)
-		}
-		h, err := inNetns(ve.NetNS)
+		h, l, nif, err := onBridge(ve, p.Bridge, a)
 		if err != nil {
 			return err
 		}
 		defer h.Close()
-		l, err := h.LinkByName(nif.Name)
-		if err != nil {
-			return err
-		}
 		if err := h.AddrReplace(l, &netlink.Addr{IPNet: ipNet(a), Flags: addrFlags(a.Addr())}); err != nil {
 			return fmt.Errorf("address %s on %s in the VE: %w", a, nif.Name, err)
 		}
@@ -425,6 +417,64 @@ func (n *Network) DelAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SetPrefix gives an address a running VE has another prefix length (vzctl's --ipadd of an
+// address the VE has, with another netmask). A routed address is a host address in the VE
+// whatever its prefix: nothing changes live. A bridged IPv4 address is added with its new
+// prefix before its old entry goes (the kernel keeps one entry per prefix length), so the VE
+// never loses it; an IPv6 one is removed and added again (the kernel keeps one entry per
+// address and a replace leaves its prefix length as it was).
+func (n *Network) SetPrefix(ve VE, from, to netip.Prefix) error {
+	p, ok := n.cfg.PoolOf(to.Addr())
+	if !ok {
+		return fmt.Errorf("%w: address %s is outside the VE address pools", ErrInvalid, to)
+	}
+	if p.Bridge == "" || from.Bits() == to.Bits() {
+		return nil
+	}
+	h, l, nif, err := onBridge(ve, p.Bridge, to)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	add := func() error {
+		if err := h.AddrReplace(l, &netlink.Addr{IPNet: ipNet(to), Flags: addrFlags(to.Addr())}); err != nil {
+			return fmt.Errorf("address %s on %s in the VE: %w", to, nif.Name, err)
+		}
+		return nil
+	}
+	if to.Addr().Is4() {
+		if err := add(); err != nil {
+			return err
+		}
+	}
+	if err := h.AddrDel(l, &netlink.Addr{IPNet: ipNet(from)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove %s from %s in the VE: %w", from, nif.Name, err)
+	}
+	if to.Addr().Is6() {
+		return add()
+	}
+	return nil
+}
+
+// onBridge opens the network namespace of a running VE and finds its interface on bridge,
+// the one a bridged address a stands on. The caller closes the handle.
+func onBridge(ve VE, bridge string, a netip.Prefix) (*netlink.Handle, netlink.Link, NetIf, error) {
+	nif, ok := netIfOn(ve.NetIfs, bridge)
+	if !ok {
+		return nil, nil, NetIf{}, fmt.Errorf("%w: address %s belongs to bridge %s but the VE has no interface on it (vectl set --netif_add)", ErrInvalid, a, bridge)
+	}
+	h, err := inNetns(ve.NetNS)
+	if err != nil {
+		return nil, nil, NetIf{}, err
+	}
+	l, err := h.LinkByName(nif.Name)
+	if err != nil {
+		h.Close()
+		return nil, nil, NetIf{}, err
+	}
+	return h, l, nif, nil
 }
 
 // syncBridgePort sets the addresses a bridged port may send from to its live addresses.
