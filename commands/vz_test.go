@@ -317,3 +317,32 @@ func TestVzctlValues(t *testing.T) {
 		}
 	}
 }
+
+// TestVzctlCreateTemplatePointer: libvirt 9.0's define passes vzctl create the bytes of a
+// pointer as the template name; vzctl create takes vz.conf's DEF_OSTEMPLATE (none in the
+// fixture: refused as without --ostemplate) for a name that cannot be a template's, and for
+// one shaped like such a pointer that names no template. A name of another shape that names
+// no template is refused as not found (91).
+func TestVzctlCreateTemplatePointer(t *testing.T) {
+	root := vzFixture(t)
+	for _, c := range []struct {
+		tmpl     string
+		fallback bool
+	}{
+		{"`_'BfU", true}, // seen from libvirt 9.0 on 2026-12-07
+		{"\x60\xe2\x91\x42\x66\x55", true},
+		{"P2bfaU", true},
+		{"no-such-template", false},
+		{"P2bfaX", false},
+	} {
+		code, out, errs := personality(t, root, "vzctl", "create", "150", "--ostemplate", c.tmpl)
+		warned := strings.Contains(errs, "is not a template name; using DEF_OSTEMPLATE")
+		ok := warned && strings.Contains(errs, "OS template not specified") && code != 0
+		if !c.fallback {
+			ok = !warned && code == 91
+		}
+		if !ok {
+			t.Errorf("vzctl create --ostemplate %q: exit %d, want the DEF_OSTEMPLATE fallback %v\nstdout %q\nstderr %q", c.tmpl, code, c.fallback, out, errs)
+		}
+	}
+}

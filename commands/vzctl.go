@@ -14,6 +14,7 @@ import (
 
 	"github.com/vectl/vectl/container"
 	"github.com/vectl/vectl/resources"
+	"github.com/vectl/vectl/template"
 )
 
 // This file is the vzctl personality: vectl run under the name vzctl (make install links
@@ -521,14 +522,23 @@ func (r *vzctlRun) create() int {
 			args = append(args, "--"+o.long, o.arg)
 		}
 	}
-	if !vzctlTemplateName(tmpl) {
-		// No template, or none that could be one (libvirt 9.0 passes the bytes of a
-		// pointer): vz.conf's DEF_OSTEMPLATE, as vzctl does without --ostemplate.
-		def := ""
+	def, fallback := "", false
+	if invalid := template.ValidateName(tmpl) != nil; invalid || libvirtPointer(tmpl) {
 		withManager(r.s, func(_ context.Context, m *container.Manager) error {
-			def = m.VZGlobal("DEF_OSTEMPLATE")
+			fallback = invalid
+			if !invalid {
+				_, err := m.Template(tmpl)
+				fallback = err != nil
+			}
+			if fallback {
+				def = m.VZGlobal("DEF_OSTEMPLATE")
+			}
 			return nil
 		})
+	}
+	if fallback {
+		// No template, or none that could be one (libvirt 9.0 passes the bytes of a
+		// pointer): vz.conf's DEF_OSTEMPLATE, as vzctl does without --ostemplate.
 		if tmpl != "" {
 			fmt.Fprintf(r.s.Err, "Warning: --ostemplate %q is not a template name; using DEF_OSTEMPLATE %q\n", tmpl, def)
 		}
@@ -1022,17 +1032,13 @@ func (r *vzctlRun) statusOf() (container.Entry, error) {
 	return st, err
 }
 
-// vzctlTemplateName reports whether s can name a template: printable, no blanks.
-func vzctlTemplateName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if c <= ' ' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
+// libvirtPointer reports whether s looks like the template name libvirt 9.0's OpenVZ driver
+// passes to vzctl create: the bytes of a heap address (its define hands vzctl a struct
+// where a string belongs; the bytes seen up to the NUL are an address's), six bytes, the
+// last 'U' or 'V' (0x55 or 0x56, the top of a heap address on x86_64). Most such names are
+// not even template names; the rest, when no template has that name, are taken the same way.
+func libvirtPointer(s string) bool {
+	return len(s) == 6 && (s[5] == 'U' || s[5] == 'V')
 }
 
 // vzctlNetif turns vzctl's positional --netif_add ifname[,mac,host_ifname,host_mac,bridge]

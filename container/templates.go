@@ -17,6 +17,11 @@ func (m *Manager) Templates() ([]template.Info, error) {
 	return m.templates.List()
 }
 
+// Template returns the template name from the cache, template.ErrNotFound if it has none.
+func (m *Manager) Template(name string) (template.Info, error) {
+	return m.templates.Get(name)
+}
+
 // downloadLockWait is how long a download waits for another one of the same template.
 const downloadLockWait = time.Hour
 
