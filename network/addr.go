@@ -253,11 +253,24 @@ func (n *Network) addRoutedIn(netnsPath string, h, hh *netlink.Handle, eth, hl n
 // keepAddrOnDown sets net.ipv6.conf.IFNAME.keep_addr_on_down in the network namespace
 // pinned at netnsPath.
 func keepAddrOnDown(netnsPath, ifname string) error {
+	return ifSysctlOn(netnsPath, "ipv6", ifname, "keep_addr_on_down", "keep the IPv6 addresses of %s when it goes down")
+}
+
+// promoteSecondaries sets net.ipv4.conf.IFNAME.promote_secondaries in the network namespace
+// pinned at netnsPath: when the first address of a subnet goes, the kernel then keeps the
+// others of that subnet (without it, it removes them with it).
+func promoteSecondaries(netnsPath, ifname string) error {
+	return ifSysctlOn(netnsPath, "ipv4", ifname, "promote_secondaries", "keep the other IPv4 addresses of %s when one goes")
+}
+
+// ifSysctlOn turns on net.FAMILY.conf.IFNAME.KEY in the network namespace pinned at
+// netnsPath; what (with %s for the interface) says what for in an error.
+func ifSysctlOn(netnsPath, family, ifname, key, what string) error {
 	err := doInNetns(netnsPath, func() error {
-		return os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/keep_addr_on_down", []byte("1"), 0)
+		return os.WriteFile("/proc/sys/net/"+family+"/conf/"+ifname+"/"+key, []byte("1"), 0)
 	})
 	if err != nil {
-		return fmt.Errorf("keep the IPv6 addresses of %s when it goes down: %w", ifname, err)
+		return fmt.Errorf(what+": %w", ifname, err)
 	}
 	return nil
 }
@@ -401,6 +414,12 @@ func (n *Network) DelAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 			if p.Addr() != a.Addr() {
 				continue
 			}
+			if ifname != venetIfName && p.Addr().Is4() {
+				if err := promoteSecondaries(ve.NetNS, ifname); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			}
 			if err := h.AddrDel(l, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
 				errs = append(errs, fmt.Errorf("remove %s from %s in the VE: %w", p, ifname, err))
 			}
@@ -423,7 +442,7 @@ func (n *Network) DelAddr(ctx context.Context, ve VE, a netip.Prefix) error {
 // address the VE has, with another netmask). A routed address is a host address in the VE
 // whatever its prefix: nothing changes live. A bridged IPv4 address is added with its new
 // prefix before its old entry goes (the kernel keeps one entry per prefix length), so the VE
-// never loses it; an IPv6 one is removed and added again (the kernel keeps one entry per
+// never loses it, nor the others of the old subnet (promoteSecondaries); an IPv6 one is removed and added again (the kernel keeps one entry per
 // address and a replace leaves its prefix length as it was).
 func (n *Network) SetPrefix(ve VE, from, to netip.Prefix) error {
 	p, ok := n.cfg.PoolOf(to.Addr())
@@ -446,6 +465,9 @@ func (n *Network) SetPrefix(ve VE, from, to netip.Prefix) error {
 	}
 	if to.Addr().Is4() {
 		if err := add(); err != nil {
+			return err
+		}
+		if err := promoteSecondaries(ve.NetNS, nif.Name); err != nil {
 			return err
 		}
 	}
