@@ -294,15 +294,15 @@ func TestNetworkBridgedSpoofing(t *testing.T) {
 	// Two addresses of one subnet on eth1: the kernel takes the second for a secondary one
 	// and removes it with the first unless told to promote it. --ipdel of the first leaves
 	// the second. (The kernel's default, 0, is set again before each step: each shows its own.)
-	ip4 := func(ve string) string {
-		return e.out(ve, "ip", "-o", "-4", "addr", "show", "dev", "eth1", "scope", "global")
+	addrs := func(flag string) string {
+		return e.out(b, "ip", "-o", flag, "addr", "show", "dev", "eth1", "scope", "global")
 	}
 	noPromote := func() { e.out(b, "sysctl", "-qw", "net.ipv4.conf.eth1.promote_secondaries=0") }
 	b4x, b4y := testIP("b4"), testIP("b4") // new: A holds b4 since it spoofed it above
 	e.must("set", b, "--ipadd", b4x, "--save")
 	noPromote()
 	e.must("set", b, "--ipdel", b4, "--save")
-	if got := ip4(b); strings.Contains(got, " "+b4+"/") || !strings.Contains(got, " "+b4x+"/") {
+	if got := addrs("-4"); strings.Contains(got, " "+b4+"/") || !strings.Contains(got, " "+b4x+"/") {
 		t.Errorf("eth1 after --ipdel %s: %q", b4, got)
 	}
 	e.must("set", b, "--ipadd", b4y, "--save") // the second of the subnet again
@@ -312,12 +312,12 @@ func TestNetworkBridgedSpoofing(t *testing.T) {
 	noPromote()
 	e.must("set", b, "--ipadd", b4x+"/23", "--ipadd", b6+"/80", "--save")
 	for _, want := range []struct{ flag, addr string }{{"-4", b4x + "/23"}, {"-6", b6 + "/80"}} {
-		got := e.out(b, "ip", "-o", want.flag, "addr", "show", "dev", "eth1", "scope", "global")
+		got := addrs(want.flag)
 		if n := strings.Count(got, " "+strings.Split(want.addr, "/")[0]+"/"); n != 1 || !strings.Contains(got, " "+want.addr+" ") {
 			t.Errorf("eth1 after --ipadd %s: %q", want.addr, got)
 		}
 	}
-	if got := ip4(b); !strings.Contains(got, " "+b4y+"/24 ") {
+	if got := addrs("-4"); !strings.Contains(got, " "+b4y+"/24 ") {
 		t.Errorf("%s went with the old entry of %s: %q", b4y, b4x, got)
 	}
 	if ips := storedIPs(t, e, b); !slices.Equal(ips, []string{b6 + "/80", b4x + "/23", b4y + "/24"}) {
