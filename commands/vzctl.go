@@ -525,14 +525,12 @@ func (r *vzctlRun) create() int {
 	def, fallback := "", false
 	if invalid := template.ValidateName(tmpl) != nil; invalid || libvirtPointer(tmpl) {
 		withManager(r.s, func(_ context.Context, m *container.Manager) error {
-			fallback = invalid
 			if !invalid {
-				_, err := m.Template(tmpl)
-				fallback = err != nil
+				if _, err := m.Template(tmpl); err == nil {
+					return nil // a cached template has that name
+				}
 			}
-			if fallback {
-				def = m.VZGlobal("DEF_OSTEMPLATE")
-			}
+			def, fallback = m.VZGlobal("DEF_OSTEMPLATE"), true
 			return nil
 		})
 	}
