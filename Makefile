@@ -12,9 +12,12 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # than double the memory of each VE's idle monitor (container/idle). --wrap=mmap sends the Go
 # runtime's memory mappings through container/prefault's __wrap_mmap, which puts the heap of a
 # short-lived process in transparent huge pages (see container/prefault/thp.go); a plain
-# `go build` leaves it out and works the same, with 4 KiB pages.
+# `go build` leaves it out and works the same, with 4 KiB pages. --wrap=pthread_create sends
+# the runtime's thread creations through container/slack's wrapper, which gives the runtime's
+# sysmon thread 1 ms of timer slack (see container/slack/slack.go); -u pthread_create makes the
+# static link take musl's, which only the wrapper names.
 TAGS    := seccomp netgo osusergo urfave_cli_no_docs
-EXTLDFLAGS := -static -Wl,--wrap=mmap
+EXTLDFLAGS := -static -Wl,--wrap=mmap -Wl,--wrap=pthread_create -Wl,-u,pthread_create
 LDFLAGS := -s -w -X github.com/vectl/vectl/commands.Version=$(VERSION) -linkmode external -extldflags "$(EXTLDFLAGS)"
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go 1.26's Green Tea collector keeps the mark bits of a small-object span inside the span,
@@ -148,22 +151,30 @@ CNI_VERSION   = $(shell awk '$$1 == "github.com/containernetworking/plugins" { p
 .PHONY: plugins
 plugins: $(CNI_OUT)
 
-# Static like vectl and linked the same way, with musl and container/prefault's mmap wrapper
-# (thp.c, built on its own here: the plugins are upstream's programs), so that a plugin's Go
-# heap is in huge pages too; -linkmode external links the runtime's cgo part, which maps
+# Static like vectl and linked the same way, with musl, container/prefault's mmap wrapper and
+# container/slack's pthread_create wrapper (thp.c and slack.c, built on their own here: the
+# plugins are upstream's programs), so that a plugin's Go heap is in huge pages and its sysmon
+# slow too; -linkmode external links the runtime's cgo part, which maps
 # memory through the C library. The plugins call no C otherwise (netgo, osusergo).
 THP_OBJ := bin/thp.o
 THP_SOURCES := container/prefault/thp.c container/prefault/thp.h container/wire/cmdline.h container/wire/mainargs.h
+SLACK_OBJ := bin/slack.o
+SLACK_SOURCES := container/slack/slack.c container/slack/slack.h
+$(SLACK_OBJ): $(SLACK_SOURCES)
+	@command -v $(MUSL_CC) >/dev/null || { echo "$(MUSL_CC) not found: run make deps (Debian package musl-tools)" >&2; exit 1; }
+	@mkdir -p bin
+	$(MUSL_CC) -O2 -Wall -Werror -c -o $@ container/slack/slack.c
+
 $(THP_OBJ): $(THP_SOURCES)
 	@command -v $(MUSL_CC) >/dev/null || { echo "$(MUSL_CC) not found: run make deps (Debian package musl-tools)" >&2; exit 1; }
 	@mkdir -p bin
 	$(MUSL_CC) -O2 -Wall -Werror -I container/wire -c -o $@ container/prefault/thp.c
 
-$(CNI_OUT) &: network/cnitools/go.mod network/cnitools/go.sum $(THP_OBJ)
+$(CNI_OUT) &: network/cnitools/go.mod network/cnitools/go.sum $(THP_OBJ) $(SLACK_OBJ)
 	@test -n "$(CNI_VERSION)" || { echo "no containernetworking/plugins version in network/cnitools/go.mod"; exit 1; }
 	rm -rf bin/cni-plugins $(CNI_BIN)/*.zst $(CNI_BIN)/VERSION $(CNI_BIN)/MANIFEST
 	cd network/cnitools && CC=$(MUSL_CC) CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo \
-		-ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(CNI_VERSION) -linkmode external -extldflags '$(EXTLDFLAGS) $(CURDIR)/$(THP_OBJ)'" \
+		-ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(CNI_VERSION) -linkmode external -extldflags '$(EXTLDFLAGS) $(CURDIR)/$(THP_OBJ) $(CURDIR)/$(SLACK_OBJ)'" \
 		-o $(CURDIR)/bin/cni-plugins/ tool
 	cd bin/cni-plugins && for p in $(CNI_PLUGINS); do \
 		sum=$$(sha256sum < $$p) && size=$$(stat -c %s $$p) && echo "$$p $${sum%% *} $$size" || exit 1; \
@@ -187,9 +198,9 @@ lint:
 	@bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./commands/... | \
 		grep -E 'opencontainers/runc/libcontainer|containernetworking/cni/libcni|vishvananda/netlink' || true); \
 		if [ -n "$$bad" ]; then echo "commands/ must not import: $$bad"; exit 1; fi
-	@# The leaf packages under container/ (idmap, layout, revert, store, wire, helperbin, libccompat, prefault) own
+	@# The leaf packages under container/ (idmap, layout, revert, store, wire, helperbin, libccompat, prefault, slack) own
 	@# one concern each: they import neither the VE domain nor the runtime, the network or each other's users.
-	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/idmap ./container/layout ./container/revert ./container/store ./container/wire ./container/helperbin ./container/libccompat ./container/prefault | \
+	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./container/idmap ./container/layout ./container/revert ./container/store ./container/wire ./container/helperbin ./container/libccompat ./container/prefault ./container/slack | \
 		grep -E 'vectl/container( |$$)|opencontainers/runc/libcontainer|containernetworking|vishvananda/netlink|vectl/network' || true); \
 		if [ -n "$$bad" ]; then echo "a leaf package under container/ imports what it must not: $$bad"; exit 1; fi
 	@# The monitor (supervisor, console) and join (exec into a running VE) are driven by the VE

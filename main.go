@@ -31,6 +31,8 @@ import (
 	_ "github.com/vectl/vectl/container/libccompat"
 	// Sends libcontainer's init to its own small program (see its doc).
 	_ "github.com/vectl/vectl/container/lcinit"
+	// sysmon's timer slack (see its doc).
+	_ "github.com/vectl/vectl/container/slack"
 )
 
 func init() {

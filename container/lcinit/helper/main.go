@@ -21,6 +21,8 @@ import (
 	// What Debian's libseccomp.a needs from a C library under musl.
 	_ "github.com/vectl/vectl/container/libccompat"
 	"github.com/vectl/vectl/container/prefault"
+	// sysmon's timer slack (see its doc).
+	_ "github.com/vectl/vectl/container/slack"
 )
 
 func init() {
@@ -28,7 +30,6 @@ func init() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		// libcontainer's init allocates about 1 MiB more from here on (2026-12-05).
 		prefault.Heap(1 << 20)
-		slowSysmon()
 		libcontainer.Init() // does not return
 	}
 }
