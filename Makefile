@@ -107,13 +107,15 @@ $(MUSL_PC): Makefile
 # package idle: a resting monitor executes it instead of vectl, so that it maps this small
 # binary's pages and not the 20 MB one's. Static, like vectl, from the same C sources the
 # Go monitor links; a file with its sha256 names the directory it is extracted to. Without
-# it (a plain go build), a monitor rests in vectl's own binary as before.
+# it (a plain go build), a monitor rests in vectl's own binary as before. It also holds the
+# init wrapper and exec's joiner (container/nsjoin/nsjoin.c), which a VE's init and vectl exec
+# then run from a sealed copy of this small program instead of vectl's (package join).
 IDLE_HELPER  := container/idle/bin/vectl-idle
 IDLE_SOURCES := container/idle/idle.c container/idle/views.c container/idle/layout.c container/idle/helper/main.c \
-	$(wildcard container/idle/*.h) container/wire/wire.h
+	container/nsjoin/nsjoin.c container/nsjoin/proto.h $(wildcard container/idle/*.h) container/wire/wire.h
 $(IDLE_HELPER) $(IDLE_HELPER).sha256 &: $(IDLE_SOURCES) $(MUSL_PC)
-	$(MUSL_CC) -static -Os -s -Wall -Werror -pthread -I container/wire -idirafter $(MUSL)/include -o $(IDLE_HELPER).tmp \
-		container/idle/idle.c container/idle/views.c container/idle/layout.c container/idle/helper/main.c
+	$(MUSL_CC) -static -Os -s -Wall -Werror -pthread -I container/wire -I container/nsjoin -idirafter $(MUSL)/include -o $(IDLE_HELPER).tmp \
+		container/idle/idle.c container/idle/views.c container/idle/layout.c container/nsjoin/nsjoin.c container/idle/helper/main.c
 	echo "$$(sha256sum < $(IDLE_HELPER).tmp | cut -c1-64) $$(stat -c %s $(IDLE_HELPER).tmp)" > $(IDLE_HELPER).sha256.tmp
 	mv $(IDLE_HELPER).sha256.tmp $(IDLE_HELPER).sha256
 	mv $(IDLE_HELPER).tmp $(IDLE_HELPER)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vectl/vectl/container/idle"
 	"github.com/vectl/vectl/container/join"
 	"github.com/vectl/vectl/container/layout"
 	"github.com/vectl/vectl/container/store"
@@ -140,8 +141,16 @@ func New(opts Options) *Manager {
 		CacheDir:   filepath.Join(opts.RunDir, "seccomp"),
 		RecordPath: func(id string) string { return m.runFile(id, seccompRecord) },
 		SealDir:    func(id string) string { return filepath.Join(m.lcRoot(), id) },
+		Program:    m.idleProgram,
 	}
 	return m
+}
+
+// idleProgram is the path of the idle-loop program (package idle: the idle loop, the init
+// wrapper and exec's joiner as a small program of their own), extracted under the state
+// root once per build; "" when this build has none.
+func (m *Manager) idleProgram() (string, error) {
+	return idle.HelperPath(filepath.Join(m.opts.Root, "idle-bin"))
 }
 
 // init creates the state directories; every mutating operation calls it first.

@@ -32,7 +32,7 @@ func (m *Manager) RunMonitor(ctx context.Context, id string, o monitor.Options) 
 	o.LogPath, o.SocketPath = m.consoleLog(id), m.runFile(id, consoleSock)
 	o.Load = idle.Load{Tasks: m.loadCgroupDir(id), Out: m.runFile(id, loadavgFile)}
 	o.StopMark = m.runFile(id, stoppingFile)
-	o.IdleExe = func() (string, error) { return idle.HelperPath(filepath.Join(m.opts.Root, "idle-bin")) }
+	o.IdleExe = m.idleProgram
 	o.LayOut = m.layOutPrograms
 	// The views are mounted (Create) exactly when the relay keeps them.
 	views := false

@@ -27,9 +27,17 @@ type execve struct {
 // execve of the process tree, in order; t is the (sub)test that fails when that cannot be done.
 func (e *env) traceExecs(t testing.TB, args ...string) (int, []execve) {
 	t.Helper()
-	log := filepath.Join(t.TempDir(), "execve.log")
+	code, text := e.trace(t, "execve", args...)
+	return code, parseExecs(t, text)
+}
+
+// trace runs vectl with args under strace -f, tracing the system calls calls (strace's
+// trace= list), and returns its exit status and strace's log.
+func (e *env) trace(t testing.TB, calls string, args ...string) (int, string) {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), "strace.log")
 	c := exec.Command(requireTool(t, "strace"), append([]string{"-f", "-qq", "-s", "200",
-		"-e", "trace=execve", "-e", "signal=none", "-o", log, vectlBin}, e.args(args...)...)...)
+		"-e", "trace=" + calls, "-e", "signal=none", "-o", log, vectlBin}, e.args(args...)...)...)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	err := c.Run()
@@ -43,16 +51,66 @@ func (e *env) traceExecs(t testing.TB, args ...string) (int, []execve) {
 	if rerr != nil {
 		t.Fatal(rerr)
 	}
+	return code, string(text) + "\n" + out.String()
+}
+
+// parseExecs is every execve in strace's log text, in order.
+func parseExecs(t testing.TB, text string) []execve {
+	t.Helper()
 	var execs []execve
-	for _, l := range strings.Split(string(text), "\n") {
+	for _, l := range strings.Split(text, "\n") {
 		if m := execveLine.FindStringSubmatch(l); m != nil {
 			execs = append(execs, execve{pid: m[1], prog: m[2], argv: m[3], ok: m[4] == "0", result: m[4]})
 		}
 	}
 	if len(execs) == 0 {
-		t.Fatalf("strace logged no execve:\n%s\n%s", text, out.String())
+		t.Fatalf("strace logged no execve:\n%s", text)
 	}
-	return code, execs
+	return execs
+}
+
+// TestSealedProgram: a VE's init wrapper and exec's joiner run as a sealed copy of the small
+// idle-loop program (vectl-idle, which holds their C), not of vectl's 20 MB binary: under
+// strace -f, a foreground run copies vectl-idle into a sealed memfd and executes the wrapper
+// (__initwrap) from a descriptor, after which the VE's init runs; vectl exec does the same
+// for its joiner (__nsjoin), and the command runs.
+func TestSealedProgram(t *testing.T) {
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	fg, id := uniqueID(t), uniqueID(t)
+	e.must("create", fg, "--ostemplate", tmpl)
+	e.setInit(fg, "#!/bin/sh\nexit 0\n")
+	e.must("create", id, "--ostemplate", tmpl)
+	e.must("start", id)
+	const memfd = `memfd_create("runc_cloned:vectl-idle"`
+	for _, run := range []struct {
+		args       []string
+		code       int
+		arg, after string
+	}{
+		{[]string{"start", "--foreground", fg}, 2, `"__initwrap"`, "/sbin/init"},
+		{[]string{"exec", id, "/bin/true"}, 0, `"__nsjoin"`, "/bin/true"},
+	} {
+		code, text := e.trace(t, "execve,memfd_create", run.args...)
+		if code != run.code {
+			t.Fatalf("vectl %v exited %d, want %d:\n%s", run.args, code, run.code, text)
+		}
+		if !strings.Contains(text, memfd) {
+			t.Errorf("vectl %v made no sealed copy of vectl-idle (%s...)", run.args, memfd)
+		}
+		wrapped, ran := false, false
+		for _, x := range parseExecs(t, text) {
+			if x.ok && strings.HasPrefix(x.prog, "/proc/self/fd/") && strings.Contains(x.argv, run.arg) {
+				wrapped = true
+			}
+			if wrapped && x.ok && x.prog == run.after {
+				ran = true
+			}
+		}
+		if !wrapped || !ran {
+			t.Errorf("vectl %v: %s executed from a descriptor %v, then %s %v:\n%s", run.args, run.arg, wrapped, run.after, ran, text)
+		}
+	}
 }
 
 // TestInitProgram: libcontainer's init for a VE's first process runs in vectl-init, the

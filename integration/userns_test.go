@@ -320,14 +320,28 @@ func TestUserNSEscapes(t *testing.T) {
 
 		// CVE-2019-5736: a script whose interpreter is /proc/self/exe makes vectl exec run the
 		// binary it entered the VE with inside the VE; the helper waits for that process and
-		// tries to write to its /proc/PID/exe.
+		// tries to write to its /proc/PID/exe. The program's output is a pipe whose buffer is
+		// full, so that it blocks at its first message and lives until the helper has looked
+		// (the joiner's small program would otherwise end within microseconds).
 		e.must("exec", id, "sh", "-c", "printf '#!/proc/self/exe\\n' > /x/evil && chmod 755 /x/evil")
 		exeOut := make(chan result, 1)
 		go func() { exeOut <- e.vectl("exec", id, "/escape", "exe", "/x/evil", "/tmp/exe.out") }()
-		for i := 0; i < 100 && e.exec(id, "test", "-e", "/tmp/exe.out").code != 0; i++ {
-			e.vectl("exec", id, "/x/evil")
+		full, fill, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
 		}
+		if _, err := fill.Write(make([]byte, 65536)); err != nil { // a pipe holds 64 KiB
+			t.Fatal(err)
+		}
+		evil := e.cmd("exec", id, "/x/evil")
+		evil.Stdout, evil.Stderr = fill, fill
+		if err := evil.Start(); err != nil {
+			t.Fatal(err)
+		}
+		fill.Close()
 		<-exeOut
+		full.Close() // the program's write fails; it ends
+		evil.Wait()
 		res := e.out(id, "cat", "/tmp/exe.out")
 		t.Logf("VE %s (userns %s): overwrite vectl through /proc/PID/exe: %s", id, userns, res)
 		if !strings.HasPrefix(res, "seen") {

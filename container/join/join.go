@@ -47,6 +47,38 @@ type Joiner struct {
 	// SealDir is where sealed copies of vectl's binary are made for a VE (libcontainer's
 	// state directory of the VE).
 	SealDir func(id string) string
+	// Program, when not nil, gives the path of a small program that holds the joiner and the
+	// init wrapper (package nsjoin's C), run as a sealed copy instead of vectl's binary; ""
+	// (a build without it) means vectl's binary.
+	Program func() (string, error)
+}
+
+// sealed returns a sealed copy of the program that runs the joiner and the init wrapper for
+// VE id: Program's, or this binary, so that nothing in the VE can ever reach a host binary
+// through /proc/PID/exe (CVE-2019-5736), as libcontainer does for its own helper. The small
+// program is copied into a sealed memfd (about 90 KB); vectl's 20 MB binary is sealed through
+// a read-only overlay mount, as libcontainer seals it.
+func (j *Joiner) sealed(id string) (*os.File, error) {
+	path := ""
+	if j.Program != nil {
+		var err error
+		if path, err = j.Program(); err != nil {
+			return nil, err
+		}
+	}
+	if path == "" {
+		return exeseal.CloneSelfExe(j.SealDir(id))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return exeseal.CloneBinary(f, st.Size(), filepath.Base(path), j.SealDir(id))
 }
 
 // PtySize is the size of a pty a command gets in the VE.
@@ -226,13 +258,11 @@ func (j *Joiner) startJoined(s *spec, args, env []string, stdio [3]*os.File, tty
 		return nil, err
 	}
 	sock, child := os.NewFile(uintptr(fds[0]), "nsjoin"), os.NewFile(uintptr(fds[1]), "nsjoin-child")
-	// Like libcontainer, run a sealed copy of this binary, so that nothing in the VE can ever
-	// reach the host's vectl through /proc/PID/exe.
-	exe, err := exeseal.CloneSelfExe(j.SealDir(s.id))
+	exe, err := j.sealed(s.id)
 	if err != nil {
 		sock.Close()
 		child.Close()
-		return nil, fmt.Errorf("seal vectl's binary: %w", err)
+		return nil, fmt.Errorf("seal the joiner's program: %w", err)
 	}
 	defer exe.Close()
 	req := &nsjoin.Request{NSFlags: uint32(s.nsflags), Caps: s.caps, Session: "_ses." + s.id, Cwd: "/",

@@ -10,7 +10,6 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"github.com/opencontainers/runc/libcontainer/exeseal"
 
 	"github.com/vectl/vectl/container/nsjoin"
 )
@@ -92,12 +91,12 @@ func (j *Joiner) WrapInit(id string, p *libcontainer.Process, sc *Seccomp, w nsj
 	if err != nil {
 		return nil, err
 	}
-	// The sealed copy of this binary, as libcontainer uses for its own helper: nothing in the
-	// VE can reach the host's vectl through the wrapper's /proc/1/exe.
-	exe, err := exeseal.CloneSelfExe(j.SealDir(id))
+	// A sealed copy (sealed): nothing in the VE can reach a host binary through the
+	// wrapper's /proc/1/exe.
+	exe, err := j.sealed(id)
 	if err != nil {
 		bpf.Close()
-		return nil, fmt.Errorf("seal vectl's binary: %w", err)
+		return nil, fmt.Errorf("seal the init wrapper's program: %w", err)
 	}
 	c := p.Capabilities
 	// ExtraFiles start at 3 in the init.

@@ -7,7 +7,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -113,7 +115,12 @@ func exe(mark, out string) {
 			if !bytes.Contains(cmd, []byte(mark)) || bytes.Contains(cmd, []byte("escape")) {
 				continue
 			}
-			link, _ := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+			link, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+			if errors.Is(err, fs.ErrPermission) {
+				// A sealed copy that this process may execute but not read (a memfd of mode
+				// 0511) makes its runner undumpable: its exe link is closed to the VE too.
+				link = "(exe unreadable: " + err.Error() + ")"
+			}
 			if link == "" || strings.HasPrefix(link, "/bin/") {
 				continue
 			}
