@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,31 +55,44 @@ type Joiner struct {
 }
 
 // sealed returns a sealed copy of the program that runs the joiner and the init wrapper for
-// VE id: Program's, or this binary, so that nothing in the VE can ever reach a host binary
-// through /proc/PID/exe (CVE-2019-5736), as libcontainer does for its own helper. The small
-// program is copied into a sealed memfd (about 90 KB); vectl's 20 MB binary is sealed through
-// a read-only overlay mount, as libcontainer seals it.
+// VE id, so that nothing in the VE can ever reach a host binary through /proc/PID/exe
+// (CVE-2019-5736), as libcontainer does for its own helper: Program's, about 100 KB, copied
+// into a sealed memfd of mode 0511 (which a VE's root may execute, not read). Without the
+// program, or where the kernel makes no executable memfd (vm.memfd_noexec=2: libcontainer's
+// fallback, a root-only temporary file, would be closed to the init of a VE with its own user
+// namespace), vectl's own binary, sealed through a read-only overlay mount as libcontainer
+// seals it.
 func (j *Joiner) sealed(id string) (*os.File, error) {
-	path := ""
 	if j.Program != nil {
-		var err error
-		if path, err = j.Program(); err != nil {
-			return nil, err
+		if path, err := j.Program(); err == nil && path != "" {
+			if f, err := sealedCopy(path); err == nil {
+				return f, nil
+			}
 		}
 	}
-	if path == "" {
-		return exeseal.CloneSelfExe(j.SealDir(id))
-	}
-	f, err := os.Open(path)
+	return exeseal.CloneSelfExe(j.SealDir(id))
+}
+
+// sealedCopy copies the program at path into a sealed executable memfd.
+func sealedCopy(path string) (*os.File, error) {
+	src, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	defer src.Close()
+	f, seal, err := exeseal.Memfd(filepath.Base(path))
 	if err != nil {
 		return nil, err
 	}
-	return exeseal.CloneBinary(f, st.Size(), filepath.Base(path), j.SealDir(id))
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := seal(&f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // PtySize is the size of a pty a command gets in the VE.

@@ -91,8 +91,8 @@ func (j *Joiner) WrapInit(id string, p *libcontainer.Process, sc *Seccomp, w nsj
 	if err != nil {
 		return nil, err
 	}
-	// A sealed copy (sealed): nothing in the VE can reach a host binary through the
-	// wrapper's /proc/1/exe.
+	// A sealed copy of the wrapper's program: nothing in the VE can reach a host binary
+	// through the wrapper's /proc/1/exe.
 	exe, err := j.sealed(id)
 	if err != nil {
 		bpf.Close()
