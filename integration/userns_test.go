@@ -320,9 +320,10 @@ func TestUserNSEscapes(t *testing.T) {
 
 		// CVE-2019-5736: a script whose interpreter is /proc/self/exe makes vectl exec run the
 		// binary it entered the VE with inside the VE; the helper waits for that process and
-		// tries to write to its /proc/PID/exe. The program's output is a pipe whose buffer is
-		// full, so that it blocks at its first message and lives until the helper has looked
-		// (the joiner's small program would otherwise end within microseconds).
+		// tries to write to its /proc/PID/exe, and once it is gone, through the O_PATH
+		// descriptor it kept. The program's output is a pipe whose buffer is full, so that it
+		// blocks at its first message and lives until the helper has seen it (the joiner's
+		// small program would otherwise end within microseconds); then the pipe goes.
 		e.must("exec", id, "sh", "-c", "printf '#!/proc/self/exe\\n' > /x/evil && chmod 755 /x/evil")
 		exeOut := make(chan result, 1)
 		go func() { exeOut <- e.vectl("exec", id, "/escape", "exe", "/x/evil", "/tmp/exe.out") }()
@@ -339,8 +340,11 @@ func TestUserNSEscapes(t *testing.T) {
 			t.Fatal(err)
 		}
 		fill.Close()
-		<-exeOut
+		for i := 0; i < 600 && e.exec(id, "test", "-e", "/tmp/exe.out.seen").code != 0; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
 		full.Close() // the program's write fails; it ends
+		<-exeOut
 		evil.Wait()
 		res := e.out(id, "cat", "/tmp/exe.out")
 		t.Logf("VE %s (userns %s): overwrite vectl through /proc/PID/exe: %s", id, userns, res)

@@ -101,7 +101,8 @@ func ptrace(pid int) (bool, string) {
 // so that the binary vectl entered the VE with runs inside it), then tries to open that
 // process's /proc/PID/exe for writing, directly and through an O_PATH descriptor once the
 // process is gone, and to write back the first byte it holds. It writes what it saw to out:
-// "seen <exe link>" and then "open ..." or "stopped ...".
+// "seen <exe link>" and then "open ..." or "stopped ..."; out.seen, empty, as soon as it has
+// seen the process.
 func exe(mark, out string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -124,6 +125,8 @@ func exe(mark, out string) {
 			if link == "" || strings.HasPrefix(link, "/bin/") {
 				continue
 			}
+			// out.seen tells the test that the process may end now (it holds it alive).
+			os.WriteFile(out+".seen", nil, 0o644)
 			res := exeAttack(pid)
 			os.WriteFile(out, []byte("seen "+link+"\n"+res+"\n"), 0o644)
 			return
