@@ -135,10 +135,17 @@ func (v monitored) Stop(ctx context.Context) error { return v.m.Stop(ctx, v.id, 
 // binary, libcontainer's init program and the CNI plugins in the page cache in 2 MiB folios
 // (package idle, layout.c) when this process maps its own binary mostly through small ones
 // and its file system keeps large folios, at most once a minute (the modification time of
-// RunDir/layout, looked at first: reading the memory map costs more).
+// RunDir/layout, looked at first: reading the memory map costs more, so a check that finds
+// the binary laid out marks it too).
 func (m *Manager) layOutPrograms(helper string) error {
 	stamp := filepath.Join(m.opts.RunDir, "layout")
-	if pagecache.Recent(stamp, time.Minute) || !pagecache.Scattered() {
+	if pagecache.Recent(stamp, time.Minute) {
+		return nil
+	}
+	if !pagecache.Scattered() {
+		// Laid out (or never scattered): the starts of the next minute need not read
+		// the memory map again to learn it.
+		pagecache.Mark(stamp)
 		return nil
 	}
 	self, err := os.Readlink("/proc/self/exe")

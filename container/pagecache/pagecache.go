@@ -54,6 +54,13 @@ func Due(stamp string, every time.Duration) bool {
 	if Recent(stamp, every) {
 		return false
 	}
+	return Mark(stamp)
+}
+
+// Mark sets stamp's modification time to now, creating it if need be, and reports whether
+// it could: a check whose outcome holds for a while (the programs already sit in large
+// folios) marks it too, so that the checks within the next period are one stat each.
+func Mark(stamp string) bool {
 	now := time.Now()
 	if err := os.Chtimes(stamp, now, now); err != nil {
 		f, err := os.OpenFile(stamp, os.O_WRONLY|os.O_CREATE, 0o600)
@@ -65,7 +72,7 @@ func Due(stamp string, every time.Duration) bool {
 	return true
 }
 
-// Recent reports whether stamp was marked (by Due) less than every ago, without marking
+// Recent reports whether stamp was marked (by Due or Mark) less than every ago, without marking
 // it: one stat, asked before Scattered, which walks the process's whole memory map (0.1 to
 // 0.2 ms of a monitor's CPU here), so that starts in quick succession skip that walk.
 func Recent(stamp string, every time.Duration) bool {

@@ -78,6 +78,28 @@ func TestDue(t *testing.T) {
 	}
 }
 
+// TestMark: Mark makes a missing stamp, moves an old one to now, and reports a stamp it
+// cannot make; what it marks is Recent and not Due.
+func TestMark(t *testing.T) {
+	stamp := filepath.Join(t.TempDir(), "layout")
+	if !Mark(stamp) {
+		t.Fatal("Mark of a missing stamp = false, want true")
+	}
+	if !Recent(stamp, time.Minute) || Due(stamp, time.Minute) {
+		t.Fatal("a stamp just marked is not Recent, or is Due")
+	}
+	old := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(stamp, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if !Mark(stamp) || !Recent(stamp, time.Minute) {
+		t.Fatal("Mark of an old stamp did not mark it as of now")
+	}
+	if Mark(filepath.Join(t.TempDir(), "missing", "layout")) {
+		t.Error("Mark of a stamp that cannot be made = true, want false")
+	}
+}
+
 // TestRecent: marked by Due within the interval, not before it was made nor after the
 // interval; Recent itself marks nothing.
 func TestRecent(t *testing.T) {
