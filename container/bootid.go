@@ -77,8 +77,14 @@ func cgroupsUsable() error {
 	return nil
 }
 
-// cgroupsWritable reports whether a VE's spec mounts its cgroup hierarchies writable.
+// cgroupsWritable reports whether a VE's spec mounts its cgroup hierarchies writable, by
+// libcontainer or by the init wrapper (cgroupTreeLabel).
 func cgroupsWritable(cfg configs.Config) bool {
+	for _, l := range cfg.Labels {
+		if state, ok := strings.CutPrefix(l, cgroupTreeLabel); ok {
+			return state == "rw"
+		}
+	}
 	for _, mnt := range cfg.Mounts {
 		if mnt.Destination == "/sys/fs/cgroup" && mnt.Device == "cgroup" {
 			return mnt.Flags&unix.MS_RDONLY == 0

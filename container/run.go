@@ -135,6 +135,62 @@ func (wb *wrapperBinds) add(cfg *configs.Config, dir, inVE string, files [][2]st
 	wb.w.Detach = append(wb.w.Detach, inVE)
 }
 
+// cgroupTreeLabel, among a container's labels, says that the init wrapper mounted its cgroup
+// v1 tree (wrapperBinds.cgroupTree) and whether the controllers are writable: "rw" or "ro".
+const cgroupTreeLabel = "org.vectl.cgroup-tree="
+
+// cgroupTree hands the VE's cgroup v1 tree to the init wrapper, given the host's hierarchies
+// (cgroups.GetCgroupMounts): libcontainer's cgroup mount, in a cgroup namespace a tmpfs and
+// one mount per hierarchy, each through its checked path walks and re-opens (1 to 1.5 ms of
+// its init's CPU per start here), and the name=systemd bind over it become the wrapper's
+// mounts, a mkdir and a mount(2) each. name=systemd is then mounted writable itself instead
+// of the VE's subtree bound writable over it: in the VE's cgroup namespace both show that
+// subtree. A dump finds real cgroup mounts either way (libcontainer leaves a cgroup
+// namespace's to CRIU); a restore's container is made without wrapperBinds and lists
+// libcontainer's mounts. Nothing moves without a cgroup namespace or a cgroup mount in cfg,
+// on cgroup v2 (one mount), or when another mount lies below /sys/fs/cgroup.
+func (wb *wrapperBinds) cgroupTree(cfg *configs.Config, hierarchies []cgroups.Mount) {
+	if !cfg.Namespaces.Contains(configs.NEWCGROUP) || len(hierarchies) == 0 {
+		return
+	}
+	cg, sd := -1, -1
+	for i, mnt := range cfg.Mounts {
+		switch {
+		case mnt.Device == "cgroup" && mnt.Destination == "/sys/fs/cgroup" && cg < 0:
+			cg = i
+		case mnt.Device == "bind" && mnt.Destination == "/sys/fs/cgroup/systemd" && sd < 0 &&
+			strings.HasPrefix(mnt.Source, "/sys/fs/cgroup/systemd/"):
+			sd = i
+		case mnt.Destination == "/sys/fs/cgroup" || strings.HasPrefix(mnt.Destination, "/sys/fs/cgroup/"):
+			return
+		}
+	}
+	if cg < 0 || len(cfg.Mounts[cg].PropagationFlags) > 0 {
+		return
+	}
+	rw := cfg.Mounts[cg].Flags&unix.MS_RDONLY == 0
+	systemdRW := sd >= 0 && cfg.Mounts[sd].Flags&unix.MS_RDONLY == 0
+	for _, h := range hierarchies {
+		name := filepath.Base(h.Mountpoint)
+		c := nsjoin.CgroupMount{Name: name, Source: "cgroup", Data: name, RW: rw}
+		if name == "systemd" {
+			c.Source, c.Data, c.RW = "systemd", "name=systemd", rw || systemdRW
+		}
+		wb.w.Cgroups = append(wb.w.Cgroups, c)
+	}
+	moved := cfg.Mounts[cg]
+	var bind *configs.Mount
+	if sd >= 0 {
+		bind = cfg.Mounts[sd]
+	}
+	cfg.Mounts = slices.DeleteFunc(cfg.Mounts, func(m *configs.Mount) bool { return m == moved || m == bind })
+	state := "ro"
+	if rw {
+		state = "rw"
+	}
+	cfg.Labels = append(cfg.Labels, cgroupTreeLabel+state)
+}
+
 // writeVECriuConf writes the VE's own CRIU configuration (criuConf, the log level and the
 // wrapper's binds, if any) to path in its run directory and names it in cfg, so that its
 // dumps can be told more about it (dumpConf).
@@ -354,6 +410,12 @@ func (m *Manager) newContainer(id string, s *specs.Spec, views bool) (*libcontai
 	var wb *wrapperBinds
 	if sc != nil && !restoring {
 		wb = &wrapperBinds{}
+		if !cgroups.IsCgroup2UnifiedMode() {
+			// Read here as libcontainer's init would read it; unreadable, the init fails alike.
+			if hs, err := cgroups.GetCgroupMounts(false); err == nil {
+				wb.cgroupTree(cfg, hs)
+			}
+		}
 	}
 	if cfg.Namespaces.Contains(configs.NEWUSER) {
 		if err := m.bindDevices(id, cfg, wb); err != nil {

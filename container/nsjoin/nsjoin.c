@@ -350,10 +350,76 @@ void vectl_nsjoin(int argc, char **argv, char **envp)
 	fail(what);
 }
 
+// A cgroup v1 hierarchy of the init wrapper's message (NSJ_ATTR_CGROUP_RO/RW).
+struct cgmount {
+	const char *name, *source, *data;
+	int rw;
+};
+
+// cgroup_attr reads "NAME\0SOURCE\0DATA\0" into c: three non-empty strings filling the
+// attribute, NAME one path component.
+static int cgroup_attr(const struct wire_attr *a, struct cgmount *c)
+{
+	const char *f[3];
+	size_t off = 0;
+	for (int i = 0; i < 3; i++) {
+		const char *p = a->p + off;
+		const char *nul = off < a->len ? memchr(p, 0, a->len - off) : NULL;
+		if (!nul || nul == p)
+			return -1;
+		f[i] = p;
+		off += (size_t)(nul - p) + 1;
+	}
+	// What follows the third string is the attribute's padding: zeros only.
+	for (; off < a->len; off++)
+		if (a->p[off] != 0)
+			return -1;
+	if (strchr(f[0], '/') || strlen(f[0]) > 200 || f[0][0] == '.')
+		return -1;
+	c->name = f[0];
+	c->source = f[1];
+	c->data = f[2];
+	return 0;
+}
+
+// mount_cgroups makes the VE's /sys/fs/cgroup as libcontainer does for a cgroup v1 host in a
+// cgroup namespace: a tmpfs, then each hierarchy mounted there (from the VE's cgroup
+// namespace, so its root is the VE's own cgroup), and for a hierarchy of several controllers
+// ("cpu,cpuacct") a symbolic link to it for each of them.
+static void mount_cgroups(const struct cgmount *cg, int n)
+{
+	const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	if (mount("tmpfs", "/sys/fs/cgroup", "tmpfs", flags, "mode=755") < 0)
+		fail("mount a tmpfs on /sys/fs/cgroup");
+	for (int i = 0; i < n; i++) {
+		char path[256], what[512];
+		snprintf(path, sizeof path, "/sys/fs/cgroup/%s", cg[i].name);
+		snprintf(what, sizeof what, "mount the cgroup hierarchy %s on %s", cg[i].data, path);
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			fail(what);
+		if (mount(cg[i].source, path, "cgroup", flags | (cg[i].rw ? 0 : MS_RDONLY), cg[i].data) < 0)
+			fail(what);
+		if (!strchr(cg[i].name, ','))
+			continue;
+		char names[256];
+		snprintf(names, sizeof names, "%s", cg[i].name);
+		for (char *save = NULL, *c = strtok_r(names, ",", &save); c; c = strtok_r(NULL, ",", &save)) {
+			char link[256];
+			snprintf(link, sizeof link, "/sys/fs/cgroup/%s", c);
+			if (symlink(cg[i].name, link) < 0 && errno != EEXIST) {
+				snprintf(what, sizeof what, "link %s to %s", link, cg[i].name);
+				fail(what);
+			}
+		}
+	}
+}
+
 // vectl_initwrap runs as a VE's PID 1 between libcontainer's set-up and the VE's own init:
 // it loads the VE's precompiled seccomp program (which needs CAP_SYS_ADMIN, so libcontainer
 // leaves that one capability to this process), drops to the VE's capabilities, closes its two
-// descriptors and executes the init. argv: __initwrap MSG -- INIT ARGS... (proto.go).
+// descriptors and executes the init. Before that it mounts the VE's cgroup v1 tree and makes
+// the binds libcontainer left to it (both cost libcontainer far more: see wrapperBinds).
+// argv: __initwrap MSG -- INIT ARGS... (proto.go).
 void vectl_initwrap(int argc, char **argv, char **envp)
 {
 	if (argc < 5 || strcmp(argv[1], NSJ_INITWRAP_ARG) != 0 || strcmp(argv[3], "--") != 0)
@@ -361,7 +427,7 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	// While vectl's code runs with CAP_SYS_ADMIN, nothing may ptrace it or open its exe (the
 	// final execve resets the flag).
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	static char msg[2048];
+	static char msg[4096];
 	long n = wire_unhex(argv[2], msg, sizeof msg);
 	errno = EPROTO;
 	if (n < 0)
@@ -376,6 +442,8 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	int nbinds = 0;
 	const char *detach[4];
 	int ndetach = 0;
+	struct cgmount cg[32];
+	int ncg = 0;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
 		switch (a.type) {
@@ -413,6 +481,12 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 			if (ndetach == 4 || !(detach[ndetach++] = wire_str(&a)))
 				fail("the init wrapper's message has a malformed directory");
 			break;
+		case NSJ_ATTR_CGROUP_RO:
+		case NSJ_ATTR_CGROUP_RW:
+			if (ncg == 32 || cgroup_attr(&a, &cg[ncg]) < 0)
+				fail("the init wrapper's message has a malformed cgroup hierarchy");
+			cg[ncg++].rw = a.type == NSJ_ATTR_CGROUP_RW;
+			break;
 		default:
 			fail("the init wrapper's message has an unknown attribute");
 		}
@@ -421,6 +495,8 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 		fail("the init wrapper's message is malformed");
 	struct sock_fprog prog = read_program(bpffd);
 	close(exefd);
+	if (ncg > 0)
+		mount_cgroups(cg, ncg);
 	// Files libcontainer bound into the VE by their directories (detach), as the VE's /proc
 	// views and device nodes: each goes over its target, then the directories go.
 	for (int i = 0; i < nbinds; i++) {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/vectl/vectl/container/wire"
@@ -40,7 +41,9 @@ const (
 	AttrExeFD    = 11 // u32: the init wrapper's descriptor of its own sealed binary
 	AttrBind     = 12 // 2 strings, "SOURCE\0TARGET\0": a bind mount the init wrapper makes (repeated)
 	AttrDetach   = 13 // string: a directory the init wrapper unmounts and removes after its binds (repeated)
-	attrMaxValue = 14 // one past the last; the C side sizes its checks by it
+	AttrCgroupRO = 14 // 3 strings, "NAME\0SOURCE\0DATA\0": a cgroup v1 hierarchy mounted read-only (repeated)
+	AttrCgroupRW = 15 // as AttrCgroupRO, mounted read-write
+	attrMaxValue = 16 // one past the last; the C side sizes its checks by it
 )
 
 // InitWrap is the init wrapper's message (InitWrapArg): libcontainer executes the wrapper
@@ -58,6 +61,19 @@ type InitWrap struct {
 	// unmounts and removes the directories of Detach (their sources' mount points).
 	Binds  [][2]string
 	Detach []string
+	// Cgroups, when there are any, are the VE's cgroup v1 hierarchies: the wrapper mounts a
+	// tmpfs on /sys/fs/cgroup, then each hierarchy there, in order, in the VE's cgroup
+	// namespace (see CgroupMount), before its binds.
+	Cgroups []CgroupMount
+}
+
+// CgroupMount is a cgroup v1 hierarchy the init wrapper mounts at /sys/fs/cgroup/Name with
+// mount(Source, target, "cgroup", nosuid|nodev|noexec, Data), read-only unless RW, as
+// libcontainer mounts one in a cgroup namespace. A Name of several controllers joined by
+// commas ("cpu,cpuacct") also gets a symbolic link to it for each ("cpu").
+type CgroupMount struct {
+	Name, Source, Data string
+	RW                 bool
 }
 
 // Hex encodes the init wrapper's message.
@@ -77,6 +93,13 @@ func (w *InitWrap) Hex() string {
 	}
 	for _, d := range w.Detach {
 		e.String(AttrDetach, d)
+	}
+	for _, c := range w.Cgroups {
+		t := AttrCgroupRO
+		if c.RW {
+			t = AttrCgroupRW
+		}
+		e.String(uint16(t), c.Name+"\x00"+c.Source+"\x00"+c.Data)
 	}
 	return e.Hex()
 }
@@ -117,6 +140,16 @@ func ParseInitWrap(msg string) (*InitWrap, error) {
 			var s string
 			s, err = a.String()
 			w.Detach = append(w.Detach, s)
+		case a.Type == AttrCgroupRO || a.Type == AttrCgroupRW:
+			var s string
+			s, err = a.String()
+			f := strings.Split(s, "\x00")
+			if err == nil && (len(f) != 3 || slices.Contains(f, "") || strings.Contains(f[0], "/")) {
+				err = fmt.Errorf("cgroup %q is not NAME NUL SOURCE NUL DATA", s)
+			}
+			if err == nil {
+				w.Cgroups = append(w.Cgroups, CgroupMount{Name: f[0], Source: f[1], Data: f[2], RW: a.Type == AttrCgroupRW})
+			}
 		default:
 			err = fmt.Errorf("attribute %d with %d bytes is unknown", a.Type, len(a.Payload))
 		}
@@ -253,6 +286,7 @@ func header() string {
 		{Name: "NSJ_ATTR_TTY", Value: AttrTTY}, {Name: "NSJ_ATTR_RLIMIT", Value: AttrRlimit},
 		{Name: "NSJ_ATTR_ARG", Value: AttrArg}, {Name: "NSJ_ATTR_BPFFD", Value: AttrBPFFD},
 		{Name: "NSJ_ATTR_EXEFD", Value: AttrExeFD}, {Name: "NSJ_ATTR_BIND", Value: AttrBind},
-		{Name: "NSJ_ATTR_DETACH", Value: AttrDetach}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
+		{Name: "NSJ_ATTR_DETACH", Value: AttrDetach}, {Name: "NSJ_ATTR_CGROUP_RO", Value: AttrCgroupRO},
+		{Name: "NSJ_ATTR_CGROUP_RW", Value: AttrCgroupRW}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"NSJ_ARG": Arg, "NSJ_INITWRAP_ARG": InitWrapArg})
 }

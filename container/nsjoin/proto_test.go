@@ -68,6 +68,8 @@ func TestInitWrapRoundTrip(t *testing.T) {
 		{BPFFD: 5, ExeFD: 6, BPFFlags: 0x8, Caps: [4]uint64{0xa80425fb, 0xa80425fb, 0, 0xa80425fb | 1<<21}},
 		{BPFFD: 5, ExeFD: 6, Binds: [][2]string{{"/dev/.v/meminfo", "/proc/meminfo"}, {"/dev/.v/cpus", "/sys/devices/system/cpu/online"}},
 			Detach: []string{"/dev/.v", "/dev/.d"}},
+		{BPFFD: 5, ExeFD: 6, Cgroups: []CgroupMount{{Name: "cpu,cpuacct", Source: "cgroup", Data: "cpu,cpuacct"},
+			{Name: "memory", Source: "cgroup", Data: "memory", RW: true}, {Name: "systemd", Source: "systemd", Data: "name=systemd", RW: true}}},
 	} {
 		got, err := ParseInitWrap(w.Hex())
 		if err != nil {
@@ -85,5 +87,13 @@ func TestInitWrapRoundTrip(t *testing.T) {
 	e.String(AttrBind, "/proc/meminfo")
 	if _, err := ParseInitWrap(e.Hex()); err == nil {
 		t.Error("a bind without a target decoded")
+	}
+	for _, bad := range []string{"memory\x00cgroup", "memory\x00\x00memory", "a/b\x00cgroup\x00memory", "memory\x00cgroup\x00memory\x00x"} {
+		var e wire.Encoder
+		e.U32(AttrVersion, ProtoVersion)
+		e.String(AttrCgroupRO, bad)
+		if _, err := ParseInitWrap(e.Hex()); err == nil {
+			t.Errorf("cgroup %q decoded", bad)
+		}
 	}
 }

@@ -1,0 +1,114 @@
+package container
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+
+	"github.com/vectl/vectl/container/nsjoin"
+)
+
+// cgroupTreeConfig is the part of a VE's libcontainer configuration that cgroupTree looks at,
+// as the spec makes it on a cgroup v1 host: the cgroup mount (read-only unless rw) and the
+// writable bind of the VE's name=systemd subtree over it.
+func cgroupTreeConfig(rw, cgroupns bool) *configs.Config {
+	flags := unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV | unix.MS_RELATIME
+	if !rw {
+		flags |= unix.MS_RDONLY
+	}
+	cfg := &configs.Config{Mounts: []*configs.Mount{
+		{Device: "proc", Source: "proc", Destination: "/proc"},
+		{Device: "sysfs", Source: "sysfs", Destination: "/sys", Flags: unix.MS_RDONLY},
+		{Device: "cgroup", Source: "cgroup", Destination: "/sys/fs/cgroup", Flags: flags},
+		{Device: "tmpfs", Source: "tmpfs", Destination: "/run"},
+		{Device: "bind", Source: "/sys/fs/cgroup/systemd/vectl/101", Destination: "/sys/fs/cgroup/systemd",
+			Flags: unix.MS_BIND | unix.MS_REC | unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
+	}}
+	cfg.Namespaces = configs.Namespaces{{Type: configs.NEWNS}, {Type: configs.NEWPID}}
+	if cgroupns {
+		cfg.Namespaces = append(cfg.Namespaces, configs.Namespace{Type: configs.NEWCGROUP})
+	}
+	return cfg
+}
+
+// hostHierarchies are cgroup v1 mounts as cgroups.GetCgroupMounts returns them on a host
+// that mounts cpu and cpuacct together.
+var hostHierarchies = []cgroups.Mount{
+	{Mountpoint: "/sys/fs/cgroup/cpu,cpuacct", Root: "/", Subsystems: []string{"cpu", "cpuacct"}},
+	{Mountpoint: "/sys/fs/cgroup/memory", Root: "/", Subsystems: []string{"memory"}},
+	{Mountpoint: "/sys/fs/cgroup/systemd", Root: "/", Subsystems: []string{"name=systemd"}},
+}
+
+// TestCgroupTree: on a cgroup v1 host, a VE with a cgroup namespace has its cgroup mount and
+// name=systemd bind taken out of libcontainer's mounts and given to the init wrapper, one
+// hierarchy each, read-only but for name=systemd (all writable for a nesting VE), and the
+// container's labels say how (cgroupsWritable reads them).
+func TestCgroupTree(t *testing.T) {
+	for _, tc := range []struct {
+		rw   bool
+		want []nsjoin.CgroupMount
+	}{
+		{false, []nsjoin.CgroupMount{{Name: "cpu,cpuacct", Source: "cgroup", Data: "cpu,cpuacct"},
+			{Name: "memory", Source: "cgroup", Data: "memory"}, {Name: "systemd", Source: "systemd", Data: "name=systemd", RW: true}}},
+		{true, []nsjoin.CgroupMount{{Name: "cpu,cpuacct", Source: "cgroup", Data: "cpu,cpuacct", RW: true},
+			{Name: "memory", Source: "cgroup", Data: "memory", RW: true}, {Name: "systemd", Source: "systemd", Data: "name=systemd", RW: true}}},
+	} {
+		cfg := cgroupTreeConfig(tc.rw, true)
+		if got := cgroupsWritable(*cfg); got != tc.rw {
+			t.Errorf("rw %v: cgroupsWritable before = %v", tc.rw, got)
+		}
+		var wb wrapperBinds
+		wb.cgroupTree(cfg, hostHierarchies)
+		if !reflect.DeepEqual(wb.w.Cgroups, tc.want) {
+			t.Errorf("rw %v: the wrapper's hierarchies:\n got %+v\nwant %+v", tc.rw, wb.w.Cgroups, tc.want)
+		}
+		var left []string
+		for _, m := range cfg.Mounts {
+			left = append(left, m.Destination)
+		}
+		if want := []string{"/proc", "/sys", "/run"}; !reflect.DeepEqual(left, want) {
+			t.Errorf("rw %v: libcontainer's mounts left: %q, want %q", tc.rw, left, want)
+		}
+		if got := cgroupsWritable(*cfg); got != tc.rw {
+			t.Errorf("rw %v: cgroupsWritable after = %v (labels %q)", tc.rw, got, cfg.Labels)
+		}
+		// The message carries them to the C side.
+		w, err := nsjoin.ParseInitWrap(wb.w.Hex())
+		if err != nil || !reflect.DeepEqual(w.Cgroups, tc.want) {
+			t.Errorf("rw %v: the message's hierarchies: %+v (%v)", tc.rw, w, err)
+		}
+	}
+}
+
+// TestCgroupTreeLeftAlone: without a cgroup namespace, with another mount below
+// /sys/fs/cgroup, with propagation flags on the cgroup mount, or without hierarchies,
+// libcontainer keeps the cgroup mounts and the wrapper gets none.
+func TestCgroupTreeLeftAlone(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg *configs.Config
+		hs  []cgroups.Mount
+	}{
+		"no cgroup namespace": {cgroupTreeConfig(false, false), hostHierarchies},
+		"no hierarchies":      {cgroupTreeConfig(false, true), nil},
+		"a bind below": {func() *configs.Config {
+			c := cgroupTreeConfig(false, true)
+			c.Mounts = append(c.Mounts, &configs.Mount{Device: "bind", Source: "/srv/x", Destination: "/sys/fs/cgroup/x"})
+			return c
+		}(), hostHierarchies},
+		"propagation": {func() *configs.Config {
+			c := cgroupTreeConfig(false, true)
+			c.Mounts[2].PropagationFlags = []int{unix.MS_SLAVE}
+			return c
+		}(), hostHierarchies},
+	} {
+		n := len(tc.cfg.Mounts)
+		var wb wrapperBinds
+		wb.cgroupTree(tc.cfg, tc.hs)
+		if len(wb.w.Cgroups) != 0 || len(tc.cfg.Mounts) != n || len(tc.cfg.Labels) != 0 {
+			t.Errorf("%s: moved %d hierarchies, %d of %d mounts left, labels %q", name, len(wb.w.Cgroups), len(tc.cfg.Mounts), n, tc.cfg.Labels)
+		}
+	}
+}

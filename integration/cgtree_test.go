@@ -1,0 +1,157 @@
+//go:build integration
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// cgroupMountLine is one mount(2) of a cgroup v1 hierarchy that strace -f logged: pid,
+// source, target, flags and data.
+var cgroupMountLine = regexp.MustCompile(`^(\d+)\s+mount\("([^"]*)", "([^"]*)", "cgroup", ([^,]*), "([^"]*)"\) = 0`)
+
+// hostHierarchies are the base names of the host's cgroup v1 mount points (cpu, memory,
+// systemd, ...), as libcontainer lists them for a VE.
+func hostHierarchies(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(data), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup" && !slices.Contains(names, filepath.Base(f[4])) {
+			names = append(names, filepath.Base(f[4]))
+		}
+	}
+	if len(names) == 0 {
+		t.Fatal("the host mounts no cgroup v1 hierarchy")
+	}
+	return names
+}
+
+// veCgroupMounts returns, from inside VE id, the mounts at and below /sys/fs/cgroup: mount
+// point -> "FSTYPE PER-MOUNT-OPTIONS", and how many mounts each mount point has.
+func (e *env) veCgroupMounts(id string) (map[string]string, map[string]int) {
+	e.t.Helper()
+	mounts, count := map[string]string{}, map[string]int{}
+	for _, l := range strings.Split(e.out(id, "cat", "/proc/1/mountinfo"), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 6 || len(g) < 1 || !(f[4] == "/sys/fs/cgroup" || strings.HasPrefix(f[4], "/sys/fs/cgroup/")) {
+			continue
+		}
+		mounts[f[4]] = g[0] + " " + f[5]
+		count[f[4]]++
+	}
+	return mounts, count
+}
+
+// TestCgroupTreeMounts (issue 22): on a cgroup v1 host vectl's init wrapper, not
+// libcontainer's init, mounts a VE's cgroup tree. Under strace -f a foreground run shows the
+// process that executed the wrapper (__initwrap) mounting each of the host's hierarchies at
+// /sys/fs/cgroup/NAME, the controllers read-only and name=systemd writable, and no other
+// process mounting a cgroup. Inside a running VE /sys/fs/cgroup is a tmpfs with one mount per
+// host hierarchy (name=systemd one writable mount, no bind stacked on a read-only one), seen
+// from the VE's cgroup namespace (its own cgroup is "/"): the VE's root can make a cgroup in
+// name=systemd and not in memory. A nesting VE gets every hierarchy writable.
+func TestCgroupTreeMounts(t *testing.T) {
+	if cgroupV2() {
+		t.Skip("a cgroup v2 host: libcontainer mounts a VE's cgroup2 itself, one mount; the tree moved to the wrapper is cgroup v1's")
+	}
+	e := newEnv(t)
+	tmpl := e.importBusybox()
+	names := hostHierarchies(t)
+	fg, id, nest := uniqueID(t), uniqueID(t), uniqueID(t)
+	e.must("create", fg, "--ostemplate", tmpl)
+	e.setInit(fg, "#!/bin/sh\nexit 0\n")
+	e.must("create", id, "--ostemplate", tmpl)
+	e.must("create", nest, "--ostemplate", tmpl, "--nesting", "yes")
+	// A node's first start compiles the VE's seccomp program (per boot), and its init runs
+	// without the wrapper, which loads the compiled program.
+	e.must("start", id)
+
+	code, text := e.trace(t, "execve,mount", "start", "--foreground", fg)
+	if code != 2 {
+		t.Fatalf("start --foreground of an init that exits 0: exit %d, want 2:\n%s", code, text)
+	}
+	// The wrapper runs in the process of libcontainer's init, which executes it: its mounts
+	// are those that process makes after that execve.
+	wrapper := ""
+	mounted := map[string]string{} // target -> flags, by the wrapper
+	for _, l := range strings.Split(text, "\n") {
+		if x := execveLine.FindStringSubmatch(l); x != nil && x[4] == "0" && strings.HasPrefix(x[2], "/proc/self/fd/") &&
+			strings.Contains(x[3], `"__initwrap"`) {
+			wrapper = x[1]
+		}
+		m := cgroupMountLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		if m[1] != wrapper {
+			t.Errorf("a cgroup hierarchy mounted by process %s, not by the init wrapper (%q so far): %s", m[1], wrapper, l)
+			continue
+		}
+		mounted[m[3]] = m[4]
+	}
+	if wrapper == "" {
+		t.Fatalf("no process executed the init wrapper:\n%s", text)
+	}
+	for _, n := range names {
+		flags, ok := mounted["/sys/fs/cgroup/"+n]
+		switch {
+		case !ok:
+			t.Errorf("the wrapper did not mount the hierarchy %s (it mounted %v)", n, mounted)
+		case (n == "systemd") == strings.Contains(flags, "MS_RDONLY"):
+			t.Errorf("the wrapper mounted %s with %s: want read-only controllers and a writable name=systemd", n, flags)
+		}
+	}
+
+	for _, ve := range []struct {
+		id      string
+		nesting bool
+	}{{id, false}, {nest, true}} {
+		if ve.nesting {
+			e.must("start", ve.id)
+		}
+		mounts, count := e.veCgroupMounts(ve.id)
+		if got := mounts["/sys/fs/cgroup"]; !strings.HasPrefix(got, "tmpfs ") {
+			t.Errorf("VE %s: /sys/fs/cgroup is %q, want a tmpfs", ve.id, got)
+		}
+		for _, n := range names {
+			point := "/sys/fs/cgroup/" + n
+			got, rw := mounts[point], n == "systemd" || ve.nesting
+			switch {
+			case !strings.HasPrefix(got, "cgroup "):
+				t.Errorf("VE %s: %s is %q, want a cgroup mount", ve.id, point, got)
+			case count[point] != 1:
+				t.Errorf("VE %s: %d mounts at %s, want 1", ve.id, count[point], point)
+			case strings.HasPrefix(got, "cgroup rw,") != rw:
+				t.Errorf("VE %s (nesting %v): %s mounted %q", ve.id, ve.nesting, point, got)
+			}
+		}
+		if len(mounts) != len(names)+1 {
+			t.Errorf("VE %s: mounts under /sys/fs/cgroup %v, want the tmpfs and %v", ve.id, mounts, names)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(e.out(ve.id, "cat", "/proc/1/cgroup")), "\n") {
+			if !strings.HasSuffix(l, ":/") {
+				t.Errorf("VE %s: its init's cgroup %q is not its cgroup namespace's root", ve.id, l)
+			}
+		}
+		if r := e.exec(ve.id, "sh", "-c", "mkdir /sys/fs/cgroup/systemd/vectl-t && rmdir /sys/fs/cgroup/systemd/vectl-t"); r.code != 0 {
+			t.Errorf("VE %s: its root cannot make a cgroup in name=systemd:\n%s", ve.id, r)
+		}
+		r := e.exec(ve.id, "sh", "-c", "mkdir /sys/fs/cgroup/memory/vectl-t && rmdir /sys/fs/cgroup/memory/vectl-t")
+		if (r.code == 0) != ve.nesting {
+			t.Errorf("VE %s (nesting %v): making a memory cgroup inside:\n%s", ve.id, ve.nesting, r)
+		}
+		e.must("stop", "--fast", ve.id)
+	}
+}
