@@ -112,3 +112,52 @@ func TestCgroupTreeLeftAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSystems: the spec's tmpfs and mqueue mounts but /dev go to the init wrapper in
+// their order, with their flags and data; one with a libcontainer mount below it, or with
+// propagation flags, stays; a read-only root keeps them all.
+func TestFileSystems(t *testing.T) {
+	mk := func() *configs.Config {
+		return &configs.Config{Mounts: []*configs.Mount{
+			{Device: "proc", Source: "proc", Destination: "/proc"},
+			{Device: "tmpfs", Source: "tmpfs", Destination: "/dev", Data: "mode=755"},
+			{Device: "tmpfs", Source: "shm", Destination: "/dev/shm", Flags: unix.MS_NOSUID, Data: "mode=1777,size=65536k"},
+			{Device: "mqueue", Source: "mqueue", Destination: "/dev/mqueue", Flags: unix.MS_NOEXEC},
+			{Device: "tmpfs", Source: "tmpfs", Destination: "/run", Flags: unix.MS_NODEV, Data: "mode=755"},
+			{Device: "tmpfs", Source: "tmpfs", Destination: "/run/lock", Data: "mode=1777"},
+			{Device: "tmpfs", Source: "tmpfs", Destination: "/srv"},
+			{Device: "bind", Source: "/data", Destination: "/srv/data"},
+			{Device: "tmpfs", Source: "tmpfs", Destination: "/tmp", PropagationFlags: []int{unix.MS_PRIVATE}},
+		}}
+	}
+	cfg := mk()
+	var wb wrapperBinds
+	wb.fileSystems(cfg)
+	want := []nsjoin.Mount{
+		{Target: "/dev/shm", Source: "shm", FSType: "tmpfs", Data: "mode=1777,size=65536k", Flags: unix.MS_NOSUID},
+		{Target: "/dev/mqueue", Source: "mqueue", FSType: "mqueue", Flags: unix.MS_NOEXEC},
+		{Target: "/run", Source: "tmpfs", FSType: "tmpfs", Data: "mode=755", Flags: unix.MS_NODEV},
+		{Target: "/run/lock", Source: "tmpfs", FSType: "tmpfs", Data: "mode=1777"},
+	}
+	if !reflect.DeepEqual(wb.w.Mounts, want) {
+		t.Errorf("the wrapper's mounts:\n got %+v\nwant %+v", wb.w.Mounts, want)
+	}
+	var left []string
+	for _, m := range cfg.Mounts {
+		left = append(left, m.Destination)
+	}
+	if want := []string{"/proc", "/dev", "/srv", "/srv/data", "/tmp"}; !reflect.DeepEqual(left, want) {
+		t.Errorf("libcontainer's mounts left: %q, want %q", left, want)
+	}
+	if w, err := nsjoin.ParseInitWrap(wb.w.Hex()); err != nil || !reflect.DeepEqual(w.Mounts, want) {
+		t.Errorf("the message's mounts: %+v (%v)", w, err)
+	}
+
+	cfg = mk()
+	cfg.Readonlyfs = true
+	wb = wrapperBinds{}
+	wb.fileSystems(cfg)
+	if len(wb.w.Mounts) != 0 || len(cfg.Mounts) != len(mk().Mounts) {
+		t.Errorf("read-only root: moved %+v", wb.w.Mounts)
+	}
+}

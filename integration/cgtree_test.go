@@ -15,6 +15,10 @@ import (
 // source, target, flags and data.
 var cgroupMountLine = regexp.MustCompile(`^(\d+)\s+mount\("([^"]*)", "([^"]*)", "cgroup", ([^,]*), "([^"]*)"\) = 0`)
 
+// fsMountLine is one mount(2) of a tmpfs or mqueue that strace -f logged: pid, target and
+// file system type.
+var fsMountLine = regexp.MustCompile(`^(\d+)\s+mount\("[^"]*", "([^"]*)", "(tmpfs|mqueue)", `)
+
 // hostHierarchies are the base names of the host's cgroup v1 mount points (cpu, memory,
 // systemd, ...), as libcontainer lists them for a VE.
 func hostHierarchies(t *testing.T) []string {
@@ -58,7 +62,8 @@ func (e *env) veCgroupMounts(id string) (map[string]string, map[string]int) {
 // libcontainer's init, mounts a VE's cgroup tree. Under strace -f a foreground run shows the
 // process that executed the wrapper (__initwrap) mounting each of the host's hierarchies at
 // /sys/fs/cgroup/NAME, the controllers read-only and name=systemd writable, and no other
-// process mounting a cgroup. Inside a running VE /sys/fs/cgroup is a tmpfs with one mount per
+// process mounting a cgroup; the wrapper also mounts the VE's /run, /run/lock, /dev/shm and
+// /dev/mqueue. Inside a running VE /sys/fs/cgroup is a tmpfs with one mount per
 // host hierarchy (name=systemd one writable mount, no bind stacked on a read-only one), seen
 // from the VE's cgroup namespace (its own cgroup is "/"): the VE's root can make a cgroup in
 // name=systemd and not in memory. A nesting VE gets every hierarchy writable.
@@ -86,10 +91,14 @@ func TestCgroupTreeMounts(t *testing.T) {
 	// are those that process makes after that execve.
 	wrapper := ""
 	mounted := map[string]string{} // target -> flags, by the wrapper
+	fs := map[string]string{}      // target -> type, by the wrapper
 	for _, l := range strings.Split(text, "\n") {
 		if x := execveLine.FindStringSubmatch(l); x != nil && x[4] == "0" && strings.HasPrefix(x[2], "/proc/self/fd/") &&
 			strings.Contains(x[3], `"__initwrap"`) {
 			wrapper = x[1]
+		}
+		if m := fsMountLine.FindStringSubmatch(l); m != nil && m[1] == wrapper {
+			fs[m[2]] = m[3]
 		}
 		m := cgroupMountLine.FindStringSubmatch(l)
 		if m == nil {
@@ -103,6 +112,13 @@ func TestCgroupTreeMounts(t *testing.T) {
 	}
 	if wrapper == "" {
 		t.Fatalf("no process executed the init wrapper:\n%s", text)
+	}
+	// The VE's own file systems that libcontainer's init does not use are the wrapper's too.
+	for target, typ := range map[string]string{"/sys/fs/cgroup": "tmpfs", "/run": "tmpfs", "/run/lock": "tmpfs",
+		"/dev/shm": "tmpfs", "/dev/mqueue": "mqueue"} {
+		if fs[target] != typ {
+			t.Errorf("the wrapper did not mount %s on %s (it mounted %v)", typ, target, fs)
+		}
 	}
 	for _, n := range names {
 		flags, ok := mounted["/sys/fs/cgroup/"+n]

@@ -356,30 +356,75 @@ struct cgmount {
 	int rw;
 };
 
+// attr_strs reads n NUL-terminated strings that fill the attribute's payload from off on
+// into f; only the last may be empty when last_empty.
+static int attr_strs(const struct wire_attr *a, size_t off, const char **f, int n, int last_empty)
+{
+	for (int i = 0; i < n; i++) {
+		const char *p = a->p + off;
+		const char *nul = off < a->len ? memchr(p, 0, a->len - off) : NULL;
+		if (!nul || (nul == p && !(last_empty && i == n - 1)))
+			return -1;
+		f[i] = p;
+		off += (size_t)(nul - p) + 1;
+	}
+	return off == a->len ? 0 : -1;
+}
+
 // cgroup_attr reads "NAME\0SOURCE\0DATA\0" into c: three non-empty strings filling the
 // attribute, NAME one path component.
 static int cgroup_attr(const struct wire_attr *a, struct cgmount *c)
 {
 	const char *f[3];
-	size_t off = 0;
-	for (int i = 0; i < 3; i++) {
-		const char *p = a->p + off;
-		const char *nul = off < a->len ? memchr(p, 0, a->len - off) : NULL;
-		if (!nul || nul == p)
-			return -1;
-		f[i] = p;
-		off += (size_t)(nul - p) + 1;
-	}
-	// What follows the third string is the attribute's padding: zeros only.
-	for (; off < a->len; off++)
-		if (a->p[off] != 0)
-			return -1;
-	if (strchr(f[0], '/') || strlen(f[0]) > 200 || f[0][0] == '.')
+	if (attr_strs(a, 0, f, 3, 0) < 0 || strchr(f[0], '/') || strlen(f[0]) > 200 || f[0][0] == '.')
 		return -1;
 	c->name = f[0];
 	c->source = f[1];
 	c->data = f[2];
 	return 0;
+}
+
+// A mount of the init wrapper's message (NSJ_ATTR_MOUNT).
+struct fsmount {
+	unsigned long flags;
+	const char *target, *source, *fstype, *data;
+};
+
+// mount_attr reads "FLAGS(u32) TARGET\0SOURCE\0FSTYPE\0DATA\0" into m (DATA may be
+// empty; TARGET is absolute).
+static int mount_attr(const struct wire_attr *a, struct fsmount *m)
+{
+	const char *f[4];
+	if (a->len < 4 || attr_strs(a, 4, f, 4, 1) < 0 || f[0][0] != '/' || strlen(f[0]) > 200)
+		return -1;
+	m->flags = wire_u32(a->p);
+	m->target = f[0];
+	m->source = f[1];
+	m->fstype = f[2];
+	m->data = f[3][0] ? f[3] : NULL;
+	return 0;
+}
+
+// mount_fs makes m, creating its target directory and the missing ones above it (in the
+// VE's root: the wrapper runs after libcontainer's pivot_root).
+static void mount_fs(const struct fsmount *m)
+{
+	char what[512], path[256];
+	snprintf(what, sizeof what, "mount %s on %s", m->fstype, m->target);
+	snprintf(path, sizeof path, "%s", m->target);
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != 0)
+			continue;
+		char c = *p;
+		*p = 0;
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			fail(what);
+		*p = c;
+		if (c == 0)
+			break;
+	}
+	if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0)
+		fail(what);
 }
 
 // mount_cgroups makes the VE's /sys/fs/cgroup as libcontainer does for a cgroup v1 host in a
@@ -417,8 +462,9 @@ static void mount_cgroups(const struct cgmount *cg, int n)
 // vectl_initwrap runs as a VE's PID 1 between libcontainer's set-up and the VE's own init:
 // it loads the VE's precompiled seccomp program (which needs CAP_SYS_ADMIN, so libcontainer
 // leaves that one capability to this process), drops to the VE's capabilities, closes its two
-// descriptors and executes the init. Before that it mounts the VE's cgroup v1 tree and makes
-// the binds libcontainer left to it (both cost libcontainer far more: see wrapperBinds).
+// descriptors and executes the init. Before that it mounts the VE's cgroup v1 tree, the file
+// systems and the binds libcontainer left to it (all cost libcontainer far more: see
+// wrapperBinds).
 // argv: __initwrap MSG -- INIT ARGS... (proto.go).
 void vectl_initwrap(int argc, char **argv, char **envp)
 {
@@ -444,6 +490,8 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	int ndetach = 0;
 	struct cgmount cg[32];
 	int ncg = 0;
+	struct fsmount fs[16];
+	int nfs = 0;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
 		switch (a.type) {
@@ -487,6 +535,10 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 				fail("the init wrapper's message has a malformed cgroup hierarchy");
 			cg[ncg++].rw = a.type == NSJ_ATTR_CGROUP_RW;
 			break;
+		case NSJ_ATTR_MOUNT:
+			if (nfs == 16 || mount_attr(&a, &fs[nfs++]) < 0)
+				fail("the init wrapper's message has a malformed mount");
+			break;
 		default:
 			fail("the init wrapper's message has an unknown attribute");
 		}
@@ -497,6 +549,8 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	close(exefd);
 	if (ncg > 0)
 		mount_cgroups(cg, ncg);
+	for (int i = 0; i < nfs; i++)
+		mount_fs(&fs[i]);
 	// Files libcontainer bound into the VE by their directories (detach), as the VE's /proc
 	// views and device nodes: each goes over its target, then the directories go.
 	for (int i = 0; i < nbinds; i++) {

@@ -43,7 +43,8 @@ const (
 	AttrDetach   = 13 // string: a directory the init wrapper unmounts and removes after its binds (repeated)
 	AttrCgroupRO = 14 // 3 strings, "NAME\0SOURCE\0DATA\0": a cgroup v1 hierarchy mounted read-only (repeated)
 	AttrCgroupRW = 15 // as AttrCgroupRO, mounted read-write
-	attrMaxValue = 16 // one past the last; the C side sizes its checks by it
+	AttrMount    = 16 // u32 mount flags, then 4 strings "TARGET\0SOURCE\0FSTYPE\0DATA\0" (DATA may be empty): a mount the init wrapper makes (repeated)
+	attrMaxValue = 17 // one past the last; the C side sizes its checks by it
 )
 
 // InitWrap is the init wrapper's message (InitWrapArg): libcontainer executes the wrapper
@@ -65,6 +66,15 @@ type InitWrap struct {
 	// tmpfs on /sys/fs/cgroup, then each hierarchy there, in order, in the VE's cgroup
 	// namespace (see CgroupMount), before its binds.
 	Cgroups []CgroupMount
+	// Mounts are file systems (tmpfs, mqueue) the wrapper mounts, in order, after the cgroup
+	// tree and before its binds, creating a missing target directory and its parents.
+	Mounts []Mount
+}
+
+// Mount is a mount(2) the init wrapper makes: mount(Source, Target, FSType, Flags, Data).
+type Mount struct {
+	Target, Source, FSType, Data string
+	Flags                        uint32
 }
 
 // CgroupMount is a cgroup v1 hierarchy the init wrapper mounts at /sys/fs/cgroup/Name with
@@ -100,6 +110,10 @@ func (w *InitWrap) Hex() string {
 			t = AttrCgroupRW
 		}
 		e.String(uint16(t), c.Name+"\x00"+c.Source+"\x00"+c.Data)
+	}
+	for _, m := range w.Mounts {
+		b := binary.NativeEndian.AppendUint32(nil, m.Flags)
+		e.Raw(AttrMount, append(b, m.Target+"\x00"+m.Source+"\x00"+m.FSType+"\x00"+m.Data+"\x00"...))
 	}
 	return e.Hex()
 }
@@ -150,6 +164,13 @@ func ParseInitWrap(msg string) (*InitWrap, error) {
 			if err == nil {
 				w.Cgroups = append(w.Cgroups, CgroupMount{Name: f[0], Source: f[1], Data: f[2], RW: a.Type == AttrCgroupRW})
 			}
+		case a.Type == AttrMount:
+			f := strings.Split(string(a.Payload[min(4, len(a.Payload)):]), "\x00")
+			if len(a.Payload) < 4 || len(f) != 5 || f[4] != "" || slices.Contains(f[:3], "") || !strings.HasPrefix(f[0], "/") {
+				err = fmt.Errorf("mount %q is not FLAGS TARGET SOURCE FSTYPE DATA", a.Payload)
+				break
+			}
+			w.Mounts = append(w.Mounts, Mount{Flags: binary.NativeEndian.Uint32(a.Payload), Target: f[0], Source: f[1], FSType: f[2], Data: f[3]})
 		default:
 			err = fmt.Errorf("attribute %d with %d bytes is unknown", a.Type, len(a.Payload))
 		}
@@ -287,6 +308,7 @@ func header() string {
 		{Name: "NSJ_ATTR_ARG", Value: AttrArg}, {Name: "NSJ_ATTR_BPFFD", Value: AttrBPFFD},
 		{Name: "NSJ_ATTR_EXEFD", Value: AttrExeFD}, {Name: "NSJ_ATTR_BIND", Value: AttrBind},
 		{Name: "NSJ_ATTR_DETACH", Value: AttrDetach}, {Name: "NSJ_ATTR_CGROUP_RO", Value: AttrCgroupRO},
-		{Name: "NSJ_ATTR_CGROUP_RW", Value: AttrCgroupRW}, {Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
+		{Name: "NSJ_ATTR_CGROUP_RW", Value: AttrCgroupRW}, {Name: "NSJ_ATTR_MOUNT", Value: AttrMount},
+		{Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
 	}, map[string]string{"NSJ_ARG": Arg, "NSJ_INITWRAP_ARG": InitWrapArg})
 }

@@ -20,7 +20,8 @@
 #define NSJ_ATTR_DETACH 13
 #define NSJ_ATTR_CGROUP_RO 14
 #define NSJ_ATTR_CGROUP_RW 15
-#define NSJ_ATTR_MAX 16
+#define NSJ_ATTR_MOUNT 16
+#define NSJ_ATTR_MAX 17
 #define NSJ_ARG "__nsjoin"
 #define NSJ_INITWRAP_ARG "__initwrap"
 #endif

@@ -69,7 +69,9 @@ func TestInitWrapRoundTrip(t *testing.T) {
 		{BPFFD: 5, ExeFD: 6, Binds: [][2]string{{"/dev/.v/meminfo", "/proc/meminfo"}, {"/dev/.v/cpus", "/sys/devices/system/cpu/online"}},
 			Detach: []string{"/dev/.v", "/dev/.d"}},
 		{BPFFD: 5, ExeFD: 6, Cgroups: []CgroupMount{{Name: "cpu,cpuacct", Source: "cgroup", Data: "cpu,cpuacct"},
-			{Name: "memory", Source: "cgroup", Data: "memory", RW: true}, {Name: "systemd", Source: "systemd", Data: "name=systemd", RW: true}}},
+			{Name: "memory", Source: "cgroup", Data: "memory", RW: true}, {Name: "systemd", Source: "systemd", Data: "name=systemd", RW: true}},
+			Mounts: []Mount{{Target: "/run", Source: "tmpfs", FSType: "tmpfs", Data: "mode=755", Flags: 6},
+				{Target: "/dev/mqueue", Source: "mqueue", FSType: "mqueue", Flags: 14}}},
 	} {
 		got, err := ParseInitWrap(w.Hex())
 		if err != nil {
@@ -94,6 +96,15 @@ func TestInitWrapRoundTrip(t *testing.T) {
 		e.String(AttrCgroupRO, bad)
 		if _, err := ParseInitWrap(e.Hex()); err == nil {
 			t.Errorf("cgroup %q decoded", bad)
+		}
+	}
+	for _, bad := range []string{"", "\x06\x00\x00", "\x06\x00\x00\x00/run\x00tmpfs\x00tmpfs\x00", "\x06\x00\x00\x00run\x00tmpfs\x00tmpfs\x00\x00",
+		"\x06\x00\x00\x00/run\x00\x00tmpfs\x00\x00", "\x06\x00\x00\x00/run\x00tmpfs\x00tmpfs\x00\x00x\x00"} {
+		var e wire.Encoder
+		e.U32(AttrVersion, ProtoVersion)
+		e.Raw(AttrMount, []byte(bad))
+		if _, err := ParseInitWrap(e.Hex()); err == nil {
+			t.Errorf("mount %q decoded", bad)
 		}
 	}
 }
