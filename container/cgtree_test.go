@@ -161,3 +161,28 @@ func TestFileSystems(t *testing.T) {
 		t.Errorf("read-only root: moved %+v", wb.w.Mounts)
 	}
 }
+
+// TestWrapperCaps: the wrapper takes at most nsjoin.MaxInitWrapMounts file systems (the
+// rest stay libcontainer's, in order) and no cgroup tree of more than
+// nsjoin.MaxInitWrapCgroups hierarchies.
+func TestWrapperCaps(t *testing.T) {
+	cfg := &configs.Config{}
+	for i := range nsjoin.MaxInitWrapMounts + 4 {
+		cfg.Mounts = append(cfg.Mounts, &configs.Mount{Device: "tmpfs", Source: "tmpfs", Destination: "/t" + string(rune('a'+i))})
+	}
+	var wb wrapperBinds
+	wb.fileSystems(cfg)
+	if len(wb.w.Mounts) != nsjoin.MaxInitWrapMounts || len(cfg.Mounts) != 4 || cfg.Mounts[0].Destination != "/tq" {
+		t.Errorf("moved %d of %d tmpfs mounts, left %d starting at %s", len(wb.w.Mounts), nsjoin.MaxInitWrapMounts+4, len(cfg.Mounts), cfg.Mounts[0].Destination)
+	}
+	many := make([]cgroups.Mount, nsjoin.MaxInitWrapCgroups+1)
+	for i := range many {
+		many[i] = cgroups.Mount{Mountpoint: "/sys/fs/cgroup/c" + string(rune('a'+i))}
+	}
+	cfg = cgroupTreeConfig(false, true)
+	wb = wrapperBinds{}
+	wb.cgroupTree(cfg, many)
+	if len(wb.w.Cgroups) != 0 {
+		t.Errorf("a tree of %d hierarchies moved %d", len(many), len(wb.w.Cgroups))
+	}
+}

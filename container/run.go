@@ -150,7 +150,7 @@ const cgroupTreeLabel = "org.vectl.cgroup-tree="
 // libcontainer's mounts. Nothing moves without a cgroup namespace or a cgroup mount in cfg,
 // on cgroup v2 (one mount), or when another mount lies below /sys/fs/cgroup.
 func (wb *wrapperBinds) cgroupTree(cfg *configs.Config, hierarchies []cgroups.Mount) {
-	if !cfg.Namespaces.Contains(configs.NEWCGROUP) || len(hierarchies) == 0 {
+	if !cfg.Namespaces.Contains(configs.NEWCGROUP) || len(hierarchies) == 0 || len(hierarchies) > nsjoin.MaxInitWrapCgroups {
 		return
 	}
 	cg, sd := -1, -1
@@ -207,7 +207,8 @@ func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 	moves := map[*configs.Mount]bool{}
 	for _, m := range cfg.Mounts {
 		if (m.Device == "tmpfs" || m.Device == "mqueue") && m.Destination != "/dev" && filepath.IsAbs(m.Destination) &&
-			len(m.PropagationFlags) == 0 && m.Extensions == 0 && m.ClearedFlags == 0 && m.Flags&unix.MS_REMOUNT == 0 {
+			len(m.PropagationFlags) == 0 && m.Extensions == 0 && m.ClearedFlags == 0 && m.Flags&unix.MS_REMOUNT == 0 &&
+			len(moves) < nsjoin.MaxInitWrapMounts {
 			moves[m] = true
 		}
 	}

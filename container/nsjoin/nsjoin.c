@@ -488,9 +488,9 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	int nbinds = 0;
 	const char *detach[4];
 	int ndetach = 0;
-	struct cgmount cg[32];
+	struct cgmount cg[NSJ_MAX_CGROUPS];
 	int ncg = 0;
-	struct fsmount fs[16];
+	struct fsmount fs[NSJ_MAX_MOUNTS];
 	int nfs = 0;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
@@ -531,12 +531,12 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 			break;
 		case NSJ_ATTR_CGROUP_RO:
 		case NSJ_ATTR_CGROUP_RW:
-			if (ncg == 32 || cgroup_attr(&a, &cg[ncg]) < 0)
+			if (ncg == NSJ_MAX_CGROUPS || cgroup_attr(&a, &cg[ncg]) < 0)
 				fail("the init wrapper's message has a malformed cgroup hierarchy");
 			cg[ncg++].rw = a.type == NSJ_ATTR_CGROUP_RW;
 			break;
 		case NSJ_ATTR_MOUNT:
-			if (nfs == 16 || mount_attr(&a, &fs[nfs++]) < 0)
+			if (nfs == NSJ_MAX_MOUNTS || mount_attr(&a, &fs[nfs++]) < 0)
 				fail("the init wrapper's message has a malformed mount");
 			break;
 		default:

@@ -77,6 +77,12 @@ type Mount struct {
 	Flags                        uint32
 }
 
+// How many hierarchies (Cgroups) and mounts (Mounts) the init wrapper takes at most.
+const (
+	MaxInitWrapCgroups = 32
+	MaxInitWrapMounts  = 16
+)
+
 // CgroupMount is a cgroup v1 hierarchy the init wrapper mounts at /sys/fs/cgroup/Name with
 // mount(Source, target, "cgroup", nosuid|nodev|noexec, Data), read-only unless RW, as
 // libcontainer mounts one in a cgroup namespace. A Name of several controllers joined by
@@ -309,6 +315,7 @@ func header() string {
 		{Name: "NSJ_ATTR_EXEFD", Value: AttrExeFD}, {Name: "NSJ_ATTR_BIND", Value: AttrBind},
 		{Name: "NSJ_ATTR_DETACH", Value: AttrDetach}, {Name: "NSJ_ATTR_CGROUP_RO", Value: AttrCgroupRO},
 		{Name: "NSJ_ATTR_CGROUP_RW", Value: AttrCgroupRW}, {Name: "NSJ_ATTR_MOUNT", Value: AttrMount},
-		{Name: "NSJ_ATTR_MAX", Value: attrMaxValue},
+		{Name: "NSJ_ATTR_MAX", Value: attrMaxValue}, {Name: "NSJ_MAX_CGROUPS", Value: MaxInitWrapCgroups},
+		{Name: "NSJ_MAX_MOUNTS", Value: MaxInitWrapMounts},
 	}, map[string]string{"NSJ_ARG": Arg, "NSJ_INITWRAP_ARG": InitWrapArg})
 }
