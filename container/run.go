@@ -198,8 +198,8 @@ func (wb *wrapperBinds) cgroupTree(cfg *configs.Config, hierarchies []cgroups.Mo
 // mount(2). They are file systems of the VE's own, which a dump finds as CRIU does any
 // (libcontainer gives CRIU nothing for them either). A mount stays libcontainer's when it has
 // propagation flags or extensions, when the root is read-only (a missing target could not be
-// made), or when one of libcontainer's own mounts lies below it (the wrapper's would cover
-// it).
+// made), or when one of libcontainer's own mounts listed after it lies below it (the
+// wrapper's would cover it).
 func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 	if cfg.Readonlyfs {
 		return
@@ -212,18 +212,17 @@ func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 			moves[m] = true
 		}
 	}
-	for changed := true; changed; {
-		changed = false
-		for _, m := range cfg.Mounts {
-			if moves[m] {
-				continue
-			}
-			for c := range moves {
-				if strings.HasPrefix(m.Destination, strings.TrimSuffix(c.Destination, "/")+"/") {
-					delete(moves, c)
-					changed = true
-				}
-			}
+	// The wrapper mounts after every mount of libcontainer's: a move is safe unless one of
+	// those, listed after it, lies below it (one listed before was covered anyway). From the
+	// last mount back, kept lists the targets libcontainer still mounts after this one.
+	var kept []string
+	for _, m := range slices.Backward(cfg.Mounts) {
+		below := strings.TrimSuffix(m.Destination, "/") + "/"
+		if moves[m] && slices.ContainsFunc(kept, func(d string) bool { return strings.HasPrefix(d, below) }) {
+			delete(moves, m)
+		}
+		if !moves[m] {
+			kept = append(kept, m.Destination)
 		}
 	}
 	if len(moves) == 0 {
