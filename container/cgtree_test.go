@@ -2,6 +2,7 @@ package container
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/cgroups"
@@ -123,12 +124,15 @@ func TestFileSystems(t *testing.T) {
 			{Device: "tmpfs", Source: "tmpfs", Destination: "/dev", Data: "mode=755"},
 			{Device: "tmpfs", Source: "shm", Destination: "/dev/shm", Flags: unix.MS_NOSUID, Data: "mode=1777,size=65536k"},
 			{Device: "mqueue", Source: "mqueue", Destination: "/dev/mqueue", Flags: unix.MS_NOEXEC},
+			{Device: "sysfs", Source: "sysfs", Destination: "/sys", Flags: unix.MS_RDONLY | unix.MS_NOSUID},
 			{Device: "tmpfs", Source: "tmpfs", Destination: "/run", Flags: unix.MS_NODEV, Data: "mode=755"},
 			{Device: "tmpfs", Source: "tmpfs", Destination: "/run/lock", Data: "mode=1777"},
 			{Device: "tmpfs", Source: "tmpfs", Destination: "/srv"},
 			{Device: "bind", Source: "/data", Destination: "/srv/data"},
 			{Device: "tmpfs", Source: "tmpfs", Destination: "/tmp", PropagationFlags: []int{unix.MS_PRIVATE}},
-		}}
+			{Device: "tmpfs", Source: "tmpfs", Destination: "/var/ro"},
+		}, MaskPaths: []string{"/proc/kcore", "/sys/firmware", "/sys/devices/virtual/powercap", "/system"},
+			ReadonlyPaths: []string{"/proc/sys", "/var/ro/x"}}
 	}
 	cfg := mk()
 	var wb wrapperBinds
@@ -136,6 +140,7 @@ func TestFileSystems(t *testing.T) {
 	want := []nsjoin.Mount{
 		{Target: "/dev/shm", Source: "shm", FSType: "tmpfs", Data: "mode=1777,size=65536k", Flags: unix.MS_NOSUID},
 		{Target: "/dev/mqueue", Source: "mqueue", FSType: "mqueue", Flags: unix.MS_NOEXEC},
+		{Target: "/sys", Source: "sysfs", FSType: "sysfs", Flags: unix.MS_RDONLY | unix.MS_NOSUID},
 		{Target: "/run", Source: "tmpfs", FSType: "tmpfs", Data: "mode=755", Flags: unix.MS_NODEV},
 		{Target: "/run/lock", Source: "tmpfs", FSType: "tmpfs", Data: "mode=1777"},
 	}
@@ -146,11 +151,25 @@ func TestFileSystems(t *testing.T) {
 	for _, m := range cfg.Mounts {
 		left = append(left, m.Destination)
 	}
-	if want := []string{"/proc", "/dev", "/srv", "/srv/data", "/tmp"}; !reflect.DeepEqual(left, want) {
+	if want := []string{"/proc", "/dev", "/srv", "/srv/data", "/tmp", "/var/ro"}; !reflect.DeepEqual(left, want) {
 		t.Errorf("libcontainer's mounts left: %q, want %q", left, want)
 	}
-	if w, err := nsjoin.ParseInitWrap(wb.w.Hex()); err != nil || !reflect.DeepEqual(w.Mounts, want) {
+	// The masks below /sys go with it (libcontainer would find them missing and skip them).
+	wantMasks := []string{"/sys/firmware", "/sys/devices/virtual/powercap"}
+	if !reflect.DeepEqual(wb.w.Masks, wantMasks) || !reflect.DeepEqual(cfg.MaskPaths, []string{"/proc/kcore", "/system"}) {
+		t.Errorf("masks: the wrapper's %q, libcontainer's %q", wb.w.Masks, cfg.MaskPaths)
+	}
+	if w, err := nsjoin.ParseInitWrap(wb.w.Hex()); err != nil || !reflect.DeepEqual(w.Mounts, want) || !reflect.DeepEqual(w.Masks, wantMasks) {
 		t.Errorf("the message's mounts: %+v (%v)", w, err)
+	}
+
+	// In a user namespace sysfs stays libcontainer's, and its masks with it.
+	cfg = mk()
+	cfg.Namespaces = configs.Namespaces{{Type: configs.NEWUSER}}
+	wb = wrapperBinds{}
+	wb.fileSystems(cfg)
+	if slices.ContainsFunc(wb.w.Mounts, func(m nsjoin.Mount) bool { return m.FSType == "sysfs" }) || len(wb.w.Masks) != 0 || len(cfg.MaskPaths) != 4 {
+		t.Errorf("user namespace: moved %+v, masks %q", wb.w.Mounts, wb.w.Masks)
 	}
 
 	cfg = mk()

@@ -192,24 +192,36 @@ func (wb *wrapperBinds) cgroupTree(cfg *configs.Config, hierarchies []cgroups.Mo
 }
 
 // fileSystems hands the spec's tmpfs and mqueue mounts that libcontainer's init does not use
-// itself (all but /dev: /run, /run/lock, /dev/shm, /dev/mqueue, /tmp) to the init wrapper,
-// in their order: libcontainer makes each through the same checked walks and re-opens as a
-// bind (about 0.2 ms of CPU each here), the wrapper with a mkdir of what is missing and a
-// mount(2). They are file systems of the VE's own, which a dump finds as CRIU does any
-// (libcontainer gives CRIU nothing for them either). A mount stays libcontainer's when it has
-// propagation flags or extensions, when the root is read-only (a missing target could not be
-// made), or when one of libcontainer's own mounts listed after it lies below it (the
-// wrapper's would cover it).
+// itself (all but /dev: /run, /run/lock, /dev/shm, /dev/mqueue, /tmp) and the sysfs on /sys
+// to the init wrapper, in their order: libcontainer makes each through the same checked walks
+// and re-opens as a bind (about 0.2 ms of CPU each here), the wrapper with a mkdir of what is
+// missing and a mount(2). They are file systems of the VE's own, which a dump finds as CRIU
+// does any (libcontainer gives CRIU nothing for them either). The masked paths below a moved
+// mount (/sys/firmware) go with it: libcontainer masks before the wrapper mounts. A mount
+// stays libcontainer's when it has propagation flags or extensions, when the root is
+// read-only (a missing target could not be made), when a read-only path lies below it, or
+// when one of libcontainer's own mounts listed after it lies below it (the wrapper's would
+// cover it). sysfs stays in a user namespace: after pivot_root the VE's mount namespace
+// holds no sysfs, and the kernel lets a user namespace mount one only where one is visible.
 func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 	if cfg.Readonlyfs {
 		return
 	}
+	below := func(dir string) func(string) bool {
+		prefix := strings.TrimSuffix(dir, "/") + "/"
+		return func(p string) bool { return strings.HasPrefix(p, prefix) }
+	}
 	moves := map[*configs.Mount]bool{}
+	masks := 0
 	for _, m := range cfg.Mounts {
-		if (m.Device == "tmpfs" || m.Device == "mqueue") && m.Destination != "/dev" && filepath.IsAbs(m.Destination) &&
+		fs := m.Device == "tmpfs" || m.Device == "mqueue" || m.Device == "sysfs" && !cfg.Namespaces.Contains(configs.NEWUSER)
+		if fs && m.Destination != "/dev" && filepath.IsAbs(m.Destination) &&
 			len(m.PropagationFlags) == 0 && m.Extensions == 0 && m.ClearedFlags == 0 && m.Flags&unix.MS_REMOUNT == 0 &&
-			len(moves) < nsjoin.MaxInitWrapMounts {
-			moves[m] = true
+			!slices.ContainsFunc(cfg.ReadonlyPaths, below(m.Destination)) && len(moves) < nsjoin.MaxInitWrapMounts {
+			if n := countFunc(cfg.MaskPaths, below(m.Destination)); masks+n <= nsjoin.MaxInitWrapMasks {
+				moves[m] = true
+				masks += n
+			}
 		}
 	}
 	// The wrapper mounts after every mount of libcontainer's: a move is safe unless one of
@@ -217,8 +229,7 @@ func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 	// last mount back, kept lists the targets libcontainer still mounts after this one.
 	var kept []string
 	for _, m := range slices.Backward(cfg.Mounts) {
-		below := strings.TrimSuffix(m.Destination, "/") + "/"
-		if moves[m] && slices.ContainsFunc(kept, func(d string) bool { return strings.HasPrefix(d, below) }) {
+		if moves[m] && slices.ContainsFunc(kept, below(m.Destination)) {
 			delete(moves, m)
 		}
 		if !moves[m] {
@@ -234,7 +245,27 @@ func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 				FSType: m.Device, Data: m.Data, Flags: uint32(m.Flags)})
 		}
 	}
+	movedMask := func(p string) bool {
+		return slices.ContainsFunc(wb.w.Mounts, func(m nsjoin.Mount) bool { return below(m.Target)(p) })
+	}
+	for _, p := range cfg.MaskPaths {
+		if movedMask(p) {
+			wb.w.Masks = append(wb.w.Masks, p)
+		}
+	}
+	cfg.MaskPaths = slices.DeleteFunc(slices.Clone(cfg.MaskPaths), movedMask)
 	cfg.Mounts = slices.DeleteFunc(cfg.Mounts, func(m *configs.Mount) bool { return moves[m] })
+}
+
+// countFunc counts the elements of s that f accepts.
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
 }
 
 // writeVECriuConf writes the VE's own CRIU configuration (criuConf, the log level and the

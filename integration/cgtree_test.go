@@ -171,3 +171,140 @@ func TestCgroupTreeMounts(t *testing.T) {
 		e.must("stop", "--fast", ve.id)
 	}
 }
+
+// sysfsMountLine is one mount(2) of a sysfs that strace -f logged: pid, target and flags.
+var sysfsMountLine = regexp.MustCompile(`^(\d+)\s+mount\("[^"]*", "([^"]*)", "sysfs", ([^,]*),`)
+
+// maskMountLine is one read-only tmpfs mount(2) that strace -f logged, a masked directory:
+// pid and target.
+var maskMountLine = regexp.MustCompile(`^(\d+)\s+mount\("tmpfs", "([^"]*)", "tmpfs", MS_RDONLY, "nr_blocks=1,nr_inodes=1"\) = 0`)
+
+// TestSysfsMount (issue 22): a privileged VE's /sys is mounted by the init wrapper, not by
+// libcontainer's init, and the wrapper masks /sys/firmware under an empty read-only tmpfs
+// after it, before the cgroup tree goes on /sys/fs/cgroup; a user-namespace VE's sysfs stays
+// libcontainer's (the kernel lets a user namespace mount sysfs only where one is visible,
+// and after pivot_root none is). Inside a running privileged VE /sys is a read-only sysfs of
+// the VE's own network namespace, /sys/firmware an empty read-only tmpfs, and the cgroup
+// tree is on it.
+func TestSysfsMount(t *testing.T) {
+	if cgroupV2() {
+		t.Skip("a cgroup v2 host: libcontainer mounts a VE's cgroup2 below /sys itself, so /sys stays libcontainer's")
+	}
+	e := newEnv(t)
+	e.withNetwork()
+	tmpl := e.importBusybox()
+	_, hostFirmware := os.Stat("/sys/firmware")
+	priv, user, running := uniqueID(t), uniqueID(t), uniqueID(t)
+	e.must("create", priv, "--ostemplate", tmpl, "--userns", "no")
+	e.must("create", user, "--ostemplate", tmpl)
+	e.must("create", running, "--ostemplate", tmpl, "--userns", "no", "--ipadd", testIP("4"))
+	for _, id := range []string{priv, user} {
+		e.setInit(id, "#!/bin/sh\nexit 0\n")
+		// The first start of a kind of VE compiles its seccomp program and runs without
+		// the wrapper.
+		if r := e.vectl("start", "--foreground", id); r.code != 2 {
+			t.Fatalf("start --foreground %s of an init that exits 0: want exit 2:\n%s", id, r)
+		}
+	}
+	for _, ve := range []struct {
+		id      string
+		wrapper bool
+	}{{priv, true}, {user, false}} {
+		code, text := e.trace(t, "execve,mount", "start", "--foreground", ve.id)
+		if code != 2 {
+			t.Fatalf("traced start --foreground %s: exit %d, want 2:\n%s", ve.id, code, text)
+		}
+		// The wrapper runs in the process of libcontainer's init: its mounts are those that
+		// process makes after it executed the wrapper.
+		wrapper, sysfsBy, sysfsFlags, masked, order := "", "", "", false, []string{}
+		for _, l := range strings.Split(text, "\n") {
+			if x := execveLine.FindStringSubmatch(l); x != nil && x[4] == "0" && strings.Contains(x[3], `"__initwrap"`) {
+				wrapper = x[1]
+			}
+			if m := sysfsMountLine.FindStringSubmatch(l); m != nil && strings.HasSuffix(l, "= 0") {
+				sysfsBy, sysfsFlags = "libcontainer's init", m[3]
+				if m[1] == wrapper {
+					sysfsBy = "the wrapper"
+					order = append(order, m[2])
+				}
+			}
+			if m := maskMountLine.FindStringSubmatch(l); m != nil && m[1] == wrapper && m[2] == "/sys/firmware" {
+				masked = true
+				order = append(order, m[2])
+			}
+			if m := fsMountLine.FindStringSubmatch(l); m != nil && m[1] == wrapper && m[2] == "/sys/fs/cgroup" {
+				order = append(order, m[2])
+			}
+		}
+		switch {
+		case wrapper == "":
+			t.Fatalf("VE %s: no process executed the init wrapper:\n%s", ve.id, text)
+		case sysfsBy == "":
+			t.Errorf("VE %s: no process mounted sysfs:\n%s", ve.id, text)
+		case (sysfsBy == "the wrapper") != ve.wrapper:
+			t.Errorf("VE %s: sysfs mounted by %s; by the wrapper: want %v", ve.id, sysfsBy, ve.wrapper)
+		case !strings.Contains(sysfsFlags, "MS_RDONLY"):
+			t.Errorf("VE %s: sysfs mounted with %s, want read-only", ve.id, sysfsFlags)
+		}
+		if !ve.wrapper {
+			continue
+		}
+		if hostFirmware == nil && !masked {
+			t.Errorf("VE %s: the wrapper did not mask /sys/firmware:\n%s", ve.id, text)
+		}
+		want := []string{"/sys", "/sys/fs/cgroup"}
+		if hostFirmware == nil {
+			want = append(want, "/sys/firmware")
+		}
+		if !slices.Equal(order, want) {
+			t.Errorf("VE %s: the wrapper mounted %q in that order, want %q", ve.id, order, want)
+		}
+	}
+
+	e.must("start", running)
+	mi := e.out(running, "cat", "/proc/1/mountinfo")
+	sys, firmware := "", ""
+	for _, l := range strings.Split(mi, "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 6 || len(g) < 1 {
+			continue
+		}
+		switch f[4] {
+		case "/sys":
+			sys = g[0] + " " + f[5]
+		case "/sys/firmware":
+			firmware = g[0] + " " + f[5]
+		}
+	}
+	if !strings.HasPrefix(sys, "sysfs ro,") {
+		t.Errorf("VE %s: /sys is %q, want a read-only sysfs:\n%s", running, sys, mi)
+	}
+	if hostFirmware == nil {
+		if !strings.HasPrefix(firmware, "tmpfs ro") {
+			t.Errorf("VE %s: /sys/firmware is %q, want a read-only tmpfs:\n%s", running, firmware, mi)
+		}
+		if got := e.out(running, "ls", "-A", "/sys/firmware"); got != "" {
+			t.Errorf("VE %s: /sys/firmware lists %q, want nothing", running, got)
+		}
+	}
+	// The VE's own network namespace: the interfaces of its /proc/net/dev, not the host's.
+	sysNet := strings.Fields(e.out(running, "ls", "/sys/class/net"))
+	var procNet []string
+	for _, l := range strings.Split(e.out(running, "cat", "/proc/net/dev"), "\n")[2:] {
+		if name, _, ok := strings.Cut(strings.TrimSpace(l), ":"); ok {
+			procNet = append(procNet, name)
+		}
+	}
+	slices.Sort(procNet)
+	if !slices.Equal(sysNet, procNet) || len(sysNet) < 2 {
+		t.Errorf("VE %s: /sys/class/net lists %q, its /proc/net/dev %q: want the same, lo and its own interface", running, sysNet, procNet)
+	}
+	if r := e.exec(running, "sh", "-c", "echo 1 > /sys/kernel/uevent_helper"); r.code == 0 {
+		t.Errorf("VE %s: its root wrote to its /sys", running)
+	}
+	if _, count := e.veCgroupMounts(running); count["/sys/fs/cgroup"] != 1 {
+		t.Errorf("VE %s: %d mounts at /sys/fs/cgroup, want 1", running, count["/sys/fs/cgroup"])
+	}
+	e.must("stop", "--fast", running)
+}

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -412,6 +413,12 @@ static void mount_fs(const struct fsmount *m)
 	char what[512], path[256];
 	snprintf(what, sizeof what, "mount %s on %s", m->fstype, m->target);
 	snprintf(path, sizeof path, "%s", m->target);
+	struct stat st;
+	if (strcmp(m->fstype, "sysfs") == 0 && lstat(m->target, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		// As libcontainer: not through a symbolic link or onto a file.
+		errno = ENOTDIR;
+		fail(what);
+	}
 	for (char *p = path + 1;; p++) {
 		if (*p != '/' && *p != 0)
 			continue;
@@ -424,6 +431,41 @@ static void mount_fs(const struct fsmount *m)
 			break;
 	}
 	if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0)
+		fail(what);
+}
+
+// holds_cgroup_tree reports whether a mount on target covers /sys/fs/cgroup (sysfs on /sys):
+// it comes before the cgroup tree.
+static int holds_cgroup_tree(const char *target)
+{
+	static const char tree[] = "/sys/fs/cgroup";
+	size_t l = strlen(target);
+	return l < sizeof tree - 1 && strncmp(tree, target, l) == 0 && (tree[l] == '/' || l == 1);
+}
+
+// mask_path hides path as libcontainer's maskPaths does: a directory under an empty
+// read-only tmpfs, anything else under the VE's /dev/null; a missing path is left.
+static void mask_path(const char *path)
+{
+	char what[256];
+	snprintf(what, sizeof what, "mask %s", path);
+	struct stat st, null;
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return;
+		fail(what);
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (mount("tmpfs", path, "tmpfs", MS_RDONLY, "nr_blocks=1,nr_inodes=1") < 0 &&
+		    mount("tmpfs", path, "tmpfs", MS_RDONLY, "nr_blocks=1,nr_inodes=2") < 0)
+			fail(what);
+		return;
+	}
+	if (stat("/dev/null", &null) < 0 || !S_ISCHR(null.st_mode) || null.st_rdev != makedev(1, 3)) {
+		errno = EINVAL;
+		fail("check the VE's /dev/null before masking");
+	}
+	if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0)
 		fail(what);
 }
 
@@ -463,7 +505,7 @@ static void mount_cgroups(const struct cgmount *cg, int n)
 // it loads the VE's precompiled seccomp program (which needs CAP_SYS_ADMIN, so libcontainer
 // leaves that one capability to this process), drops to the VE's capabilities, closes its two
 // descriptors and executes the init. Before that it mounts the VE's cgroup v1 tree, the file
-// systems and the binds libcontainer left to it (all cost libcontainer far more: see
+// systems, masks and binds libcontainer left to it (all cost libcontainer far more: see
 // wrapperBinds).
 // argv: __initwrap MSG -- INIT ARGS... (proto.go).
 void vectl_initwrap(int argc, char **argv, char **envp)
@@ -492,6 +534,8 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 	int ncg = 0;
 	struct fsmount fs[NSJ_MAX_MOUNTS];
 	int nfs = 0;
+	const char *masks[NSJ_MAX_MASKS];
+	int nmasks = 0;
 	while ((more = wire_next(msg, (size_t)n, &off, &a)) > 0) {
 		uint32_t u = a.len == 4 ? wire_u32(a.p) : 0;
 		switch (a.type) {
@@ -539,6 +583,11 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 			if (nfs == NSJ_MAX_MOUNTS || mount_attr(&a, &fs[nfs++]) < 0)
 				fail("the init wrapper's message has a malformed mount");
 			break;
+		case NSJ_ATTR_MASK:
+			if (nmasks == NSJ_MAX_MASKS || !(masks[nmasks] = wire_str(&a)) || masks[nmasks][0] != '/')
+				fail("the init wrapper's message has a malformed mask");
+			nmasks++;
+			break;
 		default:
 			fail("the init wrapper's message has an unknown attribute");
 		}
@@ -547,10 +596,16 @@ void vectl_initwrap(int argc, char **argv, char **envp)
 		fail("the init wrapper's message is malformed");
 	struct sock_fprog prog = read_program(bpffd);
 	close(exefd);
+	for (int i = 0; ncg > 0 && i < nfs; i++)
+		if (holds_cgroup_tree(fs[i].target))
+			mount_fs(&fs[i]);
 	if (ncg > 0)
 		mount_cgroups(cg, ncg);
 	for (int i = 0; i < nfs; i++)
-		mount_fs(&fs[i]);
+		if (ncg == 0 || !holds_cgroup_tree(fs[i].target))
+			mount_fs(&fs[i]);
+	for (int i = 0; i < nmasks; i++)
+		mask_path(masks[i]);
 	// Files libcontainer bound into the VE by their directories (detach), as the VE's /proc
 	// views and device nodes: each goes over its target, then the directories go.
 	for (int i = 0; i < nbinds; i++) {

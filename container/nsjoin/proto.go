@@ -44,7 +44,8 @@ const (
 	AttrCgroupRO = 14 // 3 strings, "NAME\0SOURCE\0DATA\0": a cgroup v1 hierarchy mounted read-only (repeated)
 	AttrCgroupRW = 15 // as AttrCgroupRO, mounted read-write
 	AttrMount    = 16 // u32 mount flags, then 4 strings "TARGET\0SOURCE\0FSTYPE\0DATA\0" (DATA may be empty): a mount the init wrapper makes (repeated)
-	attrMaxValue = 17 // one past the last; the C side sizes its checks by it
+	AttrMask     = 17 // string: a path the init wrapper masks after its mounts, as libcontainer does (repeated)
+	attrMaxValue = 18 // one past the last; the C side sizes its checks by it
 )
 
 // InitWrap is the init wrapper's message (InitWrapArg): libcontainer executes the wrapper
@@ -67,8 +68,13 @@ type InitWrap struct {
 	// namespace (see CgroupMount), before its binds.
 	Cgroups []CgroupMount
 	// Mounts are file systems (tmpfs, mqueue) the wrapper mounts, in order, after the cgroup
-	// tree and before its binds, creating a missing target directory and its parents.
+	// tree and before its binds, creating a missing target directory and its parents; one
+	// that holds /sys/fs/cgroup (sysfs on /sys) comes before the cgroup tree.
 	Mounts []Mount
+	// Masks are paths below Mounts the wrapper hides after mounting them, as libcontainer's
+	// maskPaths does: a directory under a read-only tmpfs, a file under /dev/null; a missing
+	// one is left.
+	Masks []string
 }
 
 // Mount is a mount(2) the init wrapper makes: mount(Source, Target, FSType, Flags, Data).
@@ -77,10 +83,12 @@ type Mount struct {
 	Flags                        uint32
 }
 
-// How many hierarchies (Cgroups) and mounts (Mounts) the init wrapper takes at most.
+// How many hierarchies (Cgroups), mounts (Mounts) and masks (Masks) the init wrapper takes
+// at most.
 const (
 	MaxInitWrapCgroups = 32
 	MaxInitWrapMounts  = 16
+	MaxInitWrapMasks   = 16
 )
 
 // CgroupMount is a cgroup v1 hierarchy the init wrapper mounts at /sys/fs/cgroup/Name with
@@ -120,6 +128,9 @@ func (w *InitWrap) Hex() string {
 	for _, m := range w.Mounts {
 		b := binary.NativeEndian.AppendUint32(nil, m.Flags)
 		e.Raw(AttrMount, append(b, m.Target+"\x00"+m.Source+"\x00"+m.FSType+"\x00"+m.Data+"\x00"...))
+	}
+	for _, p := range w.Masks {
+		e.String(AttrMask, p)
 	}
 	return e.Hex()
 }
@@ -177,6 +188,13 @@ func ParseInitWrap(msg string) (*InitWrap, error) {
 				break
 			}
 			w.Mounts = append(w.Mounts, Mount{Flags: binary.NativeEndian.Uint32(a.Payload), Target: f[0], Source: f[1], FSType: f[2], Data: f[3]})
+		case a.Type == AttrMask:
+			var s string
+			s, err = a.String()
+			if err == nil && !strings.HasPrefix(s, "/") {
+				err = fmt.Errorf("mask %q is not an absolute path", s)
+			}
+			w.Masks = append(w.Masks, s)
 		default:
 			err = fmt.Errorf("attribute %d with %d bytes is unknown", a.Type, len(a.Payload))
 		}
@@ -316,6 +334,7 @@ func header() string {
 		{Name: "NSJ_ATTR_DETACH", Value: AttrDetach}, {Name: "NSJ_ATTR_CGROUP_RO", Value: AttrCgroupRO},
 		{Name: "NSJ_ATTR_CGROUP_RW", Value: AttrCgroupRW}, {Name: "NSJ_ATTR_MOUNT", Value: AttrMount},
 		{Name: "NSJ_ATTR_MAX", Value: attrMaxValue}, {Name: "NSJ_MAX_CGROUPS", Value: MaxInitWrapCgroups},
-		{Name: "NSJ_MAX_MOUNTS", Value: MaxInitWrapMounts},
+		{Name: "NSJ_MAX_MOUNTS", Value: MaxInitWrapMounts}, {Name: "NSJ_ATTR_MASK", Value: AttrMask},
+		{Name: "NSJ_MAX_MASKS", Value: MaxInitWrapMasks},
 	}, map[string]string{"NSJ_ARG": Arg, "NSJ_INITWRAP_ARG": InitWrapArg})
 }

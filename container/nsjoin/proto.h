@@ -21,9 +21,11 @@
 #define NSJ_ATTR_CGROUP_RO 14
 #define NSJ_ATTR_CGROUP_RW 15
 #define NSJ_ATTR_MOUNT 16
-#define NSJ_ATTR_MAX 17
+#define NSJ_ATTR_MAX 18
 #define NSJ_MAX_CGROUPS 32
 #define NSJ_MAX_MOUNTS 16
+#define NSJ_ATTR_MASK 17
+#define NSJ_MAX_MASKS 16
 #define NSJ_ARG "__nsjoin"
 #define NSJ_INITWRAP_ARG "__initwrap"
 #endif

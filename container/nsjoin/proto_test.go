@@ -72,6 +72,8 @@ func TestInitWrapRoundTrip(t *testing.T) {
 			{Name: "memory", Source: "cgroup", Data: "memory", RW: true}, {Name: "systemd", Source: "systemd", Data: "name=systemd", RW: true}},
 			Mounts: []Mount{{Target: "/run", Source: "tmpfs", FSType: "tmpfs", Data: "mode=755", Flags: 6},
 				{Target: "/dev/mqueue", Source: "mqueue", FSType: "mqueue", Flags: 14}}},
+		{BPFFD: 5, ExeFD: 6, Mounts: []Mount{{Target: "/sys", Source: "sysfs", FSType: "sysfs", Flags: 15}},
+			Masks: []string{"/sys/firmware", "/sys/devices/virtual/powercap"}},
 	} {
 		got, err := ParseInitWrap(w.Hex())
 		if err != nil {
@@ -105,6 +107,14 @@ func TestInitWrapRoundTrip(t *testing.T) {
 		e.Raw(AttrMount, []byte(bad))
 		if _, err := ParseInitWrap(e.Hex()); err == nil {
 			t.Errorf("mount %q decoded", bad)
+		}
+	}
+	for _, bad := range []string{"", "sys/firmware"} {
+		var e wire.Encoder
+		e.U32(AttrVersion, ProtoVersion)
+		e.String(AttrMask, bad)
+		if _, err := ParseInitWrap(e.Hex()); err == nil {
+			t.Errorf("mask %q decoded", bad)
 		}
 	}
 }
