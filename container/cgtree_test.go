@@ -136,7 +136,7 @@ func TestFileSystems(t *testing.T) {
 	}
 	cfg := mk()
 	var wb wrapperBinds
-	wb.fileSystems(cfg)
+	wb.fileSystemsIn(cfg, false)
 	want := []nsjoin.Mount{
 		{Target: "/dev/shm", Source: "shm", FSType: "tmpfs", Data: "mode=1777,size=65536k", Flags: unix.MS_NOSUID},
 		{Target: "/dev/mqueue", Source: "mqueue", FSType: "mqueue", Flags: unix.MS_NOEXEC},
@@ -163,13 +163,21 @@ func TestFileSystems(t *testing.T) {
 		t.Errorf("the message's mounts: %+v (%v)", w, err)
 	}
 
-	// In a user namespace sysfs stays libcontainer's, and its masks with it.
-	cfg = mk()
-	cfg.Namespaces = configs.Namespaces{{Type: configs.NEWUSER}}
-	wb = wrapperBinds{}
-	wb.fileSystems(cfg)
-	if slices.ContainsFunc(wb.w.Mounts, func(m nsjoin.Mount) bool { return m.FSType == "sysfs" }) || len(wb.w.Masks) != 0 || len(cfg.MaskPaths) != 4 {
-		t.Errorf("user namespace: moved %+v, masks %q", wb.w.Mounts, wb.w.Masks)
+	// In a VE's own user namespace, or with vectl in one (nested in a VE), sysfs stays
+	// libcontainer's, and its masks with it.
+	for _, inUserNS := range []bool{false, true} {
+		cfg = mk()
+		if !inUserNS {
+			cfg.Namespaces = configs.Namespaces{{Type: configs.NEWUSER}}
+		}
+		wb = wrapperBinds{}
+		wb.fileSystemsIn(cfg, inUserNS)
+		if slices.ContainsFunc(wb.w.Mounts, func(m nsjoin.Mount) bool { return m.FSType == "sysfs" }) || len(wb.w.Masks) != 0 || len(cfg.MaskPaths) != 4 {
+			t.Errorf("user namespace (vectl in one: %v): moved %+v, masks %q", inUserNS, wb.w.Mounts, wb.w.Masks)
+		}
+		if len(wb.w.Mounts) != len(want)-1 {
+			t.Errorf("user namespace (vectl in one: %v): moved %+v, want the tmpfs and mqueue mounts", inUserNS, wb.w.Mounts)
+		}
 	}
 
 	cfg = mk()

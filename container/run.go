@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moby/sys/userns"
 	"github.com/opencontainers/cgroups"
 	devices "github.com/opencontainers/cgroups/devices/config"
 	cgmanager "github.com/opencontainers/cgroups/manager"
@@ -201,9 +202,16 @@ func (wb *wrapperBinds) cgroupTree(cfg *configs.Config, hierarchies []cgroups.Mo
 // stays libcontainer's when it has propagation flags or extensions, when the root is
 // read-only (a missing target could not be made), when a read-only path lies below it, or
 // when one of libcontainer's own mounts listed after it lies below it (the wrapper's would
-// cover it). sysfs stays in a user namespace: after pivot_root the VE's mount namespace
-// holds no sysfs, and the kernel lets a user namespace mount one only where one is visible.
+// cover it). sysfs stays libcontainer's for a VE with a user namespace of its own, and for
+// every VE of a vectl that runs in one (nested in a VE): after pivot_root the VE's mount
+// namespace holds no sysfs, and the kernel lets a mount namespace that a user namespace owns
+// mount one only where one is already fully visible.
 func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
+	wb.fileSystemsIn(cfg, userns.RunningInUserNS())
+}
+
+// fileSystemsIn is fileSystems, told whether vectl runs in a user namespace.
+func (wb *wrapperBinds) fileSystemsIn(cfg *configs.Config, inUserNS bool) {
 	if cfg.Readonlyfs {
 		return
 	}
@@ -214,7 +222,7 @@ func (wb *wrapperBinds) fileSystems(cfg *configs.Config) {
 	moves := map[*configs.Mount]bool{}
 	masks := 0
 	for _, m := range cfg.Mounts {
-		fs := m.Device == "tmpfs" || m.Device == "mqueue" || m.Device == "sysfs" && !cfg.Namespaces.Contains(configs.NEWUSER)
+		fs := m.Device == "tmpfs" || m.Device == "mqueue" || m.Device == "sysfs" && !cfg.Namespaces.Contains(configs.NEWUSER) && !inUserNS
 		if fs && m.Destination != "/dev" && filepath.IsAbs(m.Destination) &&
 			len(m.PropagationFlags) == 0 && m.Extensions == 0 && m.ClearedFlags == 0 && m.Flags&unix.MS_REMOUNT == 0 &&
 			!slices.ContainsFunc(cfg.ReadonlyPaths, below(m.Destination)) && len(moves) < nsjoin.MaxInitWrapMounts {
