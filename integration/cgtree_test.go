@@ -19,6 +19,23 @@ var cgroupMountLine = regexp.MustCompile(`^(\d+)\s+mount\("([^"]*)", "([^"]*)", 
 // file system type.
 var fsMountLine = regexp.MustCompile(`^(\d+)\s+mount\("[^"]*", "([^"]*)", "(tmpfs|mqueue)", `)
 
+// mountEntry is one line of a mountinfo file: the mount point and "FSTYPE
+// PER-MOUNT-OPTIONS".
+type mountEntry struct{ point, mount string }
+
+// mountEntries parses a mountinfo file's text, in its order.
+func mountEntries(text string) []mountEntry {
+	var ms []mountEntry
+	for _, l := range strings.Split(text, "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 6 && len(g) >= 1 {
+			ms = append(ms, mountEntry{point: f[4], mount: g[0] + " " + f[5]})
+		}
+	}
+	return ms
+}
+
 // hostHierarchies are the base names of the host's cgroup v1 mount points (cpu, memory,
 // systemd, ...), as libcontainer lists them for a VE.
 func hostHierarchies(t *testing.T) []string {
@@ -28,11 +45,9 @@ func hostHierarchies(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, l := range strings.Split(string(data), "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup" && !slices.Contains(names, filepath.Base(f[4])) {
-			names = append(names, filepath.Base(f[4]))
+	for _, m := range mountEntries(string(data)) {
+		if strings.HasPrefix(m.mount, "cgroup ") && !slices.Contains(names, filepath.Base(m.point)) {
+			names = append(names, filepath.Base(m.point))
 		}
 	}
 	if len(names) == 0 {
@@ -46,14 +61,11 @@ func hostHierarchies(t *testing.T) []string {
 func (e *env) veCgroupMounts(id string) (map[string]string, map[string]int) {
 	e.t.Helper()
 	mounts, count := map[string]string{}, map[string]int{}
-	for _, l := range strings.Split(e.out(id, "cat", "/proc/1/mountinfo"), "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 6 || len(g) < 1 || !(f[4] == "/sys/fs/cgroup" || strings.HasPrefix(f[4], "/sys/fs/cgroup/")) {
-			continue
+	for _, m := range mountEntries(e.out(id, "cat", "/proc/1/mountinfo")) {
+		if m.point == "/sys/fs/cgroup" || strings.HasPrefix(m.point, "/sys/fs/cgroup/") {
+			mounts[m.point] = m.mount
+			count[m.point]++
 		}
-		mounts[f[4]] = g[0] + " " + f[5]
-		count[f[4]]++
 	}
 	return mounts, count
 }
@@ -264,17 +276,12 @@ func TestSysfsMount(t *testing.T) {
 	e.must("start", running)
 	mi := e.out(running, "cat", "/proc/1/mountinfo")
 	sys, firmware := "", ""
-	for _, l := range strings.Split(mi, "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 6 || len(g) < 1 {
-			continue
-		}
-		switch f[4] {
+	for _, m := range mountEntries(mi) {
+		switch m.point {
 		case "/sys":
-			sys = g[0] + " " + f[5]
+			sys = m.mount
 		case "/sys/firmware":
-			firmware = g[0] + " " + f[5]
+			firmware = m.mount
 		}
 	}
 	if !strings.HasPrefix(sys, "sysfs ro,") {
