@@ -36,6 +36,17 @@ func mountEntries(text string) []mountEntry {
 	return ms
 }
 
+// wrapperExec reports whether an strace -f line is the successful execve of the init
+// wrapper (a sealed copy run from a descriptor with __initwrap), and by which process: the
+// mounts that process makes after it are the wrapper's.
+func wrapperExec(l string) (string, bool) {
+	x := execveLine.FindStringSubmatch(l)
+	if x == nil || x[4] != "0" || !strings.HasPrefix(x[2], "/proc/self/fd/") || !strings.Contains(x[3], `"__initwrap"`) {
+		return "", false
+	}
+	return x[1], true
+}
+
 // hostHierarchies are the base names of the host's cgroup v1 mount points (cpu, memory,
 // systemd, ...), as libcontainer lists them for a VE.
 func hostHierarchies(t *testing.T) []string {
@@ -105,9 +116,8 @@ func TestCgroupTreeMounts(t *testing.T) {
 	mounted := map[string]string{} // target -> flags, by the wrapper
 	fs := map[string]string{}      // target -> type, by the wrapper
 	for _, l := range strings.Split(text, "\n") {
-		if x := execveLine.FindStringSubmatch(l); x != nil && x[4] == "0" && strings.HasPrefix(x[2], "/proc/self/fd/") &&
-			strings.Contains(x[3], `"__initwrap"`) {
-			wrapper = x[1]
+		if pid, ok := wrapperExec(l); ok {
+			wrapper = pid
 		}
 		if m := fsMountLine.FindStringSubmatch(l); m != nil && m[1] == wrapper {
 			fs[m[2]] = m[3]
@@ -230,8 +240,8 @@ func TestSysfsMount(t *testing.T) {
 		// process makes after it executed the wrapper.
 		wrapper, sysfsBy, sysfsFlags, masked, order := "", "", "", false, []string{}
 		for _, l := range strings.Split(text, "\n") {
-			if x := execveLine.FindStringSubmatch(l); x != nil && x[4] == "0" && strings.Contains(x[3], `"__initwrap"`) {
-				wrapper = x[1]
+			if pid, ok := wrapperExec(l); ok {
+				wrapper = pid
 			}
 			if m := sysfsMountLine.FindStringSubmatch(l); m != nil && strings.HasSuffix(l, "= 0") {
 				sysfsBy, sysfsFlags = "libcontainer's init", m[3]
