@@ -21,17 +21,31 @@ import (
 	"github.com/vectl/vectl/template"
 )
 
+// privateNode points every node setting of vectl's at dir through the environment (the
+// personalities have no global flags), the cgroup parent at one that is never made, and the
+// firewall table at one of its own. `make check` runs the unit tests as root, on a host where
+// the demo's VE 101 may be running: with the host's /vectl cgroup parent, a fake VE 101
+// would read as running and a stop would stop the real one.
+func privateNode(tb testing.TB, dir string) {
+	tb.Helper()
+	for k, v := range map[string]string{"VECTL_ROOT": dir, "VECTL_RUN_DIR": filepath.Join(dir, "run"),
+		"VECTL_LOG_DIR": filepath.Join(dir, "log"), "VECTL_VZ_CONF_DIR": filepath.Join(dir, "etc-vz"),
+		"VECTL_NETWORK_CONFIG": filepath.Join(dir, "none.json"), "VECTL_PROFILE_DIR": filepath.Join(dir, "profiles"),
+		"VECTL_CGROUP_PARENT": "/vectl-unit-never-made", "VECTL_FIREWALL_TABLE": "vectl_unit_never_made"} {
+		tb.Setenv(k, v)
+	}
+}
+
 // run calls Main as root (unit tests run unprivileged; the root check is tested on its own)
-// with a private state root, and returns the exit status and both output streams.
+// on a private node at root, and returns the exit status and both output streams.
 func run(t *testing.T, root string, args ...string) (int, string, string) {
 	t.Helper()
+	privateNode(t, root)
 	old := geteuid
 	geteuid = func() int { return 0 }
 	defer func() { geteuid = old }()
 	var out, errb bytes.Buffer
-	full := append([]string{"vectl", "--root", root, "--run-dir", filepath.Join(root, "run"),
-		"--log-dir", filepath.Join(root, "log")}, args...)
-	code := Main(full, Streams{In: strings.NewReader(""), Out: &out, Err: &errb})
+	code := Main(append([]string{"vectl"}, args...), Streams{In: strings.NewReader(""), Out: &out, Err: &errb})
 	return code, out.String(), errb.String()
 }
 

@@ -42,12 +42,7 @@ func fuzzMain(t *testing.T, name, args string, root bool) {
 
 // fuzzRoot points vectl's settings at an empty scratch root for the fuzz target's run.
 func fuzzRoot(f *testing.F) {
-	dir := f.TempDir()
-	for k, v := range map[string]string{"VECTL_ROOT": dir + "/root", "VECTL_RUN_DIR": dir + "/run",
-		"VECTL_LOG_DIR": dir + "/log", "VECTL_VZ_CONF_DIR": dir + "/vz", "VECTL_NETWORK_CONFIG": dir + "/none.json",
-		"VECTL_PROFILE_DIR": dir + "/profiles", "VECTL_CGROUP_PARENT": "/vectl-fuzz-never-made"} {
-		f.Setenv(k, v)
-	}
+	privateNode(f, f.TempDir())
 }
 
 func FuzzVzctlArgs(f *testing.F) {

@@ -12,18 +12,14 @@ import (
 	"github.com/vectl/vectl/resources"
 )
 
-// personality runs a personality (vzctl, vzlist) as root with a private state root given
+// personality runs a personality (vzctl, vzlist) as root on a private node at root, given
 // through the environment, as its clients run it.
 func personality(t *testing.T, root, name string, args ...string) (int, string, string) {
 	t.Helper()
+	privateNode(t, root)
 	old := geteuid
 	geteuid = func() int { return 0 }
 	defer func() { geteuid = old }()
-	t.Setenv("VECTL_ROOT", root)
-	t.Setenv("VECTL_RUN_DIR", filepath.Join(root, "run"))
-	t.Setenv("VECTL_LOG_DIR", filepath.Join(root, "log"))
-	t.Setenv("VECTL_VZ_CONF_DIR", filepath.Join(root, "etc-vz"))
-	t.Setenv("VECTL_NETWORK_CONFIG", filepath.Join(root, "none.json"))
 	var out, errb bytes.Buffer
 	code := Main(append([]string{"/usr/sbin/" + name}, args...), Streams{In: strings.NewReader(""), Out: &out, Err: &errb})
 	return code, out.String(), errb.String()
