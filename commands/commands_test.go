@@ -36,6 +36,24 @@ func privateNode(tb testing.TB, dir string) {
 	}
 }
 
+// TestPrivateNodeCoversEverySetting checks that privateNode moves every global setting whose
+// default names a place of the host's (a directory, a file, the cgroup parent, the firewall
+// table) off it, so that a setting added later cannot reach the host from a unit test.
+func TestPrivateNodeCoversEverySetting(t *testing.T) {
+	privateNode(t, t.TempDir())
+	for _, f := range globalFlags() {
+		sf, ok := f.(*cli.StringFlag)
+		if !ok || sf.Value == "" || sf.Name == "lock-timeout" {
+			continue // no default place (the built-in plugins, ROOT/templates) or not a place
+		}
+		for _, env := range sf.EnvVars {
+			if v := os.Getenv(env); v == "" || v == sf.Value {
+				t.Errorf("privateNode leaves --%s (%s) at the host's %q", sf.Name, env, sf.Value)
+			}
+		}
+	}
+}
+
 // run calls Main as root (unit tests run unprivileged; the root check is tested on its own)
 // on a private node at root, and returns the exit status and both output streams.
 func run(t *testing.T, root string, args ...string) (int, string, string) {
