@@ -68,10 +68,31 @@ func installVZ(t *testing.T) {
 			made = append(made, dir)
 		}
 	}
-	hadGlobal := fileExists("/etc/vz/vz.conf")
+	// Files of another node's (a demo's VE 101, say) that the test rewrites: vz.conf, which the
+	// test's node writes with its own paths, and each VE's config, to which libvirt's driver
+	// adds a #UUID line when it lists the VE. The cleanup puts back vz.conf as it was, and a
+	// config whose only change is that line.
+	before := map[string][]byte{}
+	confs, _ := filepath.Glob("/etc/vz/conf/*.conf")
+	for _, p := range append(confs, "/etc/vz/vz.conf") {
+		if data, err := os.ReadFile(p); err == nil {
+			before[p] = data
+		}
+	}
 	t.Cleanup(func() {
-		if !hadGlobal {
+		global, had := before["/etc/vz/vz.conf"]
+		if !had {
 			os.Remove("/etc/vz/vz.conf")
+		} else if err := os.WriteFile("/etc/vz/vz.conf", global, 0o644); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		for p, data := range before {
+			now, err := os.ReadFile(p)
+			if err == nil && p != "/etc/vz/vz.conf" && !bytes.Equal(now, data) && bytes.Equal(withoutUUID(now), withoutUUID(data)) {
+				if err := os.WriteFile(p, data, 0o644); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			}
 		}
 		// Made by this test: everything in them is the test's VEs' (ID.conf.destroyed too).
 		for i := len(made) - 1; i >= 0; i-- {
@@ -80,6 +101,17 @@ func installVZ(t *testing.T) {
 			}
 		}
 	})
+}
+
+// withoutUUID is a VE config without the #UUID line libvirt's OpenVZ driver adds.
+func withoutUUID(conf []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(conf) {
+		if !bytes.HasPrefix(line, []byte("#UUID:")) {
+			out = append(out, line...)
+		}
+	}
+	return bytes.TrimRight(out, "\n")
 }
 
 // TestLibvirtOpenVZ manages vectl VEs through virsh -c openvz:///system, unmodified, and
