@@ -72,23 +72,23 @@ func installVZ(t *testing.T) {
 	// test's node writes with its own paths, and each VE's config, to which libvirt's driver
 	// adds a #UUID line when it lists the VE. The cleanup puts back vz.conf as it was, and a
 	// config whose only change is that line.
+	global, globalErr := os.ReadFile("/etc/vz/vz.conf")
 	before := map[string][]byte{}
 	confs, _ := filepath.Glob("/etc/vz/conf/*.conf")
-	for _, p := range append(confs, "/etc/vz/vz.conf") {
+	for _, p := range confs {
 		if data, err := os.ReadFile(p); err == nil {
 			before[p] = data
 		}
 	}
 	t.Cleanup(func() {
-		global, had := before["/etc/vz/vz.conf"]
-		if !had {
+		if globalErr != nil {
 			os.Remove("/etc/vz/vz.conf")
 		} else if err := os.WriteFile("/etc/vz/vz.conf", global, 0o644); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 		for p, data := range before {
 			now, err := os.ReadFile(p)
-			if err == nil && p != "/etc/vz/vz.conf" && !bytes.Equal(now, data) && bytes.Equal(withoutUUID(now), withoutUUID(data)) {
+			if err == nil && !bytes.Equal(now, data) && bytes.Equal(withoutUUID(now), withoutUUID(data)) {
 				if err := os.WriteFile(p, data, 0o644); err != nil {
 					t.Errorf("cleanup: %v", err)
 				}
