@@ -1,9 +1,11 @@
 package container
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -18,31 +20,75 @@ import (
 // writing, and the first writer after a quiet spell waits a full RCU grace period for it
 // (6 to 18 ms on the reference machine, more than a third of a busybox VE's start); a
 // writer that comes within about one grace period of the previous one does not wait. So a
-// throwaway thread moves itself into vectl's own parent cgroup in the pids hierarchy and
-// exits: the grace period then passes in the background while vectl loads the VE's state,
-// mounts its root and starts its helper processes, and libcontainer's attach finds the
-// lock ready. Nothing outlives the thread, and no cgroup but vectl's own is written.
+// thread moves itself into vectl's own parent cgroup in the pids hierarchy and back: the
+// grace period then passes in the background while vectl loads the VE's state, mounts its
+// root and starts its helper processes, and libcontainer's attach finds the lock ready.
+// Nothing stays in the parent cgroup, and no cgroup but vectl's own and its process's is
+// written.
 //
 // It returns at once. Failures do not matter: the attach then simply waits as before.
 // Where the kernel expedites grace periods (idle.GracePeriodsExpedited) the first attach
-// after a quiet spell took 65 us on the machine of 2026-12-06, less than the throwaway
-// thread costs, and nothing is done.
+// after a quiet spell took 65 us on the machine of 2026-12-06, less than the warming thread
+// cost then, and nothing is done.
 func (m *Manager) warmCgroupAttach() {
 	if !m.attachWaits() {
 		return
 	}
 	tasks := filepath.Join("/sys/fs/cgroup/pids", m.opts.CgroupParent, "tasks")
 	go func() {
-		// Never unlocked: the Go runtime ends the thread with this goroutine, so the
-		// moved thread runs nothing else.
 		runtime.LockOSThread()
-		fd, err := unix.Open(tasks, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return
+		if warmAttach(tasks) {
+			runtime.UnlockOSThread()
 		}
-		defer unix.Close(fd)
-		_, _ = unix.Write(fd, []byte(strconv.Itoa(unix.Gettid())))
+		// Else the thread ends with this goroutine, as every warming thread did before
+		// 2026-12-08.
 	}()
+}
+
+// warmAttach moves the calling thread, locked to its goroutine, into the cgroup of the
+// tasks file and back into its own pids cgroup, so that the Go runtime can use the thread
+// again (a thread discarded and made again costs about 0.1 ms of CPU, 2026-12-08); the
+// second attach comes right after the first and does not wait. It tells whether the thread
+// is where it was (also when it could not move).
+func warmAttach(tasks string) bool {
+	home := pidsCgroupOf("/proc/thread-self/cgroup")
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	if writeTasks(tasks, tid) != nil {
+		return true
+	}
+	return home != "" && writeTasks(filepath.Join("/sys/fs/cgroup/pids", home, "tasks"), tid) == nil
+}
+
+// writeTasks writes tid into a cgroup v1 tasks file.
+func writeTasks(tasks string, tid []byte) error {
+	fd, err := unix.Open(tasks, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, tid)
+	return err
+}
+
+// pidsCgroupOf returns the pids hierarchy's cgroup in a /proc cgroup file (the line
+// "N:pids:/PATH"), or "" when it has none or cannot be read.
+func pidsCgroupOf(file string) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || !strings.HasPrefix(parts[2], "/") {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "pids" {
+				return parts[2]
+			}
+		}
+	}
+	return ""
 }
 
 // keepCgroupAttachWarm repeats warmCgroupAttach every few milliseconds, well within a grace
