@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -346,9 +347,9 @@ func pipeHolders(w *os.File) []int {
 }
 
 // TestViewsCloser (issue 22): at a VE's end its monitor hands the views' fanotify group and
-// files to a closer, "vectl-views-closer __views-closer ..." (the foreground Go monitor's own
-// program executed again; a copy of the resting monitor, which writes that command line over
-// its arguments), whose close waits out the kernel's grace period off the monitor's path. This test
+// files to a closer, "vectl-views-closer __views-closer ..." (the idle loop's program, which
+// the foreground Go monitor executes; a copy of the resting monitor, which writes that command
+// line over its arguments), whose close waits out the kernel's grace period off the monitor's path. This test
 // is a child subreaper, so the closer (an orphan) becomes its child: one closer per end of
 // the VE, from the foreground Go monitor and from the resting monitor (vectl-idle); it
 // keeps nothing but the pipe, the group and the view files (not the caller's output, which
@@ -372,6 +373,14 @@ func TestViewsCloser(t *testing.T) {
 			}
 		}
 	}()
+	// The idle loop's program, extracted at the first start; "" for a build without it.
+	var idleProgram string
+	findIdleProgram := func() {
+		if m, _ := filepath.Glob(filepath.Join(e.root, "idle-bin", "*", "vectl-idle")); len(m) == 1 {
+			idleProgram = m[0]
+		}
+	}
+
 	// closerDone checks the one closer this process adopted and waits for its exit.
 	closerDone := func(what string, out *os.File) {
 		t.Helper()
@@ -394,6 +403,12 @@ func TestViewsCloser(t *testing.T) {
 		cmd := fileText(fmt.Sprintf("/proc/%d/cmdline", pid)) // "" once it has exited
 		if cmd != "" && !strings.HasPrefix(cmd, "vectl-views-closer\x00__views-closer\x00") {
 			t.Errorf("%s: closer %d runs %q", what, pid, cmd)
+		}
+		// Both monitors' closers run the idle loop's small program (since 2026-12-08 also
+		// the Go monitor's, which executed vectl's own binary before), where this build
+		// has one (it is extracted to ROOT/idle-bin at a start).
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && idleProgram != "" && exe != idleProgram {
+			t.Errorf("%s: closer %d runs %s, not the idle loop's program %s", what, pid, exe, idleProgram)
 		}
 		if out != nil {
 			if h := pipeHolders(out); len(h) > 0 {
@@ -444,6 +459,8 @@ func TestViewsCloser(t *testing.T) {
 	eventually(t, 20*time.Second, "the foreground VE to run", func() bool {
 		return e.exec(id, "test", "-e", "/run/vectl-booted").code == 0
 	})
+	findIdleProgram()
+	t.Logf("the idle loop's program: %q", idleProgram)
 	fg.Process.Signal(syscall.SIGTERM) // as systemctl stop does: shut down through the init
 	if err := fg.Wait(); err != nil {
 		t.Fatalf("foreground vectl: %v", err)

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -118,6 +119,15 @@ func (r *Relay) Run() {
 		r.Clients = append(r.Clients, int(c.clients[i]))
 	}
 }
+
+// UseCloserProgram makes this process's views' closer (spawned when a Go monitor's relay
+// closes the views) run path, the idle loop's program (HelperPath), instead of this
+// process's own, larger program. Later calls change nothing.
+func UseCloserProgram(path string) {
+	closerOnce.Do(func() { C.vectl_views_closer_program(C.CString(path)) }) // kept for the process's life
+}
+
+var closerOnce sync.Once
 
 // stopInProgress is the idle loop's check of a stop marker (Handover.StopMark), for tests:
 // the pid it names when that process is alive, else 0.

@@ -45,6 +45,10 @@ void vectl_views_small(int argc, char **argv);
 // children it does not know (systemd does; a Go program does not), so its closer is spawned
 // and forks, an orphan, as the Go monitor's is.
 void vectl_views_spawned(void);
+// vectl_views_closer_program makes a Go monitor's spawned closer run path (the idle loop's
+// program, which has vectl_views_closer too) instead of the process's own program; path must
+// stay valid. When it cannot be started the closer runs the process's own program.
+void vectl_views_closer_program(const char *path);
 // vectl_views_closer is the views' closer (close_fan_elsewhere in views.c), run as
 // "vectl-views-closer __views-closer SYNCFD FANFD [VIEWFD...]"; it does not return.
 __attribute__((noreturn)) void vectl_views_closer(int argc, char **argv);

@@ -237,8 +237,9 @@ func Run(ctx context.Context, ve VE, o Options) (Ending, error) {
 			} else if boot == 1 && o.IdleExe != nil {
 				// A foreground monitor (a unit's, a run to exit) keeps what it maps of this
 				// binary as it is while it lives in Go; the helper lays out the rest.
-				if path, err := o.IdleExe(); err == nil {
+				if path, err := o.IdleExe(); err == nil && path != "" {
 					layOut(o, path, log)
+					idle.UseCloserProgram(path)
 				}
 			}
 			var rest <-chan struct{}
