@@ -76,12 +76,13 @@ func doInNetns(path string, f func() error) error {
 	return <-errc
 }
 
-// onThread runs f, which may move the calling thread into another network namespace, on a
-// thread of its own, and puts the thread back into its own namespace afterwards, so that the
-// Go runtime can use it again. Only when that fails is it left locked, and the runtime
-// discards it with the calling goroutine, which must end after onThread returns. A thread
-// discarded and made again costs about 0.1 ms of CPU (2026-12-08); a VE's start put one or
-// two threads into its network namespace.
+// onThread runs f, which may move the calling thread into another network namespace, with
+// the calling goroutine locked to its thread, and puts the thread back into the namespace it
+// was in afterwards, so that the Go runtime can use it again. Only when that fails does the
+// thread stay locked, and the runtime discards it with the calling goroutine, which must end
+// after onThread returns (as every such thread was discarded before 2026-12-08). A thread
+// discarded and made again costs about 0.1 ms of CPU (2026-12-08); a VE's start moves one
+// into its network namespace.
 func onThread(f func() error) error {
 	runtime.LockOSThread()
 	back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)

@@ -919,9 +919,10 @@ __attribute__((noreturn)) static void closer_run(int *keep, int n, int fork_firs
 // the address space) as "vectl-views-closer __views-closer SYNC FAN VIEW...", with only those
 // descriptors kept (vectl_views_closer); in the Go monitor, the idle loop's small program
 // when it has one (vectl_views_closer_program; executing vectl's 20 MB binary for it cost
-// about 0.15 ms more at the end of each foreground run, 2026-12-08). A fork of the Go monitor copied the page tables of
-// its whole heap, and the monitor then paid a copy-on-write fault for every page it wrote
-// while the copy lived: 0.6 ms of CPU at the end of each foreground run. The exec also gives
+// about 0.15 ms more at the end of each foreground run, 2026-12-08). A fork of the Go
+// monitor copied the page tables of its whole heap, and the monitor then paid a
+// copy-on-write fault for every page it wrote while the copy lived: 0.6 ms of CPU at the
+// end of each foreground run. The exec also gives
 // the closer a command line of its own, so nothing takes it for the VE's monitor. It waits
 // for this process to have closed its copy of the group (EOF on the pipe SYNC), so that its
 // own close is the last and pays the wait, and it takes no signal.
