@@ -1,11 +1,9 @@
 package container
 
 import (
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -73,22 +71,8 @@ func writeTasks(tasks string, tid []byte) error {
 // pidsCgroupOf returns the pids hierarchy's cgroup in a /proc cgroup file (the line
 // "N:pids:/PATH"), or "" when it has none or cannot be read.
 func pidsCgroupOf(file string) string {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 || !strings.HasPrefix(parts[2], "/") {
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "pids" {
-				return parts[2]
-			}
-		}
-	}
-	return ""
+	m, _ := cgroups.ParseCgroupFile(file)
+	return m["pids"]
 }
 
 // keepCgroupAttachWarm repeats warmCgroupAttach every few milliseconds, well within a grace
